@@ -1,0 +1,1 @@
+"""freight.chaos: fault injection and game days."""

@@ -1,0 +1,1 @@
+"""freight.observe: instrumentation (metrics catalogue, tracing, logging, events)."""

@@ -1,0 +1,375 @@
+"""Remote functions, actor classes and actor handles."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import pickle
+import threading
+import uuid
+from typing import Any
+
+import cloudpickle
+
+from freight import _api
+from freight._options import (
+    ACTOR_OPTIONS,
+    METHOD_OPTIONS,
+    TASK_OPTIONS,
+    resources_of,
+    validate,
+)
+from freight.client.args import pack_args
+from freight.client.refs import ObjectRef
+from freight.client.submitter import TaskSpec
+
+
+def _returns(refs: list[ObjectRef]) -> Any:
+    if len(refs) == 1:
+        return refs[0]
+    return refs if refs else None
+
+
+class RemoteFunction:
+    """A function that runs as a task: call ``.remote(...)`` to submit it."""
+
+    def __init__(self, fn: Any, options: dict[str, Any]) -> None:
+        self._function = fn
+        self._options = validate(dict(options), TASK_OPTIONS, "a remote function")
+        self._name = getattr(fn, "__qualname__", getattr(fn, "__name__", "task"))
+        self._module = getattr(fn, "__module__", "")
+        self._blob: bytes | None = None
+        self._fid = b""
+        self._lock = threading.Lock()
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", "task")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shipped inside other functions: the lock and the cached export stay behind.
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["_blob"], state["_fid"] = None, b""
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "Remote functions cannot be called directly. Instead of running "
+            f"'{self._module}.{self._name}()', try '{self._module}.{self._name}.remote()'."
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundFunction:
+        validate(options, TASK_OPTIONS, f"{self._name}.options()")
+        return _BoundFunction(self, {**self._options, **options})
+
+    def _export(self) -> None:
+        with self._lock:
+            if self._blob is None:
+                try:
+                    blob = cloudpickle.dumps(self._function, protocol=5)
+                except Exception as e:
+                    raise TypeError(
+                        f"Could not serialize the function {self._name}: {e!r}. It probably "
+                        "captures an unpicklable object (a lock, a socket, an open file); "
+                        "create it inside the function instead."
+                    ) from e
+                self._fid = hashlib.blake2b(blob, digest_size=16).digest()
+                self._blob = blob
+
+    def _remote(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> Any:
+        cw = _api._require_worker()
+        if self._blob is None:
+            self._export()
+        name = options.get("name") or self._name
+        packed, refs, nested = pack_args(args, kwargs, name)
+        n = options.get("num_returns", 1)
+        return_ids = [cw.new_id() for _ in range(n)]
+        out = [ObjectRef(rid, cw.address) for rid in return_ids]
+        retry_exc = options.get("retry_exceptions", False)
+        spec = TaskSpec(
+            cw.new_id(),
+            name,
+            self._fid,
+            self._blob or b"",
+            packed,
+            refs,
+            nested,
+            return_ids,
+            resources_of(options, 1.0),
+            options.get("max_retries", 3),
+            tuple(retry_exc) if isinstance(retry_exc, list) else retry_exc,
+        )
+        cw.submitter.submit(spec)
+        return _returns(out)
+
+
+class _BoundFunction:
+    def __init__(self, rf: RemoteFunction, options: dict[str, Any]) -> None:
+        self._rf = rf
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._rf._remote(args, kwargs, self._options)
+
+
+def method(*, num_returns: int = 1, **options: Any) -> Any:
+    """Decorate an actor method to set its options (``num_returns``)."""
+    validate({"num_returns": num_returns, **options}, METHOD_OPTIONS, "freight.method")
+
+    def wrap(fn: Any) -> Any:
+        fn.__freight_num_returns__ = num_returns
+        return fn
+
+    return wrap
+
+
+def _method_table(cls: type) -> dict[str, int]:
+    out = {}
+    for name, member in inspect.getmembers(cls):
+        if callable(member) and (not name.startswith("__") or name == "__call__"):
+            out[name] = getattr(member, "__freight_num_returns__", 1)
+    return out
+
+
+class ActorClass:
+    """A class whose instances live in their own worker process: ``Cls.remote(...)``."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = validate(dict(options), ACTOR_OPTIONS, "an actor class")
+        self._name = cls.__name__
+        self._methods = _method_table(cls)
+        self._is_async = any(
+            inspect.iscoroutinefunction(getattr(cls, n, None)) for n in self._methods
+        )
+        self._blob: bytes | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_blob": None}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
+            f"use '{self._name}.remote()'."
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._create(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundActorClass:
+        validate(options, ACTOR_OPTIONS, f"{self._name}.options()")
+        return _BoundActorClass(self, {**self._options, **options})
+
+    def _create(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> ActorHandle:
+        from freight.client.head_client import pb_module as pb
+        from freight.client.head_client import resources_pb
+
+        cw = _api._require_worker()
+        if self._blob is None:
+            try:
+                self._blob = cloudpickle.dumps(self._cls, protocol=5)
+            except Exception as e:
+                raise TypeError(f"Could not serialize the actor class {self._name}: {e!r}") from e
+        packed, refs, _nested = pack_args(args, kwargs, f"{self._name}.__init__")
+        actor_id = uuid.uuid4().hex
+        name = options.get("name") or ""
+        namespace = options.get("namespace") or cw.namespace
+        detached = options.get("lifetime") == "detached"
+        concurrency = options.get("max_concurrency") or (1000 if self._is_async else 1)
+        info = pb.ActorInfo(
+            actor_id=actor_id,
+            job_id=cw.job_id,
+            class_name=self._name,
+            name=name,
+            namespace=namespace,
+            detached=detached,
+            resources=resources_pb(resources_of(options, 0.0)),
+            owner_address=cw.address,
+        )
+        blob = self._blob
+
+        def spec_bytes() -> bytes:
+            values = cw.wait_values([ObjectRef(o, w) for o, w in refs], None) if refs else []
+            resolved = [(o, w, v) for (o, w), v in zip(refs, values, strict=True)]
+            return pickle.dumps(
+                {
+                    "class_blob": blob,
+                    "class_name": self._name,
+                    "args": packed,
+                    "arg_refs": resolved,
+                    "max_concurrency": concurrency,
+                    "is_async": self._is_async,
+                    "driver": cw.driver_address,
+                }
+            )
+
+        def create() -> Any:
+            try:
+                reply = cw.head.call(
+                    "CreateActor",
+                    pb.CreateActorRequest(
+                        actor=info,
+                        creation_spec=spec_bytes(),
+                        get_if_exists=bool(options.get("get_if_exists")),
+                    ),
+                    timeout=None,
+                )
+            except Exception as e:
+                cw.actors.created(actor_id, "", f"the actor could not be created: {e}")
+                return None
+            a = reply.actor
+            if a.state == "ALIVE":
+                cw.actors.created(a.actor_id, a.worker_address, "")
+            else:
+                cause = a.death_cause or "the actor could not be created"
+                if reply.creation_error:
+                    try:
+                        err = pickle.loads(reply.creation_error)
+                        cause = f"the constructor raised: {err}"
+                    except Exception:
+                        cause = "the constructor raised an exception"
+                cw.actors.created(a.actor_id, "", cause)
+            return reply
+
+        # The creator learns the address from CreateActor's reply; never look it up meanwhile.
+        cw.actors.state(actor_id, self._name).resolving = True
+        if name:
+            # Named actors are created synchronously so that a taken name fails right here.
+            reply = create()
+            if reply is not None and reply.existed:
+                return ActorHandle(reply.actor.actor_id, self._name, self._methods)
+            if (
+                reply is not None
+                and reply.actor.state == "DEAD"
+                and "already" in reply.actor.death_cause
+            ):
+                raise ValueError(reply.actor.death_cause)
+            cw.head.call(
+                "KVPut",
+                pb.KVPutRequest(
+                    ns="actor_methods",
+                    key=actor_id,
+                    value=json.dumps(self._methods).encode(),
+                    overwrite=True,
+                ),
+            )
+        else:
+            threading.Thread(target=create, name="freight-create-actor", daemon=True).start()
+        return ActorHandle(actor_id, self._name, self._methods)
+
+
+class _BoundActorClass:
+    def __init__(self, ac: ActorClass, options: dict[str, Any]) -> None:
+        self._ac = ac
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._ac._create(args, kwargs, self._options)
+
+
+class _ActorID:
+    def __init__(self, hex_id: str) -> None:
+        self._hex = hex_id
+
+    def hex(self) -> str:
+        return self._hex
+
+    def __repr__(self) -> str:
+        return f"ActorID({self._hex})"
+
+
+class ActorHandle:
+    """A handle to an actor: ``handle.method.remote(...)`` calls a method."""
+
+    def __init__(self, actor_id: str, class_name: str, methods: dict[str, int] | None) -> None:
+        self._freight_actor_id = actor_id
+        self._freight_class = class_name
+        self._freight_methods = methods
+
+    @property
+    def _actor_id(self) -> _ActorID:
+        return _ActorID(self._freight_actor_id)
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_freight_") or (name.startswith("__") and name != "__call__"):
+            raise AttributeError(name)
+        methods = self._freight_methods
+        if methods is not None and name not in methods:
+            raise AttributeError(f"'{self._freight_class}' actor has no method {name!r}")
+        return ActorMethod(self, name, methods.get(name, 1) if methods else 1)
+
+    def __repr__(self) -> str:
+        return f"Actor({self._freight_class}, {self._freight_actor_id})"
+
+    def __reduce__(self) -> Any:
+        return ActorHandle, (self._freight_actor_id, self._freight_class, self._freight_methods)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._freight_actor_id == self._freight_actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._freight_actor_id)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "Actor methods cannot be called directly. Instead of running "
+            f"'handle.{self._name}()', try 'handle.{self._name}.remote()'."
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._num_returns)
+
+    def options(self, **options: Any) -> Any:
+        validate(options, METHOD_OPTIONS, f"{self._name}.options()")
+        n = options.get("num_returns", self._num_returns)
+        outer = self
+
+        class _Bound:
+            def remote(self, *args: Any, **kwargs: Any) -> Any:
+                return outer._remote(args, kwargs, n)
+
+        return _Bound()
+
+    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int) -> Any:
+        cw = _api._require_worker()
+        h = self._handle
+        name = f"{h._freight_class}.{self._name}"
+        packed, refs, nested = pack_args(args, kwargs, name)
+        return_ids = [cw.new_id() for _ in range(num_returns)]
+        out = [ObjectRef(rid, cw.address) for rid in return_ids]
+        spec = TaskSpec(
+            cw.new_id(),
+            name,
+            b"",
+            b"",
+            packed,
+            refs,
+            nested,
+            return_ids,
+            {},
+            0,
+            False,
+            h._freight_actor_id,
+            self._name,
+        )
+        st = cw.actors.state(h._freight_actor_id, h._freight_class)
+        cw.submitter.submit(spec, actor=st)
+        return _returns(out)

@@ -1,0 +1,144 @@
+"""`freight start`, `freight stop`: run cluster processes that outlive the command."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from freight import _launcher
+from freight.config import settings
+from freight.util.grpc_auth import TOKEN_FILE
+
+
+def _resources(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise SystemExit(f"freight start: --resources must be JSON like '{{\"disk\": 2}}': {e}")
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (int, float)) and v >= 0 for v in value.values()
+    ):
+        raise SystemExit("freight start: --resources must map names to non-negative numbers.")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    resources = _resources(args.resources)
+    for name in ("num_cpus", "num_gpus"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            raise SystemExit(f"freight start: --{name.replace('_', '-')} must be >= 0.")
+    if args.head == bool(args.address):
+        raise SystemExit("freight start: give exactly one of --head or --address HOST:PORT.")
+    if args.head:
+        session_dir = _launcher.new_session_dir()
+        _, address = _launcher.start_head(
+            session_dir,
+            port=args.port,
+            cluster_name=args.cluster_name,
+            attached=False,
+            bind=args.bind,
+        )
+        _launcher.point_latest(session_dir)
+    else:
+        address = args.address
+        session_dir = _launcher.find_session_for(address) or ""
+        if not session_dir:
+            token = settings.token
+            if not token:
+                raise SystemExit(
+                    f"freight start: no local session knows {address}; set FREIGHT_TOKEN to the "
+                    "cluster's token (the 'token' file in the head's session directory)."
+                )
+            session_dir = _launcher.new_session_dir()
+            with open(os.path.join(session_dir, TOKEN_FILE), "w") as f:
+                f.write(token)
+            with open(os.path.join(session_dir, "head.json"), "w") as f:
+                json.dump({"address": address, "remote": True}, f)
+    _, node_id = _launcher.start_agent(
+        session_dir,
+        address,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        resources=resources,
+        object_store_memory=args.object_store_memory,
+        head_node=args.head,
+        attached=False,
+    )
+    print(f"freight {'head' if args.head else 'node'} started.")
+    print(f"  address:      {address}")
+    print(f"  node:         {node_id}")
+    print(f"  session dir:  {session_dir}")
+    print("Connect with freight.init(address='auto') on this machine, or")
+    print(f"  freight start --address {address}   on another node (with FREIGHT_TOKEN set).")
+    return 0
+
+
+def _pids(session_dir: str) -> list[int]:
+    pids = []
+    for path in [os.path.join(session_dir, "head.json"), *glob.glob(f"{session_dir}/nodes/*.json")]:
+        info = _launcher.read_json(path)
+        if info and isinstance(info.get("pid"), int):
+            pids.append(info["pid"])
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    stopped = 0
+    for session_dir in sorted(glob.glob(os.path.join(settings.temp_dir, "session_2*"))):
+        # Agents first (they stop their workers), then the head.
+        pids = [p for p in reversed(_pids(session_dir)) if _alive(p)]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + args.grace
+        for pid in pids:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)  # waiting for another process to exit
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            stopped += 1
+    print(f"freight stop: stopped {stopped} process(es).")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("start", help="start a head (--head) or a node agent (--address)")
+    p.add_argument("--head", action="store_true", help="start the head and a node agent here")
+    p.add_argument("--address", default="", help="join the cluster whose head is HOST:PORT")
+    p.add_argument("--port", type=int, default=6390, help="head gRPC port (default 6390)")
+    p.add_argument("--bind", default="127.0.0.1", help="address the head listens on")
+    p.add_argument("--num-cpus", type=float, default=None)
+    p.add_argument("--num-gpus", type=float, default=None)
+    p.add_argument(
+        "--resources", default=None, help="custom resources as JSON, e.g. '{\"disk\": 2}'"
+    )
+    p.add_argument("--object-store-memory", type=int, default=None, help="bytes")
+    p.add_argument("--cluster-name", default="freight")
+    p.set_defaults(func=cmd_start)
+    p = sub.add_parser("stop", help="stop every freight process started with `freight start`")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds before SIGKILL")
+    p.set_defaults(func=cmd_stop)

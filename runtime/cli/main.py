@@ -1,0 +1,37 @@
+"""The `freight` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from freight.config import settings_table
+
+from . import cluster, demo, status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="freight",
+        description="freight: a task/actor runtime for Python, and the tools to operate it.",
+        epilog="Environment settings:\n" + settings_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cluster.add_parsers(sub)
+    status.add_parsers(sub)
+    demo.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

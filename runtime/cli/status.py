@@ -1,0 +1,181 @@
+"""`freight status` and `freight memory`: what the cluster holds, read from its processes."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from freight import _launcher
+from freight.config import settings
+from freight.protocol import frames
+from freight.protocol import messages as m
+from freight.util.grpc_auth import read_token
+
+
+def _gib(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def resolve(address: str | None) -> tuple[str, str, str]:
+    """(head address, token, session dir) for ``address`` or the newest local cluster."""
+    if address and address != "auto":
+        session_dir = _launcher.find_session_for(address) or ""
+        token = settings.token or (read_token(session_dir) if session_dir else "")
+        return address, token, session_dir
+    session_dir = _launcher.latest_session() or ""
+    info = _launcher.read_json(os.path.join(session_dir, "head.json")) if session_dir else None
+    if not info:
+        raise SystemExit(
+            "freight: no running cluster found on this machine; pass --address HOST:PORT or "
+            "start one with `freight start --head`."
+        )
+    return str(info["address"]), read_token(session_dir), session_dir
+
+
+def status_report(head_address: str, token: str) -> Any:
+    from freight.client.head_client import HeadClient
+    from freight.client.head_client import pb_module as pb
+
+    client = HeadClient(head_address, token)
+    try:
+        return client.call("ClusterStatus", pb.ClusterStatusRequest(), timeout=10)
+    finally:
+        client.close()
+
+
+def render_status(st: Any, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(f"[bold]freight cluster {st.cluster_name!r}[/bold]: {len(st.nodes)} node(s)")
+    total, avail = dict(st.total.amounts), dict(st.available.amounts)
+    res = Table(title="Resources (used / total)")
+    res.add_column("resource")
+    res.add_column("used", justify="right")
+    res.add_column("total", justify="right")
+    for k in sorted(total):
+        used = total[k] - avail.get(k, 0.0)
+        fmt = _gib if k in ("memory", "object_store_memory") else (lambda v: f"{v:g}")
+        res.add_row(k, fmt(used), fmt(total[k]))
+    console.print(res)
+    nodes = Table(title="Nodes")
+    for col in ("node", "state", "object store", "objects", "workers", "idle", "actors", "pending"):
+        nodes.add_column(col)
+    infeasible: list[str] = []
+    for n in st.nodes:
+        s = n.stats
+        pending = ", ".join(f"{v} {k}" for k, v in sorted(s.pending_by_reason.items())) or "-"
+        nodes.add_row(
+            n.node_id[:12] + (" (head)" if n.is_head_node else ""),
+            n.state,
+            f"{_gib(s.object_store_used)} / {_gib(s.object_store_capacity)}",
+            str(s.num_objects),
+            str(s.num_workers),
+            str(s.num_idle_workers),
+            str(s.num_actor_workers),
+            pending,
+        )
+        infeasible += list(s.infeasible_shapes)
+    console.print(nodes)
+    console.print(f"actors alive: {st.num_actors_alive}   jobs running: {st.num_jobs_running}")
+    if infeasible:
+        console.print("[bold red]Infeasible demand[/bold red] (no node can ever run these):")
+        for shape in sorted(set(infeasible)):
+            console.print(f"  {shape}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    address, token, _ = resolve(args.address)
+    try:
+        st = status_report(address, token)
+    except (ConnectionError, PermissionError) as e:
+        raise SystemExit(f"freight status: {e}")
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(st), indent=2))
+    else:
+        render_status(st)
+    return 0
+
+
+def memory_rows(session_dir: str, token: str) -> list[dict[str, Any]]:
+    """Ask every driver and worker of the session what it holds."""
+    rows: list[dict[str, Any]] = []
+    for sock in sorted(glob.glob(os.path.join(session_dir, "sockets", "*.sock"))):
+        name = os.path.basename(sock)
+        if name.startswith("agent-"):
+            continue
+        try:
+            fs = frames.connect_unix(sock, token, ("cli", ""), timeout=2)
+        except ConnectionError:
+            continue
+        try:
+            fs.sock.settimeout(5)
+            fs.send(m.MemoryRequest(1))
+            reply = fs.recv()
+        except (OSError, frames.ProtocolError):
+            continue
+        finally:
+            fs.close()
+        if type(reply) is not m.MemoryReply:
+            continue
+        for oid, size, where, owned, holders in reply.rows:
+            rows.append(
+                {
+                    "object_id": oid,
+                    "size": size,
+                    "where": where,
+                    "process": f"{reply.role} pid={reply.pid}",
+                    "owner": owned,
+                    "held_by": holders,
+                }
+            )
+    return rows
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    _, token, session_dir = resolve(args.address)
+    if not session_dir:
+        raise SystemExit(
+            "freight memory: run it on a node of the cluster (it reads local sockets)."
+        )
+    rows = memory_rows(session_dir, token)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"Live objects ({len(rows)} references)")
+    for col in ("object", "size", "where", "process", "role", "kept alive by"):
+        table.add_column(col)
+    total = 0
+    for r in sorted(rows, key=lambda r: -r["size"]):
+        total += r["size"] if r["owner"] else 0
+        table.add_row(
+            r["object_id"][:20],
+            _gib(r["size"]),
+            r["where"],
+            r["process"],
+            "owner" if r["owner"] else "borrower",
+            "; ".join(r["held_by"]) or "-",
+        )
+    Console().print(table)
+    print(f"total owned: {_gib(total)}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("status", help="nodes, resources, object store, workers, pending tasks")
+    p.add_argument("--address", default=None, help="head HOST:PORT (default: newest local cluster)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("memory", help="every live object: size, owner, what keeps it alive")
+    p.add_argument("--address", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_memory)

@@ -1,0 +1,669 @@
+"""The core worker: the part of every driver and worker that owns objects and submits work.
+
+It serves the process's owner socket (borrowers fetch values, register and release borrows;
+workers receive pushed tasks), keeps the reference table and the in-process memory store, and
+talks to the local node agent for leases and shared-memory reservations.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import os
+import pickle
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from freight import exceptions as exc
+from freight.config import settings
+from freight.core.refcount import ReferenceTable
+from freight.core.task_state import TaskTable
+from freight.objects import serialization as ser
+from freight.objects.shm import read_segment, write_segment
+from freight.protocol import frames
+from freight.protocol import messages as m
+
+from . import refs as refs_mod
+from .refs import ObjectRef
+
+# A stored value: ("v", packed) inline | ("s", path, size) shared memory | ("e", pickled error)
+Value = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Slot:
+    value: Value | None = None
+    callbacks: list[Callable[[Value], None]] | None = None
+    foreign: list[tuple[bytes, str]] = field(default_factory=list)  # refs inside, owned elsewhere
+    fetching: bool = False
+
+
+_current_task: contextvars.ContextVar[Any] = contextvars.ContextVar("freight_task", default=None)
+
+
+class Peer:
+    """An outbound connection to another core worker (a leased worker, an actor, an owner)."""
+
+    def __init__(self, address: str, fs: frames.FrameSocket) -> None:
+        self.address = address
+        self.fs = fs
+        self.sent_functions: set[bytes] = set()
+        self.alive = True
+
+
+class CoreWorker:
+    def __init__(
+        self,
+        *,
+        session_dir: str,
+        node_id: str,
+        agent_socket: str,
+        head_address: str,
+        token: str,
+        job_id: str,
+        worker_id: str,
+        is_driver: bool,
+        namespace: str = "",
+        log_to_driver: bool = True,
+    ) -> None:
+        self.session_dir = session_dir
+        self.session_name = os.path.basename(os.path.normpath(session_dir))
+        self.node_id = node_id
+        self.head_address = head_address
+        self.token = token
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.is_driver = is_driver
+        self.namespace = namespace
+        self.log_to_driver = log_to_driver
+        kind = "driver" if is_driver else "worker"
+        self.address = os.path.join(session_dir, "sockets", f"{kind}-{worker_id[:16]}.sock")
+        self.lock = threading.RLock()
+        self.cv = threading.Condition(self.lock)
+        validate = settings.validate_state
+        self.refs = ReferenceTable(validate=validate)
+        self.tasks = TaskTable(validate=validate)
+        self.slots: dict[bytes, Slot] = {}
+        self._prefix = os.urandom(8)
+        self._counter = itertools.count(1)
+        self._req = itertools.count(1)
+        self._pending: dict[int, Future[Any]] = {}
+        self.peers: dict[str, Peer] = {}
+        self._peer_lock = threading.Lock()
+        self.inline_max = settings.inline_max_bytes
+        self.closed = False
+        self.driver_address = self.address if is_driver else ""
+        self.on_push: Callable[[frames.FrameSocket, Any, str], None] | None = None
+        self.on_agent_message: Callable[[Any], None] | None = None
+        self._borrow_buf = threading.local()
+        self._head: Any = None
+        self._listener = self._listen()
+        role = ("driver", self.address, job_id) if is_driver else ("worker", worker_id)
+        self.agent = frames.connect_unix(agent_socket, token, role)
+        frames.serve_reader(self.agent, self._on_agent, self._agent_closed)
+        from .submitter import ActorSubmitter, TaskSubmitter
+
+        self.submitter = TaskSubmitter(self)
+        self.actors = ActorSubmitter(self)
+        refs_mod._worker = self
+        threading.Thread(target=self._janitor, name="freight-janitor", daemon=True).start()
+
+    # -- ids ---------------------------------------------------------------------------------
+
+    @property
+    def current_task(self) -> Any:
+        """The task this thread (or asyncio task) is running, or None."""
+        return _current_task.get()
+
+    @staticmethod
+    def set_current_task(task: Any) -> Any:
+        return _current_task.set(task)
+
+    @staticmethod
+    def reset_current_task(token: Any) -> None:
+        _current_task.reset(token)
+
+    def new_id(self) -> bytes:
+        return self._prefix + next(self._counter).to_bytes(8, "little")
+
+    def next_req(self) -> int:
+        return next(self._req)
+
+    # -- server side -------------------------------------------------------------------------
+
+    def _listen(self) -> socket.socket:
+        os.makedirs(os.path.dirname(self.address), exist_ok=True)
+        if os.path.exists(self.address):
+            os.unlink(self.address)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(self.address)
+        os.chmod(self.address, 0o600)
+        srv.listen(128)
+        threading.Thread(
+            target=self._accept, args=(srv,), name="freight-accept", daemon=True
+        ).start()
+        return srv
+
+    def _accept(self, srv: socket.socket) -> None:
+        while not self.closed:
+            try:
+                sock, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(
+                target=self._serve_inbound, args=(sock,), name="freight-inbound", daemon=True
+            ).start()
+
+    def _serve_inbound(self, sock: socket.socket) -> None:
+        fs = frames.FrameSocket(sock)
+        try:
+            got = fs.recv_raw()
+            if got is None:
+                fs.close()
+                return
+            role = frames.check_hello(got[0], got[1], self.token)
+            caller = str(role[1]) if len(role) > 1 else ""
+            while True:
+                msg = fs.recv()
+                if msg is None:
+                    break
+                self._on_inbound(fs, msg, caller)
+        except (frames.ProtocolError, OSError) as e:
+            print(f"freight: closed a connection after bad input: {e}", file=sys.stderr)
+        finally:
+            fs.close()
+
+    def _on_inbound(self, fs: frames.FrameSocket, msg: Any, caller: str = "") -> None:
+        t = type(msg)
+        if t is m.PushTask or t is m.CancelTask:
+            if self.on_push is None:
+                raise frames.ProtocolError("this process does not run tasks")
+            self.on_push(fs, msg, caller)
+        elif t is m.GetObject:
+            self._serve_get(fs, msg)
+        elif t is m.Borrow:
+            with self.lock:
+                missing = [o for o in msg.object_ids if not self.refs.add_borrower(o, msg.borrower)]
+            fs.send(m.BorrowAck(msg.req_id, missing))
+        elif t is m.ReleaseBorrow:
+            with self.lock:
+                freed: list[bytes] = []
+                for oid in msg.object_ids:
+                    freed += self.refs.remove_borrower(oid, msg.borrower)
+            self._free(freed)
+        elif t is m.MemoryRequest:
+            fs.send(
+                m.MemoryReply(
+                    msg.req_id,
+                    os.getpid(),
+                    "driver" if self.is_driver else "worker",
+                    self.memory_rows(),
+                )
+            )
+        elif t is m.LogLines:
+            if not self.log_to_driver:
+                return
+            stream = sys.stderr if msg.stream == "stderr" else sys.stdout
+            for line in msg.text.splitlines():
+                print(f"{msg.prefix} {line}", file=stream)
+        else:
+            raise frames.ProtocolError(f"unexpected {t.__name__} on an owner socket")
+
+    def _serve_get(self, fs: frames.FrameSocket, msg: m.GetObject) -> None:
+        def reply(value: Value) -> None:
+            try:
+                fs.send(m.ObjectValue(msg.req_id, msg.object_id, value))
+            except OSError:
+                pass
+
+        with self.lock:
+            slot = self.slots.get(msg.object_id)
+            if slot is None:
+                err = exc.ObjectLostError(
+                    msg.object_id.hex(),
+                    f"Object {msg.object_id.hex()} was already freed by its owner "
+                    f"(no reference to it remained).",
+                )
+                value: Value | None = ("e", pickle.dumps(err))
+            else:
+                value = slot.value
+                if value is None:
+                    if slot.callbacks is None:
+                        slot.callbacks = []
+                    slot.callbacks.append(reply)
+        if value is not None:
+            reply(value)
+
+    # -- agent -------------------------------------------------------------------------------
+
+    def _on_agent(self, msg: Any) -> None:
+        t = type(msg)
+        if t is m.Reserved or t is m.Error:
+            self._resolve(msg.req_id, msg)
+        elif t is m.LeaseGranted or t is m.LeaseRejected:
+            self.submitter.on_lease_reply(msg)
+        elif self.on_agent_message is not None:
+            self.on_agent_message(msg)
+
+    def _agent_closed(self, error: BaseException | None) -> None:
+        if not self.closed:
+            print("freight: lost the connection to the node agent", file=sys.stderr)
+            if not self.is_driver:
+                os._exit(1)
+
+    def request(self, fs: frames.FrameSocket, build: Callable[[int], Any], timeout: float) -> Any:
+        req = self.next_req()
+        fut: Future[Any] = Future()
+        self._pending[req] = fut
+        try:
+            fs.send(build(req))
+            return fut.result(timeout)
+        finally:
+            self._pending.pop(req, None)
+
+    def _resolve(self, req_id: int, value: Any) -> None:
+        fut = self._pending.pop(req_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+
+    # -- peers -------------------------------------------------------------------------------
+
+    def peer(self, address: str) -> Peer:
+        p = self.peers.get(address)
+        if p is not None and p.alive:
+            return p
+        with self._peer_lock:
+            p = self.peers.get(address)
+            if p is not None and p.alive:
+                return p
+            fs = frames.connect_unix(address, self.token, ("peer", self.address))
+            p = Peer(address, fs)
+            self.peers[address] = p
+            frames.serve_reader(
+                fs, lambda msg, p=p: self._on_peer(p, msg), lambda e, p=p: self._peer_closed(p)
+            )
+            return p
+
+    def _on_peer(self, peer: Peer, msg: Any) -> None:
+        t = type(msg)
+        if t is m.TaskDone:
+            self.submitter.on_task_done(peer, msg)
+        elif t is m.ObjectValue:
+            self._on_fetched(msg.object_id, msg.value)
+        elif t is m.BorrowAck:
+            self._resolve(msg.req_id, msg)
+        elif t is m.LogLines or t is m.GetObject or t is m.Borrow or t is m.ReleaseBorrow:
+            self._on_inbound(peer.fs, msg)
+        else:
+            raise frames.ProtocolError(f"unexpected {t.__name__} from a peer")
+
+    def _peer_closed(self, peer: Peer) -> None:
+        peer.alive = False
+        with self._peer_lock:
+            if self.peers.get(peer.address) is peer:
+                del self.peers[peer.address]
+        if not self.closed:
+            self.submitter.on_peer_closed(peer)
+
+    # -- references --------------------------------------------------------------------------
+
+    def ref_created(self, oid: bytes, owner: str) -> None:
+        with self.lock:
+            self.refs.add_local(oid, owner == self.address)
+
+    def ref_deserialized(self, ref: ObjectRef) -> None:
+        if ref._owner != self.address:
+            buf = getattr(self._borrow_buf, "items", None)
+            if buf is not None:
+                buf.append((ref._id, ref._owner))
+            else:
+                self.borrow([(ref._id, ref._owner)], self.address)
+
+    def deserialize(self, fn: Callable[[], Any]) -> Any:
+        """Run an unpickling step, then register this process as borrower of new foreign refs."""
+        outer = getattr(self._borrow_buf, "items", None)
+        self._borrow_buf.items = []
+        try:
+            value = fn()
+        finally:
+            items, self._borrow_buf.items = self._borrow_buf.items, outer
+        if items:
+            self.borrow(items, self.address)
+        return value
+
+    def borrow(self, items: list[tuple[bytes, str]], borrower: str) -> None:
+        """Register ``borrower`` with the owners of ``items`` and wait for their answers."""
+        by_owner: dict[str, list[bytes]] = {}
+        for oid, owner in items:
+            by_owner.setdefault(owner, []).append(oid)
+        for owner, oids in by_owner.items():
+            if owner == self.address:
+                with self.lock:
+                    for oid in oids:
+                        self.refs.add_borrower(oid, borrower)
+                continue
+            try:
+                peer = self.peer(owner)
+                self.request(peer.fs, lambda r, o=oids: m.Borrow(r, o, borrower), timeout=30)
+            except (ConnectionError, OSError, TimeoutError):
+                pass  # the owner is gone: get() will report OwnerDiedError
+
+    def release_borrow(self, oid: bytes, owner: str, borrower: str) -> None:
+        if owner == self.address:
+            with self.lock:
+                freed = self.refs.remove_borrower(oid, borrower)
+            self._free(freed)
+            return
+        try:
+            self.peer(owner).fs.send(m.ReleaseBorrow([oid], borrower))
+        except (ConnectionError, OSError):
+            pass
+
+    def drain_dropped(self) -> None:
+        dropped = refs_mod.dropped
+        if not dropped:
+            return
+        freed: list[bytes] = []
+        with self.lock:
+            while dropped:
+                try:
+                    oid = dropped.popleft()
+                except IndexError:
+                    break
+                freed += self.refs.remove_local(oid)
+        if freed:
+            self._free(freed)
+
+    def _free(self, freed: list[bytes]) -> None:
+        if not freed:
+            return
+        shm: list[bytes] = []
+        releases: list[tuple[bytes, str, str]] = []
+        with self.lock:
+            for oid in freed:
+                slot = self.slots.pop(oid, None)
+                owned = oid[:8] == self._prefix
+                if slot is not None:
+                    if owned and slot.value is not None and slot.value[0] == "s":
+                        shm.append(oid)
+                    for inner, owner in slot.foreign:
+                        releases.append((inner, owner, f"{self.address}#{oid.hex()}"))
+                if not owned:
+                    owner = self.submitter.borrowed_owner.pop(oid, None)
+                    if owner:
+                        releases.append((oid, owner, self.address))
+        if shm:
+            try:
+                self.agent.send(m.FreeObjects(shm))
+            except OSError:
+                pass
+        for inner, owner, who in releases:
+            self.release_borrow(inner, owner, who)
+
+    def _janitor(self) -> None:
+        while not self.closed:
+            time.sleep(0.05)  # periodic housekeeping, not synchronisation
+            try:
+                self.drain_dropped()
+                self.submitter.return_idle_leases()
+            except Exception as e:  # never let housekeeping kill the process
+                print(f"freight: housekeeping failed: {e!r}", file=sys.stderr)
+
+    # -- values ------------------------------------------------------------------------------
+
+    def store_value(self, oid: bytes, value: Value, foreign: list[tuple[bytes, str]] = ()) -> None:
+        """Record a ready value for an object and wake whoever waits for it."""
+        with self.lock:
+            slot = self.slots.get(oid)
+            if slot is None:
+                if oid[:8] == self._prefix and oid not in self.refs.entries:
+                    orphan = True  # every reference was dropped before the value arrived
+                else:
+                    orphan = False
+                    slot = self.slots[oid] = Slot()
+            else:
+                orphan = False
+            if orphan:
+                if value[0] == "s":
+                    self.agent.send(m.FreeObjects([oid]))
+                return
+            assert slot is not None
+            slot.value = value
+            if foreign:
+                slot.foreign = list(foreign)
+            callbacks, slot.callbacks = slot.callbacks, None
+            self.cv.notify_all()
+        for cb in callbacks or ():
+            cb(value)
+
+    def on_ready(self, oid: bytes, owner: str, cb: Callable[[Value], None]) -> None:
+        """Call ``cb(value)`` once the object is ready (fetching it from its owner if needed)."""
+        with self.lock:
+            slot = self.slots.get(oid)
+            if slot is None:
+                slot = self.slots[oid] = Slot()
+            if slot.value is not None:
+                value = slot.value
+            else:
+                if slot.callbacks is None:
+                    slot.callbacks = []
+                slot.callbacks.append(cb)
+                value = None
+                if owner != self.address and not slot.fetching:
+                    self._fetch(oid, owner, slot)
+        if value is not None:
+            cb(value)
+
+    def _fetch(self, oid: bytes, owner: str, slot: Slot) -> None:
+        slot.fetching = True
+        self.submitter.borrowed_owner[oid] = owner
+        try:
+            self.peer(owner).fs.send(m.GetObject(0, oid))
+        except (ConnectionError, OSError):
+            err = exc.OwnerDiedError(
+                oid.hex(),
+                f"The owner of object {oid.hex()} ({owner}) has died or is unreachable, "
+                "so its value is lost.",
+            )
+            threading.Thread(
+                target=self.store_value, args=(oid, ("e", pickle.dumps(err))), daemon=True
+            ).start()
+
+    def _on_fetched(self, oid: bytes, value: Value) -> None:
+        self.store_value(oid, value)
+
+    def ensure_local(self, ref: ObjectRef) -> Slot:
+        with self.lock:
+            slot = self.slots.get(ref._id)
+            if slot is None:
+                slot = self.slots[ref._id] = Slot()
+            if slot.value is None and ref._owner != self.address and not slot.fetching:
+                self._fetch(ref._id, ref._owner, slot)
+            return slot
+
+    def decode(self, value: Value) -> Any:
+        kind = value[0]
+        if kind == "v":
+            return self.deserialize(lambda: ser.unpack(value[1]))
+        if kind == "s":
+            return self.deserialize(lambda: read_segment(value[1]))
+        err = pickle.loads(value[1])
+        if isinstance(err, exc.RayTaskError):
+            raise err.as_instanceof_cause()
+        raise err
+
+    # -- put ---------------------------------------------------------------------------------
+
+    def encode(self, so: ser.SerializedObject, oid: bytes) -> Value:
+        """Place a serialized object: inline bytes, or a shared-memory segment via the agent."""
+        size = so.total_size
+        if size <= self.inline_max:
+            return ("v", ser.pack(so))
+        reply = self.request(
+            self.agent, lambda r: m.ReserveObject(r, oid, size, self.address), timeout=60
+        )
+        if type(reply) is m.Error:
+            raise pickle.loads(reply.exc) if reply.exc else exc.ObjectStoreFullError(reply.message)
+        write_segment(reply.path, so)
+        self.agent.send(m.SealObject(oid))
+        return ("s", reply.path, size)
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "put() of an ObjectRef is not allowed: the reference is already in the object "
+                "store. Pass the ObjectRef itself instead."
+            )
+        self.drain_dropped()
+        try:
+            so = ser.serialize(value)
+        except Exception as e:
+            raise TypeError(f"put(): the value could not be serialized: {e!r}") from e
+        oid = self.new_id()
+        stored = self.encode(so, oid)
+        ref = ObjectRef(oid, self.address)
+        with self.lock:
+            self.slots[oid] = Slot(stored)
+            self.refs.set_contains(oid, [r._id for r in so.contained_refs])
+        return ref
+
+    # -- get / wait --------------------------------------------------------------------------
+
+    def wait_values(self, refs: list[ObjectRef], timeout: float | None) -> list[Value]:
+        self.drain_dropped()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        slots = [self.ensure_local(r) for r in refs]
+        if all(s.value is not None for s in slots):
+            return [s.value for s in slots]  # type: ignore[misc]
+        blocked = self.notify_blocked(True)
+        try:
+            with self.cv:
+                for s in slots:
+                    while s.value is None:
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            raise exc.GetTimeoutError(
+                                f"get() timed out after {timeout} s: {sum(x.value is None for x in slots)} "
+                                f"of {len(slots)} object(s) are not ready yet."
+                            )
+                        self.cv.wait(left)
+        finally:
+            if blocked:
+                self.notify_blocked(False)
+        return [s.value for s in slots]  # type: ignore[misc]
+
+    def notify_blocked(self, blocked: bool) -> bool:
+        """Tell the agent a task blocked in get/wait (its CPU can run other tasks meanwhile)."""
+        if self.is_driver or self.current_task is None:
+            return False
+        try:
+            msg = m.WorkerBlocked if blocked else m.WorkerUnblocked
+            self.agent.send(msg(self.worker_id))
+        except OSError:
+            return False
+        return True
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        values = self.wait_values(refs, timeout)
+        return [self.decode(v) for v in values]
+
+    def future_of(self, ref: ObjectRef) -> Future[Any]:
+        fut: Future[Any] = Future()
+
+        def done(value: Value) -> None:
+            try:
+                fut.set_result(self.decode(value))
+            except BaseException as e:
+                fut.set_exception(e)
+
+        self.on_ready(
+            ref._id,
+            ref._owner,
+            lambda v: threading.Thread(target=done, args=(v,), daemon=True).start(),
+        )
+        return fut
+
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self.drain_dropped()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        slots = [self.ensure_local(r) for r in refs]
+        blocked = False
+        try:
+            with self.cv:
+                while True:
+                    ready = sum(1 for s in slots if s.value is not None)
+                    if ready >= num_returns:
+                        break
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    if not blocked:
+                        blocked = self.notify_blocked(True)
+                    self.cv.wait(left)
+                done_list, rest = [], []
+                for r, s in zip(refs, slots, strict=True):
+                    if s.value is not None and len(done_list) < num_returns:
+                        done_list.append(r)
+                    else:
+                        rest.append(r)
+        finally:
+            if blocked:
+                self.notify_blocked(False)
+        return done_list, rest
+
+    def memory_rows(self) -> list[tuple[str, int, str, bool, list[str]]]:
+        """Every object this process refers to, its size, where it lives and what holds it."""
+        rows = []
+        with self.lock:
+            for oid, entry in self.refs.entries.items():
+                slot = self.slots.get(oid)
+                value = slot.value if slot is not None else None
+                if value is None:
+                    where, size = "pending", 0
+                elif value[0] == "v":
+                    where, size = "inline", len(value[1])
+                elif value[0] == "s":
+                    where, size = "shared memory", int(value[2])
+                else:
+                    where, size = "error", len(value[1])
+                rows.append((oid.hex(), size, where, oid[:8] == self._prefix, entry.holders()))
+        return rows
+
+    # -- head --------------------------------------------------------------------------------
+
+    @property
+    def head(self) -> Any:
+        if self._head is None:
+            from .head_client import HeadClient
+
+            self._head = HeadClient(self.head_address, self.token)
+        return self._head
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        refs_mod._worker = None
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        for p in list(self.peers.values()):
+            p.fs.close()
+        self.agent.close()
+        if self._head is not None:
+            self._head.close()
+        try:
+            os.unlink(self.address)
+        except OSError:
+            pass

@@ -1,0 +1,48 @@
+"""A small synchronous client of the head's gRPC ``HeadService``, for drivers, workers and CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from freight.protocol.generated import freight_pb2 as pb
+from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+from freight.util.grpc_auth import sync_channel
+
+
+class HeadClient:
+    def __init__(self, address: str, token: str) -> None:
+        self.address = address
+        self.channel = sync_channel(address, token)
+        self.stub = pb_grpc.HeadServiceStub(self.channel)
+
+    def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
+        """Call one HeadService method; turn transport failures into ConnectionError."""
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise PermissionError(exc.details()) from None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ConnectionError(
+                    f"the freight head at {self.address} is not reachable ({code.name}): "
+                    f"{exc.details()}"
+                ) from None
+            raise
+
+    def ping(self, timeout: float = 5.0) -> pb.ClusterStatusReply:
+        return self.call("ClusterStatus", pb.ClusterStatusRequest(), timeout=timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def resources_pb(amounts: dict[str, float]) -> pb.ResourceMap:
+    rm = pb.ResourceMap()
+    rm.amounts.update({k: float(v) for k, v in amounts.items()})
+    return rm
+
+
+pb_module = pb

@@ -1,0 +1,530 @@
+"""Task and actor-call submission: leases, direct pushes to workers, results, retries.
+
+An owner asks its node agent for a worker lease per resource shape, then pushes tasks of that
+shape straight to the leased worker (up to ``FREIGHT_LEASE_PIPELINE`` in flight) and keeps the
+lease while it has work. Actor calls go straight to the actor's worker over one connection per
+caller, so they run in submission order.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from freight import exceptions as exc
+from freight.config import settings
+from freight.core.lease import shape_key
+from freight.core.task_state import INFEASIBLE, WAITING_FOR_WORKER, Outcome, TaskRecord
+from freight.protocol import messages as m
+
+if TYPE_CHECKING:
+    from .core_worker import CoreWorker, Peer
+
+LEASE_IDLE_S = 0.2
+# Pipelining: a worker may hold several queued tasks while their expected total run time
+# stays under this budget; functions never seen to finish count as UNKNOWN (long).
+PIPELINE_BUDGET_S = 0.002
+UNKNOWN = 1e9
+
+
+@dataclass(slots=True)
+class TaskSpec:
+    task_id: bytes
+    name: str
+    function_id: bytes
+    function_blob: bytes
+    args: bytes
+    arg_refs: list[tuple[bytes, str]]
+    nested: list[bytes]
+    return_ids: list[bytes]
+    resources: dict[str, float]
+    max_retries: int = 0
+    retry_exceptions: bool | tuple[type, ...] = False
+    actor_id: str = ""
+    method: str = ""
+    resolved: list[tuple[bytes, str, Any]] | None = None
+    shape: str = ""
+
+
+@dataclass(slots=True)
+class Lease:
+    worker_id: str
+    peer: Peer
+    shape: str
+    inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
+    idle_since: float = 0.0
+    expected: float = 0.0  # summed expected run time of the tasks in flight
+
+
+@dataclass(slots=True)
+class ActorState:
+    actor_id: str
+    class_name: str
+    address: str = ""
+    peer: Peer | None = None
+    queue: deque[TaskSpec] = field(default_factory=deque)
+    inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
+    dead_cause: str = ""
+    resolving: bool = False
+
+
+def _retry_allowed(spec: TaskSpec, error: BaseException | None) -> bool:
+    re = spec.retry_exceptions
+    if re is True:
+        return True
+    if isinstance(re, tuple) and error is not None:
+        cause = getattr(error, "cause", error)
+        return isinstance(cause, re)
+    return False
+
+
+class TaskSubmitter:
+    def __init__(self, cw: CoreWorker) -> None:
+        self.cw = cw
+        self.queues: dict[str, deque[TaskSpec]] = {}
+        self.leases: dict[str, list[Lease]] = {}
+        self.lease_by_peer: dict[str, Lease] = {}
+        self.requests: dict[int, str] = {}
+        self.outstanding: dict[str, int] = {}
+        self.return_to_task: dict[bytes, TaskSpec] = {}
+        self.cancelled: set[bytes] = set()
+        self.borrowed_owner: dict[bytes, str] = {}
+        self.pipeline = max(1, settings.lease_pipeline)
+        self.warned_infeasible: set[str] = set()
+        self.durations: dict[bytes, float] = {}  # mean run time per function (EWMA)
+
+    # -- submission --------------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec, actor: ActorState | None = None) -> None:
+        cw = self.cw
+        rec = TaskRecord(
+            spec.task_id, spec.name, spec.max_retries, spec.retry_exceptions, spec.actor_id
+        )
+        with cw.lock:
+            for rid in spec.return_ids:
+                self.return_to_task[rid] = spec
+                cw.slots.setdefault(rid, _new_slot())
+            cw.refs.add_submitted([o for o, _ in spec.arg_refs] + spec.nested)
+            cw.tasks.submit(rec, args_ready=False)
+            if actor is not None:
+                actor.queue.append(spec)
+        remaining = [len(spec.arg_refs)]
+        values: list[Any] = [None] * len(spec.arg_refs)
+
+        def ready() -> None:
+            resolved = [(o, w, v) for (o, w), v in zip(spec.arg_refs, values, strict=True)]
+            with cw.lock:
+                if spec.task_id not in cw.tasks.live:
+                    return  # failed or cancelled while its arguments were being resolved
+                cw.tasks.args_ready(spec.task_id)
+                spec.resolved = resolved
+                if actor is None:
+                    spec.shape = shape_key(spec.resources)
+                    self.queues.setdefault(spec.shape, deque()).append(spec)
+            if actor is None:
+                self.pump(spec.shape)
+            else:
+                self.cw.actors.pump(actor)
+
+        if not spec.arg_refs:
+            ready()
+            return
+        lock = threading.Lock()
+        for i, (oid, owner) in enumerate(spec.arg_refs):
+
+            def on_value(value: Any, i: int = i) -> None:
+                values[i] = value
+                with lock:
+                    remaining[0] -= 1
+                    last = remaining[0] == 0
+                if last:
+                    ready()
+
+            cw.on_ready(oid, owner, on_value)
+
+    def pump(self, shape: str) -> None:
+        cw = self.cw
+        sends: list[tuple[Lease, TaskSpec]] = []
+        request = False
+        with cw.lock:
+            q = self.queues.get(shape)
+            if not q:
+                return
+            leases = self.leases.setdefault(shape, [])
+            while q:
+                # Queue a task behind a busy worker only when it and everything already queued
+                # there are known to be short: a long task would otherwise hold up short ones
+                # that another worker could run (decisions/0003-pipelining.md).
+                cost = self.durations.get(q[0].function_id, UNKNOWN)
+                best = None
+                for lease in leases:
+                    n = len(lease.inflight)
+                    if not lease.peer.alive or n >= self.pipeline:
+                        continue
+                    if n and lease.expected + cost > PIPELINE_BUDGET_S:
+                        continue
+                    if best is None or n < len(best.inflight):
+                        best = lease
+                if best is None:
+                    break
+                spec = q.popleft()
+                best.expected += cost
+                best.inflight[spec.task_id] = spec
+                cw.tasks.dispatched(spec.task_id, best.worker_id)
+                sends.append((best, spec))
+            if q and self.outstanding.get(shape, 0) == 0:
+                self.outstanding[shape] = 1
+                request = True
+                for spec in q:
+                    cw.tasks.set_pending_reason(spec.task_id, WAITING_FOR_WORKER)
+        for lease, spec in sends:
+            self.push(lease.peer, spec)
+        if request:
+            req_id = cw.next_req()
+            with cw.lock:
+                self.requests[req_id] = shape
+            q0 = self.queues[shape]
+            name = q0[0].name if q0 else ""
+            resources = q0[0].resources if q0 else {}
+            cw.agent.send(m.RequestLease(req_id, resources, cw.address, name))
+
+    def push(self, peer: Peer, spec: TaskSpec) -> None:
+        cw = self.cw
+        blob = b""
+        if spec.function_id and spec.function_id not in peer.sent_functions:
+            blob = spec.function_blob
+            peer.sent_functions.add(spec.function_id)
+        task = cw.current_task
+        msg = m.PushTask(
+            spec.task_id,
+            cw.job_id,
+            spec.name,
+            spec.function_id,
+            blob,
+            spec.args,
+            spec.resolved or [],
+            spec.return_ids,
+            spec.actor_id,
+            spec.method,
+            task.task_id if task is not None else b"",
+            cw.driver_address,
+            {},
+        )
+        try:
+            peer.fs.send(msg)
+        except OSError:
+            pass  # the reader thread sees the closed connection and fails or retries the task
+
+    # -- agent replies -----------------------------------------------------------------------
+
+    def on_lease_reply(self, msg: Any) -> None:
+        cw = self.cw
+        if type(msg) is m.LeaseRejected:
+            with cw.lock:
+                shape = self.requests.get(msg.req_id, "")
+                for spec in self.queues.get(shape, ()):
+                    cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
+            if shape not in self.warned_infeasible:
+                self.warned_infeasible.add(shape)
+                print(
+                    f"freight: warning: {msg.reason}. The task stays pending (infeasible) "
+                    "until a node that can run it joins; `freight status` lists it.",
+                    file=sys.stderr,
+                )
+            return
+        with cw.lock:
+            shape = self.requests.pop(msg.req_id, "")
+            self.outstanding[shape] = 0
+        try:
+            peer = cw.peer(msg.worker_address)
+        except (ConnectionError, OSError):
+            cw.agent.send(m.ReturnLease(msg.worker_id, True))
+            self.pump(shape)
+            return
+        lease = Lease(msg.worker_id, peer, shape, idle_since=time.monotonic())
+        with cw.lock:
+            self.leases.setdefault(shape, []).append(lease)
+            self.lease_by_peer[peer.address] = lease
+        self.pump(shape)
+
+    def return_idle_leases(self) -> None:
+        cw = self.cw
+        now = time.monotonic()
+        returned: list[Lease] = []
+        with cw.lock:
+            for shape, leases in self.leases.items():
+                if self.queues.get(shape):
+                    continue
+                for lease in list(leases):
+                    if not lease.inflight and now - lease.idle_since > LEASE_IDLE_S:
+                        leases.remove(lease)
+                        self.lease_by_peer.pop(lease.peer.address, None)
+                        returned.append(lease)
+        for lease in returned:
+            try:
+                cw.agent.send(m.ReturnLease(lease.worker_id, False))
+            except OSError:
+                pass
+
+    # -- results -----------------------------------------------------------------------------
+
+    def on_task_done(self, peer: Peer, msg: m.TaskDone) -> None:
+        cw = self.cw
+        with cw.lock:
+            lease = self.lease_by_peer.get(peer.address)
+            actor = None if lease is not None else cw.actors.by_peer.get(peer.address)
+            holder = lease if lease is not None else actor
+            spec = holder.inflight.pop(msg.task_id, None) if holder is not None else None
+            if lease is not None and spec is not None:
+                lease.expected -= self.durations.get(spec.function_id, UNKNOWN)
+                if not lease.inflight:
+                    lease.expected = 0.0
+                    lease.idle_since = time.monotonic()
+                if not msg.error:
+                    took = max(0.0, msg.end_time - msg.start_time)
+                    old = self.durations.get(spec.function_id)
+                    self.durations[spec.function_id] = (
+                        took if old is None else 0.8 * old + 0.2 * took
+                    )
+        if spec is None:
+            return
+        if msg.error:
+            error = _load_error(msg.error)
+            if msg.task_id in self.cancelled:
+                error = exc.TaskCancelledError(msg.task_id.hex())
+            app_retry = msg.retryable and _retry_allowed(spec, error)
+            with cw.lock:
+                outcome = cw.tasks.failed(spec.task_id, repr(error)[:200], False, app_retry)
+            if outcome is Outcome.RETRY:
+                self._requeue(spec)
+            else:
+                self._finish(spec, [("e", pickle.dumps(error))] * len(spec.return_ids), [])
+        else:
+            with cw.lock:
+                cw.tasks.finished(spec.task_id)
+            values = []
+            foreign = []
+            for r in msg.results or ():
+                values.append(r[0])
+                foreign.append(r[1])
+            self._finish(spec, values, foreign)
+        if lease is not None:
+            self.pump(lease.shape)
+        elif actor is not None:
+            cw.actors.pump(actor)
+
+    def _finish(self, spec: TaskSpec, values: list[Any], foreign: list[Any]) -> None:
+        cw = self.cw
+        for i, (rid, value) in enumerate(zip(spec.return_ids, values, strict=False)):
+            cw.store_value(rid, value, foreign[i] if i < len(foreign) else [])
+        with cw.lock:
+            for rid in spec.return_ids:
+                self.return_to_task.pop(rid, None)
+            self.cancelled.discard(spec.task_id)
+            freed = cw.refs.remove_submitted([o for o, _ in spec.arg_refs] + spec.nested)
+        cw._free(freed)
+
+    def _requeue(self, spec: TaskSpec) -> None:
+        with self.cw.lock:
+            self.queues.setdefault(spec.shape, deque()).appendleft(spec)
+        self.pump(spec.shape)
+
+    def on_peer_closed(self, peer: Peer) -> None:
+        cw = self.cw
+        with cw.lock:
+            lease = self.lease_by_peer.pop(peer.address, None)
+            if lease is not None:
+                self.leases.get(lease.shape, []).remove(lease) if lease in self.leases.get(
+                    lease.shape, []
+                ) else None
+        if lease is None:
+            cw.actors.on_peer_closed(peer)
+            return
+        try:
+            cw.agent.send(m.ReturnLease(lease.worker_id, True))
+        except OSError:
+            pass
+        for spec in list(lease.inflight.values()):
+            if spec.task_id in self.cancelled:
+                err: BaseException = exc.TaskCancelledError(spec.task_id.hex())
+                with cw.lock:
+                    cw.tasks.cancelled(spec.task_id, "force-cancelled")
+                self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+                continue
+            cause = f"worker {lease.worker_id} (pid unknown) died while running {spec.name}"
+            with cw.lock:
+                outcome = cw.tasks.failed(spec.task_id, cause, True, False)
+                attempts = (cw.tasks.get(spec.task_id) or TaskRecord(b"", "", 0)).attempt + 1
+            if outcome is Outcome.RETRY:
+                self._requeue(spec)
+            else:
+                err = exc.WorkerCrashedError(
+                    f"The worker running task {spec.name!r} died unexpectedly "
+                    f"({attempts} attempt(s); max_retries={spec.max_retries}). Worker "
+                    f"{lease.worker_id}, node {cw.node_id[:12]}."
+                )
+                self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+        self.pump(lease.shape)
+
+    # -- cancel ------------------------------------------------------------------------------
+
+    def cancel(self, oid: bytes, force: bool, recursive: bool) -> bool:
+        cw = self.cw
+        with cw.lock:
+            spec = self.return_to_task.get(oid)
+            if spec is None:
+                return False
+            q = self.queues.get(spec.shape)
+            if q is not None and spec in q:
+                q.remove(spec)
+                queued = True
+            else:
+                queued = False
+                if spec.resolved is None:
+                    queued = True  # still waiting for arguments
+            if queued:
+                cw.tasks.cancelled(spec.task_id, "cancelled before it ran")
+            else:
+                self.cancelled.add(spec.task_id)
+            lease = next(
+                (ls for ls in self.lease_by_peer.values() if spec.task_id in ls.inflight), None
+            )
+        if queued:
+            err = exc.TaskCancelledError(spec.task_id.hex())
+            self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+            return True
+        if lease is not None:
+            try:
+                lease.peer.fs.send(m.CancelTask(spec.task_id, force, recursive))
+            except OSError:
+                pass
+        return True
+
+
+def _new_slot() -> Any:
+    from .core_worker import Slot
+
+    return Slot()
+
+
+def _load_error(blob: bytes) -> BaseException:
+    try:
+        err = pickle.loads(blob)
+    except Exception as e:
+        return exc.RaySystemError(f"could not load the remote error: {e!r}")
+    return err if isinstance(err, BaseException) else exc.RaySystemError(repr(err))
+
+
+class ActorSubmitter:
+    """Calls to actors: one ordered connection per (caller, actor)."""
+
+    def __init__(self, cw: CoreWorker) -> None:
+        self.cw = cw
+        self.states: dict[str, ActorState] = {}
+        self.by_peer: dict[str, ActorState] = {}
+
+    def state(self, actor_id: str, class_name: str = "") -> ActorState:
+        with self.cw.lock:
+            st = self.states.get(actor_id)
+            if st is None:
+                st = self.states[actor_id] = ActorState(actor_id, class_name)
+            return st
+
+    def created(self, actor_id: str, address: str, dead_cause: str) -> None:
+        """The actor is alive at ``address`` (or dead with a cause): flush queued calls."""
+        st = self.state(actor_id)
+        with self.cw.lock:
+            st.resolving = False
+            if dead_cause:
+                st.dead_cause = dead_cause
+            else:
+                st.address = address
+        self.pump(st)
+
+    def resolve(self, st: ActorState) -> None:
+        """Find the address of an actor created elsewhere (a handle passed to us)."""
+        with self.cw.lock:
+            if st.resolving or st.address or st.dead_cause:
+                return
+            st.resolving = True
+
+        def run() -> None:
+            from .head_client import pb_module as pb
+
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    reply = self.cw.head.call("GetActor", pb.GetActorRequest(actor_id=st.actor_id))
+                except (ConnectionError, PermissionError) as e:
+                    self.created(st.actor_id, "", f"could not reach the head: {e}")
+                    return
+                a = reply.actor
+                if reply.found and a.state == "ALIVE":
+                    self.created(st.actor_id, a.worker_address, "")
+                    return
+                if not reply.found or a.state == "DEAD" or time.monotonic() > deadline:
+                    cause = a.death_cause if reply.found else "no such actor"
+                    self.created(st.actor_id, "", cause or "the actor is dead")
+                    return
+                time.sleep(0.05)  # polling the head while the actor is being created
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def pump(self, st: ActorState) -> None:
+        cw = self.cw
+        sends: list[TaskSpec] = []
+        fails: list[TaskSpec] = []
+        with cw.lock:
+            if st.dead_cause:
+                fails = list(st.queue)
+                st.queue.clear()
+            elif st.address:
+                if st.peer is None or not st.peer.alive:
+                    try:
+                        st.peer = cw.peer(st.address)
+                    except (ConnectionError, OSError) as e:
+                        st.dead_cause = f"the actor's worker is unreachable: {e}"
+                        fails = list(st.queue)
+                        st.queue.clear()
+                    else:
+                        self.by_peer[st.address] = st
+                while st.peer is not None and st.queue and st.queue[0].resolved is not None:
+                    spec = st.queue.popleft()
+                    st.inflight[spec.task_id] = spec
+                    cw.tasks.dispatched(spec.task_id, st.actor_id)
+                    sends.append(spec)
+        if not st.address and not st.dead_cause and st.queue:
+            self.resolve(st)
+        for spec in sends:
+            assert st.peer is not None
+            cw.submitter.push(st.peer, spec)
+        for spec in fails:
+            self._fail(st, spec)
+
+    def _fail(self, st: ActorState, spec: TaskSpec) -> None:
+        err = exc.RayActorError(
+            f"The actor {st.class_name or ''}({st.actor_id[:12]}) is dead, so "
+            f"{spec.name} cannot run: {st.dead_cause}",
+            st.actor_id,
+        )
+        with self.cw.lock:
+            if spec.task_id in self.cw.tasks.live:
+                self.cw.tasks.failed(spec.task_id, st.dead_cause, False, False)
+        self.cw.submitter._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+
+    def on_peer_closed(self, peer: Peer) -> None:
+        with self.cw.lock:
+            st = self.by_peer.pop(peer.address, None)
+            if st is None:
+                return
+            st.dead_cause = st.dead_cause or "the actor's worker process died (or it was killed)"
+            inflight = list(st.inflight.values())
+            st.inflight.clear()
+        for spec in inflight:
+            self._fail(st, spec)
+        self.pump(st)

@@ -1,0 +1,114 @@
+"""Every ``FREIGHT_*`` environment setting, declared once: name, type, default and meaning.
+
+Code reads settings through :data:`settings` (``settings.inline_max_bytes``); the CLI help and the
+docs table are generated from :data:`SETTINGS`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment setting."""
+
+    env: str
+    type: type
+    default: Any
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    s.env.removeprefix("FREIGHT_").lower(): s
+    for s in [
+        Setting("FREIGHT_TOKEN", str, "", "Cluster token; when unset, read from the session dir."),
+        Setting(
+            "FREIGHT_TEMP_DIR",
+            str,
+            os.path.join(tempfile.gettempdir(), "freight-sessions"),
+            "Root folder of session directories.",
+        ),
+        Setting(
+            "FREIGHT_INLINE_MAX_BYTES",
+            int,
+            100 * 1024,
+            "Objects up to this size travel inline; larger ones go to the shared-memory store.",
+        ),
+        Setting(
+            "FREIGHT_OBJECT_STORE_FRACTION",
+            float,
+            0.3,
+            "Default object store capacity as a fraction of RAM (bounded by /dev/shm).",
+        ),
+        Setting("FREIGHT_SHM_DIR", str, "/dev/shm", "Folder whose tmpfs backs the object store."),
+        Setting(
+            "FREIGHT_PRESTART_WORKERS",
+            int,
+            -1,
+            "Workers each agent starts before the first task (-1: one per CPU).",
+        ),
+        Setting(
+            "FREIGHT_WORKER_IDLE_TIMEOUT_S",
+            float,
+            300.0,
+            "Idle workers beyond the CPU count are stopped after this many seconds.",
+        ),
+        Setting(
+            "FREIGHT_LEASE_PIPELINE",
+            int,
+            16,
+            "Tasks an owner keeps in flight on one leased worker.",
+        ),
+        Setting(
+            "FREIGHT_VALIDATE_STATE",
+            bool,
+            False,
+            "Run validate() on the lifecycle state machines after every transition (tests).",
+        ),
+        Setting(
+            "FREIGHT_START_TIMEOUT_S",
+            float,
+            30.0,
+            "How long init() and `freight start` wait for the head and agent to come up.",
+        ),
+        Setting("FREIGHT_LOG_LEVEL", str, "INFO", "Log level of head, agent and worker log files."),
+    ]
+}
+
+
+def _parse(setting: Setting, raw: str) -> Any:
+    if setting.type is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return setting.type(raw)
+    except ValueError:
+        raise ValueError(
+            f"{setting.env}={raw!r} is not a valid {setting.type.__name__}: {setting.help}"
+        ) from None
+
+
+class _Settings:
+    """Attribute access to the current value of each setting (read from the environment)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            setting = SETTINGS[name]
+        except KeyError:
+            raise AttributeError(f"no freight setting {name!r}") from None
+        raw = os.environ.get(setting.env)
+        return setting.default if raw is None or raw == "" else _parse(setting, raw)
+
+
+settings = _Settings()
+
+
+def settings_table() -> str:
+    """A Markdown table of all settings, for the docs and `freight --help-env`."""
+    rows = ["| variable | type | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS.values():
+        rows.append(f"| `{s.env}` | {s.type.__name__} | `{s.default!r}` | {s.help} |")
+    return "\n".join(rows)

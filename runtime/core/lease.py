@@ -1,0 +1,274 @@
+"""A node agent's worker leases and local resources, as an I/O-free state machine.
+
+Events (lease requests, workers registering or exiting, leases returned, workers blocking in
+``get``) go in; :class:`Action` values come out, which the agent's server carries out. Workers
+are capped by the node's CPU count for CPU tasks; a worker blocked in ``get`` gives its CPUs back
+so nested tasks cannot deadlock the node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
+from .transitions import InvalidTransition, Transition, TransitionLog, now
+
+EPS = 1e-9
+
+
+@dataclass(slots=True)
+class LeaseRequest:
+    req_id: int
+    client: int  # the connection that asked
+    resources: dict[str, float]
+    name: str
+    time: float = field(default_factory=now)
+    reason: str = WAITING_FOR_RESOURCES
+    warned: bool = False
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    worker_id: str
+    pid: int = 0
+    address: str = ""
+    state: str = "STARTING"  # STARTING | IDLE | LEASED | ACTOR | DEAD
+    resources: dict[str, float] = field(default_factory=dict)
+    client: int = -1
+    blocked: bool = False
+    idle_since: float = 0.0
+    transitions: list[Transition] = field(default_factory=list)
+
+
+class Grant(NamedTuple):
+    req: LeaseRequest
+    worker: WorkerSlot
+
+
+class StartWorkers(NamedTuple):
+    n: int
+
+
+class Infeasible(NamedTuple):
+    req: LeaseRequest
+    message: str
+
+
+Action = Grant | StartWorkers | Infeasible
+
+
+def fits(need: dict[str, float], have: dict[str, float]) -> bool:
+    return all(have.get(k, 0.0) + EPS >= v for k, v in need.items() if v > 0)
+
+
+def shape_key(resources: dict[str, float]) -> str:
+    return json.dumps({k: v for k, v in sorted(resources.items()) if v}, separators=(",", ":"))
+
+
+class LeaseManager:
+    def __init__(self, total: dict[str, float], validate: bool = False) -> None:
+        self.total = dict(total)
+        self.available = dict(total)
+        self.workers: dict[str, WorkerSlot] = {}
+        self.pending: deque[LeaseRequest] = deque()
+        self.log = TransitionLog()
+        self._validate = validate
+        self.leases_granted = 0
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _set(self, w: WorkerSlot, state: str, cause: str) -> None:
+        tr = Transition(now(), w.state, state, cause)
+        w.state = state
+        w.transitions.append(tr)
+        if len(w.transitions) > 64:
+            del w.transitions[:32]
+        self.log.emit(w.worker_id, tr)
+
+    def _take(self, res: dict[str, float]) -> None:
+        for k, v in res.items():
+            self.available[k] = self.available.get(k, 0.0) - v
+
+    def _give(self, res: dict[str, float]) -> None:
+        for k, v in res.items():
+            self.available[k] = self.available.get(k, 0.0) + v
+
+    def cpu_cap(self) -> int:
+        return max(1, int(self.total.get("CPU", 1) + EPS))
+
+    def active_task_workers(self) -> int:
+        return sum(
+            1
+            for w in self.workers.values()
+            if w.state in ("STARTING", "IDLE", "LEASED") and not w.blocked
+        )
+
+    # -- events ------------------------------------------------------------------------------
+
+    def request(self, req: LeaseRequest) -> list[Action]:
+        self.pending.append(req)
+        return self._dispatch()
+
+    def cancel(self, req_id: int, client: int) -> bool:
+        for req in self.pending:
+            if req.req_id == req_id and req.client == client:
+                self.pending.remove(req)
+                return True
+        return False
+
+    def worker_starting(self, worker_id: str) -> WorkerSlot:
+        w = self.workers[worker_id] = WorkerSlot(worker_id)
+        w.transitions.append(Transition(now(), "", "STARTING", "spawned"))
+        return w
+
+    def worker_registered(self, worker_id: str, address: str, pid: int) -> list[Action]:
+        w = self.workers.get(worker_id) or self.worker_starting(worker_id)
+        w.address, w.pid = address, pid
+        if w.state == "STARTING":
+            w.idle_since = now()
+            self._set(w, "IDLE", "registered")
+        return self._dispatch()
+
+    def lease_returned(self, worker_id: str) -> list[Action]:
+        w = self.workers.get(worker_id)
+        if w is None or w.state != "LEASED":
+            return []
+        self._release(w)
+        w.client, w.idle_since = -1, now()
+        self._set(w, "IDLE", "lease returned")
+        return self._dispatch()
+
+    def worker_exited(self, worker_id: str, cause: str) -> list[Action]:
+        w = self.workers.pop(worker_id, None)
+        if w is None:
+            return []
+        if w.state in ("LEASED", "ACTOR"):
+            self._release(w)
+        self._set(w, "DEAD", cause)
+        return self._dispatch()
+
+    def client_gone(self, client: int) -> list[Action]:
+        """An owner disconnected: drop its requests and take back its leases."""
+        self.pending = deque(r for r in self.pending if r.client != client)
+        for w in list(self.workers.values()):
+            if w.state == "LEASED" and w.client == client:
+                self._release(w)
+                w.client, w.idle_since = -1, now()
+                self._set(w, "IDLE", "owner disconnected")
+        return self._dispatch()
+
+    def set_blocked(self, worker_id: str, blocked: bool) -> list[Action]:
+        w = self.workers.get(worker_id)
+        if w is None or w.blocked == blocked or w.state not in ("LEASED", "ACTOR"):
+            return []
+        w.blocked = blocked
+        cpu = {"CPU": w.resources.get("CPU", 0.0)}
+        if blocked:
+            self._give(cpu)
+        else:
+            self._take(cpu)
+        return self._dispatch()
+
+    def claim_for_actor(self, resources: dict[str, float]) -> WorkerSlot | str | None:
+        """Take an idle worker for an actor with ``resources``; a str is the reason it cannot."""
+        if not fits(resources, self.total):
+            return f"{INFEASIBLE}: needs {shape_key(resources)}, node has {shape_key(self.total)}"
+        if not fits(resources, self.available):
+            return None
+        for w in self.workers.values():
+            if w.state == "IDLE":
+                self._take(resources)
+                w.resources = dict(resources)
+                self._set(w, "ACTOR", "claimed for an actor")
+                return w
+        return None
+
+    def _release(self, w: WorkerSlot) -> None:
+        res = dict(w.resources)
+        if w.blocked:
+            res["CPU"] = 0.0  # already given back when the worker blocked
+        self._give(res)
+        w.resources, w.blocked = {}, False
+
+    def _dispatch(self) -> list[Action]:
+        actions: list[Action] = []
+        idle = [w for w in self.workers.values() if w.state == "IDLE"]
+        starting = sum(1 for w in self.workers.values() if w.state == "STARTING")
+        want_workers = 0
+        kept: deque[LeaseRequest] = deque()
+        for req in self.pending:
+            if not fits(req.resources, self.total):
+                req.reason = INFEASIBLE
+                if not req.warned:
+                    req.warned = True
+                    actions.append(
+                        Infeasible(
+                            req,
+                            f"no node can ever run {req.name!r}: it asks for "
+                            f"{shape_key(req.resources)} and the node has {shape_key(self.total)}",
+                        )
+                    )
+                kept.append(req)
+            elif not fits(req.resources, self.available):
+                req.reason = WAITING_FOR_RESOURCES
+                kept.append(req)
+            elif idle:
+                w = idle.pop()
+                self._take(req.resources)
+                w.resources, w.client = dict(req.resources), req.client
+                self._set(w, "LEASED", f"lease {req.req_id}")
+                self.leases_granted += 1
+                actions.append(Grant(req, w))
+            else:
+                req.reason = WAITING_FOR_WORKER
+                want_workers += 1
+                kept.append(req)
+        self.pending = kept
+        room = self.cpu_cap() - self.active_task_workers()
+        need = min(want_workers - starting, room)
+        if need > 0:
+            actions.append(StartWorkers(need))
+        if self._validate:
+            self.validate()
+        return actions
+
+    def pending_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.pending:
+            out[r.reason] = out.get(r.reason, 0) + 1
+        return out
+
+    def infeasible_shapes(self) -> list[str]:
+        return sorted({shape_key(r.resources) for r in self.pending if r.reason == INFEASIBLE})
+
+    def validate(self) -> None:
+        used: dict[str, float] = {}
+        for w in self.workers.values():
+            res = dict(w.resources)
+            if w.blocked:
+                res["CPU"] = 0.0
+            for k, v in res.items():
+                used[k] = used.get(k, 0.0) + v
+            if w.state == "LEASED" and w.client < 0:
+                raise InvalidTransition(f"worker {w.worker_id} leased to nobody")
+        for k in set(self.total) | set(used):
+            want = self.total.get(k, 0.0) - used.get(k, 0.0)
+            if abs(self.available.get(k, 0.0) - want) > 1e-6:
+                raise InvalidTransition(
+                    f"resource {k}: available {self.available.get(k)} != {want}"
+                )
+
+    def statistics(self) -> dict[str, object]:
+        states: dict[str, int] = {}
+        for w in self.workers.values():
+            states[w.state] = states.get(w.state, 0) + 1
+        return {
+            "workers": states,
+            "pending": self.pending_by_reason(),
+            "available": dict(self.available),
+            "total": dict(self.total),
+            "leases_granted": self.leases_granted,
+        }

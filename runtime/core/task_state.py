@@ -1,0 +1,169 @@
+"""The task lifecycle as an I/O-free state machine, kept by each task's owner.
+
+States follow Ray's names. Events come in as method calls; each returns what the owner must do
+next (an :class:`Outcome`), and each change is recorded as a timestamped transition with a cause.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .transitions import InvalidTransition, Transition, TransitionLog, now
+
+
+class TaskState(StrEnum):
+    PENDING_ARGS_AVAIL = "PENDING_ARGS_AVAIL"
+    PENDING_NODE_ASSIGNMENT = "PENDING_NODE_ASSIGNMENT"
+    SUBMITTED_TO_WORKER = "SUBMITTED_TO_WORKER"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+S = TaskState
+TERMINAL = frozenset({S.FINISHED, S.FAILED, S.CANCELLED})
+ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+    S.PENDING_ARGS_AVAIL: frozenset({S.PENDING_NODE_ASSIGNMENT, S.FAILED, S.CANCELLED}),
+    S.PENDING_NODE_ASSIGNMENT: frozenset({S.SUBMITTED_TO_WORKER, S.FAILED, S.CANCELLED}),
+    S.SUBMITTED_TO_WORKER: frozenset(
+        {S.FINISHED, S.FAILED, S.CANCELLED, S.PENDING_NODE_ASSIGNMENT}  # last: a retry
+    ),
+    S.FINISHED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+# Pending reasons shown by the state API and `freight status`.
+WAITING_FOR_ARGS = "waiting for arguments"
+WAITING_FOR_RESOURCES = "waiting for resources"
+WAITING_FOR_WORKER = "waiting for a worker to start"
+INFEASIBLE = "infeasible"
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    task_id: bytes
+    name: str
+    max_retries: int
+    retry_exceptions: bool | tuple[type, ...] = False
+    actor_id: str = ""
+    state: TaskState = S.PENDING_ARGS_AVAIL
+    attempt: int = 0
+    pending_reason: str = WAITING_FOR_ARGS
+    worker_id: str = ""
+    submit_time: float = 0.0
+    transitions: list[Transition] = field(default_factory=list)
+
+
+class Outcome(StrEnum):
+    RETRY = "retry"
+    FINAL = "final"
+
+
+class TaskTable:
+    """Live tasks of one owner plus a bounded history of finished ones."""
+
+    def __init__(self, history: int = 10_000, validate: bool = False) -> None:
+        self.live: dict[bytes, TaskRecord] = {}
+        self.history: deque[TaskRecord] = deque(maxlen=history)
+        self.log = TransitionLog()
+        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self._validate = validate
+
+    def _move(self, rec: TaskRecord, new: TaskState, cause: str) -> None:
+        old = rec.state
+        if new not in ALLOWED[old]:
+            raise InvalidTransition(f"task {rec.task_id.hex()}: {old.value} -> {new.value}")
+        tr = Transition(now(), old.value, new.value, cause)
+        rec.state = new
+        rec.transitions.append(tr)
+        self.counts[new] += 1
+        if new in TERMINAL:
+            self.live.pop(rec.task_id, None)
+            self.history.append(rec)
+        self.log.emit(rec.task_id.hex(), tr)
+        if self._validate:
+            self.validate()
+
+    def submit(self, rec: TaskRecord, args_ready: bool) -> None:
+        rec.submit_time = now()
+        rec.transitions.append(
+            Transition(rec.submit_time, "", S.PENDING_ARGS_AVAIL.value, "submitted")
+        )
+        self.counts[S.PENDING_ARGS_AVAIL] += 1
+        self.live[rec.task_id] = rec
+        if args_ready:
+            self.args_ready(rec.task_id)
+
+    def args_ready(self, task_id: bytes) -> None:
+        rec = self.live[task_id]
+        rec.pending_reason = WAITING_FOR_RESOURCES
+        self._move(rec, S.PENDING_NODE_ASSIGNMENT, "arguments ready")
+
+    def set_pending_reason(self, task_id: bytes, reason: str) -> None:
+        rec = self.live.get(task_id)
+        if rec is not None and rec.state is not S.SUBMITTED_TO_WORKER:
+            rec.pending_reason = reason
+
+    def dispatched(self, task_id: bytes, worker_id: str) -> None:
+        rec = self.live[task_id]
+        rec.worker_id = worker_id
+        rec.pending_reason = ""
+        self._move(rec, S.SUBMITTED_TO_WORKER, f"pushed to worker {worker_id}")
+
+    def finished(self, task_id: bytes) -> None:
+        self._move(self.live[task_id], S.FINISHED, "returned")
+
+    def failed(
+        self, task_id: bytes, cause: str, system_error: bool, app_retryable: bool
+    ) -> Outcome:
+        """A task attempt failed; decide whether it is retried (Ray's max_retries rules)."""
+        rec = self.live[task_id]
+        retry = (system_error or app_retryable) and (
+            rec.max_retries < 0 or rec.attempt < rec.max_retries
+        )
+        if retry and rec.state is S.SUBMITTED_TO_WORKER:
+            rec.attempt += 1
+            rec.pending_reason = WAITING_FOR_RESOURCES
+            self._move(rec, S.PENDING_NODE_ASSIGNMENT, f"retry {rec.attempt}: {cause}")
+            return Outcome.RETRY
+        self._move(rec, S.FAILED, cause)
+        return Outcome.FINAL
+
+    def cancelled(self, task_id: bytes, cause: str = "cancelled") -> bool:
+        rec = self.live.get(task_id)
+        if rec is None:
+            return False
+        self._move(rec, S.CANCELLED, cause)
+        return True
+
+    def get(self, task_id: bytes) -> TaskRecord | None:
+        rec = self.live.get(task_id)
+        if rec is not None:
+            return rec
+        for old in self.history:
+            if old.task_id == task_id:
+                return old
+        return None
+
+    def pending_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for rec in self.live.values():
+            if rec.state is not S.SUBMITTED_TO_WORKER:
+                out[rec.pending_reason] = out.get(rec.pending_reason, 0) + 1
+        return out
+
+    def validate(self) -> None:
+        """Check the table's invariants; raise InvalidTransition on the first broken one."""
+        for tid, rec in self.live.items():
+            if tid != rec.task_id or rec.state in TERMINAL:
+                raise InvalidTransition(f"live task {tid.hex()} in state {rec.state.value}")
+            if not rec.transitions or rec.transitions[-1].new != rec.state.value:
+                raise InvalidTransition(f"task {tid.hex()}: last transition != state")
+            if rec.state is S.SUBMITTED_TO_WORKER and not rec.worker_id:
+                raise InvalidTransition(f"task {tid.hex()} submitted without a worker")
+        for rec in self.history:
+            if rec.state not in TERMINAL:
+                raise InvalidTransition(f"finished task {rec.task_id.hex()} not terminal")

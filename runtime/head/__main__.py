@@ -1,0 +1,76 @@
+"""``python -m freight.head --session-dir DIR [--port 0] [--bind 127.0.0.1] [--cluster-name NAME]``
+
+Runs the head until ``Shutdown`` or SIGTERM/SIGINT (exit 0). Logs go to
+``<session_dir>/logs/head.log`` as JSON lines; only a failed start-up is reported on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from loguru import logger
+
+from freight.config import settings
+from freight.head.server import HeadConfig, run_head
+
+
+def parse_args(argv: list[str] | None = None) -> HeadConfig:
+    parser = argparse.ArgumentParser(prog="python -m freight.head", description=__doc__)
+    parser.add_argument("--session-dir", required=True, help="the cluster's session directory")
+    parser.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--cluster-name", default="freight", help="shown by `freight status`")
+    parser.add_argument(
+        "--node-timeout-s",
+        type=float,
+        default=30.0,
+        help="a node that sends no heartbeat for this long is marked dead",
+    )
+    args = parser.parse_args(argv)
+    if args.node_timeout_s <= 0:
+        parser.error("--node-timeout-s must be positive")
+    return HeadConfig(
+        session_dir=os.path.abspath(args.session_dir),
+        port=args.port,
+        bind=args.bind,
+        cluster_name=args.cluster_name,
+        node_timeout_s=args.node_timeout_s,
+    )
+
+
+def configure_logging(session_dir: str) -> None:
+    """Send this process's logs to ``<session_dir>/logs/head.log`` as JSON lines."""
+    logs = os.path.join(session_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    logger.remove()
+    logger.configure(extra={"component": "head"})
+    # diagnose=False: tracebacks must not print local variables (they can hold the token).
+    logger.add(
+        os.path.join(logs, "head.log"),
+        serialize=True,
+        level=settings.log_level.upper(),
+        diagnose=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        if not os.path.isdir(config.session_dir):
+            raise FileNotFoundError(f"the session directory {config.session_dir} does not exist")
+        configure_logging(config.session_dir)
+        asyncio.run(run_head(config))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as e:
+        logger.exception("the head failed")
+        print(f"freight head: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

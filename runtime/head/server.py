@@ -1,0 +1,261 @@
+"""The head process: the control store behind the ``HeadService`` gRPC server.
+
+:class:`HeadServicer` only carries messages; nodes live in :mod:`freight.head.nodes`, actors in
+:mod:`freight.head.actors`, persistence in :mod:`freight.head.control_store`. :func:`run_head`
+binds the port, writes ``<session_dir>/head.json``, serves until ``Shutdown`` or SIGTERM/SIGINT,
+then stops gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from loguru import logger
+
+from freight.head.actors import ALIVE, ActorDirectory
+from freight.head.control_store import ControlStore
+from freight.head.nodes import NodeDirectory, sum_amounts
+from freight.protocol.generated import freight_pb2 as pb
+from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
+
+HEAD_INFO_FILE = "head.json"
+CONTROL_DB_FILE = "control.db"
+
+_Reply = TypeVar("_Reply")
+
+
+class NotFoundError(LookupError):
+    """A request named something the head does not know; the caller gets NOT_FOUND."""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Command-line settings of the head process."""
+
+    session_dir: str
+    port: int = 0
+    bind: str = "127.0.0.1"
+    cluster_name: str = "freight"
+    node_timeout_s: float = 30.0
+
+
+def _rpc(
+    method: Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]],
+) -> Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]]:
+    """Turn bad requests into INVALID_ARGUMENT / NOT_FOUND and crashes into logged INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: aio.ServicerContext) -> _Reply:
+        try:
+            return await method(self, request, context)
+        except ValueError as e:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
+        except NotFoundError as e:
+            code, message = grpc.StatusCode.NOT_FOUND, str(e)
+        except Exception as e:
+            logger.exception("head RPC {} failed", method.__name__)
+            code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
+        await context.abort(code, message)
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+class HeadServicer(pb_grpc.HeadServiceServicer):
+    """Every ``HeadService`` RPC."""
+
+    def __init__(self, config: HeadConfig, store: ControlStore, token: str) -> None:
+        self.config = config
+        self.start_time = time.time()
+        self.stopping = asyncio.Event()
+        self.store = store
+        self.nodes = NodeDirectory(store, token, config.node_timeout_s, self._on_node_dead)
+        self.actors = ActorDirectory(store, self.nodes)
+
+    async def _on_node_dead(self, node_id: str, reason: str) -> None:
+        await self.actors.on_node_dead(node_id, reason)
+
+    # ---- nodes -------------------------------------------------------------------------------
+
+    @_rpc
+    async def RegisterNode(self, request, context):
+        await self.nodes.register(request.node)
+        return pb.RegisterNodeReply(cluster_name=self.config.cluster_name)
+
+    @_rpc
+    async def Heartbeat(self, request, context):
+        return pb.HeartbeatReply(reregister=await self.nodes.heartbeat(request))
+
+    @_rpc
+    async def UnregisterNode(self, request, context):
+        await self.nodes.mark_dead(request.node_id, request.reason or "unregistered")
+        return pb.UnregisterNodeReply()
+
+    @_rpc
+    async def ListNodes(self, request, context):
+        return pb.ListNodesReply(nodes=self.store.list_nodes(include_dead=request.include_dead))
+
+    # ---- jobs --------------------------------------------------------------------------------
+
+    @_rpc
+    async def RegisterJob(self, request, context):
+        job = pb.JobInfo()
+        job.CopyFrom(request.job)
+        if not job.job_id:
+            job.job_id = self.store.next_job_id()
+        job.state = "RUNNING"
+        job.start_time = job.start_time or time.time()
+        self.store.upsert_job(job)
+        logger.info("job started", job_id=job.job_id, driver_pid=job.driver_pid)
+        return pb.RegisterJobReply(job=job)
+
+    @_rpc
+    async def FinishJob(self, request, context):
+        job = self.store.get_job(request.job_id)
+        if job is None:
+            raise NotFoundError(f"FinishJob: no job {request.job_id!r}")
+        job.state = request.state or "FINISHED"
+        job.end_time = time.time()
+        self.store.upsert_job(job)
+        killed = await self.actors.kill_job_actors(job.job_id)
+        logger.info("job finished", job_id=job.job_id, state=job.state, actors_killed=killed)
+        return pb.FinishJobReply()
+
+    @_rpc
+    async def ListJobs(self, request, context):
+        return pb.ListJobsReply(jobs=self.store.list_jobs())
+
+    # ---- actors ------------------------------------------------------------------------------
+
+    @_rpc
+    async def CreateActor(self, request, context):
+        return await self.actors.create(request)
+
+    @_rpc
+    async def GetActor(self, request, context):
+        return self.actors.get(request)
+
+    @_rpc
+    async def KillActor(self, request, context):
+        killed = await self.actors.kill(request.actor_id, request.cause or "killed by freight.kill")
+        return pb.KillActorReply(killed=killed)
+
+    @_rpc
+    async def ListActors(self, request, context):
+        return pb.ListActorsReply(actors=self.actors.list(request.include_dead))
+
+    @_rpc
+    async def ReportActorDeath(self, request, context):
+        self.actors.report_death(request.actor_id, request.cause)
+        return pb.ReportActorDeathReply()
+
+    # ---- key/value ---------------------------------------------------------------------------
+
+    @_rpc
+    async def KVPut(self, request, context):
+        added = self.store.kv_put(request.ns, request.key, request.value, request.overwrite)
+        return pb.KVPutReply(added=added)
+
+    @_rpc
+    async def KVGet(self, request, context):
+        value = self.store.kv_get(request.ns, request.key)
+        return pb.KVGetReply(value=value, found=True) if value is not None else pb.KVGetReply()
+
+    @_rpc
+    async def KVDel(self, request, context):
+        return pb.KVDelReply(deleted=self.store.kv_del(request.ns, request.key))
+
+    # ---- cluster -----------------------------------------------------------------------------
+
+    @_rpc
+    async def ClusterStatus(self, request, context):
+        nodes = self.nodes.alive()
+        return pb.ClusterStatusReply(
+            cluster_name=self.config.cluster_name,
+            nodes=nodes,
+            total=pb.ResourceMap(amounts=sum_amounts(n.total.amounts for n in nodes)),
+            available=pb.ResourceMap(amounts=sum_amounts(n.available.amounts for n in nodes)),
+            num_actors_alive=sum(a.state == ALIVE for a in self.store.list_actors()),
+            num_jobs_running=sum(j.state == "RUNNING" for j in self.store.list_jobs()),
+            head_start_time=self.start_time,
+        )
+
+    @_rpc
+    async def Shutdown(self, request, context):
+        logger.info("shutdown requested", reason=request.reason)
+        self.stopping.set()
+        return pb.ShutdownReply()
+
+
+def write_head_info(session_dir: str, address: str, cluster_name: str) -> str:
+    """Write ``head.json`` atomically (temporary file, then rename); return its path."""
+    path = os.path.join(session_dir, HEAD_INFO_FILE)
+    info = {
+        "address": address,
+        "pid": os.getpid(),
+        "cluster_name": cluster_name,
+        "session_dir": session_dir,
+    }
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info, f)
+    os.replace(tmp, path)
+    return path
+
+
+def _remove_head_info(session_dir: str) -> None:
+    """Remove ``head.json`` if it is still ours, so nobody dials a head that has gone."""
+    path = os.path.join(session_dir, HEAD_INFO_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            if json.load(f).get("pid") == os.getpid():
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+async def run_head(config: HeadConfig) -> None:
+    """Serve ``HeadService`` until ``Shutdown`` or SIGTERM/SIGINT."""
+    session_dir = os.path.abspath(config.session_dir)
+    token = read_token(session_dir)
+    store = ControlStore(os.path.join(session_dir, CONTROL_DB_FILE))
+    server = aio.server(interceptors=[TokenAuthInterceptor(token)], options=CHANNEL_OPTIONS)
+    servicer = HeadServicer(config, store, token)
+    pb_grpc.add_HeadServiceServicer_to_server(servicer, server)
+    health: asyncio.Task[None] | None = None
+    try:
+        port = server.add_insecure_port(f"{config.bind}:{config.port}")
+        if not port:
+            raise OSError(f"could not bind the head to {config.bind}:{config.port}")
+        await server.start()
+        host = "127.0.0.1" if config.bind in ("", "0.0.0.0", "::", "[::]") else config.bind
+        address = f"{host}:{port}"
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, servicer.stopping.set)
+        health = asyncio.create_task(servicer.nodes.health_loop())
+        write_head_info(session_dir, address, config.cluster_name)
+        logger.info("head serving", address=address, cluster_name=config.cluster_name)
+        await servicer.stopping.wait()
+        logger.info("head stopping")
+    finally:
+        if health is not None:
+            health.cancel()
+            await asyncio.gather(health, return_exceptions=True)
+        _remove_head_info(session_dir)
+        await server.stop(grace=2.0)
+        await servicer.actors.close()
+        await servicer.nodes.close()
+        store.close()
+        logger.info("head stopped")

@@ -1,0 +1,3 @@
+from freight.node.server import main
+
+main()

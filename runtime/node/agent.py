@@ -1,0 +1,284 @@
+"""The node agent: one per machine. Owns the node's resources, worker pool and object store.
+
+Drivers and workers talk to it over the Unix data-plane socket (leases, object reservations,
+frees); the head talks to it over gRPC (actor workers, stats, shutdown). All scheduling decisions
+are made by the I/O-free :class:`freight.core.lease.LeaseManager`; this module only carries
+messages and processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import socket
+import time
+from typing import Any
+
+from loguru import logger
+
+from freight.core.lease import Grant, Infeasible, LeaseManager, LeaseRequest, StartWorkers
+from freight.exceptions import ObjectStoreFullError
+from freight.objects.shm import segment_dir
+from freight.objects.store import ObjectStore
+from freight.protocol import messages as m
+from freight.protocol.aio import AioConn, serve_connection
+
+from .worker_pool import WorkerPool
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        session_dir: str,
+        node_id: str,
+        token: str,
+        resources: dict[str, float],
+        store_capacity: int,
+        shm_root: str,
+        prestart: int,
+        validate: bool = False,
+    ) -> None:
+        self.session_dir = session_dir
+        self.node_id = node_id
+        self.token = token
+        self.data_socket = os.path.join(session_dir, "sockets", f"agent-{node_id[:12]}.sock")
+        self.leases = LeaseManager(resources, validate=validate)
+        session_name = os.path.basename(os.path.normpath(session_dir))
+        self.store = ObjectStore(segment_dir(shm_root, session_name), store_capacity)
+        self.pool = WorkerPool(session_dir, node_id, self.data_socket, token)
+        self.prestart = prestart
+        self.conns: dict[int, AioConn] = {}
+        self.worker_conns: dict[str, AioConn] = {}
+        self.actor_waiters: dict[str, asyncio.Future[bytes]] = {}
+        self.actor_of_worker: dict[str, str] = {}
+        self.changed = asyncio.Condition()
+        self.stopping = asyncio.Event()
+        self.on_actor_death: Any = None  # async callable(actor_id, cause), set by the server
+        self.refused = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        os.makedirs(os.path.dirname(self.data_socket), exist_ok=True)
+        if os.path.exists(self.data_socket):
+            os.unlink(self.data_socket)
+        self._server = await asyncio.start_unix_server(self._on_client, path=self.data_socket)
+        os.chmod(self.data_socket, 0o600)
+        for _ in range(self.prestart):
+            self._spawn()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.conns.values()):
+            conn.close()
+        await asyncio.to_thread(self.pool.stop_all)
+        self.store.destroy()
+        if os.path.exists(self.data_socket):
+            os.unlink(self.data_socket)
+
+    def _spawn(self) -> None:
+        wid = self.pool.spawn()
+        self.leases.worker_starting(wid)
+
+    # -- data plane --------------------------------------------------------------------------
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_connection(
+            reader, writer, self.token, self._opened, self._handle, self._closed, self._refusal
+        )
+
+    def _refusal(self, text: str) -> None:
+        self.refused += 1
+        logger.warning(text)
+
+    def _opened(self, conn: AioConn) -> None:
+        self.conns[conn.id] = conn
+
+    def _closed(self, conn: AioConn, error: BaseException | None) -> None:
+        self.conns.pop(conn.id, None)
+        role = conn.role
+        if role and role[0] == "worker":
+            wid = role[1]
+            self.worker_conns.pop(wid, None)
+            self.pool.kill(wid)
+            self._apply(self.leases.worker_exited(wid, "connection closed"))
+            actor_id = self.actor_of_worker.pop(wid, None)
+            if actor_id:
+                waiter = self.actor_waiters.pop(actor_id, None)
+                if waiter and not waiter.done():
+                    waiter.set_exception(RuntimeError("the actor's worker process exited"))
+                if self.on_actor_death is not None and not self.stopping.is_set():
+                    self._background(self.on_actor_death(actor_id, "worker process died"))
+        # Workers own leases too (nested tasks, actors that submit tasks): take those back.
+        self._apply(self.leases.client_gone(conn.id))
+        self._notify()
+
+    def _notify(self) -> None:
+        async def notify() -> None:
+            async with self.changed:
+                self.changed.notify_all()
+
+        self._background(notify())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _handle(self, conn: AioConn, msg: Any) -> None:
+        t = type(msg)
+        if t is m.RequestLease:
+            req = LeaseRequest(msg.req_id, conn.id, msg.resources, msg.name)
+            self._apply(self.leases.request(req))
+        elif t is m.ReturnLease:
+            if msg.disconnect:
+                self.pool.kill(msg.worker_id)
+            else:
+                self._apply(self.leases.lease_returned(msg.worker_id))
+            self._notify()
+        elif t is m.ReserveObject:
+            try:
+                path = self.store.reserve(msg.object_id, msg.size, msg.owner)
+            except (ObjectStoreFullError, ValueError) as exc:
+                conn.send(m.Error(msg.req_id, str(exc), pickle.dumps(exc)))
+            else:
+                conn.send(m.Reserved(msg.req_id, path))
+        elif t is m.SealObject:
+            self.store.seal(msg.object_id)
+        elif t is m.FreeObjects:
+            self.store.delete(msg.object_ids)
+        elif t is m.CancelLeaseRequest:
+            self.leases.cancel(msg.req_id, conn.id)
+        elif t is m.WorkerBlocked or t is m.WorkerUnblocked:
+            self._apply(self.leases.set_blocked(msg.worker_id, t is m.WorkerBlocked))
+        elif t is m.RegisterWorker:
+            self.worker_conns[msg.worker_id] = conn
+            self._apply(self.leases.worker_registered(msg.worker_id, msg.address, msg.pid))
+            self._notify()
+        elif t is m.ActorReady:
+            waiter = self.actor_waiters.pop(msg.actor_id, None)
+            if waiter and not waiter.done():
+                waiter.set_result(msg.error)
+        else:
+            raise ConnectionError(f"unexpected {t.__name__} message on the agent socket")
+
+    def _apply(self, actions: list[Any]) -> None:
+        for act in actions:
+            if type(act) is Grant:
+                conn = self.conns.get(act.req.client)
+                w = act.worker
+                if conn is None:
+                    self.leases.lease_returned(w.worker_id)
+                    continue
+                conn.send(m.LeaseGranted(act.req.req_id, w.worker_id, w.address, w.pid))
+            elif type(act) is StartWorkers:
+                for _ in range(act.n):
+                    self._spawn()
+            elif type(act) is Infeasible:
+                logger.warning(act.message)
+                conn = self.conns.get(act.req.client)
+                if conn is not None:
+                    conn.send(m.LeaseRejected(act.req.req_id, act.message, True))
+
+    # -- actors ------------------------------------------------------------------------------
+
+    async def start_actor(
+        self, actor_id: str, creation_spec: bytes, job_id: str, resources: dict[str, float]
+    ) -> tuple[str, str, int, bytes, str]:
+        """Claim a worker for an actor and run its constructor.
+
+        Returns (worker_id, worker_address, pid, creation_error, error).
+        """
+        while True:
+            got = self.leases.claim_for_actor(resources)
+            if isinstance(got, str):
+                return "", "", 0, b"", got
+            if got is not None:
+                break
+            starting = any(w.state == "STARTING" for w in self.leases.workers.values())
+            if not starting:
+                self._spawn()
+            async with self.changed:
+                try:
+                    await asyncio.wait_for(self.changed.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+        w = got
+        conn = self.worker_conns.get(w.worker_id)
+        if conn is None:
+            return "", "", 0, b"", f"worker {w.worker_id} is not connected"
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.actor_waiters[actor_id] = fut
+        self.actor_of_worker[w.worker_id] = actor_id
+        conn.send(m.CreateActor(actor_id, creation_spec, job_id))
+        try:
+            creation_error = await fut
+        except RuntimeError as exc:
+            return w.worker_id, w.address, w.pid, b"", str(exc)
+        # Keep the pool warm for tasks: the claimed worker now belongs to the actor.
+        self._apply(self.leases._dispatch())
+        return w.worker_id, w.address, w.pid, creation_error, ""
+
+    def kill_worker(self, worker_id: str = "", actor_id: str = "", force: bool = True) -> bool:
+        if not worker_id and actor_id:
+            worker_id = next((w for w, a in self.actor_of_worker.items() if a == actor_id), "")
+        if not worker_id:
+            return False
+        if not force:
+            conn = self.worker_conns.get(worker_id)
+            if conn is not None:
+                conn.send(m.ExitWorker("asked to exit"))
+                return True
+        return self.pool.kill(worker_id, force=True)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def reap_loop(self) -> None:
+        while not self.stopping.is_set():
+            for wid, rc in self.pool.reap():
+                if wid in self.leases.workers and wid not in self.worker_conns:
+                    # Died before it registered: forget it so a replacement can start.
+                    self._apply(self.leases.worker_exited(wid, f"exited with code {rc}"))
+                    self._notify()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+
+    def stats(self) -> dict[str, Any]:
+        st = self.store.stats()
+        lease_stats = self.leases.statistics()
+        workers = lease_stats["workers"]
+        assert isinstance(workers, dict)
+        return {
+            "object_store_used": st.used_bytes,
+            "object_store_capacity": st.capacity,
+            "num_objects": st.num_objects,
+            "num_workers": sum(workers.values()),
+            "num_idle_workers": workers.get("IDLE", 0),
+            "num_actor_workers": workers.get("ACTOR", 0),
+            "pending_by_reason": self.leases.pending_by_reason(),
+            "infeasible_shapes": self.leases.infeasible_shapes(),
+        }
+
+    def write_node_file(self, agent_address: str) -> None:
+        nodes = os.path.join(self.session_dir, "nodes")
+        os.makedirs(nodes, exist_ok=True)
+        path = os.path.join(nodes, f"{self.node_id}.json")
+        info = {
+            "node_id": self.node_id,
+            "agent_address": agent_address,
+            "data_socket": self.data_socket,
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "start_time": time.time(),
+        }
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, path)

@@ -1,0 +1,226 @@
+"""The node agent process: gRPC ``NodeAgentService``, head registration and heartbeats."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from typing import Any
+
+import grpc
+from loguru import logger
+
+from freight.config import settings
+from freight.objects.store import default_capacity
+from freight.protocol.generated import freight_pb2 as pb
+from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, aio_channel, read_token
+from freight.util.process import set_parent_death_signal, setup_process_logging
+
+from .agent import NodeAgent
+
+HEARTBEAT_S = 1.0
+
+
+class AgentServicer(pb_grpc.NodeAgentServiceServicer):
+    def __init__(self, agent: NodeAgent, node_info: pb.NodeInfo) -> None:
+        self.agent = agent
+        self.node_info = node_info
+
+    async def StartActor(self, request: pb.StartActorRequest, context: Any) -> pb.StartActorReply:
+        actor = request.actor
+        wid, addr, pid, creation_error, error = await self.agent.start_actor(
+            actor.actor_id, request.creation_spec, actor.job_id, dict(actor.resources.amounts)
+        )
+        return pb.StartActorReply(
+            worker_id=wid, worker_address=addr, pid=pid, creation_error=creation_error, error=error
+        )
+
+    async def KillWorker(self, request: pb.KillWorkerRequest, context: Any) -> pb.KillWorkerReply:
+        killed = self.agent.kill_worker(request.worker_id, request.actor_id, request.force)
+        return pb.KillWorkerReply(killed=killed)
+
+    async def GetNodeStats(self, request: Any, context: Any) -> pb.GetNodeStatsReply:
+        node = pb.NodeInfo()
+        node.CopyFrom(self.node_info)
+        fill_dynamic(node, self.agent)
+        return pb.GetNodeStatsReply(node=node)
+
+    async def ListObjects(self, request: Any, context: Any) -> pb.ListObjectsReply:
+        return pb.ListObjectsReply(
+            objects=[
+                pb.ObjectInfo(
+                    object_id=e.object_id.hex(),
+                    size=e.size,
+                    owner_address=e.owner,
+                    sealed=e.sealed,
+                    create_time=e.create_time,
+                )
+                for e in self.agent.store.list_objects()
+            ]
+        )
+
+    async def Shutdown(self, request: Any, context: Any) -> pb.ShutdownReply:
+        logger.info("shutdown requested: {}", request.reason)
+        self.agent.stopping.set()
+        return pb.ShutdownReply()
+
+
+def fill_dynamic(node: pb.NodeInfo, agent: NodeAgent) -> None:
+    st = agent.stats()
+    node.available.amounts.clear()
+    node.available.amounts.update(agent.leases.available)
+    node.stats.CopyFrom(
+        pb.NodeStats(
+            object_store_used=st["object_store_used"],
+            object_store_capacity=st["object_store_capacity"],
+            num_objects=st["num_objects"],
+            num_workers=st["num_workers"],
+            num_idle_workers=st["num_idle_workers"],
+            num_actor_workers=st["num_actor_workers"],
+            pending_by_reason=st["pending_by_reason"],
+            infeasible_shapes=st["infeasible_shapes"],
+        )
+    )
+
+
+async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None:
+    while not agent.stopping.is_set():
+        try:
+            fill_dynamic(node, agent)
+            reply = await head.Heartbeat(
+                pb.HeartbeatRequest(
+                    node_id=node.node_id, available=node.available, stats=node.stats
+                ),
+                timeout=5,
+            )
+            if reply.reregister:
+                await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("heartbeat to the head failed: {}", exc.details())
+        try:
+            await asyncio.wait_for(agent.stopping.wait(), timeout=HEARTBEAT_S)
+        except TimeoutError:
+            pass
+
+
+async def amain(args: argparse.Namespace) -> None:
+    token = read_token(args.session_dir)
+    with open(os.path.join(args.session_dir, "head.json")) as f:
+        head_address = args.head or json.load(f)["address"]
+    resources = json.loads(args.resources or "{}")
+    resources["CPU"] = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
+    if args.num_gpus:
+        resources["GPU"] = float(args.num_gpus)
+    resources.setdefault("memory", float(_memory_bytes()))
+    capacity = args.object_store_memory or default_capacity(settings.shm_dir)
+    resources["object_store_memory"] = float(capacity)
+    prestart = settings.prestart_workers
+    if prestart < 0:
+        prestart = int(resources["CPU"])
+    agent = NodeAgent(
+        args.session_dir,
+        args.node_id,
+        token,
+        resources,
+        capacity,
+        settings.shm_dir,
+        prestart,
+        validate=settings.validate_state,
+    )
+    await agent.start()
+    interceptor = TokenAuthInterceptor(token)
+    server = grpc.aio.server(interceptors=[interceptor], options=CHANNEL_OPTIONS)
+    node = pb.NodeInfo(
+        node_id=args.node_id,
+        data_socket=agent.data_socket,
+        session_dir=args.session_dir,
+        state="ALIVE",
+        start_time=time.time(),
+        is_head_node=args.head_node,
+        hostname=socket.gethostname(),
+    )
+    node.total.amounts.update(resources)
+    servicer = AgentServicer(agent, node)
+    pb_grpc.add_NodeAgentServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{args.bind}:0")
+    await server.start()
+    node.agent_address = f"{args.bind}:{port}"
+
+    channel = aio_channel(head_address, token)
+    head = pb_grpc.HeadServiceStub(channel)
+
+    async def report_actor_death(actor_id: str, cause: str) -> None:
+        try:
+            await head.ReportActorDeath(
+                pb.ReportActorDeathRequest(actor_id=actor_id, cause=cause), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("could not report actor death: {}", exc.details())
+
+    agent.on_actor_death = report_actor_death
+    fill_dynamic(node, agent)
+    await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=10)
+    agent.write_node_file(node.agent_address)
+    logger.info("node agent {} up at {} ({})", args.node_id, node.agent_address, agent.data_socket)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stopping.set)
+    tasks = [
+        asyncio.ensure_future(heartbeat_loop(agent, node, head)),
+        asyncio.ensure_future(agent.reap_loop()),
+    ]
+    await agent.stopping.wait()
+    try:
+        await head.UnregisterNode(
+            pb.UnregisterNodeRequest(node_id=args.node_id, reason="agent stopped"), timeout=2
+        )
+    except grpc.aio.AioRpcError:
+        pass
+    for t in tasks:
+        t.cancel()
+    await agent.stop()
+    await server.stop(grace=0.5)
+    await channel.close()
+    logger.info("node agent {} stopped", args.node_id)
+
+
+def _memory_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total * 0.7)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m freight.node", description="freight node agent")
+    p.add_argument("--session-dir", required=True)
+    p.add_argument("--node-id", default=uuid.uuid4().hex)
+    p.add_argument("--head", default="", help="head address host:port (default: head.json)")
+    p.add_argument("--num-cpus", type=float, default=None)
+    p.add_argument("--num-gpus", type=float, default=0)
+    p.add_argument("--resources", default="{}")
+    p.add_argument("--object-store-memory", type=int, default=0)
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--head-node", action="store_true")
+    p.add_argument("--die-with-parent", action="store_true")
+    args = p.parse_args(argv)
+    if args.die_with_parent:
+        set_parent_death_signal()
+    setup_process_logging(args.session_dir, f"agent-{args.node_id[:12]}")
+    try:
+        asyncio.run(amain(args))
+    except Exception as exc:
+        logger.exception("node agent failed")
+        print(f"freight node agent failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

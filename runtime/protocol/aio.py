@@ -1,0 +1,99 @@
+"""Asyncio side of the data plane: the server loop used by node agents."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .frames import (
+    HEADER,
+    HEADER_SIZE,
+    AuthenticationError,
+    ProtocolError,
+    check_header,
+    check_hello,
+    decode_message,
+)
+from .messages import KIND_OF
+
+
+class AioConn:
+    """One authenticated data-plane connection on an asyncio server."""
+
+    _next_id = 0
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        AioConn._next_id += 1
+        self.id = AioConn._next_id
+        self.reader = reader
+        self.writer = writer
+        self.role: tuple[Any, ...] = ()
+        self.closed = False
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        if self.closed:
+            return
+        payload = pickle.dumps(tuple(msg), protocol=5)
+        self.writer.write(HEADER.pack(len(payload) + 1, KIND_OF[type(msg)]) + payload)
+
+    async def recv_frame(self) -> tuple[int, bytes] | None:
+        try:
+            head = await self.reader.readexactly(HEADER_SIZE)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise ProtocolError("connection closed inside a frame header") from None
+            return None
+        length, kind = HEADER.unpack(head)
+        check_header(length)
+        try:
+            payload = await self.reader.readexactly(length - 1)
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("connection closed inside a frame") from None
+        return kind, payload
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+
+
+async def serve_connection(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    token: str,
+    on_open: Callable[[AioConn], None],
+    handle: Callable[[AioConn, Any], Awaitable[None] | None],
+    on_close: Callable[[AioConn, BaseException | None], None],
+    log_refusal: Callable[[str], None],
+) -> None:
+    """Authenticate one connection, then pass each message to ``handle`` until it ends."""
+    conn = AioConn(reader, writer)
+    try:
+        first = await asyncio.wait_for(conn.recv_frame(), timeout=10)
+        if first is None:
+            conn.close()
+            return
+        conn.role = check_hello(first[0], first[1], token)
+    except (AuthenticationError, ProtocolError, TimeoutError) as exc:
+        log_refusal(f"refused data-plane connection: {exc}")
+        conn.close()
+        return
+    on_open(conn)
+    error: BaseException | None = None
+    try:
+        while True:
+            frame = await conn.recv_frame()
+            if frame is None:
+                break
+            msg = decode_message(*frame)
+            res = handle(conn, msg)
+            if res is not None:
+                await res
+    except (ProtocolError, ConnectionError, OSError) as exc:
+        error = exc
+        log_refusal(f"closed connection {conn.role[:1]} after malformed input: {exc}")
+    finally:
+        conn.close()
+        on_close(conn, error)

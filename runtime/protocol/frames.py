@@ -1,0 +1,203 @@
+"""The data-plane wire format: authenticated, length-prefixed frames over Unix-domain sockets.
+
+A frame is ``[u32 length][u8 kind][payload]`` where ``length`` counts the kind byte and the
+payload. The payload of every kind but HELLO is a pickle (protocol 5) of the tuple of that kind's
+message (``freight.protocol.messages``). The first frame of a connection must be HELLO, whose
+payload is raw bytes (``MAGIC``, u16 token length, token, then a pickled role tuple); it is
+checked before anything else is decoded, so an unauthenticated peer never reaches the unpickler.
+"""
+
+from __future__ import annotations
+
+import hmac
+import pickle
+import socket
+import struct
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .messages import KIND_OF, build
+
+MAGIC = b"FRT1"
+HEADER = struct.Struct("<IB")
+HEADER_SIZE = HEADER.size
+MAX_FRAME = 1 << 30
+HELLO_KIND = 0
+_TOKEN_LEN = struct.Struct("<H")
+
+
+class ProtocolError(Exception):
+    """A peer sent something that is not a valid frame; the connection is closed."""
+
+
+class AuthenticationError(ProtocolError):
+    """A peer's HELLO frame carried a wrong or missing token."""
+
+
+def encode(kind: int, message: tuple[Any, ...]) -> bytes:
+    """Encode one frame."""
+    payload = pickle.dumps(message, protocol=5)
+    return HEADER.pack(len(payload) + 1, kind) + payload
+
+
+def encode_hello(token: str, role: tuple[Any, ...]) -> bytes:
+    """The first frame a client sends: magic, token, and who it is."""
+    tok = token.encode()
+    body = MAGIC + _TOKEN_LEN.pack(len(tok)) + tok + pickle.dumps(role, protocol=5)
+    return HEADER.pack(len(body) + 1, HELLO_KIND) + body
+
+
+def check_hello(kind: int, payload: bytes | memoryview, token: str) -> tuple[Any, ...]:
+    """Verify a HELLO frame against the cluster token; return the peer's role tuple."""
+    if kind != HELLO_KIND:
+        raise AuthenticationError(f"first frame must be HELLO, got kind {kind}")
+    payload = bytes(payload)
+    if payload[:4] != MAGIC or len(payload) < 6:
+        raise AuthenticationError("not a freight peer (bad magic in HELLO)")
+    (n,) = _TOKEN_LEN.unpack_from(payload, 4)
+    offered = payload[6 : 6 + n]
+    if len(offered) != n or not hmac.compare_digest(offered, token.encode()):
+        raise AuthenticationError("wrong or missing cluster token")
+    role = decode_payload(payload[6 + n :])
+    if not isinstance(role, tuple):
+        raise ProtocolError("HELLO role is not a tuple")
+    return role
+
+
+def decode_payload(payload: bytes | memoryview) -> Any:
+    """Unpickle a frame's payload, turning every decoding failure into ProtocolError."""
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable payload: {type(exc).__name__}: {exc}") from None
+
+
+def decode_message(kind: int, payload: bytes | memoryview) -> Any:
+    """Decode a frame into its typed message, or raise ProtocolError."""
+    fields = decode_payload(payload)
+    try:
+        return build(kind, fields)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def check_header(length: int) -> None:
+    """Reject frame lengths that cannot be valid."""
+    if length < 1 or length > MAX_FRAME:
+        raise ProtocolError(f"frame length {length} outside 1..{MAX_FRAME}")
+
+
+class FrameSocket:
+    """A blocking socket speaking frames; ``send`` is thread-safe, ``recv`` is for one reader."""
+
+    __slots__ = ("_buf", "_lock", "closed", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+        self._buf = bytearray()
+        self.closed = False
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        """Send one typed message (a NamedTuple of ``freight.protocol.messages``)."""
+        payload = pickle.dumps(tuple(msg), protocol=5)
+        data = HEADER.pack(len(payload) + 1, KIND_OF[type(msg)]) + payload
+        with self._lock:
+            self.sock.sendall(data)
+
+    def send_raw(self, data: bytes) -> None:
+        with self._lock:
+            self.sock.sendall(data)
+
+    def _fill(self, n: int) -> bool:
+        buf = self._buf
+        while len(buf) < n:
+            chunk = self.sock.recv(max(n - len(buf), 262144))
+            if not chunk:
+                return False
+            buf += chunk
+        return True
+
+    def recv_raw(self) -> tuple[int, memoryview] | None:
+        """Read one frame; return (kind, payload) or None at a clean end of stream."""
+        if not self._fill(HEADER_SIZE):
+            if self._buf:
+                raise ProtocolError("connection closed inside a frame header")
+            return None
+        length, kind = HEADER.unpack_from(self._buf)
+        check_header(length)
+        total = HEADER_SIZE + length - 1
+        if not self._fill(total):
+            raise ProtocolError("connection closed inside a frame")
+        payload = bytes(self._buf[HEADER_SIZE:total])
+        del self._buf[:total]
+        return kind, memoryview(payload)
+
+    def recv(self) -> Any:
+        """Read one typed message; None at a clean end of stream; ProtocolError if malformed."""
+        got = self.recv_raw()
+        if got is None:
+            return None
+        kind, payload = got
+        return decode_message(kind, payload)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def connect_unix(
+    path: str, token: str, role: tuple[Any, ...], timeout: float = 10.0
+) -> FrameSocket:
+    """Connect to a data-plane socket and authenticate; raise ConnectionError when it fails."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ConnectionError(f"cannot connect to freight socket {path}: {exc}") from None
+    sock.settimeout(None)
+    fs = FrameSocket(sock)
+    fs.send_raw(encode_hello(token, role))
+    return fs
+
+
+def serve_reader(
+    fs: FrameSocket,
+    handle: Callable[[Any], None],
+    on_close: Callable[[BaseException | None], None],
+) -> threading.Thread:
+    """Start a daemon thread that reads frames from ``fs`` and passes each to ``handle``."""
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            while True:
+                msg = fs.recv()
+                if msg is None:
+                    break
+                try:
+                    handle(msg)
+                except (OSError, ProtocolError):
+                    raise
+                except Exception:
+                    # A failing handler is a bug in this process; keep the connection serving.
+                    traceback.print_exc()
+        except (OSError, ProtocolError) as exc:
+            error = exc
+        finally:
+            fs.close()
+            on_close(error)
+
+    t = threading.Thread(target=run, name="freight-reader", daemon=True)
+    t.start()
+    return t

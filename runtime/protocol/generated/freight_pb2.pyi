@@ -1,0 +1,469 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ResourceMap(_message.Message):
+    __slots__ = ("amounts",)
+    class AmountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AMOUNTS_FIELD_NUMBER: _ClassVar[int]
+    amounts: _containers.ScalarMap[str, float]
+    def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DATA_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    SESSION_DIR_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    IS_HEAD_NODE_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    agent_address: str
+    data_socket: str
+    session_dir: str
+    total: ResourceMap
+    available: ResourceMap
+    labels: _containers.ScalarMap[str, str]
+    state: str
+    start_time: float
+    last_heartbeat: float
+    stats: NodeStats
+    is_head_node: bool
+    hostname: str
+    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ...) -> None: ...
+
+class NodeStats(_message.Message):
+    __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes")
+    class PendingByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    OBJECT_STORE_USED_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_STORE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    NUM_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_IDLE_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_ACTOR_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    object_store_used: int
+    object_store_capacity: int
+    num_objects: int
+    num_workers: int
+    num_idle_workers: int
+    num_actor_workers: int
+    pending_by_reason: _containers.ScalarMap[str, int]
+    infeasible_shapes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., num_objects: _Optional[int] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., num_actor_workers: _Optional[int] = ..., pending_by_reason: _Optional[_Mapping[str, int]] = ..., infeasible_shapes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterNodeRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+
+class RegisterNodeReply(_message.Message):
+    __slots__ = ("cluster_name",)
+    CLUSTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    cluster_name: str
+    def __init__(self, cluster_name: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("node_id", "available", "stats")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    available: ResourceMap
+    stats: NodeStats
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("reregister",)
+    REREGISTER_FIELD_NUMBER: _ClassVar[int]
+    reregister: bool
+    def __init__(self, reregister: _Optional[bool] = ...) -> None: ...
+
+class UnregisterNodeRequest(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UnregisterNodeReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("include_dead",)
+    INCLUDE_DEAD_FIELD_NUMBER: _ClassVar[int]
+    include_dead: bool
+    def __init__(self, include_dead: _Optional[bool] = ...) -> None: ...
+
+class ListNodesReply(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "namespace", "driver_pid", "driver_address", "state", "start_time", "end_time", "labels", "entrypoint")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_PID_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    namespace: str
+    driver_pid: int
+    driver_address: str
+    state: str
+    start_time: float
+    end_time: float
+    labels: _containers.ScalarMap[str, str]
+    entrypoint: str
+    def __init__(self, job_id: _Optional[str] = ..., namespace: _Optional[str] = ..., driver_pid: _Optional[int] = ..., driver_address: _Optional[str] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ...) -> None: ...
+
+class RegisterJobRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class RegisterJobReply(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class FinishJobRequest(_message.Message):
+    __slots__ = ("job_id", "state")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class FinishJobReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsReply(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class ActorInfo(_message.Message):
+    __slots__ = ("actor_id", "job_id", "class_name", "name", "namespace", "state", "node_id", "worker_id", "worker_address", "pid", "detached", "death_cause", "resources", "start_time", "end_time", "num_restarts", "owner_address", "pending_reason")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    DEATH_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    job_id: str
+    class_name: str
+    name: str
+    namespace: str
+    state: str
+    node_id: str
+    worker_id: str
+    worker_address: str
+    pid: int
+    detached: bool
+    death_cause: str
+    resources: ResourceMap
+    start_time: float
+    end_time: float
+    num_restarts: int
+    owner_address: str
+    pending_reason: str
+    def __init__(self, actor_id: _Optional[str] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., pid: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., resources: _Optional[_Union[ResourceMap, _Mapping]] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., num_restarts: _Optional[int] = ..., owner_address: _Optional[str] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+
+class CreateActorRequest(_message.Message):
+    __slots__ = ("actor", "creation_spec", "get_if_exists")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CREATION_SPEC_FIELD_NUMBER: _ClassVar[int]
+    GET_IF_EXISTS_FIELD_NUMBER: _ClassVar[int]
+    actor: ActorInfo
+    creation_spec: bytes
+    get_if_exists: bool
+    def __init__(self, actor: _Optional[_Union[ActorInfo, _Mapping]] = ..., creation_spec: _Optional[bytes] = ..., get_if_exists: _Optional[bool] = ...) -> None: ...
+
+class CreateActorReply(_message.Message):
+    __slots__ = ("actor", "existed", "creation_error")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    CREATION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    actor: ActorInfo
+    existed: bool
+    creation_error: bytes
+    def __init__(self, actor: _Optional[_Union[ActorInfo, _Mapping]] = ..., existed: _Optional[bool] = ..., creation_error: _Optional[bytes] = ...) -> None: ...
+
+class GetActorRequest(_message.Message):
+    __slots__ = ("actor_id", "name", "namespace")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    name: str
+    namespace: str
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class GetActorReply(_message.Message):
+    __slots__ = ("actor", "found")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    actor: ActorInfo
+    found: bool
+    def __init__(self, actor: _Optional[_Union[ActorInfo, _Mapping]] = ..., found: _Optional[bool] = ...) -> None: ...
+
+class KillActorRequest(_message.Message):
+    __slots__ = ("actor_id", "no_restart", "cause")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NO_RESTART_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    no_restart: bool
+    cause: str
+    def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class KillActorReply(_message.Message):
+    __slots__ = ("killed",)
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    killed: bool
+    def __init__(self, killed: _Optional[bool] = ...) -> None: ...
+
+class ListActorsRequest(_message.Message):
+    __slots__ = ("include_dead",)
+    INCLUDE_DEAD_FIELD_NUMBER: _ClassVar[int]
+    include_dead: bool
+    def __init__(self, include_dead: _Optional[bool] = ...) -> None: ...
+
+class ListActorsReply(_message.Message):
+    __slots__ = ("actors",)
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    actors: _containers.RepeatedCompositeFieldContainer[ActorInfo]
+    def __init__(self, actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ...) -> None: ...
+
+class ReportActorDeathRequest(_message.Message):
+    __slots__ = ("actor_id", "cause")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    cause: str
+    def __init__(self, actor_id: _Optional[str] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class ReportActorDeathReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KVPutRequest(_message.Message):
+    __slots__ = ("ns", "key", "value", "overwrite")
+    NS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    ns: str
+    key: str
+    value: bytes
+    overwrite: bool
+    def __init__(self, ns: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[bytes] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class KVPutReply(_message.Message):
+    __slots__ = ("added",)
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    added: bool
+    def __init__(self, added: _Optional[bool] = ...) -> None: ...
+
+class KVGetRequest(_message.Message):
+    __slots__ = ("ns", "key")
+    NS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ns: str
+    key: str
+    def __init__(self, ns: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class KVGetReply(_message.Message):
+    __slots__ = ("value", "found")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    value: bytes
+    found: bool
+    def __init__(self, value: _Optional[bytes] = ..., found: _Optional[bool] = ...) -> None: ...
+
+class KVDelRequest(_message.Message):
+    __slots__ = ("ns", "key")
+    NS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ns: str
+    key: str
+    def __init__(self, ns: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class KVDelReply(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ClusterStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterStatusReply(_message.Message):
+    __slots__ = ("cluster_name", "nodes", "total", "available", "num_actors_alive", "num_jobs_running", "head_start_time")
+    CLUSTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    NUM_ACTORS_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    NUM_JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    HEAD_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    cluster_name: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    total: ResourceMap
+    available: ResourceMap
+    num_actors_alive: int
+    num_jobs_running: int
+    head_start_time: float
+    def __init__(self, cluster_name: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., num_actors_alive: _Optional[int] = ..., num_jobs_running: _Optional[int] = ..., head_start_time: _Optional[float] = ...) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class ShutdownReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StartActorRequest(_message.Message):
+    __slots__ = ("actor", "creation_spec")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CREATION_SPEC_FIELD_NUMBER: _ClassVar[int]
+    actor: ActorInfo
+    creation_spec: bytes
+    def __init__(self, actor: _Optional[_Union[ActorInfo, _Mapping]] = ..., creation_spec: _Optional[bytes] = ...) -> None: ...
+
+class StartActorReply(_message.Message):
+    __slots__ = ("worker_id", "worker_address", "pid", "creation_error", "error")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CREATION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    worker_address: str
+    pid: int
+    creation_error: bytes
+    error: str
+    def __init__(self, worker_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., pid: _Optional[int] = ..., creation_error: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+
+class KillWorkerRequest(_message.Message):
+    __slots__ = ("actor_id", "worker_id", "force")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    worker_id: str
+    force: bool
+    def __init__(self, actor_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class KillWorkerReply(_message.Message):
+    __slots__ = ("killed",)
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    killed: bool
+    def __init__(self, killed: _Optional[bool] = ...) -> None: ...
+
+class GetNodeStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetNodeStatsReply(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+
+class ObjectInfo(_message.Message):
+    __slots__ = ("object_id", "size", "owner_address", "sealed", "create_time")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    size: int
+    owner_address: str
+    sealed: bool
+    create_time: float
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner_address: _Optional[str] = ..., sealed: _Optional[bool] = ..., create_time: _Optional[float] = ...) -> None: ...
+
+class ListObjectsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListObjectsReply(_message.Message):
+    __slots__ = ("objects",)
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[ObjectInfo]
+    def __init__(self, objects: _Optional[_Iterable[_Union[ObjectInfo, _Mapping]]] = ...) -> None: ...

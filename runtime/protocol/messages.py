@@ -1,0 +1,260 @@
+"""Typed data-plane messages: one NamedTuple and one ``Kind`` per operation.
+
+On the wire a message is the plain tuple of its fields (see ``freight.protocol.frames``); the
+receiver rebuilds the NamedTuple with ``MESSAGE_TYPES[kind](*fields)``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+
+class Kind(IntEnum):
+    # 0 is HELLO (frames.HELLO_KIND)
+    HELLO_OK = 1
+    ERROR = 2
+    # owner -> agent
+    REQUEST_LEASE = 10
+    LEASE_GRANTED = 11
+    LEASE_REJECTED = 12
+    RETURN_LEASE = 13
+    CANCEL_LEASE_REQUEST = 14
+    RESERVE_OBJECT = 15
+    RESERVED = 16
+    SEAL_OBJECT = 17
+    FREE_OBJECTS = 18
+    WORKER_BLOCKED = 19
+    WORKER_UNBLOCKED = 20
+    # worker -> agent
+    REGISTER_WORKER = 30
+    ACTOR_READY = 31
+    # agent -> worker
+    CREATE_ACTOR = 40
+    EXIT_WORKER = 41
+    # owner -> worker
+    PUSH_TASK = 50
+    TASK_DONE = 51
+    CANCEL_TASK = 52
+    # any process -> owner
+    GET_OBJECT = 60
+    OBJECT_VALUE = 61
+    BORROW = 62
+    RELEASE_BORROW = 63
+    BORROW_ACK = 64
+    # worker output -> driver
+    LOG_LINES = 70
+    # CLI -> any owner: what it holds and why (`freight memory`)
+    MEMORY_REQUEST = 80
+    MEMORY_REPLY = 81
+
+
+class HelloOk(NamedTuple):
+    peer_id: str
+
+
+class Error(NamedTuple):
+    req_id: int
+    message: str
+    exc: bytes  # pickled exception, or b""
+
+
+class RequestLease(NamedTuple):
+    req_id: int
+    resources: dict[str, float]
+    owner: str  # owner's socket path
+    name: str  # function name, for pending-reason reports
+
+
+class LeaseGranted(NamedTuple):
+    req_id: int
+    worker_id: str
+    worker_address: str
+    pid: int
+
+
+class LeaseRejected(NamedTuple):
+    req_id: int
+    reason: str
+    infeasible: bool
+
+
+class ReturnLease(NamedTuple):
+    worker_id: str
+    disconnect: bool  # the owner saw the worker die
+
+
+class CancelLeaseRequest(NamedTuple):
+    req_id: int
+
+
+class ReserveObject(NamedTuple):
+    req_id: int
+    object_id: bytes
+    size: int
+    owner: str
+
+
+class Reserved(NamedTuple):
+    req_id: int
+    path: str
+
+
+class SealObject(NamedTuple):
+    object_id: bytes
+
+
+class FreeObjects(NamedTuple):
+    object_ids: list[bytes]
+
+
+class WorkerBlocked(NamedTuple):
+    worker_id: str
+
+
+class WorkerUnblocked(NamedTuple):
+    worker_id: str
+
+
+class RegisterWorker(NamedTuple):
+    worker_id: str
+    address: str
+    pid: int
+
+
+class ActorReady(NamedTuple):
+    actor_id: str
+    error: bytes  # pickled exception from the constructor, or b""
+
+
+class CreateActor(NamedTuple):
+    actor_id: str
+    creation_spec: bytes
+    job_id: str
+
+
+class ExitWorker(NamedTuple):
+    reason: str
+
+
+class PushTask(NamedTuple):
+    task_id: bytes
+    job_id: str
+    name: str
+    function_id: bytes
+    function_blob: bytes  # cloudpickled function, sent once per connection, else b""
+    args: bytes  # packed (args, kwargs) with top-level refs as placeholders
+    arg_refs: list[tuple[bytes, str, Any]]  # (object id, owner, inline packed bytes | shm path)
+    return_ids: list[bytes]
+    actor_id: str
+    method: str
+    parent_task_id: bytes
+    driver: str  # the job's driver socket, where worker output is printed
+    trace_context: dict[str, str]
+
+
+class TaskDone(NamedTuple):
+    task_id: bytes
+    # per return id: ("v", packed bytes) | ("s", shm path, size) ; or None when failed
+    results: list[tuple[Any, ...]] | None
+    error: bytes  # pickled RayTaskError etc., or b""
+    retryable: bool  # the failure was an application error that retry_exceptions may retry
+    borrowed: list[bytes]  # refs the executor still holds (owner must keep them)
+    start_time: float
+    end_time: float
+
+
+class CancelTask(NamedTuple):
+    task_id: bytes
+    force: bool
+    recursive: bool
+
+
+class GetObject(NamedTuple):
+    req_id: int
+    object_id: bytes
+
+
+class ObjectValue(NamedTuple):
+    req_id: int
+    object_id: bytes
+    # ("v", packed) | ("s", path, size) | ("e", pickled exception)
+    value: tuple[Any, ...]
+
+
+class Borrow(NamedTuple):
+    req_id: int  # answered with BorrowAck(req_id)
+    object_ids: list[bytes]
+    borrower: str
+
+
+class BorrowAck(NamedTuple):
+    req_id: int
+    missing: list[bytes]  # ids already freed by the owner
+
+
+class ReleaseBorrow(NamedTuple):
+    object_ids: list[bytes]
+    borrower: str
+
+
+class LogLines(NamedTuple):
+    prefix: str
+    stream: str  # "stdout" | "stderr"
+    text: str
+
+
+class MemoryRequest(NamedTuple):
+    req_id: int
+
+
+class MemoryReply(NamedTuple):
+    req_id: int
+    pid: int
+    role: str  # driver | worker
+    # (object id hex, size, where: "inline" | "shared memory" | "pending" | "error", owned, holders)
+    rows: list[tuple[str, int, str, bool, list[str]]]
+
+
+MESSAGE_TYPES: dict[int, type] = {
+    Kind.HELLO_OK: HelloOk,
+    Kind.ERROR: Error,
+    Kind.REQUEST_LEASE: RequestLease,
+    Kind.LEASE_GRANTED: LeaseGranted,
+    Kind.LEASE_REJECTED: LeaseRejected,
+    Kind.RETURN_LEASE: ReturnLease,
+    Kind.CANCEL_LEASE_REQUEST: CancelLeaseRequest,
+    Kind.RESERVE_OBJECT: ReserveObject,
+    Kind.RESERVED: Reserved,
+    Kind.SEAL_OBJECT: SealObject,
+    Kind.FREE_OBJECTS: FreeObjects,
+    Kind.WORKER_BLOCKED: WorkerBlocked,
+    Kind.WORKER_UNBLOCKED: WorkerUnblocked,
+    Kind.REGISTER_WORKER: RegisterWorker,
+    Kind.ACTOR_READY: ActorReady,
+    Kind.CREATE_ACTOR: CreateActor,
+    Kind.EXIT_WORKER: ExitWorker,
+    Kind.PUSH_TASK: PushTask,
+    Kind.TASK_DONE: TaskDone,
+    Kind.CANCEL_TASK: CancelTask,
+    Kind.GET_OBJECT: GetObject,
+    Kind.OBJECT_VALUE: ObjectValue,
+    Kind.BORROW: Borrow,
+    Kind.RELEASE_BORROW: ReleaseBorrow,
+    Kind.BORROW_ACK: BorrowAck,
+    Kind.LOG_LINES: LogLines,
+    Kind.MEMORY_REQUEST: MemoryRequest,
+    Kind.MEMORY_REPLY: MemoryReply,
+}
+
+KIND_OF: dict[type, Kind] = {cls: Kind(k) for k, cls in MESSAGE_TYPES.items()}
+
+
+def build(kind: int, fields: Any) -> Any:
+    """Rebuild a message from its wire tuple; raise ValueError for an unknown kind or shape."""
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown message kind {kind}")
+    if not isinstance(fields, tuple) or len(fields) != len(getattr(cls, "_fields", ())):
+        raise ValueError(f"malformed {cls.__name__} message")
+    return cls(*fields)

@@ -1,0 +1,245 @@
+"""Cluster-token authentication for the gRPC control plane.
+
+Every call carries the metadata ``x-freight-token: <token>``. Servers install
+:class:`TokenAuthInterceptor`, which refuses a call whose token is wrong or missing before the
+request is decoded or any handler runs. Clients build their channels with :func:`aio_channel` or
+:func:`sync_channel`, which attach the token to every call.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+import grpc
+from grpc import aio
+from loguru import logger
+
+from freight.config import settings
+
+TOKEN_METADATA_KEY = "x-freight-token"
+TOKEN_FILE = "token"
+
+# Control-plane messages can carry pickled creation specs and object chunks.
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+_REFUSAL_MESSAGE = (
+    "freight: the cluster token is wrong or missing. Use the token of the cluster you connect to: "
+    "set FREIGHT_TOKEN, or read the 'token' file in the cluster's session directory."
+)
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "TOKEN_METADATA_KEY",
+    "TokenAuthInterceptor",
+    "aio_channel",
+    "create_token",
+    "read_token",
+    "sync_channel",
+]
+
+
+# ---- tokens ----------------------------------------------------------------
+
+
+def read_token(session_dir: str | os.PathLike[str] | None) -> str:
+    """Return the cluster token: ``FREIGHT_TOKEN`` if set, else ``<session_dir>/token``."""
+    token = settings.token.strip()
+    if token:
+        return token
+    if session_dir is None:
+        raise ValueError(
+            "freight: no cluster token: FREIGHT_TOKEN is not set and no session directory was "
+            "given to read the 'token' file from."
+        )
+    path = os.path.join(os.fspath(session_dir), TOKEN_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"freight: no cluster token: FREIGHT_TOKEN is not set and {path} does not exist. "
+            "Start the head with `freight start --head`, or set FREIGHT_TOKEN."
+        ) from None
+    if not token:
+        raise ValueError(f"freight: the token file {path} is empty; set FREIGHT_TOKEN instead.")
+    return token
+
+
+def create_token(session_dir: str | os.PathLike[str]) -> str:
+    """Create a new random token in ``<session_dir>/token`` (mode 0600) and return it.
+
+    Raises ``FileExistsError`` if the session directory already has a token.
+    """
+    os.makedirs(session_dir, exist_ok=True)
+    token = secrets.token_hex(32)
+    path = os.path.join(os.fspath(session_dir), TOKEN_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token)
+    return token
+
+
+# ---- server side -------------------------------------------------------------
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:127.0.0.1:5555`` -> ``ipv4:127.0.0.1`` (one log line per host, not per port)."""
+    head, sep, _port = peer.rpartition(":")
+    return head if sep and head else peer
+
+
+class TokenAuthInterceptor(aio.ServerInterceptor):
+    """Refuses calls whose ``x-freight-token`` metadata does not match ``token``.
+
+    The check runs before the request is deserialized. Refused calls end with
+    ``UNAUTHENTICATED``; each refusing peer is logged once, and :attr:`refused` counts them all.
+    """
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("TokenAuthInterceptor needs a non-empty token")
+        self._token = token.encode()
+        self.refused = 0
+        self._logged_peers: set[str] = set()
+
+    def _authorized(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
+            if key == TOKEN_METADATA_KEY:
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                return hmac.compare_digest(given, self._token)
+        return False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if self._authorized(handler_call_details.invocation_metadata):
+            return await continuation(handler_call_details)
+        return self._refusal(handler_call_details.method)
+
+    def _refusal(self, method: str) -> grpc.RpcMethodHandler:
+        async def refuse(_request: Any, context: aio.ServicerContext) -> None:
+            self.refused += 1
+            host = _peer_host(context.peer() or "unknown")
+            if host not in self._logged_peers:
+                self._logged_peers.add(host)
+                logger.warning(
+                    "refused a gRPC call with a wrong or missing token",
+                    peer=host,
+                    method=method,
+                )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL_MESSAGE)
+
+        # No request deserializer: the refused payload is never decoded. Every freight RPC is
+        # unary-unary; a unary handler also ends a streaming call with the same status.
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+# ---- client side -------------------------------------------------------------
+
+
+def _with_token(metadata: Any, token: str) -> list[tuple[str, str | bytes]]:
+    items = [(k, v) for k, v in (metadata or ()) if k != TOKEN_METADATA_KEY]
+    items.append((TOKEN_METADATA_KEY, token))
+    return items
+
+
+class _AioTokenInterceptor(
+    aio.UnaryUnaryClientInterceptor,
+    aio.UnaryStreamClientInterceptor,
+    aio.StreamUnaryClientInterceptor,
+    aio.StreamStreamClientInterceptor,
+):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _details(self, d: aio.ClientCallDetails) -> aio.ClientCallDetails:
+        return aio.ClientCallDetails(
+            d.method,
+            d.timeout,
+            aio.Metadata(*_with_token(d.metadata, self._token)),
+            d.credentials,
+            d.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
+        return await continuation(self._details(client_call_details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class _SyncCallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _SyncTokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        details = _SyncCallDetails(
+            d.method,
+            d.timeout,
+            _with_token(d.metadata, self._token),
+            d.credentials,
+            getattr(d, "wait_for_ready", None),
+            getattr(d, "compression", None),
+        )
+        return details  # type: ignore[return-value]
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+def aio_channel(address: str, token: str) -> aio.Channel:
+    """An asyncio channel to ``address`` that sends ``token`` with every call.
+
+    Close it with ``await channel.close()``.
+    """
+    return aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=[_AioTokenInterceptor(token)]
+    )
+
+
+def sync_channel(address: str, token: str) -> grpc.Channel:
+    """A blocking channel to ``address`` that sends ``token`` with every call.
+
+    Close it with ``channel.close()``.
+    """
+    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.intercept_channel(channel, _SyncTokenInterceptor(token))

@@ -1,0 +1,48 @@
+"""Worker process entry point: ``python -m freight.worker SESSION NODE AGENT_SOCKET WORKER_ID``."""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+
+from freight.client.core_worker import CoreWorker
+from freight.protocol import messages as m
+from freight.util.process import set_parent_death_signal
+
+from .executor import Executor, install_output_forwarding
+
+
+def main() -> None:
+    session_dir, node_id, agent_socket, worker_id = sys.argv[1:5]
+    set_parent_death_signal()
+    # `kill -USR1 <pid>` writes every thread's stack to the worker's log: for stuck tasks.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    token = os.environ.get("FREIGHT_TOKEN", "")
+    with open(os.path.join(session_dir, "head.json")) as f:
+        head_address = json.load(f)["address"]
+    cw = CoreWorker(
+        session_dir=session_dir,
+        node_id=node_id,
+        agent_socket=agent_socket,
+        head_address=head_address,
+        token=token,
+        job_id="",
+        worker_id=worker_id,
+        is_driver=False,
+    )
+    from freight import _api
+
+    _api._attach_worker(cw)
+    ex = Executor(cw)
+    cw.on_push = ex.on_push
+    cw.on_agent_message = ex.on_agent
+    install_output_forwarding(cw)
+    cw.agent.send(m.RegisterWorker(worker_id, cw.address, os.getpid()))
+    ex.run_forever()
+
+
+if __name__ == "__main__":
+    main()

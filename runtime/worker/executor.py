@@ -1,0 +1,306 @@
+"""Running tasks and hosting one actor inside a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from freight import exceptions as exc
+from freight.client.args import substitute
+from freight.client.core_worker import CoreWorker
+from freight.objects import serialization as ser
+from freight.protocol import frames
+from freight.protocol import messages as m
+
+
+@dataclass(slots=True)
+class TaskContext:
+    task_id: bytes
+    name: str
+    job_id: str
+    actor_id: str
+    caller: str
+
+
+class _Cancelled(BaseException):
+    """Raised inside a running task by the cancellation signal handler."""
+
+
+class Executor:
+    def __init__(self, cw: CoreWorker) -> None:
+        self.cw = cw
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.functions: dict[bytes, Any] = {}
+        self.actor: Any = None
+        self.actor_id = ""
+        self.actor_class = ""
+        self.pool: ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.semaphore: asyncio.Semaphore | None = None
+        self.main_task: bytes = b""
+        self.cancel_target: bytes = b""
+        self.cancel_queued: set[bytes] = set()
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def on_push(self, fs: frames.FrameSocket, msg: Any, caller: str) -> None:
+        if type(msg) is m.CancelTask:
+            self.cancel(msg)
+        elif self.pool is not None:
+            self.pool.submit(self.execute, fs, msg, caller)
+        elif self.loop is not None:
+            asyncio.run_coroutine_threadsafe(self.execute_async(fs, msg, caller), self.loop)
+        else:
+            self.queue.put((fs, msg, caller))
+
+    def on_agent(self, msg: Any) -> None:
+        if type(msg) is m.CreateActor:
+            self.queue.put(msg)
+        elif type(msg) is m.ExitWorker:
+            os._exit(0)
+
+    def run_forever(self) -> None:
+        while True:
+            item = self.queue.get()
+            if type(item) is m.CreateActor:
+                self.create_actor(item)
+            elif item[1].task_id in self.cancel_queued:
+                self.cancel_queued.discard(item[1].task_id)
+                err = exc.TaskCancelledError(item[1].task_id.hex())
+                now = time.time()
+                self._reply(
+                    item[0],
+                    m.TaskDone(item[1].task_id, None, pickle.dumps(err), False, [], now, now),
+                )
+            else:
+                self.main_task = item[1].task_id
+                try:
+                    self.execute(*item)
+                finally:
+                    self.main_task = b""
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    def cancel(self, msg: m.CancelTask) -> None:
+        if msg.recursive:
+            for rid in list(self.cw.submitter.return_to_task):
+                self.cw.submitter.cancel(rid, msg.force, True)
+        if self.main_task != msg.task_id:
+            self.cancel_queued.add(msg.task_id)  # skipped when the main loop reaches it
+            return
+        if msg.force:
+            os._exit(1)
+        self.cancel_target = msg.task_id
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.cancel_target and self.cancel_target == self.main_task:
+            self.cancel_target = b""
+            raise _Cancelled()
+
+    # -- actors ------------------------------------------------------------------------------
+
+    def create_actor(self, msg: m.CreateActor) -> None:
+        spec = pickle.loads(msg.creation_spec)
+        self.actor_id = msg.actor_id
+        self.actor_class = spec["class_name"]
+        ctx = TaskContext(b"", f"{self.actor_class}.__init__", msg.job_id, msg.actor_id, "")
+        self.cw.job_id = msg.job_id
+        self.cw.driver_address = spec.get("driver", "")
+        token = self.cw.set_current_task(ctx)
+        error = b""
+        try:
+            cls = cloudpickle.loads(spec["class_blob"])
+            args, kwargs = self._load_args(spec["args"], spec["arg_refs"])
+            self.actor = cls(*args, **kwargs)
+        except BaseException as e:
+            error = self._error_blob(f"{self.actor_class}.__init__", e)
+        finally:
+            self.cw.reset_current_task(token)
+        is_async = spec.get("is_async", False)
+        concurrency = spec.get("max_concurrency", 1000 if is_async else 1)
+        if not error:
+            if is_async:
+                self.loop = asyncio.new_event_loop()
+                self.semaphore = asyncio.Semaphore(concurrency)
+                threading.Thread(
+                    target=self.loop.run_forever, name="freight-actor-loop", daemon=True
+                ).start()
+            elif concurrency > 1:
+                self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="freight-actor")
+        self.cw.agent.send(m.ActorReady(msg.actor_id, error))
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def _function(self, msg: m.PushTask) -> Any:
+        if msg.actor_id:
+            if self.actor is None:
+                raise exc.RayActorError("this worker hosts no actor", msg.actor_id)
+            return getattr(self.actor, msg.method)
+        fn = self.functions.get(msg.function_id)
+        if fn is None:
+            if not msg.function_blob:
+                raise exc.RaySystemError(f"function {msg.name} was never sent to this worker")
+            fn = self.functions[msg.function_id] = cloudpickle.loads(msg.function_blob)
+        return fn
+
+    def _load_args(self, packed: bytes, arg_refs: list[tuple[bytes, str, Any]]) -> Any:
+        cw = self.cw
+        args, kwargs = cw.deserialize(lambda: ser.unpack(packed))
+        values = [cw.decode(v) for _, _, v in arg_refs]
+        return substitute(args, kwargs, values)
+
+    def _begin(self, msg: m.PushTask, caller: str) -> tuple[Any, TaskContext]:
+        ctx = TaskContext(msg.task_id, msg.name, msg.job_id, msg.actor_id, caller)
+        self.cw.job_id = msg.job_id
+        if msg.driver:
+            self.cw.driver_address = msg.driver
+        return self.cw.set_current_task(ctx), ctx
+
+    def execute(self, fs: frames.FrameSocket, msg: m.PushTask, caller: str) -> None:
+        token, ctx = self._begin(msg, caller)
+        start = time.time()
+        try:
+            fn = self._function(msg)
+            args, kwargs = self._load_args(msg.args, msg.arg_refs)
+            result = fn(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
+            done = self._results(msg, ctx, result, start)
+        except _Cancelled:
+            err = exc.TaskCancelledError(msg.task_id.hex())
+            done = m.TaskDone(msg.task_id, None, pickle.dumps(err), False, [], start, time.time())
+        except BaseException as e:
+            done = m.TaskDone(
+                msg.task_id, None, self._error_blob(msg.name, e), True, [], start, time.time()
+            )
+        finally:
+            self.cw.reset_current_task(token)
+        self._reply(fs, done)
+
+    async def execute_async(self, fs: frames.FrameSocket, msg: m.PushTask, caller: str) -> None:
+        assert self.semaphore is not None
+        async with self.semaphore:
+            token, ctx = self._begin(msg, caller)
+            start = time.time()
+            try:
+                fn = self._function(msg)
+                args, kwargs = self._load_args(msg.args, msg.arg_refs)
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                done = self._results(msg, ctx, result, start)
+            except BaseException as e:
+                done = m.TaskDone(
+                    msg.task_id, None, self._error_blob(msg.name, e), True, [], start, time.time()
+                )
+            finally:
+                self.cw.reset_current_task(token)
+        self._reply(fs, done)
+
+    def _reply(self, fs: frames.FrameSocket, done: m.TaskDone) -> None:
+        try:
+            fs.send(done)
+        except OSError:
+            pass  # the owner is gone; nothing to deliver to
+
+    def _results(self, msg: m.PushTask, ctx: TaskContext, result: Any, start: float) -> m.TaskDone:
+        n = len(msg.return_ids)
+        if n == 1:
+            values = [result]
+        else:
+            if not isinstance(result, (tuple, list)) or len(result) != n:
+                raise ValueError(
+                    f"{msg.name} was declared with num_returns={n} but returned "
+                    f"{type(result).__name__}"
+                    + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
+                )
+            values = list(result)
+        out = []
+        for rid, value in zip(msg.return_ids, values, strict=True):
+            try:
+                so = ser.serialize(value)
+            except Exception as e:
+                raise TypeError(
+                    f"Could not serialize the return value of {msg.name} "
+                    f"({type(value).__name__}): {e!r}. Return values must be picklable."
+                ) from e
+            foreign = [(r._id, r._owner) for r in so.contained_refs]
+            if foreign:
+                self.cw.borrow(foreign, f"{ctx.caller}#{rid.hex()}")
+            out.append((self.cw.encode(so, rid), foreign))
+        return m.TaskDone(msg.task_id, out, b"", False, [], start, time.time())
+
+    def _error_blob(self, name: str, e: BaseException) -> bytes:
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        if isinstance(e, exc.RayTaskError):
+            err = e
+        else:
+            err = exc.RayTaskError(name, tb, e, os.getpid(), self.cw.node_id[:12])
+        try:
+            return pickle.dumps(err)
+        except Exception:
+            # The exception itself cannot be pickled: keep its type name and message.
+            stand_in = exc.RaySystemError(f"{type(e).__name__}: {e}")
+            return pickle.dumps(exc.RayTaskError(name, tb, stand_in, os.getpid(), ""))
+
+
+class OutputForwarder:
+    """Replaces sys.stdout/stderr: lines go to the worker's log and to the job's driver."""
+
+    def __init__(self, cw: CoreWorker, stream: Any, name: str) -> None:
+        self.cw = cw
+        self.stream = stream
+        self.name = name
+        self.buf = ""
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        with self.lock:
+            self.buf += text
+            if "\n" not in self.buf:
+                return len(text)
+            lines, _, self.buf = self.buf.rpartition("\n")
+        self._send(lines)
+        return len(text)
+
+    def _send(self, lines: str) -> None:
+        cw = self.cw
+        if not cw.driver_address or cw.closed:
+            return
+        task = cw.current_task
+        label = task.name if task is not None else "worker"
+        prefix = f"({label} pid={os.getpid()}, node={cw.node_id[:8]})"
+        try:
+            cw.peer(cw.driver_address).fs.send(m.LogLines(prefix, self.name, lines))
+        except (ConnectionError, OSError):
+            pass
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def install_output_forwarding(cw: CoreWorker) -> None:
+    sys.stdout = OutputForwarder(cw, sys.__stdout__, "stdout")
+    sys.stderr = OutputForwarder(cw, sys.__stderr__, "stderr")

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs. Nothing yet beyond Python itself; later suites add
+# prometheus and prometheus-alertmanager here, so a fresh machine and CI install the same.
+set -euo pipefail
+packages=()
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-system-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi

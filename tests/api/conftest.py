@@ -1,0 +1,62 @@
+"""One shared cluster for the API suite, and a deadline helper for waiting on conditions."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ._impl import INIT_KWARGS, rt
+
+# Test modules are imported as the package ``api`` (rootdir ``tests/``). Workers inherit the
+# environment of the cluster started here, so they can import the classes and helper functions
+# that remote functions defined in these modules refer to.
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTS_DIR, os.environ.get("PYTHONPATH", "")) if p
+)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def start_shared_cluster() -> None:
+    """Start (or restart) the cluster every API test shares."""
+    if not rt.is_initialized():
+        rt.init(**INIT_KWARGS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster() -> Iterator[None]:
+    start_shared_cluster()
+    yield
+    rt.shutdown()
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    return wait_until
+
+
+@pytest.fixture
+def own_init() -> Iterator[None]:
+    """For tests that call ``init`` themselves: stop the shared cluster, restore it afterwards."""
+    rt.shutdown()
+    try:
+        yield
+    finally:
+        if rt.is_initialized():
+            rt.shutdown()
+        start_shared_cluster()

@@ -1,0 +1,1 @@
+"""freight.tui: the terminal inspector."""
