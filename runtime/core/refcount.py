@@ -157,18 +157,31 @@ class ReferenceTable:
                     freed.append(inner)
                     stack.append((inner, ie, f"container {cur.hex()} freed"))
         if self._validate:
-            self.validate()
+            for cur in freed:
+                if cur in self.entries:
+                    raise InvalidTransition(f"object {cur.hex()} freed but still in the table")
+                for inner in e.contains:
+                    self.validate_entry(inner)
         return freed
 
+    def validate_entry(self, oid: bytes) -> None:
+        """One entry's counts are non-negative and its containment links point both ways."""
+        e = self.entries.get(oid)
+        if e is None:
+            return
+        if e.local < 0 or e.submitted < 0:
+            raise InvalidTransition(f"object {oid.hex()}: negative count")
+        if e.dead():
+            raise InvalidTransition(f"object {oid.hex()}: nothing holds it but it was not freed")
+        for outer in e.contained_in or ():
+            oe = self.entries.get(outer)
+            if oe is None or oid not in oe.contains:
+                raise InvalidTransition(f"object {oid.hex()}: dangling container link")
+
     def validate(self) -> None:
-        """Every count is non-negative and every containment link points both ways."""
-        for oid, e in self.entries.items():
-            if e.local < 0 or e.submitted < 0:
-                raise InvalidTransition(f"object {oid.hex()}: negative count")
-            for outer in e.contained_in or ():
-                oe = self.entries.get(outer)
-                if oe is None or oid not in oe.contains:
-                    raise InvalidTransition(f"object {oid.hex()}: dangling container link")
+        """Check every entry (see validate_entry)."""
+        for oid in self.entries:
+            self.validate_entry(oid)
 
     def statistics(self) -> dict[str, int]:
         return {"objects": len(self.entries), "freed_total": self.freed_total}

@@ -85,7 +85,7 @@ class TaskTable:
             self.history.append(rec)
         self.log.emit(rec.task_id.hex(), tr)
         if self._validate:
-            self.validate()
+            self.validate_record(rec)
 
     def submit(self, rec: TaskRecord, args_ready: bool) -> None:
         rec.submit_time = now()
@@ -155,15 +155,28 @@ class TaskTable:
                 out[rec.pending_reason] = out.get(rec.pending_reason, 0) + 1
         return out
 
+    def validate_record(self, rec: TaskRecord) -> None:
+        """Check one task's invariants (run after each of its transitions when enabled)."""
+        tid = rec.task_id
+        live = self.live.get(tid)
+        if (live is rec) == (rec.state in TERMINAL):
+            raise InvalidTransition(
+                f"task {tid.hex()} in state {rec.state.value} live={live is rec}"
+            )
+        if not rec.transitions or rec.transitions[-1].new != rec.state.value:
+            raise InvalidTransition(f"task {tid.hex()}: last transition != state")
+        for a, b in zip(rec.transitions, rec.transitions[1:], strict=False):
+            if b.time < a.time or a.new != b.old:
+                raise InvalidTransition(f"task {tid.hex()}: transitions out of order")
+        if rec.state is S.SUBMITTED_TO_WORKER and not rec.worker_id:
+            raise InvalidTransition(f"task {tid.hex()} submitted without a worker")
+
     def validate(self) -> None:
-        """Check the table's invariants; raise InvalidTransition on the first broken one."""
+        """Check the whole table; raise InvalidTransition on the first broken invariant."""
         for tid, rec in self.live.items():
-            if tid != rec.task_id or rec.state in TERMINAL:
-                raise InvalidTransition(f"live task {tid.hex()} in state {rec.state.value}")
-            if not rec.transitions or rec.transitions[-1].new != rec.state.value:
-                raise InvalidTransition(f"task {tid.hex()}: last transition != state")
-            if rec.state is S.SUBMITTED_TO_WORKER and not rec.worker_id:
-                raise InvalidTransition(f"task {tid.hex()} submitted without a worker")
+            if tid != rec.task_id:
+                raise InvalidTransition(f"live task {tid.hex()} filed under another id")
+            self.validate_record(rec)
         for rec in self.history:
             if rec.state not in TERMINAL:
                 raise InvalidTransition(f"finished task {rec.task_id.hex()} not terminal")
