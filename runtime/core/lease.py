@@ -35,7 +35,7 @@ class WorkerSlot:
     worker_id: str
     pid: int = 0
     address: str = ""
-    state: str = "STARTING"  # STARTING | IDLE | LEASED | ACTOR | DEAD
+    state: str = "STARTING"  # STARTING | IDLE | LEASED | ACTOR | STOPPING | DEAD
     resources: dict[str, float] = field(default_factory=dict)
     client: int = -1
     blocked: bool = False
@@ -234,6 +234,31 @@ class LeaseManager:
         if self._validate:
             self.validate()
         return actions
+
+    def retire(self, worker_id: str) -> bool:
+        """Take an idle worker out of service (it is being asked to exit)."""
+        w = self.workers.get(worker_id)
+        if w is None or w.state != "IDLE":
+            return False
+        self._set(w, "STOPPING", "retired")
+        return True
+
+    def idle_surplus(self, now_s: float, timeout_s: float) -> list[str]:
+        """Idle workers beyond the CPU count that have been idle longer than ``timeout_s``.
+
+        Blocked tasks make the pool grow past the CPU count; this shrinks it back.
+        """
+        idle = sorted(
+            (w for w in self.workers.values() if w.state == "IDLE"), key=lambda w: w.idle_since
+        )
+        surplus = self.active_task_workers() - self.cpu_cap()
+        out = []
+        for w in idle:
+            if surplus <= 0 or now_s - w.idle_since < timeout_s:
+                break
+            out.append(w.worker_id)
+            surplus -= 1
+        return out
 
     def pending_by_reason(self) -> dict[str, int]:
         out: dict[str, int] = {}

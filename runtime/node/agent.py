@@ -18,6 +18,7 @@ from typing import Any
 
 from loguru import logger
 
+from freight.config import settings
 from freight.core.lease import Grant, Infeasible, LeaseManager, LeaseRequest, StartWorkers
 from freight.exceptions import ObjectStoreFullError
 from freight.objects.shm import segment_dir
@@ -239,7 +240,12 @@ class NodeAgent:
     # -- housekeeping ------------------------------------------------------------------------
 
     async def reap_loop(self) -> None:
+        idle_timeout = settings.worker_idle_timeout_s
         while not self.stopping.is_set():
+            for wid in self.leases.idle_surplus(time.time(), idle_timeout):
+                conn = self.worker_conns.get(wid)
+                if conn is not None and self.leases.retire(wid):
+                    conn.send(m.ExitWorker("idle beyond the CPU count"))
             for wid, rc in self.pool.reap():
                 if wid in self.leases.workers and wid not in self.worker_conns:
                     # Died before it registered: forget it so a replacement can start.

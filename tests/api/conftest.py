@@ -38,8 +38,10 @@ def start_shared_cluster() -> None:
         rt.init(**INIT_KWARGS)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def cluster() -> Iterator[None]:
+    # Package scope: the shared cluster stops when tests/api is done, so other suites can start
+    # their own clusters in the same process.
     start_shared_cluster()
     yield
     rt.shutdown()
