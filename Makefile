@@ -30,8 +30,14 @@ test: install-test
 proto: install-test
 	$(BIN)/python scripts/gen_proto.py
 
-bench: install-test
-	$(BIN)/python benchmarks/microbenchmark.py
+# freight beside Ray (installed into its own virtualenv: Ray pins its own grpcio/protobuf).
+BENCH_VENV ?= .bench-venv
+$(BENCH_VENV)/bin/python:
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q 'ray==2.60.0' numpy
+
+bench: install-test $(BENCH_VENV)/bin/python
+	$(BIN)/python benchmarks/compare.py --ray-python $(BENCH_VENV)/bin/python --json benchmarks/results/latest.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

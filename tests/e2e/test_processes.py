@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -39,6 +42,22 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def short_temp_dir() -> Iterator[Path]:
+    """A FREIGHT_TEMP_DIR short enough for the Unix socket paths below it (at most 107 bytes)."""
+    path = tempfile.mkdtemp(prefix="fr-", dir="/tmp")
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def temp_dir() -> Iterator[Path]:
+    with short_temp_dir() as path:
+        yield path
 
 
 def session_processes(session_dir: str) -> dict[str, list[psutil.Process]]:
@@ -105,12 +124,12 @@ CLEAN_DRIVER = """
 """
 
 
-def test_shutdown_leaves_no_process_and_no_shared_memory(tmp_path: Path) -> None:
-    proc = run_driver(CLEAN_DRIVER, tmp_path)
+def test_shutdown_leaves_no_process_and_no_shared_memory(temp_dir: Path) -> None:
+    proc = run_driver(CLEAN_DRIVER, temp_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     session_dir = report["session_dir"]
-    assert session_dir.startswith(str(tmp_path))
+    assert session_dir.startswith(str(temp_dir))
     assert report["shm_files"] >= 1, "the 1 MiB put did not reach the shared-memory store"
     # shutdown() waits for what it stopped: nothing may remain once the driver has exited.
     left = session_processes(session_dir)
@@ -144,9 +163,9 @@ KILLED_DRIVER = """
 """
 
 
-def test_driver_killed_with_sigkill_leaves_no_process(tmp_path: Path) -> None:
+def test_driver_killed_with_sigkill_leaves_no_process(tmp_path: Path, temp_dir: Path) -> None:
     ready = tmp_path / "ready"
-    env = dict(os.environ, FREIGHT_TEMP_DIR=str(tmp_path / "sessions"))
+    env = dict(os.environ, FREIGHT_TEMP_DIR=str(temp_dir))
     driver = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(KILLED_DRIVER), str(ready)],
         stdin=subprocess.DEVNULL,
@@ -181,20 +200,21 @@ def test_driver_killed_with_sigkill_leaves_no_process(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def cluster() -> Iterator[dict[str, Any]]:
     if freight.is_initialized():
         freight.shutdown()  # another module's shared cluster: this module needs its own
-    saved = os.environ.get("FREIGHT_TEMP_DIR")
-    os.environ["FREIGHT_TEMP_DIR"] = str(tmp_path_factory.mktemp("sessions"))
-    try:
-        info = freight.init(num_cpus=NUM_CPUS)
-    finally:
-        if saved is None:
-            os.environ.pop("FREIGHT_TEMP_DIR", None)
-        else:
-            os.environ["FREIGHT_TEMP_DIR"] = saved
-    yield info
-    freight.shutdown()
+    with short_temp_dir() as temp_dir:
+        saved = os.environ.get("FREIGHT_TEMP_DIR")
+        os.environ["FREIGHT_TEMP_DIR"] = str(temp_dir)
+        try:
+            info = freight.init(num_cpus=NUM_CPUS)
+        finally:
+            if saved is None:
+                os.environ.pop("FREIGHT_TEMP_DIR", None)
+            else:
+                os.environ["FREIGHT_TEMP_DIR"] = saved
+        yield info
+        freight.shutdown()
 
 
 @freight.remote
@@ -307,9 +327,9 @@ LOG_DRIVER = """
 
 
 @pytest.mark.parametrize("log_to_driver", [True, False], ids=["log_to_driver", "quiet"])
-def test_task_output_goes_to_the_driver(tmp_path: Path, log_to_driver: bool) -> None:
+def test_task_output_goes_to_the_driver(temp_dir: Path, log_to_driver: bool) -> None:
     line = f"a line from a task {uuid.uuid4().hex}"
-    env = dict(os.environ, FREIGHT_TEMP_DIR=str(tmp_path))
+    env = dict(os.environ, FREIGHT_TEMP_DIR=str(temp_dir))
     proc = subprocess.run(
         [
             sys.executable,

@@ -1,0 +1,490 @@
+"""The node agent's lease state machine (``freight.core.lease``), driven directly."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from freight.core.lease import (
+    Grant,
+    Infeasible,
+    LeaseManager,
+    LeaseRequest,
+    StartWorkers,
+    WorkerSlot,
+)
+from freight.core.task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
+from freight.core.transitions import InvalidTransition
+
+_ids = itertools.count(1)
+
+
+def req(client: int = 1, cpu: float = 1.0, name: str = "f", **res: float) -> LeaseRequest:
+    resources = {"CPU": cpu, **res} if cpu else dict(res)
+    return LeaseRequest(next(_ids), client, resources, name)
+
+
+def idle_worker(mgr: LeaseManager, wid: str) -> list[object]:
+    return list(mgr.worker_registered(wid, f"/tmp/{wid}.sock", 100))
+
+
+def grants(actions: list[object]) -> list[tuple[int, str]]:
+    return [(a.req.req_id, a.worker.worker_id) for a in actions if isinstance(a, Grant)]
+
+
+def starts(actions: list[object]) -> int:
+    return sum(a.n for a in actions if isinstance(a, StartWorkers))
+
+
+@pytest.fixture
+def one_cpu() -> LeaseManager:
+    return LeaseManager({"CPU": 1.0}, validate=True)
+
+
+@pytest.fixture
+def two_cpus() -> LeaseManager:
+    return LeaseManager({"CPU": 2.0}, validate=True)
+
+
+# -- grants -----------------------------------------------------------------------------------
+
+
+def test_request_is_granted_to_an_idle_worker(two_cpus: LeaseManager) -> None:
+    assert idle_worker(two_cpus, "w1") == []
+    r = req(client=7)
+    actions = two_cpus.request(r)
+    assert grants(actions) == [(r.req_id, "w1")]
+    w = two_cpus.workers["w1"]
+    assert (w.state, w.client, w.resources) == ("LEASED", 7, {"CPU": 1.0})
+    assert two_cpus.available["CPU"] == 1.0
+    assert two_cpus.pending_by_reason() == {}
+    assert two_cpus.leases_granted == 1
+    assert w.transitions[-1].new == "LEASED"
+
+
+def test_registration_grants_a_waiting_request(two_cpus: LeaseManager) -> None:
+    r = req()
+    assert starts(two_cpus.request(r)) == 1
+    two_cpus.worker_starting("w1")
+    assert grants(idle_worker(two_cpus, "w1")) == [(r.req_id, "w1")]
+
+
+def test_registration_of_a_running_worker_changes_nothing(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    two_cpus.request(req())
+    assert idle_worker(two_cpus, "w1") == []
+    assert two_cpus.workers["w1"].state == "LEASED"
+
+
+def test_start_workers_is_capped_by_the_cpu_count(two_cpus: LeaseManager) -> None:
+    asked = []
+    for n in range(6):
+        k = starts(two_cpus.request(req(cpu=0.25)))
+        asked.append(k)
+        for i in range(k):  # the agent spawns what it was asked for
+            two_cpus.worker_starting(f"s{n}-{i}")
+    assert asked == [1, 1, 0, 0, 0, 0]
+    assert two_cpus.active_task_workers() == two_cpus.cpu_cap() == 2
+    assert two_cpus.pending_by_reason() == {WAITING_FOR_WORKER: 6}
+
+
+def test_start_workers_counts_workers_already_starting(two_cpus: LeaseManager) -> None:
+    assert starts(two_cpus.request(req(cpu=0.5))) == 1
+    two_cpus.worker_starting("s1")
+    # One worker is on its way for the first request; the second needs one more.
+    assert starts(two_cpus.request(req(cpu=0.5))) == 1
+    two_cpus.worker_starting("s2")
+    assert starts(two_cpus.request(req(cpu=0.5))) == 0
+
+
+def test_fractional_cpu_node_still_gets_one_worker() -> None:
+    mgr = LeaseManager({"CPU": 0.5}, validate=True)
+    assert mgr.cpu_cap() == 1
+    assert starts(mgr.request(req(cpu=0.5))) == 1
+
+
+def test_cancel_removes_only_the_matching_request(one_cpu: LeaseManager) -> None:
+    r1, r2 = req(client=1), req(client=2)
+    one_cpu.request(r1)
+    one_cpu.request(r2)
+    assert one_cpu.cancel(r1.req_id, client=2) is False
+    assert one_cpu.cancel(r1.req_id, client=1) is True
+    assert one_cpu.cancel(r1.req_id, client=1) is False
+    assert [r.req_id for r in one_cpu.pending] == [r2.req_id]
+
+
+# -- pending reasons and infeasible requests --------------------------------------------------
+
+
+def test_infeasible_request_is_reported_once_and_kept_pending(two_cpus: LeaseManager) -> None:
+    r = req(cpu=4, name="big")
+    actions = two_cpus.request(r)
+    infeasible = [a for a in actions if isinstance(a, Infeasible)]
+    assert len(infeasible) == 1
+    assert infeasible[0].req is r
+    assert "big" in infeasible[0].message and '"CPU":4' in infeasible[0].message
+    assert starts(actions) == 0
+    assert r.reason == INFEASIBLE
+    # Later events re-run dispatch; the request is not reported again.
+    again = two_cpus.request(req(cpu=1)) + idle_worker(two_cpus, "w1")
+    assert not [a for a in again if isinstance(a, Infeasible)]
+    assert r in two_cpus.pending
+    assert two_cpus.pending_by_reason() == {INFEASIBLE: 1}
+    assert two_cpus.infeasible_shapes() == ['{"CPU":4}']
+
+
+def test_unknown_resource_is_infeasible(two_cpus: LeaseManager) -> None:
+    r = req(cpu=0, GPU=1)
+    actions = two_cpus.request(r)
+    assert [type(a) for a in actions] == [Infeasible]
+    assert r.reason == INFEASIBLE
+
+
+def test_waiting_for_resources_when_cpus_are_taken(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    idle_worker(one_cpu, "w2")
+    one_cpu.request(req())
+    r2 = req()
+    actions = one_cpu.request(r2)
+    assert actions == []
+    assert r2.reason == WAITING_FOR_RESOURCES
+    assert one_cpu.pending_by_reason() == {WAITING_FOR_RESOURCES: 1}
+
+
+def test_waiting_for_a_worker_when_none_is_idle(two_cpus: LeaseManager) -> None:
+    r = req()
+    actions = two_cpus.request(r)
+    assert actions == [StartWorkers(1)]
+    assert r.reason == WAITING_FOR_WORKER
+    assert two_cpus.pending_by_reason() == {WAITING_FOR_WORKER: 1}
+
+
+def test_statistics_snapshot(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    two_cpus.worker_starting("w2")
+    two_cpus.request(req())
+    two_cpus.request(req(cpu=8))
+    stats = two_cpus.statistics()
+    assert stats["workers"] == {"LEASED": 1, "STARTING": 1}
+    assert stats["pending"] == {INFEASIBLE: 1}
+    assert stats["available"] == {"CPU": 1.0}
+    assert stats["total"] == {"CPU": 2.0}
+    assert stats["leases_granted"] == 1
+
+
+# -- returning leases -------------------------------------------------------------------------
+
+
+def test_lease_return_makes_the_worker_idle_and_redispatches(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    r1, r2 = req(client=1), req(client=2)
+    one_cpu.request(r1)
+    one_cpu.request(r2)
+    actions = one_cpu.lease_returned("w1")
+    assert grants(actions) == [(r2.req_id, "w1")]
+    w = one_cpu.workers["w1"]
+    assert (w.state, w.client) == ("LEASED", 2)
+    assert [t.cause for t in w.transitions][-2:] == ["lease returned", f"lease {r2.req_id}"]
+
+
+def test_lease_return_without_waiting_requests_leaves_an_idle_worker(
+    one_cpu: LeaseManager,
+) -> None:
+    idle_worker(one_cpu, "w1")
+    one_cpu.request(req())
+    assert one_cpu.lease_returned("w1") == []
+    w = one_cpu.workers["w1"]
+    assert (w.state, w.client, w.resources) == ("IDLE", -1, {})
+    assert one_cpu.available == {"CPU": 1.0}
+
+
+def test_returning_an_idle_or_unknown_worker_is_ignored(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    assert one_cpu.lease_returned("w1") == []
+    assert one_cpu.lease_returned("nope") == []
+    assert one_cpu.available == {"CPU": 1.0}
+
+
+# -- blocked workers --------------------------------------------------------------------------
+
+
+def test_blocked_worker_lets_a_nested_task_run_on_one_cpu(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "parent")
+    assert grants(one_cpu.request(req(client=1)))
+    child = req(client=2)  # the parent's nested task, submitted by the parent's worker
+    assert one_cpu.request(child) == []
+    assert child.reason == WAITING_FOR_RESOURCES
+    # The parent blocks in get(): its CPU goes back, and a second worker may start.
+    actions = one_cpu.set_blocked("parent", True)
+    assert one_cpu.available["CPU"] == 1.0
+    assert actions == [StartWorkers(1)]
+    one_cpu.worker_starting("child-w")
+    assert grants(idle_worker(one_cpu, "child-w")) == [(child.req_id, "child-w")]
+    # The child finishes, the parent wakes up and takes its CPU back.
+    one_cpu.lease_returned("child-w")
+    assert one_cpu.set_blocked("parent", False) == []
+    assert one_cpu.available["CPU"] == 0.0
+    one_cpu.validate()
+
+
+def test_unblocking_may_oversubscribe_but_accounting_stays_exact(
+    one_cpu: LeaseManager,
+) -> None:
+    idle_worker(one_cpu, "a")
+    idle_worker(one_cpu, "b")
+    one_cpu.request(req())
+    leased = next(w for w in one_cpu.workers.values() if w.state == "LEASED")
+    one_cpu.set_blocked(leased.worker_id, True)
+    one_cpu.request(req())
+    one_cpu.set_blocked(leased.worker_id, False)
+    assert one_cpu.available["CPU"] == -1.0
+    one_cpu.lease_returned(leased.worker_id)
+    assert one_cpu.available["CPU"] == 0.0
+
+
+def test_blocking_twice_or_on_an_idle_worker_is_ignored(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    assert one_cpu.set_blocked("w1", True) == []
+    assert one_cpu.workers["w1"].blocked is False
+    one_cpu.request(req())
+    one_cpu.set_blocked("w1", True)
+    one_cpu.set_blocked("w1", True)
+    assert one_cpu.available["CPU"] == 1.0
+    assert one_cpu.set_blocked("ghost", True) == []
+
+
+def test_returning_a_blocked_lease_gives_back_the_cpu_once(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    one_cpu.request(req())
+    one_cpu.set_blocked("w1", True)
+    one_cpu.lease_returned("w1")
+    assert one_cpu.available == {"CPU": 1.0}
+    assert one_cpu.workers["w1"].blocked is False
+
+
+# -- worker exit and client disconnect --------------------------------------------------------
+
+
+def test_worker_exit_releases_its_resources(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    two_cpus.request(req(cpu=2))
+    assert two_cpus.available["CPU"] == 0.0
+    seen: list[tuple[str, str]] = []
+    two_cpus.log.subscribe(lambda key, tr: seen.append((key, tr.new)))
+    two_cpus.worker_exited("w1", "killed")
+    assert "w1" not in two_cpus.workers
+    assert two_cpus.available == {"CPU": 2.0}
+    assert seen == [("w1", "DEAD")]
+
+
+def test_exit_of_a_blocked_worker_does_not_give_its_cpu_twice(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    one_cpu.request(req())
+    one_cpu.set_blocked("w1", True)
+    one_cpu.worker_exited("w1", "crashed")
+    assert one_cpu.available == {"CPU": 1.0}
+
+
+def test_exit_of_a_starting_worker_asks_for_a_replacement(two_cpus: LeaseManager) -> None:
+    assert starts(two_cpus.request(req())) == 1
+    two_cpus.worker_starting("s1")
+    assert two_cpus.worker_exited("s1", "exited with code 1") == [StartWorkers(1)]
+    assert two_cpus.worker_exited("s1", "again") == []
+
+
+def test_exit_of_an_actor_worker_releases_the_actor_resources(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    slot = two_cpus.claim_for_actor({"CPU": 1.5})
+    assert isinstance(slot, WorkerSlot)
+    two_cpus.worker_exited("w1", "actor killed")
+    assert two_cpus.available == {"CPU": 2.0}
+
+
+def test_client_gone_drops_its_requests_and_takes_its_leases_back(
+    one_cpu: LeaseManager,
+) -> None:
+    idle_worker(one_cpu, "w1")
+    gone, other = req(client=5), req(client=6)
+    one_cpu.request(gone)
+    one_cpu.request(req(client=5))
+    one_cpu.request(other)
+    actions = one_cpu.client_gone(5)
+    assert grants(actions) == [(other.req_id, "w1")]
+    assert list(one_cpu.pending) == []
+    assert one_cpu.workers["w1"].client == 6
+    assert "owner disconnected" in [t.cause for t in one_cpu.workers["w1"].transitions]
+
+
+def test_client_gone_leaves_an_idle_worker_when_nobody_waits(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    one_cpu.request(req(client=5))
+    one_cpu.set_blocked("w1", True)
+    assert one_cpu.client_gone(5) == []
+    w = one_cpu.workers["w1"]
+    assert (w.state, w.client, w.blocked) == ("IDLE", -1, False)
+    assert one_cpu.available == {"CPU": 1.0}
+
+
+# -- actors -----------------------------------------------------------------------------------
+
+
+def test_claim_for_actor_infeasible_returns_a_reason(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    got = two_cpus.claim_for_actor({"CPU": 3})
+    assert isinstance(got, str)
+    assert got.startswith(INFEASIBLE)
+    assert '"CPU":3' in got and '"CPU":2' in got
+    assert two_cpus.workers["w1"].state == "IDLE"
+
+
+def test_claim_for_actor_without_an_idle_worker_is_none(two_cpus: LeaseManager) -> None:
+    assert two_cpus.claim_for_actor({"CPU": 1}) is None
+    two_cpus.worker_starting("s1")
+    assert two_cpus.claim_for_actor({"CPU": 1}) is None
+    assert two_cpus.available == {"CPU": 2.0}
+
+
+def test_claim_for_actor_without_free_resources_is_none(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    idle_worker(one_cpu, "w2")
+    one_cpu.request(req())
+    assert one_cpu.claim_for_actor({"CPU": 1}) is None
+
+
+def test_claim_for_actor_takes_an_idle_worker(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    got = two_cpus.claim_for_actor({"CPU": 1})
+    assert isinstance(got, WorkerSlot)
+    assert got.worker_id == "w1"
+    assert (got.state, got.resources) == ("ACTOR", {"CPU": 1})
+    assert two_cpus.available == {"CPU": 1.0}
+    # An actor worker is never leased to tasks.
+    assert two_cpus.request(req()) == [StartWorkers(1)]
+
+
+def test_zero_cpu_actor_does_not_count_against_task_workers(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "a")
+    assert isinstance(one_cpu.claim_for_actor({}), WorkerSlot)
+    assert one_cpu.request(req()) == [StartWorkers(1)]
+
+
+# -- validate() -------------------------------------------------------------------------------
+
+
+def test_validate_catches_drifted_accounting(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    two_cpus.request(req())
+    two_cpus.available["CPU"] += 1
+    with pytest.raises(InvalidTransition, match="CPU"):
+        two_cpus.validate()
+
+
+def test_validate_catches_a_lease_to_nobody(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "w1")
+    two_cpus.request(req())
+    two_cpus.workers["w1"].client = -1
+    with pytest.raises(InvalidTransition, match="leased to nobody"):
+        two_cpus.validate()
+
+
+# -- a long random run ------------------------------------------------------------------------
+
+SEED = 20240611
+EVENTS = 10_000
+SHAPES: list[dict[str, float]] = [
+    {"CPU": 1.0},
+    {"CPU": 0.5},
+    {"CPU": 2.0},
+    {"CPU": 1.0, "GPU": 1.0},
+    {"GPU": 1.0},
+    {},
+    {"CPU": 3.0},  # more than the node has
+    {"CPU": 1.0, "TPU": 1.0},  # a resource the node lacks
+]
+
+
+def test_random_event_sequence_keeps_the_invariants() -> None:
+    print(f"lease random run seed={SEED}")
+    rng = random.Random(SEED)
+    total = {"CPU": 2.0, "GPU": 1.0}
+    mgr = LeaseManager(total)
+    wid = itertools.count()
+    live_reqs: dict[int, LeaseRequest] = {}
+    done_reqs: set[int] = set()
+    warned: set[int] = set()
+    granted_total = 0
+
+    def apply(actions: list[object]) -> None:
+        nonlocal granted_total
+        for a in actions:
+            if isinstance(a, Grant):
+                assert a.req.req_id in live_reqs, "granted a request that is gone"
+                assert a.req not in mgr.pending
+                assert a.worker.state == "LEASED"
+                assert a.worker.client == a.req.client
+                assert a.worker.resources == a.req.resources
+                del live_reqs[a.req.req_id]
+                done_reqs.add(a.req.req_id)
+                granted_total += 1
+            elif isinstance(a, StartWorkers):
+                assert a.n > 0
+                assert mgr.active_task_workers() + a.n <= mgr.cpu_cap()
+                for _ in range(a.n):
+                    mgr.worker_starting(f"w{next(wid)}")
+            else:
+                assert isinstance(a, Infeasible)
+                assert a.req.req_id not in warned, "infeasible request reported twice"
+                warned.add(a.req.req_id)
+
+    def workers_in(*states: str) -> list[WorkerSlot]:
+        return sorted(
+            (w for w in mgr.workers.values() if w.state in states), key=lambda w: w.worker_id
+        )
+
+    for step in range(EVENTS):
+        event = rng.randrange(9)
+        if event == 0:
+            r = LeaseRequest(next(_ids), rng.randrange(4), dict(rng.choice(SHAPES)), "f")
+            live_reqs[r.req_id] = r
+            apply(mgr.request(r))
+        elif event == 1 and mgr.pending:
+            r = rng.choice(list(mgr.pending))
+            assert mgr.cancel(r.req_id, r.client)
+            del live_reqs[r.req_id]
+            done_reqs.add(r.req_id)
+        elif event == 2 and (starting := workers_in("STARTING")):
+            w = rng.choice(starting)
+            apply(mgr.worker_registered(w.worker_id, "/tmp/x.sock", step))
+        elif event == 3 and (leased := workers_in("LEASED")):
+            apply(mgr.lease_returned(rng.choice(leased).worker_id))
+        elif event == 4 and mgr.workers and rng.random() < 0.3:
+            w = rng.choice(sorted(mgr.workers))
+            apply(mgr.worker_exited(w, "random exit"))
+        elif event == 5 and rng.random() < 0.2:
+            client = rng.randrange(4)
+            for r in [r for r in mgr.pending if r.client == client]:
+                del live_reqs[r.req_id]
+                done_reqs.add(r.req_id)
+            apply(mgr.client_gone(client))
+            assert all(r.client != client for r in mgr.pending)
+            assert all(w.client != client for w in workers_in("LEASED"))
+        elif event == 6 and (busy := workers_in("LEASED", "ACTOR")):
+            apply(mgr.set_blocked(rng.choice(busy).worker_id, rng.random() < 0.5))
+        elif event == 7 and rng.random() < 0.2:
+            got = mgr.claim_for_actor(dict(rng.choice(SHAPES)))
+            assert got is None or isinstance(got, str | WorkerSlot)
+        elif event == 8 and not workers_in("STARTING", "IDLE") and rng.random() < 0.1:
+            # The agent's housekeeping spawns a worker for an actor.
+            mgr.worker_starting(f"w{next(wid)}")
+
+        mgr.validate()
+        for k, v in mgr.total.items():
+            assert mgr.available.get(k, 0.0) <= v + 1e-9, f"step {step}: {k} above total"
+        assert {r.req_id for r in mgr.pending} == set(live_reqs), f"step {step}"
+        assert not done_reqs & set(live_reqs)
+
+    assert granted_total == mgr.leases_granted
+    assert granted_total > 500, "the run should exercise grants"
+    assert warned, "the run should exercise infeasible requests"
