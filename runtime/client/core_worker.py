@@ -342,6 +342,10 @@ class CoreWorker:
         by_owner: dict[str, list[bytes]] = {}
         for oid, owner in items:
             by_owner.setdefault(owner, []).append(oid)
+        if borrower == self.address:
+            # Remember whom to tell when the last local reference goes (see _free).
+            for oid, owner in items:
+                self.submitter.borrowed_owner[oid] = owner
         for owner, oids in by_owner.items():
             if owner == self.address:
                 with self.lock:
