@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from freight.config import settings
 from freight.util.grpc_auth import create_token
 
 LATEST = "session_latest"
+MAX_UNIX_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
 
 def new_session_dir() -> str:
@@ -26,10 +29,42 @@ def new_session_dir() -> str:
     os.makedirs(root, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     path = os.path.join(root, f"session_{stamp}_{os.getpid()}_{secrets.token_hex(3)}")
+    longest = os.path.join(path, "sockets", "worker-" + "x" * 16 + ".sock")
+    if len(longest.encode()) > MAX_UNIX_PATH:
+        raise ValueError(
+            f"FREIGHT_TEMP_DIR={root!r} is too long: session sockets would have "
+            f"{len(longest.encode())}-byte paths, and Unix sockets allow {MAX_UNIX_PATH}. "
+            "Point FREIGHT_TEMP_DIR at a shorter folder (e.g. /tmp/freight-sessions)."
+        )
+    sweep_stale_segments(root)
     for sub in ("", "sockets", "logs", "nodes"):
         os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
     create_token(path)
     return path
+
+
+def _session_alive(session_dir: str) -> bool:
+    for path in [os.path.join(session_dir, "head.json"), *glob.glob(f"{session_dir}/nodes/*.json")]:
+        info = read_json(path)
+        pid = info.get("pid") if info else None
+        if isinstance(pid, int) and os.path.exists(f"/proc/{pid}"):
+            return True
+    return False
+
+
+def sweep_stale_segments(root: str) -> int:
+    """Remove object-store folders of sessions under ``root`` with no live process left.
+
+    A node agent killed with SIGKILL cannot remove its shared-memory folder; the next session
+    started on the machine does it.
+    """
+    removed = 0
+    for shm_dir in glob.glob(os.path.join(settings.shm_dir, "freight-session_*")):
+        session = os.path.join(root, os.path.basename(shm_dir).removeprefix("freight-"))
+        if os.path.isdir(session) and not _session_alive(session):
+            shutil.rmtree(shm_dir, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def point_latest(session_dir: str) -> None:

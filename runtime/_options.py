@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -54,8 +55,8 @@ def validate(options: dict[str, Any], allowed: frozenset[str], what: str) -> dic
             continue
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise ValueError(f"{key} must be a number, got {type(v).__name__} {v!r}.")
-        if v < 0:
-            raise ValueError(f"{key} must be >= 0, got {v}.")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{key} must be a finite number >= 0, got {v}.")
     res = options.get("resources")
     if res is not None:
         if not isinstance(res, dict):
@@ -67,7 +68,12 @@ def validate(options: dict[str, Any], allowed: frozenset[str], what: str) -> dic
                 raise ValueError(
                     f"Use the num_cpus and num_gpus options instead of resources={{'{k}': ...}}."
                 )
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, numbers.Real)
+                or not math.isfinite(v)
+                or v < 0
+            ):
                 raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}.")
     nr = options.get("num_returns")
     if nr is not None and (isinstance(nr, bool) or not isinstance(nr, int) or nr < 0):

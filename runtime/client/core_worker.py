@@ -163,11 +163,13 @@ class CoreWorker:
     def _serve_inbound(self, sock: socket.socket) -> None:
         fs = frames.FrameSocket(sock)
         try:
-            got = fs.recv_raw()
+            sock.settimeout(10)  # an unauthenticated peer gets 10 s and 64 KiB to say HELLO
+            got = fs.recv_raw(frames.MAX_HELLO)
             if got is None:
                 fs.close()
                 return
             role = frames.check_hello(got[0], got[1], self.token)
+            sock.settimeout(None)
             caller = str(role[1]) if len(role) > 1 else ""
             while True:
                 msg = fs.recv()
@@ -176,6 +178,9 @@ class CoreWorker:
                 self._on_inbound(fs, msg, caller)
         except (frames.ProtocolError, OSError) as e:
             print(f"freight: closed a connection after bad input: {e}", file=sys.stderr)
+        except Exception as e:
+            # A well-formed frame whose fields do not fit its message: drop that peer only.
+            print(f"freight: closed a connection after an invalid message: {e!r}", file=sys.stderr)
         finally:
             fs.close()
 
@@ -504,14 +509,16 @@ class CoreWorker:
 
     # -- put ---------------------------------------------------------------------------------
 
-    def encode(self, so: ser.SerializedObject, oid: bytes) -> Value:
-        """Place a serialized object: inline bytes, or a shared-memory segment via the agent."""
+    def encode(self, so: ser.SerializedObject, oid: bytes, owner: str = "") -> Value:
+        """Place a serialized object: inline bytes, or a shared-memory segment via the agent.
+
+        ``owner`` is the process that will own the object (a task's caller for its returns).
+        """
         size = so.total_size
         if size <= self.inline_max:
             return ("v", ser.pack(so))
-        reply = self.request(
-            self.agent, lambda r: m.ReserveObject(r, oid, size, self.address), timeout=60
-        )
+        owner = owner or self.address
+        reply = self.request(self.agent, lambda r: m.ReserveObject(r, oid, size, owner), timeout=60)
         if type(reply) is m.Error:
             raise pickle.loads(reply.exc) if reply.exc else exc.ObjectStoreFullError(reply.message)
         write_segment(reply.path, so)
@@ -658,6 +665,17 @@ class CoreWorker:
             return
         self.closed = True
         refs_mod._worker = None
+        with self.lock:
+            owned_shm = [
+                oid
+                for oid, slot in self.slots.items()
+                if oid[:8] == self._prefix and slot.value is not None and slot.value[0] == "s"
+            ]
+        if owned_shm:
+            try:
+                self.agent.send(m.FreeObjects(owned_shm))  # this owner's objects go with it
+            except OSError:
+                pass
         try:
             self._listener.close()
         except OSError:

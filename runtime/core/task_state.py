@@ -89,11 +89,11 @@ class TaskTable:
 
     def submit(self, rec: TaskRecord, args_ready: bool) -> None:
         rec.submit_time = now()
-        rec.transitions.append(
-            Transition(rec.submit_time, "", S.PENDING_ARGS_AVAIL.value, "submitted")
-        )
+        tr = Transition(rec.submit_time, "", S.PENDING_ARGS_AVAIL.value, "submitted")
+        rec.transitions.append(tr)
         self.counts[S.PENDING_ARGS_AVAIL] += 1
         self.live[rec.task_id] = rec
+        self.log.emit(rec.task_id.hex(), tr)
         if args_ready:
             self.args_ready(rec.task_id)
 

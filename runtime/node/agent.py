@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import pickle
 import socket
@@ -25,8 +26,22 @@ from freight.objects.shm import segment_dir
 from freight.objects.store import ObjectStore
 from freight.protocol import messages as m
 from freight.protocol.aio import AioConn, serve_connection
+from freight.protocol.frames import ProtocolError
 
 from .worker_pool import WorkerPool
+
+
+def check_resources(resources: Any) -> None:
+    """A lease request's amounts must be finite non-negative numbers keyed by name."""
+    if not isinstance(resources, dict) or not all(
+        isinstance(k, str)
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and v >= 0
+        for k, v in resources.items()
+    ):
+        raise ProtocolError(f"invalid resource request {resources!r}")
 
 
 class NodeAgent:
@@ -103,7 +118,20 @@ class NodeAgent:
     def _closed(self, conn: AioConn, error: BaseException | None) -> None:
         self.conns.pop(conn.id, None)
         role = conn.role
-        if role and role[0] == "worker":
+        owner = ""
+        if len(role) < 2:
+            pass  # a peer that never said who it is owns nothing here
+        elif role[0] == "driver":
+            owner = role[1]
+        elif role[0] == "worker":
+            slot = self.leases.workers.get(role[1])
+            owner = slot.address if slot is not None else ""
+        if owner and not self.stopping.is_set():
+            # An owner that is gone can never free its objects: free them for it.
+            gone = [e.object_id for e in self.store.list_objects() if e.owner == owner]
+            if gone:
+                self.store.delete(gone)
+        if len(role) > 1 and role[0] == "worker":
             wid = role[1]
             self.worker_conns.pop(wid, None)
             self.pool.kill(wid)
@@ -134,6 +162,7 @@ class NodeAgent:
     def _handle(self, conn: AioConn, msg: Any) -> None:
         t = type(msg)
         if t is m.RequestLease:
+            check_resources(msg.resources)
             req = LeaseRequest(msg.req_id, conn.id, msg.resources, msg.name)
             self._apply(self.leases.request(req))
         elif t is m.ReturnLease:

@@ -10,6 +10,8 @@ from typing import Any
 from .frames import (
     HEADER,
     HEADER_SIZE,
+    MAX_FRAME,
+    MAX_HELLO,
     AuthenticationError,
     ProtocolError,
     check_header,
@@ -38,7 +40,7 @@ class AioConn:
         payload = pickle.dumps(tuple(msg), protocol=5)
         self.writer.write(HEADER.pack(len(payload) + 1, KIND_OF[type(msg)]) + payload)
 
-    async def recv_frame(self) -> tuple[int, bytes] | None:
+    async def recv_frame(self, limit: int = MAX_FRAME) -> tuple[int, bytes] | None:
         try:
             head = await self.reader.readexactly(HEADER_SIZE)
         except asyncio.IncompleteReadError as exc:
@@ -46,7 +48,7 @@ class AioConn:
                 raise ProtocolError("connection closed inside a frame header") from None
             return None
         length, kind = HEADER.unpack(head)
-        check_header(length)
+        check_header(length, limit)
         try:
             payload = await self.reader.readexactly(length - 1)
         except asyncio.IncompleteReadError:
@@ -71,7 +73,7 @@ async def serve_connection(
     """Authenticate one connection, then pass each message to ``handle`` until it ends."""
     conn = AioConn(reader, writer)
     try:
-        first = await asyncio.wait_for(conn.recv_frame(), timeout=10)
+        first = await asyncio.wait_for(conn.recv_frame(MAX_HELLO), timeout=10)
         if first is None:
             conn.close()
             return
@@ -94,6 +96,10 @@ async def serve_connection(
     except (ProtocolError, ConnectionError, OSError) as exc:
         error = exc
         log_refusal(f"closed connection {conn.role[:1]} after malformed input: {exc}")
+    except Exception as exc:
+        # A well-formed frame whose fields do not fit its message (wrong types, ids, amounts).
+        error = exc
+        log_refusal(f"closed connection {conn.role[:1]} after an invalid message: {exc!r}")
     finally:
         conn.close()
         on_close(conn, error)

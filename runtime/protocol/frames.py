@@ -24,6 +24,7 @@ MAGIC = b"FRT1"
 HEADER = struct.Struct("<IB")
 HEADER_SIZE = HEADER.size
 MAX_FRAME = 1 << 30
+MAX_HELLO = 64 * 1024  # the unauthenticated first frame is small; never buffer more
 HELLO_KIND = 0
 _TOKEN_LEN = struct.Struct("<H")
 
@@ -83,10 +84,10 @@ def decode_message(kind: int, payload: bytes | memoryview) -> Any:
         raise ProtocolError(str(exc)) from None
 
 
-def check_header(length: int) -> None:
+def check_header(length: int, limit: int = MAX_FRAME) -> None:
     """Reject frame lengths that cannot be valid."""
-    if length < 1 or length > MAX_FRAME:
-        raise ProtocolError(f"frame length {length} outside 1..{MAX_FRAME}")
+    if length < 1 or length > limit:
+        raise ProtocolError(f"frame length {length} outside 1..{limit}")
 
 
 class FrameSocket:
@@ -120,14 +121,14 @@ class FrameSocket:
             buf += chunk
         return True
 
-    def recv_raw(self) -> tuple[int, memoryview] | None:
+    def recv_raw(self, limit: int = MAX_FRAME) -> tuple[int, memoryview] | None:
         """Read one frame; return (kind, payload) or None at a clean end of stream."""
         if not self._fill(HEADER_SIZE):
             if self._buf:
                 raise ProtocolError("connection closed inside a frame header")
             return None
         length, kind = HEADER.unpack_from(self._buf)
-        check_header(length)
+        check_header(length, limit)
         total = HEADER_SIZE + length - 1
         if not self._fill(total):
             raise ProtocolError("connection closed inside a frame")

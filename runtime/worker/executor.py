@@ -242,7 +242,7 @@ class Executor:
             foreign = [(r._id, r._owner) for r in so.contained_refs]
             if foreign:
                 self.cw.borrow(foreign, f"{ctx.caller}#{rid.hex()}")
-            out.append((self.cw.encode(so, rid), foreign))
+            out.append((self.cw.encode(so, rid, ctx.caller), foreign))
         return m.TaskDone(msg.task_id, out, b"", False, [], start, time.time())
 
     def _error_blob(self, name: str, e: BaseException) -> bytes:

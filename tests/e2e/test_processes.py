@@ -194,6 +194,9 @@ def test_driver_killed_with_sigkill_leaves_no_process(tmp_path: Path, temp_dir: 
         if driver.poll() is None:
             driver.kill()
         driver.communicate()
+        if ready.exists():
+            # A SIGKILLed agent cannot remove its store folder: do not leave it in /dev/shm.
+            shutil.rmtree(shm_dir_of(ready.read_text()), ignore_errors=True)
 
 
 # -- (c) workers: prestarted, reused, capped by the CPU count -----------------------------------

@@ -370,6 +370,48 @@ def test_zero_cpu_actor_does_not_count_against_task_workers(one_cpu: LeaseManage
     assert one_cpu.request(req()) == [StartWorkers(1)]
 
 
+# -- shrinking the pool ------------------------------------------------------------------------
+
+
+def test_retire_takes_only_an_idle_worker_out_of_service(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "a")
+    idle_worker(one_cpu, "b")
+    one_cpu.request(req())
+    leased = next(w for w in one_cpu.workers.values() if w.state == "LEASED")
+    idle = next(w for w in one_cpu.workers.values() if w.state == "IDLE")
+    assert one_cpu.retire(leased.worker_id) is False
+    assert one_cpu.retire("ghost") is False
+    assert one_cpu.retire(idle.worker_id) is True
+    assert idle.state == "STOPPING"
+    # A retiring worker is never leased, even when it is the only one not busy.
+    one_cpu.lease_returned(leased.worker_id)
+    r = req()
+    assert grants(one_cpu.request(r)) == [(r.req_id, leased.worker_id)]
+    one_cpu.worker_exited(idle.worker_id, "retired")
+    assert idle.worker_id not in one_cpu.workers
+
+
+def test_idle_surplus_names_the_longest_idle_workers_beyond_the_cpu_count(
+    one_cpu: LeaseManager,
+) -> None:
+    for wid in ("old", "mid", "new"):
+        idle_worker(one_cpu, wid)
+    one_cpu.workers["old"].idle_since = 100.0
+    one_cpu.workers["mid"].idle_since = 200.0
+    one_cpu.workers["new"].idle_since = 300.0
+    assert one_cpu.idle_surplus(now_s=250.0, timeout_s=60.0) == ["old"]
+    assert one_cpu.idle_surplus(now_s=400.0, timeout_s=60.0) == ["old", "mid"]
+    assert one_cpu.idle_surplus(now_s=110.0, timeout_s=60.0) == []
+
+
+def test_no_idle_surplus_within_the_cpu_count(two_cpus: LeaseManager) -> None:
+    idle_worker(two_cpus, "a")
+    idle_worker(two_cpus, "b")
+    for w in two_cpus.workers.values():
+        w.idle_since = 0.0
+    assert two_cpus.idle_surplus(now_s=1e9, timeout_s=1.0) == []
+
+
 # -- validate() -------------------------------------------------------------------------------
 
 
@@ -478,6 +520,11 @@ def test_random_event_sequence_keeps_the_invariants() -> None:
         elif event == 8 and not workers_in("STARTING", "IDLE") and rng.random() < 0.1:
             # The agent's housekeeping spawns a worker for an actor.
             mgr.worker_starting(f"w{next(wid)}")
+        elif event == 8 and rng.random() < 0.1:
+            # The agent shrinks the pool: surplus idle workers are retired, then exit.
+            for w in mgr.idle_surplus(now_s=float("inf"), timeout_s=0.0):
+                assert mgr.retire(w)
+                apply(mgr.worker_exited(w, "retired"))
 
         mgr.validate()
         for k, v in mgr.total.items():

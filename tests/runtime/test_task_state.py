@@ -296,9 +296,9 @@ def test_terminal_states_allow_no_further_transition(table: TaskTable, end: str)
 
 
 def test_a_refused_transition_changes_nothing(table: TaskTable) -> None:
+    rec = new_task(table, args_ready=False)
     seen: list[tuple[str, Transition]] = []
     table.log.subscribe(lambda key, tr: seen.append((key, tr)))
-    rec = new_task(table, args_ready=False)
     before = (rec.state, list(rec.transitions), dict(table.counts))
     with pytest.raises(InvalidTransition):
         table.finished(rec.task_id)
