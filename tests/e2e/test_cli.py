@@ -19,20 +19,10 @@ from typing import Any
 import psutil
 import pytest
 
+from freight.testing import wait_for_condition as wait_until
+
 FREIGHT = str(Path(sys.executable).with_name("freight"))
 ROLES = ("freight.head", "freight.node", "freight.worker")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

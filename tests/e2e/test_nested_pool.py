@@ -1,11 +1,10 @@
 """Nested tasks on a one-CPU node: blocked workers lend their CPU, and the pool shrinks back."""
 
-import time
-
 import psutil
 import pytest
 
 import freight
+from freight.testing import wait_for_condition
 
 
 def _workers(session_dir: str) -> int:
@@ -15,15 +14,6 @@ def _workers(session_dir: str) -> int:
         if "freight.worker" in cmd and session_dir in cmd:
             n += 1
     return n
-
-
-def _wait(pred, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +51,6 @@ def test_three_levels_of_nested_tasks_finish_on_one_cpu(one_cpu_cluster):
 def test_pool_shrinks_back_to_the_cpu_count_after_idling(one_cpu_cluster):
     freight.get([top.remote(2) for _ in range(3)], timeout=60)
     assert _workers(one_cpu_cluster) > 1
-    assert _wait(lambda: _workers(one_cpu_cluster) == 1), _workers(one_cpu_cluster)
+    wait_for_condition(lambda: _workers(one_cpu_cluster) == 1, what="the pool to shrink to 1")
     # The remaining worker still runs tasks.
     assert freight.get(leaf.remote(7), timeout=30) == 7

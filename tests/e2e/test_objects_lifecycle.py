@@ -7,8 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -18,24 +17,13 @@ import pytest
 import freight
 from freight.cli.status import memory_rows, status_report
 from freight.exceptions import ObjectStoreFullError
+from freight.testing import wait_for_condition as wait_until
 
 # Workers cannot import this test module: ship the remote functions below by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 MiB = 1024 * 1024
 STORE_CAPACITY = 200 * MiB
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 import freight
+from freight.testing import wait_for_condition as wait_until
 
 # Workers cannot import this test module: ship the remote functions below by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -30,18 +31,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 ROLES = ("freight.head", "freight.node", "freight.worker")
 SHM_ROOT = "/dev/shm"
 NUM_CPUS = 2
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ from freight.protocol.frames import (
     encode_hello,
 )
 from freight.protocol.messages import KIND_OF, MESSAGE_TYPES, Kind
+from freight.testing import wait_for_condition as wait_until
 
 TOKEN = "s3cret-token-0123456789abcdef"
 
@@ -401,17 +402,6 @@ def test_check_hello_with_the_right_token_and_a_random_role(role: bytes) -> None
 
 
 # -- live sockets ---------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)  # poll interval; the deadline above bounds the wait
 
 
 @dataclass
