@@ -47,9 +47,38 @@ def status_report(head_address: str, token: str) -> Any:
 
     client = HeadClient(head_address, token)
     try:
-        return client.call("ClusterStatus", pb.ClusterStatusRequest(), timeout=10)
+        st = client.call("ClusterStatus", pb.ClusterStatusRequest(), timeout=10)
     finally:
         client.close()
+    _refresh_nodes(st, token)
+    return st
+
+
+def _refresh_nodes(st: Any, token: str) -> None:
+    """Replace each node's heartbeat figures (up to a second old) with its agent's own."""
+    import grpc
+
+    from freight.client.head_client import pb_module as pb
+    from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+    from freight.util.grpc_auth import sync_channel
+
+    available: dict[str, float] = {}
+    for node in st.nodes:
+        channel = sync_channel(node.agent_address, token)
+        try:
+            fresh = pb_grpc.NodeAgentServiceStub(channel).GetNodeStats(
+                pb.GetNodeStatsRequest(), timeout=2
+            )
+            node.available.CopyFrom(fresh.node.available)
+            node.stats.CopyFrom(fresh.node.stats)
+        except grpc.RpcError:
+            pass  # keep the heartbeat figures of a node that does not answer
+        finally:
+            channel.close()
+        for k, v in node.available.amounts.items():
+            available[k] = available.get(k, 0.0) + v
+    st.available.amounts.clear()
+    st.available.amounts.update(available)
 
 
 def render_status(st: Any, console: Console | None = None) -> None:
