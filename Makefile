@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test lint proto bench clean
+.PHONY: run test install install-test docs proto bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+docs: install
+	$(BIN)/python scripts/gen_docs.py
 
 proto: install-test
 	$(BIN)/python scripts/gen_proto.py

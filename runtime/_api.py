@@ -89,7 +89,7 @@ def init(
         if address is not None and not isinstance(address, str):
             raise TypeError(f"init(): address must be a string like 'host:port', got {address!r}.")
         if address is None:
-            address = os.environ.get("FREIGHT_ADDRESS") or None
+            address = settings.address or None
         if address is None:
             session_dir, head_address, node_id = _start_private_cluster(
                 num_cpus, num_gpus, resources, object_store_memory

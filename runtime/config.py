@@ -20,6 +20,7 @@ class Setting:
     type: type
     default: Any
     help: str
+    shown: str = ""  # the default as the docs show it, when it depends on the machine
 
 
 SETTINGS: dict[str, Setting] = {
@@ -27,10 +28,17 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         Setting("FREIGHT_TOKEN", str, "", "Cluster token; when unset, read from the session dir."),
         Setting(
+            "FREIGHT_ADDRESS",
+            str,
+            "",
+            "Head address that init() joins when called without one ('auto' or HOST:PORT).",
+        ),
+        Setting(
             "FREIGHT_TEMP_DIR",
             str,
             os.path.join(tempfile.gettempdir(), "freight-sessions"),
             "Root folder of session directories.",
+            shown="<system temp dir>/freight-sessions",
         ),
         Setting(
             "FREIGHT_INLINE_MAX_BYTES",
@@ -110,5 +118,6 @@ def settings_table() -> str:
     """A Markdown table of all settings, for the docs and `freight --help-env`."""
     rows = ["| variable | type | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS.values():
-        rows.append(f"| `{s.env}` | {s.type.__name__} | `{s.default!r}` | {s.help} |")
+        default = s.shown or repr(s.default)
+        rows.append(f"| `{s.env}` | {s.type.__name__} | `{default}` | {s.help} |")
     return "\n".join(rows)
