@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -28,4 +32,17 @@ def wait_for_condition(
         time.sleep(interval)  # poll interval; the deadline above bounds the wait
 
 
-__all__ = ["wait_for_condition"]
+@contextlib.contextmanager
+def short_temp_dir() -> Iterator[Path]:
+    """A fresh folder for FREIGHT_TEMP_DIR, short enough for the Unix socket paths below it.
+
+    Socket paths are limited to 107 bytes, which pytest's ``tmp_path`` easily exceeds.
+    """
+    path = tempfile.mkdtemp(prefix="fr-", dir="/tmp")
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = ["short_temp_dir", "wait_for_condition"]

@@ -6,10 +6,8 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -19,20 +17,11 @@ from typing import Any
 import psutil
 import pytest
 
+from freight.testing import short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
 ROLES = ("freight.head", "freight.node", "freight.worker")
-
-
-@contextlib.contextmanager
-def short_temp_dir() -> Iterator[Path]:
-    """A FREIGHT_TEMP_DIR short enough for the Unix socket paths below it (at most 107 bytes)."""
-    path = tempfile.mkdtemp(prefix="fr-", dir="/tmp")
-    try:
-        yield Path(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def cli_env(temp_dir: Path) -> dict[str, str]:

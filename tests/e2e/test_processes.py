@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -10,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -23,6 +21,7 @@ import psutil
 import pytest
 
 import freight
+from freight.testing import short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 
 # Workers cannot import this test module: ship the remote functions below by value.
@@ -31,16 +30,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 ROLES = ("freight.head", "freight.node", "freight.worker")
 SHM_ROOT = "/dev/shm"
 NUM_CPUS = 2
-
-
-@contextlib.contextmanager
-def short_temp_dir() -> Iterator[Path]:
-    """A FREIGHT_TEMP_DIR short enough for the Unix socket paths below it (at most 107 bytes)."""
-    path = tempfile.mkdtemp(prefix="fr-", dir="/tmp")
-    try:
-        yield Path(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from freight.head.control_store import ControlStore
 from freight.head.server import HeadConfig, HeadServicer
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+from freight.testing import wait_for_condition
 from freight.util.grpc_auth import (
     TOKEN_METADATA_KEY,
     TokenAuthInterceptor,
@@ -41,14 +41,7 @@ START_TIMEOUT_S = 20.0
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what or condition}")
+    return wait_for_condition(condition, timeout, what or "a condition")
 
 
 @dataclass
