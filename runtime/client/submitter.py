@@ -338,10 +338,9 @@ class TaskSubmitter:
         cw = self.cw
         with cw.lock:
             lease = self.lease_by_peer.pop(peer.address, None)
-            if lease is not None:
-                self.leases.get(lease.shape, []).remove(lease) if lease in self.leases.get(
-                    lease.shape, []
-                ) else None
+            shape_leases = self.leases.get(lease.shape, []) if lease is not None else []
+            if lease in shape_leases:
+                shape_leases.remove(lease)
         if lease is None:
             cw.actors.on_peer_closed(peer)
             return
