@@ -300,7 +300,7 @@ class CoreWorker:
         if t is m.TaskDone:
             self.submitter.on_task_done(peer, msg)
         elif t is m.ObjectValue:
-            self._on_fetched(msg.object_id, msg.value)
+            self.store_value(msg.object_id, msg.value)
         elif t is m.BorrowAck:
             self._resolve(msg.req_id, msg)
         elif t is m.LogLines or t is m.GetObject or t is m.Borrow or t is m.ReleaseBorrow:
@@ -483,9 +483,6 @@ class CoreWorker:
             threading.Thread(
                 target=self.store_value, args=(oid, ("e", pickle.dumps(err))), daemon=True
             ).start()
-
-    def _on_fetched(self, oid: bytes, value: Value) -> None:
-        self.store_value(oid, value)
 
     def ensure_local(self, ref: ObjectRef) -> Slot:
         with self.lock:
