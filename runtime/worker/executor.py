@@ -53,6 +53,10 @@ class Executor:
         self.main_task: bytes = b""
         self.cancel_target: bytes = b""
         self.cancel_queued: set[bytes] = set()
+        # Guards main_task, cancel_target, cancel_queued and interruptible against the reader
+        # threads that deliver CancelTask: a cancel is never lost between two of them.
+        self.cancel_lock = threading.Lock()
+        self.interruptible = False  # the main thread is inside user code
         signal.signal(signal.SIGINT, self._on_sigint)
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -78,20 +82,23 @@ class Executor:
             item = self.queue.get()
             if type(item) is m.CreateActor:
                 self.create_actor(item)
-            elif item[1].task_id in self.cancel_queued:
-                self.cancel_queued.discard(item[1].task_id)
-                err = exc.TaskCancelledError(item[1].task_id.hex())
+                continue
+            tid = item[1].task_id
+            with self.cancel_lock:
+                skip = tid in self.cancel_queued
+                self.cancel_queued.discard(tid)
+                if not skip:
+                    self.main_task = tid
+            if skip:
+                err = exc.TaskCancelledError(tid.hex())
                 now = time.time()
-                self._reply(
-                    item[0],
-                    m.TaskDone(item[1].task_id, None, pickle.dumps(err), False, [], now, now),
-                )
-            else:
-                self.main_task = item[1].task_id
-                try:
-                    self.execute(*item)
-                finally:
-                    self.main_task = b""
+                self._reply(item[0], m.TaskDone(tid, None, pickle.dumps(err), False, [], now, now))
+                continue
+            try:
+                self.execute(*item)
+            finally:
+                with self.cancel_lock:
+                    self.main_task = self.cancel_target = b""
 
     # -- cancellation ------------------------------------------------------------------------
 
@@ -99,18 +106,34 @@ class Executor:
         if msg.recursive:
             for rid in list(self.cw.submitter.return_to_task):
                 self.cw.submitter.cancel(rid, msg.force, True)
-        if self.main_task != msg.task_id:
-            self.cancel_queued.add(msg.task_id)  # skipped when the main loop reaches it
-            return
-        if msg.force:
-            os._exit(1)
-        self.cancel_target = msg.task_id
-        os.kill(os.getpid(), signal.SIGINT)
+        with self.cancel_lock:
+            if self.main_task != msg.task_id:
+                self.cancel_queued.add(msg.task_id)  # skipped when the main loop reaches it
+                return
+            if msg.force:
+                os._exit(1)
+            self.cancel_target = msg.task_id
+            if self.interruptible:
+                os.kill(os.getpid(), signal.SIGINT)
+            # Otherwise the task checks cancel_target itself before it enters user code.
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.cancel_target and self.cancel_target == self.main_task:
-            self.cancel_target = b""
+        if self.interruptible and self.cancel_target and self.cancel_target == self.main_task:
+            self.interruptible = False
             raise _Cancelled()
+
+    def _call(self, msg: m.PushTask, fn: Any, args: Any, kwargs: Any) -> Any:
+        """Run user code; on the main thread, a cancel may interrupt it (SIGINT)."""
+        if self.main_task != msg.task_id:
+            return fn(*args, **kwargs)
+        with self.cancel_lock:
+            if self.cancel_target == msg.task_id:
+                raise _Cancelled()
+            self.interruptible = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.interruptible = False
 
     # -- actors ------------------------------------------------------------------------------
 
@@ -177,7 +200,7 @@ class Executor:
         try:
             fn = self._function(msg)
             args, kwargs = self._load_args(msg.args, msg.arg_refs)
-            result = fn(*args, **kwargs)
+            result = self._call(msg, fn, args, kwargs)
             if inspect.iscoroutine(result):
                 result = asyncio.run(result)
             done = self._results(msg, ctx, result, start)
