@@ -44,6 +44,7 @@ class Executor:
         self.cw = cw
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.functions: dict[bytes, Any] = {}
+        self.function_blobs: dict[bytes, bytes] = {}
         self.actor: Any = None
         self.actor_id = ""
         self.actor_class = ""
@@ -62,6 +63,10 @@ class Executor:
     # -- dispatch ----------------------------------------------------------------------------
 
     def on_push(self, fs: frames.FrameSocket, msg: Any, caller: str) -> None:
+        if type(msg) is m.PushTask and msg.function_blob:
+            # Keep the function as it arrives: the task carrying it may be cancelled before it
+            # runs, and later tasks on this connection are sent without it.
+            self.function_blobs.setdefault(msg.function_id, msg.function_blob)
         if type(msg) is m.CancelTask:
             self.cancel(msg)
         elif self.pool is not None:
@@ -176,9 +181,11 @@ class Executor:
             return getattr(self.actor, msg.method)
         fn = self.functions.get(msg.function_id)
         if fn is None:
-            if not msg.function_blob:
+            blob = msg.function_blob or self.function_blobs.get(msg.function_id)
+            if not blob:
                 raise exc.RaySystemError(f"function {msg.name} was never sent to this worker")
-            fn = self.functions[msg.function_id] = cloudpickle.loads(msg.function_blob)
+            fn = self.functions[msg.function_id] = cloudpickle.loads(blob)
+            self.function_blobs.pop(msg.function_id, None)
         return fn
 
     def _load_args(self, packed: bytes, arg_refs: list[tuple[bytes, str, Any]]) -> Any:
