@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import numbers
 import os
+import sys
 import threading
 import uuid
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from freight import _launcher
 from freight.client.core_worker import CoreWorker
 from freight.client.refs import ObjectRef
+from freight.client.telemetry import parse_labels
 from freight.config import settings
 from freight.util.grpc_auth import read_token
 
@@ -208,10 +210,17 @@ def _connect(
             )
         node = local[0]
         session_dir = session_dir or node.session_dir
+        labels = parse_labels(settings.job_labels)
         job = head.call(
             "RegisterJob",
             pb.RegisterJobRequest(
-                job=pb.JobInfo(namespace=namespace or "", driver_pid=os.getpid(), state="RUNNING")
+                job=pb.JobInfo(
+                    namespace=namespace or "",
+                    driver_pid=os.getpid(),
+                    state="RUNNING",
+                    labels=labels,
+                    entrypoint=" ".join(sys.argv)[:500],
+                )
             ),
         ).job
     finally:
@@ -227,6 +236,7 @@ def _connect(
         is_driver=True,
         namespace=namespace or f"anonymous-{job.job_id}",
         log_to_driver=log_to_driver,
+        job_labels=labels,
     )
     return cw
 

@@ -84,6 +84,50 @@ SETTINGS: dict[str, Setting] = {
             "How long init() and `freight start` wait for the head and agent to come up.",
         ),
         Setting("FREIGHT_LOG_LEVEL", str, "INFO", "Log level of head, agent and worker log files."),
+        Setting(
+            "FREIGHT_INSTRUMENTATION",
+            bool,
+            True,
+            "Record metrics, task events and trace spans (off: for overhead measurements).",
+        ),
+        Setting(
+            "FREIGHT_METRICS_TOP_N",
+            int,
+            50,
+            "Distinct function/class names a metric label keeps before folding into 'other'.",
+        ),
+        Setting(
+            "FREIGHT_TELEMETRY_INTERVAL_S",
+            float,
+            1.0,
+            "How often workers and drivers report metrics and task events to their agent.",
+        ),
+        Setting(
+            "FREIGHT_TASK_EVENTS_BUFFER",
+            int,
+            100_000,
+            "Task events a process buffers between reports; beyond it the oldest are dropped "
+            "(and counted).",
+        ),
+        Setting(
+            "FREIGHT_JOB_LABELS",
+            str,
+            "",
+            "Labels of the job a driver starts, as 'team=ml,owner=alice' (cost and alerts group "
+            "by team and owner).",
+        ),
+        Setting(
+            "FREIGHT_PRICE_CPU_HOUR",
+            float,
+            0.0,
+            "Price of one CPU for one hour, for freight_job_cost_total.",
+        ),
+        Setting(
+            "FREIGHT_PRICE_GPU_HOUR",
+            float,
+            0.0,
+            "Price of one GPU for one hour, for freight_job_cost_total.",
+        ),
     ]
 }
 

@@ -71,6 +71,7 @@ class CoreWorker:
         is_driver: bool,
         namespace: str = "",
         log_to_driver: bool = True,
+        job_labels: dict[str, str] | None = None,
     ) -> None:
         self.session_dir = session_dir
         self.session_name = os.path.basename(os.path.normpath(session_dir))
@@ -104,13 +105,21 @@ class CoreWorker:
         self._borrow_buf = threading.local()
         self._head: Any = None
         self._listener = self._listen()
-        role = ("driver", self.address, job_id) if is_driver else ("worker", worker_id)
+        self.job_labels: dict[str, str] = dict(job_labels or {})
+        role: tuple[Any, ...] = (
+            ("driver", self.address, job_id, self.job_labels)
+            if is_driver
+            else ("worker", worker_id)
+        )
         self.agent = frames.connect_unix(agent_socket, token, role)
         frames.serve_reader(self.agent, self._on_agent, self._agent_closed)
         from .submitter import ActorSubmitter, TaskSubmitter
 
         self.submitter = TaskSubmitter(self)
         self.actors = ActorSubmitter(self)
+        from .telemetry import Telemetry
+
+        self.telemetry = Telemetry(self)
         refs_mod._worker = self
         threading.Thread(target=self._janitor, name="freight-janitor", daemon=True).start()
 
@@ -660,6 +669,7 @@ class CoreWorker:
     def close(self) -> None:
         if self.closed:
             return
+        self.telemetry.close()
         self.closed = True
         refs_mod._worker = None
         with self.lock:

@@ -105,6 +105,11 @@ class TaskSubmitter:
         rec = TaskRecord(
             spec.task_id, spec.name, spec.max_retries, spec.retry_exceptions, spec.actor_id
         )
+        rec.job_id = cw.job_id
+        rec.resources = spec.resources
+        task = cw.current_task
+        if task is not None:
+            rec.parent_task_id = task.task_id
         with cw.lock:
             for rid in spec.return_ids:
                 self.return_to_task[rid] = spec
@@ -293,13 +298,30 @@ class TaskSubmitter:
                     )
         if spec is None:
             return
+        with cw.lock:
+            rec = cw.tasks.live.get(spec.task_id)
+            if rec is not None:
+                rec.start_time, rec.end_time = msg.start_time, msg.end_time
         if msg.error:
             error = _load_error(msg.error)
-            if msg.task_id in self.cancelled:
+            cancelled = msg.task_id in self.cancelled or isinstance(error, exc.TaskCancelledError)
+            if cancelled:
                 error = exc.TaskCancelledError(msg.task_id.hex())
-            app_retry = msg.retryable and _retry_allowed(spec, error)
-            with cw.lock:
-                outcome = cw.tasks.failed(spec.task_id, repr(error)[:200], False, app_retry)
+                with cw.lock:
+                    cw.tasks.cancelled(spec.task_id, "cancelled while running")
+                outcome = Outcome.FINAL
+            else:
+                app_retry = msg.retryable and _retry_allowed(spec, error)
+                cause = getattr(error, "cause", None) or error
+                with cw.lock:
+                    outcome = cw.tasks.failed(
+                        spec.task_id,
+                        repr(error)[:200],
+                        False,
+                        app_retry,
+                        type(cause).__name__,
+                        "application" if msg.retryable else "system",
+                    )
             if outcome is Outcome.RETRY:
                 self._requeue(spec)
             else:
@@ -357,7 +379,7 @@ class TaskSubmitter:
                 continue
             cause = f"worker {lease.worker_id} (pid unknown) died while running {spec.name}"
             with cw.lock:
-                outcome = cw.tasks.failed(spec.task_id, cause, True, False)
+                outcome = cw.tasks.failed(spec.task_id, cause, True, False, "WorkerCrashedError")
                 attempts = (cw.tasks.get(spec.task_id) or TaskRecord(b"", "", 0)).attempt + 1
             if outcome is Outcome.RETRY:
                 self._requeue(spec)
@@ -513,7 +535,9 @@ class ActorSubmitter:
         )
         with self.cw.lock:
             if spec.task_id in self.cw.tasks.live:
-                self.cw.tasks.failed(spec.task_id, st.dead_cause, False, False)
+                self.cw.tasks.failed(
+                    spec.task_id, st.dead_cause, False, False, "RayActorError", "system"
+                )
         self.cw.submitter._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
 
     def on_peer_closed(self, peer: Peer) -> None:

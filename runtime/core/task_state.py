@@ -55,6 +55,15 @@ class TaskRecord:
     worker_id: str = ""
     submit_time: float = 0.0
     transitions: list[Transition] = field(default_factory=list)
+    job_id: str = ""
+    parent_task_id: bytes = b""
+    # Set by the owner from the worker's report before the transition that ends an attempt.
+    start_time: float = 0.0
+    end_time: float = 0.0
+    error_type: str = ""
+    error_kind: str = ""  # none | application | system | cancelled (set on FAILED/CANCELLED)
+    trace_id: str = ""
+    resources: dict[str, float] | None = None
 
 
 class Outcome(StrEnum):
@@ -83,7 +92,7 @@ class TaskTable:
         if new in TERMINAL:
             self.live.pop(rec.task_id, None)
             self.history.append(rec)
-        self.log.emit(rec.task_id.hex(), tr)
+        self.log.emit(rec, tr)
         if self._validate:
             self.validate_record(rec)
 
@@ -93,7 +102,7 @@ class TaskTable:
         rec.transitions.append(tr)
         self.counts[S.PENDING_ARGS_AVAIL] += 1
         self.live[rec.task_id] = rec
-        self.log.emit(rec.task_id.hex(), tr)
+        self.log.emit(rec, tr)
         if args_ready:
             self.args_ready(rec.task_id)
 
@@ -117,10 +126,21 @@ class TaskTable:
         self._move(self.live[task_id], S.FINISHED, "returned")
 
     def failed(
-        self, task_id: bytes, cause: str, system_error: bool, app_retryable: bool
+        self,
+        task_id: bytes,
+        cause: str,
+        system_error: bool,
+        app_retryable: bool,
+        error_type: str = "",
+        error_kind: str = "",
     ) -> Outcome:
-        """A task attempt failed; decide whether it is retried (Ray's max_retries rules)."""
+        """A task attempt failed; decide whether it is retried (Ray's max_retries rules).
+
+        ``error_kind`` (application | system) defaults to what ``system_error`` says.
+        """
         rec = self.live[task_id]
+        rec.error_type = error_type
+        rec.error_kind = error_kind or ("system" if system_error else "application")
         retry = (system_error or app_retryable) and (
             rec.max_retries < 0 or rec.attempt < rec.max_retries
         )
@@ -136,6 +156,8 @@ class TaskTable:
         rec = self.live.get(task_id)
         if rec is None:
             return False
+        rec.error_kind = "cancelled"
+        rec.error_type = "TaskCancelledError"
         self._move(rec, S.CANCELLED, cause)
         return True
 

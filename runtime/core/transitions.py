@@ -7,9 +7,10 @@ transitions, never private fields.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Transition(NamedTuple):
@@ -29,18 +30,24 @@ class TransitionLog:
     __slots__ = ("_listeners",)
 
     def __init__(self) -> None:
-        self._listeners: list[Callable[[str, Transition], None]] = []
+        self._listeners: list[Callable[[Any, Transition], None]] = []
 
-    def subscribe(self, fn: Callable[[str, Transition], None]) -> None:
+    def subscribe(self, fn: Callable[[Any, Transition], None]) -> None:
+        """Call ``fn(key, transition)`` on every change; the key is the machine's record or id."""
         self._listeners.append(fn)
 
-    def emit(self, key: str, tr: Transition) -> None:
+    def emit(self, key: Any, tr: Transition) -> None:
+        if not self._listeners:
+            return
         for fn in list(self._listeners):
             try:
                 fn(key, tr)
-            except Exception:
-                # Telemetry must never take the runtime down: drop the failing listener.
+            except Exception as e:
+                # Telemetry must never take the runtime down: report once, drop the listener.
                 self._listeners.remove(fn)
+                print(
+                    f"freight: a transition listener failed and was removed: {e!r}", file=sys.stderr
+                )
 
 
 now = time.time

@@ -15,6 +15,7 @@ import os
 import pickle
 import socket
 import time
+from collections import deque
 from typing import Any
 
 from loguru import logger
@@ -24,6 +25,8 @@ from freight.core.lease import Grant, Infeasible, LeaseManager, LeaseRequest, St
 from freight.exceptions import ObjectStoreFullError
 from freight.objects.shm import segment_dir
 from freight.objects.store import ObjectStore
+from freight.observe.aggregate import NodeFigures
+from freight.observe.recorder import RECORDER
 from freight.protocol import messages as m
 from freight.protocol.aio import AioConn, serve_connection
 from freight.protocol.frames import ProtocolError
@@ -73,6 +76,13 @@ class NodeAgent:
         self.stopping = asyncio.Event()
         self.on_actor_death: Any = None  # async callable(actor_id, cause), set by the server
         self.refused = 0
+        # Telemetry: the figures of every process on this node, and task events for the head.
+        self.figures = NodeFigures()
+        self.task_events: deque[tuple[Any, ...]] = deque()
+        self.max_task_events = max(1, settings.task_events_buffer) * 2
+        self.task_events_dropped = 0
+        self.clean_exit: set[int] = set()  # connections that sent a final report
+        self.job_labels: dict[str, dict[str, str]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -114,10 +124,18 @@ class NodeAgent:
 
     def _opened(self, conn: AioConn) -> None:
         self.conns[conn.id] = conn
+        role = conn.role
+        if len(role) > 3 and role[0] == "driver" and isinstance(role[3], dict):
+            self.job_labels[str(role[2])] = {str(k): str(v) for k, v in role[3].items()}
 
     def _closed(self, conn: AioConn, error: BaseException | None) -> None:
         self.conns.pop(conn.id, None)
+        self.figures.retire(conn.id)
+        clean = conn.id in self.clean_exit
+        self.clean_exit.discard(conn.id)
         role = conn.role
+        if len(role) > 1 and role[0] == "driver" and not self.stopping.is_set():
+            RECORDER.inc("freight_driver_disconnects_total", ("true" if clean else "false",))
         owner = ""
         if len(role) < 2:
             pass  # a peer that never said who it is owns nothing here
@@ -190,12 +208,37 @@ class NodeAgent:
             self.worker_conns[msg.worker_id] = conn
             self._apply(self.leases.worker_registered(msg.worker_id, msg.address, msg.pid))
             self._notify()
+        elif t is m.Telemetry:
+            self._on_telemetry(conn, msg)
         elif t is m.ActorReady:
             waiter = self.actor_waiters.pop(msg.actor_id, None)
             if waiter and not waiter.done():
                 waiter.set_result(msg.error)
         else:
             raise ConnectionError(f"unexpected {t.__name__} message on the agent socket")
+
+    def _on_telemetry(self, conn: AioConn, msg: m.Telemetry) -> None:
+        self.figures.update(conn.id, msg.metrics, msg.usage)
+        if not isinstance(msg.task_events, list) or not isinstance(msg.dropped, int):
+            raise ProtocolError("malformed task events in a telemetry report")
+        events = self.task_events
+        self.task_events_dropped += msg.dropped
+        for ev in msg.task_events:
+            if not isinstance(ev, tuple) or len(ev) != len(m.TaskEvent._fields):
+                raise ProtocolError("malformed task event in a telemetry report")
+            if len(events) >= self.max_task_events:
+                events.popleft()
+                self.task_events_dropped += 1
+            events.append(ev)
+        if msg.final:
+            self.clean_exit.add(conn.id)
+
+    def take_task_events(self) -> tuple[list[tuple[Any, ...]], int]:
+        """The task events received since the last call, and how many were dropped."""
+        events = list(self.task_events)
+        self.task_events.clear()
+        dropped, self.task_events_dropped = self.task_events_dropped, 0
+        return events, dropped
 
     def _apply(self, actions: list[Any]) -> None:
         for act in actions:

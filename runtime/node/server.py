@@ -18,6 +18,8 @@ from loguru import logger
 
 from freight.config import settings
 from freight.objects.store import default_capacity
+from freight.observe.recorder import RECORDER
+from freight.protocol import messages as m
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, aio_channel, read_token
@@ -110,6 +112,38 @@ async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None
             pass
 
 
+TASK_EVENT_BATCH = 5000
+
+
+async def task_event_loop(agent: NodeAgent, head: Any) -> None:
+    """Forward the task events of this node's owners to the head's state service."""
+    fields = m.TaskEvent._fields
+    interval = settings.telemetry_interval_s
+    while not agent.stopping.is_set():
+        try:
+            await asyncio.wait_for(agent.stopping.wait(), timeout=interval)
+        except TimeoutError:
+            pass
+        events, dropped = agent.take_task_events()
+        for i in range(0, max(len(events), 1), TASK_EVENT_BATCH):
+            batch = events[i : i + TASK_EVENT_BATCH]
+            if not batch and not dropped:
+                break
+            request = pb.ReportTaskEventsRequest(
+                node_id=agent.node_id,
+                events=[pb.TaskEvent(**dict(zip(fields, ev, strict=True))) for ev in batch],
+                dropped=dropped,
+            )
+            dropped = 0
+            try:
+                await head.ReportTaskEvents(request, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), len(batch))
+                logger.warning(
+                    "could not send {} task events to the head: {}", len(batch), exc.details()
+                )
+
+
 async def amain(args: argparse.Namespace) -> None:
     token = read_token(args.session_dir)
     with open(os.path.join(args.session_dir, "head.json")) as f:
@@ -176,6 +210,7 @@ async def amain(args: argparse.Namespace) -> None:
     tasks = [
         asyncio.ensure_future(heartbeat_loop(agent, node, head)),
         asyncio.ensure_future(agent.reap_loop()),
+        asyncio.ensure_future(task_event_loop(agent, head)),
     ]
     await agent.stopping.wait()
     try:

@@ -47,6 +47,8 @@ class Kind(IntEnum):
     # CLI -> any owner: what it holds and why (`freight memory`)
     MEMORY_REQUEST = 80
     MEMORY_REPLY = 81
+    # worker/driver -> agent: metric figures and task events (see freight.client.telemetry)
+    TELEMETRY = 90
 
 
 class HelloOk(NamedTuple):
@@ -216,6 +218,38 @@ class MemoryReply(NamedTuple):
     rows: list[tuple[str, int, str, bool, list[str]]]
 
 
+class TaskEvent(NamedTuple):
+    """One task state change, as its owner recorded it (fields as in freight.proto TaskEvent)."""
+
+    task_id: str
+    job_id: str
+    name: str
+    actor_id: str
+    parent_task_id: str
+    node_id: str
+    worker_id: str
+    attempt: int
+    state: str
+    time: float
+    cause: str
+    pending_reason: str
+    error_type: str
+    error_kind: str
+    start_time: float
+    end_time: float
+    trace_id: str
+    owner_address: str
+    error: str
+
+
+class Telemetry(NamedTuple):
+    metrics: dict[str, Any]  # freight.observe.recorder snapshot (cumulative)
+    usage: dict[tuple[str, str], float]  # cumulative resource-seconds by (job id, resource)
+    task_events: list[tuple[Any, ...]]  # TaskEvent tuples since the last report
+    dropped: int  # task events dropped since the last report
+    final: bool  # the process is shutting down cleanly
+
+
 MESSAGE_TYPES: dict[int, type] = {
     Kind.HELLO_OK: HelloOk,
     Kind.ERROR: Error,
@@ -245,6 +279,7 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.LOG_LINES: LogLines,
     Kind.MEMORY_REQUEST: MemoryRequest,
     Kind.MEMORY_REPLY: MemoryReply,
+    Kind.TELEMETRY: Telemetry,
 }
 
 KIND_OF: dict[type, Kind] = {cls: Kind(k) for k, cls in MESSAGE_TYPES.items()}

@@ -22,6 +22,7 @@ from freight import exceptions as exc
 from freight.client.args import substitute
 from freight.client.core_worker import CoreWorker
 from freight.objects import serialization as ser
+from freight.observe.recorder import RECORDER
 from freight.protocol import frames
 from freight.protocol import messages as m
 
@@ -195,6 +196,7 @@ class Executor:
         return substitute(args, kwargs, values)
 
     def _begin(self, msg: m.PushTask, caller: str) -> tuple[Any, TaskContext]:
+        RECORDER.inc("freight_tasks_started_total", (msg.name,))
         ctx = TaskContext(msg.task_id, msg.name, msg.job_id, msg.actor_id, caller)
         self.cw.job_id = msg.job_id
         if msg.driver:

@@ -101,6 +101,37 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.MEMORY_REPLY: m.MemoryReply(
         11, 4242, "driver", [("ab" * 10, 100, "inline", True, ["local reference x1"])]
     ),
+    Kind.TELEMETRY: m.Telemetry(
+        {"c": {("freight_tasks_submitted_total", ("f",)): 3.0}, "g": {}, "h": {}},
+        {("01000000", "CPU"): 1.5},
+        [
+            tuple(
+                m.TaskEvent(
+                    "ab",
+                    "01",
+                    "f",
+                    "",
+                    "",
+                    "n",
+                    "w",
+                    0,
+                    "FINISHED",
+                    1.0,
+                    "returned",
+                    "",
+                    "",
+                    "none",
+                    0.5,
+                    0.9,
+                    "",
+                    "/o",
+                    "",
+                )
+            )
+        ],
+        0,
+        False,
+    ),
 }
 
 

@@ -397,7 +397,7 @@ def test_history_is_bounded_and_keeps_the_newest() -> None:
 def test_listener_sees_every_transition_of_every_task() -> None:
     table = TaskTable()
     seen: list[tuple[str, str, str]] = []
-    table.log.subscribe(lambda key, tr: seen.append((key, tr.old, tr.new)))
+    table.log.subscribe(lambda key, tr: seen.append((key.task_id.hex(), tr.old, tr.new)))
     a = running_task(table, 1)
     table.finished(a.task_id)
     b = new_task(table, 2, args_ready=False)

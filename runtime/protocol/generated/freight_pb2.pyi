@@ -20,7 +20,7 @@ class ResourceMap(_message.Message):
     def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname")
+    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class NodeInfo(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     IS_HEAD_NODE_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     agent_address: str
     data_socket: str
@@ -54,7 +55,8 @@ class NodeInfo(_message.Message):
     stats: NodeStats
     is_head_node: bool
     hostname: str
-    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class NodeStats(_message.Message):
     __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes")
@@ -396,6 +398,177 @@ class ShutdownReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class TaskEvent(_message.Message):
+    __slots__ = ("task_id", "job_id", "name", "actor_id", "parent_task_id", "node_id", "worker_id", "attempt", "state", "time", "cause", "pending_reason", "error_type", "error_kind", "start_time", "end_time", "trace_id", "owner_address", "error")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    job_id: str
+    name: str
+    actor_id: str
+    parent_task_id: str
+    node_id: str
+    worker_id: str
+    attempt: int
+    state: str
+    time: float
+    cause: str
+    pending_reason: str
+    error_type: str
+    error_kind: str
+    start_time: float
+    end_time: float
+    trace_id: str
+    owner_address: str
+    error: str
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., name: _Optional[str] = ..., actor_id: _Optional[str] = ..., parent_task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., time: _Optional[float] = ..., cause: _Optional[str] = ..., pending_reason: _Optional[str] = ..., error_type: _Optional[str] = ..., error_kind: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., trace_id: _Optional[str] = ..., owner_address: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ReportTaskEventsRequest(_message.Message):
+    __slots__ = ("node_id", "events", "dropped")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
+    dropped: int
+    def __init__(self, node_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class ReportTaskEventsReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterEvent(_message.Message):
+    __slots__ = ("event_id", "time", "severity", "source", "kind", "message", "ids")
+    class IdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    time: float
+    severity: str
+    source: str
+    kind: str
+    message: str
+    ids: _containers.ScalarMap[str, str]
+    def __init__(self, event_id: _Optional[str] = ..., time: _Optional[float] = ..., severity: _Optional[str] = ..., source: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., ids: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReportEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[ClusterEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[ClusterEvent, _Mapping]]] = ...) -> None: ...
+
+class ReportEventsReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("key", "op", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    op: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class ListStateRequest(_message.Message):
+    __slots__ = ("kind", "filters", "limit", "cursor", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    limit: int
+    cursor: str
+    detail: bool
+    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ...) -> None: ...
+
+class ListStateReply(_message.Message):
+    __slots__ = ("rows", "total", "matched", "next_cursor", "truncated", "warnings", "dropped", "partial")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedScalarFieldContainer[str]
+    total: int
+    matched: int
+    next_cursor: str
+    truncated: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    dropped: int
+    partial: bool
+    def __init__(self, rows: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., matched: _Optional[int] = ..., next_cursor: _Optional[str] = ..., truncated: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ("kind", "id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    id: str
+    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class GetStateReply(_message.Message):
+    __slots__ = ("row", "found", "warnings")
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    row: str
+    found: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, row: _Optional[str] = ..., found: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SummaryRequest(_message.Message):
+    __slots__ = ("kind", "filters")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+
+class SummaryReply(_message.Message):
+    __slots__ = ("summary", "warnings", "partial")
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    summary: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    partial: bool
+    def __init__(self, summary: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., partial: _Optional[bool] = ...) -> None: ...
+
 class StartActorRequest(_message.Message):
     __slots__ = ("actor", "creation_spec")
     ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -467,3 +640,37 @@ class ListObjectsReply(_message.Message):
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     objects: _containers.RepeatedCompositeFieldContainer[ObjectInfo]
     def __init__(self, objects: _Optional[_Iterable[_Union[ObjectInfo, _Mapping]]] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("worker_id", "pid", "state", "address", "actor_id", "start_time", "rss_bytes", "cpu_percent", "node_id", "lease_holder")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    pid: int
+    state: str
+    address: str
+    actor_id: str
+    start_time: float
+    rss_bytes: int
+    cpu_percent: float
+    node_id: str
+    lease_holder: str
+    def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., actor_id: _Optional[str] = ..., start_time: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., node_id: _Optional[str] = ..., lease_holder: _Optional[str] = ...) -> None: ...
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWorkersReply(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...

@@ -119,6 +119,16 @@ class HeadServiceStub:
                 request_serializer=freight__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=freight__pb2.ShutdownReply.FromString,
                 _registered_method=True)
+        self.ReportTaskEvents = channel.unary_unary(
+                '/freight.v1.HeadService/ReportTaskEvents',
+                request_serializer=freight__pb2.ReportTaskEventsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ReportTaskEventsReply.FromString,
+                _registered_method=True)
+        self.ReportEvents = channel.unary_unary(
+                '/freight.v1.HeadService/ReportEvents',
+                request_serializer=freight__pb2.ReportEventsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ReportEventsReply.FromString,
+                _registered_method=True)
 
 
 class HeadServiceServicer:
@@ -226,6 +236,18 @@ class HeadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportTaskEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +335,16 @@ def add_HeadServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=freight__pb2.ShutdownRequest.FromString,
                     response_serializer=freight__pb2.ShutdownReply.SerializeToString,
+            ),
+            'ReportTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTaskEvents,
+                    request_deserializer=freight__pb2.ReportTaskEventsRequest.FromString,
+                    response_serializer=freight__pb2.ReportTaskEventsReply.SerializeToString,
+            ),
+            'ReportEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEvents,
+                    request_deserializer=freight__pb2.ReportEventsRequest.FromString,
+                    response_serializer=freight__pb2.ReportEventsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -784,6 +816,218 @@ class HeadService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReportTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/ReportTaskEvents',
+            freight__pb2.ReportTaskEventsRequest.SerializeToString,
+            freight__pb2.ReportTaskEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/ReportEvents',
+            freight__pb2.ReportEventsRequest.SerializeToString,
+            freight__pb2.ReportEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class StateServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.List = channel.unary_unary(
+                '/freight.v1.StateService/List',
+                request_serializer=freight__pb2.ListStateRequest.SerializeToString,
+                response_deserializer=freight__pb2.ListStateReply.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/freight.v1.StateService/Get',
+                request_serializer=freight__pb2.GetStateRequest.SerializeToString,
+                response_deserializer=freight__pb2.GetStateReply.FromString,
+                _registered_method=True)
+        self.Summary = channel.unary_unary(
+                '/freight.v1.StateService/Summary',
+                request_serializer=freight__pb2.SummaryRequest.SerializeToString,
+                response_deserializer=freight__pb2.SummaryReply.FromString,
+                _registered_method=True)
+
+
+class StateServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Summary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StateServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=freight__pb2.ListStateRequest.FromString,
+                    response_serializer=freight__pb2.ListStateReply.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=freight__pb2.GetStateRequest.FromString,
+                    response_serializer=freight__pb2.GetStateReply.SerializeToString,
+            ),
+            'Summary': grpc.unary_unary_rpc_method_handler(
+                    servicer.Summary,
+                    request_deserializer=freight__pb2.SummaryRequest.FromString,
+                    response_serializer=freight__pb2.SummaryReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'freight.v1.StateService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('freight.v1.StateService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StateService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.StateService/List',
+            freight__pb2.ListStateRequest.SerializeToString,
+            freight__pb2.ListStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.StateService/Get',
+            freight__pb2.GetStateRequest.SerializeToString,
+            freight__pb2.GetStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Summary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.StateService/Summary',
+            freight__pb2.SummaryRequest.SerializeToString,
+            freight__pb2.SummaryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class NodeAgentServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -813,6 +1057,11 @@ class NodeAgentServiceStub:
                 '/freight.v1.NodeAgentService/ListObjects',
                 request_serializer=freight__pb2.ListObjectsRequest.SerializeToString,
                 response_deserializer=freight__pb2.ListObjectsReply.FromString,
+                _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/freight.v1.NodeAgentService/ListWorkers',
+                request_serializer=freight__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=freight__pb2.ListWorkersReply.FromString,
                 _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/freight.v1.NodeAgentService/Shutdown',
@@ -848,6 +1097,12 @@ class NodeAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -876,6 +1131,11 @@ def add_NodeAgentServiceServicer_to_server(servicer, server):
                     servicer.ListObjects,
                     request_deserializer=freight__pb2.ListObjectsRequest.FromString,
                     response_serializer=freight__pb2.ListObjectsReply.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=freight__pb2.ListWorkersRequest.FromString,
+                    response_serializer=freight__pb2.ListWorkersReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -991,6 +1251,33 @@ class NodeAgentService:
             '/freight.v1.NodeAgentService/ListObjects',
             freight__pb2.ListObjectsRequest.SerializeToString,
             freight__pb2.ListObjectsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/ListWorkers',
+            freight__pb2.ListWorkersRequest.SerializeToString,
+            freight__pb2.ListWorkersReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,471 @@
+"""Every metric freight emits, declared once: name, type, unit, labels, where it comes from, help.
+
+The exporters, the generated docs table (``docs/metrics.md``) and the checks on dashboards and
+alert rules all read :data:`CATALOGUE`. Rules that hold for every entry (and a test enforces):
+
+- names start with ``freight_``; counters end in ``_total``; a unit, when there is one, is the
+  name's last word before ``_total`` (Prometheus naming: ``_seconds``, ``_bytes``);
+- lifecycle figures are counters or histograms, so ``rate()`` and SLOs work; live figures are
+  gauges;
+- labels are bounded: function and class names are folded to the top N (``BOUNDED`` labels), and
+  no label holds an id. The ``cluster`` label is added to every series by the exporter and is not
+  listed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Type(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+class Source(StrEnum):
+    """Which endpoint serves the metric."""
+
+    NODE = "node"  # each node agent's /metrics (its own figures and its workers' and drivers')
+    HEAD = "head"  # the head's /metrics (cluster-level figures)
+
+
+# Label values that can grow without bound (names chosen by users) are folded to the top N.
+BOUNDED = frozenset({"name", "class_name", "error_type", "team", "owner"})
+OTHER = "other"
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: Type
+    unit: str  # "seconds", "bytes", "" (a count), "currency"
+    labels: tuple[str, ...]
+    source: Source
+    help: str
+    buckets: tuple[float, ...] = ()
+
+
+C, G, H = Type.COUNTER, Type.GAUGE, Type.HISTOGRAM
+NODE, HEAD = Source.NODE, Source.HEAD
+
+CATALOGUE: tuple[Metric, ...] = (
+    # -- tasks (recorded by each task's owner and by the worker that runs it) ------------------
+    Metric(
+        "freight_tasks_submitted_total",
+        C,
+        "",
+        ("name",),
+        NODE,
+        "Tasks and actor calls submitted, by function or Class.method name.",
+    ),
+    Metric(
+        "freight_tasks_started_total",
+        C,
+        "",
+        ("name",),
+        NODE,
+        "Task attempts that began to run on a worker.",
+    ),
+    Metric(
+        "freight_tasks_finished_total",
+        C,
+        "",
+        ("name", "state", "error_kind", "error_type"),
+        NODE,
+        "Tasks that reached a final state. state: FINISHED | FAILED | CANCELLED; error_kind: "
+        "none | application (the user's code raised) | system (worker or node died, actor dead, "
+        "out of memory) | cancelled; error_type: the exception's class name.",
+    ),
+    Metric(
+        "freight_task_retries_total",
+        C,
+        "",
+        ("name", "error_kind"),
+        NODE,
+        "Task attempts that failed and were retried.",
+    ),
+    Metric(
+        "freight_task_scheduling_latency_seconds",
+        H,
+        "seconds",
+        ("name",),
+        NODE,
+        "Time from submission to the start of the attempt that ran (waiting for arguments, "
+        "resources and a worker).",
+        LATENCY_BUCKETS,
+    ),
+    Metric(
+        "freight_task_execution_latency_seconds",
+        H,
+        "seconds",
+        ("name",),
+        NODE,
+        "Time the task's code ran on its worker (argument fetch and result store included).",
+        LATENCY_BUCKETS,
+    ),
+    Metric(
+        "freight_tasks",
+        G,
+        "",
+        ("state",),
+        NODE,
+        "Tasks that owners on this node hold right now, by state (PENDING_ARGS_AVAIL, "
+        "PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER).",
+    ),
+    Metric(
+        "freight_queue_depth",
+        G,
+        "",
+        ("reason",),
+        NODE,
+        "Tasks and lease requests waiting, by pending reason (waiting for arguments, for "
+        "resources, for a worker to start, infeasible).",
+    ),
+    # -- objects -----------------------------------------------------------------------------
+    Metric(
+        "freight_object_store_bytes",
+        G,
+        "bytes",
+        ("state",),
+        NODE,
+        "Bytes in the node's object store by state: in_memory (all objects in shared memory), "
+        "pinned (primary copies held for a live owner), spilled (on disk), restored.",
+    ),
+    Metric(
+        "freight_object_store_objects",
+        G,
+        "",
+        ("state",),
+        NODE,
+        "Objects in the node's object store, by the same states as freight_object_store_bytes.",
+    ),
+    Metric(
+        "freight_object_store_capacity_bytes",
+        G,
+        "bytes",
+        (),
+        NODE,
+        "Capacity of the node's shared-memory object store.",
+    ),
+    Metric(
+        "freight_objects_created_total",
+        C,
+        "",
+        ("where",),
+        NODE,
+        "Objects created by put and task returns, by where they live: inline (in the owner) "
+        "or shared_memory.",
+    ),
+    Metric(
+        "freight_object_spilled_bytes_total",
+        C,
+        "bytes",
+        (),
+        NODE,
+        "Bytes of objects written from the object store to spill storage.",
+    ),
+    Metric(
+        "freight_object_restored_bytes_total",
+        C,
+        "bytes",
+        (),
+        NODE,
+        "Bytes of spilled objects read back into the object store.",
+    ),
+    Metric(
+        "freight_object_transfer_bytes_total",
+        C,
+        "bytes",
+        ("direction",),
+        NODE,
+        "Object bytes moved between nodes, direction: in | out.",
+    ),
+    # -- workers, nodes, drivers -------------------------------------------------------------
+    Metric(
+        "freight_workers",
+        G,
+        "",
+        ("state",),
+        NODE,
+        "Worker processes of the node by state (STARTING, IDLE, LEASED, ACTOR, BLOCKED).",
+    ),
+    Metric(
+        "freight_worker_starts_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Worker processes the node agent started.",
+    ),
+    Metric(
+        "freight_worker_crashes_total",
+        C,
+        "",
+        ("cause",),
+        NODE,
+        "Worker processes that exited without being asked to (cause: exit code or signal).",
+    ),
+    Metric(
+        "freight_worker_restarts_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Worker processes started to replace one that crashed.",
+    ),
+    Metric(
+        "freight_driver_disconnects_total",
+        C,
+        "",
+        ("clean",),
+        NODE,
+        "Drivers whose connection to the node agent closed; clean=false when the driver did "
+        "not shut down (crashed or was killed).",
+    ),
+    Metric(
+        "freight_resources_total",
+        G,
+        "",
+        ("resource",),
+        NODE,
+        "The node's total amount of each resource.",
+    ),
+    Metric(
+        "freight_resources_available",
+        G,
+        "",
+        ("resource",),
+        NODE,
+        "The node's unclaimed amount of each resource.",
+    ),
+    Metric(
+        "freight_gc_pause_seconds",
+        H,
+        "seconds",
+        ("generation",),
+        NODE,
+        "Python garbage-collector pauses in workers and drivers (gc.callbacks).",
+        FAST_BUCKETS,
+    ),
+    Metric(
+        "freight_auth_refused_total",
+        C,
+        "",
+        ("plane",),
+        NODE,
+        "Connections refused for a wrong or missing token or a malformed greeting "
+        "(plane: data | grpc).",
+    ),
+    Metric(
+        "freight_node_agent_restarts_total",
+        C,
+        "",
+        (),
+        HEAD,
+        "Node agents that registered again under a node id the head already knew.",
+    ),
+    Metric(
+        "freight_nodes",
+        G,
+        "",
+        ("state",),
+        HEAD,
+        "Nodes in the cluster by state (ALIVE, DEAD).",
+    ),
+    Metric(
+        "freight_node_heartbeat_lag_seconds",
+        H,
+        "seconds",
+        (),
+        HEAD,
+        "Time between consecutive heartbeats of a node as the head receives them (the agents "
+        "send one per second).",
+        (0.5, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+    ),
+    Metric(
+        "freight_node_heartbeat_age_max_seconds",
+        G,
+        "seconds",
+        (),
+        HEAD,
+        "Age of the oldest last heartbeat among live nodes.",
+    ),
+    # -- actors ------------------------------------------------------------------------------
+    Metric(
+        "freight_actors",
+        G,
+        "",
+        ("state",),
+        HEAD,
+        "Actors by state (PENDING_CREATION, ALIVE, RESTARTING, DEAD).",
+    ),
+    Metric(
+        "freight_actors_created_total",
+        C,
+        "",
+        ("class_name",),
+        HEAD,
+        "Actor creations requested.",
+    ),
+    Metric(
+        "freight_actor_restarts_total",
+        C,
+        "",
+        ("class_name",),
+        HEAD,
+        "Actors restarted after their worker or node died.",
+    ),
+    Metric(
+        "freight_actor_deaths_total",
+        C,
+        "",
+        ("class_name", "cause"),
+        HEAD,
+        "Actors that died, by cause: killed, worker_died, node_died, creation_failed, owner_died.",
+    ),
+    # -- head --------------------------------------------------------------------------------
+    Metric(
+        "freight_head_scheduling_latency_seconds",
+        H,
+        "seconds",
+        ("kind",),
+        HEAD,
+        "Time the head takes to choose a node for an actor (kind: actor) and start it there.",
+        LATENCY_BUCKETS,
+    ),
+    Metric(
+        "freight_control_store_operation_seconds",
+        H,
+        "seconds",
+        ("operation",),
+        HEAD,
+        "Latency of control-store operations (SQLite WAL), by operation.",
+        FAST_BUCKETS,
+    ),
+    Metric(
+        "freight_grpc_request_seconds",
+        H,
+        "seconds",
+        ("service", "method", "code"),
+        NODE,
+        "Latency of gRPC requests served by the head and the node agents, by method and "
+        "status code. The head's own appear on the head's endpoint.",
+        LATENCY_BUCKETS,
+    ),
+    Metric(
+        "freight_event_loop_lag_seconds",
+        H,
+        "seconds",
+        ("component",),
+        NODE,
+        "How late the asyncio loop of the head or a node agent ran a timer it set "
+        "(component: head | agent).",
+        FAST_BUCKETS,
+    ),
+    Metric(
+        "freight_jobs",
+        G,
+        "",
+        ("state",),
+        HEAD,
+        "Jobs by state (RUNNING, FINISHED, FAILED).",
+    ),
+    Metric(
+        "freight_job_resource_seconds_total",
+        C,
+        "",
+        ("resource", "team", "owner"),
+        NODE,
+        "Resource-seconds used by jobs' tasks and actors (amount held times time held), by "
+        "the job's team and owner labels.",
+    ),
+    Metric(
+        "freight_job_cost_total",
+        C,
+        "currency",
+        ("team", "owner"),
+        NODE,
+        "Cost of jobs' resource use at FREIGHT_PRICE_CPU_HOUR and FREIGHT_PRICE_GPU_HOUR.",
+    ),
+    Metric(
+        "freight_events_total",
+        C,
+        "",
+        ("severity", "kind"),
+        HEAD,
+        "Cluster events recorded (node joined/dead, worker crashed, actor restarted, ...).",
+    ),
+    Metric(
+        "freight_autoscaler_scale_events_total",
+        C,
+        "",
+        ("direction",),
+        HEAD,
+        "Nodes the autoscaler added (direction: up) or removed (down).",
+    ),
+    Metric(
+        "freight_telemetry_dropped_total",
+        C,
+        "",
+        ("kind",),
+        NODE,
+        "Telemetry records dropped rather than allowed to block or grow without bound (kind: "
+        "task_events, spans, task_records, events, label_values). Also on the head's endpoint.",
+    ),
+    Metric(
+        "freight_build_info",
+        G,
+        "",
+        ("version",),
+        NODE,
+        "Always 1; the freight version. Also on the head's endpoint.",
+    ),
+)
+
+BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOGUE}
+
+
+def metric(name: str) -> Metric:
+    """The catalogue entry for ``name``; KeyError names the missing metric."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"{name} is not in the metrics catalogue (freight.observe.catalogue)")
+
+
+def metrics_table() -> str:
+    """A Markdown table of the catalogue, for docs/metrics.md."""
+    rows = [
+        "| metric | type | unit | labels | served by | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in CATALOGUE:
+        labels = ", ".join(f"`{x}`" for x in ("cluster", *m.labels))
+        rows.append(
+            f"| `{m.name}` | {m.type.value} | {m.unit or '—'} | {labels} | {m.source.value} "
+            f"| {m.help} |"
+        )
+    return "\n".join(rows)

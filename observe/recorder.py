@@ -1,0 +1,153 @@
+"""A process's own metric figures: cheap to record, read as one cumulative snapshot.
+
+Workers and drivers record into the process-wide :data:`RECORDER` on their hot paths (a dict
+update under a short lock per figure). They send
+:meth:`Recorder.snapshot` to their node agent, which sums the snapshots of all its processes and
+keeps the last one of each process that exited (so a dead worker's counts stay in the node's
+totals). Snapshots are cumulative, so a lost report loses nothing but freshness.
+
+Label values of :data:`~freight.observe.catalogue.BOUNDED` labels are folded here too: the first
+``top_n`` distinct values of each label keep their name, later ones become ``other``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Any
+
+from .catalogue import BOUNDED, BY_NAME, OTHER, Type
+
+# One snapshot, as sent over the wire (plain builtins, so it pickles small and fast):
+#   {"c": {(name, labels): value}, "g": {(name, labels): value},
+#    "h": {(name, labels): [per-bucket counts..., +Inf count, sum]}}
+Snapshot = dict[str, dict[tuple[str, tuple[str, ...]], Any]]
+
+
+class LabelBound:
+    """Sticky top-N folding of one label's values: the first N seen keep their name."""
+
+    __slots__ = ("folded", "kept", "top_n")
+
+    def __init__(self, top_n: int) -> None:
+        self.top_n = top_n
+        self.kept: set[str] = set()
+        self.folded = 0  # distinct values folded into ``other``
+
+    def fold(self, value: str) -> str:
+        if value in self.kept:
+            return value
+        if len(self.kept) < self.top_n:
+            self.kept.add(value)
+            return value
+        self.folded += 1
+        return OTHER
+
+
+class Recorder:
+    """Counters, gauges and histograms of one process, keyed by catalogue name and labels."""
+
+    def __init__(self, top_n: int = 50) -> None:
+        self.top_n = top_n
+        self.counters: dict[tuple[str, tuple[str, ...]], float] = {}
+        self.gauges: dict[tuple[str, tuple[str, ...]], float] = {}
+        self.histograms: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+        self._bounds: dict[str, LabelBound] = {}
+        # Positions of bounded labels per metric, so the hot path folds without a lookup.
+        self._bounded_at: dict[str, tuple[int, ...]] = {
+            m.name: tuple(i for i, label in enumerate(m.labels) if label in BOUNDED)
+            for m in BY_NAME.values()
+        }
+        self._lock = threading.Lock()
+        self.enabled = True
+
+    def _key(self, name: str, labels: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        at = self._bounded_at[name]
+        if at:
+            folded = list(labels)
+            for i in at:
+                label = BY_NAME[name].labels[i]
+                bound = self._bounds.get(label)
+                if bound is None:
+                    bound = self._bounds[label] = LabelBound(self.top_n)
+                folded[i] = bound.fold(labels[i])
+            labels = tuple(folded)
+        return (name, labels)
+
+    def inc(self, name: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
+        """Add ``amount`` to a counter."""
+        if not self.enabled:
+            return
+        key = self._key(name, labels)
+        with self._lock:
+            self.counters[key] = self.counters.get(key, 0.0) + amount
+
+    def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        """Set a gauge."""
+        if not self.enabled:
+            return
+        self.gauges[self._key(name, labels)] = value
+
+    def clear_gauge(self, name: str) -> None:
+        """Forget every series of a gauge (before setting the current ones)."""
+        for key in [k for k in self.gauges if k[0] == name]:
+            self.gauges.pop(key, None)
+
+    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        """Record one observation in a histogram."""
+        if not self.enabled:
+            return
+        key = self._key(name, labels)
+        buckets = BY_NAME[name].buckets
+        i = bisect.bisect_left(buckets, value)
+        with self._lock:
+            h = self.histograms.get(key)
+            if h is None:
+                h = self.histograms[key] = [0.0] * (len(buckets) + 2)
+            h[i] += 1
+            h[-1] += value
+
+    def snapshot(self) -> Snapshot:
+        """Cumulative copy of every figure (safe to send while recording goes on)."""
+        with self._lock:
+            return {
+                "c": dict(self.counters),
+                "g": dict(self.gauges),
+                "h": {k: list(v) for k, v in self.histograms.items()},
+            }
+
+    def folded_values(self) -> int:
+        return sum(b.folded for b in self._bounds.values())
+
+
+def check_snapshot(snap: Any) -> Snapshot:
+    """Validate a snapshot received from another process; raise ValueError when malformed."""
+    if not isinstance(snap, dict) or set(snap) != {"c", "g", "h"}:
+        raise ValueError("a metrics snapshot must be a dict with keys c, g, h")
+    for part in ("c", "g", "h"):
+        series = snap[part]
+        if not isinstance(series, dict):
+            raise ValueError(f"metrics snapshot part {part} is not a dict")
+        for key, value in series.items():
+            if (
+                not isinstance(key, tuple)
+                or len(key) != 2
+                or not isinstance(key[1], tuple)
+                or not all(isinstance(x, str) for x in key[1])
+            ):
+                raise ValueError(f"malformed metric key {key!r}")
+            m = BY_NAME.get(key[0])
+            if m is None or len(key[1]) != len(m.labels):
+                raise ValueError(f"unknown metric or wrong labels {key!r}")
+            want = {"c": Type.COUNTER, "g": Type.GAUGE, "h": Type.HISTOGRAM}[part]
+            if m.type is not want:
+                raise ValueError(f"{key[0]} is a {m.type.value}, sent as {want.value}")
+            if part == "h":
+                if not isinstance(value, list) or len(value) != len(m.buckets) + 2:
+                    raise ValueError(f"malformed histogram {key[0]}")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"malformed value for {key[0]}")
+    return snap
+
+
+RECORDER = Recorder()
