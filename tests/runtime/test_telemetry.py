@@ -1,0 +1,149 @@
+"""The owner-side telemetry seam: task transitions become figures and events, sent to the agent."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from freight.client.telemetry import Telemetry, parse_labels
+from freight.core.task_state import TaskRecord, TaskTable
+from freight.observe.recorder import Recorder
+from freight.protocol import frames
+from freight.protocol import messages as m
+
+
+@dataclass
+class Owner:
+    """The parts of a core worker that telemetry reads: its task table and agent connection."""
+
+    agent: frames.FrameSocket
+    tasks: TaskTable = field(default_factory=lambda: TaskTable(validate=True))
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    node_id: str = "node-1"
+    address: str = "/tmp/owner.sock"
+
+
+@pytest.fixture
+def pair(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FREIGHT_TELEMETRY_INTERVAL_S", "3600")  # reports only when asked
+    monkeypatch.setenv("FREIGHT_TASK_EVENTS_BUFFER", "5")
+    a, b = socket.socketpair()
+    owner = Owner(frames.FrameSocket(a))
+    tel = Telemetry(owner, Recorder(top_n=10))  # type: ignore[arg-type]
+    yield owner, tel, frames.FrameSocket(b)
+    tel._stop.set()
+    a.close()
+    b.close()
+
+
+def run(owner: Owner, n: int, name: str = "f", fail: bool = False) -> None:
+    for i in range(n):
+        rec = TaskRecord(i.to_bytes(16, "little"), name, max_retries=0)
+        rec.job_id = "01000000"
+        rec.resources = {"CPU": 1.0}
+        owner.tasks.submit(rec, args_ready=True)
+        owner.tasks.dispatched(rec.task_id, "w1")
+        rec.start_time, rec.end_time = rec.submit_time + 0.5, rec.submit_time + 2.5
+        if fail:
+            owner.tasks.failed(rec.task_id, "boom", False, False, "ValueError")
+        else:
+            owner.tasks.finished(rec.task_id)
+
+
+def test_transitions_become_counters_histograms_and_usage(pair) -> None:
+    owner, tel, peer = pair
+    run(owner, 3)
+    run(owner, 2, name="g", fail=True)
+    tel.report()
+    msg = peer.recv()
+    assert type(msg) is m.Telemetry
+    c, h = msg.metrics["c"], msg.metrics["h"]
+    assert c[("freight_tasks_submitted_total", ("f",))] == 3
+    assert c[("freight_tasks_finished_total", ("f", "FINISHED", "none", ""))] == 3
+    assert c[("freight_tasks_finished_total", ("g", "FAILED", "application", "ValueError"))] == 2
+    sched = h[("freight_task_scheduling_latency_seconds", ("f",))]
+    assert sum(sched[:-1]) == 3 and sched[-1] == pytest.approx(1.5)
+    assert h[("freight_task_execution_latency_seconds", ("g",))][-1] == pytest.approx(4.0)
+    assert msg.usage == {("01000000", "CPU"): pytest.approx(10.0)}  # 5 tasks x 2 s x 1 CPU
+    assert msg.final is False
+
+
+def test_events_are_bounded_and_drops_counted(pair) -> None:
+    owner, tel, peer = pair
+    run(owner, 3)  # 3 tasks x 4 transitions = 12 events into a buffer of 5
+    tel.report()
+    msg = peer.recv()
+    assert len(msg.task_events) == 5 and msg.dropped == 7
+    last = m.TaskEvent(*msg.task_events[-1])
+    assert (last.state, last.name, last.worker_id, last.node_id) == (
+        "FINISHED",
+        "f",
+        "w1",
+        "node-1",
+    )
+    assert last.start_time > 0 and last.end_time > last.start_time
+    tel.report()
+    again = peer.recv()
+    assert again.task_events == [] and again.dropped == 0  # each event is sent once
+
+
+def test_gauges_count_live_tasks_by_state_and_reason(pair) -> None:
+    owner, tel, peer = pair
+    for i in range(4):
+        owner.tasks.submit(TaskRecord(bytes([i]) * 16, "f", 0), args_ready=i % 2 == 0)
+    tel.report()
+    g = peer.recv().metrics["g"]
+    assert g[("freight_tasks", ("PENDING_ARGS_AVAIL",))] == 2
+    assert g[("freight_tasks", ("PENDING_NODE_ASSIGNMENT",))] == 2
+    assert g[("freight_queue_depth", ("waiting for arguments",))] == 2
+    assert g[("freight_queue_depth", ("waiting for resources",))] == 2
+
+
+def test_gc_pause_is_recorded_without_taking_locks(pair) -> None:
+    owner, tel, peer = pair
+    # A collection that starts while this thread holds the recorder's lock must not deadlock.
+    with tel.rec._lock:
+        gc.collect()
+    tel.report()
+    h = peer.recv().metrics["h"]
+    pauses = [v for k, v in h.items() if k[0] == "freight_gc_pause_seconds"]
+    assert sum(sum(v[:-1]) for v in pauses) >= 1  # observation counts, without the sum slot
+
+
+def test_close_sends_a_final_report(pair) -> None:
+    owner, tel, peer = pair
+    tel.close()
+    assert peer.recv().final is True
+
+
+def test_off_records_and_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FREIGHT_INSTRUMENTATION", "0")
+    a, b = socket.socketpair()
+    with a, b:
+        owner = Owner(frames.FrameSocket(a))
+        rec = Recorder()
+        tel = Telemetry(owner, rec)  # type: ignore[arg-type]
+        run(owner, 2)
+        tel.close()
+        assert rec.snapshot() == {"c": {}, "g": {}, "h": {}}
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(1)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("", {}), ("team=ml,owner=alice", {"team": "ml", "owner": "alice"}), (" a = b ,", {"a": "b"})],
+)
+def test_parse_labels(text: str, want: dict[str, str]) -> None:
+    assert parse_labels(text) == want
+
+
+@pytest.mark.parametrize("text", ["team", "=x", "team=ml,owner"])
+def test_parse_labels_says_what_is_wrong(text: str) -> None:
+    with pytest.raises(ValueError, match="key=value"):
+        parse_labels(text)
