@@ -117,6 +117,13 @@ SETTINGS: dict[str, Setting] = {
             "by team and owner).",
         ),
         Setting(
+            "FREIGHT_RECORD_CALL_SITES",
+            bool,
+            False,
+            "Remember where each object was created (put or task call), for `freight memory "
+            "--group-by callsite` (costs a stack walk per object).",
+        ),
+        Setting(
             "FREIGHT_PRICE_CPU_HOUR",
             float,
             0.0,

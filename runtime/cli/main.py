@@ -7,7 +7,7 @@ import sys
 
 from freight.config import settings_table
 
-from . import cluster, demo, status
+from . import cluster, demo, memory_cmd, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     cluster.add_parsers(sub)
     status.add_parsers(sub)
+    memory_cmd.add_parsers(sub)
     demo.add_parsers(sub)
     return parser
 

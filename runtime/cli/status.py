@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 from typing import Any
@@ -13,8 +12,6 @@ from rich.table import Table
 
 from freight import _launcher
 from freight.config import settings
-from freight.protocol import frames
-from freight.protocol import messages as m
 from freight.util.grpc_auth import read_token
 
 
@@ -135,76 +132,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def memory_rows(session_dir: str, token: str) -> list[dict[str, Any]]:
-    """Ask every driver and worker of the session what it holds."""
-    rows: list[dict[str, Any]] = []
-    for sock in sorted(glob.glob(os.path.join(session_dir, "sockets", "*.sock"))):
-        name = os.path.basename(sock)
-        if name.startswith("agent-"):
-            continue
-        try:
-            fs = frames.connect_unix(sock, token, ("cli", ""), timeout=2)
-        except ConnectionError:
-            continue
-        try:
-            fs.sock.settimeout(5)
-            fs.send(m.MemoryRequest(1))
-            reply = fs.recv()
-        except (OSError, frames.ProtocolError):
-            continue
-        finally:
-            fs.close()
-        if type(reply) is not m.MemoryReply:
-            continue
-        for oid, size, where, owned, holders in reply.rows:
-            rows.append(
-                {
-                    "object_id": oid,
-                    "size": size,
-                    "where": where,
-                    "process": f"{reply.role} pid={reply.pid}",
-                    "owner": owned,
-                    "held_by": holders,
-                }
-            )
-    return rows
-
-
-def cmd_memory(args: argparse.Namespace) -> int:
-    _, token, session_dir = resolve(args.address)
-    if not session_dir:
-        raise SystemExit(
-            "freight memory: run it on a node of the cluster (it reads local sockets)."
-        )
-    rows = memory_rows(session_dir, token)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = Table(title=f"Live objects ({len(rows)} references)")
-    for col in ("object", "size", "where", "process", "role", "kept alive by"):
-        table.add_column(col)
-    total = 0
-    for r in sorted(rows, key=lambda r: -r["size"]):
-        total += r["size"] if r["owner"] else 0
-        table.add_row(
-            r["object_id"][:20],
-            _gib(r["size"]),
-            r["where"],
-            r["process"],
-            "owner" if r["owner"] else "borrower",
-            "; ".join(r["held_by"]) or "-",
-        )
-    Console().print(table)
-    print(f"total owned: {_gib(total)}")
-    return 0
-
-
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("status", help="nodes, resources, object store, workers, pending tasks")
     p.add_argument("--address", default=None, help="head HOST:PORT (default: newest local cluster)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("memory", help="every live object: size, owner, what keeps it alive")
-    p.add_argument("--address", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_memory)

@@ -26,6 +26,7 @@ from freight.core.refcount import ReferenceTable
 from freight.core.task_state import TaskTable
 from freight.objects import serialization as ser
 from freight.objects.shm import read_segment, write_segment
+from freight.observe.recorder import RECORDER
 from freight.protocol import frames
 from freight.protocol import messages as m
 
@@ -45,6 +46,19 @@ class Slot:
 
 
 _current_task: contextvars.ContextVar[Any] = contextvars.ContextVar("freight_task", default=None)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def call_site() -> str:
+    """``file:line in function`` of the nearest caller outside freight (FREIGHT_RECORD_CALL_SITES)."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
+        f = f.f_back  # type: ignore[assignment]
+    if f is None:
+        return "(unknown)"
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno} in {f.f_code.co_name}"
 
 
 class Peer:
@@ -98,6 +112,9 @@ class CoreWorker:
         self.peers: dict[str, Peer] = {}
         self._peer_lock = threading.Lock()
         self.inline_max = settings.inline_max_bytes
+        # Where each owned object was created, for `freight memory --group-by callsite`.
+        self.record_call_sites = settings.record_call_sites
+        self.call_sites: dict[bytes, str] = {}
         self.closed = False
         self.driver_address = self.address if is_driver else ""
         self.on_push: Callable[[frames.FrameSocket, Any, str], None] | None = None
@@ -218,6 +235,7 @@ class CoreWorker:
                     os.getpid(),
                     "driver" if self.is_driver else "worker",
                     self.memory_rows(),
+                    self.node_id,
                 )
             )
         elif t is m.LogLines:
@@ -406,6 +424,8 @@ class CoreWorker:
         with self.lock:
             for oid in freed:
                 slot = self.slots.pop(oid, None)
+                if self.call_sites:
+                    self.call_sites.pop(oid, None)
                 owned = oid[:8] == self._prefix
                 if slot is not None:
                     if owned and slot.value is not None and slot.value[0] == "s":
@@ -522,7 +542,9 @@ class CoreWorker:
         """
         size = so.total_size
         if size <= self.inline_max:
+            RECORDER.inc("freight_objects_created_total", ("inline",))
             return ("v", ser.pack(so))
+        RECORDER.inc("freight_objects_created_total", ("shared_memory",))
         owner = owner or self.address
         reply = self.request(self.agent, lambda r: m.ReserveObject(r, oid, size, owner), timeout=60)
         if type(reply) is m.Error:
@@ -545,6 +567,8 @@ class CoreWorker:
         oid = self.new_id()
         stored = self.encode(so, oid)
         ref = ObjectRef(oid, self.address)
+        if self.record_call_sites:
+            self.call_sites[oid] = "put at " + call_site()
         with self.lock:
             self.slots[oid] = Slot(stored)
             self.refs.set_contains(oid, [r._id for r in so.contained_refs])
@@ -636,9 +660,11 @@ class CoreWorker:
                 self.notify_blocked(False)
         return done_list, rest
 
-    def memory_rows(self) -> list[tuple[str, int, str, bool, list[str]]]:
-        """Every object this process refers to, its size, where it lives and what holds it."""
+    def memory_rows(self) -> list[tuple[str, int, str, bool, list[str], str]]:
+        """Every object this process refers to: size, where it lives, what holds it, call site."""
         rows = []
+        sites = self.call_sites
+        unknown = "" if self.record_call_sites else "(set FREIGHT_RECORD_CALL_SITES=1)"
         with self.lock:
             for oid, entry in self.refs.entries.items():
                 slot = self.slots.get(oid)
@@ -651,7 +677,9 @@ class CoreWorker:
                     where, size = "shared memory", int(value[2])
                 else:
                     where, size = "error", len(value[1])
-                rows.append((oid.hex(), size, where, oid[:8] == self._prefix, entry.holders()))
+                owned = oid[:8] == self._prefix
+                site = sites.get(oid, unknown) if owned else "(borrowed)"
+                rows.append((oid.hex(), size, where, owned, entry.holders(), site))
         return rows
 
     # -- head --------------------------------------------------------------------------------

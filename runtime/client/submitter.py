@@ -110,6 +110,12 @@ class TaskSubmitter:
         task = cw.current_task
         if task is not None:
             rec.parent_task_id = task.task_id
+        if cw.record_call_sites:
+            from .core_worker import call_site
+
+            site = f"{spec.name}() at {call_site()}"
+            for rid in spec.return_ids:
+                cw.call_sites[rid] = site
         with cw.lock:
             for rid in spec.return_ids:
                 self.return_to_task[rid] = spec

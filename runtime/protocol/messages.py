@@ -214,8 +214,10 @@ class MemoryReply(NamedTuple):
     req_id: int
     pid: int
     role: str  # driver | worker
-    # (object id hex, size, where: "inline" | "shared memory" | "pending" | "error", owned, holders)
-    rows: list[tuple[str, int, str, bool, list[str]]]
+    # (object id hex, size, where: "inline" | "shared memory" | "pending" | "error", owned,
+    #  holders, call site)
+    rows: list[tuple[str, int, str, bool, list[str], str]]
+    node_id: str
 
 
 class TaskEvent(NamedTuple):

@@ -254,7 +254,7 @@ def test_memory_lists_what_a_driver_holds(cluster: dict[str, Any], tmp_path: Pat
         out = driver.wait_for(driver.stdout, "ready")
         ids = dict(line.split() for line in out.splitlines() if line.startswith(("big", "small")))
 
-        proc = freight_cli(cluster["temp_dir"], "memory", "--json")
+        proc = freight_cli(cluster["temp_dir"], "memory", "--group-by", "none", "--json")
         assert proc.returncode == 0, proc.stderr
         rows = {r["object_id"]: r for r in json.loads(proc.stdout)}
         big, small = rows[ids["big"]], rows[ids["small"]]
@@ -266,6 +266,7 @@ def test_memory_lists_what_a_driver_holds(cluster: dict[str, Any], tmp_path: Pat
             assert row["owner"] is True, row
             assert row["process"] == f"driver pid={driver.proc.pid}", row
             assert any(h.startswith("local reference") for h in row["held_by"]), row
+            assert row["reference_types"] == ["LOCAL_REFERENCE"], row
 
         proc = freight_cli(cluster["temp_dir"], "memory")
         assert proc.returncode == 0, proc.stderr
@@ -273,9 +274,56 @@ def test_memory_lists_what_a_driver_holds(cluster: dict[str, Any], tmp_path: Pat
         big_line = next(line for line in lines if ids["big"][:20] in line)
         small_line = next(line for line in lines if ids["small"][:20] in line)
         assert "1.00 MiB" in big_line and "shared memory" in big_line, proc.stdout
-        assert "local reference" in big_line, proc.stdout
+        assert "LOCAL_REFERENCE" in big_line, proc.stdout
         assert f"{small['size']} B" in small_line and "inline" in small_line, proc.stdout
-        assert "local reference" in small_line, proc.stdout
+        assert "LOCAL_REFERENCE" in small_line, proc.stdout
+    finally:
+        assert driver.finish() == 0, driver.stderr()[-4000:]
+
+
+def test_memory_groups_by_call_site(
+    cluster: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FREIGHT_RECORD_CALL_SITES", "1")
+    driver = Driver(
+        cluster["temp_dir"],
+        tmp_path,
+        """
+        import sys
+        import freight
+
+        @freight.remote
+        def make(n):
+            return "x" * n
+
+        freight.init(address="auto")
+        many = [freight.put(i) for i in range(3)]
+        one = freight.put(b"y" * 200_000)
+        made = make.remote(10)
+        freight.get(made)
+        print("ready")
+        sys.stdin.read()
+        """,
+    )
+    try:
+        driver.wait_for(driver.stdout, "ready")
+        proc = freight_cli(
+            cluster["temp_dir"], "memory", "--group-by", "callsite", "--sort-by", "count", "--json"
+        )
+        assert proc.returncode == 0, proc.stderr
+        groups = {
+            g["group"]: g
+            for g in json.loads(proc.stdout)
+            if any(o["process"] == f"driver pid={driver.proc.pid}" for o in g["objects"])
+        }
+        sites = sorted(groups)
+        assert len(sites) == 3, sites
+        assert [len(groups[s]["objects"]) for s in sites if s.startswith("put")] in ([3, 1], [1, 3])
+        assert any(s.startswith("make() at <string>:") for s in sites), sites
+        big = next(s for s in sites if len(groups[s]["objects"]) == 1 and s.startswith("put"))
+        assert groups[big]["owned_bytes"] >= 200_000
+        # count sort: the group with three objects comes first
+        assert len(json.loads(proc.stdout)[0]["objects"]) >= 3
     finally:
         assert driver.finish() == 0, driver.stderr()[-4000:]
 

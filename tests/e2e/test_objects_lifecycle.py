@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import freight
-from freight.cli.status import memory_rows, status_report
+from freight.cli.memory_cmd import memory_rows
+from freight.cli.status import status_report
 from freight.exceptions import ObjectStoreFullError
 from freight.testing import wait_for_condition as wait_until
 

@@ -99,7 +99,11 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.LOG_LINES: m.LogLines("(f pid=1)", "stdout", "hello\nworld"),
     Kind.MEMORY_REQUEST: m.MemoryRequest(11),
     Kind.MEMORY_REPLY: m.MemoryReply(
-        11, 4242, "driver", [("ab" * 10, 100, "inline", True, ["local reference x1"])]
+        11,
+        4242,
+        "driver",
+        [("ab" * 10, 100, "inline", True, ["local reference x1"], "x.py:3 in f")],
+        "n1",
     ),
     Kind.TELEMETRY: m.Telemetry(
         {"c": {("freight_tasks_submitted_total", ("f",)): 3.0}, "g": {}, "h": {}},
