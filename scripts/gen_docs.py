@@ -1,13 +1,15 @@
-"""Regenerate docs/settings.md from freight.config (a test fails when it is stale)."""
+"""Regenerate docs/settings.md and docs/metrics.md from their sources (tests fail when stale)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from freight.config import settings_table
+from freight.observe.catalogue import metrics_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_MD = ROOT / "docs" / "settings.md"
+METRICS_MD = ROOT / "docs" / "metrics.md"
 
 
 def render_settings() -> str:
@@ -18,6 +20,22 @@ def render_settings() -> str:
     )
 
 
+def render_metrics() -> str:
+    return (
+        "# Metrics\n\n"
+        "Every metric freight exports, generated from `observe/catalogue.py` by\n"
+        "`python scripts/gen_docs.py`. Node agents serve the `node` metrics at their\n"
+        "`/metrics` (their workers' and drivers' figures folded in), the head serves the `head`\n"
+        "ones (and its own gRPC latency, event-loop lag, dropped telemetry and build info).\n"
+        "Every series has a `cluster` label. `freight metrics prometheus-config` prints a\n"
+        "scrape configuration; `freight metrics targets` lists the endpoints.\n\n"
+        + metrics_table()
+        + "\n"
+    )
+
+
 if __name__ == "__main__":
     SETTINGS_MD.write_text(render_settings())
     print(SETTINGS_MD.relative_to(ROOT))
+    METRICS_MD.write_text(render_metrics())
+    print(METRICS_MD.relative_to(ROOT))

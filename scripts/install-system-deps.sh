@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs. Nothing yet beyond Python itself; later suites add
-# prometheus and prometheus-alertmanager here, so a fresh machine and CI install the same.
+# Debian packages the test suite needs, so a fresh machine and CI install the same.
+# prometheus: tests/e2e/test_metrics.py runs the server binary itself (the package's service is
+# not used). Later suites add prometheus-alertmanager here.
 set -euo pipefail
-packages=()
+packages=(prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
