@@ -1,0 +1,145 @@
+"""The runtime's tracing glue: per-process setup, and spans around control-plane gRPC calls.
+
+Clients wrap a call in :func:`traced_call` (a ``client`` span, its W3C context sent as gRPC
+metadata ``traceparent``); servers install :func:`server_interceptors`, which continue that
+trace in a ``server`` span. Both act only inside a trace that is already going on: heartbeats
+and polling loops do not each start a trace of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from freight.config import settings
+from freight.observe import tracing
+
+_T = TypeVar("_T")
+_CONTEXT_KEYS = ("traceparent", "tracestate")
+
+
+def setup(
+    component: str,
+    session_dir: str,
+    node_id: str = "",
+    worker_id: str = "",
+    cluster: str | None = None,
+    background: bool = False,
+) -> bool:
+    """Switch tracing on for this process if the settings ask for it (see FREIGHT_TRACING).
+
+    The cluster name comes from ``head.json`` in the session directory unless given. With
+    ``background`` the SDK is loaded on a thread (about 0.2 s, off a server's start-up path);
+    spans asked for meanwhile are not made. Returns whether tracing is (being switched) on.
+    """
+    if not settings.instrumentation:
+        return False
+    if background:
+        try:
+            if not tracing.wanted(settings.tracing):
+                return False
+        except ValueError:
+            pass  # configure() below reports it
+        threading.Thread(
+            target=setup,
+            args=(component, session_dir, node_id, worker_id, cluster),
+            name="freight-tracing-setup",
+            daemon=True,
+        ).start()
+        return True
+    if cluster is None:
+        cluster = ""
+        try:
+            with open(os.path.join(session_dir, "head.json"), encoding="utf-8") as f:
+                cluster = str(json.load(f).get("cluster_name", ""))
+        except (OSError, ValueError, AttributeError):
+            pass  # the cluster name is a resource attribute; tracing works without it
+    return tracing.configure(
+        component,
+        mode=settings.tracing,
+        instrumentation=settings.instrumentation,
+        node_id=node_id,
+        cluster=cluster,
+        worker_id=worker_id,
+    )
+
+
+def traced_call(method: str, call: Callable[[list[tuple[str, str]] | None], _T]) -> _T:
+    """Run ``call(metadata)`` in a client span named ``method`` when a trace is going on."""
+    active = tracing.start(
+        method,
+        kind="client",
+        attributes={"rpc.system": "grpc", "rpc.method": method},
+        only_in_trace=True,
+    )
+    if active is None:
+        return call(None)
+    metadata = list(tracing.inject(active).items())
+    try:
+        result = call(metadata)
+    except BaseException as e:
+        tracing.finish(active, e)
+        raise
+    tracing.finish(active)
+    return result
+
+
+class TracingServerInterceptor(aio.ServerInterceptor):
+    """Continues a caller's trace in a ``server`` span around each unary RPC that carries one."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or not tracing.ENABLED:
+            return handler
+        carrier = {
+            k: v
+            for k, v in details.invocation_metadata or ()
+            if k in _CONTEXT_KEYS and isinstance(v, str)
+        }
+        if not carrier:
+            return handler
+        behavior = handler.unary_unary
+        name = details.method.lstrip("/")
+
+        async def traced(request: Any, context: aio.ServicerContext) -> Any:
+            active = tracing.start(
+                name,
+                carrier=carrier,
+                kind="server",
+                attributes={"rpc.system": "grpc", "rpc.method": name},
+            )
+            try:
+                reply = await behavior(request, context)
+            except BaseException as e:
+                tracing.finish(active, e)
+                raise
+            tracing.finish(active)
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(
+            traced,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def server_interceptors() -> list[aio.ServerInterceptor]:
+    """The interceptors a gRPC server adds for tracing (none when tracing is off)."""
+    try:
+        wanted = settings.instrumentation and tracing.wanted(settings.tracing)
+    except ValueError:
+        wanted = False
+    return [TracingServerInterceptor()] if wanted else []
+
+
+__all__ = ["TracingServerInterceptor", "server_interceptors", "setup", "traced_call"]
