@@ -1,0 +1,481 @@
+"""The state API: gRPC ``StateService`` (List / Get / Summary) over everything the cluster holds.
+
+Sources: the control store (nodes, jobs, actors), the :class:`~freight.head.task_store.TaskStore`
+(tasks), the event store (events) and, asked concurrently with a deadline, every alive node agent
+(objects, workers). Filters are applied before truncation; a page ends with a cursor that encodes
+the last row's sort key, so paging while rows keep arriving neither repeats nor skips a row.
+Every reply says how many rows the head holds (``total``), how many pass the filters
+(``matched``), how many come after this page (``remaining``), how many records retention dropped,
+and whether a source did not answer (``partial``, with a warning naming it). Rows are JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
+
+import grpc
+from grpc import aio
+from loguru import logger
+
+from freight.config import settings
+from freight.protocol.generated import freight_pb2 as pb
+from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+
+from .control_store import ControlStore
+from .filters import BOOL, NUMBER, TEXT, TIME, Field, compile_filters
+from .nodes import NodeDirectory
+from .task_store import TASK_FIELDS, TaskStore, compile_task_filters
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000  # rows per reply; clients page for more
+_R = TypeVar("_R")
+
+
+class Kind(NamedTuple):
+    fields: dict[str, Field]
+    id_key: str
+
+
+def _ids(*keys: str) -> dict[str, Field]:
+    return {k: Field(TEXT) for k in keys}
+
+
+KINDS: dict[str, Kind] = {
+    "nodes": Kind(
+        {
+            **_ids("node_id", "hostname", "agent_address", "metrics_address"),
+            "state": Field(TEXT, ("ALIVE", "DEAD")),
+            "is_head_node": Field(BOOL),
+            "start_time": Field(TIME),
+            "last_heartbeat": Field(TIME),
+            "num_workers": Field(NUMBER),
+            "num_objects": Field(NUMBER),
+            "object_store_used": Field(NUMBER),
+            "object_store_capacity": Field(NUMBER),
+        },
+        "node_id",
+    ),
+    "jobs": Kind(
+        {
+            **_ids("job_id", "namespace", "entrypoint", "driver_address"),
+            "state": Field(TEXT, ("RUNNING", "FINISHED", "FAILED")),
+            "driver_pid": Field(NUMBER),
+            "start_time": Field(TIME),
+            "end_time": Field(TIME),
+        },
+        "job_id",
+    ),
+    "tasks": Kind(TASK_FIELDS, "task_id"),
+    "actors": Kind(
+        {
+            **_ids("actor_id", "class_name", "name", "namespace", "job_id", "node_id"),
+            **_ids("worker_id", "death_cause", "pending_reason"),
+            "state": Field(TEXT, ("PENDING_CREATION", "ALIVE", "DEAD")),
+            "pid": Field(NUMBER),
+            "detached": Field(BOOL),
+            "start_time": Field(TIME),
+            "end_time": Field(TIME),
+            "num_restarts": Field(NUMBER),
+        },
+        "actor_id",
+    ),
+    "objects": Kind(
+        {
+            **_ids("object_id", "node_id", "owner_address"),
+            "size": Field(NUMBER),
+            "sealed": Field(BOOL),
+            "create_time": Field(TIME),
+        },
+        "object_id",
+    ),
+    "workers": Kind(
+        {
+            **_ids("worker_id", "node_id", "address", "actor_id", "lease_holder"),
+            "state": Field(TEXT, ("STARTING", "IDLE", "LEASED", "ACTOR", "BLOCKED", "STOPPING")),
+            "pid": Field(NUMBER),
+            "start_time": Field(TIME),
+            "rss_bytes": Field(NUMBER),
+            "cpu_percent": Field(NUMBER),
+        },
+        "worker_id",
+    ),
+    "placement_groups": Kind(
+        {**_ids("placement_group_id", "name"), "state": Field(TEXT)}, "placement_group_id"
+    ),
+    "events": Kind(
+        {
+            **_ids("event_id", "source", "kind", "message"),
+            **_ids("node_id", "job_id", "actor_id", "worker_id", "task_id"),
+            "severity": Field(TEXT, ("DEBUG", "INFO", "WARNING", "ERROR")),
+            "time": Field(TIME),
+        },
+        "event_id",
+    ),
+}
+SUMMARY_KINDS = ("tasks", "actors", "objects")
+NO_PLACEMENT_GROUPS = "placement groups are not available in this version of freight"
+
+
+def _rpc(
+    method: Callable[[Any, Any, aio.ServicerContext], Awaitable[_R]],
+) -> Callable[[Any, Any, aio.ServicerContext], Awaitable[_R]]:
+    """Bad requests (``ValueError``: filters, kinds, cursors) become INVALID_ARGUMENT."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: aio.ServicerContext) -> _R:
+        try:
+            return await method(self, request, context)
+        except ValueError as e:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
+        except Exception as e:
+            logger.exception("state RPC {} failed", method.__name__)
+            code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
+        await context.abort(code, message)
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+def kind_of(name: str) -> Kind:
+    """The kind called ``name`` (singular accepted); ValueError listing the valid ones."""
+    kind = KINDS.get(name) or KINDS.get(name + "s")
+    if kind is None:
+        raise ValueError(f"unknown kind {name!r}; valid kinds: {', '.join(KINDS)}")
+    return kind
+
+
+def _plural(name: str) -> str:
+    return name if name in KINDS else name + "s"
+
+
+def encode_cursor(kind: str, key: Any) -> str:
+    raw = json.dumps([kind, key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> Any:
+    """The sort key a cursor holds; ValueError when it is not a cursor of this kind."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        got_kind, key = json.loads(raw)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"bad cursor {cursor[:40]!r}: pass the next_cursor of the previous reply unchanged"
+        ) from None
+    if got_kind != kind:
+        raise ValueError(f"this cursor pages through {got_kind}, not {kind}")
+    return key
+
+
+def _filters(request: Any) -> list[tuple[str, str, str]]:
+    return [(f.key, f.op, f.value) for f in request.filters]
+
+
+def _row_getter(key: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda row: row.get(key)
+
+
+def node_row(n: pb.NodeInfo) -> dict[str, Any]:
+    s = n.stats
+    return {
+        "node_id": n.node_id,
+        "state": n.state,
+        "hostname": n.hostname,
+        "is_head_node": n.is_head_node,
+        "agent_address": n.agent_address,
+        "metrics_address": n.metrics_address,
+        "start_time": n.start_time,
+        "last_heartbeat": n.last_heartbeat,
+        "resources_total": dict(n.total.amounts),
+        "resources_available": dict(n.available.amounts),
+        "object_store_used": s.object_store_used,
+        "object_store_capacity": s.object_store_capacity,
+        "num_objects": s.num_objects,
+        "num_workers": s.num_workers,
+        "num_idle_workers": s.num_idle_workers,
+        "num_actor_workers": s.num_actor_workers,
+        "pending_by_reason": dict(s.pending_by_reason),
+        "labels": dict(n.labels),
+    }
+
+
+def job_row(j: pb.JobInfo) -> dict[str, Any]:
+    return {
+        "job_id": j.job_id,
+        "state": j.state,
+        "namespace": j.namespace,
+        "driver_pid": j.driver_pid,
+        "driver_address": j.driver_address,
+        "entrypoint": j.entrypoint,
+        "start_time": j.start_time,
+        "end_time": j.end_time,
+        "labels": dict(j.labels),
+    }
+
+
+def actor_row(a: pb.ActorInfo) -> dict[str, Any]:
+    return {
+        "actor_id": a.actor_id,
+        "class_name": a.class_name,
+        "name": a.name,
+        "namespace": a.namespace,
+        "job_id": a.job_id,
+        "state": a.state,
+        "node_id": a.node_id,
+        "worker_id": a.worker_id,
+        "pid": a.pid,
+        "detached": a.detached,
+        "death_cause": a.death_cause,
+        "pending_reason": a.pending_reason,
+        "resources": dict(a.resources.amounts),
+        "start_time": a.start_time,
+        "end_time": a.end_time,
+        "num_restarts": a.num_restarts,
+    }
+
+
+class Rows(NamedTuple):
+    rows: list[tuple[Any, dict[str, Any]]]  # (sort key, row), in sort order
+    warnings: list[str]
+    partial: bool
+    dropped: int
+
+
+class StateServiceServicer(pb_grpc.StateServiceServicer):
+    """Every ``StateService`` RPC."""
+
+    def __init__(
+        self,
+        store: ControlStore,
+        nodes: NodeDirectory,
+        tasks: TaskStore,
+        events: Any = None,
+    ) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.tasks = tasks
+        self.events = events  # an EventStore (rows(), dropped), or None
+
+    # -- sources -----------------------------------------------------------------------------
+
+    async def _rows(self, kind: str) -> Rows:
+        """Every row of a kind other than tasks, with its sort key, in order."""
+        if kind in ("nodes", "jobs", "actors"):
+            # The control store keeps these in creation order and never deletes them, so the
+            # position is a stable sort key.
+            if kind == "nodes":
+                rows = [node_row(n) for n in self.store.list_nodes(include_dead=True)]
+            elif kind == "jobs":
+                rows = [job_row(j) for j in self.store.list_jobs()]
+            else:
+                rows = [actor_row(a) for a in self.store.list_actors(include_dead=True)]
+            return Rows(list(enumerate(rows)), [], False, 0)
+        if kind in ("objects", "workers"):
+            return await self._from_agents(kind)
+        if kind == "events":
+            if self.events is None:
+                return Rows([], ["events are not recorded by this head"], False, 0)
+            rows = self.events.rows(newest_first=False)
+            keyed = sorted(((r["time"], r["event_id"]), r) for r in rows)
+            return Rows([([t, e], r) for (t, e), r in keyed], [], False, self.events.dropped)
+        return Rows([], [NO_PLACEMENT_GROUPS], False, 0)  # placement_groups
+
+    async def _from_agents(self, kind: str) -> Rows:
+        """Ask every alive agent concurrently; a silent one makes the answer partial."""
+        timeout = settings.state_agent_timeout_s
+        nodes = self.nodes.alive()
+
+        async def ask(node: pb.NodeInfo) -> Any:
+            stub = await self.nodes.agent(node)
+            if kind == "objects":
+                return await stub.ListObjects(pb.ListObjectsRequest(), timeout=timeout)
+            return await stub.ListWorkers(pb.ListWorkersRequest(), timeout=timeout)
+
+        replies = await asyncio.gather(*(ask(n) for n in nodes), return_exceptions=True)
+        keyed: list[tuple[Any, dict[str, Any]]] = []
+        warnings: list[str] = []
+        for node, reply in zip(nodes, replies, strict=True):
+            if isinstance(reply, BaseException):
+                why = reply.code().name if isinstance(reply, aio.AioRpcError) else repr(reply)
+                warnings.append(
+                    f"node {node.node_id[:12]} ({node.agent_address}) did not answer ({why}): "
+                    f"its {kind} are missing from this answer"
+                )
+                continue
+            if kind == "objects":
+                for o in reply.objects:
+                    row = {
+                        "object_id": o.object_id,
+                        "node_id": node.node_id,
+                        "size": o.size,
+                        "owner_address": o.owner_address,
+                        "sealed": o.sealed,
+                        "create_time": o.create_time,
+                    }
+                    keyed.append(([node.node_id, o.object_id], row))
+            else:
+                for w in reply.workers:
+                    row = {
+                        "worker_id": w.worker_id,
+                        "node_id": w.node_id or node.node_id,
+                        "pid": w.pid,
+                        "state": w.state,
+                        "address": w.address,
+                        "actor_id": w.actor_id,
+                        "start_time": w.start_time,
+                        "rss_bytes": w.rss_bytes,
+                        "cpu_percent": w.cpu_percent,
+                        "lease_holder": w.lease_holder,
+                    }
+                    keyed.append(([node.node_id, w.worker_id], row))
+        keyed.sort(key=lambda kr: kr[0])
+        return Rows(keyed, warnings, bool(warnings), 0)
+
+    # -- RPCs --------------------------------------------------------------------------------
+
+    @_rpc
+    async def List(self, request, context):
+        name = _plural(request.kind)
+        kind = kind_of(request.kind)
+        if request.limit < 0:
+            raise ValueError(f"limit must be >= 0 (0: the default {DEFAULT_LIMIT})")
+        limit = request.limit or DEFAULT_LIMIT
+        warnings: list[str] = []
+        if limit > MAX_LIMIT:
+            warnings.append(f"limit {limit} lowered to {MAX_LIMIT} rows per reply; page on")
+            limit = MAX_LIMIT
+        after = decode_cursor(name, request.cursor) if request.cursor else None
+        if name == "tasks":
+            pred = compile_task_filters(_filters(request))
+            page = self.tasks.list(pred, limit, int(after or 0), request.detail)
+            reply = pb.ListStateReply(
+                rows=page.rows,
+                total=page.total,
+                matched=page.matched,
+                remaining=page.remaining,
+                dropped=self.tasks.dropped,
+            )
+            if page.remaining:
+                reply.next_cursor = encode_cursor(name, page.last_seq)
+            if self.tasks.dropped:
+                warnings.append(self._task_drop_note())
+        else:
+            pred = compile_filters(_filters(request), kind.fields, name, _row_getter)
+            src = await self._rows(name)
+            warnings += src.warnings
+            matched = [(k, r) for k, r in src.rows if pred is None or pred(r)]
+            start = 0
+            if after is not None:
+                while start < len(matched) and matched[start][0] <= after:
+                    start += 1
+            chosen = matched[start : start + limit]
+            remaining = len(matched) - start - len(chosen)
+            reply = pb.ListStateReply(
+                rows=[json.dumps(r) for _, r in chosen],
+                total=len(src.rows),
+                matched=len(matched),
+                remaining=remaining,
+                dropped=src.dropped,
+                partial=src.partial,
+            )
+            if remaining:
+                reply.next_cursor = encode_cursor(name, chosen[-1][0])
+        reply.truncated = reply.remaining > 0
+        if reply.truncated:
+            warnings.append(
+                f"truncated: {len(reply.rows)} of {reply.matched} matching {name} returned, "
+                f"{reply.remaining} more after this page (pass next_cursor to continue)"
+            )
+        reply.warnings.extend(warnings)
+        return reply
+
+    def _task_drop_note(self) -> str:
+        t = self.tasks
+        return (
+            f"{t.dropped_records} task records were evicted by retention "
+            f"(FREIGHT_STATE_TASKS_MAX={t.tasks_max}, FREIGHT_STATE_FAILED_TASKS_MAX="
+            f"{t.failed_max}) and {t.dropped_events} task events were lost before reaching "
+            "the head"
+        )
+
+    @_rpc
+    async def Get(self, request, context):
+        name = _plural(request.kind)
+        kind = kind_of(request.kind)
+        wanted = request.id.strip()
+        if not wanted:
+            raise ValueError(f"give the id (or a unique id prefix) of the {name[:-1]} to get")
+        if name == "tasks":
+            rec = self.tasks.get(wanted)
+            if rec is None:
+                warnings = [self._task_drop_note()] if self.tasks.dropped else []
+                return pb.GetStateReply(found=False, warnings=warnings)
+            return pb.GetStateReply(row=json.dumps(rec.row(detail=True)), found=True)
+        src = await self._rows(name)
+        key = kind.id_key
+        exact = [r for _, r in src.rows if r.get(key) == wanted]
+        found = exact or [r for _, r in src.rows if str(r.get(key, "")).startswith(wanted)]
+        if len(found) > 1:
+            shown = ", ".join(str(r[key]) for r in found[:5])
+            raise ValueError(
+                f"{key} prefix {wanted!r} matches {len(found)} {name} ({shown}); "
+                "give more characters"
+            )
+        if not found:
+            return pb.GetStateReply(found=False, warnings=src.warnings)
+        return pb.GetStateReply(row=json.dumps(found[0]), found=True, warnings=src.warnings)
+
+    @_rpc
+    async def Summary(self, request, context):
+        name = _plural(request.kind)
+        kind = kind_of(request.kind)
+        if name not in SUMMARY_KINDS:
+            raise ValueError(
+                f"summary covers {', '.join(SUMMARY_KINDS)}, not {name}; use list for {name}"
+            )
+        if name == "tasks":
+            summary = self.tasks.summary(compile_task_filters(_filters(request)))
+            warnings = [self._task_drop_note()] if self.tasks.dropped else []
+            return pb.SummaryReply(summary=json.dumps(summary), warnings=warnings)
+        pred = compile_filters(_filters(request), kind.fields, name, _row_getter)
+        src = await self._rows(name)
+        rows = [r for _, r in src.rows if pred is None or pred(r)]
+        summary = summarize_actors(rows) if name == "actors" else summarize_objects(rows)
+        return pb.SummaryReply(
+            summary=json.dumps(summary), warnings=src.warnings, partial=src.partial
+        )
+
+
+def summarize_actors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Actors counted by class and state."""
+    by_class: dict[str, dict[str, Any]] = {}
+    by_state: dict[str, int] = {}
+    for r in rows:
+        entry = by_class.setdefault(r["class_name"], {"total": 0, "states": {}, "restarts": 0})
+        entry["total"] += 1
+        entry["states"][r["state"]] = entry["states"].get(r["state"], 0) + 1
+        entry["restarts"] += r["num_restarts"]
+        by_state[r["state"]] = by_state.get(r["state"], 0) + 1
+    return {"total": len(rows), "by_state": by_state, "by_class": by_class}
+
+
+def summarize_objects(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Objects in the node stores: count and bytes per node, sealed and being written."""
+    by_node: dict[str, dict[str, int]] = {}
+    for r in rows:
+        entry = by_node.setdefault(
+            r["node_id"], {"objects": 0, "bytes": 0, "sealed": 0, "being_written": 0}
+        )
+        entry["objects"] += 1
+        entry["bytes"] += r["size"]
+        entry["sealed" if r["sealed"] else "being_written"] += 1
+    return {
+        "total": len(rows),
+        "total_bytes": sum(r["size"] for r in rows),
+        "by_node": by_node,
+    }

@@ -1,0 +1,349 @@
+"""The state API: list, get and summarize what a freight cluster holds (like ``ray.util.state``).
+
+Every function talks to the head's ``StateService``. ``address`` is ``None`` (the cluster this
+process is connected to, else ``FREIGHT_ADDRESS``, else the newest cluster started on this
+machine), ``"auto"`` or ``"host:port"``.
+
+Filters are ``"key=value"`` strings or ``(key, op, value)`` triples, with ``op`` one of
+``= != ~ > < >= <=`` (``~`` is a regular-expression search; numbers and times compare
+numerically; times are unix seconds, ISO-8601 or relative like ``-5m``). They are applied by the
+head before truncation. Lists come back as :class:`StateList`, a list of plain dicts that also
+says how complete it is::
+
+    failed = freight.state.list_tasks(filters=["state=FAILED"], limit=50)
+    if failed.truncated:
+        print(f"{failed.remaining} more; next page: cursor={failed.next_cursor!r}")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from freight import _launcher
+from freight.config import settings
+from freight.head.filters import normalize
+from freight.protocol.generated import freight_pb2 as pb
+from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+from freight.util.grpc_auth import read_token, sync_channel
+
+DEFAULT_LIMIT = 100
+PAGE_MAX = 10_000  # rows the head sends per reply; larger limits are fetched page by page
+KINDS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
+
+
+class StateList(list):  # type: ignore[type-arg]
+    """Rows (dicts) of a state listing, with how complete the listing is.
+
+    ``total``: rows of this kind the cluster holds; ``matched``: rows passing the filters;
+    ``remaining``: matched rows after this page; ``truncated``: ``remaining > 0``;
+    ``next_cursor``: pass it as ``cursor=`` for the next page (``""`` on the last one);
+    ``warnings``: why the answer may be incomplete; ``dropped``: records of this kind that
+    retention dropped; ``partial``: some node did not answer.
+    """
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), **meta: Any) -> None:
+        super().__init__(rows)
+        self.kind: str = meta.get("kind", "")
+        self.total: int = meta.get("total", 0)
+        self.matched: int = meta.get("matched", 0)
+        self.remaining: int = meta.get("remaining", 0)
+        self.next_cursor: str = meta.get("next_cursor", "")
+        self.warnings: list[str] = list(meta.get("warnings", ()))
+        self.dropped: int = meta.get("dropped", 0)
+        self.partial: bool = meta.get("partial", False)
+
+    @property
+    def truncated(self) -> bool:
+        """True when more matching rows exist after these."""
+        return self.remaining > 0
+
+    def meta(self) -> dict[str, Any]:
+        """The completeness figures as a dict (for JSON output)."""
+        return {
+            "kind": self.kind,
+            "total": self.total,
+            "matched": self.matched,
+            "returned": len(self),
+            "remaining": self.remaining,
+            "truncated": self.truncated,
+            "next_cursor": self.next_cursor,
+            "warnings": self.warnings,
+            "dropped": self.dropped,
+            "partial": self.partial,
+        }
+
+
+class StateSummary(dict):  # type: ignore[type-arg]
+    """A summary (plain dict) with ``warnings`` and ``partial`` like :class:`StateList`."""
+
+    def __init__(self, data: dict[str, Any], warnings: list[str], partial: bool) -> None:
+        super().__init__(data)
+        self.warnings = warnings
+        self.partial = partial
+
+
+# -- connection -------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str], tuple[grpc.Channel, pb_grpc.StateServiceStub]] = {}
+
+
+def resolve_address(address: str | None = None) -> tuple[str, str]:
+    """(head address, token) of the cluster ``address`` names (see the module docstring)."""
+    if address is None:
+        from freight import _api
+
+        w = _api._worker
+        if w is not None:
+            return w.head_address, w.token
+        address = settings.address or "auto"
+    if not isinstance(address, str):
+        raise TypeError(f"address must be 'auto' or 'host:port', got {address!r}")
+    if address == "auto":
+        session_dir = _launcher.latest_session()
+        info = _launcher.read_json(os.path.join(session_dir, "head.json")) if session_dir else None
+        if not session_dir or not info:
+            raise ConnectionError(
+                "no running freight cluster was found on this machine: start one with "
+                "`freight start --head`, or pass address='host:port'."
+            )
+        return str(info["address"]), settings.token or read_token(session_dir)
+    if ":" not in address:
+        raise ValueError(f"address must look like 'host:port', got {address!r}")
+    session_dir = _launcher.find_session_for(address)
+    token = settings.token or (read_token(session_dir) if session_dir else "")
+    return address, token
+
+
+def _stub(address: str | None) -> tuple[str, pb_grpc.StateServiceStub]:
+    head, token = resolve_address(address)
+    with _lock:
+        got = _clients.get((head, token))
+        if got is None:
+            channel = sync_channel(head, token)
+            got = _clients[(head, token)] = (channel, pb_grpc.StateServiceStub(channel))
+    return head, got[1]
+
+
+def close() -> None:
+    """Close the connections this module opened (they are reopened on the next call)."""
+    with _lock:
+        for channel, _ in _clients.values():
+            channel.close()
+        _clients.clear()
+
+
+def _call(address: str | None, method: str, request: Any, timeout: float) -> Any:
+    head, stub = _stub(address)
+    try:
+        return getattr(stub, method)(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise ValueError(details) from None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise PermissionError(details) from None
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise ConnectionError(
+                f"the freight head at {head} did not answer ({code.name}): {details}"
+            ) from None
+        raise
+
+
+def _filters(filters: Any) -> list[pb.Filter]:
+    if filters is None:
+        return []
+    if isinstance(filters, (str, tuple)):
+        filters = [filters]  # one filter given on its own
+    return [pb.Filter(key=f.key, op=f.op, value=f.value) for f in map(normalize, filters)]
+
+
+def _kind(kind: str) -> str:
+    plural = kind if kind in KINDS else f"{kind}s"
+    if plural not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return plural
+
+
+# -- the API ----------------------------------------------------------------------------------
+
+
+def list_state(
+    kind: str,
+    filters: Any = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    detail: bool = False,
+    address: str | None = None,
+    timeout: float = 30.0,
+) -> StateList:
+    """Rows of ``kind`` passing ``filters``: the first ``limit`` after ``cursor``.
+
+    ``limit`` larger than one reply holds is fetched page by page. Raises ``ValueError`` for a
+    bad kind, filter or cursor (with what is valid), ``ConnectionError`` when the head is away.
+    """
+    kind = _kind(kind)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    pb_filters = _filters(filters)
+    rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    reply = None
+    next_cursor = cursor or ""
+    partial = False
+    while True:
+        want = min(PAGE_MAX, limit - len(rows))
+        request = pb.ListStateRequest(
+            kind=kind, filters=pb_filters, limit=want, cursor=next_cursor, detail=detail
+        )
+        reply = _call(address, "List", request, timeout)
+        rows += [json.loads(r) for r in reply.rows]
+        partial = partial or reply.partial
+        warnings += [
+            w for w in reply.warnings if w not in warnings and not w.startswith("truncated")
+        ]
+        next_cursor = reply.next_cursor
+        if not next_cursor or len(rows) >= limit:
+            break
+    out = StateList(
+        rows,
+        kind=kind,
+        total=reply.total,
+        matched=reply.matched,
+        remaining=reply.remaining,
+        next_cursor=next_cursor,
+        warnings=warnings,
+        dropped=reply.dropped,
+        partial=partial,
+    )
+    if out.truncated:
+        out.warnings.append(
+            f"truncated: {len(out)} of {out.matched} matching {kind} returned, "
+            f"{out.remaining} more (pass cursor=next_cursor, or a larger limit)"
+        )
+    return out
+
+
+def get_state(
+    kind: str, id: str, *, address: str | None = None, timeout: float = 30.0
+) -> dict[str, Any] | None:
+    """The row of ``kind`` whose id is ``id`` (or starts with it), with detail; None if unknown.
+
+    An ambiguous prefix raises ``ValueError`` naming the candidates.
+    """
+    kind = _kind(kind)
+    if not isinstance(id, str) or not id.strip():
+        raise ValueError(f"give the id (or a unique prefix) of the {kind[:-1]}, got {id!r}")
+    reply = _call(address, "Get", pb.GetStateRequest(kind=kind, id=id.strip()), timeout)
+    return json.loads(reply.row) if reply.found else None
+
+
+def summarize(
+    kind: str, filters: Any = None, *, address: str | None = None, timeout: float = 30.0
+) -> StateSummary:
+    """Counts of tasks (by name, state, job, error type, pending reason), actors or objects."""
+    kind = _kind(kind)
+    reply = _call(
+        address, "Summary", pb.SummaryRequest(kind=kind, filters=_filters(filters)), timeout
+    )
+    return StateSummary(json.loads(reply.summary), list(reply.warnings), reply.partial)
+
+
+def _lister(kind: str) -> Any:
+    def lister(
+        filters: Any = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+        detail: bool = False,
+        address: str | None = None,
+        timeout: float = 30.0,
+    ) -> StateList:
+        return list_state(
+            kind,
+            filters,
+            limit=limit,
+            cursor=cursor,
+            detail=detail,
+            address=address,
+            timeout=timeout,
+        )
+
+    lister.__name__ = lister.__qualname__ = f"list_{kind}"
+    lister.__doc__ = f"The cluster's {kind.replace('_', ' ')}: ``list_state({kind!r}, ...)``."
+    return lister
+
+
+def _getter(kind: str) -> Any:
+    def getter(id: str, *, address: str | None = None, timeout: float = 30.0) -> Any:
+        return get_state(kind, id, address=address, timeout=timeout)
+
+    name = kind[:-1]
+    getter.__name__ = getter.__qualname__ = f"get_{name}"
+    getter.__doc__ = f"One {name} by id or unique id prefix: ``get_state({kind!r}, id)``."
+    return getter
+
+
+def _summarizer(kind: str) -> Any:
+    def summarizer(
+        filters: Any = None, *, address: str | None = None, timeout: float = 30.0
+    ) -> StateSummary:
+        return summarize(kind, filters, address=address, timeout=timeout)
+
+    summarizer.__name__ = summarizer.__qualname__ = f"summarize_{kind}"
+    summarizer.__doc__ = f"Counts of the cluster's {kind}: ``summarize({kind!r}, ...)``."
+    return summarizer
+
+
+list_nodes = _lister("nodes")
+list_jobs = _lister("jobs")
+list_tasks = _lister("tasks")
+list_actors = _lister("actors")
+list_objects = _lister("objects")
+list_workers = _lister("workers")
+list_placement_groups = _lister("placement_groups")
+list_events = _lister("events")
+get_node = _getter("nodes")
+get_job = _getter("jobs")
+get_task = _getter("tasks")
+get_actor = _getter("actors")
+get_object = _getter("objects")
+get_worker = _getter("workers")
+summarize_tasks = _summarizer("tasks")
+summarize_actors = _summarizer("actors")
+summarize_objects = _summarizer("objects")
+
+__all__ = [
+    "StateList",
+    "StateSummary",
+    "close",
+    "get_actor",
+    "get_job",
+    "get_node",
+    "get_object",
+    "get_state",
+    "get_task",
+    "get_worker",
+    "list_actors",
+    "list_events",
+    "list_jobs",
+    "list_nodes",
+    "list_objects",
+    "list_placement_groups",
+    "list_state",
+    "list_tasks",
+    "list_workers",
+    "resolve_address",
+    "summarize",
+    "summarize_actors",
+    "summarize_objects",
+    "summarize_tasks",
+]

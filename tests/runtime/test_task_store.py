@@ -1,0 +1,289 @@
+"""The head's task records: ordering, attempts, retention, pagination, lookups and summaries."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from typing import Any
+
+import pytest
+
+from freight.head.task_store import TaskStore, compile_task_filters
+from freight.observe.recorder import RECORDER
+from freight.protocol.generated import freight_pb2 as pb
+from freight.protocol.messages import TaskEvent, unpack_task_rows
+
+PREFIX = "ab" * 8
+
+
+def tid(i: int) -> str:
+    return PREFIX + i.to_bytes(8, "little").hex()
+
+
+def event(i: int, state: str, t: float, **fields: Any) -> TaskEvent:
+    base: dict[str, Any] = {
+        "task_id": tid(i),
+        "job_id": "00000001",
+        "name": f"fn{i % 3}",
+        "actor_id": "",
+        "parent_task_id": "",
+        "node_id": "node-1",
+        "worker_id": "",
+        "attempt": 0,
+        "state": state,
+        "time": t,
+        "cause": "",
+        "pending_reason": "",
+        "error_type": "",
+        "error_kind": "",
+        "start_time": 0.0,
+        "end_time": 0.0,
+        "trace_id": "",
+        "owner_address": "/tmp/driver.sock",
+        "error": "",
+    }
+    base.update(fields)
+    return TaskEvent(**base)
+
+
+def life(i: int, t: float, outcome: str = "FINISHED", worker: str = "w1") -> list[TaskEvent]:
+    """The four events of a task that ran once on ``worker`` and ended in ``outcome``."""
+    error = {}
+    if outcome == "FAILED":
+        error = {"error_type": "ValueError", "error_kind": "application", "error": "boom"}
+    return [
+        event(i, "PENDING_ARGS_AVAIL", t, cause="submitted"),
+        event(i, "PENDING_NODE_ASSIGNMENT", t + 0.1, pending_reason="waiting for resources"),
+        event(i, "SUBMITTED_TO_WORKER", t + 0.2, worker_id=worker, cause=f"pushed to {worker}"),
+        event(i, outcome, t + 0.5, worker_id=worker, start_time=t + 0.3, end_time=t + 0.4,
+              cause="returned", **error),
+    ]  # fmt: skip
+
+
+def rows(page: Any) -> list[dict[str, Any]]:
+    return [json.loads(r) for r in page.rows]
+
+
+def dropped_counter(kind: str) -> float:
+    return RECORDER.snapshot()["c"].get(("freight_telemetry_dropped_total", (kind,)), 0.0)
+
+
+def test_transitions_are_ordered_by_time_across_out_of_order_batches() -> None:
+    store = TaskStore()
+    evs = life(1, 100.0)
+    store.apply(evs[2:])  # the later batch arrives first
+    store.apply(evs[:2])
+    rec = store.get(tid(1))
+    assert rec is not None
+    row = rec.row(detail=True)
+    assert [t["state"] for t in row["transitions"]] == [
+        "PENDING_ARGS_AVAIL",
+        "PENDING_NODE_ASSIGNMENT",
+        "SUBMITTED_TO_WORKER",
+        "FINISHED",
+    ]
+    assert [t["time"] for t in row["transitions"]] == [100.0, 100.1, 100.2, 100.5]
+    # The late (older) events did not overwrite what the newest one said.
+    assert row["state"] == "FINISHED"
+    assert row["worker_id"] == "w1"
+    assert row["pending_reason"] == ""
+    assert row["submit_time"] == 100.0
+    assert (row["start_time"], row["end_time"]) == (100.3, 100.4)
+
+
+def test_repeated_events_are_recorded_once() -> None:
+    store = TaskStore()
+    store.apply(life(1, 10.0))
+    store.apply(life(1, 10.0))
+    rec = store.get(tid(1))
+    assert rec is not None
+    assert len(rec.row(detail=True)["transitions"]) == 4
+
+
+def test_a_retried_task_keeps_every_attempt() -> None:
+    store = TaskStore()
+    store.apply(
+        [
+            event(1, "PENDING_ARGS_AVAIL", 1.0),
+            event(1, "PENDING_NODE_ASSIGNMENT", 1.1),
+            event(1, "SUBMITTED_TO_WORKER", 1.2, worker_id="w1", cause="pushed to worker w1"),
+            event(1, "PENDING_NODE_ASSIGNMENT", 2.0, worker_id="w1", attempt=1,
+                  start_time=1.3, end_time=1.9, cause="retry 1: worker died"),
+            event(1, "SUBMITTED_TO_WORKER", 2.1, worker_id="w2", attempt=1,
+                  start_time=1.3, end_time=1.9, cause="pushed to worker w2"),
+        ]
+    )  # fmt: skip
+    rec = store.get(tid(1))
+    assert rec is not None
+    # While attempt 1 runs, the times of attempt 0 are not shown as its own.
+    assert (rec.attempt, rec.worker_id, rec.start_time) == (1, "w2", 0.0)
+    assert rec.attempts()[-1]["end_time"] == 0.0  # still running
+    store.apply(
+        [event(1, "FINISHED", 3.0, worker_id="w2", attempt=1, start_time=2.2, end_time=2.9)]
+    )
+    attempts = rec.row(detail=True)["attempts"]
+    assert attempts == [
+        {"attempt": 0, "start_time": 1.2, "end_time": 2.0, "worker_id": "w1",
+         "node_id": "node-1", "outcome": "retry 1: worker died", "measured": False},
+        {"attempt": 1, "start_time": 2.2, "end_time": 2.9, "worker_id": "w2",
+         "node_id": "node-1", "outcome": "FINISHED", "measured": True},
+    ]  # fmt: skip
+    page = store.list(compile_task_filters(["attempt>0"]), 10)
+    assert [r["task_id"] for r in rows(page)] == [tid(1)]
+
+
+def test_owner_reports_in_the_packed_form() -> None:
+    """An owner's report row: the latest fields, then every transition since the last report."""
+    store = TaskStore()
+    latest = event(1, "FINISHED", 3.0, worker_id="w2", attempt=1, start_time=2.2, end_time=2.9)
+    transitions = [
+        [1.0, "PENDING_ARGS_AVAIL", "submitted"],
+        [1.1, "PENDING_NODE_ASSIGNMENT", "arguments ready"],
+        [1.2, "SUBMITTED_TO_WORKER", "pushed to worker w1"],
+        [2.0, "PENDING_NODE_ASSIGNMENT", "retry 1: boom"],
+        [2.1, "SUBMITTED_TO_WORKER", "pushed to worker w2"],
+        [3.0, "FINISHED", "returned"],
+    ]
+    chunk = json.dumps([[*latest, transitions]]).encode()
+    request = pb.ReportTaskEventsRequest(packed=[chunk, b"not json"])
+    for packed in request.packed:
+        events, bad = unpack_task_rows(packed)
+        store.apply(events, bad)
+    rec = store.get(tid(1))
+    assert rec is not None
+    assert rec.state == "FINISHED" and store.dropped_events == 1
+    assert [(a["worker_id"], a["start_time"], a["end_time"]) for a in rec.attempts()] == [
+        ("w1", 1.2, 2.0),
+        ("w2", 2.2, 2.9),
+    ]
+
+
+def test_retention_evicts_oldest_successes_and_keeps_failures() -> None:
+    before = dropped_counter("task_records")
+    store = TaskStore(tasks_max=5, failed_max=100)
+    for i in range(20):
+        store.apply(life(i, float(i), "FAILED" if i % 4 == 0 else "FINISHED"))
+    failed = [i for i in range(20) if i % 4 == 0]
+    kept_ok = [i for i in range(20) if i % 4][-5:]  # the five newest successes
+    assert {r.task_id for r in store.records.values()} == {tid(i) for i in failed + kept_ok}
+    assert store.dropped_records == 15 - 5
+    assert store.dropped == store.dropped_records
+    assert dropped_counter("task_records") - before == 10
+    assert store.counts() == {"live": 0, "finished": 5, "failed_or_cancelled": 5}
+
+
+def test_failed_records_have_their_own_bound() -> None:
+    store = TaskStore(tasks_max=100, failed_max=2)
+    for i in range(5):
+        store.apply(life(i, float(i), "FAILED"))
+    assert sorted(store.records) == [tid(3), tid(4)]
+    assert store.dropped_records == 3
+
+
+def test_live_records_are_bounded_too() -> None:
+    store = TaskStore(tasks_max=2, failed_max=1)  # live ones: at most 2 + 1
+    store.apply([event(i, "PENDING_ARGS_AVAIL", float(i)) for i in range(5)])
+    assert sorted(store.records) == [tid(2), tid(3), tid(4)]
+    assert store.dropped_records == 2
+
+
+def test_late_events_of_an_evicted_task_are_counted_not_resurrected() -> None:
+    before = dropped_counter("task_events")
+    store = TaskStore(tasks_max=1)
+    store.apply(life(1, 1.0))
+    store.apply(life(2, 2.0))  # evicts task 1
+    store.apply([event(1, "FINISHED", 9.0)], dropped=7)  # 7 lost on the way, 1 too late
+    assert store.get(tid(1)) is None
+    assert store.dropped_events == 8
+    assert dropped_counter("task_events") - before == 8
+
+
+def test_filters_apply_before_truncation() -> None:
+    store = TaskStore()
+    for i in range(50):
+        store.apply(life(i, float(i), "FAILED" if i % 5 == 0 else "FINISHED"))
+    page = store.list(compile_task_filters(["state=FAILED"]), limit=3)
+    got = rows(page)
+    assert [r["task_id"] for r in got] == [tid(0), tid(5), tid(10)]
+    assert all(r["state"] == "FAILED" for r in got)
+    assert (page.total, page.matched, page.remaining) == (50, 10, 7)
+
+
+def test_pages_cover_every_match_once_while_tasks_arrive() -> None:
+    store = TaskStore()
+    for i in range(30):
+        store.apply(life(i, float(i)))
+    pred = compile_task_filters(["name=fn0"])
+    seen: list[str] = []
+    after, i = 0, 30
+    while True:
+        page = store.list(pred, limit=4, after_seq=after)
+        seen += [r["task_id"] for r in rows(page)]
+        store.apply(life(i, float(i)))  # more work arrives between pages
+        i += 1
+        if not page.remaining:
+            break
+        after = page.last_seq
+    expected = [tid(n) for n in range(i) if n % 3 == 0]
+    assert len(seen) == len(set(seen))
+    assert seen == expected[: len(seen)]
+    assert set(expected[:10]) <= set(seen)
+
+
+def test_get_by_prefix() -> None:
+    store = TaskStore()
+    store.apply(life(1, 1.0) + life(2, 2.0))
+    rec = store.get(tid(2)[:18])
+    assert rec is not None and rec.task_id == tid(2)
+    with pytest.raises(ValueError, match=r"matches 2 tasks.*give more characters"):
+        store.get(PREFIX)
+    assert store.get("ffff") is None
+
+
+def test_summary_counts_by_name_state_job_and_reason() -> None:
+    store = TaskStore()
+    for i in range(6):
+        store.apply(life(i, float(i), "FAILED" if i == 0 else "FINISHED"))
+    store.apply([event(9, "PENDING_NODE_ASSIGNMENT", 9.0, pending_reason="infeasible")])
+    s = store.summary()
+    assert s["total"] == 7
+    assert s["by_state"] == {"FAILED": 1, "FINISHED": 5, "PENDING_NODE_ASSIGNMENT": 1}
+    assert s["by_name"]["fn0"]["states"] == {
+        "FAILED": 1,
+        "FINISHED": 1,
+        "PENDING_NODE_ASSIGNMENT": 1,
+    }
+    assert s["by_name"]["fn0"]["error_types"] == {"ValueError": 1}
+    assert s["by_job"] == {"00000001": {"FAILED": 1, "FINISHED": 5, "PENDING_NODE_ASSIGNMENT": 1}}
+    assert s["pending_by_reason"] == {"infeasible": 1}
+    only_failed = store.summary(compile_task_filters(["state=FAILED"]))
+    assert only_failed["total"] == 1
+
+
+def test_protobuf_events_are_accepted() -> None:
+    store = TaskStore()
+    request = pb.ReportTaskEventsRequest(
+        events=[pb.TaskEvent(**e._asdict()) for e in life(1, 5.0, "FAILED")], dropped=2
+    )
+    store.apply(request.events, request.dropped)
+    rec = store.get(tid(1))
+    assert rec is not None
+    assert (rec.state, rec.error_type, rec.error) == ("FAILED", "ValueError", "boom")
+    assert store.dropped_events == 2
+
+
+def test_records_stay_small() -> None:
+    """Under 800 bytes a record (transitions, ids, strings): 100,000 take well under 100 MB."""
+    n = 20_000
+    store = TaskStore(tasks_max=n)
+    tracemalloc.start()
+    try:
+        for i in range(0, n, 1000):
+            batch = [e for k in range(i, i + 1000) for e in life(k, float(k), worker=f"w{k % 8}")]
+            store.apply(batch)
+            del batch
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(store) == n
+    assert used / n < 800, f"{used / n:.0f} bytes per task record"
