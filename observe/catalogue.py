@@ -152,7 +152,8 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         NODE,
         "Bytes in the node's object store by state: in_memory (all objects in shared memory), "
-        "pinned (primary copies held for a live owner), spilled (on disk), restored.",
+        "pinned (primary copies held for a live owner), spilled (on disk), restored. Spilling "
+        "does not exist yet: spilled and restored are 0.",
     ),
     Metric(
         "freight_object_store_objects",
@@ -185,7 +186,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "bytes",
         (),
         NODE,
-        "Bytes of objects written from the object store to spill storage.",
+        "Bytes of objects written from the object store to spill storage (0 until spilling "
+        "exists).",
     ),
     Metric(
         "freight_object_restored_bytes_total",
@@ -193,7 +195,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "bytes",
         (),
         NODE,
-        "Bytes of spilled objects read back into the object store.",
+        "Bytes of spilled objects read back into the object store (0 until spilling exists).",
     ),
     Metric(
         "freight_object_transfer_bytes_total",
@@ -201,7 +203,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "bytes",
         ("direction",),
         NODE,
-        "Object bytes moved between nodes, direction: in | out.",
+        "Object bytes moved between nodes, direction: in | out. Nodes on one machine share "
+        "memory and no transfer between machines exists yet, so this is 0 for now.",
     ),
     # -- workers, nodes, drivers -------------------------------------------------------------
     Metric(
@@ -246,7 +249,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "not shut down (crashed or was killed).",
     ),
     Metric(
-        "freight_resources_total",
+        "freight_resources_capacity",
         G,
         "",
         ("resource",),

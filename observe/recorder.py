@@ -116,6 +116,14 @@ class Recorder:
                 "h": {k: list(v) for k, v in self.histograms.items()},
             }
 
+    def reset(self) -> None:
+        """Forget every figure (a driver that disconnects starts afresh on its next cluster)."""
+        with self._lock:
+            self.counters.clear()
+            self.gauges.clear()
+            self.histograms.clear()
+            self._bounds.clear()
+
     def folded_values(self) -> int:
         return sum(b.folded for b in self._bounds.values())
 

@@ -15,7 +15,9 @@ from freight.client.core_worker import CoreWorker
 from freight.client.refs import ObjectRef
 from freight.client.telemetry import parse_labels
 from freight.config import settings
+from freight.observe import tracing
 from freight.util.grpc_auth import read_token
+from freight.util.grpc_tracing import setup as setup_tracing
 
 _lock = threading.RLock()
 _worker: CoreWorker | None = None
@@ -111,6 +113,7 @@ def init(
         except BaseException:
             _stop_private_cluster()
             raise
+        setup_tracing("driver", _worker.session_dir, _worker.node_id, _worker.worker_id)
         atexit.register(shutdown)
         return _context_info()
 
@@ -268,6 +271,8 @@ def shutdown() -> None:
         except Exception:
             pass  # the head may already be gone; the processes are stopped below regardless
         w.close()
+        if tracing.ENABLED:
+            tracing.flush()  # bounded; a short program's spans are sent before it exits
         _stop_private_cluster()
         atexit.unregister(shutdown)
 

@@ -173,6 +173,7 @@ def start_head(
     cluster_name: str = "freight",
     attached: bool = True,
     bind: str = "127.0.0.1",
+    metrics_port: int = 0,
 ) -> tuple[subprocess.Popen[bytes], str]:
     args = [
         "freight.head",
@@ -184,6 +185,8 @@ def start_head(
         bind,
         "--cluster-name",
         cluster_name,
+        "--metrics-port",
+        str(metrics_port),
     ]
     proc = _spawn(args, session_dir, "head", attached)
     info = _wait_for_file(

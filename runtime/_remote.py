@@ -23,6 +23,8 @@ from freight._options import (
 from freight.client.args import pack_args
 from freight.client.refs import ObjectRef
 from freight.client.submitter import TaskSpec
+from freight.exceptions import RayActorError
+from freight.observe import tracing
 
 
 def _returns(refs: list[ObjectRef]) -> Any:
@@ -198,6 +200,12 @@ class ActorClass:
             owner_address=cw.address,
         )
         blob = self._blob
+        # The owner's "actor creation" span lasts until CreateActor answers; the constructor's
+        # span on the actor's worker is its child (its context travels in the creation spec).
+        span = None
+        if tracing.ENABLED:
+            attrs = {"freight.actor_id": actor_id, "freight.job_id": cw.job_id}
+            span = tracing.start(f"actor creation {self._name}", attributes=attrs, current=False)
 
         def spec_bytes() -> bytes:
             values = cw.wait_values([ObjectRef(o, w) for o, w in refs], None) if refs else []
@@ -211,6 +219,7 @@ class ActorClass:
                     "max_concurrency": concurrency,
                     "is_async": self._is_async,
                     "driver": cw.driver_address,
+                    "trace_context": tracing.inject(span) if span is not None else {},
                 }
             )
 
@@ -242,11 +251,23 @@ class ActorClass:
                 cw.actors.created(a.actor_id, "", cause)
             return reply
 
+        def traced_create() -> Any:
+            assert span is not None
+            with tracing.current(span):
+                reply = create()
+            if reply is None or reply.actor.state != "ALIVE":
+                cause = reply.actor.death_cause if reply is not None else ""
+                err = RayActorError(cause or "the actor could not be created", actor_id)
+                tracing.finish(span, err)
+            tracing.finish(span)
+            return reply
+
+        run = create if span is None else traced_create
         # The creator learns the address from CreateActor's reply; never look it up meanwhile.
         cw.actors.state(actor_id, self._name).resolving = True
         if name:
             # Named actors are created synchronously so that a taken name fails right here.
-            reply = create()
+            reply = run()
             if reply is not None and reply.existed:
                 return ActorHandle(reply.actor.actor_id, self._name, self._methods)
             if (
@@ -265,7 +286,7 @@ class ActorClass:
                 ),
             )
         else:
-            threading.Thread(target=create, name="freight-create-actor", daemon=True).start()
+            threading.Thread(target=run, name="freight-create-actor", daemon=True).start()
         return ActorHandle(actor_id, self._name, self._methods)
 
 

@@ -91,6 +91,14 @@ SETTINGS: dict[str, Setting] = {
             "Record metrics, task events and trace spans (off: for overhead measurements).",
         ),
         Setting(
+            "FREIGHT_TRACING",
+            str,
+            "auto",
+            "Trace spans: auto (on when OTEL_EXPORTER_OTLP_ENDPOINT, "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set), on or "
+            "off. Export and sampling follow the standard OTEL_* variables.",
+        ),
+        Setting(
             "FREIGHT_METRICS_TOP_N",
             int,
             50,
@@ -134,6 +142,34 @@ SETTINGS: dict[str, Setting] = {
             float,
             0.0,
             "Price of one GPU for one hour, for freight_job_cost_total.",
+        ),
+        Setting(
+            "FREIGHT_STATE_TASKS_MAX",
+            int,
+            100_000,
+            "Successful task records the head's state API keeps; the oldest are evicted first "
+            "and counted as dropped (live ones are capped at the sum of both bounds).",
+        ),
+        Setting(
+            "FREIGHT_STATE_FAILED_TASKS_MAX",
+            int,
+            100_000,
+            "Failed and cancelled task records the state API keeps (kept apart from successful "
+            "ones, so failures outlive them).",
+        ),
+        Setting(
+            "FREIGHT_STATE_AGENT_TIMEOUT_S",
+            float,
+            3.0,
+            "How long the state API waits for each node agent (workers, objects) before it "
+            "answers without that node and marks the answer partial.",
+        ),
+        Setting(
+            "FREIGHT_EVENTS_MAX",
+            int,
+            10_000,
+            "Cluster events the head keeps (`freight events`); older ones are evicted and "
+            'counted in freight_telemetry_dropped_total{kind="events"}.',
         ),
     ]
 }

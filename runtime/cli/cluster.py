@@ -35,6 +35,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < 0:
             raise SystemExit(f"freight start: --{name.replace('_', '-')} must be >= 0.")
+    if not 0 <= args.metrics_port <= 65535:
+        raise SystemExit("freight start: --metrics-port must be a port number (0: any free port).")
     if args.head == bool(args.address):
         raise SystemExit("freight start: give exactly one of --head or --address HOST:PORT.")
     if args.head:
@@ -45,6 +47,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             cluster_name=args.cluster_name,
             attached=False,
             bind=args.bind,
+            metrics_port=args.metrics_port,
         )
         _launcher.point_latest(session_dir)
     else:
@@ -138,6 +141,9 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--object-store-memory", type=int, default=None, help="bytes")
     p.add_argument("--cluster-name", default="freight")
+    p.add_argument(
+        "--metrics-port", type=int, default=0, help="the head's /metrics port (0: any free port)"
+    )
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("stop", help="stop every freight process started with `freight start`")
     p.add_argument("--grace", type=float, default=5.0, help="seconds before SIGKILL")

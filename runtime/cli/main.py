@@ -7,7 +7,7 @@ import sys
 
 from freight.config import settings_table
 
-from . import cluster, demo, memory_cmd, status
+from . import cluster, demo, events_cmd, logs_cmd, memory_cmd, metrics_cmd, state_cmd, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_parsers(sub)
     status.add_parsers(sub)
     memory_cmd.add_parsers(sub)
+    logs_cmd.add_parsers(sub)
+    events_cmd.add_parsers(sub)
+    state_cmd.add_parsers(sub)
+    metrics_cmd.add_parsers(sub)
     demo.add_parsers(sub)
     return parser
 

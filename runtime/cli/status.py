@@ -123,12 +123,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         st = status_report(address, token)
     except (ConnectionError, PermissionError) as e:
         raise SystemExit(f"freight status: {e}")
+    from .state_cmd import pending_tasks_by_reason  # tasks waiting, from the state API
+
+    pending = pending_tasks_by_reason(address)
     if args.json:
         from google.protobuf.json_format import MessageToDict
 
-        print(json.dumps(MessageToDict(st), indent=2))
+        data = MessageToDict(st)
+        if pending is not None:
+            data["pendingTasksByReason"] = pending
+        print(json.dumps(data, indent=2))
     else:
         render_status(st)
+        if pending:
+            text = ", ".join(f"{n} {reason}" for reason, n in sorted(pending.items()))
+            print(f"pending tasks: {text}")
     return 0
 
 

@@ -26,6 +26,7 @@ from freight.core.refcount import ReferenceTable
 from freight.core.task_state import TaskTable
 from freight.objects import serialization as ser
 from freight.objects.shm import read_segment, write_segment
+from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import frames
 from freight.protocol import messages as m
@@ -242,8 +243,10 @@ class CoreWorker:
             if not self.log_to_driver:
                 return
             stream = sys.stderr if msg.stream == "stderr" else sys.stdout
-            for line in msg.text.splitlines():
-                print(f"{msg.prefix} {line}", file=stream)
+            # One write per batch, newlines included: print() writes text and end separately,
+            # and the driver's own prints in other threads would land between them.
+            stream.write("".join(f"{msg.prefix} {line}\n" for line in msg.text.splitlines()))
+            stream.flush()
         else:
             raise frames.ProtocolError(f"unexpected {t.__name__} on an owner socket")
 
@@ -500,6 +503,12 @@ class CoreWorker:
 
     def _fetch(self, oid: bytes, owner: str, slot: Slot) -> None:
         slot.fetching = True
+        if tracing.ENABLED:  # an "object fetch" span, ended when the value arrives
+            arrived = tracing.object_fetch(oid.hex(), owner)
+            if arrived is not None:
+                if slot.callbacks is None:
+                    slot.callbacks = []
+                slot.callbacks.append(arrived)
         self.submitter.borrowed_owner[oid] = owner
         try:
             self.peer(owner).fs.send(m.GetObject(0, oid))

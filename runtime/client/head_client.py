@@ -6,9 +6,13 @@ from typing import Any
 
 import grpc
 
+from freight.observe import tracing
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import sync_channel
+from freight.util.grpc_tracing import traced_call
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["HeadService"].full_name
 
 
 class HeadClient:
@@ -19,8 +23,15 @@ class HeadClient:
 
     def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
         """Call one HeadService method; turn transport failures into ConnectionError."""
+        if tracing.ENABLED:  # a client span, when the call is part of a trace
+            return traced_call(
+                f"{_SERVICE}/{method}", lambda md: self._call(method, request, timeout, md)
+            )
+        return self._call(method, request, timeout, None)
+
+    def _call(self, method: str, request: Any, timeout: float | None, metadata: Any) -> Any:
         try:
-            return getattr(self.stub, method)(request, timeout=timeout)
+            return getattr(self.stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code == grpc.StatusCode.UNAUTHENTICATED:

@@ -20,6 +20,7 @@ from freight import exceptions as exc
 from freight.config import settings
 from freight.core.lease import shape_key
 from freight.core.task_state import INFEASIBLE, WAITING_FOR_WORKER, Outcome, TaskRecord
+from freight.observe import tracing
 from freight.protocol import messages as m
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class TaskSpec:
     method: str = ""
     resolved: list[tuple[bytes, str, Any]] | None = None
     shape: str = ""
+    trace: tracing.TaskTrace | None = None  # set only when tracing is on
 
 
 @dataclass(slots=True)
@@ -101,6 +103,17 @@ class TaskSubmitter:
     # -- submission --------------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec, actor: ActorState | None = None) -> None:
+        if not tracing.ENABLED:
+            self._submit(spec, actor)
+            return
+        # The submit span is current while submitting: argument fetches become its children.
+        spec.trace = tracing.submit_begin(spec.name, spec.task_id, self.cw.job_id, spec.actor_id)
+        try:
+            self._submit(spec, actor)
+        finally:
+            tracing.submit_end(spec.trace)
+
+    def _submit(self, spec: TaskSpec, actor: ActorState | None) -> None:
         cw = self.cw
         rec = TaskRecord(
             spec.task_id, spec.name, spec.max_retries, spec.retry_exceptions, spec.actor_id
@@ -110,6 +123,8 @@ class TaskSubmitter:
         task = cw.current_task
         if task is not None:
             rec.parent_task_id = task.task_id
+        if spec.trace is not None:
+            rec.trace_id = spec.trace.trace_id
         if cw.record_call_sites:
             from .core_worker import call_site
 
@@ -186,6 +201,8 @@ class TaskSubmitter:
                 spec = q.popleft()
                 best.expected += cost
                 best.inflight[spec.task_id] = spec
+                if spec.trace is not None:
+                    spec.trace.reason = cw.tasks.live[spec.task_id].pending_reason
                 cw.tasks.dispatched(spec.task_id, best.worker_id)
                 sends.append((best, spec))
             if q and self.outstanding.get(shape, 0) == 0:
@@ -211,6 +228,7 @@ class TaskSubmitter:
             blob = spec.function_blob
             peer.sent_functions.add(spec.function_id)
         task = cw.current_task
+        tt = spec.trace
         msg = m.PushTask(
             spec.task_id,
             cw.job_id,
@@ -224,7 +242,7 @@ class TaskSubmitter:
             spec.method,
             task.task_id if task is not None else b"",
             cw.driver_address,
-            {},
+            {} if tt is None else tracing.pushed(tt, cw.tasks.live.get(spec.task_id)),
         )
         try:
             peer.fs.send(msg)
@@ -304,6 +322,8 @@ class TaskSubmitter:
                     )
         if spec is None:
             return
+        if spec.trace is not None:
+            tracing.schedule_done(spec.trace)
         with cw.lock:
             rec = cw.tasks.live.get(spec.task_id)
             if rec is not None:
@@ -322,7 +342,7 @@ class TaskSubmitter:
                 with cw.lock:
                     outcome = cw.tasks.failed(
                         spec.task_id,
-                        repr(error)[:200],
+                        f"{type(cause).__name__}: {cause}"[:200],  # the user's exception
                         False,
                         app_retry,
                         type(cause).__name__,
@@ -377,6 +397,9 @@ class TaskSubmitter:
         except OSError:
             pass
         for spec in list(lease.inflight.values()):
+            if spec.trace is not None:
+                lost = f"worker {lease.worker_id} died while running {spec.name}"
+                tracing.schedule_done(spec.trace, exc.WorkerCrashedError(lost))
             if spec.task_id in self.cancelled:
                 err: BaseException = exc.TaskCancelledError(spec.task_id.hex())
                 with cw.lock:
@@ -423,6 +446,8 @@ class TaskSubmitter:
             )
         if queued:
             err = exc.TaskCancelledError(spec.task_id.hex())
+            if spec.trace is not None:
+                tracing.schedule_done(spec.trace, err)
             self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
             return True
         if lease is not None:
@@ -523,6 +548,8 @@ class ActorSubmitter:
                 while st.peer is not None and st.queue and st.queue[0].resolved is not None:
                     spec = st.queue.popleft()
                     st.inflight[spec.task_id] = spec
+                    if spec.trace is not None:
+                        spec.trace.reason = cw.tasks.live[spec.task_id].pending_reason
                     cw.tasks.dispatched(spec.task_id, st.actor_id)
                     sends.append(spec)
         if not st.address and not st.dead_cause and st.queue:
@@ -539,6 +566,8 @@ class ActorSubmitter:
             f"{spec.name} cannot run: {st.dead_cause}",
             st.actor_id,
         )
+        if spec.trace is not None:
+            tracing.schedule_done(spec.trace, err)
         with self.cw.lock:
             if spec.task_id in self.cw.tasks.live:
                 self.cw.tasks.failed(

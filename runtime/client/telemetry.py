@@ -12,6 +12,7 @@ task events to the head's state service. A clean shutdown sends a final report.
 from __future__ import annotations
 
 import gc
+import json
 import sys
 import threading
 import time
@@ -57,7 +58,9 @@ class Telemetry:
         recorder.enabled = self.enabled
         recorder.top_n = settings.metrics_top_n
         self.interval = settings.telemetry_interval_s
-        self.events: deque[tuple[Any, ...]] = deque()
+        # Tasks that changed since the last report; each report sends one row per task with its
+        # new transitions, so a short task costs one row, not one event per state change.
+        self.touched: dict[bytes, TaskRecord] = {}
         self.max_events = max(1, settings.task_events_buffer)
         self.dropped = 0
         # Cumulative resource-seconds by (job id, resource); the agent maps jobs to team/owner.
@@ -107,33 +110,48 @@ class Telemetry:
                         self.usage[key] = self.usage.get(key, 0.0) + amount * took
 
     def _event(self, rec: TaskRecord, tr: Transition) -> None:
+        touched = self.touched
+        if len(touched) >= self.max_events and rec.task_id not in touched:
+            self.dropped += 1  # the report is late or the agent slow: count, never block
+            return
+        touched[rec.task_id] = rec
+
+    def _rows(self, records: list[TaskRecord]) -> list[list[Any]]:
+        """One row per task: TaskEvent fields (latest state) + the transitions not yet sent."""
         cw = self.cw
-        ev = (
-            rec.task_id.hex(),
-            rec.job_id,
-            rec.name,
-            rec.actor_id,
-            rec.parent_task_id.hex(),
-            cw.node_id,
-            rec.worker_id,
-            rec.attempt,
-            tr.new,
-            tr.time,
-            tr.cause,
-            rec.pending_reason,
-            rec.error_type,
-            rec.error_kind,
-            rec.start_time,
-            rec.end_time,
-            rec.trace_id,
-            cw.address,
-            tr.cause if tr.new == "FAILED" else "",
-        )
-        with self.lock:
-            if len(self.events) >= self.max_events:
-                self.events.popleft()
-                self.dropped += 1
-            self.events.append(ev)
+        node, address = cw.node_id, cw.address
+        rows = []
+        for rec in records:
+            trs = rec.transitions[rec.reported :]
+            if not trs:
+                continue
+            rec.reported += len(trs)
+            last = trs[-1]
+            rows.append(
+                [
+                    rec.task_id.hex(),
+                    rec.job_id,
+                    rec.name,
+                    rec.actor_id,
+                    rec.parent_task_id.hex(),
+                    node,
+                    rec.worker_id,
+                    rec.attempt,
+                    last.new,
+                    last.time,
+                    last.cause,
+                    rec.pending_reason,
+                    rec.error_type,
+                    rec.error_kind,
+                    rec.start_time,
+                    rec.end_time,
+                    rec.trace_id,
+                    address,
+                    last.cause if last.new == "FAILED" else "",
+                    [[t.time, t.new, t.cause] for t in trs],
+                ]
+            )
+        return rows
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -175,12 +193,16 @@ class Telemetry:
         while self.gc_pauses:
             gen, pause = self.gc_pauses.popleft()
             self.rec.observe("freight_gc_pause_seconds", (gen,), pause)
-        with self.lock:
-            events = list(self.events)
-            self.events.clear()
+        with self.cw.lock:  # the listener fills ``touched`` under the owner's lock
+            touched, self.touched = self.touched, {}
             dropped, self.dropped = self.dropped, 0
+        # Outside the lock: a transition appended meanwhile re-touches its task and goes with
+        # the next report (``reported`` counts exactly what was sliced here).
+        rows = self._rows(list(touched.values()))
+        with self.lock:
             usage = dict(self.usage)
         snap = self.rec.snapshot()
+        events = json.dumps(rows, separators=(",", ":")).encode() if rows else b""
         try:
             self.cw.agent.send(m.Telemetry(snap, usage, events, dropped, final))
         except OSError:
@@ -202,3 +224,4 @@ class Telemetry:
             except ValueError:
                 pass
             self.report(final=True)
+            self.rec.reset()

@@ -64,6 +64,7 @@ class TaskRecord:
     error_kind: str = ""  # none | application | system | cancelled (set on FAILED/CANCELLED)
     trace_id: str = ""
     resources: dict[str, float] | None = None
+    reported: int = 0  # transitions already sent to the state service
 
 
 class Outcome(StrEnum):

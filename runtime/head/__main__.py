@@ -15,6 +15,8 @@ from loguru import logger
 
 from freight.config import settings
 from freight.head.server import HeadConfig, run_head
+from freight.observe import logging as observe_logging
+from freight.util.grpc_tracing import setup as setup_tracing
 
 
 def parse_args(argv: list[str] | None = None) -> HeadConfig:
@@ -29,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         default=30.0,
         help="a node that sends no heartbeat for this long is marked dead",
     )
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="/metrics and /sd port (0: any free port)"
+    )
     args = parser.parse_args(argv)
     if args.node_timeout_s <= 0:
         parser.error("--node-timeout-s must be positive")
@@ -38,22 +43,14 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         bind=args.bind,
         cluster_name=args.cluster_name,
         node_timeout_s=args.node_timeout_s,
+        metrics_port=args.metrics_port,
     )
 
 
 def configure_logging(session_dir: str) -> None:
     """Send this process's logs to ``<session_dir>/logs/head.log`` as JSON lines."""
-    logs = os.path.join(session_dir, "logs")
-    os.makedirs(logs, exist_ok=True)
-    logger.remove()
-    logger.configure(extra={"component": "head"})
-    # diagnose=False: tracebacks must not print local variables (they can hold the token).
-    logger.add(
-        os.path.join(logs, "head.log"),
-        serialize=True,
-        level=settings.log_level.upper(),
-        diagnose=False,
-    )
+    # JSON lines with the ids that apply, bounded in size, tracebacks without locals.
+    observe_logging.configure_logging(session_dir, "head", "head", level=settings.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isdir(config.session_dir):
             raise FileNotFoundError(f"the session directory {config.session_dir} does not exist")
         configure_logging(config.session_dir)
+        setup_tracing("head", config.session_dir, cluster=config.cluster_name, background=True)
         asyncio.run(run_head(config))
     except KeyboardInterrupt:
         return 0

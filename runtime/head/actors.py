@@ -18,7 +18,9 @@ import grpc
 from loguru import logger
 
 from freight.head.control_store import ControlStore
+from freight.head.events import EventStore
 from freight.head.nodes import NodeDirectory, covers, sum_amounts
+from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
 
 PENDING = "PENDING_CREATION"
@@ -87,18 +89,27 @@ def place_actor(
     return Placement(node_id=best.node_id)
 
 
+def _count_death(actor: pb.ActorInfo, why: str) -> None:
+    """Count an actor death (why: killed, worker_died, node_died, creation_failed, owner_died)."""
+    RECORDER.inc("freight_actor_deaths_total", (actor.class_name, why))
+
+
 class ActorDirectory:
     """Actor operations on top of the control store and the node directory."""
 
-    def __init__(self, store: ControlStore, nodes: NodeDirectory) -> None:
+    def __init__(
+        self, store: ControlStore, nodes: NodeDirectory, events: EventStore | None = None
+    ) -> None:
         self._store = store
         self._nodes = nodes
+        self._events = events
         self._creations: dict[str, asyncio.Task[pb.CreateActorReply]] = {}
         self._reserved: dict[str, dict[str, float]] = {}
         # Creation specs are not persisted, so creations a previous head left unfinished fail.
         for actor in store.list_actors():
             if actor.state == PENDING:
                 self._set_dead(actor, "the head restarted before the actor was created")
+                _count_death(actor, "creation_failed")
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -140,6 +151,7 @@ class ActorDirectory:
         actor.state = PENDING
         actor.start_time = time.time()
         self._store.upsert_actor(actor)
+        RECORDER.inc("freight_actors_created_total", (actor.class_name,))
         logger.info("actor pending", actor_id=actor.actor_id, job_id=actor.job_id)
         task = asyncio.create_task(self._run_creation(actor.actor_id, request.creation_spec))
         self._creations[actor.actor_id] = task
@@ -185,6 +197,7 @@ class ActorDirectory:
                     logger.warning(
                         "actor infeasible", actor_id=actor_id, cause=placement.infeasible
                     )
+                    _count_death(actor, "creation_failed")
                     return self._set_dead(actor, placement.infeasible)
                 if placement.node_id:
                     held = self._reserved.setdefault(placement.node_id, {})
@@ -200,6 +213,7 @@ class ActorDirectory:
                 await self._nodes.changed.wait()
 
     async def _run_creation(self, actor_id: str, spec: bytes) -> pb.CreateActorReply:
+        began = time.perf_counter()
         first = self._store.get_actor(actor_id)
         request = {k: v for k, v in first.resources.amounts.items() if v > 0} if first else {}
         actor = await self._place(actor_id, request)
@@ -238,7 +252,18 @@ class ActorDirectory:
         actor.pending_reason = ""
         self._store.upsert_actor(actor)
         self._charge(node_id, request)
+        took = time.perf_counter() - began
+        RECORDER.observe("freight_head_scheduling_latency_seconds", ("actor",), took)
         logger.info("actor alive", actor_id=actor_id, node_id=node_id, worker_id=actor.worker_id)
+        if self._events is not None:
+            self._events.record(
+                "ACTOR_CREATED",
+                f"actor {actor.class_name} created (pid {actor.pid})",
+                actor_id=actor_id,
+                job_id=actor.job_id,
+                node_id=node_id,
+                worker_id=actor.worker_id,
+            )
         return pb.CreateActorReply(actor=actor)
 
     def _charge(self, node_id: str, request: Mapping[str, float]) -> None:
@@ -254,26 +279,41 @@ class ActorDirectory:
         actor = self._store.get_actor(actor_id) or pb.ActorInfo(actor_id=actor_id)
         if actor.state != DEAD:
             actor = self._set_dead(actor, cause)
+            _count_death(actor, "creation_failed")
         logger.warning("actor creation failed", actor_id=actor_id, cause=actor.death_cause)
         return pb.CreateActorReply(actor=actor)
 
-    def _set_dead(self, actor: pb.ActorInfo, cause: str) -> pb.ActorInfo:
+    def _set_dead(self, actor: pb.ActorInfo, cause: str, severity: str = "WARNING") -> pb.ActorInfo:
         actor.state = DEAD
         actor.death_cause = cause
         actor.pending_reason = ""
         actor.end_time = time.time()
         self._store.upsert_actor(actor)
+        if self._events is not None:
+            self._events.record(
+                "ACTOR_DEAD",
+                f"actor {actor.class_name or actor.actor_id} dead: {cause}",
+                severity=severity,
+                actor_id=actor.actor_id,
+                job_id=actor.job_id,
+                node_id=actor.node_id,
+                worker_id=actor.worker_id,
+            )
         return actor
 
     # ---- deaths ------------------------------------------------------------------------------
 
-    async def kill(self, actor_id: str, cause: str) -> bool:
-        """Kill the actor (force-stop its worker); return False if it was unknown or DEAD."""
+    async def kill(self, actor_id: str, cause: str, why: str = "killed") -> bool:
+        """Kill the actor (force-stop its worker); return False if it was unknown or DEAD.
+
+        ``why`` is the death cause label of ``freight_actor_deaths_total``.
+        """
         actor = self._store.get_actor(actor_id)
         if actor is None or actor.state == DEAD:
             return False
+        _count_death(actor, why)
         was_alive = actor.state == ALIVE
-        self._set_dead(actor, cause)
+        self._set_dead(actor, cause, "INFO")  # asked for: not a failure
         logger.info("actor killed", actor_id=actor_id, cause=cause)
         if was_alive:
             await self._kill_worker(actor)
@@ -304,6 +344,7 @@ class ActorDirectory:
         actor = self._store.get_actor(actor_id)
         if actor is not None and actor.state != DEAD:
             self._set_dead(actor, cause or "its worker exited")
+            _count_death(actor, "worker_died")
             logger.warning("actor died", actor_id=actor_id, cause=actor.death_cause)
 
     async def on_node_dead(self, node_id: str, reason: str) -> None:
@@ -311,6 +352,7 @@ class ActorDirectory:
         for actor in self._store.list_actors():
             if actor.node_id == node_id:
                 self._set_dead(actor, f"its node {node_id} died: {reason}")
+                _count_death(actor, "node_died")
 
     async def kill_job_actors(self, job_id: str) -> int:
         """Kill the live non-detached actors of a job; return how many were killed."""
@@ -318,7 +360,8 @@ class ActorDirectory:
             a.actor_id for a in self._store.list_actors() if a.job_id == job_id and not a.detached
         ]
         cause = f"its job {job_id} finished"
-        done = await asyncio.gather(*(self.kill(actor_id, cause) for actor_id in victims))
+        kills = (self.kill(actor_id, cause, "owner_died") for actor_id in victims)
+        done = await asyncio.gather(*kills)
         return sum(done)
 
     async def close(self) -> None:

@@ -10,10 +10,15 @@ The class does I/O only: it knows nothing of asyncio, scheduling or the network.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sqlite3
-from typing import TypeVar
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
 
 DEAD = "DEAD"
@@ -222,6 +227,11 @@ class ControlStore:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The SQLite connection, for modules that keep their own tables here (events)."""
+        return self._db
+
     def close(self) -> None:
         """Close the database (idempotent)."""
         if self._db is not None:
@@ -233,3 +243,26 @@ class ControlStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
+    labels = (method.__name__,)
+
+    @functools.wraps(method)
+    def timed(self: ControlStore, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            RECORDER.observe(
+                "freight_control_store_operation_seconds", labels, time.perf_counter() - start
+            )
+
+    return timed
+
+
+# Every public operation is timed in freight_control_store_operation_seconds{operation} (two
+# clock reads and one histogram update, about a microsecond).
+for _name, _fn in list(vars(ControlStore).items()):
+    if inspect.isfunction(_fn) and not _name.startswith("_") and _name != "close":
+        setattr(ControlStore, _name, _timed(_fn))

@@ -22,12 +22,20 @@ import grpc
 from grpc import aio
 from loguru import logger
 
+from freight.config import settings
 from freight.head.actors import ALIVE, ActorDirectory
 from freight.head.control_store import ControlStore
+from freight.head.events import EventStore
+from freight.head.metrics import HeadMetrics
 from freight.head.nodes import NodeDirectory, sum_amounts
+from freight.head.state_service import StateServiceServicer
+from freight.head.task_store import TaskStore
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+from freight.protocol.messages import unpack_task_rows
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
+from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
+from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
 
 HEAD_INFO_FILE = "head.json"
 CONTROL_DB_FILE = "control.db"
@@ -48,6 +56,7 @@ class HeadConfig:
     bind: str = "127.0.0.1"
     cluster_name: str = "freight"
     node_timeout_s: float = 30.0
+    metrics_port: int = 0  # the head's /metrics and /sd (0: any free port)
 
 
 def _rpc(
@@ -80,26 +89,53 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         self.start_time = time.time()
         self.stopping = asyncio.Event()
         self.store = store
+        self.events = EventStore(store, settings.events_max)
+        self._leaving: set[str] = set()  # nodes that unregistered: removed, not dead
         self.nodes = NodeDirectory(store, token, config.node_timeout_s, self._on_node_dead)
-        self.actors = ActorDirectory(store, self.nodes)
+        self.actors = ActorDirectory(store, self.nodes, self.events)
+        self.tasks = TaskStore()  # task records for the state API
+        self.metrics = HeadMetrics(store, config.session_dir, config.cluster_name)
 
     async def _on_node_dead(self, node_id: str, reason: str) -> None:
+        self.metrics.nodes_changed()
+        if node_id in self._leaving:
+            self.events.record("NODE_REMOVED", f"node left: {reason}", node_id=node_id)
+        else:
+            self.events.record(
+                "NODE_DEAD", f"node dead: {reason}", severity="ERROR", node_id=node_id
+            )
         await self.actors.on_node_dead(node_id, reason)
 
     # ---- nodes -------------------------------------------------------------------------------
 
     @_rpc
     async def RegisterNode(self, request, context):
+        known = self.store.get_node(request.node.node_id)
+        self.metrics.on_register(request.node)
         await self.nodes.register(request.node)
+        self.metrics.nodes_changed()
+        rejoined = " again" if known is not None and known.state == "DEAD" else ""
+        self.events.record(
+            "NODE_JOINED",
+            f"node joined{rejoined} ({request.node.hostname or request.node.agent_address})",
+            node_id=request.node.node_id,
+        )
         return pb.RegisterNodeReply(cluster_name=self.config.cluster_name)
 
     @_rpc
     async def Heartbeat(self, request, context):
-        return pb.HeartbeatReply(reregister=await self.nodes.heartbeat(request))
+        reregister = await self.nodes.heartbeat(request)
+        if not reregister:
+            self.metrics.on_heartbeat(request.node_id)
+        return pb.HeartbeatReply(reregister=reregister)
 
     @_rpc
     async def UnregisterNode(self, request, context):
-        await self.nodes.mark_dead(request.node_id, request.reason or "unregistered")
+        self._leaving.add(request.node_id)
+        try:
+            await self.nodes.mark_dead(request.node_id, request.reason or "unregistered")
+        finally:
+            self._leaving.discard(request.node_id)
         return pb.UnregisterNodeReply()
 
     @_rpc
@@ -118,6 +154,9 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         job.start_time = job.start_time or time.time()
         self.store.upsert_job(job)
         logger.info("job started", job_id=job.job_id, driver_pid=job.driver_pid)
+        self.events.record(
+            "JOB_STARTED", f"job started (driver pid {job.driver_pid})", job_id=job.job_id
+        )
         return pb.RegisterJobReply(job=job)
 
     @_rpc
@@ -130,6 +169,12 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         self.store.upsert_job(job)
         killed = await self.actors.kill_job_actors(job.job_id)
         logger.info("job finished", job_id=job.job_id, state=job.state, actors_killed=killed)
+        self.events.record(
+            "JOB_FINISHED",
+            f"job {job.state.lower()}",
+            severity="INFO" if job.state == "FINISHED" else "WARNING",
+            job_id=job.job_id,
+        )
         return pb.FinishJobReply()
 
     @_rpc
@@ -192,13 +237,31 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         )
 
     @_rpc
+    async def ReportEvents(self, request, context):
+        self.events.add_reported(request.events)
+        return pb.ReportEventsReply()
+
+    @_rpc
+    async def ReportTaskEvents(self, request, context):
+        events: list[Any] = list(request.events)
+        dropped = request.dropped
+        for chunk in request.packed:
+            unpacked, bad = unpack_task_rows(chunk)
+            events += unpacked
+            dropped += bad
+        self.tasks.apply(events, dropped)
+        return pb.ReportTaskEventsReply()
+
+    @_rpc
     async def Shutdown(self, request, context):
         logger.info("shutdown requested", reason=request.reason)
         self.stopping.set()
         return pb.ShutdownReply()
 
 
-def write_head_info(session_dir: str, address: str, cluster_name: str) -> str:
+def write_head_info(
+    session_dir: str, address: str, cluster_name: str, metrics_address: str = ""
+) -> str:
     """Write ``head.json`` atomically (temporary file, then rename); return its path."""
     path = os.path.join(session_dir, HEAD_INFO_FILE)
     info = {
@@ -206,6 +269,7 @@ def write_head_info(session_dir: str, address: str, cluster_name: str) -> str:
         "pid": os.getpid(),
         "cluster_name": cluster_name,
         "session_dir": session_dir,
+        "metrics_address": metrics_address,
     }
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -230,10 +294,15 @@ async def run_head(config: HeadConfig) -> None:
     session_dir = os.path.abspath(config.session_dir)
     token = read_token(session_dir)
     store = ControlStore(os.path.join(session_dir, CONTROL_DB_FILE))
-    server = aio.server(interceptors=[TokenAuthInterceptor(token)], options=CHANNEL_OPTIONS)
+    interceptors = [TokenAuthInterceptor(token), GrpcMetricsInterceptor(), *tracing_interceptors()]
+    server = aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     servicer = HeadServicer(config, store, token)
     pb_grpc.add_HeadServiceServicer_to_server(servicer, server)
+    state = StateServiceServicer(store, servicer.nodes, servicer.tasks, servicer.events)
+    pb_grpc.add_StateServiceServicer_to_server(state, server)
     health: asyncio.Task[None] | None = None
+    lag: asyncio.Task[None] | None = None
+    metrics_http = None
     try:
         port = server.add_insecure_port(f"{config.bind}:{config.port}")
         if not port:
@@ -245,7 +314,9 @@ async def run_head(config: HeadConfig) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, servicer.stopping.set)
         health = asyncio.create_task(servicer.nodes.health_loop())
-        write_head_info(session_dir, address, config.cluster_name)
+        lag = asyncio.create_task(watch_loop_lag("head"))
+        metrics_http = servicer.metrics.serve(config.bind, config.metrics_port, host)
+        write_head_info(session_dir, address, config.cluster_name, servicer.metrics.address)
         logger.info("head serving", address=address, cluster_name=config.cluster_name)
         await servicer.stopping.wait()
         logger.info("head stopping")
@@ -253,6 +324,10 @@ async def run_head(config: HeadConfig) -> None:
         if health is not None:
             health.cancel()
             await asyncio.gather(health, return_exceptions=True)
+        if lag is not None:
+            lag.cancel()
+        if metrics_http is not None:
+            await asyncio.to_thread(metrics_http.stop)
         _remove_head_info(session_dir)
         await server.stop(grace=2.0)
         await servicer.actors.close()

@@ -25,12 +25,15 @@ from freight.core.lease import Grant, Infeasible, LeaseManager, LeaseRequest, St
 from freight.exceptions import ObjectStoreFullError
 from freight.objects.shm import segment_dir
 from freight.objects.store import ObjectStore
+from freight.observe import tracing
 from freight.observe.aggregate import NodeFigures
 from freight.observe.recorder import RECORDER
 from freight.protocol import messages as m
 from freight.protocol.aio import AioConn, serve_connection
 from freight.protocol.frames import ProtocolError
 
+from .events import STORE_FULL_INTERVAL_S, EventOutbox, WorkerExits
+from .metrics import ActorUsage
 from .worker_pool import WorkerPool
 
 
@@ -45,6 +48,18 @@ def check_resources(resources: Any) -> None:
         for k, v in resources.items()
     ):
         raise ProtocolError(f"invalid resource request {resources!r}")
+
+
+# Task rows an agent holds for the head at most (then the oldest are dropped and counted).
+MAX_TASK_EVENT_BYTES = 64 << 20
+
+
+def _count_rows(chunk: bytes) -> int:
+    try:
+        rows = json.loads(chunk)
+    except ValueError:
+        return 1
+    return len(rows) if isinstance(rows, list) else 1
 
 
 class NodeAgent:
@@ -78,11 +93,16 @@ class NodeAgent:
         self.refused = 0
         # Telemetry: the figures of every process on this node, and task events for the head.
         self.figures = NodeFigures()
-        self.task_events: deque[tuple[Any, ...]] = deque()
-        self.max_task_events = max(1, settings.task_events_buffer) * 2
+        # Task rows from owners, as the JSON chunks they sent (forwarded to the head unparsed).
+        self.task_events: deque[bytes] = deque()
+        self.task_event_bytes = 0
         self.task_events_dropped = 0
         self.clean_exit: set[int] = set()  # connections that sent a final report
         self.job_labels: dict[str, dict[str, str]] = {}
+        self.actor_usage = ActorUsage()  # resource-seconds of this node's actors, for job cost
+        # Cluster events for the head (server.py sends them), and crash detection.
+        self.events = EventOutbox(node_id)
+        self.worker_exits = WorkerExits(self.events)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -136,6 +156,13 @@ class NodeAgent:
         role = conn.role
         if len(role) > 1 and role[0] == "driver" and not self.stopping.is_set():
             RECORDER.inc("freight_driver_disconnects_total", ("true" if clean else "false",))
+            if not clean:
+                job = str(role[2]) if len(role) > 2 else ""
+                self.events.record(
+                    "DRIVER_DISCONNECTED",
+                    f"the driver of job {job or '?'} disconnected without shutting down",
+                    job_id=job,
+                )
         owner = ""
         if len(role) < 2:
             pass  # a peer that never said who it is owns nothing here
@@ -151,11 +178,14 @@ class NodeAgent:
                 self.store.delete(gone)
         if len(role) > 1 and role[0] == "worker":
             wid = role[1]
+            if not self.stopping.is_set():
+                self.worker_exits.connection_closed(wid, self._worker_info(wid))
             self.worker_conns.pop(wid, None)
-            self.pool.kill(wid)
+            self.pool.connection_lost(wid)
             self._apply(self.leases.worker_exited(wid, "connection closed"))
             actor_id = self.actor_of_worker.pop(wid, None)
             if actor_id:
+                self.actor_usage.stopped(actor_id)
                 waiter = self.actor_waiters.pop(actor_id, None)
                 if waiter and not waiter.done():
                     waiter.set_exception(RuntimeError("the actor's worker process exited"))
@@ -164,6 +194,16 @@ class NodeAgent:
         # Workers own leases too (nested tasks, actors that submit tasks): take those back.
         self._apply(self.leases.client_gone(conn.id))
         self._notify()
+
+    def _worker_info(self, wid: str) -> dict[str, Any]:
+        """What a crash report says about a worker: pid, and the actor or job it served."""
+        slot = self.leases.workers.get(wid)
+        info: dict[str, Any] = {"pid": (slot.pid if slot else 0) or self.pool.pid(wid)}
+        info["actor_id"] = self.actor_of_worker.get(wid, "")
+        holder = self.conns.get(slot.client) if slot is not None and slot.client >= 0 else None
+        if holder is not None and len(holder.role) > 2 and holder.role[0] == "driver":
+            info["job_id"] = str(holder.role[2])
+        return info
 
     def _notify(self) -> None:
         async def notify() -> None:
@@ -185,7 +225,9 @@ class NodeAgent:
             self._apply(self.leases.request(req))
         elif t is m.ReturnLease:
             if msg.disconnect:
-                self.pool.kill(msg.worker_id)
+                # The owner lost the worker (usually because it died): killing what is left is
+                # cleanup, not a request to exit, so a death here still counts as a crash.
+                self.pool.kill(msg.worker_id, requested=False)
             else:
                 self._apply(self.leases.lease_returned(msg.worker_id))
             self._notify()
@@ -194,6 +236,10 @@ class NodeAgent:
                 path = self.store.reserve(msg.object_id, msg.size, msg.owner)
             except (ObjectStoreFullError, ValueError) as exc:
                 conn.send(m.Error(msg.req_id, str(exc), pickle.dumps(exc)))
+                if isinstance(exc, ObjectStoreFullError):
+                    self.events.record_throttled(
+                        "store_full", "OBJECT_STORE_FULL", str(exc), STORE_FULL_INTERVAL_S
+                    )
             else:
                 conn.send(m.Reserved(msg.req_id, path))
         elif t is m.SealObject:
@@ -219,26 +265,27 @@ class NodeAgent:
 
     def _on_telemetry(self, conn: AioConn, msg: m.Telemetry) -> None:
         self.figures.update(conn.id, msg.metrics, msg.usage)
-        if not isinstance(msg.task_events, list) or not isinstance(msg.dropped, int):
+        if not isinstance(msg.task_events, bytes) or not isinstance(msg.dropped, int):
             raise ProtocolError("malformed task events in a telemetry report")
-        events = self.task_events
-        self.task_events_dropped += msg.dropped
-        for ev in msg.task_events:
-            if not isinstance(ev, tuple) or len(ev) != len(m.TaskEvent._fields):
-                raise ProtocolError("malformed task event in a telemetry report")
-            if len(events) >= self.max_task_events:
-                events.popleft()
-                self.task_events_dropped += 1
-            events.append(ev)
+        self.task_events_dropped += max(0, msg.dropped)
+        chunk = msg.task_events
+        if chunk:
+            while self.task_events and self.task_event_bytes + len(chunk) > MAX_TASK_EVENT_BYTES:
+                old = self.task_events.popleft()  # the head is not keeping up: drop the oldest
+                self.task_event_bytes -= len(old)
+                self.task_events_dropped += _count_rows(old)
+            self.task_events.append(chunk)
+            self.task_event_bytes += len(chunk)
         if msg.final:
             self.clean_exit.add(conn.id)
 
-    def take_task_events(self) -> tuple[list[tuple[Any, ...]], int]:
-        """The task events received since the last call, and how many were dropped."""
-        events = list(self.task_events)
+    def take_task_events(self) -> tuple[list[bytes], int]:
+        """The task-row chunks received since the last call, and how many rows were dropped."""
+        chunks = list(self.task_events)
         self.task_events.clear()
+        self.task_event_bytes = 0
         dropped, self.task_events_dropped = self.task_events_dropped, 0
-        return events, dropped
+        return chunks, dropped
 
     def _apply(self, actions: list[Any]) -> None:
         for act in actions:
@@ -293,6 +340,8 @@ class NodeAgent:
             creation_error = await fut
         except RuntimeError as exc:
             return w.worker_id, w.address, w.pid, b"", str(exc)
+        if not creation_error:
+            self.actor_usage.started(actor_id, job_id, resources)
         # Keep the pool warm for tasks: the claimed worker now belongs to the actor.
         self._apply(self.leases._dispatch())
         return w.worker_id, w.address, w.pid, creation_error, ""
@@ -305,8 +354,17 @@ class NodeAgent:
         if not force:
             conn = self.worker_conns.get(worker_id)
             if conn is not None:
+                self.pool.request_exit(worker_id)
                 conn.send(m.ExitWorker("asked to exit"))
                 return True
+        self.worker_exits.expect(worker_id)
+        conn = self.worker_conns.get(worker_id) if tracing.ENABLED else None
+        if conn is not None:
+            # Let it send its queued trace spans first (it gives that 1 s), then make sure.
+            self.pool.request_exit(worker_id)
+            conn.send(m.ExitWorker("killed"))
+            asyncio.get_running_loop().call_later(1.5, self.pool.kill, worker_id, True)
+            return True
         return self.pool.kill(worker_id, force=True)
 
     # -- housekeeping ------------------------------------------------------------------------
@@ -317,8 +375,14 @@ class NodeAgent:
             for wid in self.leases.idle_surplus(time.time(), idle_timeout):
                 conn = self.worker_conns.get(wid)
                 if conn is not None and self.leases.retire(wid):
+                    self.worker_exits.expect(wid)
+                    self.pool.request_exit(wid)
                     conn.send(m.ExitWorker("idle beyond the CPU count"))
             for wid, rc in self.pool.reap():
+                if not self.stopping.is_set():
+                    unregistered = wid in self.leases.workers and wid not in self.worker_conns
+                    info = self._worker_info(wid) if unregistered else None
+                    self.worker_exits.exited(wid, rc, info)
                 if wid in self.leases.workers and wid not in self.worker_conns:
                     # Died before it registered: forget it so a replacement can start.
                     self._apply(self.leases.worker_exited(wid, f"exited with code {rc}"))

@@ -18,14 +18,20 @@ from loguru import logger
 
 from freight.config import settings
 from freight.objects.store import default_capacity
+from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import messages as m
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, aio_channel, read_token
+from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
+from freight.util.grpc_tracing import setup as setup_tracing
 from freight.util.process import set_parent_death_signal, setup_process_logging
 
 from .agent import NodeAgent
+from .events import event_loop
+from .metrics import serve_node_metrics
+from .worker_info import WorkerInfoSource
 
 HEARTBEAT_S = 1.0
 
@@ -34,6 +40,7 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
     def __init__(self, agent: NodeAgent, node_info: pb.NodeInfo) -> None:
         self.agent = agent
         self.node_info = node_info
+        self.worker_info = WorkerInfoSource()  # rows of ListWorkers
 
     async def StartActor(self, request: pb.StartActorRequest, context: Any) -> pb.StartActorReply:
         actor = request.actor
@@ -67,6 +74,9 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
                 for e in self.agent.store.list_objects()
             ]
         )
+
+    async def ListWorkers(self, request: Any, context: Any) -> pb.ListWorkersReply:
+        return pb.ListWorkersReply(workers=self.worker_info.rows(self.agent))
 
     async def Shutdown(self, request: Any, context: Any) -> pb.ShutdownReply:
         logger.info("shutdown requested: {}", request.reason)
@@ -112,36 +122,41 @@ async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None
             pass
 
 
-TASK_EVENT_BATCH = 5000
+WORKER_FLUSH_S = 1.5
+
+
+async def let_workers_flush(agent: NodeAgent) -> None:
+    """Ask the workers to exit by themselves, so each sends its queued trace spans first.
+
+    Stopping kills workers outright, which would lose the spans of a short program's last
+    tasks. Each worker flushes with its own deadline (1 s); this waits at most WORKER_FLUSH_S.
+    """
+    asked = list(agent.worker_conns.items())
+    for _wid, conn in asked:
+        conn.send(m.ExitWorker("the node is stopping"))
+    procs = [p for wid, _ in asked if (p := agent.pool.procs.get(wid)) is not None]
+    deadline = time.monotonic() + WORKER_FLUSH_S
+    while time.monotonic() < deadline and any(p.popen.poll() is None for p in procs):
+        await asyncio.sleep(0.02)  # polling child processes' exit, bounded by the deadline
 
 
 async def task_event_loop(agent: NodeAgent, head: Any) -> None:
-    """Forward the task events of this node's owners to the head's state service."""
-    fields = m.TaskEvent._fields
+    """Forward the task rows of this node's owners to the head's state service."""
     interval = settings.telemetry_interval_s
     while not agent.stopping.is_set():
         try:
             await asyncio.wait_for(agent.stopping.wait(), timeout=interval)
         except TimeoutError:
             pass
-        events, dropped = agent.take_task_events()
-        for i in range(0, max(len(events), 1), TASK_EVENT_BATCH):
-            batch = events[i : i + TASK_EVENT_BATCH]
-            if not batch and not dropped:
-                break
-            request = pb.ReportTaskEventsRequest(
-                node_id=agent.node_id,
-                events=[pb.TaskEvent(**dict(zip(fields, ev, strict=True))) for ev in batch],
-                dropped=dropped,
-            )
-            dropped = 0
-            try:
-                await head.ReportTaskEvents(request, timeout=10)
-            except grpc.aio.AioRpcError as exc:
-                RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), len(batch))
-                logger.warning(
-                    "could not send {} task events to the head: {}", len(batch), exc.details()
-                )
+        chunks, dropped = agent.take_task_events()
+        if not chunks and not dropped:
+            continue
+        request = pb.ReportTaskEventsRequest(node_id=agent.node_id, packed=chunks, dropped=dropped)
+        try:
+            await head.ReportTaskEvents(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), len(chunks))
+            logger.warning("could not send task events to the head: {}", exc.details())
 
 
 async def amain(args: argparse.Namespace) -> None:
@@ -170,7 +185,9 @@ async def amain(args: argparse.Namespace) -> None:
     )
     await agent.start()
     interceptor = TokenAuthInterceptor(token)
-    server = grpc.aio.server(interceptors=[interceptor], options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(
+        interceptors=[interceptor, GrpcMetricsInterceptor()], options=CHANNEL_OPTIONS
+    )
     node = pb.NodeInfo(
         node_id=args.node_id,
         data_socket=agent.data_socket,
@@ -199,8 +216,11 @@ async def amain(args: argparse.Namespace) -> None:
             logger.warning("could not report actor death: {}", exc.details())
 
     agent.on_actor_death = report_actor_death
+    metrics, metrics_http = serve_node_metrics(agent, head, args.bind, args.metrics_port)
+    node.metrics_address = metrics_http.address(args.bind)
     fill_dynamic(node, agent)
-    await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=10)
+    registered = await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=10)
+    metrics.cluster = registered.cluster_name
     agent.write_node_file(node.agent_address)
     logger.info("node agent {} up at {} ({})", args.node_id, node.agent_address, agent.data_socket)
 
@@ -210,7 +230,9 @@ async def amain(args: argparse.Namespace) -> None:
     tasks = [
         asyncio.ensure_future(heartbeat_loop(agent, node, head)),
         asyncio.ensure_future(agent.reap_loop()),
+        asyncio.ensure_future(watch_loop_lag("agent")),
         asyncio.ensure_future(task_event_loop(agent, head)),
+        asyncio.ensure_future(event_loop(agent.events, head, agent.stopping)),
     ]
     await agent.stopping.wait()
     try:
@@ -221,7 +243,10 @@ async def amain(args: argparse.Namespace) -> None:
         pass
     for t in tasks:
         t.cancel()
+    if tracing.ENABLED:
+        await let_workers_flush(agent)
     await agent.stop()
+    await asyncio.to_thread(metrics_http.stop)
     await server.stop(grace=0.5)
     await channel.close()
     logger.info("node agent {} stopped", args.node_id)
@@ -243,12 +268,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resources", default="{}")
     p.add_argument("--object-store-memory", type=int, default=0)
     p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--metrics-port", type=int, default=0, help="/metrics port (0: any free)")
     p.add_argument("--head-node", action="store_true")
     p.add_argument("--die-with-parent", action="store_true")
     args = p.parse_args(argv)
     if args.die_with_parent:
         set_parent_death_signal()
-    setup_process_logging(args.session_dir, f"agent-{args.node_id[:12]}")
+    setup_process_logging(
+        args.session_dir, f"agent-{args.node_id[:12]}", "agent", {"node_id": args.node_id}
+    )
+    setup_tracing("agent", args.session_dir, args.node_id, background=True)
     try:
         asyncio.run(amain(args))
     except Exception as exc:

@@ -9,6 +9,8 @@ import sys
 import uuid
 from dataclasses import dataclass
 
+from freight.observe.recorder import RECORDER
+
 
 @dataclass
 class WorkerProcess:
@@ -27,6 +29,11 @@ class WorkerPool:
         self.token = token
         self.procs: dict[str, WorkerProcess] = {}
         self.started_total = 0
+        # Crash accounting: a worker that exits without being asked to is a crash, and the next
+        # spawn after a crash is its replacement (a restart).
+        self.exit_requested: set[str] = set()
+        self.lost: set[str] = set()
+        self.owed_replacements = 0
 
     def spawn(self) -> str:
         worker_id = uuid.uuid4().hex[:16]
@@ -53,16 +60,34 @@ class WorkerPool:
             )
         self.procs[worker_id] = WorkerProcess(worker_id, popen, log_path)
         self.started_total += 1
+        RECORDER.inc("freight_worker_starts_total")
+        if self.owed_replacements:
+            self.owed_replacements -= 1
+            RECORDER.inc("freight_worker_restarts_total")
         return worker_id
 
     def pid(self, worker_id: str) -> int:
         p = self.procs.get(worker_id)
         return p.popen.pid if p else 0
 
-    def kill(self, worker_id: str, force: bool = True) -> bool:
+    def request_exit(self, worker_id: str) -> None:
+        """The agent asked this worker to exit: its exit is not a crash."""
+        if worker_id in self.procs:
+            self.exit_requested.add(worker_id)
+
+    def connection_lost(self, worker_id: str) -> None:
+        """The worker's connection closed: make sure it is gone; unasked, a replacement is owed."""
+        if worker_id in self.procs and worker_id not in self.exit_requested:
+            self.lost.add(worker_id)
+            self.owed_replacements += 1
+        self.kill(worker_id, requested=False)
+
+    def kill(self, worker_id: str, force: bool = True, requested: bool = True) -> bool:
         p = self.procs.get(worker_id)
         if p is None or p.popen.poll() is not None:
             return False
+        if requested:
+            self.exit_requested.add(worker_id)
         try:
             p.popen.send_signal(signal.SIGKILL if force else signal.SIGTERM)
         except ProcessLookupError:
@@ -77,9 +102,18 @@ class WorkerPool:
             if rc is not None:
                 gone.append((wid, rc))
                 del self.procs[wid]
+                if wid in self.exit_requested:
+                    self.exit_requested.discard(wid)
+                    continue
+                RECORDER.inc("freight_worker_crashes_total", (exit_cause(rc),))
+                if wid in self.lost:
+                    self.lost.discard(wid)
+                else:  # died before it connected: its replacement is owed from now on
+                    self.owed_replacements += 1
         return gone
 
     def stop_all(self, timeout: float = 3.0) -> None:
+        self.exit_requested.update(self.procs)
         for p in self.procs.values():
             if p.popen.poll() is None:
                 try:
@@ -93,3 +127,13 @@ class WorkerPool:
                 p.popen.kill()
                 p.popen.wait()
         self.procs.clear()
+
+
+def exit_cause(returncode: int) -> str:
+    """``-9`` -> ``SIGKILL``; ``1`` -> ``exit_code_1`` (the crash counter's cause label)."""
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal_{-returncode}"
+    return f"exit_code_{returncode}"

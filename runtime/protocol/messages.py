@@ -6,6 +6,7 @@ receiver rebuilds the NamedTuple with ``MESSAGE_TYPES[kind](*fields)``.
 
 from __future__ import annotations
 
+import json
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -244,10 +245,44 @@ class TaskEvent(NamedTuple):
     error: str
 
 
+_EVENT_FIELDS = len(TaskEvent._fields)
+
+
+def unpack_task_rows(chunk: bytes) -> tuple[list[TaskEvent], int]:
+    """Expand one owner's JSON report into a TaskEvent per transition.
+
+    Returns the events and the number of rows that were malformed (skipped, to be counted as
+    dropped); a chunk that is not a JSON array counts as one malformed row.
+    """
+    try:
+        rows = json.loads(chunk)
+    except ValueError:
+        return [], 1
+    if not isinstance(rows, list):
+        return [], 1
+    out: list[TaskEvent] = []
+    bad = 0
+    make = tuple.__new__
+    n = _EVENT_FIELDS
+    for row in rows:
+        if type(row) is not list or len(row) != n + 1 or type(row[n]) is not list:
+            bad += 1
+            continue
+        head, tail = row[:8], row[11:n]
+        try:
+            for when, state, cause in row[n]:
+                out.append(make(TaskEvent, (*head, state, float(when), cause, *tail)))
+        except (TypeError, ValueError):
+            bad += 1
+    return out, bad
+
+
 class Telemetry(NamedTuple):
     metrics: dict[str, Any]  # freight.observe.recorder snapshot (cumulative)
     usage: dict[tuple[str, str], float]  # cumulative resource-seconds by (job id, resource)
-    task_events: list[tuple[Any, ...]]  # TaskEvent tuples since the last report
+    # JSON array of task rows changed since the last report: the TaskEvent fields (latest state)
+    # followed by a list of [time, state, cause] transitions not sent before; b"" when none
+    task_events: bytes
     dropped: int  # task events dropped since the last report
     final: bool  # the process is shutting down cleanly
 

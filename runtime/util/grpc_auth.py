@@ -19,6 +19,7 @@ from grpc import aio
 from loguru import logger
 
 from freight.config import settings
+from freight.observe.recorder import RECORDER
 
 TOKEN_METADATA_KEY = "x-freight-token"
 TOKEN_FILE = "token"
@@ -129,6 +130,7 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
     def _refusal(self, method: str) -> grpc.RpcMethodHandler:
         async def refuse(_request: Any, context: aio.ServicerContext) -> None:
             self.refused += 1
+            RECORDER.inc("freight_auth_refused_total", ("grpc",))
             host = _peer_host(context.peer() or "unknown")
             if host not in self._logged_peers:
                 self._logged_peers.add(host)

@@ -6,8 +6,8 @@ import ctypes
 import os
 import signal
 import sys
-
-from loguru import logger
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from freight.config import settings
 
@@ -27,11 +27,25 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
         os._exit(1)
 
 
-def setup_process_logging(session_dir: str, name: str) -> str:
-    """Send this process's loguru records to ``SESSION/logs/<name>.log`` as JSON lines."""
-    logs = os.path.join(session_dir, "logs")
-    os.makedirs(logs, exist_ok=True)
-    path = os.path.join(logs, f"{name}.log")
-    logger.remove()
-    logger.add(path, level=settings.log_level, serialize=True, enqueue=False)
-    return path
+def setup_process_logging(
+    session_dir: str,
+    name: str,
+    component: str = "",
+    static_ids: Mapping[str, Any] | None = None,
+    current_ids: Callable[[], Mapping[str, Any] | None] | None = None,
+) -> str:
+    """Send this process's loguru records to ``SESSION/logs/<name>.log`` as JSON lines.
+
+    Each record carries ``component`` (default: ``name`` up to its first ``-``), the fixed
+    ``static_ids`` and whatever ``current_ids()`` returns (see :mod:`freight.observe.logging`).
+    """
+    from freight.observe.logging import configure_logging
+
+    return configure_logging(
+        session_dir,
+        name,
+        component or name.split("-", 1)[0],
+        level=settings.log_level,
+        static_ids=static_ids,
+        current_ids=current_ids,
+    )

@@ -10,7 +10,8 @@ import sys
 
 from freight.client.core_worker import CoreWorker
 from freight.protocol import messages as m
-from freight.util.process import set_parent_death_signal
+from freight.util.grpc_tracing import setup as setup_tracing
+from freight.util.process import set_parent_death_signal, setup_process_logging
 
 from .executor import Executor, install_output_forwarding
 
@@ -20,6 +21,28 @@ def main() -> None:
     set_parent_death_signal()
     # `kill -USR1 <pid>` writes every thread's stack to the worker's log: for stuck tasks.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # JSON log lines carry the ids of the task the logging thread runs (see task_ids below).
+    ex: Executor | None = None
+    cw: CoreWorker | None = None
+
+    def task_ids() -> dict[str, str] | None:
+        task = cw.current_task if cw is not None else None
+        if task is None:  # between tasks: the actor this worker hosts, if any
+            return {"actor_id": ex.actor_id, "job_id": cw.job_id} if ex and cw else None
+        return {
+            "job_id": task.job_id,
+            "task_id": task.task_id.hex() if task.task_id else "",
+            "actor_id": task.actor_id,
+        }
+
+    setup_process_logging(
+        session_dir,
+        f"worker-{worker_id}",
+        "worker",
+        {"node_id": node_id, "worker_id": worker_id},
+        task_ids,
+    )
+    setup_tracing("worker", session_dir, node_id, worker_id)
     token = os.environ.get("FREIGHT_TOKEN", "")
     with open(os.path.join(session_dir, "head.json")) as f:
         head_address = json.load(f)["address"]

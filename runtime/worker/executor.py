@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+from loguru import logger
 
 from freight import exceptions as exc
 from freight.client.args import substitute
 from freight.client.core_worker import CoreWorker
+from freight.config import settings
 from freight.objects import serialization as ser
+from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import frames
 from freight.protocol import messages as m
@@ -59,6 +62,8 @@ class Executor:
         # threads that deliver CancelTask: a cancel is never lost between two of them.
         self.cancel_lock = threading.Lock()
         self.interruptible = False  # the main thread is inside user code
+        # Task start/finish lines only at DEBUG: a bool test keeps the hot path free of logging.
+        self.log_tasks = settings.log_level.upper() in ("DEBUG", "TRACE")
         signal.signal(signal.SIGINT, self._on_sigint)
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -81,6 +86,8 @@ class Executor:
         if type(msg) is m.CreateActor:
             self.queue.put(msg)
         elif type(msg) is m.ExitWorker:
+            if tracing.ENABLED:
+                tracing.flush(1.0)  # os._exit skips exit hooks: send the spans first
             os._exit(0)
 
     def run_forever(self) -> None:
@@ -151,15 +158,24 @@ class Executor:
         self.cw.job_id = msg.job_id
         self.cw.driver_address = spec.get("driver", "")
         token = self.cw.set_current_task(ctx)
+        carrier = spec.get("trace_context")
+        span = None
+        if tracing.ENABLED and carrier:
+            span = tracing.task_begin(
+                ctx.name, carrier, b"", msg.job_id, msg.actor_id, f"actor creation {ctx.name}"
+            )
         error = b""
         try:
             cls = cloudpickle.loads(spec["class_blob"])
             args, kwargs = self._load_args(spec["args"], spec["arg_refs"])
             self.actor = cls(*args, **kwargs)
         except BaseException as e:
+            tracing.finish(span, e)
             error = self._error_blob(f"{self.actor_class}.__init__", e)
         finally:
             self.cw.reset_current_task(token)
+            if span is not None:
+                tracing.finish(span)
         is_async = spec.get("is_async", False)
         concurrency = spec.get("max_concurrency", 1000 if is_async else 1)
         if not error:
@@ -190,6 +206,11 @@ class Executor:
         return fn
 
     def _load_args(self, packed: bytes, arg_refs: list[tuple[bytes, str, Any]]) -> Any:
+        if tracing.ENABLED:
+            return tracing.in_span("argument fetch", self._decode_args, packed, arg_refs)
+        return self._decode_args(packed, arg_refs)
+
+    def _decode_args(self, packed: bytes, arg_refs: list[tuple[bytes, str, Any]]) -> Any:
         cw = self.cw
         args, kwargs = cw.deserialize(lambda: ser.unpack(packed))
         values = [cw.decode(v) for _, _, v in arg_refs]
@@ -201,10 +222,20 @@ class Executor:
         self.cw.job_id = msg.job_id
         if msg.driver:
             self.cw.driver_address = msg.driver
-        return self.cw.set_current_task(ctx), ctx
+        token = self.cw.set_current_task(ctx)
+        if self.log_tasks:
+            logger.debug("task {} started", msg.name)
+        return token, ctx
+
+    def _trace(self, msg: m.PushTask) -> tracing.Active | None:
+        if not msg.trace_context:
+            return None  # the owner does not trace
+        tc = msg.trace_context
+        return tracing.task_begin(msg.name, tc, msg.task_id, msg.job_id, msg.actor_id)
 
     def execute(self, fs: frames.FrameSocket, msg: m.PushTask, caller: str) -> None:
         token, ctx = self._begin(msg, caller)
+        span = self._trace(msg) if tracing.ENABLED else None
         start = time.time()
         try:
             fn = self._function(msg)
@@ -215,19 +246,24 @@ class Executor:
             done = self._results(msg, ctx, result, start)
         except _Cancelled:
             err = exc.TaskCancelledError(msg.task_id.hex())
+            tracing.finish(span, err)
             done = m.TaskDone(msg.task_id, None, pickle.dumps(err), False, [], start, time.time())
         except BaseException as e:
+            tracing.finish(span, e)
             done = m.TaskDone(
                 msg.task_id, None, self._error_blob(msg.name, e), True, [], start, time.time()
             )
         finally:
             self.cw.reset_current_task(token)
+            if span is not None:  # end it before the reply: the owner may exit once it has it
+                tracing.finish(span)
         self._reply(fs, done)
 
     async def execute_async(self, fs: frames.FrameSocket, msg: m.PushTask, caller: str) -> None:
         assert self.semaphore is not None
         async with self.semaphore:
             token, ctx = self._begin(msg, caller)
+            span = self._trace(msg) if tracing.ENABLED else None
             start = time.time()
             try:
                 fn = self._function(msg)
@@ -237,20 +273,36 @@ class Executor:
                     result = await result
                 done = self._results(msg, ctx, result, start)
             except BaseException as e:
+                tracing.finish(span, e)
                 done = m.TaskDone(
                     msg.task_id, None, self._error_blob(msg.name, e), True, [], start, time.time()
                 )
             finally:
                 self.cw.reset_current_task(token)
+                if span is not None:
+                    tracing.finish(span)
         self._reply(fs, done)
 
     def _reply(self, fs: frames.FrameSocket, done: m.TaskDone) -> None:
+        if self.log_tasks:
+            logger.debug(
+                "task finished: {} in {:.6f} s",
+                "failed" if done.error else "ok",
+                done.end_time - done.start_time,
+                task_id=done.task_id.hex(),
+                job_id=self.cw.job_id,
+            )
         try:
             fs.send(done)
         except OSError:
             pass  # the owner is gone; nothing to deliver to
 
     def _results(self, msg: m.PushTask, ctx: TaskContext, result: Any, start: float) -> m.TaskDone:
+        if tracing.ENABLED:
+            return tracing.in_span("result store", self._store, msg, ctx, result, start)
+        return self._store(msg, ctx, result, start)
+
+    def _store(self, msg: m.PushTask, ctx: TaskContext, result: Any, start: float) -> m.TaskDone:
         n = len(msg.return_ids)
         if n == 1:
             values = [result]
@@ -300,6 +352,10 @@ class OutputForwarder:
         self.name = name
         self.buf = ""
         self.lock = threading.Lock()
+        # Each line is also a record of the worker's JSON log, with the running task's ids.
+        self.log = logger.bind(stream=name)
+        self.level = "INFO" if name == "stdout" else "ERROR"
+        self.logging = threading.local()  # set while logging: loguru's own errors print here
 
     def write(self, text: str) -> int:
         self.stream.write(text)
@@ -308,8 +364,21 @@ class OutputForwarder:
             if "\n" not in self.buf:
                 return len(text)
             lines, _, self.buf = self.buf.rpartition("\n")
+        self._log(lines)
         self._send(lines)
         return len(text)
+
+    def _log(self, lines: str) -> None:
+        if getattr(self.logging, "active", False):
+            return
+        self.logging.active = True
+        try:
+            for line in lines.split("\n"):
+                self.log.log(self.level, line)
+        except Exception:
+            pass  # the log is best effort; the driver still gets the line
+        finally:
+            self.logging.active = False
 
     def _send(self, lines: str) -> None:
         cw = self.cw

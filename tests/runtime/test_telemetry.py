@@ -72,23 +72,55 @@ def test_transitions_become_counters_histograms_and_usage(pair) -> None:
     assert msg.final is False
 
 
-def test_events_are_bounded_and_drops_counted(pair) -> None:
+def test_one_row_per_task_with_its_transitions_and_drops_counted(pair) -> None:
     owner, tel, peer = pair
-    run(owner, 3)  # 3 tasks x 4 transitions = 12 events into a buffer of 5
+    run(owner, 8)  # 8 tasks into a buffer of 5 tasks: 3 tasks x 4 transitions dropped
     tel.report()
     msg = peer.recv()
-    assert len(msg.task_events) == 5 and msg.dropped == 7
-    last = m.TaskEvent(*msg.task_events[-1])
-    assert (last.state, last.name, last.worker_id, last.node_id) == (
-        "FINISHED",
+    events, bad = m.unpack_task_rows(msg.task_events)
+    assert bad == 0 and msg.dropped == 12
+    assert len(events) == 5 * 4  # one event per transition, expanded from 5 rows
+    by_task: dict[str, list[str]] = {}
+    for ev in events:
+        by_task.setdefault(ev.task_id, []).append(ev.state)
+    assert (
+        list(by_task.values())
+        == [["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "FINISHED"]]
+        * 5
+    )
+    last = events[-1]
+    assert (last.name, last.worker_id, last.node_id, last.job_id) == (
         "f",
         "w1",
         "node-1",
+        "01000000",
     )
     assert last.start_time > 0 and last.end_time > last.start_time
     tel.report()
     again = peer.recv()
-    assert again.task_events == [] and again.dropped == 0  # each event is sent once
+    assert again.task_events == b"" and again.dropped == 0  # each transition is sent once
+
+
+def test_a_task_touched_again_sends_only_its_new_transitions(pair) -> None:
+    owner, tel, peer = pair
+    rec = TaskRecord(b"t" * 16, "f", max_retries=0)
+    owner.tasks.submit(rec, args_ready=True)
+    tel.report()
+    first, _ = m.unpack_task_rows(peer.recv().task_events)
+    owner.tasks.dispatched(rec.task_id, "w1")
+    owner.tasks.finished(rec.task_id)
+    tel.report()
+    second, _ = m.unpack_task_rows(peer.recv().task_events)
+    assert [e.state for e in first] == ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT"]
+    assert [e.state for e in second] == ["SUBMITTED_TO_WORKER", "FINISHED"]
+
+
+@pytest.mark.parametrize(
+    "chunk", [b"not json", b'{"a": 1}', b'[["too", "short"]]', b"[[" + b'"x",' * 19 + b'"bad"]]']
+)
+def test_malformed_task_rows_are_counted_not_raised(chunk: bytes) -> None:
+    events, bad = m.unpack_task_rows(chunk)
+    assert events == [] and bad == 1
 
 
 def test_gauges_count_live_tasks_by_state_and_reason(pair) -> None:
@@ -104,7 +136,7 @@ def test_gauges_count_live_tasks_by_state_and_reason(pair) -> None:
 
 
 def test_gc_pause_is_recorded_without_taking_locks(pair) -> None:
-    owner, tel, peer = pair
+    _, tel, peer = pair
     # A collection that starts while this thread holds the recorder's lock must not deadlock.
     with tel.rec._lock:
         gc.collect()
@@ -115,7 +147,7 @@ def test_gc_pause_is_recorded_without_taking_locks(pair) -> None:
 
 
 def test_close_sends_a_final_report(pair) -> None:
-    owner, tel, peer = pair
+    _, tel, peer = pair
     tel.close()
     assert peer.recv().final is True
 

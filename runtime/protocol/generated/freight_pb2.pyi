@@ -441,14 +441,16 @@ class TaskEvent(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., name: _Optional[str] = ..., actor_id: _Optional[str] = ..., parent_task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., time: _Optional[float] = ..., cause: _Optional[str] = ..., pending_reason: _Optional[str] = ..., error_type: _Optional[str] = ..., error_kind: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., trace_id: _Optional[str] = ..., owner_address: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ReportTaskEventsRequest(_message.Message):
-    __slots__ = ("node_id", "events", "dropped")
+    __slots__ = ("node_id", "events", "dropped", "packed")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
     dropped: int
-    def __init__(self, node_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
+    packed: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, node_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., dropped: _Optional[int] = ..., packed: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ReportTaskEventsReply(_message.Message):
     __slots__ = ()
@@ -514,7 +516,7 @@ class ListStateRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ...) -> None: ...
 
 class ListStateReply(_message.Message):
-    __slots__ = ("rows", "total", "matched", "next_cursor", "truncated", "warnings", "dropped", "partial")
+    __slots__ = ("rows", "total", "matched", "next_cursor", "truncated", "warnings", "dropped", "partial", "remaining")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
@@ -523,6 +525,7 @@ class ListStateReply(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedScalarFieldContainer[str]
     total: int
     matched: int
@@ -531,7 +534,8 @@ class ListStateReply(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     dropped: int
     partial: bool
-    def __init__(self, rows: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., matched: _Optional[int] = ..., next_cursor: _Optional[str] = ..., truncated: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
+    remaining: int
+    def __init__(self, rows: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., matched: _Optional[int] = ..., next_cursor: _Optional[str] = ..., truncated: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ..., partial: _Optional[bool] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ("kind", "id")
