@@ -24,6 +24,9 @@ from .catalogue import BOUNDED, BY_NAME, OTHER, Type
 Snapshot = dict[str, dict[tuple[str, tuple[str, ...]], Any]]
 
 
+MAX_CACHED_KEYS = 100_000  # resolved (name, labels) keys kept for the hot path
+
+
 class LabelBound:
     """Sticky top-N folding of one label's values: the first N seen keep their name."""
 
@@ -53,6 +56,7 @@ class Recorder:
         self.gauges: dict[tuple[str, tuple[str, ...]], float] = {}
         self.histograms: dict[tuple[str, tuple[str, ...]], list[float]] = {}
         self._bounds: dict[str, LabelBound] = {}
+        self._keys: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
         # Positions of bounded labels per metric, so the hot path folds without a lookup.
         self._bounded_at: dict[str, tuple[int, ...]] = {
             m.name: tuple(i for i, label in enumerate(m.labels) if label in BOUNDED)
@@ -62,6 +66,10 @@ class Recorder:
         self.enabled = True
 
     def _key(self, name: str, labels: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        key = (name, labels)
+        got = self._keys.get(key)
+        if got is not None:
+            return got
         at = self._bounded_at[name]
         if at:
             folded = list(labels)
@@ -72,6 +80,8 @@ class Recorder:
                     bound = self._bounds[label] = LabelBound(self.top_n)
                 folded[i] = bound.fold(labels[i])
             labels = tuple(folded)
+        if len(self._keys) < MAX_CACHED_KEYS:
+            self._keys[key] = (name, labels)  # folding is sticky, so the answer never changes
         return (name, labels)
 
     def inc(self, name: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
@@ -123,6 +133,7 @@ class Recorder:
             self.gauges.clear()
             self.histograms.clear()
             self._bounds.clear()
+            self._keys.clear()
 
     def folded_values(self) -> int:
         return sum(b.folded for b in self._bounds.values())

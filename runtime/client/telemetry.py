@@ -12,7 +12,6 @@ task events to the head's state service. A clean shutdown sends a final report.
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import threading
 import time
@@ -116,7 +115,7 @@ class Telemetry:
             return
         touched[rec.task_id] = rec
 
-    def _rows(self, records: list[TaskRecord]) -> list[list[Any]]:
+    def _rows(self, records: list[TaskRecord]) -> list[tuple[Any, ...]]:
         """One row per task: TaskEvent fields (latest state) + the transitions not yet sent."""
         cw = self.cw
         node, address = cw.node_id, cw.address
@@ -128,7 +127,7 @@ class Telemetry:
             rec.reported += len(trs)
             last = trs[-1]
             rows.append(
-                [
+                (
                     rec.task_id.hex(),
                     rec.job_id,
                     rec.name,
@@ -148,8 +147,8 @@ class Telemetry:
                     rec.trace_id,
                     address,
                     last.cause if last.new == "FAILED" else "",
-                    [[t.time, t.new, t.cause] for t in trs],
-                ]
+                    [(t.time, t.new, t.cause) for t in trs],
+                )
             )
         return rows
 
@@ -202,9 +201,8 @@ class Telemetry:
         with self.lock:
             usage = dict(self.usage)
         snap = self.rec.snapshot()
-        events = json.dumps(rows, separators=(",", ":")).encode() if rows else b""
         try:
-            self.cw.agent.send(m.Telemetry(snap, usage, events, dropped, final))
+            self.cw.agent.send(m.Telemetry(snap, usage, rows, dropped, final))
         except OSError:
             pass  # the agent is gone; the process is going too
 

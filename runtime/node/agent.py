@@ -50,18 +50,6 @@ def check_resources(resources: Any) -> None:
         raise ProtocolError(f"invalid resource request {resources!r}")
 
 
-# Task rows an agent holds for the head at most (then the oldest are dropped and counted).
-MAX_TASK_EVENT_BYTES = 64 << 20
-
-
-def _count_rows(chunk: bytes) -> int:
-    try:
-        rows = json.loads(chunk)
-    except ValueError:
-        return 1
-    return len(rows) if isinstance(rows, list) else 1
-
-
 class NodeAgent:
     def __init__(
         self,
@@ -93,9 +81,10 @@ class NodeAgent:
         self.refused = 0
         # Telemetry: the figures of every process on this node, and task events for the head.
         self.figures = NodeFigures()
-        # Task rows from owners, as the JSON chunks they sent (forwarded to the head unparsed).
-        self.task_events: deque[bytes] = deque()
-        self.task_event_bytes = 0
+        # Task rows from owners, one batch per report (forwarded to the head as they came).
+        self.task_events: deque[list[Any]] = deque()
+        self.task_event_rows = 0
+        self.max_task_rows = max(1, settings.task_events_buffer) * 4
         self.task_events_dropped = 0
         self.clean_exit: set[int] = set()  # connections that sent a final report
         self.job_labels: dict[str, dict[str, str]] = {}
@@ -265,25 +254,25 @@ class NodeAgent:
 
     def _on_telemetry(self, conn: AioConn, msg: m.Telemetry) -> None:
         self.figures.update(conn.id, msg.metrics, msg.usage)
-        if not isinstance(msg.task_events, bytes) or not isinstance(msg.dropped, int):
+        if not isinstance(msg.task_events, list) or not isinstance(msg.dropped, int):
             raise ProtocolError("malformed task events in a telemetry report")
         self.task_events_dropped += max(0, msg.dropped)
-        chunk = msg.task_events
-        if chunk:
-            while self.task_events and self.task_event_bytes + len(chunk) > MAX_TASK_EVENT_BYTES:
+        rows = msg.task_events
+        if rows:
+            while self.task_events and self.task_event_rows + len(rows) > self.max_task_rows:
                 old = self.task_events.popleft()  # the head is not keeping up: drop the oldest
-                self.task_event_bytes -= len(old)
-                self.task_events_dropped += _count_rows(old)
-            self.task_events.append(chunk)
-            self.task_event_bytes += len(chunk)
+                self.task_event_rows -= len(old)
+                self.task_events_dropped += len(old)
+            self.task_events.append(rows)
+            self.task_event_rows += len(rows)
         if msg.final:
             self.clean_exit.add(conn.id)
 
-    def take_task_events(self) -> tuple[list[bytes], int]:
-        """The task-row chunks received since the last call, and how many rows were dropped."""
+    def take_task_events(self) -> tuple[list[list[Any]], int]:
+        """The task-row batches received since the last call, and how many rows were dropped."""
         chunks = list(self.task_events)
         self.task_events.clear()
-        self.task_event_bytes = 0
+        self.task_event_rows = 0
         dropped, self.task_events_dropped = self.task_events_dropped, 0
         return chunks, dropped
 

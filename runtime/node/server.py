@@ -151,7 +151,9 @@ async def task_event_loop(agent: NodeAgent, head: Any) -> None:
         chunks, dropped = agent.take_task_events()
         if not chunks and not dropped:
             continue
-        request = pb.ReportTaskEventsRequest(node_id=agent.node_id, packed=chunks, dropped=dropped)
+        request = pb.ReportTaskEventsRequest(
+            node_id=agent.node_id, packed=[m.pack_task_rows(c) for c in chunks], dropped=dropped
+        )
         try:
             await head.ReportTaskEvents(request, timeout=10)
         except grpc.aio.AioRpcError as exc:

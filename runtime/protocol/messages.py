@@ -6,7 +6,8 @@ receiver rebuilds the NamedTuple with ``MESSAGE_TYPES[kind](*fields)``.
 
 from __future__ import annotations
 
-import json
+import io
+import pickle
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -248,15 +249,28 @@ class TaskEvent(NamedTuple):
 _EVENT_FIELDS = len(TaskEvent._fields)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds only builtin containers and scalars: a payload that names any class is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"task rows may not contain {module}.{name}")
+
+
+def pack_task_rows(rows: list[tuple[Any, ...]]) -> bytes:
+    """Task rows as the agent forwards them to the head (read back by unpack_task_rows)."""
+    return pickle.dumps(rows, protocol=5)
+
+
 def unpack_task_rows(chunk: bytes) -> tuple[list[TaskEvent], int]:
-    """Expand one owner's JSON report into a TaskEvent per transition.
+    """Expand one packed batch of task rows into a TaskEvent per transition.
 
     Returns the events and the number of rows that were malformed (skipped, to be counted as
-    dropped); a chunk that is not a JSON array counts as one malformed row.
+    dropped); a chunk that does not decode to a list counts as one malformed row. Only plain
+    builtin values decode (no classes), so a chunk cannot run code in the head.
     """
     try:
-        rows = json.loads(chunk)
-    except ValueError:
+        rows = _PlainUnpickler(io.BytesIO(chunk)).load()
+    except Exception:
         return [], 1
     if not isinstance(rows, list):
         return [], 1
@@ -265,10 +279,10 @@ def unpack_task_rows(chunk: bytes) -> tuple[list[TaskEvent], int]:
     make = tuple.__new__
     n = _EVENT_FIELDS
     for row in rows:
-        if type(row) is not list or len(row) != n + 1 or type(row[n]) is not list:
+        if type(row) not in (tuple, list) or len(row) != n + 1 or type(row[n]) not in (list, tuple):
             bad += 1
             continue
-        head, tail = row[:8], row[11:n]
+        head, tail = tuple(row[:8]), tuple(row[11:n])
         try:
             for when, state, cause in row[n]:
                 out.append(make(TaskEvent, (*head, state, float(when), cause, *tail)))
@@ -280,9 +294,9 @@ def unpack_task_rows(chunk: bytes) -> tuple[list[TaskEvent], int]:
 class Telemetry(NamedTuple):
     metrics: dict[str, Any]  # freight.observe.recorder snapshot (cumulative)
     usage: dict[tuple[str, str], float]  # cumulative resource-seconds by (job id, resource)
-    # JSON array of task rows changed since the last report: the TaskEvent fields (latest state)
-    # followed by a list of [time, state, cause] transitions not sent before; b"" when none
-    task_events: bytes
+    # Task rows changed since the last report: the TaskEvent fields (latest state) followed by
+    # a list of (time, state, cause) transitions not sent before
+    task_events: list[tuple[Any, ...]]
     dropped: int  # task events dropped since the last report
     final: bool  # the process is shutting down cleanly
 

@@ -11,7 +11,7 @@ import pytest
 from freight.head.task_store import TaskStore, compile_task_filters
 from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
-from freight.protocol.messages import TaskEvent, unpack_task_rows
+from freight.protocol.messages import TaskEvent, pack_task_rows, unpack_task_rows
 
 PREFIX = "ab" * 8
 
@@ -144,8 +144,8 @@ def test_owner_reports_in_the_packed_form() -> None:
         [2.1, "SUBMITTED_TO_WORKER", "pushed to worker w2"],
         [3.0, "FINISHED", "returned"],
     ]
-    chunk = json.dumps([[*latest, transitions]]).encode()
-    request = pb.ReportTaskEventsRequest(packed=[chunk, b"not json"])
+    chunk = pack_task_rows([(*latest, transitions)])
+    request = pb.ReportTaskEventsRequest(packed=[chunk, b"not a pickle"])
     for packed in request.packed:
         events, bad = unpack_task_rows(packed)
         store.apply(events, bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import pickle
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def test_one_row_per_task_with_its_transitions_and_drops_counted(pair) -> None:
     run(owner, 8)  # 8 tasks into a buffer of 5 tasks: 3 tasks x 4 transitions dropped
     tel.report()
     msg = peer.recv()
-    events, bad = m.unpack_task_rows(msg.task_events)
+    events, bad = m.unpack_task_rows(m.pack_task_rows(msg.task_events))
     assert bad == 0 and msg.dropped == 12
     assert len(events) == 5 * 4  # one event per transition, expanded from 5 rows
     by_task: dict[str, list[str]] = {}
@@ -98,7 +99,7 @@ def test_one_row_per_task_with_its_transitions_and_drops_counted(pair) -> None:
     assert last.start_time > 0 and last.end_time > last.start_time
     tel.report()
     again = peer.recv()
-    assert again.task_events == b"" and again.dropped == 0  # each transition is sent once
+    assert again.task_events == [] and again.dropped == 0  # each transition is sent once
 
 
 def test_a_task_touched_again_sends_only_its_new_transitions(pair) -> None:
@@ -106,17 +107,29 @@ def test_a_task_touched_again_sends_only_its_new_transitions(pair) -> None:
     rec = TaskRecord(b"t" * 16, "f", max_retries=0)
     owner.tasks.submit(rec, args_ready=True)
     tel.report()
-    first, _ = m.unpack_task_rows(peer.recv().task_events)
+    first, _ = m.unpack_task_rows(m.pack_task_rows(peer.recv().task_events))
     owner.tasks.dispatched(rec.task_id, "w1")
     owner.tasks.finished(rec.task_id)
     tel.report()
-    second, _ = m.unpack_task_rows(peer.recv().task_events)
+    second, _ = m.unpack_task_rows(m.pack_task_rows(peer.recv().task_events))
     assert [e.state for e in first] == ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT"]
     assert [e.state for e in second] == ["SUBMITTED_TO_WORKER", "FINISHED"]
 
 
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
 @pytest.mark.parametrize(
-    "chunk", [b"not json", b'{"a": 1}', b'[["too", "short"]]', b"[[" + b'"x",' * 19 + b'"bad"]]']
+    "chunk",
+    [
+        b"not a pickle",
+        m.pack_task_rows({"a": 1}),  # type: ignore[arg-type]
+        m.pack_task_rows([("too", "short")]),
+        m.pack_task_rows([("x",) * 19 + ("not transitions",)]),
+        pickle.dumps([Evil()]),  # names a function: refused without running it
+    ],
 )
 def test_malformed_task_rows_are_counted_not_raised(chunk: bytes) -> None:
     events, bad = m.unpack_task_rows(chunk)
