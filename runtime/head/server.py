@@ -9,16 +9,13 @@ then stops gracefully.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import grpc
 from grpc import aio
 from loguru import logger
 
@@ -28,6 +25,7 @@ from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
 from freight.head.metrics import HeadMetrics
 from freight.head.nodes import NodeDirectory, sum_amounts
+from freight.head.rpc import NotFoundError, rpc
 from freight.head.state_service import StateServiceServicer
 from freight.head.task_store import TaskStore
 from freight.protocol.generated import freight_pb2 as pb
@@ -43,10 +41,6 @@ CONTROL_DB_FILE = "control.db"
 _Reply = TypeVar("_Reply")
 
 
-class NotFoundError(LookupError):
-    """A request named something the head does not know; the caller gets NOT_FOUND."""
-
-
 @dataclass(frozen=True)
 class HeadConfig:
     """Command-line settings of the head process."""
@@ -57,28 +51,6 @@ class HeadConfig:
     cluster_name: str = "freight"
     node_timeout_s: float = 30.0
     metrics_port: int = 0  # the head's /metrics and /sd (0: any free port)
-
-
-def _rpc(
-    method: Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]],
-) -> Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]]:
-    """Turn bad requests into INVALID_ARGUMENT / NOT_FOUND and crashes into logged INTERNAL."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: aio.ServicerContext) -> _Reply:
-        try:
-            return await method(self, request, context)
-        except ValueError as e:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
-        except NotFoundError as e:
-            code, message = grpc.StatusCode.NOT_FOUND, str(e)
-        except Exception as e:
-            logger.exception("head RPC {} failed", method.__name__)
-            code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
-        await context.abort(code, message)
-        raise AssertionError("unreachable: abort raises")
-
-    return wrapper
 
 
 class HeadServicer(pb_grpc.HeadServiceServicer):
@@ -108,7 +80,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     # ---- nodes -------------------------------------------------------------------------------
 
-    @_rpc
+    @rpc
     async def RegisterNode(self, request, context):
         known = self.store.get_node(request.node.node_id)
         self.metrics.on_register(request.node)
@@ -122,14 +94,14 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         )
         return pb.RegisterNodeReply(cluster_name=self.config.cluster_name)
 
-    @_rpc
+    @rpc
     async def Heartbeat(self, request, context):
         reregister = await self.nodes.heartbeat(request)
         if not reregister:
             self.metrics.on_heartbeat(request.node_id)
         return pb.HeartbeatReply(reregister=reregister)
 
-    @_rpc
+    @rpc
     async def UnregisterNode(self, request, context):
         self._leaving.add(request.node_id)
         try:
@@ -138,13 +110,13 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             self._leaving.discard(request.node_id)
         return pb.UnregisterNodeReply()
 
-    @_rpc
+    @rpc
     async def ListNodes(self, request, context):
         return pb.ListNodesReply(nodes=self.store.list_nodes(include_dead=request.include_dead))
 
     # ---- jobs --------------------------------------------------------------------------------
 
-    @_rpc
+    @rpc
     async def RegisterJob(self, request, context):
         job = pb.JobInfo()
         job.CopyFrom(request.job)
@@ -159,7 +131,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         )
         return pb.RegisterJobReply(job=job)
 
-    @_rpc
+    @rpc
     async def FinishJob(self, request, context):
         job = self.store.get_job(request.job_id)
         if job is None:
@@ -177,53 +149,53 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         )
         return pb.FinishJobReply()
 
-    @_rpc
+    @rpc
     async def ListJobs(self, request, context):
         return pb.ListJobsReply(jobs=self.store.list_jobs())
 
     # ---- actors ------------------------------------------------------------------------------
 
-    @_rpc
+    @rpc
     async def CreateActor(self, request, context):
         return await self.actors.create(request)
 
-    @_rpc
+    @rpc
     async def GetActor(self, request, context):
         return self.actors.get(request)
 
-    @_rpc
+    @rpc
     async def KillActor(self, request, context):
         killed = await self.actors.kill(request.actor_id, request.cause or "killed by freight.kill")
         return pb.KillActorReply(killed=killed)
 
-    @_rpc
+    @rpc
     async def ListActors(self, request, context):
         return pb.ListActorsReply(actors=self.actors.list(request.include_dead))
 
-    @_rpc
+    @rpc
     async def ReportActorDeath(self, request, context):
         self.actors.report_death(request.actor_id, request.cause)
         return pb.ReportActorDeathReply()
 
     # ---- key/value ---------------------------------------------------------------------------
 
-    @_rpc
+    @rpc
     async def KVPut(self, request, context):
         added = self.store.kv_put(request.ns, request.key, request.value, request.overwrite)
         return pb.KVPutReply(added=added)
 
-    @_rpc
+    @rpc
     async def KVGet(self, request, context):
         value = self.store.kv_get(request.ns, request.key)
         return pb.KVGetReply(value=value, found=True) if value is not None else pb.KVGetReply()
 
-    @_rpc
+    @rpc
     async def KVDel(self, request, context):
         return pb.KVDelReply(deleted=self.store.kv_del(request.ns, request.key))
 
     # ---- cluster -----------------------------------------------------------------------------
 
-    @_rpc
+    @rpc
     async def ClusterStatus(self, request, context):
         nodes = self.nodes.alive()
         return pb.ClusterStatusReply(
@@ -236,12 +208,12 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             head_start_time=self.start_time,
         )
 
-    @_rpc
+    @rpc
     async def ReportEvents(self, request, context):
         self.events.add_reported(request.events)
         return pb.ReportEventsReply()
 
-    @_rpc
+    @rpc
     async def ReportTaskEvents(self, request, context):
         events: list[Any] = list(request.events)
         dropped = request.dropped
@@ -252,7 +224,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         self.tasks.apply(events, dropped)
         return pb.ReportTaskEventsReply()
 
-    @_rpc
+    @rpc
     async def Shutdown(self, request, context):
         logger.info("shutdown requested", reason=request.reason)
         self.stopping.set()

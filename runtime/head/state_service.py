@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-import grpc
 from grpc import aio
-from loguru import logger
 
 from freight.config import settings
+from freight.head.rpc import rpc
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 
@@ -119,26 +117,6 @@ KINDS: dict[str, Kind] = {
 }
 SUMMARY_KINDS = ("tasks", "actors", "objects")
 NO_PLACEMENT_GROUPS = "placement groups are not available in this version of freight"
-
-
-def _rpc(
-    method: Callable[[Any, Any, aio.ServicerContext], Awaitable[_R]],
-) -> Callable[[Any, Any, aio.ServicerContext], Awaitable[_R]]:
-    """Bad requests (``ValueError``: filters, kinds, cursors) become INVALID_ARGUMENT."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: aio.ServicerContext) -> _R:
-        try:
-            return await method(self, request, context)
-        except ValueError as e:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
-        except Exception as e:
-            logger.exception("state RPC {} failed", method.__name__)
-            code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
-        await context.abort(code, message)
-        raise AssertionError("unreachable: abort raises")
-
-    return wrapper
 
 
 def kind_of(name: str) -> Kind:
@@ -338,7 +316,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
 
     # -- RPCs --------------------------------------------------------------------------------
 
-    @_rpc
+    @rpc
     async def List(self, request, context):
         name = _plural(request.kind)
         kind = kind_of(request.kind)
@@ -403,7 +381,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             "the head"
         )
 
-    @_rpc
+    @rpc
     async def Get(self, request, context):
         name = _plural(request.kind)
         kind = kind_of(request.kind)
@@ -430,7 +408,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             return pb.GetStateReply(found=False, warnings=src.warnings)
         return pb.GetStateReply(row=json.dumps(found[0]), found=True, warnings=src.warnings)
 
-    @_rpc
+    @rpc
     async def Summary(self, request, context):
         name = _plural(request.kind)
         kind = kind_of(request.kind)
