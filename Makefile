@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test docs proto bench clean
+.PHONY: run test install install-test docs proto bench bench-venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,14 +33,23 @@ docs: install
 proto: install-test
 	$(BIN)/python scripts/gen_proto.py
 
-# freight beside Ray (installed into its own virtualenv: Ray pins its own grpcio/protobuf).
+# freight beside Ray and Dask, installed into their own virtualenv (Ray pins its own
+# grpcio/protobuf) when missing. Prints one table; writes benchmarks/results/latest.{md,json}.
+# Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--filter 'tasks' --passes 4".
 BENCH_VENV ?= .bench-venv
+BENCH_PACKAGES := 'ray==2.60.0' 'dask[distributed]' numpy psutil
+BENCH_ARGS ?=
 $(BENCH_VENV)/bin/python:
 	$(PY) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install -q 'ray==2.60.0' numpy
 
-bench: install-test $(BENCH_VENV)/bin/python
-	$(BIN)/python benchmarks/compare.py --ray-python $(BENCH_VENV)/bin/python --json benchmarks/results/latest.json
+bench-venv: $(BENCH_VENV)/bin/python
+	@$(BENCH_VENV)/bin/python -c "import ray, distributed, numpy, psutil; \
+		assert ray.__version__ == '2.60.0'" 2>/dev/null \
+		|| $(BENCH_VENV)/bin/pip install -q $(BENCH_PACKAGES)
+
+bench: install bench-venv
+	$(BIN)/python benchmarks/compare.py --ray-python $(BENCH_VENV)/bin/python \
+		--dask-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

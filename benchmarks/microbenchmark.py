@@ -8,6 +8,8 @@ operations (or gigabytes) per second, mean and standard deviation over the round
     python benchmarks/microbenchmark.py --system freight
     python benchmarks/microbenchmark.py --system ray --json ray.json
     python benchmarks/microbenchmark.py --system freight --smoke   # a few seconds, tiny sizes
+
+``compare.py`` runs the same workloads (through ``suite.py``) beside Ray and Dask.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -83,6 +85,8 @@ SMOKE = Sizes(
 
 @dataclass(frozen=True)
 class Timing:
+    """Ray's method: ``warmup_s`` of calls (which also sizes the step), then timed rounds."""
+
     warmup_s: float
     round_s: float
     rounds: int
@@ -100,8 +104,18 @@ class Result:
     unit: str
 
 
-def measure(fn: Callable[[], Any], multiplier: float, timing: Timing) -> tuple[float, float]:
-    """Ray's method: warm up to size the step, then time whole steps over several rounds."""
+@dataclass
+class Bench:
+    """One row, set up: the operation, what one call counts for, and the actors to free after."""
+
+    fn: Callable[[], Any]
+    multiplier: float = 1
+    unit: str = "ops/s"
+    actors: list[Any] = field(default_factory=list)
+
+
+def measure(fn: Callable[[], Any], multiplier: float, timing: Timing) -> list[float]:
+    """Ray's method: warm up to size the step, then time whole steps; the rate of each round."""
     start = time.perf_counter()
     count = 0
     while time.perf_counter() - start < timing.warmup_s:
@@ -117,7 +131,7 @@ def measure(fn: Callable[[], Any], multiplier: float, timing: Timing) -> tuple[f
                 fn()
             count += step
         rates.append(multiplier * count / (time.perf_counter() - start))
-    return statistics.fmean(rates), statistics.pstdev(rates)
+    return rates
 
 
 def define_remotes(ray: Any) -> SimpleNamespace:
@@ -185,173 +199,190 @@ def define_remotes(ray: Any) -> SimpleNamespace:
     return SimpleNamespace(**{k: v for k, v in locals().items() if k != "ray"})
 
 
-class Runner:
-    def __init__(
-        self, ray: Any, remotes: SimpleNamespace, sizes: Sizes, timing: Timing, pattern: str
-    ) -> None:
-        self.ray = ray
-        self.remotes = remotes
-        self.sizes = sizes
-        self.timing = timing
-        self.pattern = pattern
-        self.results: list[Result] = []
-
-    def run(
-        self, name: str, fn: Callable[[], Any], multiplier: float = 1, unit: str = "ops/s"
-    ) -> None:
-        if self.pattern and not re.search(self.pattern, name):
-            return
-        mean, stdev = measure(fn, multiplier, self.timing)
-        self.results.append(Result(name, mean, stdev, unit))
-        print(f"{name} per second {mean:.2f} +- {stdev:.2f}", flush=True)
-
-    def kill(self, *actors: Any) -> None:
-        # Free each workload's actors so later rows start from an idle node.
-        for actor in actors:
-            self.ray.kill(actor)
-
-
-def run_all(runner: Runner) -> None:
-    ray, s, r = runner.ray, runner.sizes, runner.remotes
+def workloads(ray: Any, r: SimpleNamespace, s: Sizes) -> dict[str, Callable[[], Bench]]:
+    """Ray's rows by name, in Ray's order; each sets itself up only when it is run."""
     half_cpus = max(1, multiprocessing.cpu_count() // 2)
+    table: dict[str, Callable[[], Bench]] = {}
 
-    value = ray.put(0)
-    runner.run("single client get calls (Plasma Store)", lambda: ray.get(value))
-    runner.run("single client put calls (Plasma Store)", lambda: ray.put(0))
+    def row(name: str) -> Callable[[Callable[[], Bench]], Callable[[], Bench]]:
+        def register(setup: Callable[[], Bench]) -> Callable[[], Bench]:
+            table[name] = setup
+            return setup
 
-    runner.run(
-        "multi client put calls (Plasma Store)",
-        lambda: ray.get([r.do_put_small.remote(s.puts_per_task) for _ in range(s.put_tasks)]),
-        s.puts_per_task * s.put_tasks,
-    )
+        return register
 
-    arr = np.zeros(s.large_put_elems, dtype=np.int64)
-    runner.run("single client put gigabytes", lambda: ray.put(arr), arr.nbytes / 1e9, "GB/s")
+    @row("single client get calls (Plasma Store)")
+    def _():
+        value = ray.put(0)
+        return Bench(lambda: ray.get(value))
 
-    runner.run(
-        "single client tasks and get batch",
-        lambda: ray.get([r.small_value.remote() for _ in range(s.batch)]),
-    )
+    @row("single client put calls (Plasma Store)")
+    def _():
+        return Bench(lambda: ray.put(0))
 
-    runner.run(
-        "multi client put gigabytes",
-        lambda: ray.get(
-            [r.do_put.remote(s.multi_puts_per_task, s.multi_put_elems) for _ in range(s.put_tasks)]
-        ),
-        s.put_tasks * s.multi_puts_per_task * s.multi_put_elems * 8 / 1e9,
-        "GB/s",
-    )
+    @row("multi client put calls (Plasma Store)")
+    def _():
+        return Bench(
+            lambda: ray.get([r.do_put_small.remote(s.puts_per_task) for _ in range(s.put_tasks)]),
+            s.puts_per_task * s.put_tasks,
+        )
 
-    containing = r.create_object_containing_ref.remote(s.refs_in_object)
-    runner.run("single client get object containing 10k refs", lambda: ray.get(containing))
+    @row("single client put gigabytes")
+    def _():
+        arr = np.zeros(s.large_put_elems, dtype=np.int64)
+        return Bench(lambda: ray.put(arr), arr.nbytes / 1e9, "GB/s")
 
-    def wait_multiple_refs():
-        not_ready = [r.small_value.remote() for _ in range(s.wait_refs)]
-        # One fetch request per object is enough; later waits need not repeat it.
-        fetch_local = True
-        for _ in range(s.wait_refs):
-            _, not_ready = ray.wait(not_ready, fetch_local=fetch_local)
-            fetch_local = False
+    @row("single client tasks and get batch")
+    def _():
+        return Bench(lambda: ray.get([r.small_value.remote() for _ in range(s.batch)]))
 
-    runner.run("single client wait 1k refs", wait_multiple_refs)
+    @row("multi client put gigabytes")
+    def _():
+        return Bench(
+            lambda: ray.get(
+                [
+                    r.do_put.remote(s.multi_puts_per_task, s.multi_put_elems)
+                    for _ in range(s.put_tasks)
+                ]
+            ),
+            s.put_tasks * s.multi_puts_per_task * s.multi_put_elems * 8 / 1e9,
+            "GB/s",
+        )
 
-    runner.run("single client tasks sync", lambda: ray.get(r.small_value.remote()))
-    runner.run(
-        "single client tasks async",
-        lambda: ray.get([r.small_value.remote() for _ in range(s.batch)]),
-        s.batch,
-    )
+    @row("single client get object containing 10k refs")
+    def _():
+        containing = r.create_object_containing_ref.remote(s.refs_in_object)
+        return Bench(lambda: ray.get(containing))
 
-    actors = [r.Actor.remote() for _ in range(s.clients)]
-    runner.run(
-        "multi client tasks async",
-        lambda: ray.get([a.small_value_batch.remote(s.multi_n) for a in actors]),
-        s.multi_n * s.clients,
-    )
-    runner.kill(*actors)
+    @row("single client wait 1k refs")
+    def _():
+        def wait_multiple_refs():
+            not_ready = [r.small_value.remote() for _ in range(s.wait_refs)]
+            # One fetch request per object is enough; later waits need not repeat it.
+            fetch_local = True
+            for _ in range(s.wait_refs):
+                _, not_ready = ray.wait(not_ready, fetch_local=fetch_local)
+                fetch_local = False
 
-    a = r.Actor.remote()
-    runner.run("1:1 actor calls sync", lambda: ray.get(a.small_value.remote()))
-    runner.kill(a)
+        return Bench(wait_multiple_refs)
 
-    a = r.Actor.remote()
-    runner.run(
-        "1:1 actor calls async",
-        lambda: ray.get([a.small_value.remote() for _ in range(s.batch)]),
-        s.batch,
-    )
-    runner.kill(a)
+    @row("single client tasks sync")
+    def _():
+        return Bench(lambda: ray.get(r.small_value.remote()))
 
-    a = r.Actor.options(max_concurrency=s.concurrency).remote()
-    runner.run(
-        "1:1 actor calls concurrent",
-        lambda: ray.get([a.small_value.remote() for _ in range(s.batch)]),
-        s.batch,
-    )
-    runner.kill(a)
+    @row("single client tasks async")
+    def _():
+        return Bench(lambda: ray.get([r.small_value.remote() for _ in range(s.batch)]), s.batch)
 
-    servers = [r.Actor.remote() for _ in range(half_cpus)]
-    client = r.Client.remote(servers)
-    runner.run(
-        "1:n actor calls async",
-        lambda: ray.get(client.small_value_batch.remote(s.fanout_n)),
-        s.fanout_n * len(servers),
-    )
-    runner.kill(client, *servers)
+    @row("multi client tasks async")
+    def _():
+        actors = [r.Actor.remote() for _ in range(s.clients)]
+        return Bench(
+            lambda: ray.get([a.small_value_batch.remote(s.multi_n) for a in actors]),
+            s.multi_n * s.clients,
+            actors=actors,
+        )
 
-    servers = [r.Actor.remote() for _ in range(half_cpus)]
-    runner.run(
-        "n:n actor calls async",
-        lambda: ray.get([r.call_actors.remote(servers, s.fanout_n) for _ in range(s.clients)]),
-        s.clients * s.fanout_n,
-    )
-    runner.kill(*servers)
+    @row("1:1 actor calls sync")
+    def _():
+        a = r.Actor.remote()
+        return Bench(lambda: ray.get(a.small_value.remote()), actors=[a])
 
-    servers = [r.Actor.remote() for _ in range(half_cpus)]
-    clients = [r.Client.remote(server) for server in servers]
-    runner.run(
-        "n:n actor calls with arg async",
-        lambda: ray.get([c.small_value_batch_arg.remote(s.fanout_arg_n) for c in clients]),
-        s.fanout_arg_n * len(clients),
-    )
-    runner.kill(*clients, *servers)
+    @row("1:1 actor calls async")
+    def _():
+        a = r.Actor.remote()
+        return Bench(
+            lambda: ray.get([a.small_value.remote() for _ in range(s.batch)]), s.batch, actors=[a]
+        )
 
-    a = r.AsyncActor.remote()
-    runner.run("1:1 async-actor calls sync", lambda: ray.get(a.small_value.remote()))
-    runner.kill(a)
+    @row("1:1 actor calls concurrent")
+    def _():
+        a = r.Actor.options(max_concurrency=s.concurrency).remote()
+        return Bench(
+            lambda: ray.get([a.small_value.remote() for _ in range(s.batch)]), s.batch, actors=[a]
+        )
 
-    a = r.AsyncActor.remote()
-    runner.run(
-        "1:1 async-actor calls async",
-        lambda: ray.get([a.small_value.remote() for _ in range(s.batch)]),
-        s.batch,
-    )
-    runner.kill(a)
+    @row("1:n actor calls async")
+    def _():
+        servers = [r.Actor.remote() for _ in range(half_cpus)]
+        client = r.Client.remote(servers)
+        return Bench(
+            lambda: ray.get(client.small_value_batch.remote(s.fanout_n)),
+            s.fanout_n * len(servers),
+            actors=[client, *servers],
+        )
 
-    a = r.AsyncActor.remote()
-    runner.run(
-        "1:1 async-actor calls with args async",
-        lambda: ray.get([a.small_value_with_arg.remote(i) for i in range(s.batch)]),
-        s.batch,
-    )
-    runner.kill(a)
+    @row("n:n actor calls async")
+    def _():
+        servers = [r.Actor.remote() for _ in range(half_cpus)]
+        return Bench(
+            lambda: ray.get([r.call_actors.remote(servers, s.fanout_n) for _ in range(s.clients)]),
+            s.clients * s.fanout_n,
+            actors=servers,
+        )
 
-    servers = [r.AsyncActor.remote() for _ in range(half_cpus)]
-    client = r.Client.remote(servers)
-    runner.run(
-        "1:n async-actor calls async",
-        lambda: ray.get(client.small_value_batch.remote(s.fanout_n)),
-        s.fanout_n * len(servers),
-    )
-    runner.kill(client, *servers)
+    @row("n:n actor calls with arg async")
+    def _():
+        servers = [r.Actor.remote() for _ in range(half_cpus)]
+        clients = [r.Client.remote(server) for server in servers]
+        return Bench(
+            lambda: ray.get([c.small_value_batch_arg.remote(s.fanout_arg_n) for c in clients]),
+            s.fanout_arg_n * len(clients),
+            actors=[*clients, *servers],
+        )
 
-    servers = [r.AsyncActor.remote() for _ in range(half_cpus)]
-    runner.run(
-        "n:n async-actor calls async",
-        lambda: ray.get([r.call_actors.remote(servers, s.fanout_n) for _ in range(s.clients)]),
-        s.clients * s.fanout_n,
-    )
-    runner.kill(*servers)
+    @row("1:1 async-actor calls sync")
+    def _():
+        a = r.AsyncActor.remote()
+        return Bench(lambda: ray.get(a.small_value.remote()), actors=[a])
+
+    @row("1:1 async-actor calls async")
+    def _():
+        a = r.AsyncActor.remote()
+        return Bench(
+            lambda: ray.get([a.small_value.remote() for _ in range(s.batch)]), s.batch, actors=[a]
+        )
+
+    @row("1:1 async-actor calls with args async")
+    def _():
+        a = r.AsyncActor.remote()
+        return Bench(
+            lambda: ray.get([a.small_value_with_arg.remote(i) for i in range(s.batch)]),
+            s.batch,
+            actors=[a],
+        )
+
+    @row("1:n async-actor calls async")
+    def _():
+        servers = [r.AsyncActor.remote() for _ in range(half_cpus)]
+        client = r.Client.remote(servers)
+        return Bench(
+            lambda: ray.get(client.small_value_batch.remote(s.fanout_n)),
+            s.fanout_n * len(servers),
+            actors=[client, *servers],
+        )
+
+    @row("n:n async-actor calls async")
+    def _():
+        servers = [r.AsyncActor.remote() for _ in range(half_cpus)]
+        return Bench(
+            lambda: ray.get([r.call_actors.remote(servers, s.fanout_n) for _ in range(s.clients)]),
+            s.clients * s.fanout_n,
+            actors=servers,
+        )
+
+    return table
+
+
+def run_bench(ray: Any, setup: Callable[[], Bench], timing: Timing) -> tuple[list[float], str]:
+    """Set one row up, measure it, free its actors; the rate of each round and the unit."""
+    bench = setup()
+    try:
+        return measure(bench.fn, bench.multiplier, timing), bench.unit
+    finally:
+        # Free each workload's actors so later rows start from an idle node.
+        for actor in bench.actors:
+            ray.kill(actor)
 
 
 def print_table(results: list[Result]) -> None:
@@ -376,13 +407,19 @@ def main(argv: list[str] | None = None) -> int:
     sizes, timing = (SMOKE, SMOKE_TIMING) if args.smoke else (FULL, FULL_TIMING)
 
     ray.init()
-    runner = Runner(ray, define_remotes(ray), sizes, timing, args.filter)
+    results: list[Result] = []
     try:
-        run_all(runner)
+        for name, setup in workloads(ray, define_remotes(ray), sizes).items():
+            if args.filter and not re.search(args.filter, name):
+                continue
+            rates, unit = run_bench(ray, setup, timing)
+            res = Result(name, statistics.fmean(rates), statistics.pstdev(rates), unit)
+            results.append(res)
+            print(f"{name} per second {res.mean:.2f} +- {res.stdev:.2f}", flush=True)
     finally:
         ray.shutdown()
 
-    print_table(runner.results)
+    print_table(results)
     if args.json:
         report = {
             "system": args.system,
@@ -391,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": multiprocessing.cpu_count(),
             "python": platform.python_version(),
             "sizes": asdict(sizes),
-            "results": [asdict(res) for res in runner.results],
+            "results": [asdict(res) for res in results],
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

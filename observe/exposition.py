@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.metrics_core import Metric as Family
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from typing import TYPE_CHECKING, Any
 
 from .catalogue import BOUNDED, BY_NAME, CATALOGUE, OTHER, Metric, Source, Type
 from .recorder import Snapshot
+
+if TYPE_CHECKING:
+    # prometheus_client is loaded at the first scrape: a process that is never scraped (a short
+    # program's private cluster) does not pay for it at start-up.
+    from prometheus_client.metrics_core import Metric as Family
 
 CLUSTER_LABEL = "cluster"
 DROPPED = "freight_telemetry_dropped_total"
@@ -117,6 +113,12 @@ class LabelFolder:
 
 
 def _family(m: Metric) -> Any:
+    from prometheus_client.metrics_core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
     labels = [CLUSTER_LABEL, *m.labels]
     # OpenMetrics requires the unit to end the name; a unit the name does not carry (a currency)
     # is documented in the catalogue and left out here rather than renaming the metric.
@@ -130,6 +132,8 @@ def _family(m: Metric) -> Any:
 
 
 def _add_histogram(family: Any, m: Metric, labels: list[str], counts: list[float]) -> None:
+    from prometheus_client.utils import floatToGoString
+
     cumulative = 0.0
     buckets: list[tuple[str, float]] = []
     for le, n in zip(m.buckets, counts, strict=False):
@@ -168,8 +172,10 @@ def to_families(snap: Snapshot, metrics: Iterable[Metric], cluster: str) -> list
     return families
 
 
-class FiguresCollector(Collector):
+class FiguresCollector:
     """A prometheus_client collector serving one endpoint's figures from a snapshot reader.
+
+    It has ``collect`` (and no ``describe``), which is all a ``CollectorRegistry`` asks of one.
 
     ``read`` returns the endpoint's current snapshot (it is called from the HTTP server's
     thread, so it must itself hand the work to whoever owns the state); ``cluster`` returns the

@@ -1,8 +1,10 @@
 """The ``/metrics`` (and, on the head, ``/sd``) HTTP endpoint of a freight process.
 
 It runs prometheus_client's own WSGI machinery (``make_wsgi_app`` over a private
-``CollectorRegistry``, a ``ThreadingWSGIServer``) in a daemon thread, so a slow scrape never
-touches the process's event loop. State that the event loop owns is read with
+``CollectorRegistry``, a threading WSGI server) in a daemon thread, so a slow scrape never
+touches the process's event loop. The port is bound at once; the HTTP server and
+prometheus_client are loaded when the first request arrives, so that a process nobody scrapes
+(a short program's private cluster) does not pay for them at start-up. State that the event loop owns is read with
 :func:`loop_reader`: the read is scheduled on the loop and the HTTP thread waits for its result
 with a timeout, so no dict is ever iterated from another thread while the loop changes it.
 
@@ -13,17 +15,17 @@ down); it is logged once, and the server keeps serving.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import select
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from loguru import logger
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.registry import Collector
 
 T = TypeVar("T")
 
@@ -57,18 +59,28 @@ def loop_reader(
     return blocking
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Logs nothing (prometheus_client's handler does the same): scrapes are not news."""
+@functools.cache
+def _server_classes() -> tuple[type, type]:
+    """The WSGI server and handler classes (wsgiref loaded on first use)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    class QuietHandler(WSGIRequestHandler):
+        """Logs nothing (prometheus_client's handler does the same): scrapes are not news."""
 
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
 
-class _QuietServer(ThreadingWSGIServer):
-    """A client that hangs up mid-answer must not print a traceback on stderr."""
+    class QuietServer(ThreadingMixIn, WSGIServer):
+        """prometheus_client's ThreadingWSGIServer; a client that hangs up mid-answer must not
+        print a traceback on stderr."""
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("metrics endpoint: a request from {} failed", client_address)
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            logger.debug("metrics endpoint: a request from {} failed", client_address)
+
+    return QuietServer, QuietHandler
 
 
 class MetricsServer:
@@ -81,49 +93,87 @@ class MetricsServer:
 
     def __init__(
         self,
-        collectors: Iterable[Collector],
+        collectors: Iterable[Any],
         bind: str = "127.0.0.1",
         port: int = 0,
         sd: Callable[[], Any] | None = None,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        for c in collectors:
-            self.registry.register(c)
-        self._metrics_app = make_wsgi_app(self.registry)
+        self._collectors = list(collectors)
+        self._metrics_app: Any = None  # built at the first /metrics request
         self._sd = sd
         self._failed: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
         self.error = ""
         self.port = 0
         self._httpd: Any = None
+        self._sock: socket.socket | None = None
         try:
-            self._httpd = make_server(
-                bind, port, self._app, _QuietServer, handler_class=_QuietHandler
-            )
+            self._sock = socket.create_server((bind, port), family=socket.AF_INET)
         except OSError as exc:
             self.error = f"cannot serve metrics on {bind}:{port}: {exc}"
             logger.error("{}; this process runs without a /metrics endpoint", self.error)
             return
-        self.port = self._httpd.server_port
+        self.port = self._sock.getsockname()[1]
+        self._wake_r, self._wake_w = os.pipe()  # stop() wakes the thread waiting for a request
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="freight-metrics-http", daemon=True
+            target=self._serve, name="freight-metrics-http", daemon=True
         )
 
     def address(self, host: str) -> str:
         """``host:port`` of the endpoint, or "" when it is disabled."""
-        return f"{host}:{self.port}" if self._httpd is not None else ""
+        return f"{host}:{self.port}" if self._sock is not None else ""
 
     def start(self) -> MetricsServer:
-        if self._httpd is not None:
+        if self._sock is not None:
             self._thread.start()
         return self
 
+    def _serve(self) -> None:
+        assert self._sock is not None
+        # Requests queue in the socket's backlog until the server below takes them.
+        select.select([self._sock.fileno(), self._wake_r], [], [])
+        with self._lock:
+            if self._stopping:
+                return
+            server_class, handler_class = _server_classes()
+            httpd = server_class(self._sock.getsockname(), handler_class, bind_and_activate=False)
+            httpd.socket.close()
+            httpd.socket = self._sock  # the socket bound (and listening) since __init__
+            httpd.server_name, httpd.server_port = self._sock.getsockname()[:2]
+            httpd.setup_environ()
+            httpd.set_app(self._app)
+            self._httpd = httpd
+        httpd.serve_forever()
+
     def stop(self) -> None:
         """Stop serving and close the socket (blocks until the serving thread has stopped)."""
-        if self._httpd is None:
+        if self._sock is None:
             return
-        if self._thread.is_alive():
-            self._httpd.shutdown()
-        self._httpd.server_close()
+        with self._lock:
+            self._stopping = True
+            httpd = self._httpd
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        else:
+            os.write(self._wake_w, b"x")
+            if self._thread.is_alive():
+                self._thread.join()
+            self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _metrics(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with self._lock:
+            if self._metrics_app is None:
+                from prometheus_client import CollectorRegistry, make_wsgi_app
+
+                registry = CollectorRegistry(auto_describe=False)
+                for c in self._collectors:
+                    registry.register(c)
+                self._metrics_app = make_wsgi_app(registry)
+        return self._metrics_app(environ, start_response)
 
     def _log_once(self, what: str, exc: BaseException) -> None:
         key = f"{what}:{type(exc).__name__}"
@@ -139,7 +189,7 @@ class MetricsServer:
                 start_response("200 OK", [("Content-Type", "application/json")])
                 return [body]
             if path in ("/", "/metrics"):
-                return list(self._metrics_app(environ, start_response))
+                return list(self._metrics(environ, start_response))
         except Exception as exc:
             self._log_once(path, exc)
             text = f"freight: could not produce {path}: {type(exc).__name__}: {exc}\n"

@@ -117,6 +117,21 @@ class Recorder:
             h[i] += 1
             h[-1] += value
 
+    def observe_many(self, name: str, labels: tuple[str, ...], values: list[float]) -> None:
+        """Record several observations of one series at once (one lock, one key lookup)."""
+        if not self.enabled or not values:
+            return
+        key = self._key(name, labels)
+        buckets = BY_NAME[name].buckets
+        where = bisect.bisect_left
+        with self._lock:
+            h = self.histograms.get(key)
+            if h is None:
+                h = self.histograms[key] = [0.0] * (len(buckets) + 2)
+            for value in values:
+                h[where(buckets, value)] += 1
+            h[-1] += sum(values)
+
     def snapshot(self) -> Snapshot:
         """Cumulative copy of every figure (safe to send while recording goes on)."""
         with self._lock:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import numbers
 import os
 import sys
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from freight import _launcher
-from freight.client.core_worker import CoreWorker
 from freight.client.refs import ObjectRef
-from freight.client.telemetry import parse_labels
 from freight.config import settings
-from freight.observe import tracing
-from freight.util.grpc_auth import read_token
-from freight.util.grpc_tracing import setup as setup_tracing
+from freight.util.tokens import read_token
+
+if TYPE_CHECKING:
+    # Loaded by init() once the cluster's processes are starting, so both happen at once.
+    from freight.client.core_worker import CoreWorker
 
 _lock = threading.RLock()
 _worker: CoreWorker | None = None
@@ -113,6 +114,8 @@ def init(
         except BaseException:
             _stop_private_cluster()
             raise
+        from freight.util.grpc_tracing import setup as setup_tracing
+
         setup_tracing("driver", _worker.session_dir, _worker.node_id, _worker.worker_id)
         atexit.register(shutdown)
         return _context_info()
@@ -134,26 +137,24 @@ def _start_private_cluster(
             if not isinstance(v, numbers.Real) or v < 0:
                 raise ValueError(f"init(): resource {k!r} must be a non-negative number.")
     session_dir = _launcher.new_session_dir()
-    procs = _launcher.Processes(session_dir)
+    procs = _launcher.start_cluster(
+        session_dir,
+        num_cpus=float(num_cpus) if num_cpus is not None else float(os.cpu_count() or 1),
+        num_gpus=num_gpus,
+        resources=resources,
+        object_store_memory=object_store_memory,
+        while_starting=_load_driver_modules,
+    )
     _cluster = procs
-    try:
-        head, head_address = _launcher.start_head(session_dir)
-        procs.procs.append(head)
-        procs.head_address = head_address
-        agent, node_id = _launcher.start_agent(
-            session_dir,
-            head_address,
-            num_cpus=float(num_cpus) if num_cpus is not None else float(os.cpu_count() or 1),
-            num_gpus=num_gpus,
-            resources=resources,
-            object_store_memory=object_store_memory,
-        )
-        procs.procs.insert(0, agent)
-        procs.node_id = node_id
-    except BaseException:
-        _stop_private_cluster()
-        raise
-    return session_dir, head_address, node_id
+    return session_dir, procs.head_address, procs.node_id
+
+
+def _load_driver_modules() -> None:
+    """Import what connecting needs (gRPC, the core worker) while the cluster starts."""
+    import freight.client.core_worker
+    import freight.client.head_client
+    import freight.client.telemetry
+    import freight.util.grpc_tracing  # noqa: F401
 
 
 def _resolve_address(address: str) -> tuple[str, str, str]:
@@ -197,8 +198,10 @@ def _connect(
     namespace: str | None,
     log_to_driver: bool,
 ) -> CoreWorker:
+    from freight.client.core_worker import CoreWorker
     from freight.client.head_client import HeadClient
     from freight.client.head_client import pb_module as pb
+    from freight.client.telemetry import parse_labels
 
     head = HeadClient(head_address, token)
     try:
@@ -271,6 +274,8 @@ def shutdown() -> None:
         except Exception:
             pass  # the head may already be gone; the processes are stopped below regardless
         w.close()
+        from freight.observe import tracing
+
         if tracing.ENABLED:
             tracing.flush()  # bounded; a short program's spans are sent before it exits
         _stop_private_cluster()
@@ -332,10 +337,12 @@ def wait(
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}.")
     refs = list(object_refs)
-    for r in refs:
-        if not isinstance(r, ObjectRef):
-            raise TypeError(f"wait() expects a list of ObjectRefs, found a {type(r).__name__}.")
-    if len(set(refs)) != len(refs):
+    # Checked at C speed where possible: programs call wait() in a loop on long lists.
+    if not all(map(isinstance, refs, itertools.repeat(ObjectRef))):
+        bad = next(r for r in refs if not isinstance(r, ObjectRef))
+        raise TypeError(f"wait() expects a list of ObjectRefs, found a {type(bad).__name__}.")
+    ids = [r._id for r in refs]
+    if len(set(ids)) != len(ids):
         raise ValueError("wait() got the same ObjectRef more than once.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
         raise ValueError(f"wait(): num_returns must be a positive integer, got {num_returns!r}.")
@@ -344,7 +351,7 @@ def wait(
             f"wait(): num_returns ({num_returns}) is larger than the number of refs ({len(refs)})."
         )
     t = _check_timeout(timeout, "wait")
-    return w.wait(refs, num_returns, t)
+    return w.wait(refs, num_returns, t, ids)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

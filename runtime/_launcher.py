@@ -13,11 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from freight.config import settings
-from freight.util.grpc_auth import create_token
+from freight.util.process import read_ready
+from freight.util.tokens import create_token
 
 LATEST = "session_latest"
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
@@ -124,8 +126,22 @@ class Processes:
     node_id: str = ""
 
 
+@dataclass
+class _Starting:
+    """A process that was started and has not said it is ready yet."""
+
+    proc: subprocess.Popen[bytes]
+    what: str  # "head", "node agent"
+    log: str  # its stderr file, quoted when it fails
+    ready: int  # read end of its ready pipe
+
+
 def _spawn(
-    args: list[str], session_dir: str, log_name: str, attached: bool
+    args: list[str],
+    session_dir: str,
+    log_name: str,
+    attached: bool,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     log = open(os.path.join(session_dir, "logs", f"{log_name}.err"), "ab")  # noqa: SIM115
     try:
@@ -135,6 +151,7 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             close_fds=True,
+            pass_fds=pass_fds,
             preexec_fn=_die_with_parent if attached else None,
             start_new_session=not attached,
         )
@@ -142,21 +159,43 @@ def _spawn(
         log.close()
 
 
-def _wait_for_file(path: str, proc: subprocess.Popen[bytes], what: str, log: str) -> dict[str, Any]:
-    deadline = time.monotonic() + settings.start_timeout_s
-    delay = 0.002
-    while time.monotonic() < deadline:
-        info = read_json(path)
-        if info is not None:
-            return info
-        if proc.poll() is not None:
-            tail = _tail(log)
-            raise RuntimeError(
-                f"the {what} exited with code {proc.returncode} while starting:\n{tail}"
-            )
-        time.sleep(delay)  # waiting for another process to write its ready file
-        delay = min(delay * 2, 0.05)
-    raise TimeoutError(f"the {what} did not start within {settings.start_timeout_s} s; see {log}")
+def _close(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _wait_ready(starting: _Starting, others: tuple[_Starting, ...] = ()) -> dict[str, Any]:
+    """Wait for ``starting``'s ready line; on failure say which process failed and why.
+
+    The line arrives through a pipe, so this wakes at once; when the process dies first, the
+    pipe ends and this reports its exit code and the tail of its log (or that of one of
+    ``others`` that died, which is usually the cause).
+    """
+    try:
+        info = read_ready(starting.ready, settings.start_timeout_s)
+    except TimeoutError:
+        raise TimeoutError(
+            f"the {starting.what} did not start within {settings.start_timeout_s} s; "
+            f"see {starting.log}"
+        ) from None
+    finally:
+        _close(starting.ready)
+    if info is not None:
+        return info
+    try:
+        starting.proc.wait(timeout=5)  # its pipe ended: it has exited or is exiting
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"the {starting.what} closed its ready pipe without starting; see {starting.log}"
+        ) from None
+    failed = next((o for o in others if o.proc.poll() is not None), starting)
+    raise RuntimeError(
+        f"the {failed.what} exited with code {failed.proc.returncode} while starting:\n"
+        f"{_tail(failed.log)}"
+    )
 
 
 def _tail(path: str, n: int = 20) -> str:
@@ -167,15 +206,10 @@ def _tail(path: str, n: int = 20) -> str:
         return "(no log)"
 
 
-def start_head(
-    session_dir: str,
-    port: int = 0,
-    cluster_name: str = "freight",
-    attached: bool = True,
-    bind: str = "127.0.0.1",
-    metrics_port: int = 0,
-) -> tuple[subprocess.Popen[bytes], str]:
-    args = [
+def _head_args(
+    session_dir: str, port: int, cluster_name: str, bind: str, metrics_port: int
+) -> list[str]:
+    return [
         "freight.head",
         "--session-dir",
         session_dir,
@@ -188,14 +222,90 @@ def start_head(
         "--metrics-port",
         str(metrics_port),
     ]
-    proc = _spawn(args, session_dir, "head", attached)
-    info = _wait_for_file(
-        os.path.join(session_dir, "head.json"),
-        proc,
-        "head",
-        os.path.join(session_dir, "logs", "head.err"),
-    )
-    return proc, str(info["address"])
+
+
+def _agent_args(
+    session_dir: str,
+    node_id: str,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+    head_node: bool,
+) -> list[str]:
+    args = ["freight.node", "--session-dir", session_dir, "--node-id", node_id]
+    if num_cpus is not None:
+        args += ["--num-cpus", str(num_cpus)]
+    if num_gpus:
+        args += ["--num-gpus", str(num_gpus)]
+    if resources:
+        args += ["--resources", json.dumps(resources)]
+    if object_store_memory:
+        args += ["--object-store-memory", str(int(object_store_memory))]
+    if head_node:
+        args.append("--head-node")
+    return args
+
+
+def _start_head(
+    session_dir: str,
+    port: int,
+    cluster_name: str,
+    attached: bool,
+    bind: str,
+    metrics_port: int,
+    ready_w: int | None = None,
+) -> _Starting:
+    """Start the head with a ready pipe; with ``ready_w``, the head writes to that one instead
+    (the caller keeps the read end, which has no use here: ``ready`` is then -1)."""
+    r, w = os.pipe() if ready_w is None else (-1, ready_w)
+    args = [*_head_args(session_dir, port, cluster_name, bind, metrics_port), "--ready-fd", str(w)]
+    try:
+        proc = _spawn(args, session_dir, "head", attached, (w,))
+    except BaseException:
+        _close(r)
+        raise
+    finally:
+        if ready_w is None:
+            _close(w)
+    return _Starting(proc, "head", os.path.join(session_dir, "logs", "head.err"), r)
+
+
+def _start_agent(
+    session_dir: str, args: list[str], node_id: str, attached: bool, head_fd: int | None = None
+) -> _Starting:
+    r, w = os.pipe()
+    args = [*args, "--ready-fd", str(w)]
+    fds = (w,) if head_fd is None else (w, head_fd)
+    if head_fd is not None:
+        args += ["--head-ready-fd", str(head_fd)]
+    log = f"agent-{node_id[:12]}"
+    try:
+        proc = _spawn(args, session_dir, log, attached, fds)
+    except BaseException:
+        _close(r)
+        raise
+    finally:
+        _close(w)
+    return _Starting(proc, "node agent", os.path.join(session_dir, "logs", f"{log}.err"), r)
+
+
+def start_head(
+    session_dir: str,
+    port: int = 0,
+    cluster_name: str = "freight",
+    attached: bool = True,
+    bind: str = "127.0.0.1",
+    metrics_port: int = 0,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a head and wait until it serves; return its process and address."""
+    head = _start_head(session_dir, port, cluster_name, attached, bind, metrics_port)
+    try:
+        info = _wait_ready(head)
+    except BaseException:
+        stop_processes([head.proc])
+        raise
+    return head.proc, str(info["address"])
 
 
 def start_agent(
@@ -209,35 +319,68 @@ def start_agent(
     attached: bool = True,
     node_id: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a node agent for the head at ``head_address``; wait until it has registered."""
     node_id = node_id or uuid.uuid4().hex
-    args = [
-        "freight.node",
-        "--session-dir",
-        session_dir,
-        "--node-id",
-        node_id,
-        "--head",
-        head_address,
-    ]
-    if num_cpus is not None:
-        args += ["--num-cpus", str(num_cpus)]
-    if num_gpus:
-        args += ["--num-gpus", str(num_gpus)]
-    if resources:
-        args += ["--resources", json.dumps(resources)]
-    if object_store_memory:
-        args += ["--object-store-memory", str(int(object_store_memory))]
-    if head_node:
-        args.append("--head-node")
-    log = f"agent-{node_id[:12]}"
-    proc = _spawn(args, session_dir, log, attached)
-    _wait_for_file(
-        os.path.join(session_dir, "nodes", f"{node_id}.json"),
-        proc,
-        "node agent",
-        os.path.join(session_dir, "logs", f"{log}.err"),
+    args = _agent_args(
+        session_dir, node_id, num_cpus, num_gpus, resources, object_store_memory, head_node
     )
-    return proc, node_id
+    agent = _start_agent(session_dir, [*args, "--head", head_address], node_id, attached)
+    try:
+        _wait_ready(agent)
+    except BaseException:
+        stop_processes([agent.proc])
+        raise
+    return agent.proc, node_id
+
+
+def start_cluster(
+    session_dir: str,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    attached: bool = True,
+    port: int = 0,
+    cluster_name: str = "freight",
+    bind: str = "127.0.0.1",
+    metrics_port: int = 0,
+    while_starting: Callable[[], object] | None = None,
+) -> Processes:
+    """Start a head and this machine's node agent at the same time; wait until both serve.
+
+    The agent gets the head's address through a pipe the head writes to once it listens, so
+    the two import and set up side by side; this returns once the agent has registered.
+    ``while_starting`` runs in between (a driver loads what it needs to connect meanwhile).
+    """
+    node_id = uuid.uuid4().hex
+    procs = Processes(session_dir, node_id=node_id)
+    head_r, head_w = os.pipe()  # the head tells the agent its address through this pipe
+    try:
+        try:
+            head = _start_head(
+                session_dir, port, cluster_name, attached, bind, metrics_port, ready_w=head_w
+            )
+            procs.procs.append(head.proc)
+        finally:
+            _close(head_w)
+        try:
+            args = _agent_args(
+                session_dir, node_id, num_cpus, num_gpus, resources, object_store_memory, True
+            )
+            agent = _start_agent(session_dir, args, node_id, attached, head_fd=head_r)
+            procs.procs.insert(0, agent.proc)
+        finally:
+            _close(head_r)
+        if while_starting is not None:
+            while_starting()
+        info = _wait_ready(agent, (head,))
+        procs.head_address = str(info.get("head_address") or "")
+        if not procs.head_address:
+            raise RuntimeError("the node agent started without telling the head's address")
+    except BaseException:
+        stop_processes(procs.procs)
+        raise
+    return procs
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 5.0) -> None:

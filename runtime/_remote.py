@@ -23,6 +23,7 @@ from freight._options import (
 from freight.client.args import pack_args
 from freight.client.refs import ObjectRef
 from freight.client.submitter import TaskSpec
+from freight.core.lease import shape_key
 from freight.exceptions import RayActorError
 from freight.observe import tracing
 
@@ -44,6 +45,9 @@ class RemoteFunction:
         self._blob: bytes | None = None
         self._fid = b""
         self._lock = threading.Lock()
+        # Per options dict (its id, and the dict itself so a reused id is noticed): the name,
+        # returns, resources and shape every call with those options submits.
+        self._plans: dict[int, tuple[Any, ...]] = {}
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", "task")
 
@@ -51,7 +55,7 @@ class RemoteFunction:
         # Shipped inside other functions: the lock and the cached export stay behind.
         state = dict(self.__dict__)
         state.pop("_lock", None)
-        state["_blob"], state["_fid"] = None, b""
+        state["_blob"], state["_fid"], state["_plans"] = None, b"", {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -91,14 +95,21 @@ class RemoteFunction:
         cw = _api._require_worker()
         if self._blob is None:
             self._export()
-        name = options.get("name") or self._name
+        plan = self._plans.get(id(options))
+        if plan is None or plan[0] is not options:
+            plan = self._plan(options)
+        _, name, n, resources, shape, max_retries, retry_exc = plan
         packed, refs, nested = pack_args(args, kwargs, name)
-        n = options.get("num_returns", 1)
-        return_ids = [cw.new_id() for _ in range(n)]
-        out = [ObjectRef(rid, cw.address) for rid in return_ids]
-        retry_exc = options.get("retry_exceptions", False)
+        new_id = cw.new_id
+        if n == 1:
+            rid = new_id()
+            return_ids = [rid]
+            out: Any = ObjectRef(rid, cw.address)
+        else:
+            return_ids = [new_id() for _ in range(n)]
+            out = _returns([ObjectRef(rid, cw.address) for rid in return_ids])
         spec = TaskSpec(
-            cw.new_id(),
+            new_id(),
             name,
             self._fid,
             self._blob or b"",
@@ -106,12 +117,31 @@ class RemoteFunction:
             refs,
             nested,
             return_ids,
-            resources_of(options, 1.0),
+            resources,
+            max_retries,
+            retry_exc,
+            shape=shape,
+        )
+        cw.submitter.submit(spec)
+        return out
+
+    def _plan(self, options: dict[str, Any]) -> tuple[Any, ...]:
+        """What a call with these options submits, worked out once per options dict."""
+        retry_exc = options.get("retry_exceptions", False)
+        resources = resources_of(options, 1.0)
+        plan = (
+            options,
+            options.get("name") or self._name,
+            options.get("num_returns", 1),
+            resources,
+            shape_key(resources),
             options.get("max_retries", 3),
             tuple(retry_exc) if isinstance(retry_exc, list) else retry_exc,
         )
-        cw.submitter.submit(spec)
-        return _returns(out)
+        if len(self._plans) > 64:
+            self._plans.clear()  # options made afresh per call: keep the cache small
+        self._plans[id(options)] = plan
+        return plan
 
 
 class _BoundFunction:
@@ -328,7 +358,9 @@ class ActorHandle:
         methods = self._freight_methods
         if methods is not None and name not in methods:
             raise AttributeError(f"'{self._freight_class}' actor has no method {name!r}")
-        return ActorMethod(self, name, methods.get(name, 1) if methods else 1)
+        method = ActorMethod(self, name, methods.get(name, 1) if methods else 1)
+        self.__dict__[name] = method  # later lookups find it without coming here
+        return method
 
     def __repr__(self) -> str:
         return f"Actor({self._freight_class}, {self._freight_actor_id})"
@@ -348,6 +380,7 @@ class ActorMethod:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
+        self._qualname = f"{handle._freight_class}.{name}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -372,10 +405,16 @@ class ActorMethod:
     def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int) -> Any:
         cw = _api._require_worker()
         h = self._handle
-        name = f"{h._freight_class}.{self._name}"
+        name = self._qualname
         packed, refs, nested = pack_args(args, kwargs, name)
-        return_ids = [cw.new_id() for _ in range(num_returns)]
-        out = [ObjectRef(rid, cw.address) for rid in return_ids]
+        new_id = cw.new_id
+        if num_returns == 1:
+            rid = new_id()
+            return_ids = [rid]
+            out: Any = ObjectRef(rid, cw.address)
+        else:
+            return_ids = [new_id() for _ in range(num_returns)]
+            out = _returns([ObjectRef(rid, cw.address) for rid in return_ids])
         spec = TaskSpec(
             cw.new_id(),
             name,
@@ -393,4 +432,4 @@ class ActorMethod:
         )
         st = cw.actors.state(h._freight_actor_id, h._freight_class)
         cw.submitter.submit(spec, actor=st)
-        return _returns(out)
+        return out

@@ -54,10 +54,25 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("FREIGHT_SHM_DIR", str, "/dev/shm", "Folder whose tmpfs backs the object store."),
         Setting(
+            "FREIGHT_SEGMENT_POOL_FRACTION",
+            float,
+            0.25,
+            "Share of the object store capacity that freed segment files may keep for reuse "
+            "by later objects (writing over existing pages is about twice as fast); 0 turns "
+            "reuse off.",
+        ),
+        Setting(
             "FREIGHT_PRESTART_WORKERS",
             int,
             -1,
             "Workers each agent starts before the first task (-1: one per CPU).",
+        ),
+        Setting(
+            "FREIGHT_FORK_SERVER",
+            bool,
+            True,
+            "Start workers by forking a process that has imported the worker's modules once "
+            "(Linux); off: each worker is a new interpreter.",
         ),
         Setting(
             "FREIGHT_WORKER_IDLE_TIMEOUT_S",
@@ -116,6 +131,15 @@ SETTINGS: dict[str, Setting] = {
             100_000,
             "Task events a process buffers between reports; beyond it the oldest are dropped "
             "(and counted).",
+        ),
+        Setting(
+            "FREIGHT_TASK_ROWS_SAMPLE",
+            int,
+            1000,
+            "Successful tasks whose whole life falls within one telemetry report each get a "
+            "state-API record up to this many per report and process; beyond it an evenly "
+            "spread sample of this many is kept and the rest counted as dropped. Failed, "
+            "retried and long tasks are always kept, and metrics count every task. 0: keep all.",
         ),
         Setting(
             "FREIGHT_JOB_LABELS",

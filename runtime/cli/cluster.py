@@ -12,7 +12,7 @@ from typing import Any
 
 from freight import _launcher
 from freight.config import settings
-from freight.util.grpc_auth import TOKEN_FILE
+from freight.util.tokens import TOKEN_FILE
 
 
 def _resources(text: str | None) -> dict[str, float] | None:
@@ -40,16 +40,23 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.head == bool(args.address):
         raise SystemExit("freight start: give exactly one of --head or --address HOST:PORT.")
     if args.head:
+        # The head and this machine's agent start side by side (the agent learns the head's
+        # address from the head itself).
         session_dir = _launcher.new_session_dir()
-        _, address = _launcher.start_head(
+        procs = _launcher.start_cluster(
             session_dir,
+            num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            resources=resources,
+            object_store_memory=args.object_store_memory,
+            attached=False,
             port=args.port,
             cluster_name=args.cluster_name,
-            attached=False,
             bind=args.bind,
             metrics_port=args.metrics_port,
         )
         _launcher.point_latest(session_dir)
+        address, node_id = procs.head_address, procs.node_id
     else:
         address = args.address
         session_dir = _launcher.find_session_for(address) or ""
@@ -65,16 +72,16 @@ def cmd_start(args: argparse.Namespace) -> int:
                 f.write(token)
             with open(os.path.join(session_dir, "head.json"), "w") as f:
                 json.dump({"address": address, "remote": True}, f)
-    _, node_id = _launcher.start_agent(
-        session_dir,
-        address,
-        num_cpus=args.num_cpus,
-        num_gpus=args.num_gpus,
-        resources=resources,
-        object_store_memory=args.object_store_memory,
-        head_node=args.head,
-        attached=False,
-    )
+        _, node_id = _launcher.start_agent(
+            session_dir,
+            address,
+            num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            resources=resources,
+            object_store_memory=args.object_store_memory,
+            head_node=False,
+            attached=False,
+        )
     print(f"freight {'head' if args.head else 'node'} started.")
     print(f"  address:      {address}")
     print(f"  node:         {node_id}")

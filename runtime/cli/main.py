@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from freight.config import settings_table
 
-from . import cluster, demo, events_cmd, logs_cmd, memory_cmd, metrics_cmd, state_cmd, status
+# The module that defines each command; a command loads only its own module (`freight start`
+# does not load the state, metrics and log tools, nor rich or yaml).
+MODULES = [
+    "cluster",
+    "status",
+    "memory_cmd",
+    "logs_cmd",
+    "events_cmd",
+    "state_cmd",
+    "metrics_cmd",
+    "demo",
+]
+COMMANDS = {
+    "start": "cluster",
+    "stop": "cluster",
+    "status": "status",
+    "memory": "memory_cmd",
+    "logs": "logs_cmd",
+    "events": "events_cmd",
+    "list": "state_cmd",
+    "get": "state_cmd",
+    "summary": "state_cmd",
+    "timeline": "state_cmd",
+    "metrics": "metrics_cmd",
+    "demo": "demo",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with the commands of ``modules`` (default: all of them)."""
     parser = argparse.ArgumentParser(
         prog="freight",
         description="freight: a task/actor runtime for Python, and the tools to operate it.",
@@ -18,20 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    cluster.add_parsers(sub)
-    status.add_parsers(sub)
-    memory_cmd.add_parsers(sub)
-    logs_cmd.add_parsers(sub)
-    events_cmd.add_parsers(sub)
-    state_cmd.add_parsers(sub)
-    metrics_cmd.add_parsers(sub)
-    demo.add_parsers(sub)
+    for name in MODULES if modules is None else modules:
+        importlib.import_module(f"freight.cli.{name}").add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_in = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args_in if not a.startswith("-")), "")
+    module = COMMANDS.get(command)
+    parser = build_parser([module] if module else None)
+    args = parser.parse_args(args_in)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -25,6 +25,8 @@ def pack_args(
     args: tuple[Any, ...], kwargs: dict[str, Any], fn_name: str
 ) -> tuple[bytes, list[tuple[bytes, str]], list[bytes]]:
     """Serialize (args, kwargs); return (packed, top-level refs, ids of refs nested inside)."""
+    if not args and not kwargs:
+        return EMPTY_ARGS, _NO_REFS, _NO_REFS
     refs: list[tuple[bytes, str]] = []
     if any(type(a) is ObjectRef for a in args):
         new_args = []
@@ -48,7 +50,14 @@ def pack_args(
         so = ser.serialize((args, kwargs))
     except Exception as e:
         raise TypeError(_unpicklable_message(args, kwargs, fn_name, e)) from e
-    return ser.pack(so), refs, [r._id for r in so.contained_refs]
+    nested = [r._id for r in so.contained_refs] if so.contained_refs else _NO_REFS
+    return ser.pack(so), refs or _NO_REFS, nested
+
+
+EMPTY_ARGS = ser.pack(ser.serialize(((), {})))  # a call without arguments, packed once
+# Shared by every call without ref arguments (a million queued tasks need no million lists);
+# never appended to.
+_NO_REFS: list[Any] = []
 
 
 def _unpicklable_message(

@@ -8,16 +8,18 @@ talks to the local node agent for leases and shared-memory reservations.
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
+import operator
 import os
 import pickle
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from freight import exceptions as exc
@@ -34,15 +36,21 @@ from freight.protocol import messages as m
 from . import refs as refs_mod
 from .refs import ObjectRef
 
+_new_ref = object.__new__
+_ref_id = operator.attrgetter("_id")
+_slot_value = operator.attrgetter("value")
+_is_none = functools.partial(operator.is_, None)
+
 # A stored value: ("v", packed) inline | ("s", path, size) shared memory | ("e", pickled error)
 Value = tuple[Any, ...]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity equality: `None in slots` stays at C speed
 class Slot:
     value: Value | None = None
     callbacks: list[Callable[[Value], None]] | None = None
-    foreign: list[tuple[bytes, str]] = field(default_factory=list)  # refs inside, owned elsewhere
+    # Refs inside the value, owned elsewhere (a shared empty tuple until there are some).
+    foreign: Sequence[tuple[bytes, str]] = ()
     fetching: bool = False
 
 
@@ -203,6 +211,8 @@ class CoreWorker:
                 if msg is None:
                     break
                 self._on_inbound(fs, msg, caller)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the peer went away (it exited or was killed): not bad input
         except (frames.ProtocolError, OSError) as e:
             print(f"freight: closed a connection after bad input: {e}", file=sys.stderr)
         except Exception as e:
@@ -221,13 +231,11 @@ class CoreWorker:
             self._serve_get(fs, msg)
         elif t is m.Borrow:
             with self.lock:
-                missing = [o for o in msg.object_ids if not self.refs.add_borrower(o, msg.borrower)]
+                missing = self.refs.add_borrowers(msg.object_ids, msg.borrower)
             fs.send(m.BorrowAck(msg.req_id, missing))
         elif t is m.ReleaseBorrow:
             with self.lock:
-                freed: list[bytes] = []
-                for oid in msg.object_ids:
-                    freed += self.refs.remove_borrower(oid, msg.borrower)
+                freed = self.refs.remove_borrowers(msg.object_ids, msg.borrower)
             self._free(freed)
         elif t is m.MemoryRequest:
             fs.send(
@@ -352,24 +360,38 @@ class CoreWorker:
         with self.lock:
             self.refs.add_local(oid, owner == self.address)
 
-    def ref_deserialized(self, ref: ObjectRef) -> None:
-        if ref._owner != self.address:
-            buf = getattr(self._borrow_buf, "items", None)
+    def ref_unpickled(self, oid: bytes, owner: str) -> ObjectRef:
+        """Rebuild a reference that arrived pickled: count it here, and register this process
+        as a borrower of a foreign one (batched per :meth:`deserialize`)."""
+        ref = _new_ref(ObjectRef)  # ObjectRef.__init__ would count it a second way round
+        ref._id = oid
+        ref._owner = owner
+        mine = owner == self.address
+        with self.lock:
+            self.refs.add_local(oid, mine)
+        if not mine:
+            buf = getattr(self._borrow_buf, "by_owner", None)
             if buf is not None:
-                buf.append((ref._id, ref._owner))
+                # Grouped by owner as they come: no tuple per reference to allocate.
+                oids = buf.get(owner)
+                if oids is None:
+                    buf[owner] = [oid]
+                else:
+                    oids.append(oid)
             else:
-                self.borrow([(ref._id, ref._owner)], self.address)
+                self.borrow([(oid, owner)], self.address)
+        return ref
 
     def deserialize(self, fn: Callable[[], Any]) -> Any:
         """Run an unpickling step, then register this process as borrower of new foreign refs."""
-        outer = getattr(self._borrow_buf, "items", None)
-        self._borrow_buf.items = []
+        outer = getattr(self._borrow_buf, "by_owner", None)
+        self._borrow_buf.by_owner = {}
         try:
             value = fn()
         finally:
-            items, self._borrow_buf.items = self._borrow_buf.items, outer
-        if items:
-            self.borrow(items, self.address)
+            by_owner, self._borrow_buf.by_owner = self._borrow_buf.by_owner, outer
+        if by_owner:
+            self.borrow_from(by_owner, self.address)
         return value
 
     def borrow(self, items: list[tuple[bytes, str]], borrower: str) -> None:
@@ -377,15 +399,19 @@ class CoreWorker:
         by_owner: dict[str, list[bytes]] = {}
         for oid, owner in items:
             by_owner.setdefault(owner, []).append(oid)
+        self.borrow_from(by_owner, borrower)
+
+    def borrow_from(self, by_owner: dict[str, list[bytes]], borrower: str) -> None:
+        """``borrow`` with the ids already grouped by owner (one ``Borrow`` per owner)."""
         if borrower == self.address:
             # Remember whom to tell when the last local reference goes (see _free).
-            for oid, owner in items:
-                self.submitter.borrowed_owner[oid] = owner
+            borrowed_owner = self.submitter.borrowed_owner
+            for owner, oids in by_owner.items():
+                borrowed_owner.update(dict.fromkeys(oids, owner))
         for owner, oids in by_owner.items():
             if owner == self.address:
                 with self.lock:
-                    for oid in oids:
-                        self.refs.add_borrower(oid, borrower)
+                    self.refs.add_borrowers(oids, borrower)
                 continue
             try:
                 peer = self.peer(owner)
@@ -393,14 +419,15 @@ class CoreWorker:
             except (ConnectionError, OSError, TimeoutError):
                 pass  # the owner is gone: get() will report OwnerDiedError
 
-    def release_borrow(self, oid: bytes, owner: str, borrower: str) -> None:
+    def release_borrow(self, oids: list[bytes], owner: str, borrower: str) -> None:
+        """Tell ``owner`` that ``borrower`` dropped ``oids`` (one message for all of them)."""
         if owner == self.address:
             with self.lock:
-                freed = self.refs.remove_borrower(oid, borrower)
+                freed = self.refs.remove_borrowers(oids, borrower)
             self._free(freed)
             return
         try:
-            self.peer(owner).fs.send(m.ReleaseBorrow([oid], borrower))
+            self.peer(owner).fs.send(m.ReleaseBorrow(oids, borrower))
         except (ConnectionError, OSError):
             pass
 
@@ -408,14 +435,15 @@ class CoreWorker:
         dropped = refs_mod.dropped
         if not dropped:
             return
-        freed: list[bytes] = []
+        popleft = dropped.popleft
         with self.lock:
+            batch: list[bytes] = []
             while dropped:
                 try:
-                    oid = dropped.popleft()
+                    batch.append(popleft())
                 except IndexError:
                     break
-                freed += self.refs.remove_local(oid)
+            freed = self.refs.remove_locals(batch)
         if freed:
             self._free(freed)
 
@@ -423,29 +451,37 @@ class CoreWorker:
         if not freed:
             return
         shm: list[bytes] = []
-        releases: list[tuple[bytes, str, str]] = []
+        # (owner, borrower) -> ids: one ReleaseBorrow per owner and borrower key.
+        releases: dict[tuple[str, str], list[bytes]] = {}
+        prefix = self._prefix
+        slots_pop = self.slots.pop
+        borrowed_pop = self.submitter.borrowed_owner.pop
         with self.lock:
-            for oid in freed:
-                slot = self.slots.pop(oid, None)
-                if self.call_sites:
+            if self.call_sites:
+                for oid in freed:
                     self.call_sites.pop(oid, None)
-                owned = oid[:8] == self._prefix
+            for oid in freed:
+                slot = slots_pop(oid, None)
+                owned = oid[:8] == prefix
                 if slot is not None:
-                    if owned and slot.value is not None and slot.value[0] == "s":
+                    value = slot.value
+                    if owned and value is not None and value[0] == "s":
                         shm.append(oid)
-                    for inner, owner in slot.foreign:
-                        releases.append((inner, owner, f"{self.address}#{oid.hex()}"))
+                    if slot.foreign:
+                        who = f"{self.address}#{oid.hex()}"
+                        for inner, owner in slot.foreign:
+                            releases.setdefault((owner, who), []).append(inner)
                 if not owned:
-                    owner = self.submitter.borrowed_owner.pop(oid, None)
+                    owner = borrowed_pop(oid, None)
                     if owner:
-                        releases.append((oid, owner, self.address))
+                        releases.setdefault((owner, self.address), []).append(oid)
         if shm:
             try:
                 self.agent.send(m.FreeObjects(shm))
             except OSError:
                 pass
-        for inner, owner, who in releases:
-            self.release_borrow(inner, owner, who)
+        for (owner, who), oids in releases.items():
+            self.release_borrow(oids, owner, who)
 
     def _janitor(self) -> None:
         while not self.closed:
@@ -461,27 +497,29 @@ class CoreWorker:
     def store_value(self, oid: bytes, value: Value, foreign: list[tuple[bytes, str]] = ()) -> None:
         """Record a ready value for an object and wake whoever waits for it."""
         with self.lock:
-            slot = self.slots.get(oid)
-            if slot is None:
-                if oid[:8] == self._prefix and oid not in self.refs.entries:
-                    orphan = True  # every reference was dropped before the value arrived
-                else:
-                    orphan = False
-                    slot = self.slots[oid] = Slot()
-            else:
-                orphan = False
-            if orphan:
-                if value[0] == "s":
-                    self.agent.send(m.FreeObjects([oid]))
-                return
-            assert slot is not None
-            slot.value = value
-            if foreign:
-                slot.foreign = list(foreign)
-            callbacks, slot.callbacks = slot.callbacks, None
-            self.cv.notify_all()
+            callbacks = self.store_locked(oid, value, foreign)
         for cb in callbacks or ():
             cb(value)
+
+    def store_locked(
+        self, oid: bytes, value: Value, foreign: list[tuple[bytes, str]] = ()
+    ) -> list[Callable[[Value], None]] | None:
+        """:meth:`store_value` for a caller that holds the lock: returns the callbacks that
+        are waiting for the value, for the caller to run once it has let go of the lock."""
+        slot = self.slots.get(oid)
+        if slot is None:
+            if oid[:8] == self._prefix and oid not in self.refs.entries:
+                # Every reference was dropped before the value arrived.
+                if value[0] == "s":
+                    self.agent.send(m.FreeObjects([oid]))
+                return None
+            slot = self.slots[oid] = Slot()
+        slot.value = value
+        if foreign:
+            slot.foreign = list(foreign)
+        callbacks, slot.callbacks = slot.callbacks, None
+        self.cv.notify_all()
+        return callbacks
 
     def on_ready(self, oid: bytes, owner: str, cb: Callable[[Value], None]) -> None:
         """Call ``cb(value)`` once the object is ready (fetching it from its owner if needed)."""
@@ -558,7 +596,14 @@ class CoreWorker:
         reply = self.request(self.agent, lambda r: m.ReserveObject(r, oid, size, owner), timeout=60)
         if type(reply) is m.Error:
             raise pickle.loads(reply.exc) if reply.exc else exc.ObjectStoreFullError(reply.message)
-        write_segment(reply.path, so)
+        try:
+            write_segment(reply.path, so)
+        except BaseException:
+            try:
+                self.agent.send(m.FreeObjects([oid]))  # give the reservation back
+            except OSError:
+                pass
+            raise
         self.agent.send(m.SealObject(oid))
         return ("s", reply.path, size)
 
@@ -588,9 +633,9 @@ class CoreWorker:
     def wait_values(self, refs: list[ObjectRef], timeout: float | None) -> list[Value]:
         self.drain_dropped()
         deadline = None if timeout is None else time.monotonic() + timeout
-        slots = [self.ensure_local(r) for r in refs]
-        if all(s.value is not None for s in slots):
-            return [s.value for s in slots]  # type: ignore[misc]
+        slots, values = self.local_values(refs)
+        if None not in values:
+            return values  # type: ignore[return-value]
         blocked = self.notify_blocked(True)
         try:
             with self.cv:
@@ -639,34 +684,78 @@ class CoreWorker:
         )
         return fut
 
+    def local_values(
+        self, refs: list[ObjectRef], ids: list[bytes] | None = None
+    ) -> tuple[list[Slot], list[Value | None]]:
+        """The slots of ``refs`` and their current values (None: not ready yet), creating the
+        missing slots (and fetching foreign values).
+
+        Runs at C speed when every slot exists: a caller that waits on the same long list
+        many times (``wait`` in a loop) must not pay Python work per reference and call. A
+        slot that exists but holds no value is either owned here or already being fetched
+        (every place that creates one for a foreign object starts the fetch).
+        """
+        slots: list[Any] = list(map(self.slots.get, map(_ref_id, refs) if ids is None else ids))
+        try:
+            return slots, list(map(_slot_value, slots))
+        except AttributeError:  # None has no .value: some slot is missing
+            for i, slot in enumerate(slots):
+                if slot is None:
+                    slots[i] = self.ensure_local(refs[i])
+            return slots, list(map(_slot_value, slots))
+
     def wait(
-        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+        self,
+        refs: list[ObjectRef],
+        num_returns: int,
+        timeout: float | None,
+        ids: list[bytes] | None = None,
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        """Split ``refs`` into (first ``num_returns`` ready, the rest), both in input order.
+
+        ``ids`` are the refs' object ids when the caller has them already.
+        """
         self.drain_dropped()
         deadline = None if timeout is None else time.monotonic() + timeout
-        slots = [self.ensure_local(r) for r in refs]
-        blocked = False
-        try:
-            with self.cv:
-                while True:
-                    ready = sum(1 for s in slots if s.value is not None)
-                    if ready >= num_returns:
-                        break
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        break
-                    if not blocked:
-                        blocked = self.notify_blocked(True)
-                    self.cv.wait(left)
-                done_list, rest = [], []
-                for r, s in zip(refs, slots, strict=True):
-                    if s.value is not None and len(done_list) < num_returns:
-                        done_list.append(r)
-                    else:
-                        rest.append(r)
-        finally:
-            if blocked:
-                self.notify_blocked(False)
+        slots, values = self.local_values(refs, ids)
+        n = len(refs)
+        # Values are non-empty tuples or None: count and select without a Python loop.
+        ready = n - values.count(None)
+        if ready < num_returns:
+            blocked = False
+            try:
+                with self.cv:
+                    while True:
+                        # Read under the lock, so no value stored meanwhile goes unnoticed.
+                        values = list(map(_slot_value, slots))
+                        ready = n - values.count(None)
+                        if ready >= num_returns:
+                            break
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            break
+                        if not blocked:
+                            blocked = self.notify_blocked(True)
+                        self.cv.wait(left)
+            finally:
+                if blocked:
+                    self.notify_blocked(False)
+        if ready <= num_returns:
+            done_list = list(itertools.compress(refs, values))
+            if not done_list:
+                return done_list, list(refs)
+            return done_list, list(itertools.compress(refs, map(_is_none, values)))
+        picked = list(itertools.islice(itertools.compress(range(n), values), num_returns))
+        done_list = [refs[i] for i in picked]
+        if num_returns <= 16:
+            rest = list(refs)
+            for i in reversed(picked):
+                del rest[i]
+        else:
+            keep = [True] * n
+            for i in picked:
+                keep[i] = False
+            rest = list(itertools.compress(refs, keep))
         return done_list, rest
 
     def memory_rows(self) -> list[tuple[str, int, str, bool, list[str], str]]:
@@ -698,6 +787,11 @@ class CoreWorker:
         if self._head is None:
             from .head_client import HeadClient
 
+            if not self.head_address:  # a worker that started before the head served
+                import json
+
+                with open(os.path.join(self.session_dir, "head.json")) as f:
+                    self.head_address = str(json.load(f)["address"])
             self._head = HeadClient(self.head_address, self.token)
         return self._head
 

@@ -8,7 +8,6 @@ being serialized; unpickling one in another process makes that process a borrowe
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from collections import deque
 from typing import Any
@@ -66,12 +65,13 @@ class ObjectRef:
         return _worker.future_of(self)
 
     def __await__(self) -> Any:
+        import asyncio  # only programs that await references need it
+
         return asyncio.wrap_future(self.future()).__await__()
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
-    ref = ObjectRef(object_id, owner)
     w = _worker
-    if w is not None:
-        w.ref_deserialized(ref)
-    return ref
+    if w is None:
+        return ObjectRef(object_id, owner)
+    return w.ref_unpickled(object_id, owner)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .core_worker import CoreWorker, Peer
 
 LEASE_IDLE_S = 0.2
+UNKNOWN_ACTOR_GRACE_S = 10.0  # how long a handle's actor may be unknown to the head
+_RESOLVED_NONE: list[tuple[bytes, str, Any]] = []  # shared by every task without ref arguments
 # Pipelining: a worker may hold several queued tasks while their expected total run time
 # stays under this budget; functions never seen to finish count as UNKNOWN (long).
 PIPELINE_BUDGET_S = 0.002
@@ -73,6 +75,9 @@ class ActorState:
     inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
     dead_cause: str = ""
     resolving: bool = False
+    # Held from taking calls off the queue until they are sent: two threads pumping at once
+    # (a submit and the creation reply) must not send them out of order.
+    send_lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 def _retry_allowed(spec: TaskSpec, error: BaseException | None) -> bool:
@@ -99,6 +104,9 @@ class TaskSubmitter:
         self.pipeline = max(1, settings.lease_pipeline)
         self.warned_infeasible: set[str] = set()
         self.durations: dict[bytes, float] = {}  # mean run time per function (EWMA)
+        from .core_worker import Slot
+
+        self._slot = Slot
 
     # -- submission --------------------------------------------------------------------------
 
@@ -131,11 +139,38 @@ class TaskSubmitter:
             site = f"{spec.name}() at {call_site()}"
             for rid in spec.return_ids:
                 cw.call_sites[rid] = site
+        slots, Slot = cw.slots, self._slot
+        if not spec.arg_refs:
+            # The common case: every argument is a value, so the task is ready to schedule.
+            spec.resolved = _RESOLVED_NONE
+            if actor is None and not spec.shape:
+                spec.shape = shape_key(spec.resources)
+            with cw.lock:
+                for rid in spec.return_ids:
+                    self.return_to_task[rid] = spec
+                    if rid not in slots:
+                        slots[rid] = Slot()
+                if spec.nested:
+                    cw.refs.add_submitted(spec.nested)
+                cw.tasks.submit(rec, args_ready=True)
+                if actor is not None:
+                    actor.queue.append(spec)
+                else:
+                    q = self.queues.get(spec.shape)
+                    if q is None:
+                        q = self.queues[spec.shape] = deque()
+                    q.append(spec)
+            if actor is None:
+                self.pump(spec.shape)
+            else:
+                self.cw.actors.pump(actor)
+            return
         with cw.lock:
             for rid in spec.return_ids:
                 self.return_to_task[rid] = spec
-                cw.slots.setdefault(rid, _new_slot())
-            cw.refs.add_submitted([o for o, _ in spec.arg_refs] + spec.nested)
+                if rid not in slots:
+                    slots[rid] = Slot()
+            cw.refs.add_submitted([o for o, _ in spec.arg_refs] + list(spec.nested))
             cw.tasks.submit(rec, args_ready=False)
             if actor is not None:
                 actor.queue.append(spec)
@@ -150,16 +185,13 @@ class TaskSubmitter:
                 cw.tasks.args_ready(spec.task_id)
                 spec.resolved = resolved
                 if actor is None:
-                    spec.shape = shape_key(spec.resources)
+                    spec.shape = spec.shape or shape_key(spec.resources)
                     self.queues.setdefault(spec.shape, deque()).append(spec)
             if actor is None:
                 self.pump(spec.shape)
             else:
                 self.cw.actors.pump(actor)
 
-        if not spec.arg_refs:
-            ready()
-            return
         lock = threading.Lock()
         for i, (oid, owner) in enumerate(spec.arg_refs):
 
@@ -309,7 +341,9 @@ class TaskSubmitter:
             actor = None if lease is not None else cw.actors.by_peer.get(peer.address)
             holder = lease if lease is not None else actor
             spec = holder.inflight.pop(msg.task_id, None) if holder is not None else None
-            if lease is not None and spec is not None:
+            if spec is None:
+                return
+            if lease is not None:
                 lease.expected -= self.durations.get(spec.function_id, UNKNOWN)
                 if not lease.inflight:
                     lease.expected = 0.0
@@ -320,14 +354,52 @@ class TaskSubmitter:
                     self.durations[spec.function_id] = (
                         took if old is None else 0.8 * old + 0.2 * took
                     )
-        if spec is None:
-            return
-        if spec.trace is not None:
-            tracing.schedule_done(spec.trace)
-        with cw.lock:
             rec = cw.tasks.live.get(spec.task_id)
             if rec is not None:
                 rec.start_time, rec.end_time = msg.start_time, msg.end_time
+            if not msg.error and spec.trace is None:
+                # The common case, in one go: finished, values stored, waiters woken.
+                cw.tasks.finished(spec.task_id)
+                woken = self._finish_locked(spec, msg.results or ())
+            else:
+                woken = None
+        if woken is not None:
+            for callbacks, value in woken[0]:
+                for cb in callbacks:
+                    cb(value)
+            if woken[1]:
+                cw._free(woken[1])
+        else:
+            self._task_done_slow(spec, msg)
+        if lease is not None:
+            self.pump(lease.shape)
+        elif actor is not None:
+            cw.actors.pump(actor)
+
+    def _finish_locked(self, spec: TaskSpec, results: Any) -> tuple[list[Any], list[bytes]]:
+        """Store a finished task's values; the caller holds the lock and then runs the
+        returned callbacks (with their values) and frees the returned ids."""
+        cw = self.cw
+        woken = []
+        for rid, r in zip(spec.return_ids, results, strict=False):
+            callbacks = cw.store_locked(rid, r[0], r[1])
+            if callbacks:
+                woken.append((callbacks, r[0]))
+        return_to_task = self.return_to_task
+        for rid in spec.return_ids:
+            return_to_task.pop(rid, None)
+        if self.cancelled:
+            self.cancelled.discard(spec.task_id)
+        freed: list[bytes] = []
+        if spec.arg_refs or spec.nested:
+            freed = cw.refs.remove_submitted([o for o, _ in spec.arg_refs] + list(spec.nested))
+        return woken, freed
+
+    def _task_done_slow(self, spec: TaskSpec, msg: m.TaskDone) -> None:
+        """A task that failed, or is traced: the outcome decides between retry and finish."""
+        cw = self.cw
+        if spec.trace is not None:
+            tracing.schedule_done(spec.trace)
         if msg.error:
             error = _load_error(msg.error)
             cancelled = msg.task_id in self.cancelled or isinstance(error, exc.TaskCancelledError)
@@ -361,10 +433,6 @@ class TaskSubmitter:
                 values.append(r[0])
                 foreign.append(r[1])
             self._finish(spec, values, foreign)
-        if lease is not None:
-            self.pump(lease.shape)
-        elif actor is not None:
-            cw.actors.pump(actor)
 
     def _finish(self, spec: TaskSpec, values: list[Any], foreign: list[Any]) -> None:
         cw = self.cw
@@ -374,7 +442,7 @@ class TaskSubmitter:
             for rid in spec.return_ids:
                 self.return_to_task.pop(rid, None)
             self.cancelled.discard(spec.task_id)
-            freed = cw.refs.remove_submitted([o for o, _ in spec.arg_refs] + spec.nested)
+            freed = cw.refs.remove_submitted([o for o, _ in spec.arg_refs] + list(spec.nested))
         cw._free(freed)
 
     def _requeue(self, spec: TaskSpec) -> None:
@@ -458,12 +526,6 @@ class TaskSubmitter:
         return True
 
 
-def _new_slot() -> Any:
-    from .core_worker import Slot
-
-    return Slot()
-
-
 def _load_error(blob: bytes) -> BaseException:
     try:
         err = pickle.loads(blob)
@@ -508,7 +570,8 @@ class ActorSubmitter:
         def run() -> None:
             from .head_client import pb_module as pb
 
-            deadline = time.monotonic() + 60
+            start = time.monotonic()
+            deadline = start + 60
             while True:
                 try:
                     reply = self.cw.head.call("GetActor", pb.GetActorRequest(actor_id=st.actor_id))
@@ -519,7 +582,10 @@ class ActorSubmitter:
                 if reply.found and a.state == "ALIVE":
                     self.created(st.actor_id, a.worker_address, "")
                     return
-                if not reply.found or a.state == "DEAD" or time.monotonic() > deadline:
+                # A handle can arrive before its actor is registered (an unnamed actor's
+                # creator registers it in the background): "not found" gets a grace period.
+                unknown = not reply.found and time.monotonic() - start > UNKNOWN_ACTOR_GRACE_S
+                if unknown or a.state == "DEAD" or time.monotonic() > deadline:
                     cause = a.death_cause if reply.found else "no such actor"
                     self.created(st.actor_id, "", cause or "the actor is dead")
                     return
@@ -528,6 +594,15 @@ class ActorSubmitter:
         threading.Thread(target=run, daemon=True).start()
 
     def pump(self, st: ActorState) -> None:
+        with st.send_lock:
+            fails = self._send_queued(st)
+        if not st.address and not st.dead_cause and st.queue:
+            self.resolve(st)
+        for spec in fails:
+            self._fail(st, spec)
+
+    def _send_queued(self, st: ActorState) -> list[TaskSpec]:
+        """Send the calls that can go; return those that fail (the actor is dead)."""
         cw = self.cw
         sends: list[TaskSpec] = []
         fails: list[TaskSpec] = []
@@ -552,13 +627,10 @@ class ActorSubmitter:
                         spec.trace.reason = cw.tasks.live[spec.task_id].pending_reason
                     cw.tasks.dispatched(spec.task_id, st.actor_id)
                     sends.append(spec)
-        if not st.address and not st.dead_cause and st.queue:
-            self.resolve(st)
         for spec in sends:
             assert st.peer is not None
             cw.submitter.push(st.peer, spec)
-        for spec in fails:
-            self._fail(st, spec)
+        return fails
 
     def _fail(self, st: ActorState, spec: TaskSpec) -> None:
         err = exc.RayActorError(

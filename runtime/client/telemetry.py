@@ -12,6 +12,7 @@ task events to the head's state service. A clean shutdown sends a final report.
 from __future__ import annotations
 
 import gc
+import operator
 import sys
 import threading
 import time
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from freight.config import settings
 from freight.core.task_state import TERMINAL, TaskRecord, TaskState
-from freight.core.transitions import Transition
 from freight.observe.recorder import RECORDER, Recorder
 from freight.protocol import messages as m
 
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 S = TaskState
 _FINISHED = S.FINISHED.value
-_PENDING_NODE = S.PENDING_NODE_ASSIGNMENT.value
 _SUBMITTED = S.SUBMITTED_TO_WORKER.value
 _TERMINAL = frozenset(s.value for s in TERMINAL)
+_BILLED = ("CPU", "GPU")  # the resources whose seconds are summed per job
+_WIRE = operator.itemgetter(0, 2, 3)  # a Transition as it travels: (time, state, cause)
 
 
 def parse_labels(text: str, what: str = "FREIGHT_JOB_LABELS") -> dict[str, str]:
@@ -57,11 +58,10 @@ class Telemetry:
         recorder.enabled = self.enabled
         recorder.top_n = settings.metrics_top_n
         self.interval = settings.telemetry_interval_s
-        # Tasks that changed since the last report; each report sends one row per task with its
-        # new transitions, so a short task costs one row, not one event per state change.
-        self.touched: dict[bytes, TaskRecord] = {}
+        # Each report sends one row per task that changed (cw.tasks.touched) with its new
+        # transitions, so a short task costs one row, not one event per state change.
         self.max_events = max(1, settings.task_events_buffer)
-        self.dropped = 0
+        self.sample = max(0, settings.task_rows_sample)
         # Cumulative resource-seconds by (job id, resource); the agent maps jobs to team/owner.
         self.usage: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
@@ -71,61 +71,124 @@ class Telemetry:
         self.gc_pauses: deque[tuple[str, float]] = deque(maxlen=10_000)
         if not self.enabled:
             return
-        cw.tasks.log.subscribe(self.on_transition)
+        cw.tasks.touched = {}
+        cw.tasks.on_retry = self._on_retry
         gc.callbacks.append(self._on_gc)
         threading.Thread(target=self._loop, name="freight-telemetry", daemon=True).start()
 
     # -- recording ---------------------------------------------------------------------------
+    # The hot path only marks a task record as touched (TaskTable.touched); the figures are
+    # worked out here, once per report, from the transitions each record gained since the last
+    # one. Retries are the exception: the attempt's times are overwritten by the next attempt,
+    # so they are recorded as they happen (a rare path).
 
-    def on_transition(self, rec: TaskRecord, tr: Transition) -> None:
-        new = tr.new
-        r = self.rec
-        if not tr.old:
-            r.inc("freight_tasks_submitted_total", (rec.name,))
-        elif new in _TERMINAL or (new == _PENDING_NODE and tr.old == _SUBMITTED):
-            if rec.start_time:
-                self._attempt_ran(rec)
-            if new == _PENDING_NODE:
-                r.inc("freight_task_retries_total", (rec.name, rec.error_kind or "system"))
-            else:
-                kind = "none" if new == _FINISHED else (rec.error_kind or "system")
-                r.inc("freight_tasks_finished_total", (rec.name, new, kind, rec.error_type))
-        self._event(rec, tr)
+    def _on_retry(self, rec: TaskRecord) -> None:
+        if rec.start_time:
+            waited = max(0.0, rec.start_time - rec.submit_time)
+            took = self._attempt_ran(rec)
+            self.rec.observe("freight_task_scheduling_latency_seconds", (rec.name,), waited)
+            self.rec.observe("freight_task_execution_latency_seconds", (rec.name,), took)
+        self.rec.inc("freight_task_retries_total", (rec.name, rec.error_kind or "system"))
 
-    def _attempt_ran(self, rec: TaskRecord) -> None:
-        r = self.rec
-        r.observe(
-            "freight_task_scheduling_latency_seconds",
-            (rec.name,),
-            max(0.0, rec.start_time - rec.submit_time),
-        )
+    def _attempt_ran(
+        self, rec: TaskRecord, usage: dict[tuple[str, str], float] | None = None
+    ) -> float:
+        """Add one attempt's resource-seconds to ``usage`` (default: the process's, under its
+        lock); return how long it ran."""
         took = max(0.0, rec.end_time - rec.start_time)
-        r.observe("freight_task_execution_latency_seconds", (rec.name,), took)
         if rec.resources and took:
-            with self.lock:
-                for res, amount in rec.resources.items():
-                    if amount and res in ("CPU", "GPU"):
-                        key = (rec.job_id, res)
-                        self.usage[key] = self.usage.get(key, 0.0) + amount * took
+            if usage is None:
+                with self.lock:
+                    self._add_usage(self.usage, rec, took)
+            else:
+                self._add_usage(usage, rec, took)
+        return took
 
-    def _event(self, rec: TaskRecord, tr: Transition) -> None:
-        touched = self.touched
-        if len(touched) >= self.max_events and rec.task_id not in touched:
-            self.dropped += 1  # the report is late or the agent slow: count, never block
-            return
-        touched[rec.task_id] = rec
+    @staticmethod
+    def _add_usage(usage: dict[tuple[str, str], float], rec: TaskRecord, took: float) -> None:
+        for res, amount in rec.resources.items():  # type: ignore[union-attr]
+            if amount and res in _BILLED:
+                key = (rec.job_id, res)
+                usage[key] = usage.get(key, 0.0) + amount * took
 
-    def _rows(self, records: list[TaskRecord]) -> list[tuple[Any, ...]]:
-        """One row per task: TaskEvent fields (latest state) + the transitions not yet sent."""
-        cw = self.cw
-        node, address = cw.node_id, cw.address
-        rows = []
+    def _collect(self, records: list[TaskRecord]) -> tuple[list[tuple[Any, ...]], int]:
+        """Record the figures of the records' new transitions; return their rows (at most
+        ``max_events``) and how many transitions were left out."""
+        submitted: dict[str, int] = {}
+        finished: dict[tuple[str, str, str, str], int] = {}
+        sched: dict[str, list[float]] = {}
+        execs: dict[str, list[float]] = {}
+        usage: dict[tuple[str, str], float] = {}
+        picked = []
+        short_ok = 0  # successful tasks whose whole life is in this report
         for rec in records:
             trs = rec.transitions[rec.reported :]
             if not trs:
                 continue
             rec.reported += len(trs)
+            name = rec.name
+            # Only a slice's ends count: submission is a task's first transition and its end
+            # the last one (retries in between were recorded when they happened).
+            first = not trs[0][1]
+            if first:
+                submitted[name] = submitted.get(name, 0) + 1
+            state = trs[-1][2]
+            whole_ok = False
+            if state in _TERMINAL:
+                if rec.start_time:
+                    waited = max(0.0, rec.start_time - rec.submit_time)
+                    sched.setdefault(name, []).append(waited)
+                    execs.setdefault(name, []).append(self._attempt_ran(rec, usage))
+                if state == _FINISHED:  # an earlier attempt's error does not label it
+                    key = (name, state, "none", "")
+                    whole_ok = first and not rec.attempt
+                    short_ok += whole_ok
+                else:
+                    key = (name, state, rec.error_kind or "system", rec.error_type)
+                finished[key] = finished.get(key, 0) + 1
+            picked.append((rec, trs, whole_ok))
+        rows, dropped = self._rows(picked, short_ok)
+        r = self.rec
+        for name, n in submitted.items():
+            r.inc("freight_tasks_submitted_total", (name,), n)
+        for key, n in finished.items():
+            r.inc("freight_tasks_finished_total", key, n)
+        for name, values in sched.items():
+            r.observe_many("freight_task_scheduling_latency_seconds", (name,), values)
+        for name, values in execs.items():
+            r.observe_many("freight_task_execution_latency_seconds", (name,), values)
+        if usage:
+            with self.lock:
+                for key, seconds in usage.items():
+                    self.usage[key] = self.usage.get(key, 0.0) + seconds
+        return rows, dropped
+
+    def _rows(
+        self, picked: list[tuple[TaskRecord, Any, bool]], short_ok: int
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """The state-API rows of the changed records, and how many transitions were left out.
+
+        Above ``FREIGHT_TASK_ROWS_SAMPLE`` short successful tasks in one report, an evenly
+        spread sample of them is sent (a million tiny tasks need no million records at the
+        head); every other task is always sent, up to ``max_events`` rows."""
+        cw = self.cw
+        node, address = cw.node_id, cw.address
+        stride = short_ok / self.sample if self.sample and short_ok > self.sample else 0.0
+        seen = 0
+        rows = []
+        dropped = 0
+        room = self.max_events
+        for rec, trs, whole_ok in picked:
+            if whole_ok and stride:
+                seen += 1
+                if int(seen / stride) == int((seen - 1) / stride):
+                    dropped += len(trs)
+                    continue
+            if len(rows) >= room:
+                dropped += len(trs)  # the report is late or the agent slow: count, never block
+                continue
             last = trs[-1]
+            state = last[2]
             rows.append(
                 (
                     rec.task_id.hex(),
@@ -136,9 +199,9 @@ class Telemetry:
                     node,
                     rec.worker_id,
                     rec.attempt,
-                    last.new,
-                    last.time,
-                    last.cause,
+                    state,
+                    last[0],
+                    last[3],
                     rec.pending_reason,
                     rec.error_type,
                     rec.error_kind,
@@ -146,11 +209,11 @@ class Telemetry:
                     rec.end_time,
                     rec.trace_id,
                     address,
-                    last.cause if last.new == "FAILED" else "",
-                    [(t.time, t.new, t.cause) for t in trs],
+                    last[3] if state == "FAILED" else "",
+                    list(map(_WIRE, trs)),
                 )
             )
-        return rows
+        return rows, dropped
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -192,17 +255,19 @@ class Telemetry:
         while self.gc_pauses:
             gen, pause = self.gc_pauses.popleft()
             self.rec.observe("freight_gc_pause_seconds", (gen,), pause)
-        with self.cw.lock:  # the listener fills ``touched`` under the owner's lock
-            touched, self.touched = self.touched, {}
-            dropped, self.dropped = self.dropped, 0
+        tasks = self.cw.tasks
+        with self.cw.lock:  # transitions mark records touched under the owner's lock
+            touched, tasks.touched = tasks.touched or {}, {}
         # Outside the lock: a transition appended meanwhile re-touches its task and goes with
         # the next report (``reported`` counts exactly what was sliced here).
-        rows = self._rows(list(touched.values()))
+        rows, dropped = self._collect(list(touched.values()))
         with self.lock:
             usage = dict(self.usage)
         snap = self.rec.snapshot()
+        # Packed here, once: the agent forwards the bytes to the head without reading them.
+        packed = m.pack_task_rows(rows) if rows else b""
         try:
-            self.cw.agent.send(m.Telemetry(snap, usage, rows, dropped, final))
+            self.cw.agent.send(m.Telemetry(snap, usage, packed, dropped, final, len(rows)))
         except OSError:
             pass  # the agent is gone; the process is going too
 

@@ -7,6 +7,7 @@ next (an :class:`Outcome`), and each change is recorded as a timestamped transit
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -23,6 +24,7 @@ class TaskState(StrEnum):
 
 
 S = TaskState
+_VALUE = {state: state.value for state in TaskState}  # plain str: cheaper than Enum.value
 TERMINAL = frozenset({S.FINISHED, S.FAILED, S.CANCELLED})
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     S.PENDING_ARGS_AVAIL: frozenset({S.PENDING_NODE_ASSIGNMENT, S.FAILED, S.CANCELLED}),
@@ -81,31 +83,51 @@ class TaskTable:
         self.log = TransitionLog()
         self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self._validate = validate
+        # Set by the process's telemetry: every record that changed since it last looked (a dict
+        # store per transition; the figures are worked out from the records once a second).
+        self.touched: dict[bytes, TaskRecord] | None = None
+        # Called with a record whose attempt failed and is about to be retried, while the
+        # attempt's start and end times are still on it.
+        self.on_retry: Callable[[TaskRecord], None] | None = None
 
     def _move(self, rec: TaskRecord, new: TaskState, cause: str) -> None:
         old = rec.state
         if new not in ALLOWED[old]:
             raise InvalidTransition(f"task {rec.task_id.hex()}: {old.value} -> {new.value}")
-        tr = Transition(now(), old.value, new.value, cause)
+        tr = Transition(now(), _VALUE[old], _VALUE[new], cause)
         rec.state = new
         rec.transitions.append(tr)
         self.counts[new] += 1
         if new in TERMINAL:
             self.live.pop(rec.task_id, None)
             self.history.append(rec)
+        if self.touched is not None:
+            self.touched[rec.task_id] = rec
         self.log.emit(rec, tr)
         if self._validate:
             self.validate_record(rec)
 
     def submit(self, rec: TaskRecord, args_ready: bool) -> None:
-        rec.submit_time = now()
-        tr = Transition(rec.submit_time, "", S.PENDING_ARGS_AVAIL.value, "submitted")
-        rec.transitions.append(tr)
+        t = rec.submit_time = now()
         self.counts[S.PENDING_ARGS_AVAIL] += 1
         self.live[rec.task_id] = rec
-        self.log.emit(rec, tr)
-        if args_ready:
-            self.args_ready(rec.task_id)
+        if self.touched is not None:
+            self.touched[rec.task_id] = rec
+        first = Transition(t, "", "PENDING_ARGS_AVAIL", "submitted")
+        if not args_ready:
+            rec.transitions.append(first)
+            self.log.emit(rec, first)
+            return
+        # Both steps at once: the common case of a task whose arguments are all values.
+        ready = Transition(t, "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "arguments ready")
+        rec.transitions += (first, ready)
+        rec.state = S.PENDING_NODE_ASSIGNMENT
+        rec.pending_reason = WAITING_FOR_RESOURCES
+        self.counts[S.PENDING_NODE_ASSIGNMENT] += 1
+        self.log.emit(rec, first)
+        self.log.emit(rec, ready)
+        if self._validate:
+            self.validate_record(rec)
 
     def args_ready(self, task_id: bytes) -> None:
         rec = self.live[task_id]
@@ -146,6 +168,8 @@ class TaskTable:
             rec.max_retries < 0 or rec.attempt < rec.max_retries
         )
         if retry and rec.state is S.SUBMITTED_TO_WORKER:
+            if self.on_retry is not None:
+                self.on_retry(rec)
             rec.attempt += 1
             rec.pending_reason = WAITING_FOR_RESOURCES
             self._move(rec, S.PENDING_NODE_ASSIGNMENT, f"retry {rec.attempt}: {cause}")

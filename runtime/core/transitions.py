@@ -36,10 +36,15 @@ class TransitionLog:
         """Call ``fn(key, transition)`` on every change; the key is the machine's record or id."""
         self._listeners.append(fn)
 
+    def listening(self) -> bool:
+        """True when any listener is subscribed (callers may skip building keys otherwise)."""
+        return bool(self._listeners)
+
     def emit(self, key: Any, tr: Transition) -> None:
-        if not self._listeners:
+        listeners = self._listeners
+        if not listeners:
             return
-        for fn in list(self._listeners):
+        for fn in list(listeners):
             try:
                 fn(key, tr)
             except Exception as e:

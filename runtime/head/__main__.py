@@ -2,6 +2,8 @@
 
 Runs the head until ``Shutdown`` or SIGTERM/SIGINT (exit 0). Logs go to
 ``<session_dir>/logs/head.log`` as JSON lines; only a failed start-up is reported on stderr.
+``--ready-fd N`` (repeatable) names inherited pipes the head writes its address to, as one JSON
+line, once it serves (see :mod:`freight.util.process`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
     parser.add_argument(
         "--metrics-port", type=int, default=0, help="/metrics and /sd port (0: any free port)"
     )
+    parser.add_argument(
+        "--ready-fd",
+        type=int,
+        action="append",
+        default=[],
+        help="an inherited pipe to write the address to once serving (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.node_timeout_s <= 0:
         parser.error("--node-timeout-s must be positive")
@@ -44,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         cluster_name=args.cluster_name,
         node_timeout_s=args.node_timeout_s,
         metrics_port=args.metrics_port,
+        ready_fds=tuple(args.ready_fd),
     )
 
 

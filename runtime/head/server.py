@@ -30,10 +30,11 @@ from freight.head.state_service import StateServiceServicer
 from freight.head.task_store import TaskStore
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
-from freight.protocol.messages import unpack_task_rows
+from freight.protocol.messages import load_task_rows
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
+from freight.util.process import announce_ready
 
 HEAD_INFO_FILE = "head.json"
 CONTROL_DB_FILE = "control.db"
@@ -51,6 +52,7 @@ class HeadConfig:
     cluster_name: str = "freight"
     node_timeout_s: float = 30.0
     metrics_port: int = 0  # the head's /metrics and /sd (0: any free port)
+    ready_fds: tuple[int, ...] = ()  # pipes to write the address to once serving (launchers)
 
 
 class HeadServicer(pb_grpc.HeadServiceServicer):
@@ -215,13 +217,15 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def ReportTaskEvents(self, request, context):
-        events: list[Any] = list(request.events)
+        rows: list[Any] = []
         dropped = request.dropped
         for chunk in request.packed:
-            unpacked, bad = unpack_task_rows(chunk)
-            events += unpacked
+            got, bad = load_task_rows(chunk)
+            rows += got
             dropped += bad
-        self.tasks.apply(events, dropped)
+        self.tasks.apply_rows(rows, dropped)
+        if request.events:
+            self.tasks.apply(list(request.events))
         return pb.ReportTaskEventsReply()
 
     @rpc
@@ -289,6 +293,7 @@ async def run_head(config: HeadConfig) -> None:
         lag = asyncio.create_task(watch_loop_lag("head"))
         metrics_http = servicer.metrics.serve(config.bind, config.metrics_port, host)
         write_head_info(session_dir, address, config.cluster_name, servicer.metrics.address)
+        announce_ready(config.ready_fds, {"address": address})
         logger.info("head serving", address=address, cluster_name=config.cluster_name)
         await servicer.stopping.wait()
         logger.info("head stopping")

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from freight.config import settings
 from freight.core.task_state import TaskState
 from freight.observe.recorder import RECORDER
+from freight.protocol import messages
 
 from .filters import BOOL, NUMBER, TEXT, TIME, Field, Predicate, compile_filters
 
@@ -268,6 +269,82 @@ class TaskStore:
         if evicted:
             RECORDER.inc("freight_telemetry_dropped_total", ("task_records",), evicted)
 
+    def apply_rows(self, rows: Iterable[tuple[Any, ...]], dropped: int = 0) -> None:
+        """Fold in task rows as :func:`freight.protocol.messages.load_task_rows` returns them:
+        one per task, its latest fields and the flat transitions it gained."""
+        lost = max(0, int(dropped))
+        evicted_before = self.dropped_records
+        for row in rows:
+            lost += self._apply_row(row)
+        if lost:
+            self.dropped_events += lost
+            RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), lost)
+        evicted = self.dropped_records - evicted_before
+        if evicted:
+            RECORDER.inc("freight_telemetry_dropped_total", ("task_records",), evicted)
+
+    def _apply_row(self, row: tuple[Any, ...]) -> int:
+        """Apply one row; return how many of its transitions were lost."""
+        tid = row[0]
+        flat = row[19]
+        rec = self.records.get(tid)
+        if rec is None:
+            if not tid or tid in self._evicted:
+                return len(flat) // 3
+            rec = self._new_record(tid, row[1], row[2], row[3], row[4], row[17])
+        tr = rec.transitions
+        if (tr and flat[0] <= tr[-3]) or max(map(len, flat[2::3])) > 64:
+            # Out of order or repeated (batches of different agents), or long causes to cut:
+            # one transition at a time.
+            return sum(not self._apply_one(ev) for ev in messages.row_events(row))
+        # The strings of one batch are shared already (pickle keeps one copy of each).
+        rec.transitions = tr + flat
+        old = rec.state
+        state = flat[-2]
+        rec.last_time = flat[-3]
+        rec.state = state
+        rec.node_id = row[5]
+        rec.worker_id = row[6]
+        rec.attempt = row[7]
+        rec.pending_reason = row[11]
+        rec.error_type = row[12]
+        rec.error_kind = row[13]
+        if row[18]:
+            rec.error = row[18][:MAX_ERROR]
+        if row[16]:
+            rec.trace_id = row[16]
+        start = row[14]
+        if start and rec.attempt and start < _last_dispatch(rec.transitions):
+            start = 0.0  # the times of an earlier attempt (this one has not reported yet)
+        rec.start_time = start
+        rec.end_time = row[15] if start else 0.0
+        if old != state:
+            self._reclassify(rec, old)
+        return 0
+
+    def _latest(
+        self,
+        rec: TaskEntry,
+        node_id: str,
+        worker_id: str,
+        attempt: int,
+        pending_reason: str,
+        error_type: str,
+        error_kind: str,
+        error: str,
+        trace_id: str,
+    ) -> None:
+        rec.node_id = _intern(node_id)
+        rec.worker_id = _intern(worker_id)
+        rec.attempt = attempt
+        rec.pending_reason = _intern(pending_reason)
+        rec.error_type = _intern(error_type)
+        rec.error_kind = _intern(error_kind)
+        if error:
+            rec.error = error[:MAX_ERROR]
+        if trace_id:
+            rec.trace_id = trace_id
+
     def _apply_one(self, ev: Any) -> bool:
         tid = ev.task_id
         rec = self.records.get(tid)
@@ -293,16 +370,17 @@ class TaskStore:
         old = rec.state
         rec.last_time = t
         rec.state = state
-        rec.node_id = _intern(ev.node_id)
-        rec.worker_id = _intern(ev.worker_id)
-        rec.attempt = ev.attempt
-        rec.pending_reason = _intern(ev.pending_reason)
-        rec.error_type = _intern(ev.error_type)
-        rec.error_kind = _intern(ev.error_kind)
-        if ev.error:
-            rec.error = ev.error[:MAX_ERROR]
-        if ev.trace_id:
-            rec.trace_id = ev.trace_id
+        self._latest(
+            rec,
+            ev.node_id,
+            ev.worker_id,
+            ev.attempt,
+            ev.pending_reason,
+            ev.error_type,
+            ev.error_kind,
+            ev.error,
+            ev.trace_id,
+        )
         start = ev.start_time
         if start and rec.attempt and start < _last_dispatch(rec.transitions):
             start = 0.0  # the times of an earlier attempt (this one has not reported yet)
@@ -313,13 +391,25 @@ class TaskStore:
         return True
 
     def _new(self, tid: str, ev: Any) -> TaskEntry:
+        return self._new_record(
+            tid,
+            _intern(ev.job_id),
+            _intern(ev.name),
+            _intern(ev.actor_id),
+            ev.parent_task_id,
+            _intern(ev.owner_address),
+        )
+
+    def _new_record(
+        self, tid: str, job_id: str, name: str, actor_id: str, parent_id: str, owner: str
+    ) -> TaskEntry:
         rec = TaskEntry(next(self._seq), tid)
-        rec.job_id = _intern(ev.job_id)
-        rec.name = _intern(ev.name)
-        rec.actor_id = _intern(ev.actor_id)
-        parent = self.records.get(ev.parent_task_id)
-        rec.parent_task_id = parent.task_id if parent is not None else ev.parent_task_id
-        rec.owner_address = _intern(ev.owner_address)
+        rec.job_id = job_id
+        rec.name = name
+        rec.actor_id = actor_id
+        parent = self.records.get(parent_id) if parent_id else None
+        rec.parent_task_id = parent.task_id if parent is not None else parent_id
+        rec.owner_address = owner
         rec.node_id = rec.worker_id = rec.pending_reason = ""
         rec.error_type = rec.error_kind = rec.error = rec.trace_id = ""
         rec.attempt = 0

@@ -82,7 +82,7 @@ class NodeAgent:
         # Telemetry: the figures of every process on this node, and task events for the head.
         self.figures = NodeFigures()
         # Task rows from owners, one batch per report (forwarded to the head as they came).
-        self.task_events: deque[list[Any]] = deque()
+        self.task_events: deque[tuple[int, bytes]] = deque()
         self.task_event_rows = 0
         self.max_task_rows = max(1, settings.task_events_buffer) * 4
         self.task_events_dropped = 0
@@ -254,23 +254,29 @@ class NodeAgent:
 
     def _on_telemetry(self, conn: AioConn, msg: m.Telemetry) -> None:
         self.figures.update(conn.id, msg.metrics, msg.usage)
-        if not isinstance(msg.task_events, list) or not isinstance(msg.dropped, int):
+        if (
+            not isinstance(msg.task_events, bytes)
+            or not isinstance(msg.dropped, int)
+            or not isinstance(msg.task_rows, int)
+        ):
             raise ProtocolError("malformed task events in a telemetry report")
         self.task_events_dropped += max(0, msg.dropped)
-        rows = msg.task_events
-        if rows:
-            while self.task_events and self.task_event_rows + len(rows) > self.max_task_rows:
-                old = self.task_events.popleft()  # the head is not keeping up: drop the oldest
-                self.task_event_rows -= len(old)
-                self.task_events_dropped += len(old)
-            self.task_events.append(rows)
-            self.task_event_rows += len(rows)
+        rows = max(0, msg.task_rows)
+        if msg.task_events and rows:
+            # The rows stay packed: the head reads them, this process only forwards them.
+            while self.task_events and self.task_event_rows + rows > self.max_task_rows:
+                old_rows, _ = self.task_events.popleft()  # the head is not keeping up
+                self.task_event_rows -= old_rows
+                self.task_events_dropped += old_rows
+            self.task_events.append((rows, msg.task_events))
+            self.task_event_rows += rows
         if msg.final:
             self.clean_exit.add(conn.id)
 
-    def take_task_events(self) -> tuple[list[list[Any]], int]:
-        """The task-row batches received since the last call, and how many rows were dropped."""
-        chunks = list(self.task_events)
+    def take_task_events(self) -> tuple[list[bytes], int]:
+        """The packed task-row batches received since the last call, and how many rows were
+        dropped."""
+        chunks = [chunk for _, chunk in self.task_events]
         self.task_events.clear()
         self.task_event_rows = 0
         dropped, self.task_events_dropped = self.task_events_dropped, 0
@@ -361,6 +367,7 @@ class NodeAgent:
     async def reap_loop(self) -> None:
         idle_timeout = settings.worker_idle_timeout_s
         while not self.stopping.is_set():
+            self.store.trim_pool()  # freed segments nobody reused go back to the system
             for wid in self.leases.idle_surplus(time.time(), idle_timeout):
                 conn = self.worker_conns.get(wid)
                 if conn is not None and self.leases.retire(wid):

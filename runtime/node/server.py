@@ -17,7 +17,7 @@ import grpc
 from loguru import logger
 
 from freight.config import settings
-from freight.objects.store import default_capacity
+from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import messages as m
@@ -26,7 +26,12 @@ from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, aio_channel, read_token
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tracing import setup as setup_tracing
-from freight.util.process import set_parent_death_signal, setup_process_logging
+from freight.util.process import (
+    announce_ready,
+    read_ready,
+    set_parent_death_signal,
+    setup_process_logging,
+)
 
 from .agent import NodeAgent
 from .events import event_loop
@@ -151,9 +156,7 @@ async def task_event_loop(agent: NodeAgent, head: Any) -> None:
         chunks, dropped = agent.take_task_events()
         if not chunks and not dropped:
             continue
-        request = pb.ReportTaskEventsRequest(
-            node_id=agent.node_id, packed=[m.pack_task_rows(c) for c in chunks], dropped=dropped
-        )
+        request = pb.ReportTaskEventsRequest(node_id=agent.node_id, packed=chunks, dropped=dropped)
         try:
             await head.ReportTaskEvents(request, timeout=10)
         except grpc.aio.AioRpcError as exc:
@@ -163,8 +166,6 @@ async def task_event_loop(agent: NodeAgent, head: Any) -> None:
 
 async def amain(args: argparse.Namespace) -> None:
     token = read_token(args.session_dir)
-    with open(os.path.join(args.session_dir, "head.json")) as f:
-        head_address = args.head or json.load(f)["address"]
     resources = json.loads(args.resources or "{}")
     resources["CPU"] = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
     if args.num_gpus:
@@ -206,6 +207,8 @@ async def amain(args: argparse.Namespace) -> None:
     await server.start()
     node.agent_address = f"{args.bind}:{port}"
 
+    # Workers start and the servers listen before the head's address is needed.
+    head_address = await _head_address(args)
     channel = aio_channel(head_address, token)
     head = pb_grpc.HeadServiceStub(channel)
 
@@ -224,6 +227,11 @@ async def amain(args: argparse.Namespace) -> None:
     registered = await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=10)
     metrics.cluster = registered.cluster_name
     agent.write_node_file(node.agent_address)
+    if args.ready_fd >= 0:
+        announce_ready(
+            [args.ready_fd],
+            {"node_id": args.node_id, "head_address": head_address, "address": node.agent_address},
+        )
     logger.info("node agent {} up at {} ({})", args.node_id, node.agent_address, agent.data_socket)
 
     loop = asyncio.get_running_loop()
@@ -254,10 +262,25 @@ async def amain(args: argparse.Namespace) -> None:
     logger.info("node agent {} stopped", args.node_id)
 
 
-def _memory_bytes() -> int:
-    import psutil
+async def _head_address(args: argparse.Namespace) -> str:
+    """``--head``, else what the head writes to ``--head-ready-fd`` once it serves, else
+    ``head.json`` in the session directory."""
+    if args.head:
+        return str(args.head)
+    if args.head_ready_fd >= 0:
+        try:
+            info = await asyncio.to_thread(read_ready, args.head_ready_fd, settings.start_timeout_s)
+        finally:
+            os.close(args.head_ready_fd)
+        if info is None or not info.get("address"):
+            raise RuntimeError("the head exited before it served")
+        return str(info["address"])
+    with open(os.path.join(args.session_dir, "head.json")) as f:
+        return str(json.load(f)["address"])
 
-    return int(psutil.virtual_memory().total * 0.7)
+
+def _memory_bytes() -> int:
+    return int(total_memory() * 0.7)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics-port", type=int, default=0, help="/metrics port (0: any free)")
     p.add_argument("--head-node", action="store_true")
     p.add_argument("--die-with-parent", action="store_true")
+    p.add_argument("--ready-fd", type=int, default=-1, help="pipe to announce readiness on")
+    p.add_argument("--head-ready-fd", type=int, default=-1, help="pipe the head's address comes on")
     args = p.parse_args(argv)
     if args.die_with_parent:
         set_parent_death_signal()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from freight.protocol.generated import freight_pb2 as pb
+
+if TYPE_CHECKING:
+    import psutil
 
 
 class WorkerInfoSource:
@@ -48,6 +49,8 @@ class WorkerInfoSource:
         return out
 
     def _usage(self, pid: int) -> tuple[int, float, float]:
+        import psutil  # loaded at the first listing, not at the agent's start-up
+
         proc = self._procs.get(pid)
         try:
             if proc is None:

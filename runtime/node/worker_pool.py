@@ -1,4 +1,8 @@
-"""Starting and stopping worker processes for a node agent."""
+"""Starting and stopping worker processes for a node agent.
+
+Workers are forked by the fork server when the agent has one (:mod:`freight.node.fork_server`),
+else started as new interpreters; either way each is a child of the agent.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,18 @@ from dataclasses import dataclass
 
 from freight.observe.recorder import RECORDER
 
+from . import fork_server as forks
+
 
 @dataclass
 class WorkerProcess:
     worker_id: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | forks.ForkedProcess
     log_path: str
 
 
 class WorkerPool:
-    """Spawns ``python -m freight.worker`` processes and keeps their handles for reaping."""
+    """Starts ``freight.worker`` processes and keeps their handles for reaping."""
 
     def __init__(self, session_dir: str, node_id: str, agent_socket: str, token: str) -> None:
         self.session_dir = session_dir
@@ -34,15 +40,24 @@ class WorkerPool:
         self.exit_requested: set[str] = set()
         self.lost: set[str] = set()
         self.owed_replacements = 0
+        self.fork_server = forks.adopt(session_dir, node_id, agent_socket, token)
 
     def spawn(self) -> str:
         worker_id = uuid.uuid4().hex[:16]
         log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id}.out")
-        env = dict(os.environ)
-        env["FREIGHT_TOKEN"] = self.token
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        forked = self.fork_server.spawn(worker_id) if self.fork_server is not None else None
+        popen = forked or self._start(worker_id, log_path)
+        self.procs[worker_id] = WorkerProcess(worker_id, popen, log_path)
+        self.started_total += 1
+        RECORDER.inc("freight_worker_starts_total")
+        if self.owed_replacements:
+            self.owed_replacements -= 1
+            RECORDER.inc("freight_worker_restarts_total")
+        return worker_id
+
+    def _start(self, worker_id: str, log_path: str) -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as log:
-            popen = subprocess.Popen(
+            return subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -55,16 +70,9 @@ class WorkerPool:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=forks.worker_env(self.token),
                 close_fds=True,
             )
-        self.procs[worker_id] = WorkerProcess(worker_id, popen, log_path)
-        self.started_total += 1
-        RECORDER.inc("freight_worker_starts_total")
-        if self.owed_replacements:
-            self.owed_replacements -= 1
-            RECORDER.inc("freight_worker_restarts_total")
-        return worker_id
 
     def pid(self, worker_id: str) -> int:
         p = self.procs.get(worker_id)
@@ -96,6 +104,8 @@ class WorkerPool:
 
     def reap(self) -> list[tuple[str, int]]:
         """Collect exited workers: [(worker_id, returncode)]."""
+        if self.fork_server is not None:
+            self.fork_server.pump()  # pids of forked workers first: none is taken for an orphan
         gone = []
         for wid, p in list(self.procs.items()):
             rc = p.popen.poll()
@@ -110,6 +120,10 @@ class WorkerPool:
                     self.lost.discard(wid)
                 else:  # died before it connected: its replacement is owed from now on
                     self.owed_replacements += 1
+        if self.fork_server is not None:
+            self.fork_server.alive()  # reaps the fork server itself if it has exited
+            known = {p.popen.pid for p in self.procs.values()} | {self.fork_server.proc.pid}
+            forks.reap_orphans(known)
         return gone
 
     def stop_all(self, timeout: float = 3.0) -> None:
@@ -120,6 +134,8 @@ class WorkerPool:
                     p.popen.terminate()
                 except ProcessLookupError:
                     pass
+        if self.fork_server is not None:
+            self.fork_server.stop()  # forks it had not answered yet never happen
         for p in self.procs.values():
             try:
                 p.popen.wait(timeout=timeout)

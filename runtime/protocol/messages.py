@@ -7,6 +7,7 @@ receiver rebuilds the NamedTuple with ``MESSAGE_TYPES[kind](*fields)``.
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -261,12 +262,24 @@ def pack_task_rows(rows: list[tuple[Any, ...]]) -> bytes:
     return pickle.dumps(rows, protocol=5)
 
 
-def unpack_task_rows(chunk: bytes) -> tuple[list[TaskEvent], int]:
-    """Expand one packed batch of task rows into a TaskEvent per transition.
+# Positions in a task row (the TaskEvent fields, then the transitions) by the type they hold.
+_ROW_TEXT = (0, 1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 16, 17, 18)
+_ROW_NUMBERS = (9, 14, 15)
+_NUMBER = (int, float)
+# The exact types of a row as an owner packs it: checked in one comparison.
+_ROW_TYPES = tuple(
+    int if i == 7 else float if i in _ROW_NUMBERS else str for i in range(_EVENT_FIELDS)
+)
+_TRANSITION_TYPES = (float, str, str)
 
-    Returns the events and the number of rows that were malformed (skipped, to be counted as
-    dropped); a chunk that does not decode to a list counts as one malformed row. Only plain
-    builtin values decode (no classes), so a chunk cannot run code in the head.
+
+def load_task_rows(chunk: bytes) -> tuple[list[tuple[Any, ...]], int]:
+    """Decode one packed batch of task rows, checking every field's type.
+
+    Returns the well-formed rows, each with its transitions turned into one flat tuple
+    ``(time, state, cause, time, state, cause, ...)``, and the number of malformed rows (skipped,
+    to be counted as dropped); a chunk that does not decode to a list counts as one malformed
+    row. Only plain builtin values decode (no classes), so a chunk cannot run code in the head.
     """
     try:
         rows = _PlainUnpickler(io.BytesIO(chunk)).load()
@@ -274,31 +287,87 @@ def unpack_task_rows(chunk: bytes) -> tuple[list[TaskEvent], int]:
         return [], 1
     if not isinstance(rows, list):
         return [], 1
-    out: list[TaskEvent] = []
+    out: list[tuple[Any, ...]] = []
     bad = 0
-    make = tuple.__new__
     n = _EVENT_FIELDS
+    row_types = _ROW_TYPES
+    chain = itertools.chain.from_iterable
     for row in rows:
-        if type(row) not in (tuple, list) or len(row) != n + 1 or type(row[n]) not in (list, tuple):
+        # The common case, checked at C speed: a tuple of exactly the types an owner packs,
+        # with transitions that are (float, str, str) tuples.
+        if type(row) is tuple and len(row) == n + 1 and tuple(map(type, row[:n])) == row_types:
+            trs = row[n]
+            if type(trs) is list and trs:
+                try:
+                    flat = tuple(chain(trs))
+                except TypeError:
+                    flat = ()  # a transition that is not a sequence
+                if tuple(map(type, flat)) == _TRANSITION_TYPES * len(trs):
+                    out.append((*row[:n], flat))
+                    continue
+        checked = _checked_row(row)
+        if checked is None:
             bad += 1
-            continue
-        head, tail = tuple(row[:8]), tuple(row[11:n])
-        try:
-            for when, state, cause in row[n]:
-                out.append(make(TaskEvent, (*head, state, float(when), cause, *tail)))
-        except (TypeError, ValueError):
-            bad += 1
+        else:
+            out.append(checked)
     return out, bad
+
+
+def _checked_row(row: Any) -> tuple[Any, ...] | None:
+    """A row that is not exactly as owners pack it, checked field by field (ints for times,
+    lists for tuples); None when it is malformed."""
+    n = _EVENT_FIELDS
+    if (
+        type(row) not in (tuple, list)
+        or len(row) != n + 1
+        or type(row[n]) not in (list, tuple)
+        or not row[n]
+        or type(row[7]) is not int
+        or any(type(row[i]) is not str for i in _ROW_TEXT)
+        or any(type(row[i]) not in _NUMBER for i in _ROW_NUMBERS)
+    ):
+        return None
+    flat: list[Any] = []
+    for tr in row[n]:
+        if (
+            type(tr) not in (tuple, list)
+            or len(tr) != 3
+            or type(tr[0]) not in _NUMBER
+            or type(tr[1]) is not str
+            or type(tr[2]) is not str
+        ):
+            return None
+        flat += (float(tr[0]), tr[1], tr[2])
+    return (*row[:n], tuple(flat))
+
+
+def unpack_task_rows(chunk: bytes) -> tuple[list[TaskEvent], int]:
+    """Expand one packed batch of task rows into a TaskEvent per transition (see
+    :func:`load_task_rows` for what is checked and counted)."""
+    rows, bad = load_task_rows(chunk)
+    return [ev for row in rows for ev in row_events(row)], bad
+
+
+def row_events(row: tuple[Any, ...]) -> list[TaskEvent]:
+    """The TaskEvent of each transition of one row as :func:`load_task_rows` returns it."""
+    head, tail, flat = row[:8], row[11:_EVENT_FIELDS], row[_EVENT_FIELDS]
+    make = tuple.__new__
+    return [
+        make(TaskEvent, (*head, flat[i + 1], flat[i], flat[i + 2], *tail))
+        for i in range(0, len(flat), 3)
+    ]
 
 
 class Telemetry(NamedTuple):
     metrics: dict[str, Any]  # freight.observe.recorder snapshot (cumulative)
     usage: dict[tuple[str, str], float]  # cumulative resource-seconds by (job id, resource)
-    # Task rows changed since the last report: the TaskEvent fields (latest state) followed by
-    # a list of (time, state, cause) transitions not sent before
-    task_events: list[tuple[Any, ...]]
+    # Task rows changed since the last report, packed by pack_task_rows (the agent forwards
+    # the bytes unread): the TaskEvent fields (latest state) followed by a list of
+    # (time, state, cause) transitions not sent before
+    task_events: bytes
     dropped: int  # task events dropped since the last report
     final: bool  # the process is shutting down cleanly
+    task_rows: int  # how many rows task_events holds
 
 
 MESSAGE_TYPES: dict[int, type] = {

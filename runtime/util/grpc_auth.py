@@ -9,8 +9,6 @@ request is decoded or any handler runs. Clients build their channels with :func:
 from __future__ import annotations
 
 import hmac
-import os
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -18,11 +16,10 @@ import grpc
 from grpc import aio
 from loguru import logger
 
-from freight.config import settings
 from freight.observe.recorder import RECORDER
+from freight.util.tokens import TOKEN_FILE, create_token, read_token
 
 TOKEN_METADATA_KEY = "x-freight-token"
-TOKEN_FILE = "token"
 
 # Control-plane messages can carry pickled creation specs and object chunks.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
@@ -38,6 +35,7 @@ _REFUSAL_MESSAGE = (
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "TOKEN_FILE",
     "TOKEN_METADATA_KEY",
     "TokenAuthInterceptor",
     "aio_channel",
@@ -45,47 +43,6 @@ __all__ = [
     "read_token",
     "sync_channel",
 ]
-
-
-# ---- tokens ----------------------------------------------------------------
-
-
-def read_token(session_dir: str | os.PathLike[str] | None) -> str:
-    """Return the cluster token: ``FREIGHT_TOKEN`` if set, else ``<session_dir>/token``."""
-    token = settings.token.strip()
-    if token:
-        return token
-    if session_dir is None:
-        raise ValueError(
-            "freight: no cluster token: FREIGHT_TOKEN is not set and no session directory was "
-            "given to read the 'token' file from."
-        )
-    path = os.path.join(os.fspath(session_dir), TOKEN_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"freight: no cluster token: FREIGHT_TOKEN is not set and {path} does not exist. "
-            "Start the head with `freight start --head`, or set FREIGHT_TOKEN."
-        ) from None
-    if not token:
-        raise ValueError(f"freight: the token file {path} is empty; set FREIGHT_TOKEN instead.")
-    return token
-
-
-def create_token(session_dir: str | os.PathLike[str]) -> str:
-    """Create a new random token in ``<session_dir>/token`` (mode 0600) and return it.
-
-    Raises ``FileExistsError`` if the session directory already has a token.
-    """
-    os.makedirs(session_dir, exist_ok=True)
-    token = secrets.token_hex(32)
-    path = os.path.join(os.fspath(session_dir), TOKEN_FILE)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token)
-    return token
 
 
 # ---- server side -------------------------------------------------------------

@@ -12,13 +12,15 @@ import json
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import grpc
-from grpc import aio
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from freight.config import settings
 from freight.observe import tracing
+
+if TYPE_CHECKING:
+    import grpc
+    from grpc import aio
 
 _T = TypeVar("_T")
 _CONTEXT_KEYS = ("traceparent", "tracestate")
@@ -90,47 +92,56 @@ def traced_call(method: str, call: Callable[[list[tuple[str, str]] | None], _T])
     return result
 
 
-class TracingServerInterceptor(aio.ServerInterceptor):
-    """Continues a caller's trace in a ``server`` span around each unary RPC that carries one."""
+@cache
+def _interceptor_class() -> type[aio.ServerInterceptor]:
+    # Built on first use: setup() and traced_call() serve processes that never load gRPC
+    # (workers), and only a server that traces needs this class.
+    import grpc
+    from grpc import aio
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None or not tracing.ENABLED:
-            return handler
-        carrier = {
-            k: v
-            for k, v in details.invocation_metadata or ()
-            if k in _CONTEXT_KEYS and isinstance(v, str)
-        }
-        if not carrier:
-            return handler
-        behavior = handler.unary_unary
-        name = details.method.lstrip("/")
+    class TracingServerInterceptor(aio.ServerInterceptor):
+        """Continues a caller's trace in a ``server`` span around each unary RPC carrying one."""
 
-        async def traced(request: Any, context: aio.ServicerContext) -> Any:
-            active = tracing.start(
-                name,
-                carrier=carrier,
-                kind="server",
-                attributes={"rpc.system": "grpc", "rpc.method": name},
+        async def intercept_service(
+            self,
+            continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+            details: grpc.HandlerCallDetails,
+        ) -> grpc.RpcMethodHandler:
+            handler = await continuation(details)
+            if handler is None or handler.unary_unary is None or not tracing.ENABLED:
+                return handler
+            carrier = {
+                k: v
+                for k, v in details.invocation_metadata or ()
+                if k in _CONTEXT_KEYS and isinstance(v, str)
+            }
+            if not carrier:
+                return handler
+            behavior = handler.unary_unary
+            name = details.method.lstrip("/")
+
+            async def traced(request: Any, context: aio.ServicerContext) -> Any:
+                active = tracing.start(
+                    name,
+                    carrier=carrier,
+                    kind="server",
+                    attributes={"rpc.system": "grpc", "rpc.method": name},
+                )
+                try:
+                    reply = await behavior(request, context)
+                except BaseException as e:
+                    tracing.finish(active, e)
+                    raise
+                tracing.finish(active)
+                return reply
+
+            return grpc.unary_unary_rpc_method_handler(
+                traced,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
             )
-            try:
-                reply = await behavior(request, context)
-            except BaseException as e:
-                tracing.finish(active, e)
-                raise
-            tracing.finish(active)
-            return reply
 
-        return grpc.unary_unary_rpc_method_handler(
-            traced,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    return TracingServerInterceptor
 
 
 def server_interceptors() -> list[aio.ServerInterceptor]:
@@ -139,7 +150,7 @@ def server_interceptors() -> list[aio.ServerInterceptor]:
         wanted = settings.instrumentation and tracing.wanted(settings.tracing)
     except ValueError:
         wanted = False
-    return [TracingServerInterceptor()] if wanted else []
+    return [_interceptor_class()()] if wanted else []
 
 
-__all__ = ["TracingServerInterceptor", "server_interceptors", "setup", "traced_call"]
+__all__ = ["server_interceptors", "setup", "traced_call"]

@@ -1,13 +1,17 @@
-"""Worker process entry point: ``python -m freight.worker SESSION NODE AGENT_SOCKET WORKER_ID``."""
+"""Worker process entry point: ``python -m freight.worker SESSION NODE AGENT_SOCKET WORKER_ID``.
+
+Workers forked by the fork server (:mod:`freight.worker.zygote`) run :func:`main` too, with the
+same arguments.
+"""
 
 from __future__ import annotations
 
 import faulthandler
-import json
 import os
 import signal
 import sys
 
+from freight._launcher import read_json
 from freight.client.core_worker import CoreWorker
 from freight.protocol import messages as m
 from freight.util.grpc_tracing import setup as setup_tracing
@@ -16,8 +20,10 @@ from freight.util.process import set_parent_death_signal, setup_process_logging
 from .executor import Executor, install_output_forwarding
 
 
-def main() -> None:
-    session_dir, node_id, agent_socket, worker_id = sys.argv[1:5]
+def main(argv: list[str] | None = None) -> None:
+    """Serve as the worker ``WORKER_ID`` of the node agent at ``AGENT_SOCKET``, until told to
+    exit."""
+    session_dir, node_id, agent_socket, worker_id = (sys.argv[1:] if argv is None else argv)[:4]
     set_parent_death_signal()
     # `kill -USR1 <pid>` writes every thread's stack to the worker's log: for stuck tasks.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -44,8 +50,10 @@ def main() -> None:
     )
     setup_tracing("worker", session_dir, node_id, worker_id)
     token = os.environ.get("FREIGHT_TOKEN", "")
-    with open(os.path.join(session_dir, "head.json")) as f:
-        head_address = json.load(f)["address"]
+    # A worker can start before the head serves (they start side by side); the core worker then
+    # reads head.json when it first needs the head, which is never before the agent registered.
+    head_info = read_json(os.path.join(session_dir, "head.json")) or {}
+    head_address = str(head_info.get("address", ""))
     cw = CoreWorker(
         session_dir=session_dir,
         node_id=node_id,

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ import cloudpickle
 from loguru import logger
 
 from freight import exceptions as exc
-from freight.client.args import substitute
+from freight.client.args import EMPTY_ARGS, substitute
 from freight.client.core_worker import CoreWorker
 from freight.config import settings
 from freight.objects import serialization as ser
@@ -43,6 +42,40 @@ class _Cancelled(BaseException):
     """Raised inside a running task by the cancellation signal handler."""
 
 
+class CallPool:
+    """The threads of an actor with ``max_concurrency`` > 1: calls go on one queue, and a new
+    thread starts only when every running one is busy (up to the limit).
+
+    Leaner than a ThreadPoolExecutor on the per-call path: no Future per call (the reply goes
+    back on the caller's connection), one queue put and one wake-up."""
+
+    def __init__(self, limit: int, run: Any) -> None:
+        self.limit = limit
+        self.run = run
+        self.calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads = 0
+        self.idle = 0
+
+    def submit(self, call: tuple[Any, ...]) -> None:
+        with self.lock:
+            start = self.idle == 0 and self.threads < self.limit
+            if start:
+                self.threads += 1
+            else:
+                self.idle -= 1  # one idle thread takes this call (or it queues behind all)
+        self.calls.put(call)
+        if start:
+            threading.Thread(target=self._serve, name="freight-actor", daemon=True).start()
+
+    def _serve(self) -> None:
+        calls, run, lock = self.calls, self.run, self.lock
+        while True:
+            run(*calls.get())
+            with lock:
+                self.idle += 1
+
+
 class Executor:
     def __init__(self, cw: CoreWorker) -> None:
         self.cw = cw
@@ -52,7 +85,7 @@ class Executor:
         self.actor: Any = None
         self.actor_id = ""
         self.actor_class = ""
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool: CallPool | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.semaphore: asyncio.Semaphore | None = None
         self.main_task: bytes = b""
@@ -76,7 +109,7 @@ class Executor:
         if type(msg) is m.CancelTask:
             self.cancel(msg)
         elif self.pool is not None:
-            self.pool.submit(self.execute, fs, msg, caller)
+            self.pool.submit((fs, msg, caller))
         elif self.loop is not None:
             asyncio.run_coroutine_threadsafe(self.execute_async(fs, msg, caller), self.loop)
         else:
@@ -186,7 +219,7 @@ class Executor:
                     target=self.loop.run_forever, name="freight-actor-loop", daemon=True
                 ).start()
             elif concurrency > 1:
-                self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="freight-actor")
+                self.pool = CallPool(concurrency, self.execute)
         self.cw.agent.send(m.ActorReady(msg.actor_id, error))
 
     # -- execution ---------------------------------------------------------------------------
@@ -211,6 +244,8 @@ class Executor:
         return self._decode_args(packed, arg_refs)
 
     def _decode_args(self, packed: bytes, arg_refs: list[tuple[bytes, str, Any]]) -> Any:
+        if not arg_refs and packed == EMPTY_ARGS:
+            return (), {}
         cw = self.cw
         args, kwargs = cw.deserialize(lambda: ser.unpack(packed))
         values = [cw.decode(v) for _, _, v in arg_refs]

@@ -106,6 +106,35 @@ def test_threaded_actor_runs_two_calls_at_once():
     assert rt.get([m.arrive.remote(), m.arrive.remote()], timeout=120) == [True, True]
 
 
+def test_threaded_actor_runs_at_most_max_concurrency_calls_at_once():
+    @rt.remote
+    class Counter:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.inside = 0
+            self.most = 0
+            self.barrier = threading.Barrier(3, timeout=60)
+            self.threads = set()
+
+        def enter(self):
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+                self.threads.add(threading.get_ident())
+            self.barrier.wait()  # passes only with three calls inside at once
+            with self.lock:
+                self.inside -= 1
+            return True
+
+        def seen(self):
+            return self.most, len(self.threads)
+
+    c = Counter.options(max_concurrency=3).remote()
+    assert rt.get([c.enter.remote() for _ in range(12)], timeout=120) == [True] * 12
+    most, threads = rt.get(c.seen.remote(), timeout=60)
+    assert most == 3 and threads <= 3
+
+
 def test_async_actor_runs_calls_concurrently():
     @rt.remote
     class Rendezvous:

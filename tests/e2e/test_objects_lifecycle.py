@@ -65,9 +65,10 @@ def store_stats() -> tuple[int, int, int]:
 
 
 def segment_files() -> list[str]:
+    """The objects' segment files (freed ones kept for reuse, ``pool-*``, hold no object)."""
     w = worker()
     folder = os.path.join("/dev/shm", f"freight-{w.session_name}")
-    return os.listdir(folder)
+    return [name for name in os.listdir(folder) if not name.startswith("pool-")]
 
 
 def ref_table_size() -> int:

@@ -108,32 +108,18 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.TELEMETRY: m.Telemetry(
         {"c": {("freight_tasks_submitted_total", ("f",)): 3.0}, "g": {}, "h": {}},
         {("01000000", "CPU"): 1.5},
-        [
-            (
-                "ab",
-                "01",
-                "f",
-                "",
-                "",
-                "n",
-                "w",
-                0,
-                "FINISHED",
-                1.0,
-                "returned",
-                "",
-                "",
-                "none",
-                0.5,
-                0.9,
-                "",
-                "/o",
-                "",
-                [(1.0, "FINISHED", "returned")],
-            )
-        ],
+        m.pack_task_rows(
+            [
+                (
+                    *("ab", "01", "f", "", "", "n", "w", 0, "FINISHED", 1.0, "returned"),
+                    *("", "", "none", 0.5, 0.9, "", "/o", ""),
+                    [(1.0, "FINISHED", "returned")],
+                )
+            ]
+        ),
         0,
         False,
+        1,
     ),
 }
 

@@ -62,12 +62,25 @@ def test_write_creates_private_file_of_total_size(seg_dir: str) -> None:
     assert stat.S_IMODE(st.st_mode) == 0o600
 
 
-def test_write_refuses_existing_file(seg_dir: str) -> None:
+@pytest.mark.parametrize("old_elems", [10, 200_000])  # the old file smaller / larger
+def test_write_over_a_recycled_file_leaves_nothing_of_the_old_one(
+    seg_dir: str, old_elems: int
+) -> None:
     path = segment_path(seg_dir, b"\x02")
-    write_segment(path, serialize(1))
-    with pytest.raises(FileExistsError):
-        write_segment(path, serialize(2))
-    assert read_segment(path) == 1
+    old = np.full(old_elems, 0xFF, dtype=np.uint8)
+    write_segment(path, serialize(["o" * 33, old, old]))
+    new = serialize(["n", np.arange(50_000, dtype=np.int64), np.arange(7, dtype=np.uint8)])
+    assert write_segment(path, new) == new.total_size
+    with open(path, "rb") as f:
+        raw = f.read()
+    fresh = segment_path(seg_dir, b"\x04")
+    write_segment(fresh, new)
+    with open(fresh, "rb") as f:
+        assert raw == f.read()  # byte for byte what a fresh file holds, padding included
+    text, arr, small = read_segment(path)
+    assert text == "n"
+    assert np.array_equal(arr, np.arange(50_000))
+    assert small.tolist() == list(range(7))
 
 
 def test_read_in_same_process_is_zero_copy_and_survives_unlink(seg_dir: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from freight.head.task_store import TaskStore, compile_task_filters
 from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
-from freight.protocol.messages import TaskEvent, pack_task_rows, unpack_task_rows
+from freight.protocol.messages import TaskEvent, load_task_rows, pack_task_rows, unpack_task_rows
 
 PREFIX = "ab" * 8
 
@@ -156,6 +156,58 @@ def test_owner_reports_in_the_packed_form() -> None:
         ("w1", 1.2, 2.0),
         ("w2", 2.2, 2.9),
     ]
+
+
+def as_row(evs: list[TaskEvent]) -> tuple[Any, ...]:
+    """The owner's row for consecutive transitions of one task (latest fields last)."""
+    return (*evs[-1], [(e.time, e.state, e.cause) for e in evs])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_whole_rows_fold_in_exactly_as_their_events_do(seed: int) -> None:
+    """apply_rows (one step per task row) ends where applying every event one by one does,
+    with batches split anywhere, repeated and delivered out of order."""
+    import random
+
+    rng = random.Random(seed)
+    batches: list[list[tuple[Any, ...]]] = []
+    for i in range(40):
+        evs = life(i, 100.0 + i, outcome=rng.choice(["FINISHED", "FAILED"]))
+        cut = rng.randint(1, 3)
+        batches += [[as_row(evs[:cut])], [as_row(evs[cut:])]]
+    batches += rng.sample(batches, 5)  # repeats
+    rng.shuffle(batches)
+    by_rows, by_events = TaskStore(), TaskStore()
+    for batch in batches:
+        loaded, bad = load_task_rows(pack_task_rows(batch))
+        assert bad == 0
+        by_rows.apply_rows(loaded)
+        events, _ = unpack_task_rows(pack_task_rows(batch))
+        by_events.apply(events)
+    for i in range(40):
+        a, b = by_rows.get(tid(i)), by_events.get(tid(i))
+        assert a is not None and b is not None
+        assert {**a.row(detail=True), "seq": 0} == {**b.row(detail=True), "seq": 0}
+    assert by_rows.counts() == by_events.counts()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        (*event(1, "FINISHED", 1.0), []),  # no transitions
+        (*event(1, "FINISHED", 1.0)[:-1], 5, [(1.0, "FINISHED", "")]),  # error is not text
+        (*event(1, "FINISHED", 1.0, attempt="0"), [(1.0, "FINISHED", "")]),  # type: ignore
+        (*event(1, "FINISHED", 1.0), [(1.0, "FINISHED")]),  # a transition too short
+        (*event(1, "FINISHED", 1.0), [("then", "FINISHED", "")]),  # time is not a number
+    ],
+)
+def test_ill_typed_rows_are_counted_and_skipped(row: tuple[Any, ...]) -> None:
+    good = as_row(life(2, 5.0))
+    loaded, bad = load_task_rows(pack_task_rows([row, good]))
+    assert bad == 1 and [r[0] for r in loaded] == [tid(2)]
+    store = TaskStore()
+    store.apply_rows(loaded, bad)
+    assert len(store) == 1 and store.dropped_events == 1
 
 
 def test_retention_evicts_oldest_successes_and_keeps_failures() -> None:

@@ -43,7 +43,7 @@ def pair(monkeypatch: pytest.MonkeyPatch):
 
 def run(owner: Owner, n: int, name: str = "f", fail: bool = False) -> None:
     for i in range(n):
-        rec = TaskRecord(i.to_bytes(16, "little"), name, max_retries=0)
+        rec = TaskRecord(name.encode() + i.to_bytes(15, "little"), name, max_retries=0)
         rec.job_id = "01000000"
         rec.resources = {"CPU": 1.0}
         owner.tasks.submit(rec, args_ready=True)
@@ -73,12 +73,33 @@ def test_transitions_become_counters_histograms_and_usage(pair) -> None:
     assert msg.final is False
 
 
+def test_a_retried_attempt_is_measured_before_the_next_one_overwrites_it(pair) -> None:
+    owner, tel, peer = pair
+    rec = TaskRecord(b"r" * 16, "f", max_retries=1)
+    rec.job_id, rec.resources = "01000000", {"CPU": 1.0}
+    owner.tasks.submit(rec, args_ready=True)
+    owner.tasks.dispatched(rec.task_id, "w1")
+    rec.start_time, rec.end_time = rec.submit_time + 1.0, rec.submit_time + 2.0
+    owner.tasks.failed(rec.task_id, "worker died", True, False, "WorkerCrashedError")
+    owner.tasks.dispatched(rec.task_id, "w2")
+    rec.start_time, rec.end_time = rec.submit_time + 3.0, rec.submit_time + 7.0
+    owner.tasks.finished(rec.task_id)
+    tel.report()
+    msg = peer.recv()
+    c, h = msg.metrics["c"], msg.metrics["h"]
+    assert c[("freight_task_retries_total", ("f", "system"))] == 1
+    assert c[("freight_tasks_finished_total", ("f", "FINISHED", "none", ""))] == 1
+    assert h[("freight_task_execution_latency_seconds", ("f",))][-1] == pytest.approx(5.0)
+    assert h[("freight_task_scheduling_latency_seconds", ("f",))][-1] == pytest.approx(4.0)
+    assert msg.usage == {("01000000", "CPU"): pytest.approx(5.0)}
+
+
 def test_one_row_per_task_with_its_transitions_and_drops_counted(pair) -> None:
     owner, tel, peer = pair
     run(owner, 8)  # 8 tasks into a buffer of 5 tasks: 3 tasks x 4 transitions dropped
     tel.report()
     msg = peer.recv()
-    events, bad = m.unpack_task_rows(m.pack_task_rows(msg.task_events))
+    events, bad = m.unpack_task_rows(msg.task_events)
     assert bad == 0 and msg.dropped == 12
     assert len(events) == 5 * 4  # one event per transition, expanded from 5 rows
     by_task: dict[str, list[str]] = {}
@@ -99,7 +120,7 @@ def test_one_row_per_task_with_its_transitions_and_drops_counted(pair) -> None:
     assert last.start_time > 0 and last.end_time > last.start_time
     tel.report()
     again = peer.recv()
-    assert again.task_events == [] and again.dropped == 0  # each transition is sent once
+    assert again.task_events == b"" and again.dropped == 0  # each transition is sent once
 
 
 def test_a_task_touched_again_sends_only_its_new_transitions(pair) -> None:
@@ -107,11 +128,11 @@ def test_a_task_touched_again_sends_only_its_new_transitions(pair) -> None:
     rec = TaskRecord(b"t" * 16, "f", max_retries=0)
     owner.tasks.submit(rec, args_ready=True)
     tel.report()
-    first, _ = m.unpack_task_rows(m.pack_task_rows(peer.recv().task_events))
+    first, _ = m.unpack_task_rows(peer.recv().task_events)
     owner.tasks.dispatched(rec.task_id, "w1")
     owner.tasks.finished(rec.task_id)
     tel.report()
-    second, _ = m.unpack_task_rows(m.pack_task_rows(peer.recv().task_events))
+    second, _ = m.unpack_task_rows(peer.recv().task_events)
     assert [e.state for e in first] == ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT"]
     assert [e.state for e in second] == ["SUBMITTED_TO_WORKER", "FINISHED"]
 
@@ -192,3 +213,41 @@ def test_parse_labels(text: str, want: dict[str, str]) -> None:
 def test_parse_labels_says_what_is_wrong(text: str) -> None:
     with pytest.raises(ValueError, match="key=value"):
         parse_labels(text)
+
+
+def test_short_successes_are_sampled_above_the_budget_and_the_rest_always_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FREIGHT_TELEMETRY_INTERVAL_S", "3600")
+    monkeypatch.setenv("FREIGHT_TASK_ROWS_SAMPLE", "10")
+    a, b = socket.socketpair()
+    owner = Owner(frames.FrameSocket(a))
+    tel = Telemetry(owner, Recorder(top_n=10))  # type: ignore[arg-type]
+    peer = frames.FrameSocket(b)
+    try:
+        long = TaskRecord(b"long" * 4, "slow", max_retries=0)
+        owner.tasks.submit(long, args_ready=True)
+        tel.report()  # the long task's first row: its later ones must follow whatever the load
+        peer.recv()
+        run(owner, 100)  # 100 short successes
+        run(owner, 3, name="bad", fail=True)
+        owner.tasks.dispatched(long.task_id, "w1")
+        owner.tasks.finished(long.task_id)
+        tel.report()
+        msg = peer.recv()
+        events, bad = m.unpack_task_rows(msg.task_events)
+        assert bad == 0
+        names = [ev.name for ev in events if ev.state in ("FINISHED", "FAILED")]
+        assert names.count("f") == 10  # an evenly spread sample of the short successes
+        assert names.count("bad") == 3 and names.count("slow") == 1
+        assert msg.task_rows == 14 and msg.dropped == 90 * 4
+        sampled = sorted(int.from_bytes(bytes.fromhex(ev.task_id)[1:], "little") for ev in events
+                         if ev.name == "f" and ev.state == "FINISHED")  # fmt: skip
+        assert sampled[0] < 20 and sampled[-1] >= 80  # spread over the report, not the first 10
+        c = msg.metrics["c"]
+        assert c[("freight_tasks_finished_total", ("f", "FINISHED", "none", ""))] == 100
+        assert c[("freight_tasks_submitted_total", ("f",))] == 100
+    finally:
+        tel._stop.set()
+        a.close()
+        b.close()
