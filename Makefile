@@ -9,12 +9,19 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# An editable install leaves freight's own modules without bytecode, and with
+# PYTHONDONTWRITEBYTECODE set every head, agent, worker and driver would compile them again at
+# each start; compile them once, as `pip install .` does.
+COMPILE := $(BIN)/python -m compileall -q runtime observe chaos tui
+
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(COMPILE)
 
 install-test: $(BIN)/python
 	bash scripts/install-system-deps.sh
 	$(BIN)/pip install -q -e '.[test]'
+	$(COMPILE)
 
 # Start a private local cluster, run the sample workload, print the status summary.
 run: install

@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -393,8 +394,24 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 5.0) -
                 pass
     deadline = time.monotonic() + timeout
     for p in procs:
+        _wait_exit(p, deadline)
         try:
             p.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Block until ``proc`` exits or the deadline passes, woken by the exit itself (a pidfd)
+    rather than by ``Popen.wait``'s polling; a no-op where pidfds are missing."""
+    if proc.poll() is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return
+    try:
+        select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@ import argparse
 import glob
 import json
 import os
+import select
 import signal
 import time
 from typing import Any
@@ -114,6 +115,20 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _wait_exit(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``pid`` to exit: woken by the exit where Linux has pidfds, else
+    a short wait (the caller checks again either way)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        time.sleep(min(timeout, 0.02))  # no pidfd: poll the other process's state
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     stopped = 0
     for session_dir in sorted(glob.glob(os.path.join(settings.temp_dir, "session_2*"))):
@@ -127,7 +142,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.grace
         for pid in pids:
             while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)  # waiting for another process to exit
+                _wait_exit(pid, max(0.0, deadline - time.monotonic()))
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
             stopped += 1

@@ -1,10 +1,20 @@
 """``python -m freight.node``: a node agent (see :mod:`freight.node.server` for the options).
 
 The worker fork server is started first, before the agent's own imports, so that the two load
-side by side (docs/decisions/0013-worker-fork-server.md).
+side by side (docs/decisions/0013-worker-fork-server.md). That start imports only the standard
+library and freight's light process helpers.
 """
 
+import os
 import sys
+
+
+def _fork_server_wanted() -> bool:
+    if not os.environ.get("FREIGHT_FORK_SERVER"):
+        return True  # the default; the settings module is loaded only when the variable is set
+    from freight.config import settings
+
+    return bool(settings.fork_server)
 
 
 def _start_fork_server(argv: list[str]) -> None:
@@ -17,15 +27,12 @@ def _start_fork_server(argv: list[str]) -> None:
     session_dir, node_id = value("--session-dir"), value("--node-id")
     if not session_dir or not node_id:
         return  # the agent reports bad arguments itself
-    from freight.config import settings
-
     try:
-        if not settings.fork_server:
+        if not _fork_server_wanted():
             return
         from freight.node.fork_server import start_early
-        from freight.util.tokens import read_token
 
-        start_early(session_dir, node_id, read_token(session_dir))
+        start_early(session_dir, node_id)
     except (OSError, ValueError):
         return  # no fork server: the agent starts each worker as a new interpreter
 

@@ -26,10 +26,15 @@ FORK_FAILED = 1  # the exit code a worker that could not be forked reports
 _early: ForkServer | None = None
 
 
-def worker_env(token: str) -> dict[str, str]:
-    """The environment of a worker process (forked or started)."""
+def worker_env(token: str | None) -> dict[str, str]:
+    """The environment of a worker process (forked or started).
+
+    ``None``: the token is not known yet; the fork server reads it and puts it in its workers'
+    environment itself.
+    """
     env = dict(os.environ)
-    env["FREIGHT_TOKEN"] = token
+    if token is not None:
+        env["FREIGHT_TOKEN"] = token
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -42,8 +47,10 @@ def agent_socket_path(session_dir: str, node_id: str) -> str:
 class ForkServer:
     """A running fork server: send it worker ids, read back the pids of the forked workers."""
 
-    def __init__(self, session_dir: str, node_id: str, agent_socket: str, token: str) -> None:
-        self.key = (session_dir, node_id, agent_socket, token)
+    def __init__(
+        self, session_dir: str, node_id: str, agent_socket: str, token: str | None = None
+    ) -> None:
+        self.key = (session_dir, node_id, agent_socket)
         ours, theirs = socket.socketpair()
         log_path = os.path.join(session_dir, "logs", f"zygote-{node_id[:12]}.err")
         try:
@@ -250,27 +257,29 @@ def reap_orphans(known: set[int]) -> int:
     return reaped
 
 
-def start_early(session_dir: str, node_id: str, token: str) -> ForkServer | None:
-    """Start the fork server for the agent about to run in this process (before its imports)."""
+def start_early(session_dir: str, node_id: str) -> ForkServer | None:
+    """Start the fork server for the agent about to run in this process, before its imports
+    (this module and its imports are the standard library's and light ones)."""
     global _early
     from freight.util.process import become_subreaper
 
     if not sys.platform.startswith("linux") or not become_subreaper():
         return None
     try:
-        _early = ForkServer(session_dir, node_id, agent_socket_path(session_dir, node_id), token)
+        _early = ForkServer(session_dir, node_id, agent_socket_path(session_dir, node_id))
     except OSError:
         return None
     return _early
 
 
-def adopt(session_dir: str, node_id: str, agent_socket: str, token: str) -> ForkServer | None:
-    """The fork server :func:`start_early` started for this pool, if it matches it."""
+def adopt(session_dir: str, node_id: str, agent_socket: str) -> ForkServer | None:
+    """The fork server :func:`start_early` started for this pool, if it matches it (its workers
+    get the token the agent has: both read it from the same place)."""
     global _early
     server, _early = _early, None
     if server is None:
         return None
-    if server.key != (session_dir, node_id, agent_socket, token) or not server.alive():
+    if server.key != (session_dir, node_id, agent_socket) or not server.alive():
         server.stop()
         return None
     return server

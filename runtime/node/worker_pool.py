@@ -40,7 +40,7 @@ class WorkerPool:
         self.exit_requested: set[str] = set()
         self.lost: set[str] = set()
         self.owed_replacements = 0
-        self.fork_server = forks.adopt(session_dir, node_id, agent_socket, token)
+        self.fork_server = forks.adopt(session_dir, node_id, agent_socket)
 
     def spawn(self) -> str:
         worker_id = uuid.uuid4().hex[:16]

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from freight.config import settings
-
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 MAX_READY_LINE = 65536
@@ -129,6 +127,7 @@ def setup_process_logging(
     Each record carries ``component`` (default: ``name`` up to its first ``-``), the fixed
     ``static_ids`` and whatever ``current_ids()`` returns (see :mod:`freight.observe.logging`).
     """
+    from freight.config import settings
     from freight.observe.logging import configure_logging
 
     return configure_logging(

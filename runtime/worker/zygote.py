@@ -16,10 +16,12 @@ two the same length), sends its output to ``logs/worker-<id>.out`` and runs
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
-from freight.util.process import set_cmdline, set_parent_death_signal
+# Only the standard library at the top: the agent imports this module for the constants below
+# before it starts the fork server, and that start is on the way to the first task.
 
 WORKER_MODULE = "freight.worker"
 ZYGOTE_MODULE = "freight.worker.zygote"
@@ -44,11 +46,27 @@ def worker_cmdline(current: list[str], worker_id: str) -> list[str]:
 
 
 def _preload() -> None:
-    """Import what a worker runs before its first task (not gRPC: workers seldom need it)."""
+    """Import what a worker runs before its first task (not gRPC: workers seldom need it).
+
+    With tracing on, every worker loads the OpenTelemetry SDK: it is imported here once too.
+    """
     import freight._api
     import freight._remote
     import freight.observe.logging
-    import freight.worker.__main__  # noqa: F401  (the executor, the core worker, the protocol)
+    import freight.worker.__main__  # the executor, the core worker, the protocol
+    from freight.config import settings
+    from freight.observe import tracing
+
+    try:
+        traced = settings.instrumentation and tracing.wanted(settings.tracing)
+    except ValueError:
+        traced = False  # the worker reports the bad setting itself
+    if traced:
+        import opentelemetry.exporter.otlp.proto.grpc.trace_exporter
+        import opentelemetry.sdk.trace
+        import opentelemetry.trace.propagation.tracecontext  # noqa: F401
+
+        import freight.observe._span_export  # noqa: F401
 
 
 def _fork_worker() -> tuple[int, int]:
@@ -134,7 +152,10 @@ def serve(conn: socket.socket) -> str | None:
 def _become_worker(conn: socket.socket, session_dir: str, worker_id: str) -> list[str]:
     """In a forked worker: drop the fork server's socket, take the worker's output file and
     command line; return the worker's arguments."""
+    from freight.util.process import set_cmdline
+
     conn.close()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a new interpreter
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -155,9 +176,17 @@ def _become_worker(conn: socket.socket, session_dir: str, worker_id: str) -> lis
 
 def main() -> None:
     """Run the fork server; inside a forked worker, run the worker."""
+    from freight.util.process import set_parent_death_signal
+    from freight.util.tokens import read_token
+
     session_dir = sys.argv[1]
     set_parent_death_signal()
+    # Ctrl-C in a driver's terminal reaches its whole process group: the agent stops on it, and
+    # the fork server ends with the agent (its socket closes), never half-way through a fork.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _preload()
+    # The agent starts this before it has read the token: the workers get it from here.
+    os.environ["FREIGHT_TOKEN"] = read_token(session_dir)
     conn = socket.socket(fileno=0)
     worker_id = serve(conn)
     if worker_id is None:

@@ -281,9 +281,12 @@ def test_spans_come_from_several_processes(traced: Any) -> None:
     pid["task leaf"] = named(spans, "task leaf").resource["process.pid"]
     assert len(set(pid.values())) == 3, pid
     assert all(s.resource["freight.cluster"] == "freight" for s in spans)
-    assert all(
-        s.resource["freight.node_id"] for s in spans if s.resource["service.name"] != "freight-head"
-    )
+    missing = [
+        (s.name, s.resource["service.name"])
+        for s in spans
+        if s.resource["service.name"] != "freight-head" and not s.resource["freight.node_id"]
+    ]
+    assert not missing, missing
 
 
 def test_execute_span_attributes_and_current_ids(traced: Any) -> None:
