@@ -34,6 +34,15 @@ def _returns(refs: list[ObjectRef]) -> Any:
     return refs if refs else None
 
 
+def _new_returns(cw: Any, n: int) -> tuple[list[bytes], Any]:
+    """Ids of a call's ``n`` returns, and what ``.remote()`` hands back for them."""
+    if n == 1:
+        rid = cw.new_id()
+        return [rid], ObjectRef(rid, cw.address)
+    return_ids = [cw.new_id() for _ in range(n)]
+    return return_ids, _returns([ObjectRef(rid, cw.address) for rid in return_ids])
+
+
 class RemoteFunction:
     """A function that runs as a task: call ``.remote(...)`` to submit it."""
 
@@ -100,16 +109,9 @@ class RemoteFunction:
             plan = self._plan(options)
         _, name, n, resources, shape, max_retries, retry_exc = plan
         packed, refs, nested = pack_args(args, kwargs, name)
-        new_id = cw.new_id
-        if n == 1:
-            rid = new_id()
-            return_ids = [rid]
-            out: Any = ObjectRef(rid, cw.address)
-        else:
-            return_ids = [new_id() for _ in range(n)]
-            out = _returns([ObjectRef(rid, cw.address) for rid in return_ids])
+        return_ids, out = _new_returns(cw, n)
         spec = TaskSpec(
-            new_id(),
+            cw.new_id(),
             name,
             self._fid,
             self._blob or b"",
@@ -407,14 +409,7 @@ class ActorMethod:
         h = self._handle
         name = self._qualname
         packed, refs, nested = pack_args(args, kwargs, name)
-        new_id = cw.new_id
-        if num_returns == 1:
-            rid = new_id()
-            return_ids = [rid]
-            out: Any = ObjectRef(rid, cw.address)
-        else:
-            return_ids = [new_id() for _ in range(num_returns)]
-            out = _returns([ObjectRef(rid, cw.address) for rid in return_ids])
+        return_ids, out = _new_returns(cw, num_returns)
         spec = TaskSpec(
             cw.new_id(),
             name,

@@ -303,16 +303,7 @@ class TaskStore:
         state = flat[-2]
         rec.last_time = flat[-3]
         rec.state = state
-        rec.node_id = row[5]
-        rec.worker_id = row[6]
-        rec.attempt = row[7]
-        rec.pending_reason = row[11]
-        rec.error_type = row[12]
-        rec.error_kind = row[13]
-        if row[18]:
-            rec.error = row[18][:MAX_ERROR]
-        if row[16]:
-            rec.trace_id = row[16]
+        self._latest(rec, row[5], row[6], row[7], row[11], row[12], row[13], row[18], row[16])
         start = row[14]
         if start and rec.attempt and start < _last_dispatch(rec.transitions):
             start = 0.0  # the times of an earlier attempt (this one has not reported yet)
