@@ -187,17 +187,21 @@ def define_remotes(ray: Any) -> SimpleNamespace:
 
 def task_queue(ray: Any, r: SimpleNamespace, n: int, system: str) -> dict[str, dict[str, Any]]:
     """Submit ``n`` tiny tasks keeping every ref, then get them all; rate and peak RSS."""
+    from microbenchmark import tree_cpu
+
     with TreeSampler(is_agent_of(system)) as sampler:
+        used = tree_cpu()
         start = time.perf_counter()
         refs = [r.tiny.remote() for _ in range(n)]
         submitted = time.perf_counter() - start
         values = ray.get(refs)
         elapsed = time.perf_counter() - start
+        used = tree_cpu() - used
     if len(values) != n:
         raise RuntimeError(f"got {len(values)} results for {n} tasks")
     size = {"tasks": n, "submit_s": submitted, "total_s": elapsed, "rss_samples": sampler.samples}
     return {
-        QUEUE: {"samples": [n / elapsed], "size": size},
+        QUEUE: {"samples": [n / elapsed], "cpu": [used / n * 1e6], "size": size},
         QUEUE_RSS_AGENT: {"samples": [sampler.peak_driver_agent / GIB], "size": size},
         QUEUE_RSS_TREE: {"samples": [sampler.peak_tree / GIB], "size": size},
     }

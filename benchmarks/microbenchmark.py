@@ -102,6 +102,7 @@ class Result:
     mean: float
     stdev: float
     unit: str
+    cpu_us_per_op: float = 0.0  # CPU time of the process tree per operation
 
 
 @dataclass
@@ -114,8 +115,31 @@ class Bench:
     actors: list[Any] = field(default_factory=list)
 
 
-def measure(fn: Callable[[], Any], multiplier: float, timing: Timing) -> list[float]:
-    """Ray's method: warm up to size the step, then time whole steps; the rate of each round."""
+def tree_cpu() -> float:
+    """CPU seconds used so far by this process and every process under it (the cluster this
+    driver started: its head, agents and workers), including those that exited and were reaped
+    (counted in their parent's children times), so the figure only grows."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue  # exited meanwhile
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def measure(
+    fn: Callable[[], Any], multiplier: float, timing: Timing, cpu: list[float] | None = None
+) -> list[float]:
+    """Ray's method: warm up to size the step, then time whole steps; the rate of each round.
+
+    With ``cpu``, also append each round's CPU time per operation in microseconds, summed over
+    the process tree: what the work costs, whatever the machine's other load does to the rate.
+    """
     start = time.perf_counter()
     count = 0
     while time.perf_counter() - start < timing.warmup_s:
@@ -124,6 +148,7 @@ def measure(fn: Callable[[], Any], multiplier: float, timing: Timing) -> list[fl
     step = count // 10 + 1
     rates = []
     for _ in range(timing.rounds):
+        used = tree_cpu() if cpu is not None else 0.0
         start = time.perf_counter()
         count = 0
         while time.perf_counter() - start < timing.round_s:
@@ -131,6 +156,8 @@ def measure(fn: Callable[[], Any], multiplier: float, timing: Timing) -> list[fl
                 fn()
             count += step
         rates.append(multiplier * count / (time.perf_counter() - start))
+        if cpu is not None:
+            cpu.append((tree_cpu() - used) / (multiplier * count) * 1e6)
     return rates
 
 
@@ -374,11 +401,13 @@ def workloads(ray: Any, r: SimpleNamespace, s: Sizes) -> dict[str, Callable[[], 
     return table
 
 
-def run_bench(ray: Any, setup: Callable[[], Bench], timing: Timing) -> tuple[list[float], str]:
+def run_bench(
+    ray: Any, setup: Callable[[], Bench], timing: Timing, cpu: list[float] | None = None
+) -> tuple[list[float], str]:
     """Set one row up, measure it, free its actors; the rate of each round and the unit."""
     bench = setup()
     try:
-        return measure(bench.fn, bench.multiplier, timing), bench.unit
+        return measure(bench.fn, bench.multiplier, timing, cpu), bench.unit
     finally:
         # Free each workload's actors so later rows start from an idle node.
         for actor in bench.actors:
@@ -412,8 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, setup in workloads(ray, define_remotes(ray), sizes).items():
             if args.filter and not re.search(args.filter, name):
                 continue
-            rates, unit = run_bench(ray, setup, timing)
-            res = Result(name, statistics.fmean(rates), statistics.pstdev(rates), unit)
+            cpu: list[float] = []
+            rates, unit = run_bench(ray, setup, timing, cpu)
+            res = Result(
+                name, statistics.fmean(rates), statistics.pstdev(rates), unit, statistics.fmean(cpu)
+            )
             results.append(res)
             print(f"{name} per second {res.mean:.2f} +- {res.stdev:.2f}", flush=True)
     finally:

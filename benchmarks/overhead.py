@@ -5,7 +5,8 @@
 Runs ``microbenchmark.py --system freight`` alternately with ``FREIGHT_INSTRUMENTATION=1`` and
 ``=0`` (on, off, on, off, ... so that drift of the machine hits both alike), each in its own
 subprocess, and prints per benchmark the mean of each mode and the overhead
-``(off - on) / off`` (positive: instrumentation costs that much throughput). With
+``(off - on) / off`` (positive: instrumentation costs that much throughput), and the same for
+the CPU time of the whole process tree per operation. With
 ``--tracing`` the "on" runs also export spans to an OTLP receiver started here.
 """
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
     figures: dict[str, dict[bool, list[float]]] = {}
+    cpu: dict[str, dict[bool, list[float]]] = {}
     order: list[str] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                             figures[r["name"]] = {True: [], False: []}
                             order.append(r["name"])
                         figures[r["name"]][on].append(r["mean"])
+                        cpu.setdefault(r["name"], {True: [], False: []})[on].append(
+                            r.get("cpu_us_per_op", 0.0)
+                        )
     finally:
         if receiver is not None:
             receiver.stop()
@@ -80,15 +85,31 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, {args.rounds} on/off pair(s)"
         + (", spans exported" if args.tracing else "")
     )
-    print("| benchmark | instrumentation on | off | overhead |")
-    print("|---|---:|---:|---:|")
+    print("| benchmark | on | off | overhead | CPU µs/op on | off | CPU overhead |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name in order:
         on = statistics.fmean(figures[name][True])
         off = statistics.fmean(figures[name][False])
         overhead = (off - on) / off if off else 0.0
-        rows.append({"name": name, "on": on, "off": off, "overhead": overhead})
-        print(f"| {name} | {on:,.2f} | {off:,.2f} | {overhead:+.1%} |")
+        cpu_on = statistics.fmean(cpu[name][True])
+        cpu_off = statistics.fmean(cpu[name][False])
+        cpu_overhead = (cpu_on - cpu_off) / cpu_off if cpu_off else 0.0
+        rows.append(
+            {
+                "name": name,
+                "on": on,
+                "off": off,
+                "overhead": overhead,
+                "cpu_us_per_op_on": cpu_on,
+                "cpu_us_per_op_off": cpu_off,
+                "cpu_overhead": cpu_overhead,
+            }
+        )
+        print(
+            f"| {name} | {on:,.2f} | {off:,.2f} | {overhead:+.1%} | {cpu_on:,.1f} | "
+            f"{cpu_off:,.1f} | {cpu_overhead:+.1%} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -5,7 +5,9 @@
 Started by ``compare.py`` for each system and pass, with the interpreter of the system's
 virtualenv. The cluster starts with the first workload that needs one. Each line of ``OUT`` is an
 event: ``meta``, then per workload ``start``, its ``row`` figures (samples: the rate of each timed
-round, or the figure of each repetition) or an ``error``, and ``end``; ``done`` at the very end.
+round, or the figure of each repetition; cpu: each round's CPU microseconds per operation over
+the process tree, for the rate rows of Ray-like systems) or an ``error``, and ``end``; ``done`` at
+the very end.
 The parent reads the lines as they come, so a workload that hangs can be timed out and the
 workloads after it run in a new process.
 """
@@ -52,12 +54,14 @@ class RayLike:
             return extra.first_result(self.system, self.ex.start_reps)
         self._start()
         ray, r = self.ray, self.remotes
+        cpu: list[float] = []
         if name in self.micro:
-            rates, _ = mb.run_bench(ray, self.micro[name], self.timing)
-            return {name: {"samples": rates}}
+            rates, _ = mb.run_bench(ray, self.micro[name], self.timing, cpu)
+            return {name: {"samples": rates, "cpu": cpu}}
         if name == WAIT_10K:
             drain = extra.wait_10k(ray, r, self.ex)
-            return {name: {"samples": mb.measure(drain, self.ex.wait_tasks, self.timing)}}
+            rates = mb.measure(drain, self.ex.wait_tasks, self.timing, cpu)
+            return {name: {"samples": rates, "cpu": cpu}}
         if name == ACTORS_100:
             return {name: {"samples": extra.concurrent_actors(ray, r, self.ex)}}
         if name == LATENCY:

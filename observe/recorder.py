@@ -1,7 +1,8 @@
 """A process's own metric figures: cheap to record, read as one cumulative snapshot.
 
 Workers and drivers record into the process-wide :data:`RECORDER` on their hot paths (a dict
-update under a short lock per figure). They send
+update under a short lock per figure; the hottest counters, one per object or task, count
+lock-free through :meth:`Recorder.counter`). They send
 :meth:`Recorder.snapshot` to their node agent, which sums the snapshots of all its processes and
 keeps the last one of each process that exited (so a dead worker's counts stay in the node's
 totals). Snapshots are cumulative, so a lost report loses nothing but freshness.
@@ -13,7 +14,9 @@ Label values of :data:`~freight.observe.catalogue.BOUNDED` labels are folded her
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .catalogue import BOUNDED, BY_NAME, OTHER, Type
@@ -25,6 +28,12 @@ Snapshot = dict[str, dict[tuple[str, tuple[str, ...]], Any]]
 
 
 MAX_CACHED_KEYS = 100_000  # resolved (name, labels) keys kept for the hot path
+
+
+def _count_value(count: itertools.count[int]) -> int:
+    """How many times ``next`` was called on a ``count()`` started at 0, without advancing it
+    (its repr is ``count(N)``)."""
+    return int(repr(count)[6:-1])
 
 
 class LabelBound:
@@ -64,6 +73,9 @@ class Recorder:
         }
         self._lock = threading.Lock()
         self.enabled = True
+        # Hot-path counters (see counter()): a series' count and what reset() last saw of it.
+        self._counts: dict[tuple[str, tuple[str, ...]], itertools.count[int]] = {}
+        self._count_base: dict[tuple[str, tuple[str, ...]], int] = {}
 
     def _key(self, name: str, labels: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         key = (name, labels)
@@ -91,6 +103,18 @@ class Recorder:
         key = self._key(name, labels)
         with self._lock:
             self.counters[key] = self.counters.get(key, 0.0) + amount
+
+    def counter(self, name: str, labels: tuple[str, ...] = ()) -> Callable[[], object]:
+        """The increment of one counter series, for a hot path: ``added = rec.counter(name,
+        labels)`` once, then ``added()`` per event, which adds 1 without a lock or a key lookup
+        (``next`` of an ``itertools.count`` is one atomic step). :meth:`snapshot` adds the
+        counts in. It counts even when the recorder is off; nothing reads it then."""
+        key = self._key(name, labels)
+        with self._lock:
+            count = self._counts.get(key)
+            if count is None:
+                count = self._counts[key] = itertools.count()
+        return count.__next__
 
     def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
         """Set a gauge."""
@@ -135,8 +159,13 @@ class Recorder:
     def snapshot(self) -> Snapshot:
         """Cumulative copy of every figure (safe to send while recording goes on)."""
         with self._lock:
+            counters = dict(self.counters)
+            for key, count in self._counts.items():
+                n = _count_value(count) - self._count_base.get(key, 0)
+                if n:
+                    counters[key] = counters.get(key, 0.0) + n
             return {
-                "c": dict(self.counters),
+                "c": counters,
                 "g": dict(self.gauges),
                 "h": {k: list(v) for k, v in self.histograms.items()},
             }
@@ -144,6 +173,7 @@ class Recorder:
     def reset(self) -> None:
         """Forget every figure (a driver that disconnects starts afresh on its next cluster)."""
         with self._lock:
+            self._count_base = {key: _count_value(c) for key, c in self._counts.items()}
             self.counters.clear()
             self.gauges.clear()
             self.histograms.clear()

@@ -135,7 +135,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "FREIGHT_TASK_ROWS_SAMPLE",
             int,
-            1000,
+            100,
             "Successful tasks whose whole life falls within one telemetry report each get a "
             "state-API record up to this many per report and process; beyond it an evenly "
             "spread sample of this many is kept and the rest counted as dropped. Failed, "

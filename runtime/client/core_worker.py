@@ -54,6 +54,29 @@ class Slot:
     fetching: bool = False
 
 
+_CREATED_INLINE = RECORDER.counter("freight_objects_created_total", ("inline",))
+_CREATED_SHARED = RECORDER.counter("freight_objects_created_total", ("shared_memory",))
+
+# get() of at most this many missing values waits on a lock of its own (see _wait_waiter).
+_WAITER_MAX = 16
+
+
+class _Waiter:
+    """Releases its lock when the last of ``n`` values has arrived (a slot callback)."""
+
+    __slots__ = ("count", "lock", "n")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = itertools.count(1)  # next() is atomic: exactly one call sees n
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+    def __call__(self, value: Value) -> None:
+        if next(self.count) == self.n:
+            self.lock.release()
+
+
 _current_task: contextvars.ContextVar[Any] = contextvars.ContextVar("freight_task", default=None)
 
 
@@ -589,9 +612,9 @@ class CoreWorker:
         """
         size = so.total_size
         if size <= self.inline_max:
-            RECORDER.inc("freight_objects_created_total", ("inline",))
+            _CREATED_INLINE()
             return ("v", ser.pack(so))
-        RECORDER.inc("freight_objects_created_total", ("shared_memory",))
+        _CREATED_SHARED()
         owner = owner or self.address
         reply = self.request(self.agent, lambda r: m.ReserveObject(r, oid, size, owner), timeout=60)
         if type(reply) is m.Error:
@@ -638,6 +661,9 @@ class CoreWorker:
             return values  # type: ignore[return-value]
         blocked = self.notify_blocked(True)
         try:
+            if values.count(None) <= _WAITER_MAX:
+                self._wait_waiter(slots, deadline, timeout)
+                return [s.value for s in slots]  # type: ignore[misc]
             with self.cv:
                 for s in slots:
                     while s.value is None:
@@ -652,6 +678,37 @@ class CoreWorker:
             if blocked:
                 self.notify_blocked(False)
         return [s.value for s in slots]  # type: ignore[misc]
+
+    def _wait_waiter(
+        self, slots: list[Slot], deadline: float | None, timeout: float | None
+    ) -> None:
+        """Wait for a few values on a lock of this call's own, released by the last value's
+        callback: the thread that stores the values wakes this one once, after it has let go
+        of the store's lock (a wait on the condition would wake and then block on that lock)."""
+        with self.lock:
+            pending = [s for s in slots if s.value is None]
+            if not pending:
+                return
+            waiter = _Waiter(len(pending))
+            for s in pending:
+                if s.callbacks is None:
+                    s.callbacks = []
+                s.callbacks.append(waiter)
+        if deadline is None:
+            waiter.lock.acquire()
+            return
+        if waiter.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return
+        with self.lock:
+            missing = sum(s.value is None for s in slots)
+            for s in pending:
+                if s.callbacks is not None and waiter in s.callbacks:
+                    s.callbacks.remove(waiter)
+        if missing:
+            raise exc.GetTimeoutError(
+                f"get() timed out after {timeout} s: {missing} of {len(slots)} object(s) are "
+                "not ready yet."
+            )
 
     def notify_blocked(self, blocked: bool) -> bool:
         """Tell the agent a task blocked in get/wait (its CPU can run other tasks meanwhile)."""

@@ -371,9 +371,12 @@ class TaskSubmitter:
                 cw._free(woken[1])
         else:
             self._task_done_slow(spec, msg)
+        # Pump only when calls are queued: one queued after this check is pumped by its
+        # submitter, and an idle pump here would contend with the woken caller's next submit.
         if lease is not None:
-            self.pump(lease.shape)
-        elif actor is not None:
+            if self.queues.get(lease.shape):
+                self.pump(lease.shape)
+        elif actor is not None and actor.queue:
             cw.actors.pump(actor)
 
     def _finish_locked(self, spec: TaskSpec, results: Any) -> tuple[list[Any], list[bytes]]:

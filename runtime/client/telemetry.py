@@ -16,7 +16,7 @@ import operator
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from freight.config import settings
@@ -31,8 +31,16 @@ S = TaskState
 _FINISHED = S.FINISHED.value
 _SUBMITTED = S.SUBMITTED_TO_WORKER.value
 _TERMINAL = frozenset(s.value for s in TERMINAL)
+# A task left out of a sample gets a state-API record after all once it has run this long.
+LONG_RUNNING_S = 10.0
 _BILLED = ("CPU", "GPU")  # the resources whose seconds are summed per job
 _WIRE = operator.itemgetter(0, 2, 3)  # a Transition as it travels: (time, state, cause)
+_FINISHED_STATE = S.FINISHED
+_NAME = operator.attrgetter("name")
+_START = operator.attrgetter("start_time")
+_END = operator.attrgetter("end_time")
+_SUBMIT = operator.attrgetter("submit_time")
+_TRANSITIONS = operator.attrgetter("transitions")
 
 
 def parse_labels(text: str, what: str = "FREIGHT_JOB_LABELS") -> dict[str, str]:
@@ -62,6 +70,10 @@ class Telemetry:
         # transitions, so a short task costs one row, not one event per state change.
         self.max_events = max(1, settings.task_events_buffer)
         self.sample = max(0, settings.task_rows_sample)
+        # Live tasks left out of a sample, oldest first (see _sample), and the transitions of
+        # sampled-out tasks counted as dropped in this report.
+        self.unsent: deque[tuple[float, TaskRecord]] = deque()
+        self.left_out = 0
         # Cumulative resource-seconds by (job id, resource); the agent maps jobs to team/owner.
         self.usage: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
@@ -113,15 +125,24 @@ class Telemetry:
 
     def _collect(self, records: list[TaskRecord]) -> tuple[list[tuple[Any, ...]], int]:
         """Record the figures of the records' new transitions; return their rows (at most
-        ``max_events``) and how many transitions were left out."""
+        ``max_events``) and how many transitions were left out.
+
+        Tasks whose whole life falls in this report and that succeeded at the first attempt
+        (nearly all of them under load) are counted in bulk; the rest one by one."""
+        whole = [r for r in records if r.state is _FINISHED_STATE and not r.reported]
+        whole = [r for r in whole if not r.attempt] if whole else whole
+        rest = [r for r in records if r.reported or r.state is not _FINISHED_STATE or r.attempt]
         submitted: dict[str, int] = {}
         finished: dict[tuple[str, str, str, str], int] = {}
         sched: dict[str, list[float]] = {}
         execs: dict[str, list[float]] = {}
         usage: dict[tuple[str, str], float] = {}
-        picked = []
-        short_ok = 0  # successful tasks whose whole life is in this report
-        for rec in records:
+        if whole:
+            self._collect_whole(whole, submitted, finished, sched, execs, usage)
+        picked: list[tuple[TaskRecord, Any]] = []
+        fresh: list[tuple[TaskRecord, Any]] = []  # first seen, still live: sampled too
+        dropped = 0
+        for rec in rest:
             trs = rec.transitions[rec.reported :]
             if not trs:
                 continue
@@ -133,21 +154,31 @@ class Telemetry:
             if first:
                 submitted[name] = submitted.get(name, 0) + 1
             state = trs[-1][2]
-            whole_ok = False
-            if state in _TERMINAL:
+            ended = state in _TERMINAL
+            if ended:
                 if rec.start_time:
                     waited = max(0.0, rec.start_time - rec.submit_time)
                     sched.setdefault(name, []).append(waited)
                     execs.setdefault(name, []).append(self._attempt_ran(rec, usage))
                 if state == _FINISHED:  # an earlier attempt's error does not label it
                     key = (name, state, "none", "")
-                    whole_ok = first and not rec.attempt
-                    short_ok += whole_ok
                 else:
                     key = (name, state, rec.error_kind or "system", rec.error_type)
                 finished[key] = finished.get(key, 0) + 1
-            picked.append((rec, trs, whole_ok))
-        rows, dropped = self._rows(picked, short_ok)
+            if rec.unsent:
+                if state == _FINISHED and not rec.attempt:
+                    dropped += len(rec.transitions)  # a sampled-out task that succeeded
+                elif ended or rec.attempt:
+                    # Failed, cancelled or retried: worth a record after all, whole (the
+                    # state service has not seen it).
+                    rec.unsent = False
+                    picked.append((rec, rec.transitions[: rec.reported]))
+            elif first and not ended:
+                fresh.append((rec, trs))
+            else:
+                picked.append((rec, trs))
+        sampled = self._sample(whole, fresh, picked)  # may add long-running tasks to picked
+        rows, more = self._rows(sampled, picked)
         r = self.rec
         for name, n in submitted.items():
             r.inc("freight_tasks_submitted_total", (name,), n)
@@ -161,32 +192,117 @@ class Telemetry:
             with self.lock:
                 for key, seconds in usage.items():
                     self.usage[key] = self.usage.get(key, 0.0) + seconds
-        return rows, dropped
+        return rows, dropped + more
+
+    def _sample(
+        self, whole: list[TaskRecord], fresh: list[tuple[TaskRecord, Any]], picked: list[Any]
+    ) -> list[tuple[TaskRecord, Any]]:
+        """The tasks first seen in this report that get a state-API row: all of them up to
+        ``FREIGHT_TASK_ROWS_SAMPLE``, beyond it an evenly spread sample of that many (a million
+        tiny tasks need no million records at the head). Whole successful lives left out are
+        counted as dropped at once; live tasks left out are marked ``unsent`` and sent after
+        all, whole, if they fail or are retried, or once they have run ``LONG_RUNNING_S``
+        (:meth:`_revisit`); their successes are counted as dropped when they come."""
+        now = time.time()
+        self._revisit(now, picked)
+        n = len(whole) + len(fresh)
+        if not self.sample or n <= self.sample:
+            return [(rec, rec.transitions) for rec in whole] + fresh
+        out = []
+        step = n / self.sample
+        chosen = {int(i * step) for i in range(self.sample)}
+        for i, rec in enumerate(whole):
+            if i in chosen:
+                out.append((rec, rec.transitions))
+            else:
+                self.left_out += len(rec.transitions)
+        base = len(whole)
+        unsent = self.unsent
+        for i, (rec, trs) in enumerate(fresh, base):
+            if i in chosen:
+                out.append((rec, trs))
+            else:
+                rec.unsent = True
+                unsent.append((now, rec))
+        return out
+
+    def _revisit(self, now: float, picked: list[Any]) -> None:
+        """Send the live tasks left out of a sample that have been running for more than
+        ``LONG_RUNNING_S`` (a long task stays visible); forget those that ended or were sent."""
+        unsent = self.unsent
+        cutoff = now - LONG_RUNNING_S
+        for _ in range(len(unsent)):
+            if unsent[0][0] > cutoff:
+                break
+            _, rec = unsent.popleft()
+            if not rec.unsent or rec.state in TERMINAL:
+                continue
+            if rec.state is S.SUBMITTED_TO_WORKER and rec.transitions[-1][0] <= cutoff:
+                rec.unsent = False
+                picked.append((rec, rec.transitions[: rec.reported]))
+            else:
+                unsent.append((now, rec))  # queued, or running for less: look again later
+
+    @staticmethod
+    def _collect_whole(
+        whole: list[TaskRecord],
+        submitted: dict[str, int],
+        finished: dict[tuple[str, str, str, str], int],
+        sched: dict[str, list[float]],
+        execs: dict[str, list[float]],
+        usage: dict[tuple[str, str], float],
+    ) -> None:
+        """The figures of whole successful lives, in bulk. Their transitions need no
+        ``reported`` mark: a finished task gains none, so it is never touched again."""
+        for name, n in Counter(map(_NAME, whole)).items():
+            submitted[name] = submitted.get(name, 0) + n
+            key = (name, _FINISHED, "none", "")
+            finished[key] = finished.get(key, 0) + n
+        ran = [r for r in whole if r.start_time]
+        starts = list(map(_START, ran))
+        waited = [w if w > 0.0 else 0.0 for w in map(operator.sub, starts, map(_SUBMIT, ran))]
+        took = [t if t > 0.0 else 0.0 for t in map(operator.sub, map(_END, ran), starts)]
+        names = list(map(_NAME, ran))
+        if names and names.count(names[0]) == len(names):  # one function: no grouping
+            sched.setdefault(names[0], []).extend(waited)
+            execs.setdefault(names[0], []).extend(took)
+        else:
+            for name, w, t in zip(names, waited, took, strict=True):
+                sched.setdefault(name, []).append(w)
+                execs.setdefault(name, []).append(t)
+        # Resource-seconds: summed per (job, resource dict) first; calls of one function share
+        # their options' dict, so the per-resource work is once per function, not per task.
+        by_ask: dict[tuple[str, int], list[Any]] = {}
+        for rec, t in zip(ran, took, strict=True):
+            res = rec.resources
+            if res and t:
+                k = (rec.job_id, id(res))
+                got = by_ask.get(k)
+                if got is None:
+                    by_ask[k] = [res, t]
+                else:
+                    got[1] += t
+        for (job, _), (res, seconds) in by_ask.items():
+            for name, amount in res.items():
+                if amount and name in _BILLED:
+                    key = (job, name)
+                    usage[key] = usage.get(key, 0.0) + amount * seconds
 
     def _rows(
-        self, picked: list[tuple[TaskRecord, Any, bool]], short_ok: int
+        self, sampled: list[tuple[TaskRecord, Any]], picked: list[tuple[TaskRecord, Any]]
     ) -> tuple[list[tuple[Any, ...]], int]:
-        """The state-API rows of the changed records, and how many transitions were left out.
-
-        Above ``FREIGHT_TASK_ROWS_SAMPLE`` short successful tasks in one report, an evenly
-        spread sample of them is sent (a million tiny tasks need no million records at the
-        head); every other task is always sent, up to ``max_events`` rows."""
-        cw = self.cw
-        node, address = cw.node_id, cw.address
-        stride = short_ok / self.sample if self.sample and short_ok > self.sample else 0.0
-        seen = 0
-        rows = []
-        dropped = 0
+        """The state-API rows of the sampled new tasks and the other changed records (at most
+        ``max_events``), and how many transitions were left out (with the sample's)."""
+        dropped, self.left_out = self.left_out, 0
+        todo = sampled + picked
         room = self.max_events
-        for rec, trs, whole_ok in picked:
-            if whole_ok and stride:
-                seen += 1
-                if int(seen / stride) == int((seen - 1) / stride):
-                    dropped += len(trs)
-                    continue
-            if len(rows) >= room:
-                dropped += len(trs)  # the report is late or the agent slow: count, never block
-                continue
+        if len(todo) > room:
+            # The report is late or the agent slow: count what is left out, never block.
+            dropped += sum(len(trs) for _, trs in todo[room:])
+            del todo[room:]
+        node, address = self.cw.node_id, self.cw.address
+        rows = []
+        for rec, trs in todo:
             last = trs[-1]
             state = last[2]
             rows.append(

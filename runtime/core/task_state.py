@@ -67,6 +67,7 @@ class TaskRecord:
     trace_id: str = ""
     resources: dict[str, float] | None = None
     reported: int = 0  # transitions already sent to the state service
+    unsent: bool = False  # left out of the state service's sample so far (see telemetry)
 
 
 class Outcome(StrEnum):

@@ -90,15 +90,19 @@ def check_header(length: int, limit: int = MAX_FRAME) -> None:
         raise ProtocolError(f"frame length {length} outside 1..{limit}")
 
 
+RECV_CHUNK = 65536  # bytes a reader asks the kernel for at once (whatever has arrived)
+
+
 class FrameSocket:
     """A blocking socket speaking frames; ``send`` is thread-safe, ``recv`` is for one reader."""
 
-    __slots__ = ("_buf", "_lock", "closed", "sock")
+    __slots__ = ("_buf", "_chunk", "_lock", "closed", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._lock = threading.Lock()
         self._buf = bytearray()
+        self._chunk: memoryview | None = None  # the reader's receive buffer, made on first use
         self.closed = False
 
     def send(self, msg: tuple[Any, ...]) -> None:
@@ -115,10 +119,22 @@ class FrameSocket:
     def _fill(self, n: int) -> bool:
         buf = self._buf
         while len(buf) < n:
-            chunk = self.sock.recv(max(n - len(buf), 262144))
-            if not chunk:
+            need = n - len(buf)
+            if need > RECV_CHUNK:
+                chunk = self.sock.recv(need)  # the body of a large frame: one read of its size
+                if not chunk:
+                    return False
+                buf += chunk
+                continue
+            # Small reads go through one reused buffer: recv(size) would allocate size bytes
+            # per call, which glibc serves with mmap/mremap/munmap once it is large.
+            view = self._chunk
+            if view is None:
+                view = self._chunk = memoryview(bytearray(RECV_CHUNK))
+            got = self.sock.recv_into(view)
+            if not got:
                 return False
-            buf += chunk
+            buf += view[:got]
         return True
 
     def recv_raw(self, limit: int = MAX_FRAME) -> tuple[int, memoryview] | None:

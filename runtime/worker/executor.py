@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,8 @@ class Executor:
         self.actor_id = ""
         self.actor_class = ""
         self.pool: CallPool | None = None
+        # Per task name, the lock-free increment of freight_tasks_started_total.
+        self.started: dict[str, Callable[[], object]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.semaphore: asyncio.Semaphore | None = None
         self.main_task: bytes = b""
@@ -252,7 +255,12 @@ class Executor:
         return substitute(args, kwargs, values)
 
     def _begin(self, msg: m.PushTask, caller: str) -> tuple[Any, TaskContext]:
-        RECORDER.inc("freight_tasks_started_total", (msg.name,))
+        started = self.started.get(msg.name)
+        if started is None:
+            started = self.started[msg.name] = RECORDER.counter(
+                "freight_tasks_started_total", (msg.name,)
+            )
+        started()
         ctx = TaskContext(msg.task_id, msg.name, msg.job_id, msg.actor_id, caller)
         self.cw.job_id = msg.job_id
         if msg.driver:

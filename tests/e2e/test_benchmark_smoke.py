@@ -18,6 +18,7 @@ _spec = importlib.util.spec_from_file_location("benchmark_rows", BENCH / "rows.p
 rows = sys.modules["benchmark_rows"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rows)
 ROWS = rows.ROWS  # the catalogue of every row the suite reports
+WAIT_10K, QUEUE = rows.WAIT_10K, rows.QUEUE
 
 
 def run_compare(out_dir, *args):
@@ -46,6 +47,14 @@ def test_every_row_runs_on_freight_with_instrumentation_on_and_off(tmp_path):
         assert "ray" not in figures and "dask" not in figures
         assert rows[row.name]["overhead"] is not None
         assert f"| {row.label} |" in table
+    # Every rate row of Ray's, the wait row and the queue also cost CPU per operation, on and off.
+    with_cpu = [row for row in report["rows"] if row["cpu_overhead"] is not None]
+    assert {WAIT_10K, QUEUE} <= {row["name"] for row in with_cpu}
+    assert len(with_cpu) >= 20
+    for row in with_cpu:  # tiny rounds may fall under the clock's 10 ms tick: >= 0
+        assert row["figures"]["freight"]["cpu_us_per_op"] >= 0, row["name"]
+        assert row["figures"]["freight-off"]["cpu_us_per_op"] >= 0, row["name"]
+    assert "| CPU µs/op on / off | CPU overhead % |" in table
     assert set(report["variants"]) == {"freight", "freight-off"}
     assert "| row | freight | ± | Ray |" in table
     assert "Ray: not available" in table and "Dask: not available" in table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from freight.observe.catalogue import OTHER, metric
@@ -109,3 +111,36 @@ def test_a_real_snapshot_passes_the_check() -> None:
     r.set("freight_tasks", ("PENDING_ARGS_AVAIL",), 1)
     snap = r.snapshot()
     assert check_snapshot(snap) is snap
+
+
+def test_hot_path_counter_adds_to_the_snapshot_and_survives_reset() -> None:
+    rec = Recorder(top_n=10)
+    added = rec.counter("freight_objects_created_total", ("inline",))
+    again = rec.counter("freight_objects_created_total", ("inline",))  # the same series
+    for _ in range(5):
+        added()
+    again()
+    rec.inc("freight_objects_created_total", ("inline",), 2)
+    key = ("freight_objects_created_total", ("inline",))
+    assert rec.snapshot()["c"][key] == 8
+    assert rec.snapshot()["c"][key] == 8  # reading does not count
+    rec.reset()
+    assert key not in rec.snapshot()["c"]
+    added()
+    assert rec.snapshot()["c"][key] == 1
+
+
+def test_hot_path_counters_lose_nothing_across_threads() -> None:
+    rec = Recorder(top_n=10)
+    added = rec.counter("freight_tasks_started_total", ("f",))
+
+    def count() -> None:
+        for _ in range(20_000):
+            added()
+
+    threads = [threading.Thread(target=count) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rec.snapshot()["c"][("freight_tasks_started_total", ("f",))] == 80_000

@@ -7,6 +7,7 @@ import pickle
 import socket
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -41,14 +42,22 @@ def pair(monkeypatch: pytest.MonkeyPatch):
     b.close()
 
 
-def run(owner: Owner, n: int, name: str = "f", fail: bool = False) -> None:
+def run(
+    owner: Owner,
+    n: int,
+    name: str = "f",
+    fail: bool = False,
+    job: str = "01000000",
+    resources: dict[str, float] | None = None,
+    ran: tuple[float, float] = (0.5, 2.5),  # start and end, seconds after submission
+) -> None:
     for i in range(n):
         rec = TaskRecord(name.encode() + i.to_bytes(15, "little"), name, max_retries=0)
-        rec.job_id = "01000000"
-        rec.resources = {"CPU": 1.0}
+        rec.job_id = job
+        rec.resources = resources or {"CPU": 1.0}
         owner.tasks.submit(rec, args_ready=True)
         owner.tasks.dispatched(rec.task_id, "w1")
-        rec.start_time, rec.end_time = rec.submit_time + 0.5, rec.submit_time + 2.5
+        rec.start_time, rec.end_time = rec.submit_time + ran[0], rec.submit_time + ran[1]
         if fail:
             owner.tasks.failed(rec.task_id, "boom", False, False, "ValueError")
         else:
@@ -71,6 +80,33 @@ def test_transitions_become_counters_histograms_and_usage(pair) -> None:
     assert h[("freight_task_execution_latency_seconds", ("g",))][-1] == pytest.approx(4.0)
     assert msg.usage == {("01000000", "CPU"): pytest.approx(10.0)}  # 5 tasks x 2 s x 1 CPU
     assert msg.final is False
+
+
+def test_whole_lives_of_several_functions_and_jobs_are_counted_apart(pair) -> None:
+    owner, tel, peer = pair
+    run(owner, 3, name="f")
+    run(owner, 2, name="g")
+    run(owner, 1, "h", job="02000000", resources={"CPU": 2.0, "GPU": 1.0, "memory": 5.0},
+        ran=(0.25, 1.25))  # fmt: skip
+    tel.report()
+    msg = peer.recv()
+    c, h = msg.metrics["c"], msg.metrics["h"]
+    for name, n in (("f", 3), ("g", 2), ("h", 1)):
+        assert c[("freight_tasks_submitted_total", (name,))] == n
+        assert c[("freight_tasks_finished_total", (name, "FINISHED", "none", ""))] == n
+        assert sum(h[("freight_task_execution_latency_seconds", (name,))][:-1]) == n
+    assert h[("freight_task_execution_latency_seconds", ("g",))][-1] == pytest.approx(4.0)
+    assert h[("freight_task_scheduling_latency_seconds", ("h",))][-1] == pytest.approx(0.25)
+    assert msg.usage == {
+        ("01000000", "CPU"): pytest.approx(10.0),  # 5 tasks x 2 s x 1 CPU
+        ("02000000", "CPU"): pytest.approx(2.0),
+        ("02000000", "GPU"): pytest.approx(1.0),  # memory is not billed
+    }
+    # The buffer holds 5 rows (the fixture): the sixth task is counted as dropped, whole.
+    events, bad = m.unpack_task_rows(msg.task_events)
+    finished = sorted(ev.name for ev in events if ev.state == "FINISHED")
+    assert bad == 0 and finished == ["f", "f", "f", "g", "g"]
+    assert msg.task_rows == 5 and msg.dropped == 4  # its 4 transitions
 
 
 def test_a_retried_attempt_is_measured_before_the_next_one_overwrites_it(pair) -> None:
@@ -251,3 +287,88 @@ def test_short_successes_are_sampled_above_the_budget_and_the_rest_always_sent(
         tel._stop.set()
         a.close()
         b.close()
+
+
+@pytest.fixture
+def sampled(monkeypatch: pytest.MonkeyPatch):
+    """An owner whose telemetry keeps a sample of 4 new tasks per report."""
+    monkeypatch.setenv("FREIGHT_TELEMETRY_INTERVAL_S", "3600")
+    monkeypatch.setenv("FREIGHT_TASK_ROWS_SAMPLE", "4")
+    a, b = socket.socketpair()
+    owner = Owner(frames.FrameSocket(a))
+    tel = Telemetry(owner, Recorder(top_n=10))  # type: ignore[arg-type]
+    yield owner, tel, frames.FrameSocket(b)
+    tel._stop.set()
+    a.close()
+    b.close()
+
+
+def submit_live(owner: Owner, n: int, dispatch: bool) -> list[TaskRecord]:
+    recs = []
+    for i in range(n):
+        rec = TaskRecord(b"q" + i.to_bytes(15, "little"), "q", max_retries=0)
+        rec.job_id = "01000000"
+        owner.tasks.submit(rec, args_ready=True)
+        if dispatch:
+            owner.tasks.dispatched(rec.task_id, "w1")
+        recs.append(rec)
+    return recs
+
+
+def report(tel: Telemetry, peer: frames.FrameSocket) -> tuple[m.Telemetry, list[Any]]:
+    tel.report()
+    msg = peer.recv()
+    if not msg.task_events:
+        return msg, []
+    events, bad = m.unpack_task_rows(msg.task_events)
+    assert bad == 0
+    return msg, events
+
+
+def test_new_live_tasks_are_sampled_and_the_left_out_ones_sent_when_they_fail(sampled) -> None:
+    owner, tel, peer = sampled
+    recs = submit_live(owner, 20, dispatch=False)  # a burst, queued at report time
+    msg, events = report(tel, peer)
+    assert msg.task_rows == 4 and len({ev.task_id for ev in events}) == 4
+    sent = {ev.task_id for ev in events}
+    assert msg.metrics["c"][("freight_tasks_submitted_total", ("q",))] == 20
+    left_out = [r for r in recs if r.task_id.hex() not in sent]
+    assert len(left_out) == 16 and all(r.unsent for r in left_out)
+    for rec in recs:
+        owner.tasks.dispatched(rec.task_id, "w1")
+        rec.start_time, rec.end_time = rec.submit_time + 0.1, rec.submit_time + 0.2
+    failing = left_out[0]
+    owner.tasks.failed(failing.task_id, "boom", False, False, "ValueError")
+    for rec in recs:
+        if rec is not failing:
+            owner.tasks.finished(rec.task_id)
+    msg, events = report(tel, peer)
+    by_task: dict[str, list[Any]] = {}
+    for ev in events:
+        by_task.setdefault(ev.task_id, []).append(ev)
+    # The 4 sampled tasks go on; of the rest only the failed one, with its whole history.
+    assert set(by_task) == sent | {failing.task_id.hex()}
+    states = [ev.state for ev in by_task[failing.task_id.hex()]]
+    assert states[0] == "PENDING_ARGS_AVAIL" and states[-1] == "FAILED"
+    assert msg.dropped == 15 * 4  # the 15 left-out successes, 4 transitions each
+    c = msg.metrics["c"]
+    assert c[("freight_tasks_finished_total", ("q", "FINISHED", "none", ""))] == 19
+    assert c[("freight_tasks_finished_total", ("q", "FAILED", "application", "ValueError"))] == 1
+
+
+def test_a_left_out_task_that_runs_long_is_sent_after_all(
+    sampled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner, tel, peer = sampled
+    recs = submit_live(owner, 10, dispatch=True)
+    _, events = report(tel, peer)
+    sent = {ev.task_id for ev in events}
+    assert len(sent) == 4
+    _, events = report(tel, peer)  # not running long yet: nothing new
+    assert events == []
+    monkeypatch.setattr("freight.client.telemetry.LONG_RUNNING_S", 0.0)
+    _, events = report(tel, peer)
+    late = {ev.task_id for ev in events}
+    assert late == {r.task_id.hex() for r in recs} - sent
+    assert all(not r.unsent for r in recs)
+    assert {ev.state for ev in events} >= {"PENDING_ARGS_AVAIL", "SUBMITTED_TO_WORKER"}
