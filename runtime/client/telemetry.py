@@ -70,7 +70,7 @@ class Telemetry:
         # transitions, so a short task costs one row, not one event per state change.
         self.max_events = max(1, settings.task_events_buffer)
         self.sample = max(0, settings.task_rows_sample)
-        # Live tasks left out of a sample, oldest first (see _sample), and the transitions of
+        # Running tasks left out of a sample, oldest first (see _revisit), and the transitions of
         # sampled-out tasks counted as dropped in this report.
         self.unsent: deque[tuple[float, TaskRecord]] = deque()
         self.left_out = 0
@@ -173,6 +173,8 @@ class Telemetry:
                     # state service has not seen it).
                     rec.unsent = False
                     picked.append((rec, rec.transitions[: rec.reported]))
+                elif state == _SUBMITTED:
+                    self.unsent.append((time.time(), rec))  # now running: watch how long
             elif first and not ended:
                 fresh.append((rec, trs))
             else:
@@ -218,30 +220,31 @@ class Telemetry:
                 self.left_out += len(rec.transitions)
         base = len(whole)
         unsent = self.unsent
+        running = S.SUBMITTED_TO_WORKER
         for i, (rec, trs) in enumerate(fresh, base):
             if i in chosen:
                 out.append((rec, trs))
             else:
                 rec.unsent = True
-                unsent.append((now, rec))
+                if rec.state is running:
+                    unsent.append((now, rec))  # watched from now on (see _revisit)
         return out
 
     def _revisit(self, now: float, picked: list[Any]) -> None:
         """Send the live tasks left out of a sample that have been running for more than
-        ``LONG_RUNNING_S`` (a long task stays visible); forget those that ended or were sent."""
+        ``LONG_RUNNING_S`` (a long task stays visible). ``unsent`` holds each left-out task
+        once per dispatch, from the report that saw it running, oldest first; queued tasks are
+        not in it (a million queued tasks cost nothing here until they run)."""
         unsent = self.unsent
         cutoff = now - LONG_RUNNING_S
-        for _ in range(len(unsent)):
-            if unsent[0][0] > cutoff:
-                break
+        running = S.SUBMITTED_TO_WORKER
+        while unsent and unsent[0][0] <= cutoff:
             _, rec = unsent.popleft()
-            if not rec.unsent or rec.state in TERMINAL:
-                continue
-            if rec.state is S.SUBMITTED_TO_WORKER and rec.transitions[-1][0] <= cutoff:
+            # Still left out and still on the dispatch that put it here (the report that saw
+            # it came after the dispatch, so that dispatch is older than the cutoff too).
+            if rec.unsent and rec.state is running and rec.transitions[-1][0] <= cutoff:
                 rec.unsent = False
                 picked.append((rec, rec.transitions[: rec.reported]))
-            else:
-                unsent.append((now, rec))  # queued, or running for less: look again later
 
     @staticmethod
     def _collect_whole(

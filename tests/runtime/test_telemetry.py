@@ -356,14 +356,20 @@ def test_new_live_tasks_are_sampled_and_the_left_out_ones_sent_when_they_fail(sa
     assert c[("freight_tasks_finished_total", ("q", "FAILED", "application", "ValueError"))] == 1
 
 
+@pytest.mark.parametrize("queued_first", [False, True])
 def test_a_left_out_task_that_runs_long_is_sent_after_all(
-    sampled, monkeypatch: pytest.MonkeyPatch
+    sampled, monkeypatch: pytest.MonkeyPatch, queued_first: bool
 ) -> None:
     owner, tel, peer = sampled
-    recs = submit_live(owner, 10, dispatch=True)
+    recs = submit_live(owner, 10, dispatch=not queued_first)
     _, events = report(tel, peer)
     sent = {ev.task_id for ev in events}
     assert len(sent) == 4
+    if queued_first:  # queued at the first report, running from the second on
+        for rec in recs:
+            owner.tasks.dispatched(rec.task_id, "w1")
+        _, events = report(tel, peer)
+        assert {ev.task_id for ev in events} == sent  # the sample goes on, nothing else
     _, events = report(tel, peer)  # not running long yet: nothing new
     assert events == []
     monkeypatch.setattr("freight.client.telemetry.LONG_RUNNING_S", 0.0)
