@@ -61,6 +61,12 @@ _CREATED_SHARED = RECORDER.counter("freight_objects_created_total", ("shared_mem
 _WAITER_MAX = 16
 
 
+def _get_timeout(timeout: float | None, missing: int, total: int) -> exc.GetTimeoutError:
+    return exc.GetTimeoutError(
+        f"get() timed out after {timeout} s: {missing} of {total} object(s) are not ready yet."
+    )
+
+
 class _Waiter:
     """Releases its lock when the last of ``n`` values has arrived (a slot callback)."""
 
@@ -669,10 +675,8 @@ class CoreWorker:
                     while s.value is None:
                         left = None if deadline is None else deadline - time.monotonic()
                         if left is not None and left <= 0:
-                            raise exc.GetTimeoutError(
-                                f"get() timed out after {timeout} s: {sum(x.value is None for x in slots)} "
-                                f"of {len(slots)} object(s) are not ready yet."
-                            )
+                            missing = sum(x.value is None for x in slots)
+                            raise _get_timeout(timeout, missing, len(slots))
                         self.cv.wait(left)
         finally:
             if blocked:
@@ -705,10 +709,7 @@ class CoreWorker:
                 if s.callbacks is not None and waiter in s.callbacks:
                     s.callbacks.remove(waiter)
         if missing:
-            raise exc.GetTimeoutError(
-                f"get() timed out after {timeout} s: {missing} of {len(slots)} object(s) are "
-                "not ready yet."
-            )
+            raise _get_timeout(timeout, missing, len(slots))
 
     def notify_blocked(self, blocked: bool) -> bool:
         """Tell the agent a task blocked in get/wait (its CPU can run other tasks meanwhile)."""

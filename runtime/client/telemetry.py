@@ -40,7 +40,6 @@ _NAME = operator.attrgetter("name")
 _START = operator.attrgetter("start_time")
 _END = operator.attrgetter("end_time")
 _SUBMIT = operator.attrgetter("submit_time")
-_TRANSITIONS = operator.attrgetter("transitions")
 
 
 def parse_labels(text: str, what: str = "FREIGHT_JOB_LABELS") -> dict[str, str]:

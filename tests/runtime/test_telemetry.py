@@ -29,10 +29,12 @@ class Owner:
     address: str = "/tmp/owner.sock"
 
 
-@pytest.fixture
-def pair(monkeypatch: pytest.MonkeyPatch):
+def owner_and_agent(monkeypatch: pytest.MonkeyPatch, **env: str):
+    """An owner with its telemetry, and the agent's end of their connection (a generator for
+    a fixture: it closes both at the end)."""
     monkeypatch.setenv("FREIGHT_TELEMETRY_INTERVAL_S", "3600")  # reports only when asked
-    monkeypatch.setenv("FREIGHT_TASK_EVENTS_BUFFER", "5")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     a, b = socket.socketpair()
     owner = Owner(frames.FrameSocket(a))
     tel = Telemetry(owner, Recorder(top_n=10))  # type: ignore[arg-type]
@@ -40,6 +42,11 @@ def pair(monkeypatch: pytest.MonkeyPatch):
     tel._stop.set()
     a.close()
     b.close()
+
+
+@pytest.fixture
+def pair(monkeypatch: pytest.MonkeyPatch):
+    yield from owner_and_agent(monkeypatch, FREIGHT_TASK_EVENTS_BUFFER="5")
 
 
 def run(
@@ -292,15 +299,7 @@ def test_short_successes_are_sampled_above_the_budget_and_the_rest_always_sent(
 @pytest.fixture
 def sampled(monkeypatch: pytest.MonkeyPatch):
     """An owner whose telemetry keeps a sample of 4 new tasks per report."""
-    monkeypatch.setenv("FREIGHT_TELEMETRY_INTERVAL_S", "3600")
-    monkeypatch.setenv("FREIGHT_TASK_ROWS_SAMPLE", "4")
-    a, b = socket.socketpair()
-    owner = Owner(frames.FrameSocket(a))
-    tel = Telemetry(owner, Recorder(top_n=10))  # type: ignore[arg-type]
-    yield owner, tel, frames.FrameSocket(b)
-    tel._stop.set()
-    a.close()
-    b.close()
+    yield from owner_and_agent(monkeypatch, FREIGHT_TASK_ROWS_SAMPLE="4")
 
 
 def submit_live(owner: Owner, n: int, dispatch: bool) -> list[TaskRecord]:
