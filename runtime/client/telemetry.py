@@ -128,9 +128,13 @@ class Telemetry:
 
         Tasks whose whole life falls in this report and that succeeded at the first attempt
         (nearly all of them under load) are counted in bulk; the rest one by one."""
-        whole = [r for r in records if r.state is _FINISHED_STATE and not r.reported]
-        whole = [r for r in whole if not r.attempt] if whole else whole
-        rest = [r for r in records if r.reported or r.state is not _FINISHED_STATE or r.attempt]
+        whole: list[TaskRecord] = []
+        rest: list[TaskRecord] = []
+        for r in records:  # one look at each record's state: it may change meanwhile
+            if r.state is _FINISHED_STATE and not r.reported and not r.attempt:
+                whole.append(r)
+            else:
+                rest.append(r)
         submitted: dict[str, int] = {}
         finished: dict[tuple[str, str, str, str], int] = {}
         sched: dict[str, list[float]] = {}
