@@ -203,8 +203,16 @@ CATALOGUE: tuple[Metric, ...] = (
         "bytes",
         ("direction",),
         NODE,
-        "Object bytes moved between nodes, direction: in | out. Nodes on one machine share "
-        "memory and no transfer between machines exists yet, so this is 0 for now.",
+        "Object bytes copied between nodes' stores, direction: in (pulled here) | out (served "
+        "to another node).",
+    ),
+    Metric(
+        "freight_object_transfers_total",
+        C,
+        "",
+        ("direction",),
+        NODE,
+        "Whole objects copied between nodes' stores, direction: in | out.",
     ),
     # -- workers, nodes, drivers -------------------------------------------------------------
     Metric(
@@ -238,6 +246,15 @@ CATALOGUE: tuple[Metric, ...] = (
         (),
         NODE,
         "Worker processes started to replace one that crashed.",
+    ),
+    Metric(
+        "freight_lease_spillbacks_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Lease requests the node agent sent on to another node (no room here, a scheduling "
+        "strategy, or a request only another node can run).",
     ),
     Metric(
         "freight_driver_disconnects_total",
@@ -315,6 +332,17 @@ CATALOGUE: tuple[Metric, ...] = (
         (),
         HEAD,
         "Age of the oldest last heartbeat among live nodes.",
+    ),
+    Metric(
+        "freight_node_health_check_failures_total",
+        C,
+        "",
+        ("reason",),
+        HEAD,
+        "Health checks (CheckHealth calls from the head to a node agent) that failed. reason: "
+        "the gRPC status in lower case (deadline_exceeded, unavailable, ...), wrong_node (a "
+        "different agent answered at the node's address) or error. The head's log names the "
+        "node of each failure.",
     ),
     # -- actors ------------------------------------------------------------------------------
     Metric(

@@ -215,12 +215,16 @@ def _connect(
                 f"with `freight start --address {head_address}`."
             )
         node = local[0]
-        session_dir = session_dir or node.session_dir
+        # The driver's sockets and store are those of the node it attaches to.
+        session_dir = node.session_dir or session_dir
         labels = parse_labels(settings.job_labels)
         job = head.call(
             "RegisterJob",
             pb.RegisterJobRequest(
                 job=pb.JobInfo(
+                    # Set by `freight job submit`: the head merges this driver into the
+                    # submission's record (its id, entrypoint and labels stay).
+                    job_id=settings.job_id,
                     namespace=namespace or "",
                     driver_pid=os.getpid(),
                     state="RUNNING",
@@ -242,7 +246,8 @@ def _connect(
         is_driver=True,
         namespace=namespace or f"anonymous-{job.job_id}",
         log_to_driver=log_to_driver,
-        job_labels=labels,
+        job_labels=dict(job.labels),  # a submission's labels as the head merged them
+        node_ip=node.node_ip,
     )
     return cw
 
@@ -412,7 +417,7 @@ def nodes() -> list[dict[str, Any]]:
     w = _require_worker()
     out = []
     for n in w.head.call("ListNodes", pb.ListNodesRequest(include_dead=True)).nodes:
-        host = n.agent_address.rsplit(":", 1)[0]
+        host = n.node_ip or n.agent_address.rsplit(":", 1)[0]
         out.append(
             {
                 "NodeID": n.node_id,

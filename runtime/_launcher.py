@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import os
 import secrets
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -96,7 +94,8 @@ def find_session_for(address: str) -> str | None:
         if not name.startswith("session_2"):
             continue
         info = read_json(os.path.join(root, name, "head.json"))
-        if info and info.get("address") == address:
+        # A joined node's folder names its head too ("remote"): the head's own folder counts.
+        if info and info.get("address") == address and not info.get("remote"):
             return os.path.join(root, name)
     return None
 
@@ -108,13 +107,6 @@ def read_json(path: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -143,17 +135,24 @@ def _spawn(
     log_name: str,
     attached: bool,
     pass_fds: tuple[int, ...] = (),
+    env: dict[str, str] | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start ``python -m <args>`` with its output in the session's logs; ``wrap`` turns the
+    command into the one to run (e.g. inside a network namespace)."""
     log = open(os.path.join(session_dir, "logs", f"{log_name}.err"), "ab")  # noqa: SIM115
+    # An attached process asks Linux itself to end it with its parent: Python code between
+    # fork and exec (preexec_fn) can crash the child of a process with gRPC threads.
+    argv = [sys.executable, "-m", *args, *(["--die-with-parent"] if attached else [])]
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", *args],
+            wrap(argv) if wrap is not None else argv,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             close_fds=True,
             pass_fds=pass_fds,
-            preexec_fn=_die_with_parent if attached else None,
             start_new_session=not attached,
         )
     finally:
@@ -233,8 +232,14 @@ def _agent_args(
     resources: dict[str, float] | None,
     object_store_memory: int | None,
     head_node: bool,
+    labels: dict[str, str] | None = None,
+    node_ip: str = "",
 ) -> list[str]:
     args = ["freight.node", "--session-dir", session_dir, "--node-id", node_id]
+    if labels:
+        args += ["--labels", json.dumps(labels)]
+    if node_ip:
+        args += ["--node-ip", node_ip, "--bind", node_ip]
     if num_cpus is not None:
         args += ["--num-cpus", str(num_cpus)]
     if num_gpus:
@@ -273,7 +278,13 @@ def _start_head(
 
 
 def _start_agent(
-    session_dir: str, args: list[str], node_id: str, attached: bool, head_fd: int | None = None
+    session_dir: str,
+    args: list[str],
+    node_id: str,
+    attached: bool,
+    head_fd: int | None = None,
+    env: dict[str, str] | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> _Starting:
     r, w = os.pipe()
     args = [*args, "--ready-fd", str(w)]
@@ -282,7 +293,7 @@ def _start_agent(
         args += ["--head-ready-fd", str(head_fd)]
     log = f"agent-{node_id[:12]}"
     try:
-        proc = _spawn(args, session_dir, log, attached, fds)
+        proc = _spawn(args, session_dir, log, attached, fds, env, wrap)
     except BaseException:
         _close(r)
         raise
@@ -319,13 +330,31 @@ def start_agent(
     head_node: bool = True,
     attached: bool = True,
     node_id: str | None = None,
+    labels: dict[str, str] | None = None,
+    node_ip: str = "",
+    token: str = "",
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a node agent for the head at ``head_address``; wait until it has registered."""
+    """Start a node agent for the head at ``head_address``; wait until it has registered.
+
+    ``token`` (else the session's) goes to the agent in its environment; ``wrap`` turns the
+    command into the one to run (e.g. inside a network namespace)."""
     node_id = node_id or uuid.uuid4().hex
     args = _agent_args(
-        session_dir, node_id, num_cpus, num_gpus, resources, object_store_memory, head_node
+        session_dir,
+        node_id,
+        num_cpus,
+        num_gpus,
+        resources,
+        object_store_memory,
+        head_node,
+        labels,
+        node_ip,
     )
-    agent = _start_agent(session_dir, [*args, "--head", head_address], node_id, attached)
+    env = {**os.environ, "FREIGHT_TOKEN": token} if token else None
+    agent = _start_agent(
+        session_dir, [*args, "--head", head_address], node_id, attached, env=env, wrap=wrap
+    )
     try:
         _wait_ready(agent)
     except BaseException:
@@ -346,6 +375,7 @@ def start_cluster(
     bind: str = "127.0.0.1",
     metrics_port: int = 0,
     while_starting: Callable[[], object] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Processes:
     """Start a head and this machine's node agent at the same time; wait until both serve.
 
@@ -365,8 +395,19 @@ def start_cluster(
         finally:
             _close(head_w)
         try:
+            # The head machine's agent serves other nodes on the head's address when it is a
+            # single one (not a wildcard), else on loopback.
+            node_ip = "" if bind in ("", "0.0.0.0", "::", "[::]", "127.0.0.1") else bind
             args = _agent_args(
-                session_dir, node_id, num_cpus, num_gpus, resources, object_store_memory, True
+                session_dir,
+                node_id,
+                num_cpus,
+                num_gpus,
+                resources,
+                object_store_memory,
+                True,
+                labels,
+                node_ip,
             )
             agent = _start_agent(session_dir, args, node_id, attached, head_fd=head_r)
             procs.procs.insert(0, agent.proc)

@@ -103,6 +103,10 @@ def validate(options: dict[str, Any], allowed: frozenset[str], what: str) -> dic
             raise ValueError(f"{key} must be a string, got {type(v).__name__}.")
     if options.get("name") == "":
         raise ValueError("name must not be empty.")
+    if options.get("scheduling_strategy") is not None:
+        from freight.util.scheduling_strategies import to_wire
+
+        to_wire(options["scheduling_strategy"])  # raises with what to write instead
     renv = options.get("runtime_env")
     if renv:
         raise ValueError("runtime_env is not supported yet; install dependencies on the nodes.")

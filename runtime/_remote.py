@@ -24,8 +24,10 @@ from freight.client.args import pack_args
 from freight.client.refs import ObjectRef
 from freight.client.submitter import TaskSpec
 from freight.core.lease import shape_key
+from freight.core.placement import DEFAULT, strategy_to_json
 from freight.exceptions import RayActorError
 from freight.observe import tracing
+from freight.util.scheduling_strategies import to_wire
 
 
 def _returns(refs: list[ObjectRef]) -> Any:
@@ -107,7 +109,7 @@ class RemoteFunction:
         plan = self._plans.get(id(options))
         if plan is None or plan[0] is not options:
             plan = self._plan(options)
-        _, name, n, resources, shape, max_retries, retry_exc = plan
+        _, name, n, resources, shape, max_retries, retry_exc, strategy = plan
         packed, refs, nested = pack_args(args, kwargs, name)
         return_ids, out = _new_returns(cw, n)
         spec = TaskSpec(
@@ -123,6 +125,7 @@ class RemoteFunction:
             max_retries,
             retry_exc,
             shape=shape,
+            strategy=strategy,
         )
         cw.submitter.submit(spec)
         return out
@@ -131,14 +134,19 @@ class RemoteFunction:
         """What a call with these options submits, worked out once per options dict."""
         retry_exc = options.get("retry_exceptions", False)
         resources = resources_of(options, 1.0)
+        strategy = to_wire(options.get("scheduling_strategy"))
+        shape = shape_key(resources)
+        if strategy != DEFAULT:
+            shape = f"{shape}|{strategy!r}"  # leases are kept per resources and strategy
         plan = (
             options,
             options.get("name") or self._name,
             options.get("num_returns", 1),
             resources,
-            shape_key(resources),
+            shape,
             options.get("max_retries", 3),
             tuple(retry_exc) if isinstance(retry_exc, list) else retry_exc,
+            strategy,
         )
         if len(self._plans) > 64:
             self._plans.clear()  # options made afresh per call: keep the cache small
@@ -230,6 +238,7 @@ class ActorClass:
             detached=detached,
             resources=resources_pb(resources_of(options, 0.0)),
             owner_address=cw.address,
+            scheduling_strategy=strategy_to_json(to_wire(options.get("scheduling_strategy"))),
         )
         blob = self._blob
         # The owner's "actor creation" span lasts until CreateActor answers; the constructor's

@@ -149,6 +149,20 @@ SETTINGS: dict[str, Setting] = {
             "by team and owner).",
         ),
         Setting(
+            "FREIGHT_JOB_ID",
+            str,
+            "",
+            "Job id init() registers the driver under; the head sets it for drivers started by "
+            "`freight job submit`, so the submission and its driver are one job.",
+        ),
+        Setting(
+            "FREIGHT_JOB_STOP_GRACE_S",
+            float,
+            3.0,
+            "How long `freight job stop` (and a stopping head) waits after SIGTERM before it "
+            "sends SIGKILL to a submitted job's process group.",
+        ),
+        Setting(
             "FREIGHT_RECORD_CALL_SITES",
             bool,
             False,
@@ -187,6 +201,27 @@ SETTINGS: dict[str, Setting] = {
             3.0,
             "How long the state API waits for each node agent (workers, objects) before it "
             "answers without that node and marks the answer partial.",
+        ),
+        Setting(
+            "FREIGHT_HEALTH_CHECK_PERIOD_S",
+            float,
+            3.0,
+            "How often the head health-checks each node agent (CheckHealth); a node's next "
+            "check waits for its previous one.",
+        ),
+        Setting(
+            "FREIGHT_HEALTH_CHECK_TIMEOUT_S",
+            float,
+            10.0,
+            "How long the head waits for an agent's answer to one health check before it "
+            "counts the check as failed.",
+        ),
+        Setting(
+            "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD",
+            int,
+            5,
+            "Failed health checks in a row after which the head marks a node dead (an answer "
+            "resets the count).",
         ),
         Setting(
             "FREIGHT_EVENTS_MAX",

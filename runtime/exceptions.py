@@ -143,6 +143,9 @@ class ObjectLostError(RayError):
         self.object_id = object_id
         super().__init__(message or f"Object {object_id} is lost.")
 
+    def __reduce__(self) -> Any:
+        return (type(self), (self.object_id, str(self)))
+
 
 class ObjectFetchTimedOutError(ObjectLostError):
     """Fetching the object from another node timed out."""

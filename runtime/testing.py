@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -46,6 +48,23 @@ def short_temp_dir() -> Iterator[Path]:
         yield Path(path)
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def patched_environ(**changes: str | None) -> Iterator[None]:
+    """Set (a str) or remove (None) environment variables for the block, then restore all of
+    ``os.environ`` as it was. Processes started inside inherit the changes."""
+    saved = dict(os.environ)
+    for key, value in changes.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @dataclass(frozen=True)
@@ -186,3 +205,208 @@ class OtlpReceiver:
 
 
 __all__ = ["OtlpReceiver", "ReceivedSpan", "short_temp_dir", "wait_for_condition"]
+
+
+@dataclass
+class ClusterNode:
+    """One node agent of a :class:`Cluster`: a real process with its own session folder,
+    object store and ports (and, in a network namespace, its own address)."""
+
+    node_id: str
+    session_dir: str
+    process: subprocess.Popen[bytes]
+    resources: dict[str, float]
+    labels: dict[str, str]
+    is_head: bool = False
+    host: Any = None  # its freight.util.netns Host when the cluster uses namespaces
+
+    @property
+    def ip(self) -> str:
+        return str(self.host.ip) if self.host is not None else "127.0.0.1"
+
+
+class Cluster:
+    """A multi-node cluster on this machine, for tests (like Ray's ``cluster_utils.Cluster``).
+
+    The first :meth:`add_node` starts the head and the head node's agent; every later one starts
+    another node agent, which registers with the head. With ``network_namespaces=True`` every
+    node after the head runs in a Linux network namespace of its own, behind a bridge, so
+    :meth:`isolate` cuts it off the network for real (needs root: see
+    :func:`freight.util.netns.unavailable_reason`)::
+
+        cluster = Cluster()
+        head = cluster.add_node(num_cpus=1)
+        worker = cluster.add_node(num_cpus=2, resources={"gpu_box": 1}, labels={"zone": "b"})
+        cluster.wait_for_nodes()
+        freight.init(address=cluster.address)
+        ...
+        cluster.shutdown()
+    """
+
+    def __init__(
+        self,
+        initialize_head: bool = False,
+        head_node_args: dict[str, Any] | None = None,
+        network_namespaces: bool = False,
+    ) -> None:
+        from freight import _launcher
+
+        self.nodes: list[ClusterNode] = []
+        self.session_dir = _launcher.new_session_dir()
+        self.head_address = ""
+        self._head_proc: subprocess.Popen[bytes] | None = None
+        self._lab: Any = None
+        self._bind = "127.0.0.1"
+        if network_namespaces:
+            from freight.util import netns
+
+            reason = netns.unavailable_reason()
+            if reason is not None:
+                raise RuntimeError(f"Cluster(network_namespaces=True): {reason}")
+            self._lab = netns.NetworkLab()
+            self._bind = self._lab.bridge_ip
+        if initialize_head:
+            self.add_node(**(head_node_args or {}))
+
+    @property
+    def address(self) -> str:
+        """The head's address, for ``freight.init(address=...)``."""
+        return self.head_address
+
+    @property
+    def head_node(self) -> ClusterNode:
+        return self.nodes[0]
+
+    def _token(self) -> str:
+        from freight.util.tokens import read_token
+
+        return read_token(self.session_dir)
+
+    def add_node(
+        self,
+        num_cpus: float | None = 1,
+        num_gpus: float | None = None,
+        resources: dict[str, float] | None = None,
+        labels: dict[str, str] | None = None,
+        object_store_memory: int | None = 256 * 1024 * 1024,
+        wait: bool = True,
+    ) -> ClusterNode:
+        """Start a node (the head and its agent, the first time) and return it once it has
+        registered with the head."""
+        from freight import _launcher
+
+        total = {"CPU": float(num_cpus or 0), **(resources or {})}
+        if num_gpus:
+            total["GPU"] = float(num_gpus)
+        if self._head_proc is None:
+            procs = _launcher.start_cluster(
+                self.session_dir,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=resources,
+                object_store_memory=object_store_memory,
+                bind=self._bind,
+                labels=labels,
+            )
+            self._head_proc = procs.procs[-1]
+            self.head_address = procs.head_address
+            node = ClusterNode(
+                procs.node_id,
+                self.session_dir,
+                procs.procs[0],
+                total,
+                dict(labels or {}),
+                is_head=True,
+            )
+        else:
+            node_dir = _launcher.new_session_dir()
+            token = self._token()
+            with open(os.path.join(node_dir, "token"), "w", encoding="utf-8") as f:
+                f.write(token)  # the cluster's token, not the one the new folder came with
+            host = self._lab.add_host(f"n{len(self.nodes)}") if self._lab is not None else None
+            proc, node_id = _launcher.start_agent(
+                node_dir,
+                self.head_address,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=resources,
+                object_store_memory=object_store_memory,
+                head_node=False,
+                labels=labels,
+                node_ip=host.ip if host is not None else "127.0.0.1",
+                token=token,
+                wrap=host.wrap if host is not None else None,
+            )
+            node = ClusterNode(node_id, node_dir, proc, total, dict(labels or {}), host=host)
+        self.nodes.append(node)
+        if wait:
+            self.wait_for_nodes()
+        return node
+
+    def remove_node(self, node: ClusterNode, graceful: bool = True) -> None:
+        """Stop a node agent: ``graceful`` lets it unregister (the head records it removed),
+        otherwise it is killed with SIGKILL (the head finds it dead by its health checks)."""
+        from freight import _launcher
+
+        if node.is_head:
+            raise ValueError("remove_node: the head node goes with shutdown(), not alone")
+        self.nodes.remove(node)
+        if graceful:
+            _launcher.stop_processes([node.process])
+        else:
+            node.process.kill()
+            node.process.wait()
+        # Its namespace stays until shutdown(): the lab removes every host at once.
+
+    def isolate(self, node: ClusterNode) -> None:
+        """Cut ``node`` off the network (a real partition; needs ``network_namespaces``)."""
+        if node.host is None:
+            raise ValueError("isolate: this node has no network namespace of its own")
+        self._lab.isolate(node.host)
+
+    def rejoin(self, node: ClusterNode) -> None:
+        """Undo :meth:`isolate`."""
+        if node.host is None:
+            raise ValueError("rejoin: this node has no network namespace of its own")
+        self._lab.rejoin(node.host)
+
+    def alive_node_ids(self) -> set[str]:
+        """Node ids the head lists as alive."""
+        from freight.client.head_client import HeadClient
+        from freight.client.head_client import pb_module as pb
+
+        head = HeadClient(self.head_address, self._token())
+        try:
+            nodes = head.call("ListNodes", pb.ListNodesRequest()).nodes
+        finally:
+            head.close()
+        return {n.node_id for n in nodes if n.state == "ALIVE"}
+
+    def wait_for_nodes(self, timeout: float = 30.0) -> None:
+        """Wait until the head lists exactly this cluster's nodes as alive."""
+        want = {n.node_id for n in self.nodes}
+        wait_for_condition(
+            lambda: self.alive_node_ids() == want,
+            timeout,
+            f"the head to list the {len(want)} nodes of the cluster as alive",
+        )
+
+    def shutdown(self) -> None:
+        """Stop every node, then the head; remove the namespaces, if any."""
+        from freight import _launcher
+
+        procs = [n.process for n in reversed(self.nodes)]
+        if self._head_proc is not None:
+            procs.append(self._head_proc)
+        _launcher.stop_processes(procs)
+        self.nodes.clear()
+        self._head_proc = None
+        if self._lab is not None:
+            self._lab.close()
+            self._lab = None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()

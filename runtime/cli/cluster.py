@@ -13,7 +13,7 @@ from typing import Any
 
 from freight import _launcher
 from freight.config import settings
-from freight.util.tokens import TOKEN_FILE
+from freight.util.tokens import TOKEN_FILE, read_token
 
 
 def _resources(text: str | None) -> dict[str, float] | None:
@@ -30,8 +30,23 @@ def _resources(text: str | None) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _labels(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise SystemExit(f'freight start: --labels must be JSON like \'{{"zone": "a"}}\': {e}')
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SystemExit("freight start: --labels must map label names to string values.")
+    return value
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     resources = _resources(args.resources)
+    labels = _labels(args.labels)
     for name in ("num_cpus", "num_gpus"):
         v = getattr(args, name)
         if v is not None and v < 0:
@@ -55,24 +70,27 @@ def cmd_start(args: argparse.Namespace) -> int:
             cluster_name=args.cluster_name,
             bind=args.bind,
             metrics_port=args.metrics_port,
+            labels=labels,
         )
         _launcher.point_latest(session_dir)
         address, node_id = procs.head_address, procs.node_id
     else:
         address = args.address
-        session_dir = _launcher.find_session_for(address) or ""
-        if not session_dir:
-            token = settings.token
-            if not token:
-                raise SystemExit(
-                    f"freight start: no local session knows {address}; set FREIGHT_TOKEN to the "
-                    "cluster's token (the 'token' file in the head's session directory)."
-                )
-            session_dir = _launcher.new_session_dir()
-            with open(os.path.join(session_dir, TOKEN_FILE), "w") as f:
-                f.write(token)
-            with open(os.path.join(session_dir, "head.json"), "w") as f:
-                json.dump({"address": address, "remote": True}, f)
+        head_session = _launcher.find_session_for(address) or ""
+        token = settings.token or (read_token(head_session) if head_session else "")
+        if not token:
+            raise SystemExit(
+                f"freight start: no local session knows {address}; set FREIGHT_TOKEN to the "
+                "cluster's token (the 'token' file in the head's session directory)."
+            )
+        # A node has a session folder of its own (sockets, logs, object store), also when it
+        # joins a head on this same machine.
+        session_dir = _launcher.new_session_dir()
+        with open(os.path.join(session_dir, TOKEN_FILE), "w") as f:
+            f.write(token)
+        with open(os.path.join(session_dir, "head.json"), "w") as f:
+            json.dump({"address": address, "remote": True}, f)
+        specific = args.bind not in ("", "0.0.0.0", "::", "[::]")
         _, node_id = _launcher.start_agent(
             session_dir,
             address,
@@ -82,6 +100,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             object_store_memory=args.object_store_memory,
             head_node=False,
             attached=False,
+            labels=labels,
+            node_ip=args.node_ip or (args.bind if specific else ""),
         )
     print(f"freight {'head' if args.head else 'node'} started.")
     print(f"  address:      {address}")
@@ -162,6 +182,12 @@ def add_parsers(sub: Any) -> None:
         "--resources", default=None, help="custom resources as JSON, e.g. '{\"disk\": 2}'"
     )
     p.add_argument("--object-store-memory", type=int, default=None, help="bytes")
+    p.add_argument("--labels", default=None, help='node labels as JSON, e.g. \'{"zone": "a"}\'')
+    p.add_argument(
+        "--node-ip",
+        default="",
+        help="address other nodes reach this node's processes at (default: --bind)",
+    )
     p.add_argument("--cluster-name", default="freight")
     p.add_argument(
         "--metrics-port", type=int, default=0, help="the head's /metrics port (0: any free port)"

@@ -18,6 +18,7 @@ MODULES = [
     "events_cmd",
     "state_cmd",
     "metrics_cmd",
+    "job_cmd",
     "demo",
 ]
 COMMANDS = {
@@ -32,6 +33,7 @@ COMMANDS = {
     "summary": "state_cmd",
     "timeline": "state_cmd",
     "metrics": "metrics_cmd",
+    "job": "job_cmd",
     "demo": "demo",
 }
 

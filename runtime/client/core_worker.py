@@ -27,7 +27,7 @@ from freight.config import settings
 from freight.core.refcount import ReferenceTable
 from freight.core.task_state import TaskTable
 from freight.objects import serialization as ser
-from freight.objects.shm import read_segment, write_segment
+from freight.objects.shm import read_segment, segment_dir, write_segment
 from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import frames
@@ -59,6 +59,7 @@ _CREATED_SHARED = RECORDER.counter("freight_objects_created_total", ("shared_mem
 
 # get() of at most this many missing values waits on a lock of its own (see _wait_waiter).
 _WAITER_MAX = 16
+FETCH_TIMEOUT_S = 600.0  # a copy from another node: 1 GiB takes seconds, not minutes
 
 
 def _get_timeout(timeout: float | None, missing: int, total: int) -> exc.GetTimeoutError:
@@ -124,9 +125,11 @@ class CoreWorker:
         namespace: str = "",
         log_to_driver: bool = True,
         job_labels: dict[str, str] | None = None,
+        node_ip: str = "",
     ) -> None:
         self.session_dir = session_dir
         self.session_name = os.path.basename(os.path.normpath(session_dir))
+        self.store_dir = segment_dir(settings.shm_dir, self.session_name)  # this node's store
         self.node_id = node_id
         self.head_address = head_address
         self.token = token
@@ -136,7 +139,10 @@ class CoreWorker:
         self.namespace = namespace
         self.log_to_driver = log_to_driver
         kind = "driver" if is_driver else "worker"
-        self.address = os.path.join(session_dir, "sockets", f"{kind}-{worker_id[:16]}.sock")
+        self.unix_path = os.path.join(session_dir, "sockets", f"{kind}-{worker_id[:16]}.sock")
+        self.socket_dir = os.path.dirname(self.unix_path)
+        self.node_ip = node_ip
+        self.address = self.unix_path  # gains "|host:port" once the TCP listener is up
         self.lock = threading.RLock()
         self.cv = threading.Condition(self.lock)
         validate = settings.validate_state
@@ -159,7 +165,9 @@ class CoreWorker:
         self.on_agent_message: Callable[[Any], None] | None = None
         self._borrow_buf = threading.local()
         self._head: Any = None
-        self._listener = self._listen()
+        self._listeners = self._listen()
+        # Agents of other nodes this owner holds leases from, by their TCP data address.
+        self.remote_agents: dict[str, frames.FrameSocket] = {}
         self.job_labels: dict[str, str] = dict(job_labels or {})
         role: tuple[Any, ...] = (
             ("driver", self.address, job_id, self.job_labels)
@@ -201,18 +209,31 @@ class CoreWorker:
 
     # -- server side -------------------------------------------------------------------------
 
-    def _listen(self) -> socket.socket:
-        os.makedirs(os.path.dirname(self.address), exist_ok=True)
-        if os.path.exists(self.address):
-            os.unlink(self.address)
+    def _listen(self) -> list[socket.socket]:
+        """Listen on this node's Unix socket and, with a node address, on TCP for processes of
+        other nodes; both serve the same protocol after the same HELLO check."""
+        path = self.unix_path
+        os.makedirs(self.socket_dir, exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        srv.bind(self.address)
-        os.chmod(self.address, 0o600)
+        srv.bind(path)
+        os.chmod(path, 0o600)
         srv.listen(128)
-        threading.Thread(
-            target=self._accept, args=(srv,), name="freight-accept", daemon=True
-        ).start()
-        return srv
+        listeners = [srv]
+        if self.node_ip:
+            tcp = socket.socket(socket.AF_INET6 if ":" in self.node_ip else socket.AF_INET)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((self.node_ip, 0))
+            tcp.listen(128)
+            listeners.append(tcp)
+            host = f"[{self.node_ip}]" if ":" in self.node_ip else self.node_ip
+            self.address = f"{path}|{host}:{tcp.getsockname()[1]}"
+        for sock in listeners:
+            threading.Thread(
+                target=self._accept, args=(sock,), name="freight-accept", daemon=True
+            ).start()
+        return listeners
 
     def _accept(self, srv: socket.socket) -> None:
         while not self.closed:
@@ -220,6 +241,8 @@ class CoreWorker:
                 sock, _ = srv.accept()
             except OSError:
                 return
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(
                 target=self._serve_inbound, args=(sock,), name="freight-inbound", daemon=True
             ).start()
@@ -318,7 +341,7 @@ class CoreWorker:
         t = type(msg)
         if t is m.Reserved or t is m.Error:
             self._resolve(msg.req_id, msg)
-        elif t is m.LeaseGranted or t is m.LeaseRejected:
+        elif t is m.LeaseGranted or t is m.LeaseRejected or t is m.LeaseSpillback:
             self.submitter.on_lease_reply(msg)
         elif self.on_agent_message is not None:
             self.on_agent_message(msg)
@@ -354,13 +377,42 @@ class CoreWorker:
             p = self.peers.get(address)
             if p is not None and p.alive:
                 return p
-            fs = frames.connect_unix(address, self.token, ("peer", self.address))
+            fs = frames.connect(address, self.token, ("peer", self.address), self.socket_dir)
             p = Peer(address, fs)
             self.peers[address] = p
             frames.serve_reader(
                 fs, lambda msg, p=p: self._on_peer(p, msg), lambda e, p=p: self._peer_closed(p)
             )
             return p
+
+    def remote_agent(self, data_address: str) -> frames.FrameSocket:
+        """A connection to another node's agent (its TCP data plane), for leases there."""
+        fs = self.remote_agents.get(data_address)
+        if fs is not None and not fs.closed:
+            return fs
+        with self._peer_lock:
+            fs = self.remote_agents.get(data_address)
+            if fs is not None and not fs.closed:
+                return fs
+            fs = frames.connect_tcp(data_address, self.token, ("owner", self.address))
+            self.remote_agents[data_address] = fs
+
+            def handle(msg: Any) -> None:
+                t = type(msg)
+                if t is m.LeaseGranted or t is m.LeaseRejected or t is m.LeaseSpillback:
+                    self.submitter.on_lease_reply(msg, fs)
+                else:
+                    raise frames.ProtocolError(f"unexpected {t.__name__} from a node agent")
+
+            def closed(error: BaseException | None, fs: frames.FrameSocket = fs) -> None:
+                with self._peer_lock:
+                    if self.remote_agents.get(data_address) is fs:
+                        del self.remote_agents[data_address]
+                if not self.closed:
+                    self.submitter.on_agent_closed(fs)
+
+            frames.serve_reader(fs, handle, closed)
+            return fs
 
     def _on_peer(self, peer: Peer, msg: Any) -> None:
         t = type(msg)
@@ -480,6 +532,7 @@ class CoreWorker:
         if not freed:
             return
         shm: list[bytes] = []
+        elsewhere: dict[str, list[bytes]] = {}  # other nodes' stores -> ids (task returns)
         # (owner, borrower) -> ids: one ReleaseBorrow per owner and borrower key.
         releases: dict[tuple[str, str], list[bytes]] = {}
         prefix = self._prefix
@@ -495,7 +548,10 @@ class CoreWorker:
                 if slot is not None:
                     value = slot.value
                     if owned and value is not None and value[0] == "s":
-                        shm.append(oid)
+                        shm.append(oid)  # also drops a copy pulled here
+                        where = os.path.dirname(value[1])
+                        if where != self.store_dir:
+                            elsewhere.setdefault(where, []).append(oid)
                     if slot.foreign:
                         who = f"{self.address}#{oid.hex()}"
                         for inner, owner in slot.foreign:
@@ -507,6 +563,8 @@ class CoreWorker:
         if shm:
             try:
                 self.agent.send(m.FreeObjects(shm))
+                for where, oids in elsewhere.items():
+                    self.agent.send(m.FreeElsewhere(where, oids))
             except OSError:
                 pass
         for (owner, who), oids in releases.items():
@@ -603,11 +661,30 @@ class CoreWorker:
         if kind == "v":
             return self.deserialize(lambda: ser.unpack(value[1]))
         if kind == "s":
-            return self.deserialize(lambda: read_segment(value[1]))
+            path = value[1]
+            if os.path.dirname(path) != self.store_dir:
+                path = self._copy_here(path, value[2])
+            return self.deserialize(lambda: read_segment(path))
         err = pickle.loads(value[1])
         if isinstance(err, exc.RayTaskError):
             raise err.as_instanceof_cause()
         raise err
+
+    def _copy_here(self, path: str, size: int) -> str:
+        """The path of a copy in this node's store of the object at ``path`` in another node's
+        store (this node's agent pulls it, once, however many ask)."""
+        oid = bytes.fromhex(os.path.basename(path))
+        source = os.path.dirname(path)
+        reply = self.request(
+            self.agent, lambda r: m.FetchObject(r, oid, size, source), timeout=FETCH_TIMEOUT_S
+        )
+        if type(reply) is m.Error:
+            raise (
+                pickle.loads(reply.exc)
+                if reply.exc
+                else exc.ObjectLostError(oid.hex(), reply.message)
+            )
+        return str(reply.path)
 
     # -- put ---------------------------------------------------------------------------------
 
@@ -848,8 +925,15 @@ class CoreWorker:
             if not self.head_address:  # a worker that started before the head served
                 import json
 
-                with open(os.path.join(self.session_dir, "head.json")) as f:
-                    self.head_address = str(json.load(f)["address"])
+                # The head's session folder has head.json; another node's agent writes the
+                # head's address into its node file once it has registered.
+                try:
+                    with open(os.path.join(self.session_dir, "head.json")) as f:
+                        self.head_address = str(json.load(f)["address"])
+                except FileNotFoundError:
+                    node_file = os.path.join(self.session_dir, "nodes", f"{self.node_id}.json")
+                    with open(node_file) as f:
+                        self.head_address = str(json.load(f)["head_address"])
             self._head = HeadClient(self.head_address, self.token)
         return self._head
 
@@ -872,16 +956,19 @@ class CoreWorker:
                 self.agent.send(m.FreeObjects(owned_shm))  # this owner's objects go with it
             except OSError:
                 pass
-        try:
-            self._listener.close()
-        except OSError:
-            pass
+        for sock in self._listeners:
+            try:
+                sock.close()
+            except OSError:
+                pass
         for p in list(self.peers.values()):
             p.fs.close()
+        for fs in list(self.remote_agents.values()):
+            fs.close()
         self.agent.close()
         if self._head is not None:
             self._head.close()
         try:
-            os.unlink(self.address)
+            os.unlink(self.unix_path)
         except OSError:
             pass

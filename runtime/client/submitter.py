@@ -21,6 +21,7 @@ from freight.config import settings
 from freight.core.lease import shape_key
 from freight.core.task_state import INFEASIBLE, WAITING_FOR_WORKER, Outcome, TaskRecord
 from freight.observe import tracing
+from freight.protocol import frames
 from freight.protocol import messages as m
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class TaskSpec:
     resolved: list[tuple[bytes, str, Any]] | None = None
     shape: str = ""
     trace: tracing.TaskTrace | None = None  # set only when tracing is on
+    strategy: tuple[Any, ...] = ("DEFAULT",)  # freight.core.placement's wire form
 
 
 @dataclass(slots=True)
@@ -63,6 +65,7 @@ class Lease:
     inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
     idle_since: float = 0.0
     expected: float = 0.0  # summed expected run time of the tasks in flight
+    agent: frames.FrameSocket | None = None  # another node's agent that granted it (else ours)
 
 
 @dataclass(slots=True)
@@ -97,6 +100,8 @@ class TaskSubmitter:
         self.leases: dict[str, list[Lease]] = {}
         self.lease_by_peer: dict[str, Lease] = {}
         self.requests: dict[int, str] = {}
+        # Lease requests sent on to another node's agent: which agent, and how many hops.
+        self.request_agent: dict[int, tuple[frames.FrameSocket, int]] = {}
         self.outstanding: dict[str, int] = {}
         self.return_to_task: dict[bytes, TaskSpec] = {}
         self.cancelled: set[bytes] = set()
@@ -214,6 +219,9 @@ class TaskSubmitter:
             if not q:
                 return
             leases = self.leases.setdefault(shape, [])
+            # SPREAD means one task per worker at a time, each lease asked for on its own (and
+            # so placed on the next node), never several queued behind one worker.
+            limit = 1 if q[0].strategy[0] == "SPREAD" else self.pipeline
             while q:
                 # Queue a task behind a busy worker only when it and everything already queued
                 # there are known to be short: a long task would otherwise hold up short ones
@@ -222,7 +230,7 @@ class TaskSubmitter:
                 best = None
                 for lease in leases:
                     n = len(lease.inflight)
-                    if not lease.peer.alive or n >= self.pipeline:
+                    if not lease.peer.alive or n >= limit:
                         continue
                     if n and lease.expected + cost > PIPELINE_BUDGET_S:
                         continue
@@ -251,7 +259,8 @@ class TaskSubmitter:
             q0 = self.queues[shape]
             name = q0[0].name if q0 else ""
             resources = q0[0].resources if q0 else {}
-            cw.agent.send(m.RequestLease(req_id, resources, cw.address, name))
+            strategy = q0[0].strategy if q0 else ("DEFAULT",)
+            cw.agent.send(m.RequestLease(req_id, resources, cw.address, name, strategy))
 
     def push(self, peer: Peer, spec: TaskSpec) -> None:
         cw = self.cw
@@ -283,11 +292,94 @@ class TaskSubmitter:
 
     # -- agent replies -----------------------------------------------------------------------
 
-    def on_lease_reply(self, msg: Any) -> None:
+    def _spill(self, msg: m.LeaseSpillback) -> None:
+        """The local agent says another node is the place: ask that node's agent, which
+        grants the lease or, if it cannot run it after all, rejects it."""
         cw = self.cw
+        with cw.lock:
+            shape = self.requests.get(msg.req_id)
+            q = self.queues.get(shape or "")
+            hops = self.request_agent.get(msg.req_id, (None, 0))[1]
+        if shape is None:
+            return
+        if not q:  # nothing left to run: forget the request
+            with cw.lock:
+                self.requests.pop(msg.req_id, None)
+                self.outstanding[shape] = 0
+            return
+        spec = q[0]
+        try:
+            agent = cw.remote_agent(msg.data_address)
+            with cw.lock:
+                self.request_agent[msg.req_id] = (agent, hops + 1)
+            agent.send(
+                m.RequestLease(
+                    msg.req_id, spec.resources, cw.address, spec.name, spec.strategy, True
+                )
+            )
+        except (ConnectionError, OSError):
+            # That node is unreachable: ask our own agent again, which has a newer view soon.
+            self._ask_again(msg.req_id, hops + 1)
+
+    def _ask_again(self, req_id: int, hops: int) -> None:
+        """Send a request back to this node's agent (bounded, so a stale view cannot loop)."""
+        cw = self.cw
+        with cw.lock:
+            shape = self.requests.get(req_id)
+            q = self.queues.get(shape or "")
+            self.request_agent[req_id] = (cw.agent, hops)
+        if shape is None or not q:
+            return
+        spec = q[0]
+        spilled = hops >= 3  # after three hops, queue at home rather than chase the view
+        cw.agent.send(
+            m.RequestLease(req_id, spec.resources, cw.address, spec.name, spec.strategy, spilled)
+        )
+
+    def _unschedulable(self, req_id: int, shape: str, reason: str) -> None:
+        """No node may ever run the tasks of ``shape`` (a hard node affinity to a node that is
+        gone): fail them with TaskUnschedulableError."""
+        cw = self.cw
+        with cw.lock:
+            self.requests.pop(req_id, None)
+            self.request_agent.pop(req_id, None)
+            self.outstanding[shape] = 0
+            q = self.queues.get(shape)
+            specs = list(q) if q else []
+            if q:
+                q.clear()
+        for spec in specs:
+            err = exc.TaskUnschedulableError(reason)
+            with cw.lock:
+                cw.tasks.failed(spec.task_id, reason, True, False, "TaskUnschedulableError")
+            if spec.trace is not None:
+                tracing.schedule_done(spec.trace, err)
+            self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+
+    def on_agent_closed(self, agent: frames.FrameSocket) -> None:
+        """Another node's agent went away: its pending requests go back to ours."""
+        with self.cw.lock:
+            waiting = [(r, hops) for r, (fs, hops) in self.request_agent.items() if fs is agent]
+        for req_id, hops in waiting:
+            self._ask_again(req_id, hops + 1)
+
+    def on_lease_reply(self, msg: Any, source: frames.FrameSocket | None = None) -> None:
+        """A reply to a lease request, from our agent (``source`` None) or another node's."""
+        cw = self.cw
+        if type(msg) is m.LeaseSpillback:
+            self._spill(msg)
+            return
         if type(msg) is m.LeaseRejected:
             with cw.lock:
                 shape = self.requests.get(msg.req_id, "")
+            if source is not None and msg.infeasible:
+                hops = self.request_agent.get(msg.req_id, (None, 0))[1]
+                self._ask_again(msg.req_id, hops)  # that node could not run it after all
+                return
+            if not msg.infeasible:
+                self._unschedulable(msg.req_id, shape, msg.reason)
+                return
+            with cw.lock:
                 for spec in self.queues.get(shape, ()):
                     cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
             if shape not in self.warned_infeasible:
@@ -299,15 +391,21 @@ class TaskSubmitter:
                 )
             return
         with cw.lock:
-            shape = self.requests.pop(msg.req_id, "")
-            self.outstanding[shape] = 0
+            shape = self.requests.pop(msg.req_id, None)
+            self.request_agent.pop(msg.req_id, None)
+            if shape is not None:
+                self.outstanding[shape] = 0
+        agent = source
+        if shape is None:  # a grant for a request given up on: hand the worker back
+            (agent or cw.agent).send(m.ReturnLease(msg.worker_id, False))
+            return
         try:
             peer = cw.peer(msg.worker_address)
         except (ConnectionError, OSError):
-            cw.agent.send(m.ReturnLease(msg.worker_id, True))
+            (agent or cw.agent).send(m.ReturnLease(msg.worker_id, True))
             self.pump(shape)
             return
-        lease = Lease(msg.worker_id, peer, shape, idle_since=time.monotonic())
+        lease = Lease(msg.worker_id, peer, shape, idle_since=time.monotonic(), agent=agent)
         with cw.lock:
             self.leases.setdefault(shape, []).append(lease)
             self.lease_by_peer[peer.address] = lease
@@ -328,7 +426,7 @@ class TaskSubmitter:
                         returned.append(lease)
         for lease in returned:
             try:
-                cw.agent.send(m.ReturnLease(lease.worker_id, False))
+                (lease.agent or cw.agent).send(m.ReturnLease(lease.worker_id, False))
             except OSError:
                 pass
 
@@ -464,7 +562,7 @@ class TaskSubmitter:
             cw.actors.on_peer_closed(peer)
             return
         try:
-            cw.agent.send(m.ReturnLease(lease.worker_id, True))
+            (lease.agent or cw.agent).send(m.ReturnLease(lease.worker_id, True))
         except OSError:
             pass
         for spec in list(lease.inflight.values()):

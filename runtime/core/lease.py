@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .placement import labels_match
 from .task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
 from .transitions import InvalidTransition, Transition, TransitionLog, now
 
@@ -28,6 +29,8 @@ class LeaseRequest:
     time: float = field(default_factory=now)
     reason: str = WAITING_FOR_RESOURCES
     warned: bool = False
+    strategy: tuple[object, ...] = ("DEFAULT",)
+    spilled: bool = False  # sent on by another node: never spilled again
 
 
 @dataclass(slots=True)
@@ -69,7 +72,15 @@ def shape_key(resources: dict[str, float]) -> str:
 
 
 class LeaseManager:
-    def __init__(self, total: dict[str, float], validate: bool = False) -> None:
+    def __init__(
+        self,
+        total: dict[str, float],
+        validate: bool = False,
+        node_id: str = "",
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.labels = dict(labels or {})  # for requests whose strategy constrains labels
         self.total = dict(total)
         self.available = dict(total)
         self.workers: dict[str, WorkerSlot] = {}
@@ -200,14 +211,17 @@ class LeaseManager:
         want_workers = 0
         kept: deque[LeaseRequest] = deque()
         for req in self.pending:
-            if not fits(req.resources, self.total):
+            barred = self._barred(req)
+            if barred or not fits(req.resources, self.total):
                 req.reason = INFEASIBLE
                 if not req.warned:
                     req.warned = True
                     actions.append(
                         Infeasible(
                             req,
-                            f"no node can ever run {req.name!r}: it asks for "
+                            f"no node can ever run {req.name!r}: {barred}"
+                            if barred
+                            else f"no node can ever run {req.name!r}: it asks for "
                             f"{shape_key(req.resources)} and the node has {shape_key(self.total)}",
                         )
                     )
@@ -234,6 +248,15 @@ class LeaseManager:
         if self._validate:
             self.validate()
         return actions
+
+    def _barred(self, req: LeaseRequest) -> str:
+        """Why the request's strategy keeps it off this node ("" when it does not)."""
+        strategy = req.strategy
+        if strategy[0] == "LABELS" and not labels_match(self.labels, strategy[1]):  # type: ignore[arg-type]
+            return f"no node has the labels {list(strategy[1])}"  # type: ignore[call-overload]
+        if strategy[0] == "NODE" and not strategy[2] and strategy[1] != self.node_id:
+            return f"its node affinity is to node {str(strategy[1])[:12]}"
+        return ""
 
     def retire(self, worker_id: str) -> bool:
         """Take an idle worker out of service (it is being asked to exit)."""

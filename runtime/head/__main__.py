@@ -19,6 +19,7 @@ from freight.config import settings
 from freight.head.server import HeadConfig, run_head
 from freight.observe import logging as observe_logging
 from freight.util.grpc_tracing import setup as setup_tracing
+from freight.util.process import set_parent_death_signal
 
 
 def parse_args(argv: list[str] | None = None) -> HeadConfig:
@@ -30,11 +31,16 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
     parser.add_argument(
         "--node-timeout-s",
         type=float,
-        default=30.0,
-        help="a node that sends no heartbeat for this long is marked dead",
+        default=None,
+        help="a node that sends no heartbeat for this long is marked dead (default: twice the "
+        "time the FREIGHT_HEALTH_CHECK_* settings take to find an unresponsive node dead, at "
+        "least 30 s)",
     )
     parser.add_argument(
         "--metrics-port", type=int, default=0, help="/metrics and /sd port (0: any free port)"
+    )
+    parser.add_argument(
+        "--die-with-parent", action="store_true", help="exit when the starting process exits"
     )
     parser.add_argument(
         "--ready-fd",
@@ -44,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         help="an inherited pipe to write the address to once serving (repeatable)",
     )
     args = parser.parse_args(argv)
-    if args.node_timeout_s <= 0:
+    if args.node_timeout_s is not None and args.node_timeout_s <= 0:
         parser.error("--node-timeout-s must be positive")
     return HeadConfig(
         session_dir=os.path.abspath(args.session_dir),
@@ -54,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         node_timeout_s=args.node_timeout_s,
         metrics_port=args.metrics_port,
         ready_fds=tuple(args.ready_fd),
+        die_with_parent=args.die_with_parent,
     )
 
 
@@ -65,6 +72,8 @@ def configure_logging(session_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
+    if config.die_with_parent:
+        set_parent_death_signal()
     try:
         if not os.path.isdir(config.session_dir):
             raise FileNotFoundError(f"the session directory {config.session_dir} does not exist")

@@ -13,10 +13,12 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from loguru import logger
 
+from freight.core.placement import labels_match, strategy_from_json
 from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
 from freight.head.nodes import NodeDirectory, covers, sum_amounts
@@ -46,11 +48,51 @@ class Placement:
     infeasible: str = ""
 
 
+def place_actor_with(
+    strategy: tuple[Any, ...],
+    request: Mapping[str, float],
+    nodes: Sequence[pb.NodeInfo],
+    reserved: Mapping[str, Mapping[str, float]],
+    load: Mapping[str, int],
+) -> Placement:
+    """:func:`place_actor` under a scheduling strategy (freight.core.placement's wire form):
+    a node affinity or label constraint narrows the nodes (a soft one only while the narrowed
+    nodes can take the actor); SPREAD puts the actor on the node with the fewest actors."""
+    kind = strategy[0] if strategy else "DEFAULT"
+    if kind == "NODE":
+        target, soft = str(strategy[1]), bool(strategy[2])
+        narrowed = [n for n in nodes if n.node_id == target]
+        if not narrowed and not soft:
+            return Placement(
+                infeasible=f"unschedulable: node affinity to node {target[:12]}, which is not alive"
+            )
+        if narrowed:
+            got = place_actor(request, narrowed, reserved, load)
+            if not soft or got.node_id:
+                return got
+    elif kind == "LABELS":
+        hard, soft_labels = tuple(strategy[1]), tuple(strategy[2])
+        nodes = [n for n in nodes if labels_match(n.labels, hard)]
+        if not nodes:
+            return Placement(
+                infeasible=f"infeasible: no alive node matches the labels {list(hard)}"
+            )
+        preferred = [n for n in nodes if labels_match(n.labels, soft_labels)]
+        if preferred:
+            got = place_actor(request, preferred, reserved, load)
+            if got.node_id:
+                return got
+    elif kind == "SPREAD":
+        return place_actor(request, nodes, reserved, load, spread=True)
+    return place_actor(request, nodes, reserved, load)
+
+
 def place_actor(
     request: Mapping[str, float],
     nodes: Sequence[pb.NodeInfo],
     reserved: Mapping[str, Mapping[str, float]],
     load: Mapping[str, int],
+    spread: bool = False,
 ) -> Placement:
     """Choose an alive node whose free resources cover ``request``.
 
@@ -83,6 +125,8 @@ def place_actor(
     def score(item: tuple[pb.NodeInfo, dict[str, float]]) -> tuple[float, int]:
         node, f = item
         shares = [f.get(k, 0.0) / node.total.amounts[k] for k, v in request.items() if v > 0]
+        if spread:
+            return (load.get(node.node_id, 0), -min(shares, default=0.0))
         return (-min(shares, default=0.0), load.get(node.node_id, 0))
 
     best, _ = min(fits, key=score)  # min() keeps the first of equals: registration order
@@ -192,7 +236,13 @@ class ActorDirectory:
                 actor = self._store.get_actor(actor_id)
                 if actor is None or actor.state == DEAD:  # killed while it waited
                     return actor or pb.ActorInfo(actor_id=actor_id, state=DEAD)
-                placement = place_actor(request, self._nodes.alive(), self._reserved, self._load())
+                placement = place_actor_with(
+                    strategy_from_json(actor.scheduling_strategy),
+                    request,
+                    self._nodes.alive(),
+                    self._reserved,
+                    self._load(),
+                )
                 if placement.infeasible:
                     logger.warning(
                         "actor infeasible", actor_id=actor_id, cause=placement.infeasible

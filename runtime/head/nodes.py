@@ -1,6 +1,14 @@
 """The head's view of the node agents: registration, heartbeats, health checks, agent channels.
 
-A node that has not sent a heartbeat for ``timeout_s`` seconds (head clock) is marked DEAD.
+Liveness is decided by health checks, as Ray's GCS decides it: the head calls ``CheckHealth`` on
+every alive node's agent every ``period_s`` seconds with a deadline of ``timeout_s``, and marks
+the node DEAD after ``failure_threshold`` failed checks in a row; an answer resets the count. An
+agent that answers with another node id (a different agent now listens on that address) fails
+the check. Each node has its own checker task, so a slow node delays no other, and a node's next
+check waits for its previous one. Heartbeats carry each node's available resources; a node whose
+heartbeats stop for ``heartbeat_timeout_s`` (by default well beyond what the health checks
+need) is marked DEAD too (docs/decisions/0016-health-checks.md).
+
 Every change to the node table notifies :attr:`NodeDirectory.changed`, which pending actor
 creations wait on.
 """
@@ -10,17 +18,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import grpc
 from grpc import aio
 from loguru import logger
 
+from freight.config import settings
 from freight.head.control_store import ControlStore
+from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import aio_channel
 
 ALIVE = "ALIVE"
 DEAD = "DEAD"
+
+HEALTH_CHECK_FAILURES = "freight_node_health_check_failures_total"
+# Without an explicit heartbeat timeout, heartbeat silence marks a node dead only after twice
+# the time the health checks take to find it dead, and never before this many seconds.
+MIN_HEARTBEAT_TIMEOUT_S = 30.0
+MAX_REASON_CHARS = 200
 
 
 def covers(amounts: Mapping[str, float], request: Mapping[str, float]) -> bool:
@@ -37,6 +56,124 @@ def sum_amounts(maps: Iterable[Mapping[str, float]]) -> dict[str, float]:
     return total
 
 
+# ---- health checks, without I/O ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthCheckPolicy:
+    """How often the head checks each agent, how long it waits, and how many misses kill."""
+
+    period_s: float = 3.0
+    timeout_s: float = 10.0
+    failure_threshold: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.period_s > 0:
+            raise ValueError(
+                f"the health check period must be positive, got {self.period_s!r} "
+                "(FREIGHT_HEALTH_CHECK_PERIOD_S)"
+            )
+        if not self.timeout_s > 0:
+            raise ValueError(
+                f"the health check timeout must be positive, got {self.timeout_s!r} "
+                "(FREIGHT_HEALTH_CHECK_TIMEOUT_S)"
+            )
+        if self.failure_threshold < 1:
+            raise ValueError(
+                f"the health check failure threshold must be at least 1, got "
+                f"{self.failure_threshold!r} (FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD)"
+            )
+
+    @classmethod
+    def from_settings(cls) -> HealthCheckPolicy:
+        """The policy the ``FREIGHT_HEALTH_CHECK_*`` settings describe."""
+        return cls(
+            period_s=settings.health_check_period_s,
+            timeout_s=settings.health_check_timeout_s,
+            failure_threshold=settings.health_check_failure_threshold,
+        )
+
+    @property
+    def detection_bound_s(self) -> float:
+        """The longest a node that stops answering stays ALIVE.
+
+        Up to one period until its next check, then ``failure_threshold`` failed checks, each
+        started a period after the previous one started (or when it ended, if later) and each
+        lasting at most ``timeout_s``.
+        """
+        return self.period_s + self.failure_threshold * max(self.period_s, self.timeout_s)
+
+    @property
+    def default_heartbeat_timeout_s(self) -> float:
+        """The heartbeat timeout when none is given: looser than the health checks."""
+        return max(MIN_HEARTBEAT_TIMEOUT_S, 2 * self.detection_bound_s)
+
+
+@dataclass(frozen=True)
+class CheckFailure:
+    """Why one health check failed: a bounded ``kind`` for the metric, and words for people."""
+
+    kind: str  # a gRPC status code in lower case, "wrong_node" or "error"
+    text: str
+
+
+class HealthTally:
+    """Failed health checks per node, and when they add up to a dead node; no I/O."""
+
+    def __init__(self, failure_threshold: int) -> None:
+        self.failure_threshold = failure_threshold
+        self._in_a_row: dict[str, int] = {}
+        self._failed: dict[str, int] = {}  # every failed check of each node, for statistics()
+        self._checks = 0
+
+    def reset(self, node_id: str) -> None:
+        """The node (re)registered: its count of failures in a row starts again."""
+        self._in_a_row.pop(node_id, None)
+
+    def passed(self, node_id: str) -> None:
+        """The node answered a check."""
+        self._checks += 1
+        self._in_a_row.pop(node_id, None)
+
+    def failed(self, node_id: str, failure: CheckFailure) -> str | None:
+        """Count a failed check; once it makes ``failure_threshold`` in a row, return why the
+        node is dead."""
+        self._checks += 1
+        self._failed[node_id] = self._failed.get(node_id, 0) + 1
+        in_a_row = self._in_a_row[node_id] = self._in_a_row.get(node_id, 0) + 1
+        if in_a_row < self.failure_threshold:
+            return None
+        return f"failed {in_a_row} health checks in a row: {failure.text}"
+
+    def in_a_row(self, node_id: str) -> int:
+        """Failed checks of the node since its last answer (or registration)."""
+        return self._in_a_row.get(node_id, 0)
+
+    def statistics(self) -> dict[str, Any]:
+        """Checks made, and failed checks per node (all time) and in a row (right now)."""
+        return {
+            "checks": self._checks,
+            "failed": dict(self._failed),
+            "failing_in_a_row": dict(self._in_a_row),
+        }
+
+
+def describe_rpc_error(exc: aio.AioRpcError, timeout_s: float) -> CheckFailure:
+    """The failure a ``CheckHealth`` call that raised ``exc`` stands for."""
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CheckFailure(
+            "deadline_exceeded", f"deadline exceeded (no answer within {timeout_s:g} s)"
+        )
+    words = code.name.lower().replace("_", " ")
+    details = exc.details() or ""
+    text = f"{words}: {details}" if details else words
+    return CheckFailure(code.name.lower(), text[:MAX_REASON_CHARS])
+
+
+# ---- the node table ----------------------------------------------------------------------------
+
+
 class NodeDirectory:
     """Node table operations on top of the control store, plus one gRPC channel per agent."""
 
@@ -44,15 +181,29 @@ class NodeDirectory:
         self,
         store: ControlStore,
         token: str,
-        timeout_s: float,
         on_node_dead: Callable[[str, str], Awaitable[None]],
+        health: HealthCheckPolicy | None = None,
+        heartbeat_timeout_s: float | None = None,
     ) -> None:
         self._store = store
         self._token = token
-        self.timeout_s = timeout_s
         self._on_node_dead = on_node_dead
+        self.health = health if health is not None else HealthCheckPolicy()
+        self.tally = HealthTally(self.health.failure_threshold)
+        if heartbeat_timeout_s is None:
+            heartbeat_timeout_s = self.health.default_heartbeat_timeout_s
+        elif heartbeat_timeout_s < self.health.detection_bound_s:
+            logger.warning(
+                "the heartbeat timeout ({} s) is shorter than the health checks need to find a "
+                "node dead ({:g} s): heartbeat silence will mark unresponsive nodes dead first",
+                heartbeat_timeout_s,
+                self.health.detection_bound_s,
+            )
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.changed = asyncio.Condition()
         self._agents: dict[str, tuple[str, aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
+        self._checkers: dict[str, asyncio.Task[None]] = {}
+        self._checking = False  # checkers run while health_loop() runs
         # A restarted head gives the nodes it remembers one full timeout to check in again.
         now = time.time()
         for node in store.list_nodes():
@@ -87,6 +238,7 @@ class NodeDirectory:
             agent_address=node.agent_address,
             total=dict(node.total.amounts),
         )
+        self._start_checks(node.node_id)
         await self.notify()
 
     async def heartbeat(self, request: pb.HeartbeatRequest) -> bool:
@@ -108,23 +260,104 @@ class NodeDirectory:
             return False
         node.state = DEAD
         self._store.upsert_node(node)
+        self._stop_checks(node_id)
         logger.warning("node dead", node_id=node_id, reason=reason)
         await self._close_agent(node_id)
         await self._on_node_dead(node_id, reason)
         await self.notify()
         return True
 
+    # ---- liveness ----------------------------------------------------------------------------
+
     async def health_loop(self) -> None:
-        """Mark nodes DEAD when they miss heartbeats for ``timeout_s``; runs until cancelled."""
-        interval = min(1.0, self.timeout_s / 4)
+        """Health-check every alive node, and mark nodes DEAD whose heartbeats stop for
+        ``heartbeat_timeout_s``; runs until cancelled."""
+        self._checking = True
+        for node in self.alive():
+            self._start_checks(node.node_id)
+        interval = min(1.0, self.heartbeat_timeout_s / 4)
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                deadline = time.time() - self.heartbeat_timeout_s
+                for node in self.alive():
+                    if node.last_heartbeat < deadline:
+                        await self.mark_dead(
+                            node.node_id,
+                            f"no heartbeat for more than {self.heartbeat_timeout_s:g} s",
+                        )
+        finally:
+            self._checking = False
+            checkers = list(self._checkers.values())
+            self._checkers.clear()
+            for task in checkers:
+                task.cancel()
+            await asyncio.gather(*checkers, return_exceptions=True)
+
+    def statistics(self) -> dict[str, Any]:
+        """Health-check figures (see :meth:`HealthTally.statistics`) and nodes being checked."""
+        return {**self.tally.statistics(), "nodes_checked": len(self._checkers)}
+
+    def _start_checks(self, node_id: str) -> None:
+        """(Re)start the node's health checks, with a clean count of failures in a row."""
+        self._stop_checks(node_id)
+        self.tally.reset(node_id)
+        if self._checking:
+            self._checkers[node_id] = asyncio.create_task(
+                self._check_loop(node_id), name=f"health-check-{node_id[:12]}"
+            )
+
+    def _stop_checks(self, node_id: str) -> None:
+        task = self._checkers.pop(node_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _check_loop(self, node_id: str) -> None:
+        """Check one node every period (never two checks at once) until it is found dead."""
+        started = time.monotonic()  # the first check comes one period after registration
         while True:
-            await asyncio.sleep(interval)
-            deadline = time.time() - self.timeout_s
-            for node in self.alive():
-                if node.last_heartbeat < deadline:
-                    await self.mark_dead(
-                        node.node_id, f"no heartbeat for more than {self.timeout_s:g} s"
-                    )
+            await asyncio.sleep(max(0.0, started + self.health.period_s - time.monotonic()))
+            node = self._store.get_node(node_id)
+            if node is None or node.state != ALIVE:
+                return
+            started = time.monotonic()
+            failure = await self._check(node)
+            if failure is None:
+                self.tally.passed(node_id)
+                continue
+            RECORDER.inc(HEALTH_CHECK_FAILURES, (failure.kind,))
+            verdict = self.tally.failed(node_id, failure)
+            logger.warning(
+                "health check failed",
+                node_id=node_id,
+                agent_address=node.agent_address,
+                reason=failure.text,
+                in_a_row=self.tally.in_a_row(node_id),
+            )
+            if verdict is not None:
+                try:
+                    await self.mark_dead(node_id, verdict)
+                except Exception:
+                    logger.exception("could not mark a node dead", node_id=node_id)
+                return
+
+    async def _check(self, node: pb.NodeInfo) -> CheckFailure | None:
+        """One ``CheckHealth`` call; None if the expected node answered."""
+        timeout = self.health.timeout_s
+        try:
+            stub = await self.agent(node)
+            reply = await stub.CheckHealth(pb.CheckHealthRequest(), timeout=timeout)
+        except aio.AioRpcError as exc:
+            return describe_rpc_error(exc, timeout)
+        except Exception as exc:  # a check that could not be made is a failed check
+            logger.exception("health check error", node_id=node.node_id)
+            return CheckFailure("error", f"{type(exc).__name__}: {exc}"[:MAX_REASON_CHARS])
+        if reply.node_id != node.node_id:
+            return CheckFailure(
+                "wrong_node",
+                f"the agent at {node.agent_address} is node {reply.node_id or '(none)'}",
+            )
+        return None
 
     # ---- agent channels ----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The head process: the control store behind the ``HeadService`` gRPC server.
 
 :class:`HeadServicer` only carries messages; nodes live in :mod:`freight.head.nodes`, actors in
-:mod:`freight.head.actors`, persistence in :mod:`freight.head.control_store`. :func:`run_head`
+:mod:`freight.head.actors`, jobs and submitted drivers in :mod:`freight.head.jobs`, persistence
+in :mod:`freight.head.control_store`. :func:`run_head`
 binds the port, writes ``<session_dir>/head.json``, serves until ``Shutdown`` or SIGTERM/SIGINT,
 then stops gracefully.
 """
@@ -23,9 +24,10 @@ from freight.config import settings
 from freight.head.actors import ALIVE, ActorDirectory
 from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
+from freight.head.jobs import JobManager
 from freight.head.metrics import HeadMetrics
-from freight.head.nodes import NodeDirectory, sum_amounts
-from freight.head.rpc import NotFoundError, rpc
+from freight.head.nodes import HealthCheckPolicy, NodeDirectory, sum_amounts
+from freight.head.rpc import rpc
 from freight.head.state_service import StateServiceServicer
 from freight.head.task_store import TaskStore
 from freight.protocol.generated import freight_pb2 as pb
@@ -50,9 +52,14 @@ class HeadConfig:
     port: int = 0
     bind: str = "127.0.0.1"
     cluster_name: str = "freight"
-    node_timeout_s: float = 30.0
+    # A node whose heartbeats stop for this long is marked dead; None: a looser default than
+    # the health checks (docs/decisions/0016-health-checks.md).
+    node_timeout_s: float | None = None
+    # None: from the FREIGHT_HEALTH_CHECK_* settings, read when the head starts.
+    health_checks: HealthCheckPolicy | None = None
     metrics_port: int = 0  # the head's /metrics and /sd (0: any free port)
     ready_fds: tuple[int, ...] = ()  # pipes to write the address to once serving (launchers)
+    die_with_parent: bool = False  # the launcher's process exiting ends the head too
 
 
 class HeadServicer(pb_grpc.HeadServiceServicer):
@@ -65,8 +72,22 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         self.store = store
         self.events = EventStore(store, settings.events_max)
         self._leaving: set[str] = set()  # nodes that unregistered: removed, not dead
-        self.nodes = NodeDirectory(store, token, config.node_timeout_s, self._on_node_dead)
+        self.nodes = NodeDirectory(
+            store,
+            token,
+            self._on_node_dead,
+            health=config.health_checks or HealthCheckPolicy.from_settings(),
+            heartbeat_timeout_s=config.node_timeout_s,
+        )
         self.actors = ActorDirectory(store, self.nodes, self.events)
+        self.jobs = JobManager(
+            store,
+            self.events,
+            self.actors,
+            os.path.abspath(config.session_dir),
+            token,
+            settings.job_stop_grace_s,
+        )
         self.tasks = TaskStore()  # task records for the state API
         self.metrics = HeadMetrics(store, config.session_dir, config.cluster_name)
 
@@ -99,9 +120,24 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
     @rpc
     async def Heartbeat(self, request, context):
         reregister = await self.nodes.heartbeat(request)
-        if not reregister:
-            self.metrics.on_heartbeat(request.node_id)
-        return pb.HeartbeatReply(reregister=reregister)
+        if reregister:
+            return pb.HeartbeatReply(reregister=True)
+        self.metrics.on_heartbeat(request.node_id)
+        # Every agent learns the others' free amounts from here, to spill lease requests back.
+        view = [
+            pb.NodeView(
+                node_id=n.node_id,
+                data_address=n.data_address,
+                total=n.total,
+                available=n.available,
+                labels=n.labels,
+                is_head_node=n.is_head_node,
+                store_dir=n.store_dir,
+                agent_address=n.agent_address,
+            )
+            for n in self.nodes.alive()
+        ]
+        return pb.HeartbeatReply(cluster=view)
 
     @rpc
     async def UnregisterNode(self, request, context):
@@ -120,40 +156,36 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def RegisterJob(self, request, context):
-        job = pb.JobInfo()
-        job.CopyFrom(request.job)
-        if not job.job_id:
-            job.job_id = self.store.next_job_id()
-        job.state = "RUNNING"
-        job.start_time = job.start_time or time.time()
-        self.store.upsert_job(job)
-        logger.info("job started", job_id=job.job_id, driver_pid=job.driver_pid)
-        self.events.record(
-            "JOB_STARTED", f"job started (driver pid {job.driver_pid})", job_id=job.job_id
-        )
-        return pb.RegisterJobReply(job=job)
+        return pb.RegisterJobReply(job=self.jobs.register_driver(request.job))
 
     @rpc
     async def FinishJob(self, request, context):
-        job = self.store.get_job(request.job_id)
-        if job is None:
-            raise NotFoundError(f"FinishJob: no job {request.job_id!r}")
-        job.state = request.state or "FINISHED"
-        job.end_time = time.time()
-        self.store.upsert_job(job)
-        killed = await self.actors.kill_job_actors(job.job_id)
-        logger.info("job finished", job_id=job.job_id, state=job.state, actors_killed=killed)
-        self.events.record(
-            "JOB_FINISHED",
-            f"job {job.state.lower()}",
-            severity="INFO" if job.state == "FINISHED" else "WARNING",
-            job_id=job.job_id,
-        )
+        await self.jobs.driver_finished(request.job_id, request.state)
         return pb.FinishJobReply()
 
     @rpc
     async def ListJobs(self, request, context):
         return pb.ListJobsReply(jobs=self.store.list_jobs())
+
+    @rpc
+    async def SubmitJob(self, request, context):
+        return pb.SubmitJobReply(job=await self.jobs.submit(request))
+
+    @rpc
+    async def GetJob(self, request, context):
+        job = self.jobs.get(request.job_id)
+        return pb.GetJobReply(job=job, found=True) if job is not None else pb.GetJobReply()
+
+    @rpc
+    async def StopJob(self, request, context):
+        return pb.StopJobReply(stopped=await self.jobs.stop(request.job_id))
+
+    @rpc
+    async def JobLogs(self, request, context):
+        # Server streaming: chunks are written as they are read (a coroutine, not a generator,
+        # so that @rpc turns a bad request into its status code).
+        async for data in self.jobs.logs(request.job_id, request.follow, request.offset):
+            await context.write(pb.JobLogsChunk(data=data))
 
     # ---- actors ------------------------------------------------------------------------------
 
@@ -283,9 +315,10 @@ async def run_head(config: HeadConfig) -> None:
         port = server.add_insecure_port(f"{config.bind}:{config.port}")
         if not port:
             raise OSError(f"could not bind the head to {config.bind}:{config.port}")
-        await server.start()
         host = "127.0.0.1" if config.bind in ("", "0.0.0.0", "::", "[::]") else config.bind
         address = f"{host}:{port}"
+        servicer.jobs.head_address = address  # what submitted drivers join
+        await server.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, servicer.stopping.set)
@@ -306,6 +339,7 @@ async def run_head(config: HeadConfig) -> None:
         if metrics_http is not None:
             await asyncio.to_thread(metrics_http.stop)
         _remove_head_info(session_dir)
+        await servicer.jobs.close()  # drivers do not outlive their head (docs/jobs.md)
         await server.stop(grace=2.0)
         await servicer.actors.close()
         await servicer.nodes.close()

@@ -61,7 +61,10 @@ KINDS: dict[str, Kind] = {
     "jobs": Kind(
         {
             **_ids("job_id", "namespace", "entrypoint", "driver_address"),
-            "state": Field(TEXT, ("RUNNING", "FINISHED", "FAILED")),
+            "state": Field(
+                TEXT, ("PENDING", "RUNNING", "SUCCEEDED", "FINISHED", "FAILED", "STOPPED")
+            ),
+            "kind": Field(TEXT, ("DRIVER", "SUBMISSION")),
             "driver_pid": Field(NUMBER),
             "start_time": Field(TIME),
             "end_time": Field(TIME),
@@ -166,6 +169,8 @@ def node_row(n: pb.NodeInfo) -> dict[str, Any]:
         "hostname": n.hostname,
         "is_head_node": n.is_head_node,
         "agent_address": n.agent_address,
+        "node_ip": n.node_ip,
+        "data_address": n.data_address,
         "metrics_address": n.metrics_address,
         "start_time": n.start_time,
         "last_heartbeat": n.last_heartbeat,
@@ -193,6 +198,9 @@ def job_row(j: pb.JobInfo) -> dict[str, Any]:
         "start_time": j.start_time,
         "end_time": j.end_time,
         "labels": dict(j.labels),
+        "kind": j.kind,
+        "message": j.message,
+        "exit_code": j.exit_code,
     }
 
 

@@ -25,6 +25,12 @@ def _start_fork_server(argv: list[str]) -> None:
         return argv[i + 1] if 0 <= i < len(argv) - 1 else ""
 
     session_dir, node_id = value("--session-dir"), value("--node-id")
+    # Workers listen for other nodes' processes on the node's address (freight.node.server's
+    # node_ip); they inherit it, forked or started, from here.
+    bind = value("--bind")
+    os.environ["FREIGHT_NODE_IP"] = value("--node-ip") or (
+        bind if bind and bind not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
+    )
     if not session_dir or not node_id:
         return  # the agent reports bad arguments itself
     try:

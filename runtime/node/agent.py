@@ -21,7 +21,9 @@ from typing import Any
 from loguru import logger
 
 from freight.config import settings
-from freight.core.lease import Grant, Infeasible, LeaseManager, LeaseRequest, StartWorkers
+from freight.core.lease import Grant, Infeasible, LeaseManager, LeaseRequest, StartWorkers, fits
+from freight.core.placement import ClusterView, NodeState
+from freight.core.task_state import INFEASIBLE, WAITING_FOR_RESOURCES
 from freight.exceptions import ObjectStoreFullError
 from freight.objects.shm import segment_dir
 from freight.objects.store import ObjectStore
@@ -34,7 +36,43 @@ from freight.protocol.frames import ProtocolError
 
 from .events import STORE_FULL_INTERVAL_S, EventOutbox, WorkerExits
 from .metrics import ActorUsage
+from .transfer import ObjectPuller
 from .worker_pool import WorkerPool
+
+# A hard node affinity to a node this agent has not heard of waits this long for it to show up
+# in the head's heartbeat replies (it may have just joined) before the task is unschedulable.
+NODE_AFFINITY_GRACE_S = 5.0
+
+
+def check_strategy(strategy: Any) -> tuple[Any, ...]:
+    """A lease request's scheduling strategy must be one of freight.core.placement's forms."""
+    if (
+        isinstance(strategy, tuple)
+        and strategy
+        and (
+            (strategy[0] in ("DEFAULT", "SPREAD") and len(strategy) == 1)
+            or (
+                strategy[0] == "NODE"
+                and len(strategy) == 3
+                and isinstance(strategy[1], str)
+                and isinstance(strategy[2], bool)
+            )
+            or (
+                strategy[0] == "LABELS"
+                and len(strategy) == 3
+                and all(
+                    isinstance(c, tuple)
+                    and len(c) == 3
+                    and isinstance(c[0], str)
+                    and c[1] in ("in", "not_in", "exists", "does_not_exist")
+                    and isinstance(c[2], tuple)
+                    for c in (*strategy[1], *strategy[2])
+                )
+            )
+        )
+    ):
+        return strategy
+    raise ProtocolError(f"invalid scheduling strategy {strategy!r}")
 
 
 def check_resources(resources: Any) -> None:
@@ -61,15 +99,25 @@ class NodeAgent:
         shm_root: str,
         prestart: int,
         validate: bool = False,
+        node_ip: str = "",
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.session_dir = session_dir
         self.node_id = node_id
         self.token = token
         self.data_socket = os.path.join(session_dir, "sockets", f"agent-{node_id[:12]}.sock")
-        self.leases = LeaseManager(resources, validate=validate)
+        self.leases = LeaseManager(resources, validate, node_id, labels)
+        self.node_ip = node_ip
+        self.data_address = ""  # host:port of the TCP data plane, once it listens
+        # This node live (the lease manager's own amounts), the others as the head last said.
+        self.view = ClusterView(
+            NodeState(node_id, self.leases.total, self.leases.available, dict(labels or {}))
+        )
+        self.spilled = 0  # lease requests sent on to other nodes
         session_name = os.path.basename(os.path.normpath(session_dir))
         self.store = ObjectStore(segment_dir(shm_root, session_name), store_capacity)
         self.pool = WorkerPool(session_dir, node_id, self.data_socket, token)
+        self.puller = ObjectPuller(self.store, token, self._agent_of_store)
         self.prestart = prestart
         self.conns: dict[int, AioConn] = {}
         self.worker_conns: dict[str, AioConn] = {}
@@ -93,6 +141,7 @@ class NodeAgent:
         self.events = EventOutbox(node_id)
         self.worker_exits = WorkerExits(self.events)
         self._server: asyncio.AbstractServer | None = None
+        self._tcp_server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -103,12 +152,20 @@ class NodeAgent:
             os.unlink(self.data_socket)
         self._server = await asyncio.start_unix_server(self._on_client, path=self.data_socket)
         os.chmod(self.data_socket, 0o600)
+        if self.node_ip:
+            # Owners of other nodes ask here for leases; the same HELLO check guards it.
+            self._tcp_server = await asyncio.start_server(self._on_client, self.node_ip, 0)
+            port = self._tcp_server.sockets[0].getsockname()[1]
+            host = f"[{self.node_ip}]" if ":" in self.node_ip else self.node_ip
+            self.data_address = f"{host}:{port}"
+            self.view.nodes[self.node_id].address = self.data_address
         for _ in range(self.prestart):
             self._spawn()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tcp_server):
+            if server is not None:
+                server.close()
         for conn in list(self.conns.values()):
             conn.close()
         await asyncio.to_thread(self.pool.stop_all)
@@ -155,8 +212,8 @@ class NodeAgent:
         owner = ""
         if len(role) < 2:
             pass  # a peer that never said who it is owns nothing here
-        elif role[0] == "driver":
-            owner = role[1]
+        elif role[0] in ("driver", "owner"):
+            owner = role[1]  # "owner": a driver or worker of another node holding leases here
         elif role[0] == "worker":
             slot = self.leases.workers.get(role[1])
             owner = slot.address if slot is not None else ""
@@ -210,7 +267,29 @@ class NodeAgent:
         t = type(msg)
         if t is m.RequestLease:
             check_resources(msg.resources)
-            req = LeaseRequest(msg.req_id, conn.id, msg.resources, msg.name)
+            strategy = check_strategy(msg.strategy)
+            if not msg.spilled and (len(self.view.nodes) > 1 or strategy[0] != "DEFAULT"):
+                choice = self.view.pick(msg.resources, strategy)
+                if choice.node_id and choice.node_id != self.node_id:
+                    self._spill(conn, msg.req_id, msg.resources, choice.node_id)
+                    return
+                if not choice.node_id and strategy[0] == "NODE" and strategy[1] in self.view.nodes:
+                    # infeasible=False: unschedulable for good, the owner fails the task
+                    conn.send(m.LeaseRejected(msg.req_id, f"{msg.name}: {choice.reason}", False))
+                    return
+            elif (
+                msg.spilled
+                and conn.role[:1] == ("owner",)
+                and not fits(msg.resources, self.leases.total)
+            ):
+                # Sent here on an old view: say so, and the owner asks its own agent again.
+                conn.send(
+                    m.LeaseRejected(msg.req_id, f"node {self.node_id[:12]} cannot run it", True)
+                )
+                return
+            req = LeaseRequest(
+                msg.req_id, conn.id, msg.resources, msg.name, strategy=strategy, spilled=msg.spilled
+            )
             self._apply(self.leases.request(req))
         elif t is m.ReturnLease:
             if msg.disconnect:
@@ -231,6 +310,21 @@ class NodeAgent:
                     )
             else:
                 conn.send(m.Reserved(msg.req_id, path))
+        elif t is m.FetchObject:
+            if (
+                not isinstance(msg.object_id, bytes)
+                or not isinstance(msg.size, int)
+                or msg.size < 0
+                or not isinstance(msg.store_dir, str)
+            ):
+                raise ProtocolError("malformed FetchObject")
+            self._background(self._fetch(conn, msg))
+        elif t is m.FreeElsewhere:
+            if not isinstance(msg.store_dir, str) or not isinstance(msg.object_ids, list):
+                raise ProtocolError("malformed FreeElsewhere")
+            address = self._agent_of_store(msg.store_dir)
+            if address is not None:  # a node that is gone took its store with it
+                self._background(self.puller.free_at(address, msg.object_ids))
         elif t is m.SealObject:
             self.store.seal(msg.object_id)
         elif t is m.FreeObjects:
@@ -251,6 +345,64 @@ class NodeAgent:
                 waiter.set_result(msg.error)
         else:
             raise ConnectionError(f"unexpected {t.__name__} message on the agent socket")
+
+    def _agent_of_store(self, store_dir: str) -> str | None:
+        node = next((n for n in self.view.nodes.values() if n.store_dir == store_dir), None)
+        return node.agent_address if node is not None and node.agent_address else None
+
+    async def _fetch(self, conn: AioConn, msg: m.FetchObject) -> None:
+        try:
+            path = await self.puller.fetch(msg.object_id, msg.size, "", msg.store_dir)
+        except Exception as exc:
+            try:
+                blob = pickle.dumps(exc)
+            except Exception:
+                blob = b""
+            conn.send(m.Error(msg.req_id, str(exc), blob))
+        else:
+            conn.send(m.Reserved(msg.req_id, path))
+
+    def _spill(self, conn: AioConn, req_id: int, resources: dict[str, float], node_id: str) -> None:
+        node = self.view.nodes[node_id]
+        self.view.charge(node_id, resources)
+        self.spilled += 1
+        RECORDER.inc("freight_lease_spillbacks_total", ())
+        conn.send(m.LeaseSpillback(req_id, node_id, node.address))
+
+    def on_cluster_view(self, nodes: list[NodeState]) -> None:
+        """The head's latest word on the nodes: keep it, and send requests waiting here to a
+        node that has room for them now (or that joined and can run what nobody could)."""
+        self.view.update([n for n in nodes if n.address])
+        now = time.time()
+        moved, gone = [], []
+        for req in self.leases.pending:
+            if (
+                req.strategy[0] == "NODE"
+                and not req.strategy[2]
+                and req.strategy[1] not in self.view.nodes
+                and now - req.time > NODE_AFFINITY_GRACE_S
+            ):
+                gone.append(req)  # a hard affinity to a node that did not show up
+                continue
+            if req.spilled or req.reason not in (INFEASIBLE, WAITING_FOR_RESOURCES):
+                continue
+            choice = self.view.pick(req.resources, req.strategy)
+            target = self.view.nodes.get(choice.node_id)
+            if (
+                target is not None
+                and target.node_id != self.node_id
+                and all(target.available.get(k, 0.0) + 1e-9 >= v for k, v in req.resources.items())
+            ):
+                moved.append((req, target.node_id))
+        for req, node_id in moved:
+            conn = self.conns.get(req.client)
+            if conn is not None and self.leases.cancel(req.req_id, req.client):
+                self._spill(conn, req.req_id, req.resources, node_id)
+        for req in gone:
+            conn = self.conns.get(req.client)
+            if conn is not None and self.leases.cancel(req.req_id, req.client):
+                why = f"{req.name}: unschedulable: node affinity to node {req.strategy[1]!s:.12}"
+                conn.send(m.LeaseRejected(req.req_id, f"{why}, which is not alive", False))
 
     def _on_telemetry(self, conn: AioConn, msg: m.Telemetry) -> None:
         self.figures.update(conn.id, msg.metrics, msg.usage)
@@ -404,7 +556,7 @@ class NodeAgent:
             "infeasible_shapes": self.leases.infeasible_shapes(),
         }
 
-    def write_node_file(self, agent_address: str) -> None:
+    def write_node_file(self, agent_address: str, head_address: str = "") -> None:
         nodes = os.path.join(self.session_dir, "nodes")
         os.makedirs(nodes, exist_ok=True)
         path = os.path.join(nodes, f"{self.node_id}.json")
@@ -412,6 +564,8 @@ class NodeAgent:
             "node_id": self.node_id,
             "agent_address": agent_address,
             "data_socket": self.data_socket,
+            "data_address": self.data_address,
+            "head_address": head_address,
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "start_time": time.time(),

@@ -136,10 +136,11 @@ class NodeMetrics:
             g[("freight_object_store_bytes", (state,))] = float(nbytes)
             g[("freight_object_store_objects", (state,))] = float(count)
         g[("freight_object_store_capacity_bytes", ())] = float(store.capacity)
-        # Objects move between processes of one machine through shared memory; no transfer
-        # between nodes happens yet, so both directions stay 0 (present for dashboards).
+        # Transfers between nodes count in this process (freight.node.transfer); both
+        # directions are present from the start, for dashboards.
         for direction in ("in", "out"):
             _add(c, "freight_object_transfer_bytes_total", (direction,), 0.0)
+            _add(c, "freight_object_transfers_total", (direction,), 0.0)
         _add(c, "freight_auth_refused_total", ("data",), float(agent.refused))
         _add(c, "freight_auth_refused_total", ("grpc",), 0.0)
         for clean in ("true", "false"):

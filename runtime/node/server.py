@@ -17,6 +17,7 @@ import grpc
 from loguru import logger
 
 from freight.config import settings
+from freight.core.placement import NodeState
 from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
 from freight.observe.recorder import RECORDER
@@ -36,6 +37,7 @@ from freight.util.process import (
 from .agent import NodeAgent
 from .events import event_loop
 from .metrics import serve_node_metrics
+from .transfer import serve_chunks
 from .worker_info import WorkerInfoSource
 
 HEARTBEAT_S = 1.0
@@ -55,6 +57,16 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
         return pb.StartActorReply(
             worker_id=wid, worker_address=addr, pid=pid, creation_error=creation_error, error=error
         )
+
+    async def PullObject(self, request: pb.PullObjectRequest, context: Any) -> Any:
+        try:
+            async for chunk in serve_chunks(self.agent.store, request.object_id, request.offset):
+                yield chunk
+        except (FileNotFoundError, OSError) as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+
+    async def FreeObjects(self, request: Any, context: Any) -> pb.FreeObjectsReply:
+        return pb.FreeObjectsReply(freed_bytes=self.agent.store.delete(list(request.object_ids)))
 
     async def KillWorker(self, request: pb.KillWorkerRequest, context: Any) -> pb.KillWorkerReply:
         killed = self.agent.kill_worker(request.worker_id, request.actor_id, request.force)
@@ -82,6 +94,13 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
 
     async def ListWorkers(self, request: Any, context: Any) -> pb.ListWorkersReply:
         return pb.ListWorkersReply(workers=self.worker_info.rows(self.agent))
+
+    async def CheckHealth(
+        self, request: pb.CheckHealthRequest, context: Any
+    ) -> pb.CheckHealthReply:
+        # Answered on the agent's event loop, so a blocked or stopped loop fails the check; the
+        # node id lets the head notice a different agent listening on this address.
+        return pb.CheckHealthReply(node_id=self.node_info.node_id)
 
     async def Shutdown(self, request: Any, context: Any) -> pb.ShutdownReply:
         logger.info("shutdown requested: {}", request.reason)
@@ -119,6 +138,21 @@ async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None
             )
             if reply.reregister:
                 await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=5)
+            elif reply.cluster:
+                agent.on_cluster_view(
+                    [
+                        NodeState(
+                            v.node_id,
+                            dict(v.total.amounts),
+                            dict(v.available.amounts),
+                            dict(v.labels),
+                            v.data_address,
+                            v.store_dir,
+                            v.agent_address,
+                        )
+                        for v in reply.cluster
+                    ]
+                )
         except grpc.aio.AioRpcError as exc:
             logger.warning("heartbeat to the head failed: {}", exc.details())
         try:
@@ -176,6 +210,11 @@ async def amain(args: argparse.Namespace) -> None:
     prestart = settings.prestart_workers
     if prestart < 0:
         prestart = int(resources["CPU"])
+    labels = json.loads(args.labels or "{}")
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ValueError(f"--labels must be a JSON object of strings, got {args.labels!r}")
     agent = NodeAgent(
         args.session_dir,
         args.node_id,
@@ -185,8 +224,14 @@ async def amain(args: argparse.Namespace) -> None:
         settings.shm_dir,
         prestart,
         validate=settings.validate_state,
+        node_ip=node_ip(args),
+        labels=labels,
     )
     await agent.start()
+    # From here a SIGTERM stops the agent cleanly, also while it is still registering.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stopping.set)
     interceptor = TokenAuthInterceptor(token)
     server = grpc.aio.server(
         interceptors=[interceptor, GrpcMetricsInterceptor()], options=CHANNEL_OPTIONS
@@ -199,6 +244,10 @@ async def amain(args: argparse.Namespace) -> None:
         start_time=time.time(),
         is_head_node=args.head_node,
         hostname=socket.gethostname(),
+        data_address=agent.data_address,
+        node_ip=agent.node_ip,
+        store_dir=agent.store.directory,
+        labels=labels,
     )
     node.total.amounts.update(resources)
     servicer = AgentServicer(agent, node)
@@ -226,7 +275,7 @@ async def amain(args: argparse.Namespace) -> None:
     fill_dynamic(node, agent)
     registered = await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=10)
     metrics.cluster = registered.cluster_name
-    agent.write_node_file(node.agent_address)
+    agent.write_node_file(node.agent_address, head_address)
     if args.ready_fd >= 0:
         announce_ready(
             [args.ready_fd],
@@ -234,9 +283,6 @@ async def amain(args: argparse.Namespace) -> None:
         )
     logger.info("node agent {} up at {} ({})", args.node_id, node.agent_address, agent.data_socket)
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, agent.stopping.set)
     tasks = [
         asyncio.ensure_future(heartbeat_loop(agent, node, head)),
         asyncio.ensure_future(agent.reap_loop()),
@@ -256,6 +302,7 @@ async def amain(args: argparse.Namespace) -> None:
     if tracing.ENABLED:
         await let_workers_flush(agent)
     await agent.stop()
+    await agent.puller.close()
     await asyncio.to_thread(metrics_http.stop)
     await server.stop(grace=0.5)
     await channel.close()
@@ -279,6 +326,14 @@ async def _head_address(args: argparse.Namespace) -> str:
         return str(json.load(f)["address"])
 
 
+def node_ip(args: argparse.Namespace) -> str:
+    """The address this node's processes listen on for other nodes: ``--node-ip``, else the
+    ``--bind`` address when it is a single one, else loopback."""
+    if args.node_ip:
+        return str(args.node_ip)
+    return "127.0.0.1" if args.bind in ("", "0.0.0.0", "::", "[::]") else str(args.bind)
+
+
 def _memory_bytes() -> int:
     return int(total_memory() * 0.7)
 
@@ -291,6 +346,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-cpus", type=float, default=None)
     p.add_argument("--num-gpus", type=float, default=0)
     p.add_argument("--resources", default="{}")
+    p.add_argument("--labels", default="{}", help='node labels as JSON, e.g. {"zone": "a"}')
+    p.add_argument(
+        "--node-ip",
+        default="",
+        help="address other nodes reach this node's processes at (default: --bind, else loopback)",
+    )
     p.add_argument("--object-store-memory", type=int, default=0)
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--metrics-port", type=int, default=0, help="/metrics port (0: any free)")

@@ -174,10 +174,13 @@ class ObjectStore:
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
         path = self.path(object_id)
+        evicted: list[bytes] = []
         with self._lock:
             if object_id in self._entries:
                 state = "sealed" if self._entries[object_id].sealed else "reserved"
                 raise ValueError(f"object {object_id.hex()} is already in the store ({state})")
+            if self._used + size > self.capacity:
+                evicted = self._evict_secondary(self._used + size - self.capacity)
             if self._used + size > self.capacity:
                 self._full_errors += 1
                 raise ObjectStoreFullError(self._full_message(size))
@@ -193,7 +196,29 @@ class ObjectStore:
             # The new object's room comes out of the pool's first.
             drop += self._pool_shrink(self.capacity - self._used, self.pool_bytes)
         self._unlink_paths(drop)
+        for oid in evicted:
+            self._unlink(oid)
         return path
+
+    def _evict_secondary(self, need: int) -> list[bytes]:
+        """Free secondary copies (objects copied from other nodes, owner ""), oldest first,
+        until ``need`` bytes are free or none is left; the caller holds the lock and unlinks
+        the returned ids' files. A process that maps one keeps its mapping."""
+        copies = sorted(
+            (e for e in self._entries.values() if e.sealed and not e.owner),
+            key=lambda e: e.create_time,
+        )
+        out = []
+        for e in copies:
+            if need <= 0:
+                break
+            del self._entries[e.object_id]
+            self._used -= e.size
+            self._objects_deleted += 1
+            self._bytes_deleted += e.size
+            need -= e.size
+            out.append(e.object_id)
+        return out
 
     # -- segment pool -------------------------------------------------------------------------
 

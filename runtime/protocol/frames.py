@@ -1,4 +1,8 @@
-"""The data-plane wire format: authenticated, length-prefixed frames over Unix-domain sockets.
+"""The data-plane wire format: authenticated, length-prefixed frames over stream sockets.
+
+Within a node the sockets are Unix-domain; between nodes they are TCP. A process's data-plane
+address is ``<unix path>|<host>:<port>`` (just the path when it has no TCP listener):
+:func:`connect` takes the Unix path when the caller is on the same node, TCP otherwise.
 
 A frame is ``[u32 length][u8 kind][payload]`` where ``length`` counts the kind byte and the
 payload. The payload of every kind but HELLO is a pickle (protocol 5) of the tuple of that kind's
@@ -10,6 +14,7 @@ checked before anything else is decoded, so an unauthenticated peer never reache
 from __future__ import annotations
 
 import hmac
+import os
 import pickle
 import socket
 import struct
@@ -186,6 +191,51 @@ def connect_unix(
     fs = FrameSocket(sock)
     fs.send_raw(encode_hello(token, role))
     return fs
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``(unix_path, "host:port")`` of a data-plane address; either part may be empty."""
+    path, _, tcp = address.partition("|")
+    if not tcp and ":" in path and not path.startswith("/"):
+        return "", path  # a bare host:port (a node agent's TCP data plane)
+    return path, tcp
+
+
+def connect_tcp(
+    host_port: str, token: str, role: tuple[Any, ...], timeout: float = 10.0
+) -> FrameSocket:
+    """Connect to a TCP data-plane listener and authenticate; ConnectionError when it fails."""
+    host, _, port = host_port.rpartition(":")
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"cannot connect to freight at {host_port}: {exc}") from None
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # frames are whole messages
+    fs = FrameSocket(sock)
+    fs.send_raw(encode_hello(token, role))
+    return fs
+
+
+def connect(
+    address: str,
+    token: str,
+    role: tuple[Any, ...],
+    local_dir: str | None = None,
+    timeout: float = 10.0,
+) -> FrameSocket:
+    """Connect to a data-plane ``address``: over its Unix socket when that lies in
+    ``local_dir`` (this node's socket folder; with None, when the path exists here), else over
+    TCP."""
+    path, tcp = split_address(address)
+    if path and (
+        not tcp
+        or (os.path.dirname(path) == local_dir if local_dir is not None else os.path.exists(path))
+    ):
+        return connect_unix(path, token, role, timeout)
+    if not tcp:
+        raise ConnectionError(f"no route to freight address {address!r}")
+    return connect_tcp(tcp, token, role, timeout)
 
 
 def serve_reader(

@@ -23,6 +23,9 @@ class Kind(IntEnum):
     LEASE_REJECTED = 12
     RETURN_LEASE = 13
     CANCEL_LEASE_REQUEST = 14
+    LEASE_SPILLBACK = 21
+    FETCH_OBJECT = 22
+    FREE_ELSEWHERE = 23
     RESERVE_OBJECT = 15
     RESERVED = 16
     SEAL_OBJECT = 17
@@ -67,8 +70,18 @@ class Error(NamedTuple):
 class RequestLease(NamedTuple):
     req_id: int
     resources: dict[str, float]
-    owner: str  # owner's socket path
+    owner: str  # owner's data-plane address
     name: str  # function name, for pending-reason reports
+    strategy: tuple[Any, ...] = ("DEFAULT",)  # freight.core.placement's wire form
+    spilled: bool = False  # sent on by another node's agent: run it here or reject it
+
+
+class LeaseSpillback(NamedTuple):
+    """Ask the agent of another node: it is the place for this request."""
+
+    req_id: int
+    node_id: str
+    data_address: str  # that agent's TCP data plane
 
 
 class LeaseGranted(NamedTuple):
@@ -91,6 +104,23 @@ class ReturnLease(NamedTuple):
 
 class CancelLeaseRequest(NamedTuple):
     req_id: int
+
+
+class FetchObject(NamedTuple):
+    """Copy an object of another node's store into this node's; answered with ``Reserved``
+    (the local path) or ``Error``."""
+
+    req_id: int
+    object_id: bytes
+    size: int
+    store_dir: str  # the folder of the store that holds it (from the object's value)
+
+
+class FreeElsewhere(NamedTuple):
+    """Free objects an owner of this node made in another node's store (a task's returns)."""
+
+    store_dir: str
+    object_ids: list[bytes]
 
 
 class ReserveObject(NamedTuple):
@@ -378,6 +408,9 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.LEASE_REJECTED: LeaseRejected,
     Kind.RETURN_LEASE: ReturnLease,
     Kind.CANCEL_LEASE_REQUEST: CancelLeaseRequest,
+    Kind.LEASE_SPILLBACK: LeaseSpillback,
+    Kind.FETCH_OBJECT: FetchObject,
+    Kind.FREE_ELSEWHERE: FreeElsewhere,
     Kind.RESERVE_OBJECT: ReserveObject,
     Kind.RESERVED: Reserved,
     Kind.SEAL_OBJECT: SealObject,
@@ -410,6 +443,8 @@ def build(kind: int, fields: Any) -> Any:
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         raise ValueError(f"unknown message kind {kind}")
-    if not isinstance(fields, tuple) or len(fields) != len(getattr(cls, "_fields", ())):
+    n = len(getattr(cls, "_fields", ()))
+    optional = len(getattr(cls, "_field_defaults", {}))  # trailing fields with a default
+    if not isinstance(fields, tuple) or not n - optional <= len(fields) <= n:
         raise ValueError(f"malformed {cls.__name__} message")
     return cls(*fields)

@@ -112,12 +112,7 @@ def _with_token(metadata: Any, token: str) -> list[tuple[str, str | bytes]]:
     return items
 
 
-class _AioTokenInterceptor(
-    aio.UnaryUnaryClientInterceptor,
-    aio.UnaryStreamClientInterceptor,
-    aio.StreamUnaryClientInterceptor,
-    aio.StreamStreamClientInterceptor,
-):
+class _AioToken:
     def __init__(self, token: str) -> None:
         self._token = token
 
@@ -130,15 +125,25 @@ class _AioTokenInterceptor(
             d.wait_for_ready,
         )
 
+
+# One class per call type: grpc.aio files an interceptor under the first of the four kinds it
+# is an instance of, so a single class for all four would leave streaming calls without token.
+class _AioUnaryUnary(_AioToken, aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
         return await continuation(self._details(client_call_details), request)
 
+
+class _AioUnaryStream(_AioToken, aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
         return await continuation(self._details(client_call_details), request)
 
+
+class _AioStreamUnary(_AioToken, aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _AioStreamStream(_AioToken, aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
         return await continuation(self._details(client_call_details), request_iterator)
 
@@ -190,8 +195,9 @@ def aio_channel(address: str, token: str) -> aio.Channel:
 
     Close it with ``await channel.close()``.
     """
+    kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
     return aio.insecure_channel(
-        address, options=CHANNEL_OPTIONS, interceptors=[_AioTokenInterceptor(token)]
+        address, options=CHANNEL_OPTIONS, interceptors=[kind(token) for kind in kinds]
     )
 
 

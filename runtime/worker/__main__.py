@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         job_id="",
         worker_id=worker_id,
         is_driver=False,
+        node_ip=os.environ.get("FREIGHT_NODE_IP", ""),
     )
     from freight import _api
 

@@ -395,7 +395,8 @@ def test_a_node_that_does_not_answer_makes_the_answer_partial(cluster: dict[str,
     proc = cli(cluster["temp_dir"], "start", "--address", cluster["address"], "--num-cpus", "0")
     assert proc.returncode == 0, proc.stderr
     node_id = re.search(r"node:\s+(\S+)", proc.stdout)[1]  # type: ignore[index]
-    info = json.loads((Path(cluster["session_dir"]) / "nodes" / f"{node_id}.json").read_text())
+    node_dir = re.search(r"session dir:\s+(\S+)", proc.stdout)[1]  # type: ignore[index]
+    info = json.loads((Path(node_dir) / "nodes" / f"{node_id}.json").read_text())
     agent = psutil.Process(info["pid"])
     try:
         wait_for_condition(lambda: state.list_nodes([f"node_id={node_id}", "state=ALIVE"]))

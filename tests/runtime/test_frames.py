@@ -56,6 +56,9 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.LEASE_REJECTED: m.LeaseRejected(1, "infeasible: needs CPU 8", True),
     Kind.RETURN_LEASE: m.ReturnLease("w1", False),
     Kind.CANCEL_LEASE_REQUEST: m.CancelLeaseRequest(3),
+    Kind.LEASE_SPILLBACK: m.LeaseSpillback(1, "ab" * 16, "127.0.0.1:4242"),
+    Kind.FETCH_OBJECT: m.FetchObject(5, b"\x01" * 16, 1 << 20, "/dev/shm/freight-y"),
+    Kind.FREE_ELSEWHERE: m.FreeElsewhere("/dev/shm/freight-y", [b"\x01" * 16]),
     Kind.RESERVE_OBJECT: m.ReserveObject(4, b"\x01" * 20, 1 << 20, "/tmp/o.sock"),
     Kind.RESERVED: m.Reserved(4, "/dev/shm/freight-x/0101"),
     Kind.SEAL_OBJECT: m.SealObject(b"\x01" * 20),
@@ -438,7 +441,7 @@ class Cluster:
 
     @property
     def driver(self) -> str:
-        return str(freight._api._worker.address)
+        return str(freight._api._worker.unix_path)
 
     def worker(self) -> str:
         def live_worker() -> str | None:
@@ -503,7 +506,7 @@ def exchange(path: str, data: bytes, *, end_write: bool = False, timeout: float 
     """
     before = set(threading.enumerate())
     got = talk(path, data, end_write, timeout)
-    if path == freight._api._worker.address:
+    if path == freight._api._worker.unix_path:
         # The server is this process: let the thread that served the connection end here, so
         # that an exception escaping it fails this test and not a later one.
         for t in set(threading.enumerate()) - before:

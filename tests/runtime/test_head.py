@@ -107,7 +107,8 @@ def stub(channel) -> pb_grpc.HeadServiceStub:
 class AgentStub(pb_grpc.NodeAgentServiceServicer):
     """A real NodeAgentService server that starts no process, for the head to call."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str = "agent-node") -> None:
+        self.node_id = node_id  # what CheckHealth answers: the node it is registered as
         self.started: list[pb.StartActorRequest] = []
         self.killed: list[pb.KillWorkerRequest] = []
         self.tokens: list[str] = []
@@ -140,6 +141,9 @@ class AgentStub(pb_grpc.NodeAgentServiceServicer):
         with self._lock:
             self.killed.append(request)
         return pb.KillWorkerReply(killed=True)
+
+    def CheckHealth(self, request, context):
+        return pb.CheckHealthReply(node_id=self.node_id)
 
     def close(self) -> None:
         self.server.stop(None).wait()
@@ -450,7 +454,7 @@ def test_shutdown_exits_zero_and_a_restart_keeps_jobs_and_kv(tmp_path):
 def test_a_node_that_stops_heartbeating_is_marked_dead_with_its_actors(tmp_path):
     create_token(tmp_path)
     h = start_head(tmp_path, "--node-timeout-s", "1.5")
-    agent = AgentStub()
+    agent = AgentStub("n1")
     try:
         with sync_channel(h.address, h.token) as ch:
             s = pb_grpc.HeadServiceStub(ch)

@@ -20,7 +20,7 @@ class ResourceMap(_message.Message):
     def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address")
+    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address", "data_address", "node_ip", "store_dir")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,9 @@ class NodeInfo(_message.Message):
     IS_HEAD_NODE_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_IP_FIELD_NUMBER: _ClassVar[int]
+    STORE_DIR_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     agent_address: str
     data_socket: str
@@ -56,7 +59,10 @@ class NodeInfo(_message.Message):
     is_head_node: bool
     hostname: str
     metrics_address: str
-    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    data_address: str
+    node_ip: str
+    store_dir: str
+    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ...) -> None: ...
 
 class NodeStats(_message.Message):
     __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes")
@@ -107,11 +113,40 @@ class HeartbeatRequest(_message.Message):
     stats: NodeStats
     def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ...) -> None: ...
 
+class NodeView(_message.Message):
+    __slots__ = ("node_id", "data_address", "total", "available", "labels", "is_head_node", "store_dir", "agent_address")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    IS_HEAD_NODE_FIELD_NUMBER: _ClassVar[int]
+    STORE_DIR_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    data_address: str
+    total: ResourceMap
+    available: ResourceMap
+    labels: _containers.ScalarMap[str, str]
+    is_head_node: bool
+    store_dir: str
+    agent_address: str
+    def __init__(self, node_id: _Optional[str] = ..., data_address: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., is_head_node: _Optional[bool] = ..., store_dir: _Optional[str] = ..., agent_address: _Optional[str] = ...) -> None: ...
+
 class HeartbeatReply(_message.Message):
-    __slots__ = ("reregister",)
+    __slots__ = ("reregister", "cluster")
     REREGISTER_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     reregister: bool
-    def __init__(self, reregister: _Optional[bool] = ...) -> None: ...
+    cluster: _containers.RepeatedCompositeFieldContainer[NodeView]
+    def __init__(self, reregister: _Optional[bool] = ..., cluster: _Optional[_Iterable[_Union[NodeView, _Mapping]]] = ...) -> None: ...
 
 class UnregisterNodeRequest(_message.Message):
     __slots__ = ("node_id", "reason")
@@ -138,7 +173,7 @@ class ListNodesReply(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "namespace", "driver_pid", "driver_address", "state", "start_time", "end_time", "labels", "entrypoint")
+    __slots__ = ("job_id", "namespace", "driver_pid", "driver_address", "state", "start_time", "end_time", "labels", "entrypoint", "kind", "message", "exit_code", "log_path")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +190,10 @@ class JobInfo(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    LOG_PATH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     namespace: str
     driver_pid: int
@@ -164,7 +203,11 @@ class JobInfo(_message.Message):
     end_time: float
     labels: _containers.ScalarMap[str, str]
     entrypoint: str
-    def __init__(self, job_id: _Optional[str] = ..., namespace: _Optional[str] = ..., driver_pid: _Optional[int] = ..., driver_address: _Optional[str] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ...) -> None: ...
+    kind: str
+    message: str
+    exit_code: int
+    log_path: str
+    def __init__(self, job_id: _Optional[str] = ..., namespace: _Optional[str] = ..., driver_pid: _Optional[int] = ..., driver_address: _Optional[str] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., log_path: _Optional[str] = ...) -> None: ...
 
 class RegisterJobRequest(_message.Message):
     __slots__ = ("job",)
@@ -200,8 +243,84 @@ class ListJobsReply(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("entrypoint", "labels", "env", "working_dir", "submission_id")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    entrypoint: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.ScalarMap[str, str]
+    env: _containers.ScalarMap[str, str]
+    working_dir: str
+    submission_id: str
+    def __init__(self, entrypoint: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., submission_id: _Optional[str] = ...) -> None: ...
+
+class SubmitJobReply(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobReply(_message.Message):
+    __slots__ = ("job", "found")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    found: bool
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ..., found: _Optional[bool] = ...) -> None: ...
+
+class StopJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class StopJobReply(_message.Message):
+    __slots__ = ("stopped",)
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    stopped: bool
+    def __init__(self, stopped: _Optional[bool] = ...) -> None: ...
+
+class JobLogsRequest(_message.Message):
+    __slots__ = ("job_id", "follow", "offset")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    follow: bool
+    offset: int
+    def __init__(self, job_id: _Optional[str] = ..., follow: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class JobLogsChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class ActorInfo(_message.Message):
-    __slots__ = ("actor_id", "job_id", "class_name", "name", "namespace", "state", "node_id", "worker_id", "worker_address", "pid", "detached", "death_cause", "resources", "start_time", "end_time", "num_restarts", "owner_address", "pending_reason")
+    __slots__ = ("actor_id", "job_id", "class_name", "name", "namespace", "state", "node_id", "worker_id", "worker_address", "pid", "detached", "death_cause", "resources", "start_time", "end_time", "num_restarts", "owner_address", "pending_reason", "scheduling_strategy")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +339,7 @@ class ActorInfo(_message.Message):
     NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULING_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     job_id: str
     class_name: str
@@ -238,7 +358,8 @@ class ActorInfo(_message.Message):
     num_restarts: int
     owner_address: str
     pending_reason: str
-    def __init__(self, actor_id: _Optional[str] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., pid: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., resources: _Optional[_Union[ResourceMap, _Mapping]] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., num_restarts: _Optional[int] = ..., owner_address: _Optional[str] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+    scheduling_strategy: str
+    def __init__(self, actor_id: _Optional[str] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., pid: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., resources: _Optional[_Union[ResourceMap, _Mapping]] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., num_restarts: _Optional[int] = ..., owner_address: _Optional[str] = ..., pending_reason: _Optional[str] = ..., scheduling_strategy: _Optional[str] = ...) -> None: ...
 
 class CreateActorRequest(_message.Message):
     __slots__ = ("actor", "creation_spec", "get_if_exists")
@@ -678,3 +799,41 @@ class ListWorkersReply(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+
+class CheckHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckHealthReply(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class PullObjectRequest(_message.Message):
+    __slots__ = ("object_id", "offset")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    object_id: bytes
+    offset: int
+    def __init__(self, object_id: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class FreeObjectsRequest(_message.Message):
+    __slots__ = ("object_ids",)
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    object_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class FreeObjectsReply(_message.Message):
+    __slots__ = ("freed_bytes",)
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    freed_bytes: int
+    def __init__(self, freed_bytes: _Optional[int] = ...) -> None: ...
+
+class ObjectChunk(_message.Message):
+    __slots__ = ("data", "size")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    size: int
+    def __init__(self, data: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...

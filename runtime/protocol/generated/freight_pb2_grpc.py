@@ -69,6 +69,26 @@ class HeadServiceStub:
                 request_serializer=freight__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=freight__pb2.ListJobsReply.FromString,
                 _registered_method=True)
+        self.SubmitJob = channel.unary_unary(
+                '/freight.v1.HeadService/SubmitJob',
+                request_serializer=freight__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=freight__pb2.SubmitJobReply.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/freight.v1.HeadService/GetJob',
+                request_serializer=freight__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=freight__pb2.GetJobReply.FromString,
+                _registered_method=True)
+        self.StopJob = channel.unary_unary(
+                '/freight.v1.HeadService/StopJob',
+                request_serializer=freight__pb2.StopJobRequest.SerializeToString,
+                response_deserializer=freight__pb2.StopJobReply.FromString,
+                _registered_method=True)
+        self.JobLogs = channel.unary_stream(
+                '/freight.v1.HeadService/JobLogs',
+                request_serializer=freight__pb2.JobLogsRequest.SerializeToString,
+                response_deserializer=freight__pb2.JobLogsChunk.FromString,
+                _registered_method=True)
         self.CreateActor = channel.unary_unary(
                 '/freight.v1.HeadService/CreateActor',
                 request_serializer=freight__pb2.CreateActorRequest.SerializeToString,
@@ -171,6 +191,30 @@ class HeadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JobLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -285,6 +329,26 @@ def add_HeadServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=freight__pb2.ListJobsRequest.FromString,
                     response_serializer=freight__pb2.ListJobsReply.SerializeToString,
+            ),
+            'SubmitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=freight__pb2.SubmitJobRequest.FromString,
+                    response_serializer=freight__pb2.SubmitJobReply.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=freight__pb2.GetJobRequest.FromString,
+                    response_serializer=freight__pb2.GetJobReply.SerializeToString,
+            ),
+            'StopJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopJob,
+                    request_deserializer=freight__pb2.StopJobRequest.FromString,
+                    response_serializer=freight__pb2.StopJobReply.SerializeToString,
+            ),
+            'JobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.JobLogs,
+                    request_deserializer=freight__pb2.JobLogsRequest.FromString,
+                    response_serializer=freight__pb2.JobLogsChunk.SerializeToString,
             ),
             'CreateActor': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateActor,
@@ -536,6 +600,114 @@ class HeadService:
             '/freight.v1.HeadService/ListJobs',
             freight__pb2.ListJobsRequest.SerializeToString,
             freight__pb2.ListJobsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/SubmitJob',
+            freight__pb2.SubmitJobRequest.SerializeToString,
+            freight__pb2.SubmitJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/GetJob',
+            freight__pb2.GetJobRequest.SerializeToString,
+            freight__pb2.GetJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/StopJob',
+            freight__pb2.StopJobRequest.SerializeToString,
+            freight__pb2.StopJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/freight.v1.HeadService/JobLogs',
+            freight__pb2.JobLogsRequest.SerializeToString,
+            freight__pb2.JobLogsChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1063,6 +1235,21 @@ class NodeAgentServiceStub:
                 request_serializer=freight__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=freight__pb2.ListWorkersReply.FromString,
                 _registered_method=True)
+        self.CheckHealth = channel.unary_unary(
+                '/freight.v1.NodeAgentService/CheckHealth',
+                request_serializer=freight__pb2.CheckHealthRequest.SerializeToString,
+                response_deserializer=freight__pb2.CheckHealthReply.FromString,
+                _registered_method=True)
+        self.PullObject = channel.unary_stream(
+                '/freight.v1.NodeAgentService/PullObject',
+                request_serializer=freight__pb2.PullObjectRequest.SerializeToString,
+                response_deserializer=freight__pb2.ObjectChunk.FromString,
+                _registered_method=True)
+        self.FreeObjects = channel.unary_unary(
+                '/freight.v1.NodeAgentService/FreeObjects',
+                request_serializer=freight__pb2.FreeObjectsRequest.SerializeToString,
+                response_deserializer=freight__pb2.FreeObjectsReply.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/freight.v1.NodeAgentService/Shutdown',
                 request_serializer=freight__pb2.ShutdownRequest.SerializeToString,
@@ -1103,6 +1290,24 @@ class NodeAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckHealth(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FreeObjects(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1136,6 +1341,21 @@ def add_NodeAgentServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=freight__pb2.ListWorkersRequest.FromString,
                     response_serializer=freight__pb2.ListWorkersReply.SerializeToString,
+            ),
+            'CheckHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckHealth,
+                    request_deserializer=freight__pb2.CheckHealthRequest.FromString,
+                    response_serializer=freight__pb2.CheckHealthReply.SerializeToString,
+            ),
+            'PullObject': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullObject,
+                    request_deserializer=freight__pb2.PullObjectRequest.FromString,
+                    response_serializer=freight__pb2.ObjectChunk.SerializeToString,
+            ),
+            'FreeObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.FreeObjects,
+                    request_deserializer=freight__pb2.FreeObjectsRequest.FromString,
+                    response_serializer=freight__pb2.FreeObjectsReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -1278,6 +1498,87 @@ class NodeAgentService:
             '/freight.v1.NodeAgentService/ListWorkers',
             freight__pb2.ListWorkersRequest.SerializeToString,
             freight__pb2.ListWorkersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/CheckHealth',
+            freight__pb2.CheckHealthRequest.SerializeToString,
+            freight__pb2.CheckHealthReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/PullObject',
+            freight__pb2.PullObjectRequest.SerializeToString,
+            freight__pb2.ObjectChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FreeObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/FreeObjects',
+            freight__pb2.FreeObjectsRequest.SerializeToString,
+            freight__pb2.FreeObjectsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,559 @@
+"""Jobs: drivers that register themselves, and drivers the head starts (``freight job submit``).
+
+A *submitted* job's driver is a child of the head, in its own process group, with its combined
+stdout and stderr in ``<session_dir>/logs/job-<id>.log``. Its environment names the cluster
+(``FREIGHT_ADDRESS``, ``FREIGHT_TOKEN``) and the job (``FREIGHT_JOB_ID``, ``FREIGHT_JOB_LABELS``),
+so the ``freight.init()`` inside it registers under the submission's id and the head merges the
+two into one record. States follow Ray's ``JobStatus``: PENDING, RUNNING, then SUCCEEDED, FAILED
+or STOPPED.
+
+Drivers do not outlive their head: a stopping head stops them (SIGTERM to the process group,
+SIGKILL after ``FREIGHT_JOB_STOP_GRACE_S``), and a head that dies takes them along (the parent
+death signal), so a restarted head records the jobs it was running as FAILED rather than
+pretending to supervise processes it no longer can. See ``docs/jobs.md`` and
+``docs/decisions/0017-submitted-drivers-die-with-the-head.md``.
+
+The decisions (id checks, end states, recovery) are plain functions; :class:`JobManager` only
+carries them out with processes, files and the control store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from freight.head.rpc import NotFoundError
+from freight.protocol.generated import freight_pb2 as pb
+
+if TYPE_CHECKING:  # the CLI imports the checks below without the head's machinery
+    from freight.head.actors import ActorDirectory
+    from freight.head.control_store import ControlStore
+    from freight.head.events import EventStore
+
+# Kinds and states (JobInfo.kind / JobInfo.state).
+DRIVER = "DRIVER"
+SUBMISSION = "SUBMISSION"
+PENDING, RUNNING = "PENDING", "RUNNING"
+SUCCEEDED, FAILED, STOPPED = "SUCCEEDED", "FAILED", "STOPPED"
+TERMINAL = frozenset({SUCCEEDED, FAILED, STOPPED})
+
+STOP_REQUESTED = "stopped by `freight job stop`"
+HEAD_SHUT_DOWN = "stopped: the head shut down"
+HEAD_RESTARTED = (
+    "the head restarted while this job was running; its driver was stopped with the old head "
+    "(submitted drivers do not outlive their head)"
+)
+# Set by the head in every submitted driver's environment; a submission may not override them.
+RESERVED_ENV = ("FREIGHT_ADDRESS", "FREIGHT_TOKEN", "FREIGHT_JOB_ID", "FREIGHT_JOB_LABELS")
+
+LOG_CHUNK = 64 * 1024
+LOG_POLL_S = 0.1  # how often a followed log is read again while its driver runs
+MAX_LABELS = 32
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ---- checks and decisions (no I/O) -----------------------------------------------------------
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it can name a job (and its log file); else raise ValueError."""
+    if not _JOB_ID.match(job_id):
+        raise ValueError(
+            f"submission id {job_id!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit."
+        )
+    return job_id
+
+
+def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Return ``labels`` as a dict if every key and value is usable; else raise ValueError.
+
+    Values travel to the driver as ``FREIGHT_JOB_LABELS=k=v,k=v``, hence no commas.
+    """
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"a job takes at most {MAX_LABELS} labels, got {len(labels)}.")
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise ValueError(
+                f"label key {key!r} is not valid: use letters, digits, '_', '.', '/' or '-' "
+                "(up to 63), starting with a letter or digit, as in team=ml."
+            )
+        if len(value) > 256 or any(c in value for c in ",\n\r\0"):
+            raise ValueError(
+                f"label {key}={value!r}: a value has at most 256 characters and no comma or "
+                "line break."
+            )
+    return dict(labels)
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``"team=ml"`` -> ``("team", "ml")``; raise ValueError saying what is wrong."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"label {text!r} is not KEY=VALUE (write it like team=ml).")
+    check_labels({key: value})
+    return key, value
+
+
+def check_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Return ``env`` as a dict if every name is a variable name the head does not set itself."""
+    for key, value in env.items():
+        if not _ENV_KEY.match(key):
+            raise ValueError(f"environment variable name {key!r} is not valid (like MY_VAR).")
+        if key in RESERVED_ENV:
+            raise ValueError(
+                f"{key} is set by the head for every submitted driver; it cannot be overridden "
+                "(use --label for job labels)."
+            )
+        if "\0" in value:
+            raise ValueError(f"environment variable {key} contains a NUL character.")
+    return dict(env)
+
+
+def check_entrypoint(argv: list[str]) -> list[str]:
+    """Return ``argv`` if it names a command; else raise ValueError."""
+    if not argv or not argv[0].strip():
+        raise ValueError(
+            "the entrypoint is empty: give the command to run, e.g. "
+            "`freight job submit -- python script.py`."
+        )
+    if any("\0" in a for a in argv):
+        raise ValueError("the entrypoint contains a NUL character.")
+    return argv
+
+
+def find_command(command: str, working_dir: str, path: str) -> str | None:
+    """Where the driver's ``command`` is, as exec would find it from ``working_dir``; or None."""
+    if os.sep in command:
+        full = os.path.join(working_dir, command)  # an absolute command stays as it is
+        return full if os.path.isfile(full) and os.access(full, os.X_OK) else None
+    return shutil.which(command, path=path)
+
+
+def end_state(returncode: int, stop_reason: str) -> tuple[str, str]:
+    """(state, message) of a submitted job whose driver exited with ``returncode``.
+
+    A stop that was asked for wins over how the driver happened to end.
+    """
+    if stop_reason:
+        return STOPPED, stop_reason
+    if returncode == 0:
+        return SUCCEEDED, "the driver exited with code 0"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return FAILED, f"the driver was killed by {name}"
+    return FAILED, f"the driver exited with code {returncode}"
+
+
+def interrupted(job: pb.JobInfo) -> bool:
+    """True for a submitted job that a previous head was running when it went away."""
+    return job.kind == SUBMISSION and job.state not in TERMINAL
+
+
+def exit_code_known(job: pb.JobInfo) -> bool:
+    """True when ``job.exit_code`` is the driver's: a submission whose driver started and was
+    seen to end (a head that restarted did not see how its drivers ended)."""
+    return (
+        job.kind == SUBMISSION
+        and job.state in TERMINAL
+        and job.driver_pid != 0
+        and job.message != HEAD_RESTARTED
+    )
+
+
+def labels_env(labels: Mapping[str, str]) -> str:
+    """Labels as ``FREIGHT_JOB_LABELS`` writes them: ``team=ml,owner=alice``."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+
+# The driver's first moments, as a separate interpreter rather than a ``preexec_fn``: Python
+# code in a child forked from the multi-threaded head (gRPC) is unsafe (it crashed here with
+# SIGSEGV). It asks Linux to SIGKILL it when the head dies, restores the signals Python ignores
+# (ignored signals survive exec), then becomes the driver with exec (same pid, same group).
+_SHIM = """\
+import ctypes, os, signal, sys
+for name in ("SIGPIPE", "SIGXFSZ"):
+    if hasattr(signal, name):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+if sys.platform.startswith("linux"):
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)  # the head died before the parent-death signal was set
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    print(f"freight: could not start {sys.argv[2]!r}: {e}", file=sys.stderr, flush=True)
+    sys.exit(127)
+"""
+
+
+def driver_argv(argv: list[str], head_pid: int) -> list[str]:
+    """The command the head runs for a driver: the shim above, which execs ``argv``."""
+    return [sys.executable, "-I", "-S", "-c", _SHIM, str(head_pid), *argv]
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the whole group has gone
+
+
+@dataclass
+class _Run:
+    """A submitted job whose driver has not been seen to end yet."""
+
+    job_id: str
+    spawned: asyncio.Event = field(default_factory=asyncio.Event)  # started, or failed to
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # ended and recorded
+    proc: asyncio.subprocess.Process | None = None
+    stop_reason: str = ""
+    supervisor: asyncio.Task[None] | None = None
+
+
+class JobManager:
+    """Every job of the cluster; starts, watches, stops and reaps submitted drivers."""
+
+    def __init__(
+        self,
+        store: ControlStore,
+        events: EventStore,
+        actors: ActorDirectory,
+        session_dir: str,
+        token: str,
+        stop_grace_s: float,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.actors = actors
+        self.session_dir = session_dir
+        self.stop_grace_s = stop_grace_s
+        self.head_address = ""  # set once the head's port is bound, before it serves
+        self._token = token
+        self._runs: dict[str, _Run] = {}
+        self._closing = False
+        self._recover()
+
+    def _recover(self) -> None:
+        """Record the submitted jobs a previous head was running as FAILED."""
+        for job in self.store.list_jobs():
+            if not interrupted(job):
+                continue
+            job.state, job.message, job.end_time = FAILED, HEAD_RESTARTED, time.time()
+            self.store.upsert_job(job)
+            logger.warning("job failed: the head restarted", job_id=job.job_id)
+            self.events.record(
+                "JOB_FINISHED",
+                "job failed: the head restarted while it was running",
+                severity="WARNING",
+                job_id=job.job_id,
+            )
+
+    def statistics(self) -> dict[str, int]:
+        """A snapshot: submitted drivers running now."""
+        return {"running_submissions": len(self._runs)}
+
+    def new_id(self) -> str:
+        """A job id from the store's counter that no job holds (a submission may have taken
+        one of the counter's ids as its own)."""
+        while True:
+            job_id = self.store.next_job_id()
+            if self.store.get_job(job_id) is None:
+                return job_id
+
+    # ---- drivers that register themselves ----------------------------------------------------
+
+    def register_driver(self, info: pb.JobInfo) -> pb.JobInfo:
+        """Record a driver that called ``init()``; merge it into its submission if it has one."""
+        job = self.store.get_job(info.job_id) if info.job_id else None
+        if job is not None and job.kind == SUBMISSION:
+            # One job, one record: the submission keeps its id, state, entrypoint, pid and
+            # labels (they win over the driver's); the driver adds what only it knows.
+            job.driver_address = info.driver_address or job.driver_address
+            job.namespace = info.namespace or job.namespace
+            merged = {**info.labels, **job.labels}
+            job.labels.clear()
+            job.labels.update(merged)
+            self.store.upsert_job(job)
+            logger.info("submitted driver joined", job_id=job.job_id, driver_pid=info.driver_pid)
+            return job
+        job = pb.JobInfo()
+        job.CopyFrom(info)
+        job.job_id = job.job_id or self.new_id()
+        job.kind = job.kind or DRIVER
+        job.state = RUNNING
+        job.start_time = job.start_time or time.time()
+        self.store.upsert_job(job)
+        logger.info("job started", job_id=job.job_id, driver_pid=job.driver_pid)
+        self.events.record(
+            "JOB_STARTED", f"job started (driver pid {job.driver_pid})", job_id=job.job_id
+        )
+        return job
+
+    async def driver_finished(self, job_id: str, state: str) -> None:
+        """A driver called ``shutdown()``: end its job, or, for a submission (whose end is its
+        process's exit), only clean up after it."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"FinishJob: no job {job_id!r}")
+        if job.kind != SUBMISSION:
+            job.state = state or "FINISHED"
+            job.end_time = time.time()
+            self.store.upsert_job(job)
+        killed = await self.actors.kill_job_actors(job_id)
+        if job.kind == SUBMISSION:
+            logger.info("submitted driver left", job_id=job_id, actors_killed=killed)
+            return
+        logger.info("job finished", job_id=job_id, state=job.state, actors_killed=killed)
+        self.events.record(
+            "JOB_FINISHED",
+            f"job {job.state.lower()}",
+            severity="INFO" if job.state == "FINISHED" else "WARNING",
+            job_id=job_id,
+        )
+
+    # ---- submissions -------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> pb.JobInfo | None:
+        """The job with this id, or None."""
+        return self.store.get_job(job_id)
+
+    async def submit(self, request: pb.SubmitJobRequest) -> pb.JobInfo:
+        """Start a driver for ``request``; return its job (RUNNING, or FAILED if it could not
+        start). Bad input raises ValueError and leaves no trace: no record, no file, no process.
+        """
+        if self._closing:
+            raise ValueError("the head is shutting down; submit the job to a running cluster.")
+        argv = check_entrypoint(list(request.entrypoint))
+        labels = check_labels(dict(request.labels))
+        extra_env = check_env(dict(request.env))
+        working_dir = request.working_dir or os.getcwd()
+        if not os.path.isabs(working_dir):
+            raise ValueError(f"the working dir {working_dir!r} must be an absolute path.")
+        if not os.path.isdir(working_dir):
+            raise ValueError(f"the working dir {working_dir} is not a directory on the head.")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
+        if find_command(argv[0], working_dir, env.get("PATH", os.defpath)) is None:
+            raise ValueError(
+                f"the command {argv[0]!r} was not found (PATH of the head, working dir "
+                f"{working_dir}) or is not executable."
+            )
+        if request.submission_id:
+            job_id = check_job_id(request.submission_id)
+            if self.store.get_job(job_id) is not None:
+                raise ValueError(f"a job with id {job_id!r} already exists; choose another id.")
+        else:
+            job_id = self.new_id()
+        env.update(
+            FREIGHT_ADDRESS=self.head_address,
+            FREIGHT_TOKEN=self._token,
+            FREIGHT_JOB_ID=job_id,
+            FREIGHT_JOB_LABELS=labels_env(labels),
+        )
+        logs_dir = os.path.join(self.session_dir, "logs")
+        os.makedirs(logs_dir, mode=0o700, exist_ok=True)
+        job = pb.JobInfo(
+            job_id=job_id,
+            kind=SUBMISSION,
+            state=PENDING,
+            labels=labels,
+            entrypoint=shlex.join(argv),
+            start_time=time.time(),
+            log_path=os.path.join(logs_dir, f"job-{job_id}.log"),
+            message="starting the driver",
+        )
+        log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            self.store.upsert_job(job)
+            run = self._runs[job_id] = _Run(job_id)
+        except BaseException:
+            os.close(log_fd)
+            raise
+        try:
+            run.proc = await asyncio.create_subprocess_exec(
+                *driver_argv(argv, os.getpid()),
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                cwd=working_dir,
+                env=env,
+                start_new_session=True,  # its own process group, which `stop` signals
+            )
+        except Exception as e:  # e.g. the command vanished since the checks above
+            os.write(log_fd, f"freight: could not start {job.entrypoint}: {e}\n".encode())
+            return self._failed_to_start(job, run, f"could not start the driver: {e}")
+        except BaseException:  # cancelled: asyncio has killed and reaped the new process
+            self._failed_to_start(job, run, "the submission was cancelled as its driver started")
+            raise
+        finally:
+            os.close(log_fd)
+        job.state, job.driver_pid, job.message = RUNNING, run.proc.pid, ""
+        self.store.upsert_job(job)
+        run.supervisor = asyncio.create_task(self._supervise(run, run.proc))
+        run.spawned.set()
+        logger.info("job submitted", job_id=job_id, driver_pid=run.proc.pid, argv=argv)
+        self.events.record(
+            "JOB_STARTED",
+            f"job submitted: {job.entrypoint[:200]} (driver pid {run.proc.pid})",
+            job_id=job_id,
+        )
+        return job
+
+    def _failed_to_start(self, job: pb.JobInfo, run: _Run, message: str) -> pb.JobInfo:
+        job.state, job.message, job.end_time = FAILED, message, time.time()
+        self.store.upsert_job(job)
+        self._runs.pop(job.job_id, None)
+        run.spawned.set()
+        run.done.set()
+        logger.warning("job failed to start", job_id=job.job_id, reason=message)
+        self.events.record(
+            "JOB_FINISHED", f"job failed: {message}", severity="WARNING", job_id=job.job_id
+        )
+        return job
+
+    async def _supervise(self, run: _Run, proc: asyncio.subprocess.Process) -> None:
+        """Wait for the driver to exit (which reaps it), then record how the job ended."""
+        code = await proc.wait()
+        state, message = end_state(code, run.stop_reason)
+        try:
+            job = self.store.get_job(run.job_id)
+            if job is not None:
+                job.state, job.message, job.exit_code = state, message, code
+                job.end_time = time.time()
+                self.store.upsert_job(job)
+        finally:
+            self._runs.pop(run.job_id, None)
+            run.done.set()
+        logger.info("job ended", job_id=run.job_id, state=state, exit_code=code)
+        self.events.record(
+            "JOB_FINISHED",
+            f"job {state.lower()}: {message}",
+            severity="INFO" if state == SUCCEEDED else "WARNING",
+            job_id=run.job_id,
+        )
+        try:
+            await self.actors.kill_job_actors(run.job_id)
+        except Exception:
+            logger.exception("could not kill the actors of job {}", run.job_id)
+
+    async def stop(self, job_id: str, reason: str = STOP_REQUESTED) -> bool:
+        """Stop a submitted job's driver and wait until it has ended; False if it had already."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if job.kind != SUBMISSION:
+            raise ValueError(
+                f"job {job_id} was not submitted with `freight job submit`: its driver is a "
+                f"program the head did not start (pid {job.driver_pid}); stop that program."
+            )
+        run = self._runs.get(job_id)
+        if run is None:
+            return False
+        first = not run.stop_reason
+        if first:
+            run.stop_reason = reason
+        await run.spawned.wait()
+        if first and run.proc is not None:
+            await self._terminate(run, run.proc.pid)
+        await run.done.wait()
+        return True
+
+    async def _terminate(self, run: _Run, pgid: int) -> None:
+        """SIGTERM the driver's process group; SIGKILL it if the driver outlives the grace."""
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(run.done.wait(), self.stop_grace_s)
+        except TimeoutError:
+            run.stop_reason += f" (killed with SIGKILL after {self.stop_grace_s:g} s)"
+            _signal_group(pgid, signal.SIGKILL)
+            await run.done.wait()
+        # Whatever the driver started in its group and left behind goes too. The driver has
+        # just been reaped, so the group id cannot have been reused yet.
+        _signal_group(pgid, signal.SIGKILL)
+
+    async def logs(self, job_id: str, follow: bool, offset: int = 0) -> AsyncIterator[bytes]:
+        """The job's output from byte ``offset``; with ``follow``, until the driver has ended."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        if not job.log_path:
+            raise NotFoundError(
+                f"job {job_id} has no log: only jobs started with `freight job submit` keep one"
+            )
+        if offset < 0:
+            raise ValueError(f"JobLogs: offset must be >= 0, got {offset}")
+        run = self._runs.get(job_id)
+        try:
+            f = open(job.log_path, "rb")  # noqa: SIM115 (closed below, across awaits)
+        except FileNotFoundError:
+            raise NotFoundError(f"the log of job {job_id} ({job.log_path}) is gone") from None
+        with f:
+            f.seek(offset)
+            while True:
+                ended = run is None or run.done.is_set()  # checked before the read, so a read
+                data = f.read(LOG_CHUNK)  # that finds nothing after the end has read it all
+                if data:
+                    yield data
+                    continue
+                if not follow or ended:
+                    return
+                assert run is not None
+                try:
+                    await asyncio.wait_for(run.done.wait(), LOG_POLL_S)
+                except TimeoutError:
+                    pass
+
+    async def close(self) -> None:
+        """Stop every running submitted driver (the head is shutting down)."""
+        self._closing = True
+        runs = list(self._runs.values())
+        if not runs:
+            return
+        logger.info("stopping submitted jobs", count=len(runs))
+        results = await asyncio.gather(
+            *(self.stop(r.job_id, HEAD_SHUT_DOWN) for r in runs), return_exceptions=True
+        )
+        for run, result in zip(runs, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.opt(exception=result).error("could not stop job {}", run.job_id)
+
+
+def job_summary(job: pb.JobInfo) -> dict[str, Any]:
+    """A job as a plain dict (what `freight job list --format json` prints)."""
+    return {
+        "job_id": job.job_id,
+        "kind": job.kind or DRIVER,
+        "state": job.state,
+        "entrypoint": job.entrypoint,
+        "labels": dict(job.labels),
+        "start_time": job.start_time or None,
+        "end_time": job.end_time or None,
+        "exit_code": job.exit_code if exit_code_known(job) else None,
+        "message": job.message,
+        "driver_pid": job.driver_pid or None,
+        "namespace": job.namespace,
+        "log_path": job.log_path,
+    }

@@ -1,0 +1,130 @@
+"""Scheduling strategies for the ``scheduling_strategy`` option of tasks and actors.
+
+The same names as Ray's ``ray.util.scheduling_strategies``, so programs keep their imports with
+``freight`` in place of ``ray``. Besides these classes, the option takes the strings
+``"DEFAULT"`` (the hybrid policy: pack onto the local node until it is half used, then spread)
+and ``"SPREAD"`` (round-robin over the nodes that have room).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NodeAffinitySchedulingStrategy:
+    """Run on the node ``node_id`` (hex, as ``freight.nodes()`` and the runtime context give it).
+
+    With ``soft=False`` a task that node cannot run (it is gone, or lacks the resources) fails
+    as unschedulable; with ``soft=True`` it runs elsewhere instead, and also when the node has no
+    room at the moment and another node has.
+    """
+
+    node_id: str
+    soft: bool = False
+    _spill_on_unavailable: bool = False
+    _fail_on_unavailable: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.node_id, str) or not self.node_id:
+            raise ValueError(
+                f"NodeAffinitySchedulingStrategy needs a node id string, got {self.node_id!r}."
+            )
+        if not isinstance(self.soft, bool):
+            raise ValueError(f"NodeAffinitySchedulingStrategy soft must be a bool: {self.soft!r}")
+
+
+@dataclass(frozen=True)
+class In:
+    """The label's value is one of ``values``."""
+
+    values: tuple[str, ...]
+
+    def __init__(self, *values: str) -> None:
+        object.__setattr__(self, "values", tuple(values))
+
+
+@dataclass(frozen=True)
+class NotIn:
+    """The label is missing, or its value is none of ``values``."""
+
+    values: tuple[str, ...]
+
+    def __init__(self, *values: str) -> None:
+        object.__setattr__(self, "values", tuple(values))
+
+
+@dataclass(frozen=True)
+class Exists:
+    """The node has the label."""
+
+
+@dataclass(frozen=True)
+class DoesNotExist:
+    """The node does not have the label."""
+
+
+_OPS = {In: "in", NotIn: "not_in", Exists: "exists", DoesNotExist: "does_not_exist"}
+
+
+@dataclass(frozen=True)
+class NodeLabelSchedulingStrategy:
+    """Run on a node whose labels match every ``hard`` condition, preferring nodes that also
+    match the ``soft`` ones. Conditions map a label key to ``In(...)``, ``NotIn(...)``,
+    ``Exists()`` or ``DoesNotExist()``; node labels come from ``freight start --labels``."""
+
+    hard: dict[str, Any]
+    soft: dict[str, Any] = field(default_factory=dict)
+
+
+def _constraints(conditions: Any, which: str) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    if not isinstance(conditions, dict):
+        raise ValueError(
+            f"NodeLabelSchedulingStrategy {which} must be a dict of label -> In/NotIn/Exists/"
+            f"DoesNotExist, got {type(conditions).__name__}."
+        )
+    out = []
+    for key, cond in conditions.items():
+        op = _OPS.get(type(cond))
+        if not isinstance(key, str) or op is None:
+            raise ValueError(
+                f"NodeLabelSchedulingStrategy {which}: {key!r}: {cond!r} is not a condition; "
+                "use In(...), NotIn(...), Exists() or DoesNotExist()."
+            )
+        values = tuple(getattr(cond, "values", ()))
+        if not all(isinstance(v, str) for v in values):
+            raise ValueError(f"label values must be strings, got {values!r} for {key!r}.")
+        out.append((key, op, values))
+    return tuple(out)
+
+
+def to_wire(strategy: Any) -> tuple[Any, ...]:
+    """The form a lease request carries (see ``freight.core.placement``); raises ValueError
+    with what to write instead for anything that is not a strategy."""
+    if strategy is None or strategy == "DEFAULT":
+        return ("DEFAULT",)
+    if strategy == "SPREAD":
+        return ("SPREAD",)
+    if isinstance(strategy, NodeAffinitySchedulingStrategy):
+        return ("NODE", strategy.node_id, strategy.soft)
+    if isinstance(strategy, NodeLabelSchedulingStrategy):
+        return (
+            "LABELS",
+            _constraints(strategy.hard, "hard"),
+            _constraints(strategy.soft, "soft"),
+        )
+    raise ValueError(
+        f"scheduling_strategy must be 'DEFAULT', 'SPREAD', a NodeAffinitySchedulingStrategy or "
+        f"a NodeLabelSchedulingStrategy (freight.util.scheduling_strategies), got {strategy!r}."
+    )
+
+
+__all__ = [
+    "DoesNotExist",
+    "Exists",
+    "In",
+    "NodeAffinitySchedulingStrategy",
+    "NodeLabelSchedulingStrategy",
+    "NotIn",
+]

@@ -1,0 +1,243 @@
+"""A real multi-node cluster on this machine: three node agents, one driver.
+
+Each node is its own agent process with its own session folder, object store and ports; tasks
+reach workers of other nodes over TCP after the local agent spills their lease requests back.
+The tests check that work lands where its resources and scheduling strategy say.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import freight
+from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.util.scheduling_strategies import (
+    Exists,
+    In,
+    NodeAffinitySchedulingStrategy,
+    NodeLabelSchedulingStrategy,
+)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with (
+        short_temp_dir() as tmp,
+        patched_environ(FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None),
+        Cluster() as c,
+    ):
+        big = 1_500_000_000  # room for the 1 GiB object on the nodes it moves between
+        c.add_node(num_cpus=1, labels={"zone": "a"}, object_store_memory=big)
+        c.add_node(
+            num_cpus=2,
+            resources={"special": 1},
+            labels={"zone": "b", "disk": "ssd"},
+            object_store_memory=big,
+        )
+        c.add_node(num_cpus=2, labels={"zone": "c"})
+        freight.init(address=c.address)
+        try:
+            yield c
+        finally:
+            freight.shutdown()
+
+
+@freight.remote
+def where() -> str:
+    return freight.get_runtime_context().get_node_id()
+
+
+@freight.remote
+def hold_where(seconds: float) -> str:
+    time.sleep(seconds)  # keeps the worker busy so that concurrent tasks need other workers
+    return freight.get_runtime_context().get_node_id()
+
+
+@freight.remote
+class Where:
+    def node(self) -> str:
+        return freight.get_runtime_context().get_node_id()
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+
+def test_nodes_and_resources_cover_the_whole_cluster(cluster: Cluster) -> None:
+    alive = [n for n in freight.nodes() if n["Alive"]]
+    assert {n["NodeID"] for n in alive} == {n.node_id for n in cluster.nodes}
+    total = freight.cluster_resources()
+    assert total["CPU"] == 5
+    assert total["special"] == 1
+    labels = {n["NodeID"]: n.get("Labels", {}) for n in alive}
+    assert labels[cluster.nodes[1].node_id]["zone"] == "b"
+
+
+def test_custom_resource_runs_on_the_node_that_has_it(cluster: Cluster) -> None:
+    nodes = freight.get([where.options(resources={"special": 1}).remote() for _ in range(3)])
+    assert set(nodes) == {cluster.nodes[1].node_id}
+
+
+def test_more_cpus_than_a_node_has_fit_on_a_bigger_node(cluster: Cluster) -> None:
+    nodes = freight.get(where.options(num_cpus=2).remote())
+    assert nodes in {cluster.nodes[1].node_id, cluster.nodes[2].node_id}
+
+
+def test_hard_node_affinity(cluster: Cluster) -> None:
+    target = cluster.nodes[2].node_id
+    strategy = NodeAffinitySchedulingStrategy(target, soft=False)
+    got = freight.get([where.options(scheduling_strategy=strategy).remote() for _ in range(4)])
+    assert set(got) == {target}
+
+
+def test_hard_affinity_to_an_unknown_node_is_unschedulable(cluster: Cluster) -> None:
+    strategy = NodeAffinitySchedulingStrategy("ab" * 16, soft=False)
+    ref = where.options(scheduling_strategy=strategy).remote()
+    with pytest.raises(freight.exceptions.TaskUnschedulableError, match="not alive"):
+        freight.get(ref, timeout=30)
+
+
+def test_soft_affinity_to_an_unknown_node_runs_elsewhere(cluster: Cluster) -> None:
+    strategy = NodeAffinitySchedulingStrategy("cd" * 16, soft=True)
+    got = freight.get(where.options(scheduling_strategy=strategy).remote(), timeout=30)
+    assert got in {n.node_id for n in cluster.nodes}
+
+
+def test_label_strategy(cluster: Cluster) -> None:
+    strategy = NodeLabelSchedulingStrategy(hard={"zone": In("b", "c")}, soft={"disk": Exists()})
+    got = freight.get([where.options(scheduling_strategy=strategy).remote() for _ in range(3)])
+    assert set(got) <= {cluster.nodes[1].node_id, cluster.nodes[2].node_id}
+    with pytest.raises(ValueError, match=r"use In\(\.\.\.\)"):
+        where.options(scheduling_strategy=NodeLabelSchedulingStrategy(hard={"zone": "b"}))
+    nowhere = NodeLabelSchedulingStrategy(hard={"zone": In("mars")})
+    ref = where.options(scheduling_strategy=nowhere).remote()
+    ready, _ = freight.wait([ref], timeout=2)
+    assert not ready  # pending (infeasible), not run somewhere it must not run
+    freight.cancel(ref)
+
+
+def test_spread_uses_every_node(cluster: Cluster) -> None:
+    refs = [hold_where.options(scheduling_strategy="SPREAD").remote(0.5) for _ in range(5)]
+    assert set(freight.get(refs)) == {n.node_id for n in cluster.nodes}
+
+
+def test_default_policy_spreads_once_the_local_node_is_busy(cluster: Cluster) -> None:
+    refs = [hold_where.remote(1.0) for _ in range(5)]
+    assert len(set(freight.get(refs))) >= 2
+
+
+def test_bad_strategy_is_refused_with_what_to_write(cluster: Cluster) -> None:
+    with pytest.raises(ValueError, match="SPREAD"):
+        where.options(scheduling_strategy="PACK").remote()
+
+
+def test_actor_lands_on_the_node_with_its_resource_and_answers_over_tcp(
+    cluster: Cluster,
+) -> None:
+    a = Where.options(resources={"special": 1}).remote()
+    assert freight.get(a.node.remote()) == cluster.nodes[1].node_id
+    payload = b"x" * 50_000
+    assert freight.get([a.echo.remote(payload) for _ in range(20)]) == [payload] * 20
+    freight.kill(a)
+
+
+def test_infeasible_task_runs_once_a_node_that_can_run_it_joins(cluster: Cluster) -> None:
+    ref = where.options(resources={"late": 1}).remote()
+    ready, _ = freight.wait([ref], timeout=1)
+    assert not ready
+    node = cluster.add_node(num_cpus=1, resources={"late": 1})
+    try:
+        assert freight.get(ref, timeout=60) == node.node_id
+    finally:
+        cluster.remove_node(node)
+        wait_for_condition(
+            lambda: node.node_id not in cluster.alive_node_ids(), 30, "the node to be removed"
+        )
+
+
+def test_actor_strategies(cluster: Cluster) -> None:
+    target = cluster.nodes[2].node_id
+    pinned = Where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(target)).remote()
+    assert freight.get(pinned.node.remote()) == target
+    spread = [Where.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+    assert len(set(freight.get([s.node.remote() for s in spread]))) >= 2
+    labelled = Where.options(
+        scheduling_strategy=NodeLabelSchedulingStrategy(hard={"zone": In("b")})
+    ).remote()
+    assert freight.get(labelled.node.remote()) == cluster.nodes[1].node_id
+    nowhere = Where.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy("ef" * 16, soft=False)
+    ).remote()
+    with pytest.raises(freight.exceptions.RayActorError, match="not alive"):
+        freight.get(nowhere.node.remote(), timeout=30)
+    for a in (pinned, *spread, labelled):
+        freight.kill(a)
+
+
+@freight.remote
+def make_bytes(size: int, seed: int) -> bytes:
+    import hashlib
+
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB of a known pattern
+    return (block * (size // len(block) + 1))[:size]
+
+
+@freight.remote
+def digest(data: Any) -> tuple[str, str]:
+    import hashlib
+
+    return hashlib.sha256(memoryview(data)).hexdigest(), freight.get_runtime_context().get_node_id()
+
+
+def expected_digest(size: int, seed: int) -> str:
+    import hashlib
+
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048
+    return hashlib.sha256((block * (size // len(block) + 1))[:size]).hexdigest()
+
+
+@pytest.mark.parametrize("size", [1024, 200 * 1024, 8 * 1024 * 1024 + 3])
+def test_objects_made_on_another_node_arrive_intact(cluster: Cluster, size: int) -> None:
+    import hashlib
+
+    strategy = NodeAffinitySchedulingStrategy(cluster.nodes[2].node_id)
+    data = freight.get(make_bytes.options(scheduling_strategy=strategy).remote(size, size))
+    assert hashlib.sha256(data).hexdigest() == expected_digest(size, size)
+
+
+def test_task_arguments_living_on_another_node(cluster: Cluster) -> None:
+    import hashlib
+
+    import numpy as np
+
+    array = np.arange(3_000_000, dtype=np.int64)  # 24 MB: in the head node's store
+    ref = freight.put(array)
+    for node in cluster.nodes[1:3]:
+        strategy = NodeAffinitySchedulingStrategy(node.node_id)
+        got, ran_on = freight.get(digest.options(scheduling_strategy=strategy).remote(ref))
+        assert ran_on == node.node_id
+        assert got == hashlib.sha256(memoryview(array)).hexdigest()
+
+
+def test_an_object_moves_between_two_other_nodes(cluster: Cluster) -> None:
+    on_b = NodeAffinitySchedulingStrategy(cluster.nodes[1].node_id)
+    on_c = NodeAffinitySchedulingStrategy(cluster.nodes[2].node_id)
+    size = 5 * 1024 * 1024
+    ref = make_bytes.options(scheduling_strategy=on_c).remote(size, 7)
+    refs = [digest.options(scheduling_strategy=on_b).remote(ref) for _ in range(4)]
+    assert {d for d, _ in freight.get(refs)} == {expected_digest(size, 7)}
+
+
+def test_one_gibibyte_object_between_nodes(cluster: Cluster) -> None:
+    size = 1 << 30
+    on_b = NodeAffinitySchedulingStrategy(cluster.nodes[1].node_id)
+    ref = make_bytes.options(scheduling_strategy=on_b).remote(size, 1)
+    import hashlib
+
+    data = freight.get(ref, timeout=300)
+    assert len(data) == size
+    assert hashlib.sha256(data).hexdigest() == expected_digest(size, 1)
+    del data, ref

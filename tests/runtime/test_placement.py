@@ -1,0 +1,146 @@
+"""The scheduling policies of freight.core.placement, node by node."""
+
+from __future__ import annotations
+
+import pytest
+
+from freight.core.placement import (
+    ClusterView,
+    NodeState,
+    strategy_from_json,
+    strategy_to_json,
+    utilization,
+)
+from freight.util.scheduling_strategies import (
+    DoesNotExist,
+    Exists,
+    In,
+    NodeAffinitySchedulingStrategy,
+    NodeLabelSchedulingStrategy,
+    NotIn,
+    to_wire,
+)
+
+
+def node(
+    node_id: str,
+    cpus: float,
+    free: float | None = None,
+    labels: dict[str, str] | None = None,
+    **res: float,
+) -> NodeState:
+    total = {"CPU": cpus, **res}
+    available = dict(total)
+    if free is not None:
+        available["CPU"] = free
+    return NodeState(node_id, total, available, labels or {}, f"127.0.0.1:{len(node_id)}")
+
+
+def view(local: NodeState, *others: NodeState) -> ClusterView:
+    v = ClusterView(local)
+    v.update([local, *others])
+    return v
+
+
+def test_hybrid_keeps_work_local_until_half_used() -> None:
+    local = node("a", 4)
+    v = view(local, node("b", 4))
+    assert v.pick({"CPU": 1}).node_id == "a"
+    local.available["CPU"] = 2  # half used: no longer counts as empty
+    assert v.pick({"CPU": 1}).node_id == "b"
+
+
+def test_hybrid_prefers_a_node_with_room_and_queues_on_the_least_used() -> None:
+    v = view(node("a", 2, free=0), node("b", 2, free=0), node("c", 4, free=1))
+    assert v.pick({"CPU": 1}).node_id == "c"
+    v = view(node("a", 2, free=0), node("b", 4, free=0))
+    assert v.pick({"CPU": 1}).node_id == "a"  # nobody has room: queue at home
+
+
+def test_custom_resource_and_infeasible() -> None:
+    v = view(node("a", 2), node("b", 2, special=1))
+    assert v.pick({"CPU": 1, "special": 1}).node_id == "b"
+    choice = v.pick({"CPU": 8})
+    assert choice.node_id == "" and choice.permanent and "infeasible" in choice.reason
+
+
+def test_charge_keeps_a_burst_from_piling_onto_one_node() -> None:
+    local = node("a", 2, free=0)
+    v = view(local, node("b", 2), node("c", 2))
+    picks = []
+    for _ in range(4):
+        choice = v.pick({"CPU": 1})
+        picks.append(choice.node_id)
+        v.charge(choice.node_id, {"CPU": 1})
+    assert sorted(picks) == ["b", "b", "c", "c"]
+
+
+def test_spread_goes_round_robin() -> None:
+    v = view(node("a", 2), node("b", 2), node("c", 2))
+    picks = [v.pick({"CPU": 1}, ("SPREAD",)).node_id for _ in range(6)]
+    assert sorted(picks) == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_node_affinity_hard_and_soft() -> None:
+    v = view(node("a", 2), node("b", 2, free=0))
+    assert v.pick({"CPU": 1}, ("NODE", "b", False)).node_id == "b"  # hard: waits there
+    assert v.pick({"CPU": 1}, ("NODE", "b", True)).node_id == "a"  # soft: elsewhere for now
+    gone = v.pick({"CPU": 1}, ("NODE", "zz", False))
+    assert gone.node_id == "" and "not alive" in gone.reason
+    assert v.pick({"CPU": 1}, ("NODE", "zz", True)).node_id == "a"
+    too_big = v.pick({"CPU": 4}, ("NODE", "b", False))
+    assert too_big.node_id == "" and "can never run it" in too_big.reason
+
+
+def test_labels_hard_and_soft() -> None:
+    v = view(
+        node("a", 2, labels={"zone": "a"}),
+        node("b", 2, labels={"zone": "b", "disk": "ssd"}),
+        node("c", 2, labels={"zone": "c"}),
+    )
+    hard = to_wire(NodeLabelSchedulingStrategy(hard={"zone": In("b", "c")}))
+    assert {v.pick({"CPU": 1}, hard).node_id for _ in range(3)} <= {"b", "c"}
+    prefer = to_wire(
+        NodeLabelSchedulingStrategy(hard={"zone": NotIn("a")}, soft={"disk": Exists()})
+    )
+    assert v.pick({"CPU": 1}, prefer).node_id == "b"
+    no_disk = to_wire(NodeLabelSchedulingStrategy(hard={"disk": DoesNotExist()}))
+    assert v.pick({"CPU": 1}, no_disk).node_id in {"a", "c"}
+    none = v.pick({"CPU": 1}, to_wire(NodeLabelSchedulingStrategy(hard={"zone": In("x")})))
+    assert none.node_id == "" and none.permanent
+
+
+def test_utilization_ignores_memory() -> None:
+    n = node("a", 4, free=1, memory=100.0)
+    n.available["memory"] = 0.0
+    assert utilization(n) == pytest.approx(0.75)
+
+
+def test_wire_forms_and_json_round_trip() -> None:
+    for strategy in (
+        None,
+        "SPREAD",
+        NodeAffinitySchedulingStrategy("ab", soft=True),
+        NodeLabelSchedulingStrategy(hard={"zone": In("a", "b")}, soft={"gpu": Exists()}),
+    ):
+        wire = to_wire(strategy)
+        assert strategy_from_json(strategy_to_json(wire)) == wire
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("PACK", "SPREAD"),
+        (42, "SPREAD"),
+        (NodeLabelSchedulingStrategy(hard={"zone": "a"}), r"In\(\.\.\.\)"),
+        (NodeLabelSchedulingStrategy(hard=["zone"]), "dict"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_strategies_say_what_to_write(bad: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        to_wire(bad)
+
+
+def test_node_affinity_needs_a_node_id() -> None:
+    with pytest.raises(ValueError, match="node id"):
+        NodeAffinitySchedulingStrategy("")
