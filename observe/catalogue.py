@@ -248,6 +248,22 @@ CATALOGUE: tuple[Metric, ...] = (
         "Worker processes started to replace one that crashed.",
     ),
     Metric(
+        "freight_placement_groups_created_total",
+        C,
+        "",
+        (),
+        HEAD,
+        "Placement groups whose bundles were all reserved.",
+    ),
+    Metric(
+        "freight_placement_groups_removed_total",
+        C,
+        "",
+        (),
+        HEAD,
+        "Placement groups removed (by remove_placement_group or with their job).",
+    ),
+    Metric(
         "freight_lease_spillbacks_total",
         C,
         "",
@@ -384,7 +400,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "seconds",
         ("kind",),
         HEAD,
-        "Time the head takes to choose a node for an actor (kind: actor) and start it there.",
+        "Time the head takes to place an actor and start it (kind: actor), or to reserve "
+        "every bundle of a placement group (kind: placement_group).",
         LATENCY_BUCKETS,
     ),
     Metric(

@@ -429,6 +429,7 @@ def nodes() -> list[dict[str, Any]]:
                 "Labels": dict(n.labels),
                 "IsHeadNode": n.is_head_node,
                 "ObjectStoreSocketName": n.data_socket,
+                "DataAddress": n.data_address,
                 "alive": n.state == "ALIVE",
             }
         )
@@ -444,6 +445,12 @@ def _status() -> Any:
 def cluster_resources() -> dict[str, float]:
     """Total resources of the cluster's alive nodes."""
     return dict(_status().total.amounts)
+
+
+def get_gpu_ids() -> list[int]:
+    """The GPUs the calling task or actor was given (``CUDA_VISIBLE_DEVICES``), as in Ray."""
+    ids = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return [int(x) for x in ids.split(",") if x.strip().isdigit()]
 
 
 def available_resources() -> dict[str, float]:

@@ -27,7 +27,7 @@ from freight.core.lease import shape_key
 from freight.core.placement import DEFAULT, strategy_to_json
 from freight.exceptions import RayActorError
 from freight.observe import tracing
-from freight.util.scheduling_strategies import to_wire
+from freight.util.scheduling_strategies import placed
 
 
 def _returns(refs: list[ObjectRef]) -> Any:
@@ -133,8 +133,7 @@ class RemoteFunction:
     def _plan(self, options: dict[str, Any]) -> tuple[Any, ...]:
         """What a call with these options submits, worked out once per options dict."""
         retry_exc = options.get("retry_exceptions", False)
-        resources = resources_of(options, 1.0)
-        strategy = to_wire(options.get("scheduling_strategy"))
+        resources, strategy = placed(resources_of(options, 1.0), options.get("scheduling_strategy"))
         shape = shape_key(resources)
         if strategy != DEFAULT:
             shape = f"{shape}|{strategy!r}"  # leases are kept per resources and strategy
@@ -229,6 +228,7 @@ class ActorClass:
         namespace = options.get("namespace") or cw.namespace
         detached = options.get("lifetime") == "detached"
         concurrency = options.get("max_concurrency") or (1000 if self._is_async else 1)
+        resources, strategy = placed(resources_of(options, 0.0), options.get("scheduling_strategy"))
         info = pb.ActorInfo(
             actor_id=actor_id,
             job_id=cw.job_id,
@@ -236,9 +236,9 @@ class ActorClass:
             name=name,
             namespace=namespace,
             detached=detached,
-            resources=resources_pb(resources_of(options, 0.0)),
+            resources=resources_pb(resources),
             owner_address=cw.address,
-            scheduling_strategy=strategy_to_json(to_wire(options.get("scheduling_strategy"))),
+            scheduling_strategy=strategy_to_json(strategy),
         )
         blob = self._blob
         # The owner's "actor creation" span lasts until CreateActor answers; the constructor's

@@ -66,6 +66,7 @@ class Lease:
     idle_since: float = 0.0
     expected: float = 0.0  # summed expected run time of the tasks in flight
     agent: frames.FrameSocket | None = None  # another node's agent that granted it (else ours)
+    gpu_ids: tuple[int, ...] = ()  # its GPUs, sent with every task pushed on it
 
 
 @dataclass(slots=True)
@@ -251,7 +252,7 @@ class TaskSubmitter:
                 for spec in q:
                     cw.tasks.set_pending_reason(spec.task_id, WAITING_FOR_WORKER)
         for lease, spec in sends:
-            self.push(lease.peer, spec)
+            self.push(lease.peer, spec, lease.gpu_ids)
         if request:
             req_id = cw.next_req()
             with cw.lock:
@@ -262,7 +263,7 @@ class TaskSubmitter:
             strategy = q0[0].strategy if q0 else ("DEFAULT",)
             cw.agent.send(m.RequestLease(req_id, resources, cw.address, name, strategy))
 
-    def push(self, peer: Peer, spec: TaskSpec) -> None:
+    def push(self, peer: Peer, spec: TaskSpec, gpu_ids: tuple[int, ...] = ()) -> None:
         cw = self.cw
         blob = b""
         if spec.function_id and spec.function_id not in peer.sent_functions:
@@ -284,6 +285,7 @@ class TaskSubmitter:
             task.task_id if task is not None else b"",
             cw.driver_address,
             {} if tt is None else tracing.pushed(tt, cw.tasks.live.get(spec.task_id)),
+            gpu_ids,
         )
         try:
             peer.fs.send(msg)
@@ -405,7 +407,14 @@ class TaskSubmitter:
             (agent or cw.agent).send(m.ReturnLease(msg.worker_id, True))
             self.pump(shape)
             return
-        lease = Lease(msg.worker_id, peer, shape, idle_since=time.monotonic(), agent=agent)
+        lease = Lease(
+            msg.worker_id,
+            peer,
+            shape,
+            idle_since=time.monotonic(),
+            agent=agent,
+            gpu_ids=tuple(msg.gpu_ids),
+        )
         with cw.lock:
             self.leases.setdefault(shape, []).append(lease)
             self.lease_by_peer[peer.address] = lease

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .placement import labels_match
+from .placement import group_resources, labels_match
 from .task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
 from .transitions import InvalidTransition, Transition, TransitionLog, now
 
@@ -44,6 +44,7 @@ class WorkerSlot:
     blocked: bool = False
     idle_since: float = 0.0
     transitions: list[Transition] = field(default_factory=list)
+    gpu_ids: tuple[int, ...] = ()  # the GPUs its lease holds (CUDA_VISIBLE_DEVICES)
 
 
 class Grant(NamedTuple):
@@ -83,6 +84,12 @@ class LeaseManager:
         self.labels = dict(labels or {})  # for requests whose strategy constrains labels
         self.total = dict(total)
         self.available = dict(total)
+        # Placement groups' bundles reserved here: pg id -> (base amounts taken, group amounts
+        # added to total and available once committed).
+        self.groups: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+        self.committed: set[str] = set()
+        # The free share of each GPU (by id): whole GPUs go to one lease, fractions share one.
+        self.gpu_free: dict[int, float] = {i: 1.0 for i in range(int(total.get("GPU", 0) + EPS))}
         self.workers: dict[str, WorkerSlot] = {}
         self.pending: deque[LeaseRequest] = deque()
         self.log = TransitionLog()
@@ -193,11 +200,36 @@ class LeaseManager:
             if w.state == "IDLE":
                 self._take(resources)
                 w.resources = dict(resources)
+                w.gpu_ids = self._take_gpus(resources.get("GPU", 0.0))
                 self._set(w, "ACTOR", "claimed for an actor")
                 return w
         return None
 
+    def _take_gpus(self, amount: float) -> tuple[int, ...]:
+        """GPU ids for a lease of ``amount`` GPUs: that many whole ones, or for a fraction the
+        fullest GPU that still has room (so fractions pack onto few GPUs)."""
+        if amount <= EPS or not self.gpu_free:
+            return ()
+        if amount >= 1 - EPS:
+            ids = sorted(i for i, f in self.gpu_free.items() if f >= 1 - EPS)[: int(amount + EPS)]
+            for i in ids:
+                self.gpu_free[i] = 0.0
+            return tuple(ids)
+        room = [(f, i) for i, f in self.gpu_free.items() if f + EPS >= amount]
+        if not room:
+            return ()
+        _, i = min(room)
+        self.gpu_free[i] -= amount
+        return (i,)
+
+    def _give_gpus(self, w: WorkerSlot) -> None:
+        amount = w.resources.get("GPU", 0.0)
+        for i in w.gpu_ids:
+            self.gpu_free[i] = 1.0 if amount >= 1 - EPS else self.gpu_free[i] + amount
+        w.gpu_ids = ()
+
     def _release(self, w: WorkerSlot) -> None:
+        self._give_gpus(w)
         res = dict(w.resources)
         if w.blocked:
             res["CPU"] = 0.0  # already given back when the worker blocked
@@ -214,6 +246,10 @@ class LeaseManager:
             barred = self._barred(req)
             if barred or not fits(req.resources, self.total):
                 req.reason = INFEASIBLE
+                if not req.warned and not barred and any("_group_" in k for k in req.resources):
+                    # A placement group's resources appear on the nodes a heartbeat or two after
+                    # its bundles are reserved: no warning for that.
+                    req.warned = True
                 if not req.warned:
                     req.warned = True
                     actions.append(
@@ -233,6 +269,7 @@ class LeaseManager:
                 w = idle.pop()
                 self._take(req.resources)
                 w.resources, w.client = dict(req.resources), req.client
+                w.gpu_ids = self._take_gpus(req.resources.get("GPU", 0.0))
                 self._set(w, "LEASED", f"lease {req.req_id}")
                 self.leases_granted += 1
                 actions.append(Grant(req, w))
@@ -248,6 +285,67 @@ class LeaseManager:
         if self._validate:
             self.validate()
         return actions
+
+    def reserve_bundles(
+        self, pg_id: str, bundles: list[tuple[int, dict[str, float]]]
+    ) -> tuple[str, list[Action]]:
+        """Set aside a placement group's bundles: their amounts leave the free pool and come
+        back as the group's own resources. Returns why it cannot ("" when it did; otherwise
+        nothing changed) and what the group's resources let start."""
+        if pg_id in self.groups:
+            return "", []  # asked again (the head retried): already reserved
+        need: dict[str, float] = {}
+        added: dict[str, float] = {}
+        for index, bundle in bundles:
+            for k, v in bundle.items():
+                need[k] = need.get(k, 0.0) + v
+            for k, v in group_resources(pg_id, index, bundle).items():
+                added[k] = added.get(k, 0.0) + v
+        if not fits(need, self.available):
+            return f"needs {shape_key(need)}, free here {shape_key(self.available)}", []
+        self._take(need)
+        self.groups[pg_id] = (need, added)
+        return "", []
+
+    def commit_bundles(self, pg_id: str) -> tuple[str, list[Action]]:
+        """Make reserved bundles usable: the group's resources appear (second phase)."""
+        got = self.groups.get(pg_id)
+        if got is None:
+            return f"placement group {pg_id} has no bundles reserved here", []
+        if pg_id in self.committed:
+            return "", []
+        self.committed.add(pg_id)
+        for k, v in got[1].items():
+            self.total[k] = self.total.get(k, 0.0) + v
+            self.available[k] = self.available.get(k, 0.0) + v
+        return "", self._dispatch()
+
+    def return_bundles(self, pg_id: str) -> tuple[list[str], list[Action]]:
+        """Give a placement group's bundles back; returns the workers still using them (to be
+        killed, as Ray does) and what the freed amounts let start."""
+        got = self.groups.pop(pg_id, None)
+        if got is None:
+            return [], []
+        need, added = got
+        if pg_id not in self.committed:  # only set aside: nothing used it
+            self._give(need)
+            return [], self._dispatch()
+        self.committed.discard(pg_id)
+        doomed = []
+        for w in self.workers.values():
+            held = {k: v for k, v in w.resources.items() if k in added}
+            if held and w.state in ("LEASED", "ACTOR"):
+                doomed.append(w.worker_id)
+                self._give(held)
+                w.resources = {k: v for k, v in w.resources.items() if k not in added}
+        for k, v in added.items():
+            self.total[k] = self.total.get(k, 0.0) - v
+            self.available[k] = self.available.get(k, 0.0) - v
+            if abs(self.total[k]) < EPS:
+                del self.total[k]
+                self.available.pop(k, None)
+        self._give(need)
+        return doomed, self._dispatch()
 
     def _barred(self, req: LeaseRequest) -> str:
         """Why the request's strategy keeps it off this node ("" when it does not)."""
@@ -302,6 +400,9 @@ class LeaseManager:
                 used[k] = used.get(k, 0.0) + v
             if w.state == "LEASED" and w.client < 0:
                 raise InvalidTransition(f"worker {w.worker_id} leased to nobody")
+        for base, _ in self.groups.values():  # set aside for placement groups' bundles
+            for k, v in base.items():
+                used[k] = used.get(k, 0.0) + v
         for k in set(self.total) | set(used):
             want = self.total.get(k, 0.0) - used.get(k, 0.0)
             if abs(self.available.get(k, 0.0) - want) > 1e-6:

@@ -178,3 +178,70 @@ class ClusterView:
         node = _hybrid(request, self.local_id, feasible)
         assert node is not None
         return node.node_id
+
+
+# -- placement groups ---------------------------------------------------------------------------
+
+PG_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+BUNDLE_UNITS = 1000.0  # of bundle_group_<pg> per bundle, for requests that name no resource
+
+
+def group_resources(pg_id: str, index: int, bundle: Mapping[str, float]) -> dict[str, float]:
+    """What a reserved bundle adds to its node (Ray's names): each resource under
+    ``<name>_group_<index>_<pg>`` and ``<name>_group_<pg>``, plus ``bundle_group_*`` units."""
+    out: dict[str, float] = {}
+    for k, v in {**bundle, "bundle": BUNDLE_UNITS}.items():
+        for name in (f"{k}_group_{index}_{pg_id}", f"{k}_group_{pg_id}"):
+            out[name] = out.get(name, 0.0) + v
+    return out
+
+
+def in_group(resources: Mapping[str, float], pg_id: str, index: int) -> dict[str, float]:
+    """A task's or actor's request rewritten to draw on a placement group's bundle ``index``
+    (-1: any bundle); a request of nothing draws a sliver of the bundle's own units."""
+    suffix = f"_group_{pg_id}" if index < 0 else f"_group_{index}_{pg_id}"
+    out = {f"{k}{suffix}": v for k, v in resources.items() if v > 0}
+    return out or {f"bundle{suffix}": 0.001}
+
+
+def assign_bundles(
+    bundles: list[Mapping[str, float]],
+    strategy: str,
+    free: Mapping[str, Mapping[str, float]],
+) -> list[str] | None:
+    """The node of each bundle, or None when the nodes' ``free`` amounts cannot hold them all
+    under ``strategy`` (then nothing is reserved: all or none)."""
+    left = {n: dict(a) for n, a in free.items()}
+    order = sorted(range(len(bundles)), key=lambda i: -sum(bundles[i].values()))
+
+    def take(node: str, need: Mapping[str, float]) -> None:
+        for k, v in need.items():
+            left[node][k] = left[node].get(k, 0.0) - v
+
+    total: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            total[k] = total.get(k, 0.0) + v
+    if strategy in ("PACK", "STRICT_PACK"):
+        whole = [n for n in left if covers(left[n], total)]
+        if whole:
+            return [whole[0]] * len(bundles)
+        if strategy == "STRICT_PACK":
+            return None
+    out: list[str] = [""] * len(bundles)
+    used: set[str] = set()
+    for i in order:
+        need = bundles[i]
+        fits = [n for n in left if covers(left[n], need)]
+        if strategy == "STRICT_SPREAD":
+            fits = [n for n in fits if n not in used]
+        elif strategy == "SPREAD":
+            fits.sort(key=lambda n: n in used)  # an unused node first, a used one if need be
+        else:  # PACK that does not fit on one node: fill the nodes already used first
+            fits.sort(key=lambda n: n not in used)
+        if not fits:
+            return None
+        out[i] = fits[0]
+        used.add(fits[0])
+        take(fits[0], need)
+    return out

@@ -243,6 +243,9 @@ class ActorDirectory:
                     self._reserved,
                     self._load(),
                 )
+                if placement.infeasible and any("_group_" in k for k in request):
+                    # A placement group's resources: they appear once its bundles are reserved.
+                    placement = Placement(pending_reason=WAITING_FOR_RESOURCES)
                 if placement.infeasible:
                     logger.warning(
                         "actor infeasible", actor_id=actor_id, cause=placement.infeasible

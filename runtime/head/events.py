@@ -47,6 +47,8 @@ KINDS = frozenset(
         "TASK_OOM_KILLED",
         "OBJECT_SPILLED",
         "AUTOSCALER_DECISION",
+        "PLACEMENT_GROUP_CREATED",
+        "PLACEMENT_GROUP_REMOVED",
     }
 )
 ID_KEYS = ("node_id", "job_id", "actor_id", "worker_id", "task_id")

@@ -247,6 +247,8 @@ class NodeDirectory:
         if node is None or node.state != ALIVE:
             return True
         node.available.CopyFrom(request.available)
+        if request.HasField("total"):  # placement groups add and take resources
+            node.total.CopyFrom(request.total)
         node.stats.CopyFrom(request.stats)
         node.last_heartbeat = time.time()
         self._store.upsert_node(node)

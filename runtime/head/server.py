@@ -27,6 +27,7 @@ from freight.head.events import EventStore
 from freight.head.jobs import JobManager
 from freight.head.metrics import HeadMetrics
 from freight.head.nodes import HealthCheckPolicy, NodeDirectory, sum_amounts
+from freight.head.placement_groups import PlacementGroupDirectory
 from freight.head.rpc import rpc
 from freight.head.state_service import StateServiceServicer
 from freight.head.task_store import TaskStore
@@ -88,6 +89,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             token,
             settings.job_stop_grace_s,
         )
+        self.pgs = PlacementGroupDirectory(store, self.nodes, self.events)
         self.tasks = TaskStore()  # task records for the state API
         self.metrics = HeadMetrics(store, config.session_dir, config.cluster_name)
 
@@ -161,6 +163,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
     @rpc
     async def FinishJob(self, request, context):
         await self.jobs.driver_finished(request.job_id, request.state)
+        await self.pgs.remove_job_groups(request.job_id)
         return pb.FinishJobReply()
 
     @rpc
@@ -210,6 +213,25 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
     async def ReportActorDeath(self, request, context):
         self.actors.report_death(request.actor_id, request.cause)
         return pb.ReportActorDeathReply()
+
+    # ---- placement groups --------------------------------------------------------------------
+
+    @rpc
+    async def CreatePlacementGroup(self, request, context):
+        return pb.CreatePlacementGroupReply(pg=await self.pgs.create(request))
+
+    @rpc
+    async def RemovePlacementGroup(self, request, context):
+        return pb.RemovePlacementGroupReply(removed=await self.pgs.remove(request.pg_id))
+
+    @rpc
+    async def GetPlacementGroup(self, request, context):
+        pg = self.pgs.get(request)
+        return pb.GetPlacementGroupReply(pg=pg, found=True) if pg else pb.GetPlacementGroupReply()
+
+    @rpc
+    async def ListPlacementGroups(self, request, context):
+        return pb.ListPlacementGroupsReply(pgs=self.pgs.list())
 
     # ---- key/value ---------------------------------------------------------------------------
 
@@ -342,6 +364,7 @@ async def run_head(config: HeadConfig) -> None:
         await servicer.jobs.close()  # drivers do not outlive their head (docs/jobs.md)
         await server.stop(grace=2.0)
         await servicer.actors.close()
+        await servicer.pgs.close()
         await servicer.nodes.close()
         store.close()
         logger.info("head stopped")

@@ -442,7 +442,7 @@ class NodeAgent:
                 if conn is None:
                     self.leases.lease_returned(w.worker_id)
                     continue
-                conn.send(m.LeaseGranted(act.req.req_id, w.worker_id, w.address, w.pid))
+                conn.send(m.LeaseGranted(act.req.req_id, w.worker_id, w.address, w.pid, w.gpu_ids))
             elif type(act) is StartWorkers:
                 for _ in range(act.n):
                     self._spawn()
@@ -482,7 +482,7 @@ class NodeAgent:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.actor_waiters[actor_id] = fut
         self.actor_of_worker[w.worker_id] = actor_id
-        conn.send(m.CreateActor(actor_id, creation_spec, job_id))
+        conn.send(m.CreateActor(actor_id, creation_spec, job_id, w.gpu_ids))
         try:
             creation_error = await fut
         except RuntimeError as exc:
@@ -492,6 +492,32 @@ class NodeAgent:
         # Keep the pool warm for tasks: the claimed worker now belongs to the actor.
         self._apply(self.leases._dispatch())
         return w.worker_id, w.address, w.pid, creation_error, ""
+
+    # -- placement groups --------------------------------------------------------------------
+
+    def reserve_bundles(
+        self, pg_id: str, bundles: list[tuple[int, dict[str, float]]], commit: bool = False
+    ) -> str:
+        """Set a placement group's bundles aside here (all of them or none), or with
+        ``commit`` make them usable; "" or why not."""
+        if commit:
+            error, actions = self.leases.commit_bundles(pg_id)
+            self._apply(actions)
+            return error
+        error, actions = self.leases.reserve_bundles(pg_id, bundles)
+        self._apply(actions)
+        if not error:
+            logger.info("reserved {} bundles of placement group {}", len(bundles), pg_id)
+        return error
+
+    def return_bundles(self, pg_id: str) -> int:
+        """Give a placement group's bundles back; its workers are killed. Returns how many."""
+        doomed, actions = self.leases.return_bundles(pg_id)
+        for wid in doomed:
+            self.kill_worker(worker_id=wid, force=True)
+        self._apply(actions)
+        self._notify()
+        return len(doomed)
 
     def kill_worker(self, worker_id: str = "", actor_id: str = "", force: bool = True) -> bool:
         if not worker_id and actor_id:

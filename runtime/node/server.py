@@ -22,6 +22,7 @@ from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import messages as m
+from freight.protocol.frames import ProtocolError
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, aio_channel, read_token
@@ -34,7 +35,7 @@ from freight.util.process import (
     setup_process_logging,
 )
 
-from .agent import NodeAgent
+from .agent import NodeAgent, check_resources
 from .events import event_loop
 from .metrics import serve_node_metrics
 from .transfer import serve_chunks
@@ -64,6 +65,32 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
                 yield chunk
         except (FileNotFoundError, OSError) as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+
+    async def ReserveBundles(
+        self, request: pb.ReserveBundlesRequest, context: Any
+    ) -> pb.ReserveBundlesReply:
+        if request.commit:
+            error = self.agent.reserve_bundles(request.pg_id, [], commit=True)
+            return pb.ReserveBundlesReply(reserved=not error, error=error)
+        if len(request.indexes) != len(request.bundles) or not request.pg_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "ReserveBundles: a pg_id, one index per bundle"
+            )
+        bundles = [
+            (int(i), dict(b.amounts)) for i, b in zip(request.indexes, request.bundles, strict=True)
+        ]
+        for _, amounts in bundles:
+            try:
+                check_resources(amounts)
+            except ProtocolError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        error = self.agent.reserve_bundles(request.pg_id, bundles)
+        return pb.ReserveBundlesReply(reserved=not error, error=error)
+
+    async def ReturnBundles(
+        self, request: pb.ReturnBundlesRequest, context: Any
+    ) -> pb.ReturnBundlesReply:
+        return pb.ReturnBundlesReply(workers_killed=self.agent.return_bundles(request.pg_id))
 
     async def FreeObjects(self, request: Any, context: Any) -> pb.FreeObjectsReply:
         return pb.FreeObjectsReply(freed_bytes=self.agent.store.delete(list(request.object_ids)))
@@ -112,6 +139,8 @@ def fill_dynamic(node: pb.NodeInfo, agent: NodeAgent) -> None:
     st = agent.stats()
     node.available.amounts.clear()
     node.available.amounts.update(agent.leases.available)
+    node.total.amounts.clear()
+    node.total.amounts.update(agent.leases.total)
     node.stats.CopyFrom(
         pb.NodeStats(
             object_store_used=st["object_store_used"],
@@ -132,7 +161,10 @@ async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None
             fill_dynamic(node, agent)
             reply = await head.Heartbeat(
                 pb.HeartbeatRequest(
-                    node_id=node.node_id, available=node.available, stats=node.stats
+                    node_id=node.node_id,
+                    available=node.available,
+                    stats=node.stats,
+                    total=node.total,
                 ),
                 timeout=5,
             )

@@ -89,6 +89,7 @@ class LeaseGranted(NamedTuple):
     worker_id: str
     worker_address: str
     pid: int
+    gpu_ids: tuple[int, ...] = ()  # the GPUs the lease holds, for CUDA_VISIBLE_DEVICES
 
 
 class LeaseRejected(NamedTuple):
@@ -166,6 +167,7 @@ class CreateActor(NamedTuple):
     actor_id: str
     creation_spec: bytes
     job_id: str
+    gpu_ids: tuple[int, ...] = ()  # the actor's GPUs, for CUDA_VISIBLE_DEVICES
 
 
 class ExitWorker(NamedTuple):
@@ -186,6 +188,7 @@ class PushTask(NamedTuple):
     parent_task_id: bytes
     driver: str  # the job's driver socket, where worker output is printed
     trace_context: dict[str, str]
+    gpu_ids: tuple[int, ...] = ()  # the lease's GPUs: CUDA_VISIBLE_DEVICES while it runs
 
 
 class TaskDone(NamedTuple):

@@ -65,6 +65,32 @@ class DoesNotExist:
     """The node does not have the label."""
 
 
+@dataclass(frozen=True)
+class PlacementGroupSchedulingStrategy:
+    """Run on the bundles of a placement group: bundle ``placement_group_bundle_index``, or any
+    of them with -1. The task's or actor's resources are taken from the bundle."""
+
+    placement_group: Any
+    placement_group_bundle_index: int = -1
+    placement_group_capture_child_tasks: bool | None = None
+
+    def __post_init__(self) -> None:
+        from freight.util.placement_group import PlacementGroup
+
+        pg = self.placement_group
+        if not isinstance(pg, PlacementGroup):
+            raise ValueError(
+                "PlacementGroupSchedulingStrategy needs the PlacementGroup that "
+                f"placement_group() returned, got {type(pg).__name__}."
+            )
+        i = self.placement_group_bundle_index
+        if isinstance(i, bool) or not isinstance(i, int) or not -1 <= i < pg.bundle_count:
+            raise ValueError(
+                f"placement_group_bundle_index must be -1 or 0..{pg.bundle_count - 1} for this "
+                f"group of {pg.bundle_count} bundle(s), got {i!r}."
+            )
+
+
 _OPS = {In: "in", NotIn: "not_in", Exists: "exists", DoesNotExist: "does_not_exist"}
 
 
@@ -99,6 +125,17 @@ def _constraints(conditions: Any, which: str) -> tuple[tuple[str, str, tuple[str
     return tuple(out)
 
 
+def placed(resources: dict[str, float], strategy: Any) -> tuple[dict[str, float], tuple[Any, ...]]:
+    """A task's or actor's resources and the wire form of its strategy, with a placement group
+    strategy turned into the group's own resources (which steer it to the bundle's node)."""
+    wire = to_wire(strategy)
+    if wire[0] == "PG":
+        from freight.core.placement import DEFAULT, in_group
+
+        return in_group(resources, wire[1], wire[2]), DEFAULT
+    return resources, wire
+
+
 def to_wire(strategy: Any) -> tuple[Any, ...]:
     """The form a lease request carries (see ``freight.core.placement``); raises ValueError
     with what to write instead for anything that is not a strategy."""
@@ -108,6 +145,8 @@ def to_wire(strategy: Any) -> tuple[Any, ...]:
         return ("SPREAD",)
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return ("NODE", strategy.node_id, strategy.soft)
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return ("PG", strategy.placement_group.id, strategy.placement_group_bundle_index)
     if isinstance(strategy, NodeLabelSchedulingStrategy):
         return (
             "LABELS",
@@ -115,8 +154,9 @@ def to_wire(strategy: Any) -> tuple[Any, ...]:
             _constraints(strategy.soft, "soft"),
         )
     raise ValueError(
-        f"scheduling_strategy must be 'DEFAULT', 'SPREAD', a NodeAffinitySchedulingStrategy or "
-        f"a NodeLabelSchedulingStrategy (freight.util.scheduling_strategies), got {strategy!r}."
+        "scheduling_strategy must be 'DEFAULT', 'SPREAD', a NodeAffinitySchedulingStrategy, a "
+        "NodeLabelSchedulingStrategy or a PlacementGroupSchedulingStrategy "
+        f"(freight.util.scheduling_strategies), got {strategy!r}."
     )
 
 
@@ -127,4 +167,5 @@ __all__ = [
     "NodeAffinitySchedulingStrategy",
     "NodeLabelSchedulingStrategy",
     "NotIn",
+    "PlacementGroupSchedulingStrategy",
 ]

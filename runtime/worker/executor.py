@@ -188,6 +188,8 @@ class Executor:
 
     def create_actor(self, msg: m.CreateActor) -> None:
         spec = pickle.loads(msg.creation_spec)
+        if msg.gpu_ids:  # the actor's GPUs, for its whole life
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, msg.gpu_ids))
         self.actor_id = msg.actor_id
         self.actor_class = spec["class_name"]
         ctx = TaskContext(b"", f"{self.actor_class}.__init__", msg.job_id, msg.actor_id, "")
@@ -277,6 +279,21 @@ class Executor:
         return tracing.task_begin(msg.name, tc, msg.task_id, msg.job_id, msg.actor_id)
 
     def execute(self, fs: frames.FrameSocket, msg: m.PushTask, caller: str) -> None:
+        if msg.gpu_ids:
+            # The lease's GPUs, for this task only (Ray sets CUDA_VISIBLE_DEVICES per lease).
+            before = os.environ.get("CUDA_VISIBLE_DEVICES")
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, msg.gpu_ids))
+            try:
+                self._execute(fs, msg, caller)
+            finally:
+                if before is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = before
+            return
+        self._execute(fs, msg, caller)
+
+    def _execute(self, fs: frames.FrameSocket, msg: m.PushTask, caller: str) -> None:
         token, ctx = self._begin(msg, caller)
         span = self._trace(msg) if tracing.ENABLED else None
         start = time.time()

@@ -96,3 +96,17 @@ def test_microbenchmark_runs_alone(tmp_path):
         "single client put calls (Plasma Store)",
     }
     assert all(row["mean"] > 0 for row in results), results
+
+
+def test_cluster_benchmark_reports_transfer_and_placement_group_rows():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "cluster.py"), "--smoke", "--peers", "none", "--passes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if "|" in line}
+    for row in ("cross-node transfer (GB/s)", "placement group create/removal (ops/s)"):
+        figure = float(lines[row].split("|")[2].replace(",", ""))
+        assert figure > 0, lines[row]

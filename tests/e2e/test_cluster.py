@@ -7,6 +7,7 @@ The tests check that work lands where its resources and scheduling strategy say.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,11 +16,18 @@ import pytest
 
 import freight
 from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.util.placement_group import (
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from freight.util.scheduling_strategies import (
     Exists,
     In,
     NodeAffinitySchedulingStrategy,
     NodeLabelSchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
 )
 
 
@@ -241,3 +249,150 @@ def test_one_gibibyte_object_between_nodes(cluster: Cluster) -> None:
     assert len(data) == size
     assert hashlib.sha256(data).hexdigest() == expected_digest(size, 1)
     del data, ref
+
+
+# -- placement groups ---------------------------------------------------------------------------
+
+
+def _cpus_free() -> float:
+    return freight.available_resources().get("CPU", 0.0)
+
+
+def test_strict_spread_group_puts_one_bundle_per_node(cluster: Cluster) -> None:
+    pg = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")
+    assert freight.get(pg.ready(), timeout=60) is True
+    table = placement_group_table(pg)
+    assert table["state"] == "CREATED"
+    nodes = table["bundles_to_node_id"]
+    assert sorted(nodes.values()) == sorted(n.node_id for n in cluster.nodes[:3])
+    for index, node_id in nodes.items():
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+        assert freight.get(where.options(scheduling_strategy=strategy).remote()) == node_id
+    any_bundle = PlacementGroupSchedulingStrategy(pg)
+    assert freight.get(where.options(scheduling_strategy=any_bundle).remote()) in nodes.values()
+    remove_placement_group(pg)
+    assert placement_group_table(pg)["state"] == "REMOVED"
+
+
+def test_strict_pack_group_and_an_actor_in_it(cluster: Cluster) -> None:
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_PACK", name="packed")
+    assert pg.wait(timeout_seconds=60)
+    assert get_placement_group("packed") == pg
+    node_id = placement_group_table(pg)["bundles_to_node_id"][0]
+    assert node_id in {cluster.nodes[1].node_id, cluster.nodes[2].node_id}  # the 2-CPU nodes
+    actor = Where.options(
+        num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 1)
+    ).remote()
+    assert freight.get(actor.node.remote()) == node_id
+    remove_placement_group(pg)  # its actor goes with it, as in Ray
+    with pytest.raises(freight.exceptions.RayActorError):
+        for _ in range(100):
+            freight.get(actor.node.remote(), timeout=30)
+
+
+def test_a_group_that_cannot_fit_reserves_nothing(cluster: Cluster) -> None:
+    before = freight.cluster_resources()["CPU"]
+    pg = placement_group([{"CPU": 1}] * 4, strategy="STRICT_SPREAD")  # 3 nodes, 4 bundles
+    assert not pg.wait(timeout_seconds=1)
+    table = placement_group_table(pg)
+    assert table["state"] == "PENDING" and table["bundles_to_node_id"] == {}
+    assert "infeasible" in table["pending_reason"]
+    # Nothing was held back: every CPU is still free for ordinary work.
+    wait_for_condition(lambda: _cpus_free() == before, 30, "all CPUs to be free")
+    remove_placement_group(pg)
+
+
+def test_removed_groups_give_their_resources_back(cluster: Cluster) -> None:
+    total = freight.cluster_resources()["CPU"]
+    pg = placement_group([{"CPU": 2}], strategy="PACK")
+    assert pg.wait(timeout_seconds=60)
+    wait_for_condition(lambda: _cpus_free() == total - 2, 30, "the bundle's CPUs to be taken")
+    remove_placement_group(pg)
+    wait_for_condition(lambda: _cpus_free() == total, 30, "the bundle's CPUs to come back")
+
+
+def test_bad_placement_groups_say_what_is_wrong(cluster: Cluster) -> None:
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        placement_group([{"CPU": 1}], strategy="TIGHT")
+    with pytest.raises(ValueError, match="non-empty list"):
+        placement_group([])
+    with pytest.raises(ValueError, match="bundle 0"):
+        placement_group([{"CPU": -1}])
+    pg = placement_group([{"CPU": 1}])
+    with pytest.raises(ValueError, match="bundle_index"):
+        PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=3)
+    with pytest.raises(ValueError, match="Failed to look up"):
+        get_placement_group("no such group")
+    remove_placement_group(pg)
+
+
+# -- security of the TCP data plane -------------------------------------------------------------
+
+
+def _exchange_tcp(address: str, data: bytes) -> bytes:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    return got
+
+
+@pytest.mark.parametrize("token", ["wrong-token", ""])
+def test_tcp_data_plane_refuses_a_wrong_or_missing_token(cluster: Cluster, token: str) -> None:
+    from freight.protocol import frames
+    from freight.protocol import messages as m
+
+    far = next(n for n in freight.nodes() if n["NodeID"] == cluster.nodes[2].node_id)
+    address = far["DataAddress"]
+    probe = frames.encode(m.Kind.REQUEST_LEASE, (1, {"CPU": 100.0}, "", "probe"))
+    assert _exchange_tcp(address, frames.encode_hello(token, ("owner", "x")) + probe) == b""
+    # The same request with the cluster's token is answered (a spillback or a rejection).
+    good = frames.encode_hello(cluster._token(), ("owner", "x")) + probe
+    assert _exchange_tcp(address, good) != b""
+    # And the node keeps serving: work still lands there.
+    strategy = NodeAffinitySchedulingStrategy(cluster.nodes[2].node_id)
+    assert freight.get(where.options(scheduling_strategy=strategy).remote()) == far["NodeID"]
+
+
+@freight.remote
+def gpus_seen(hold: float) -> tuple[str, list[int], str]:
+    time.sleep(hold)  # both tasks hold their GPU at once
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return freight.get_runtime_context().get_node_id(), freight.get_gpu_ids(), visible
+
+
+@freight.remote
+class GpuActor:
+    def ids(self) -> list[int]:
+        return freight.get_gpu_ids()
+
+
+def test_gpu_tasks_and_actors_see_their_own_gpus(cluster: Cluster) -> None:
+    node = cluster.add_node(num_cpus=3, num_gpus=2)
+    try:
+        first, second = freight.get(
+            [gpus_seen.options(num_gpus=1).remote(0.5) for _ in range(2)], timeout=60
+        )
+        assert first[0] == second[0] == node.node_id
+        assert sorted(first[1] + second[1]) == [0, 1]
+        assert first[2] in ("0", "1") and first[2] != second[2]
+        actor = GpuActor.options(num_gpus=1).remote()
+        assert len(freight.get(actor.ids.remote(), timeout=60)) == 1
+        freight.kill(actor)
+        _, plain, _ = freight.get(where_gpus.remote())
+        assert plain == []  # a task without GPUs is not given any
+    finally:
+        cluster.remove_node(node)
+        wait_for_condition(
+            lambda: node.node_id not in cluster.alive_node_ids(), 30, "the node to be removed"
+        )
+
+
+@freight.remote(num_cpus=0)
+def where_gpus() -> tuple[str, list[int], str]:
+    return freight.get_runtime_context().get_node_id(), freight.get_gpu_ids(), ""

@@ -535,3 +535,79 @@ def test_random_event_sequence_keeps_the_invariants() -> None:
     assert granted_total == mgr.leases_granted
     assert granted_total > 500, "the run should exercise grants"
     assert warned, "the run should exercise infeasible requests"
+
+
+# -- placement group bundles ------------------------------------------------------------------
+
+
+def test_reserved_bundles_become_the_groups_resources(two_cpus: LeaseManager) -> None:
+    error, _ = two_cpus.reserve_bundles("pg1", [(0, {"CPU": 1.0}), (1, {"CPU": 1.0})])
+    assert error == ""
+    assert two_cpus.available["CPU"] == 0.0
+    assert "CPU_group_pg1" not in two_cpus.total  # set aside, not usable before the commit
+    assert two_cpus.commit_bundles("pg1")[0] == ""
+    assert two_cpus.total["CPU_group_pg1"] == 2.0
+    assert two_cpus.available["CPU_group_1_pg1"] == 1.0
+    idle_worker(two_cpus, "w1")
+    r = LeaseRequest(next(_ids), 1, {"CPU_group_0_pg1": 1.0}, "in group")
+    assert grants(two_cpus.request(r)) == [(r.req_id, "w1")]
+    plain = req()
+    two_cpus.request(plain)
+    assert two_cpus.pending[0].reason == WAITING_FOR_RESOURCES  # the bundles hold both CPUs
+
+
+def test_bundles_that_do_not_fit_change_nothing(two_cpus: LeaseManager) -> None:
+    error, actions = two_cpus.reserve_bundles("pg1", [(0, {"CPU": 1.5}), (1, {"CPU": 1.0})])
+    assert "needs" in error and actions == []
+    assert two_cpus.available == {"CPU": 2.0} and two_cpus.total == {"CPU": 2.0}
+    assert two_cpus.groups == {}
+
+
+def test_returning_bundles_kills_their_workers_and_frees_the_amounts(
+    two_cpus: LeaseManager,
+) -> None:
+    two_cpus.reserve_bundles("pg1", [(0, {"CPU": 1.0})])
+    assert two_cpus.reserve_bundles("pg1", [(0, {"CPU": 1.0})])[0] == ""  # a retry: no change
+    two_cpus.commit_bundles("pg1")
+    assert two_cpus.available["CPU"] == 1.0
+    idle_worker(two_cpus, "w1")
+    two_cpus.request(LeaseRequest(next(_ids), 1, {"CPU_group_pg1": 1.0}, "in group"))
+    doomed, _ = two_cpus.return_bundles("pg1")
+    assert doomed == ["w1"]
+    assert two_cpus.total == {"CPU": 2.0}
+    assert two_cpus.available == {"CPU": 2.0}
+    assert two_cpus.return_bundles("pg1") == ([], [])
+    two_cpus.worker_exited("w1", "killed with its placement group")
+    two_cpus.validate()
+
+
+# -- GPU ids -----------------------------------------------------------------------------------
+
+
+def test_gpu_leases_get_distinct_ids_and_fractions_share_one() -> None:
+    mgr = LeaseManager({"CPU": 4.0, "GPU": 2.0}, validate=True)
+    for wid in ("w1", "w2", "w3", "w4"):
+        idle_worker(mgr, wid)
+    whole = mgr.request(req(GPU=1.0))
+    half_a = mgr.request(req(GPU=0.5))
+    half_b = mgr.request(req(GPU=0.5))
+    ids = [
+        g.worker.gpu_ids for acts in (whole, half_a, half_b) for g in acts if isinstance(g, Grant)
+    ]
+    assert len(ids) == 3
+    assert ids[1] == ids[2] and len(ids[0]) == 1 and ids[0] != ids[1]
+    waiting = req(GPU=1.0)
+    assert grants(mgr.request(waiting)) == []  # no whole GPU is left: it waits
+    assert mgr.pending[-1].reason == WAITING_FOR_RESOURCES
+    w = next(g.worker for g in whole if isinstance(g, Grant))
+    regrant = mgr.lease_returned(w.worker_id)  # its GPU is free again
+    assert [r for r, _ in grants(regrant)] == [waiting.req_id]
+    assert next(g.worker for g in regrant if isinstance(g, Grant)).gpu_ids == ids[0]
+
+
+def test_bundles_set_aside_but_never_committed_come_back_whole(two_cpus: LeaseManager) -> None:
+    two_cpus.reserve_bundles("pg1", [(0, {"CPU": 2.0})])
+    assert two_cpus.available["CPU"] == 0.0
+    assert two_cpus.return_bundles("pg1") == ([], [])
+    assert two_cpus.available == {"CPU": 2.0} and two_cpus.total == {"CPU": 2.0}
+    assert "has no bundles" in two_cpus.commit_bundles("pg1")[0]

@@ -7,6 +7,9 @@ import pytest
 from freight.core.placement import (
     ClusterView,
     NodeState,
+    assign_bundles,
+    group_resources,
+    in_group,
     strategy_from_json,
     strategy_to_json,
     utilization,
@@ -144,3 +147,51 @@ def test_bad_strategies_say_what_to_write(bad: object, match: str) -> None:
 def test_node_affinity_needs_a_node_id() -> None:
     with pytest.raises(ValueError, match="node id"):
         NodeAffinitySchedulingStrategy("")
+
+
+# -- placement groups --------------------------------------------------------------------------
+
+
+FREE = {"a": {"CPU": 2.0}, "b": {"CPU": 2.0}, "c": {"CPU": 4.0, "GPU": 1.0}}
+
+
+def test_strict_pack_puts_every_bundle_on_one_node_or_none() -> None:
+    assert assign_bundles([{"CPU": 1}, {"CPU": 1}], "STRICT_PACK", FREE) in (
+        ["a", "a"],
+        ["b", "b"],
+        ["c", "c"],
+    )
+    assert assign_bundles([{"CPU": 3}, {"CPU": 2}], "STRICT_PACK", FREE) is None
+
+
+def test_pack_falls_back_to_few_nodes() -> None:
+    got = assign_bundles([{"CPU": 3}, {"CPU": 2}, {"CPU": 1}], "PACK", FREE)
+    assert got is not None and got[0] == "c" and len(set(got)) == 2
+
+
+def test_strict_spread_needs_a_node_per_bundle() -> None:
+    got = assign_bundles([{"CPU": 1}] * 3, "STRICT_SPREAD", FREE)
+    assert got is not None and sorted(got) == ["a", "b", "c"]
+    assert assign_bundles([{"CPU": 1}] * 4, "STRICT_SPREAD", FREE) is None
+
+
+def test_spread_prefers_distinct_nodes_and_reuses_when_it_must() -> None:
+    got = assign_bundles([{"CPU": 1}] * 4, "SPREAD", FREE)
+    assert got is not None and len(set(got)) == 3
+
+
+def test_a_bundle_nobody_can_hold_fails_the_whole_group() -> None:
+    assert assign_bundles([{"CPU": 1}, {"GPU": 2}], "PACK", FREE) is None
+
+
+def test_group_resources_and_requests_in_a_group() -> None:
+    added = group_resources("pg1", 0, {"CPU": 2})
+    assert added == {
+        "CPU_group_0_pg1": 2.0,
+        "CPU_group_pg1": 2.0,
+        "bundle_group_0_pg1": 1000.0,
+        "bundle_group_pg1": 1000.0,
+    }
+    assert in_group({"CPU": 1}, "pg1", -1) == {"CPU_group_pg1": 1}
+    assert in_group({"CPU": 1}, "pg1", 0) == {"CPU_group_0_pg1": 1}
+    assert in_group({}, "pg1", 1) == {"bundle_group_1_pg1": 0.001}

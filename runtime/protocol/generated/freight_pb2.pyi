@@ -104,14 +104,16 @@ class RegisterNodeReply(_message.Message):
     def __init__(self, cluster_name: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "stats")
+    __slots__ = ("node_id", "available", "stats", "total")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: ResourceMap
     stats: NodeStats
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ...) -> None: ...
+    total: ResourceMap
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ...) -> None: ...
 
 class NodeView(_message.Message):
     __slots__ = ("node_id", "data_address", "total", "available", "labels", "is_head_node", "store_dir", "agent_address")
@@ -438,6 +440,84 @@ class ReportActorDeathRequest(_message.Message):
 class ReportActorDeathReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PlacementGroupInfo(_message.Message):
+    __slots__ = ("pg_id", "name", "namespace", "strategy", "bundles", "state", "bundle_nodes", "job_id", "detached", "create_time", "pending_reason")
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_NODES_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    name: str
+    namespace: str
+    strategy: str
+    bundles: _containers.RepeatedCompositeFieldContainer[ResourceMap]
+    state: str
+    bundle_nodes: _containers.RepeatedScalarFieldContainer[str]
+    job_id: str
+    detached: bool
+    create_time: float
+    pending_reason: str
+    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., strategy: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[ResourceMap, _Mapping]]] = ..., state: _Optional[str] = ..., bundle_nodes: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., detached: _Optional[bool] = ..., create_time: _Optional[float] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+
+class CreatePlacementGroupRequest(_message.Message):
+    __slots__ = ("pg",)
+    PG_FIELD_NUMBER: _ClassVar[int]
+    pg: PlacementGroupInfo
+    def __init__(self, pg: _Optional[_Union[PlacementGroupInfo, _Mapping]] = ...) -> None: ...
+
+class CreatePlacementGroupReply(_message.Message):
+    __slots__ = ("pg",)
+    PG_FIELD_NUMBER: _ClassVar[int]
+    pg: PlacementGroupInfo
+    def __init__(self, pg: _Optional[_Union[PlacementGroupInfo, _Mapping]] = ...) -> None: ...
+
+class RemovePlacementGroupRequest(_message.Message):
+    __slots__ = ("pg_id",)
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    def __init__(self, pg_id: _Optional[str] = ...) -> None: ...
+
+class RemovePlacementGroupReply(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+
+class GetPlacementGroupRequest(_message.Message):
+    __slots__ = ("pg_id", "name", "namespace")
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    name: str
+    namespace: str
+    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class GetPlacementGroupReply(_message.Message):
+    __slots__ = ("pg", "found")
+    PG_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    pg: PlacementGroupInfo
+    found: bool
+    def __init__(self, pg: _Optional[_Union[PlacementGroupInfo, _Mapping]] = ..., found: _Optional[bool] = ...) -> None: ...
+
+class ListPlacementGroupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPlacementGroupsReply(_message.Message):
+    __slots__ = ("pgs",)
+    PGS_FIELD_NUMBER: _ClassVar[int]
+    pgs: _containers.RepeatedCompositeFieldContainer[PlacementGroupInfo]
+    def __init__(self, pgs: _Optional[_Iterable[_Union[PlacementGroupInfo, _Mapping]]] = ...) -> None: ...
 
 class KVPutRequest(_message.Message):
     __slots__ = ("ns", "key", "value", "overwrite")
@@ -809,6 +889,38 @@ class CheckHealthReply(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class ReserveBundlesRequest(_message.Message):
+    __slots__ = ("pg_id", "indexes", "bundles", "commit")
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    indexes: _containers.RepeatedScalarFieldContainer[int]
+    bundles: _containers.RepeatedCompositeFieldContainer[ResourceMap]
+    commit: bool
+    def __init__(self, pg_id: _Optional[str] = ..., indexes: _Optional[_Iterable[int]] = ..., bundles: _Optional[_Iterable[_Union[ResourceMap, _Mapping]]] = ..., commit: _Optional[bool] = ...) -> None: ...
+
+class ReserveBundlesReply(_message.Message):
+    __slots__ = ("reserved", "error")
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    reserved: bool
+    error: str
+    def __init__(self, reserved: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ReturnBundlesRequest(_message.Message):
+    __slots__ = ("pg_id",)
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    def __init__(self, pg_id: _Optional[str] = ...) -> None: ...
+
+class ReturnBundlesReply(_message.Message):
+    __slots__ = ("workers_killed",)
+    WORKERS_KILLED_FIELD_NUMBER: _ClassVar[int]
+    workers_killed: int
+    def __init__(self, workers_killed: _Optional[int] = ...) -> None: ...
 
 class PullObjectRequest(_message.Message):
     __slots__ = ("object_id", "offset")

@@ -149,6 +149,26 @@ class HeadServiceStub:
                 request_serializer=freight__pb2.ReportEventsRequest.SerializeToString,
                 response_deserializer=freight__pb2.ReportEventsReply.FromString,
                 _registered_method=True)
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/freight.v1.HeadService/CreatePlacementGroup',
+                request_serializer=freight__pb2.CreatePlacementGroupRequest.SerializeToString,
+                response_deserializer=freight__pb2.CreatePlacementGroupReply.FromString,
+                _registered_method=True)
+        self.RemovePlacementGroup = channel.unary_unary(
+                '/freight.v1.HeadService/RemovePlacementGroup',
+                request_serializer=freight__pb2.RemovePlacementGroupRequest.SerializeToString,
+                response_deserializer=freight__pb2.RemovePlacementGroupReply.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/freight.v1.HeadService/GetPlacementGroup',
+                request_serializer=freight__pb2.GetPlacementGroupRequest.SerializeToString,
+                response_deserializer=freight__pb2.GetPlacementGroupReply.FromString,
+                _registered_method=True)
+        self.ListPlacementGroups = channel.unary_unary(
+                '/freight.v1.HeadService/ListPlacementGroups',
+                request_serializer=freight__pb2.ListPlacementGroupsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ListPlacementGroupsReply.FromString,
+                _registered_method=True)
 
 
 class HeadServiceServicer:
@@ -292,6 +312,30 @@ class HeadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlacementGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -409,6 +453,26 @@ def add_HeadServiceServicer_to_server(servicer, server):
                     servicer.ReportEvents,
                     request_deserializer=freight__pb2.ReportEventsRequest.FromString,
                     response_serializer=freight__pb2.ReportEventsReply.SerializeToString,
+            ),
+            'CreatePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlacementGroup,
+                    request_deserializer=freight__pb2.CreatePlacementGroupRequest.FromString,
+                    response_serializer=freight__pb2.CreatePlacementGroupReply.SerializeToString,
+            ),
+            'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePlacementGroup,
+                    request_deserializer=freight__pb2.RemovePlacementGroupRequest.FromString,
+                    response_serializer=freight__pb2.RemovePlacementGroupReply.SerializeToString,
+            ),
+            'GetPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacementGroup,
+                    request_deserializer=freight__pb2.GetPlacementGroupRequest.FromString,
+                    response_serializer=freight__pb2.GetPlacementGroupReply.SerializeToString,
+            ),
+            'ListPlacementGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlacementGroups,
+                    request_deserializer=freight__pb2.ListPlacementGroupsRequest.FromString,
+                    response_serializer=freight__pb2.ListPlacementGroupsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1042,6 +1106,114 @@ class HeadService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/CreatePlacementGroup',
+            freight__pb2.CreatePlacementGroupRequest.SerializeToString,
+            freight__pb2.CreatePlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/RemovePlacementGroup',
+            freight__pb2.RemovePlacementGroupRequest.SerializeToString,
+            freight__pb2.RemovePlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/GetPlacementGroup',
+            freight__pb2.GetPlacementGroupRequest.SerializeToString,
+            freight__pb2.GetPlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlacementGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/ListPlacementGroups',
+            freight__pb2.ListPlacementGroupsRequest.SerializeToString,
+            freight__pb2.ListPlacementGroupsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class StateServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -1250,6 +1422,16 @@ class NodeAgentServiceStub:
                 request_serializer=freight__pb2.FreeObjectsRequest.SerializeToString,
                 response_deserializer=freight__pb2.FreeObjectsReply.FromString,
                 _registered_method=True)
+        self.ReserveBundles = channel.unary_unary(
+                '/freight.v1.NodeAgentService/ReserveBundles',
+                request_serializer=freight__pb2.ReserveBundlesRequest.SerializeToString,
+                response_deserializer=freight__pb2.ReserveBundlesReply.FromString,
+                _registered_method=True)
+        self.ReturnBundles = channel.unary_unary(
+                '/freight.v1.NodeAgentService/ReturnBundles',
+                request_serializer=freight__pb2.ReturnBundlesRequest.SerializeToString,
+                response_deserializer=freight__pb2.ReturnBundlesReply.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/freight.v1.NodeAgentService/Shutdown',
                 request_serializer=freight__pb2.ShutdownRequest.SerializeToString,
@@ -1308,6 +1490,18 @@ class NodeAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveBundles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReturnBundles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1356,6 +1550,16 @@ def add_NodeAgentServiceServicer_to_server(servicer, server):
                     servicer.FreeObjects,
                     request_deserializer=freight__pb2.FreeObjectsRequest.FromString,
                     response_serializer=freight__pb2.FreeObjectsReply.SerializeToString,
+            ),
+            'ReserveBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveBundles,
+                    request_deserializer=freight__pb2.ReserveBundlesRequest.FromString,
+                    response_serializer=freight__pb2.ReserveBundlesReply.SerializeToString,
+            ),
+            'ReturnBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReturnBundles,
+                    request_deserializer=freight__pb2.ReturnBundlesRequest.FromString,
+                    response_serializer=freight__pb2.ReturnBundlesReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -1579,6 +1783,60 @@ class NodeAgentService:
             '/freight.v1.NodeAgentService/FreeObjects',
             freight__pb2.FreeObjectsRequest.SerializeToString,
             freight__pb2.FreeObjectsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/ReserveBundles',
+            freight__pb2.ReserveBundlesRequest.SerializeToString,
+            freight__pb2.ReserveBundlesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReturnBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/ReturnBundles',
+            freight__pb2.ReturnBundlesRequest.SerializeToString,
+            freight__pb2.ReturnBundlesReply.FromString,
             options,
             channel_credentials,
             insecure,
