@@ -60,6 +60,7 @@ class PlacementGroupDirectory:
         self._events = events
         self.groups: dict[str, pb.PlacementGroupInfo] = {}
         self._waiters: dict[str, asyncio.Task[None]] = {}
+        self._returning: set[asyncio.Task[None]] = set()
         for key in store.kv_keys(KV_NAMESPACE):
             blob = store.kv_get(KV_NAMESPACE, key)
             if blob:
@@ -119,7 +120,10 @@ class PlacementGroupDirectory:
         nodes = set(pg.bundle_nodes)
         pg.state = REMOVED
         self._save(pg)
-        await self._return(pg_id, nodes)
+        # The bundles go back in the background (as in Ray, removal does not wait for it).
+        task = asyncio.create_task(self._return(pg_id, nodes))
+        self._returning.add(task)
+        task.add_done_callback(self._returning.discard)
         RECORDER.inc("freight_placement_groups_removed_total", ())
         self._events.record(
             "PLACEMENT_GROUP_REMOVED", f"placement group {pg_id} removed", job_id=pg.job_id
@@ -205,6 +209,7 @@ class PlacementGroupDirectory:
             by_node.setdefault(node_id, []).append(i)
         done: set[str] = set()
         ok = True
+        one_node = len(by_node) == 1  # nothing to be atomic with: reserve and commit at once
         for node_id, indexes in by_node.items():
             node = self._store.get_node(node_id)
             try:
@@ -216,6 +221,7 @@ class PlacementGroupDirectory:
                         pg_id=pg_id,
                         indexes=indexes,
                         bundles=[pb.ResourceMap(amounts=bundles[i]) for i in indexes],
+                        commit=one_node,
                     ),
                     timeout=10,
                 )
@@ -239,7 +245,7 @@ class PlacementGroupDirectory:
                 }
             )
             self._store.upsert_node(node)
-        if ok:  # every node holds its bundles: make them usable everywhere
+        if ok and not one_node:  # every node holds its bundles: make them usable everywhere
             for node_id in done:
                 node = self._store.get_node(node_id)
                 try:
@@ -275,4 +281,4 @@ class PlacementGroupDirectory:
     async def close(self) -> None:
         for task in self._waiters.values():
             task.cancel()
-        await asyncio.gather(*self._waiters.values(), return_exceptions=True)
+        await asyncio.gather(*self._waiters.values(), *self._returning, return_exceptions=True)

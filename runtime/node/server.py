@@ -69,7 +69,7 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
     async def ReserveBundles(
         self, request: pb.ReserveBundlesRequest, context: Any
     ) -> pb.ReserveBundlesReply:
-        if request.commit:
+        if request.commit and not request.bundles:
             error = self.agent.reserve_bundles(request.pg_id, [], commit=True)
             return pb.ReserveBundlesReply(reserved=not error, error=error)
         if len(request.indexes) != len(request.bundles) or not request.pg_id:
@@ -85,6 +85,8 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
             except ProtocolError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         error = self.agent.reserve_bundles(request.pg_id, bundles)
+        if not error and request.commit:  # the group's only node: both phases at once
+            error = self.agent.reserve_bundles(request.pg_id, [], commit=True)
         return pb.ReserveBundlesReply(reserved=not error, error=error)
 
     async def ReturnBundles(
