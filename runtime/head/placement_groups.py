@@ -201,64 +201,55 @@ class PlacementGroupDirectory:
             )
         return "waiting for resources"
 
+    async def _ask(self, node_id: str, request: pb.ReserveBundlesRequest) -> bool:
+        """One ReserveBundles call (a phase on one node); False when refused or unreachable."""
+        node = self._store.get_node(node_id)
+        what = "commit" if request.commit and not request.bundles else "reserve"
+        try:
+            if node is None:
+                raise ConnectionError(f"node {node_id} is gone")
+            stub = await self._nodes.agent(node)
+            reply = await stub.ReserveBundles(request, timeout=10)
+        except (grpc.aio.AioRpcError, ConnectionError) as exc:
+            logger.warning(f"could not {what} bundles", pg_id=request.pg_id, error=str(exc))
+            return False
+        if not reply.reserved:
+            logger.info(f"node refused to {what} bundles", pg_id=request.pg_id, why=reply.error)
+        return bool(reply.reserved)
+
+    def _charge(self, node_id: str, taken: dict[str, float]) -> None:
+        """Until the node's next heartbeat, count ``taken`` as gone there, so the next group is
+        not planned on amounts that are gone."""
+        node = self._store.get_node(node_id)
+        if node is not None:
+            for k, v in taken.items():
+                node.available.amounts[k] = node.available.amounts.get(k, 0.0) - v
+            self._store.upsert_node(node)
+
     async def _reserve(
         self, pg_id: str, bundles: list[dict[str, float]], assignment: list[str]
     ) -> bool:
         by_node: dict[str, list[int]] = {}
         for i, node_id in enumerate(assignment):
             by_node.setdefault(node_id, []).append(i)
+        one_node = len(by_node) == 1  # nothing to be atomic with: reserve and commit at once
         done: set[str] = set()
         ok = True
-        one_node = len(by_node) == 1  # nothing to be atomic with: reserve and commit at once
-        for node_id, indexes in by_node.items():
-            node = self._store.get_node(node_id)
-            try:
-                if node is None:
-                    raise ConnectionError(f"node {node_id} is gone")
-                stub = await self._nodes.agent(node)
-                reply = await stub.ReserveBundles(
-                    pb.ReserveBundlesRequest(
-                        pg_id=pg_id,
-                        indexes=indexes,
-                        bundles=[pb.ResourceMap(amounts=bundles[i]) for i in indexes],
-                        commit=one_node,
-                    ),
-                    timeout=10,
-                )
-            except (grpc.aio.AioRpcError, ConnectionError) as exc:
-                logger.warning(
-                    "could not reserve bundles", pg_id=pg_id, node_id=node_id, error=str(exc)
-                )
-                ok = False
-                break
-            if not reply.reserved:
-                logger.info("node refused bundles", pg_id=pg_id, node_id=node_id, why=reply.error)
-                ok = False
+        for node_id, indexes in by_node.items():  # phase 1: set the amounts aside everywhere
+            request = pb.ReserveBundlesRequest(
+                pg_id=pg_id,
+                indexes=indexes,
+                bundles=[pb.ResourceMap(amounts=bundles[i]) for i in indexes],
+                commit=one_node,
+            )
+            ok = await self._ask(node_id, request)
+            if not ok:
                 break
             done.add(node_id)
-            # Until the node's next heartbeat, count the bundles as taken there, so the next
-            # group is not planned on amounts that are gone.
-            node.available.amounts.update(
-                {
-                    k: node.available.amounts.get(k, 0.0) - v
-                    for k, v in sum_amounts(bundles[i] for i in indexes).items()
-                }
-            )
-            self._store.upsert_node(node)
-        if ok and not one_node:  # every node holds its bundles: make them usable everywhere
+            self._charge(node_id, sum_amounts(bundles[i] for i in indexes))
+        if ok and not one_node:  # phase 2: every node holds its bundles, make them usable
             for node_id in done:
-                node = self._store.get_node(node_id)
-                try:
-                    if node is None:
-                        raise ConnectionError(f"node {node_id} is gone")
-                    stub = await self._nodes.agent(node)
-                    reply = await stub.ReserveBundles(
-                        pb.ReserveBundlesRequest(pg_id=pg_id, commit=True), timeout=10
-                    )
-                    ok = reply.reserved
-                except (grpc.aio.AioRpcError, ConnectionError) as exc:
-                    logger.warning("could not commit bundles", pg_id=pg_id, error=str(exc))
-                    ok = False
+                ok = await self._ask(node_id, pb.ReserveBundlesRequest(pg_id=pg_id, commit=True))
                 if not ok:
                     break
         if not ok:
