@@ -34,6 +34,45 @@ SETTINGS: dict[str, Setting] = {
             "Head address that init() joins when called without one ('auto' or HOST:PORT).",
         ),
         Setting(
+            "FREIGHT_USE_TLS",
+            bool,
+            False,
+            "Encrypt the gRPC control plane (head, node agents, drivers, CLI) with TLS, in "
+            "addition to the token; every process of the cluster needs the same FREIGHT_TLS_* "
+            "settings. The TCP data plane stays unencrypted "
+            "(docs/decisions/0019-tls-for-grpc.md).",
+        ),
+        Setting(
+            "FREIGHT_TLS_SERVER_CERT",
+            str,
+            "",
+            "PEM certificate (chain) every process presents, as server and as client, when "
+            "FREIGHT_USE_TLS is on. It must name the addresses clients dial (IP SANs such as "
+            "127.0.0.1 and the node IPs), unless FREIGHT_TLS_SERVER_NAME is set.",
+        ),
+        Setting(
+            "FREIGHT_TLS_SERVER_KEY",
+            str,
+            "",
+            "PEM private key (unencrypted) of FREIGHT_TLS_SERVER_CERT.",
+        ),
+        Setting(
+            "FREIGHT_TLS_CA_CERT",
+            str,
+            "",
+            "PEM CA certificate(s): clients verify servers against them, and servers require a "
+            "client certificate signed by them (mutual TLS). Unset: gRPC's default roots, and "
+            "no client certificate is asked for.",
+        ),
+        Setting(
+            "FREIGHT_TLS_SERVER_NAME",
+            str,
+            "",
+            "Host name clients expect in the servers' certificate instead of the host they "
+            "dial (grpc.ssl_target_name_override), so that one certificate with a DNS name "
+            "serves every node.",
+        ),
+        Setting(
             "FREIGHT_TEMP_DIR",
             str,
             os.path.join(tempfile.gettempdir(), "freight-sessions"),

@@ -317,6 +317,7 @@ get_task = _getter("tasks")
 get_actor = _getter("actors")
 get_object = _getter("objects")
 get_worker = _getter("workers")
+get_placement_group = _getter("placement_groups")
 summarize_tasks = _summarizer("tasks")
 summarize_actors = _summarizer("actors")
 summarize_objects = _summarizer("objects")
@@ -329,6 +330,7 @@ __all__ = [
     "get_job",
     "get_node",
     "get_object",
+    "get_placement_group",
     "get_state",
     "get_task",
     "get_worker",

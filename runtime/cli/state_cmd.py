@@ -55,7 +55,12 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("state", "state", ""), ("actor", "actor_id", "id"), ("rss", "rss_bytes", "bytes"),
         ("cpu %", "cpu_percent", ""), ("started", "start_time", "time"),
     ],
-    "placement_groups": [("placement group", "placement_group_id", ""), ("state", "state", "")],
+    "placement_groups": [
+        ("placement group", "placement_group_id", ""), ("name", "name", ""),
+        ("state", "state", ""), ("strategy", "strategy", ""), ("bundles", "bundles", "long"),
+        ("nodes", "bundle_nodes", "ids"), ("created", "create_time", "time"),
+        ("pending reason", "pending_reason", "why"),
+    ],
     "events": [
         ("time", "time", "time"), ("severity", "severity", ""), ("source", "source", ""),
         ("kind", "kind", ""), ("message", "message", "long"),
@@ -78,6 +83,8 @@ def _cell(row: dict[str, Any], key: str, how: str) -> str:
         return "-"
     if how == "id":
         return str(value)[:_SHORT]
+    if how == "ids":
+        return ", ".join(str(v)[:_SHORT] for v in value) or "-"
     if how == "time":
         return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
     if how == "bytes":
@@ -399,14 +406,18 @@ def _common(p: argparse.ArgumentParser, filters: bool = True) -> None:
 
 def add_parsers(sub: Any) -> None:
     kinds = list(state.KINDS)
-    p = sub.add_parser("list", help="list nodes, jobs, tasks, actors, objects, workers, events")
+    p = sub.add_parser(
+        "list", help="list nodes, jobs, tasks, actors, objects, workers, placement groups, events"
+    )
     p.add_argument("kind", choices=kinds)
     _common(p)
     p.add_argument("--limit", type=int, default=state.DEFAULT_LIMIT, help="rows to show")
     p.add_argument("--cursor", default=None, help="next_cursor of a previous page")
     p.add_argument("--detail", action="store_true", help="heavy fields (task transitions)")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("get", help="one node/job/task/actor/object/worker by id or id prefix")
+    p = sub.add_parser(
+        "get", help="one node/job/task/actor/object/worker/placement group by id or id prefix"
+    )
     p.add_argument("kind", choices=[*kinds, *(k[:-1] for k in kinds)])
     p.add_argument("id")
     _common(p, filters=False)

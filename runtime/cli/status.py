@@ -8,11 +8,14 @@ import os
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from freight import _launcher
 from freight.config import settings
 from freight.util.grpc_auth import read_token
+
+PENDING_GROUPS_SHOWN = 20  # pending placement groups listed by `freight status`
 
 
 def _gib(n: float) -> str:
@@ -78,7 +81,41 @@ def _refresh_nodes(st: Any, token: str) -> None:
     st.available.amounts.update(available)
 
 
-def render_status(st: Any, console: Console | None = None) -> None:
+def placement_group_demand(address: str | None) -> dict[str, Any] | None:
+    """Placement groups counted by state, and the first pending ones (bundles, reason), from the
+    state API; None if it did not answer."""
+    from freight import state
+
+    try:
+        pending = state.list_placement_groups(
+            ["state=PENDING"], limit=PENDING_GROUPS_SHOWN, address=address, timeout=5
+        )
+        created = state.list_placement_groups(
+            ["state=CREATED"], limit=1, address=address, timeout=5
+        )
+    except (ValueError, ConnectionError, PermissionError, OSError):
+        return None
+    # Two answers, two moments: a group created in between must not make a count negative.
+    removed = max(0, pending.total - pending.matched - created.matched)
+    return {
+        "by_state": {"PENDING": pending.matched, "CREATED": created.matched, "REMOVED": removed},
+        "pending": list(pending),
+    }
+
+
+def _bundles(bundles: list[dict[str, float]]) -> str:
+    shown = ("{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(b.items())) + "}" for b in bundles)
+    return ", ".join(shown)
+
+
+def _is_infeasible(group: dict[str, Any]) -> bool:
+    return str(group.get("pending_reason", "")).startswith("infeasible")
+
+
+def render_status(
+    st: Any, console: Console | None = None, placement_groups: dict[str, Any] | None = None
+) -> None:
+    """Print the cluster summary; ``placement_groups`` is :func:`placement_group_demand`'s."""
     console = console or Console()
     console.print(f"[bold]freight cluster {st.cluster_name!r}[/bold]: {len(st.nodes)} node(s)")
     total, avail = dict(st.total.amounts), dict(st.available.amounts)
@@ -111,10 +148,43 @@ def render_status(st: Any, console: Console | None = None) -> None:
         infeasible += list(s.infeasible_shapes)
     console.print(nodes)
     console.print(f"actors alive: {st.num_actors_alive}   jobs running: {st.num_jobs_running}")
-    if infeasible:
+    pending_groups = placement_groups["pending"] if placement_groups else []
+    if placement_groups:
+        counts = placement_groups["by_state"]
+        waiting = [g for g in pending_groups if not _is_infeasible(g)]
+        console.print(
+            f"placement groups: {counts['CREATED']} created, {counts['PENDING']} pending "
+            f"({len(pending_groups) - len(waiting)} infeasible), {counts['REMOVED']} removed"
+        )
+        if waiting:
+            table = Table(title="Pending placement groups")
+            for col in ("placement group", "name", "strategy", "bundles", "pending reason"):
+                table.add_column(col)
+            for g in waiting:
+                table.add_row(
+                    g["placement_group_id"],
+                    escape(g["name"]) or "-",
+                    g["strategy"],
+                    escape(_bundles(g["bundles"])),
+                    escape(g["pending_reason"] or "not placed yet"),
+                )
+            console.print(table)
+        if len(pending_groups) < counts["PENDING"]:
+            console.print(
+                f"  ... and {counts['PENDING'] - len(pending_groups)} more pending: "
+                "freight list placement_groups --filter state=PENDING"
+            )
+    infeasible_groups = [g for g in pending_groups if _is_infeasible(g)]
+    if infeasible or infeasible_groups:
         console.print("[bold red]Infeasible demand[/bold red] (no node can ever run these):")
         for shape in sorted(set(infeasible)):
             console.print(f"  {shape}")
+        for g in infeasible_groups:
+            console.print(
+                f"  placement group {g['placement_group_id']} ({g['strategy']}): "
+                f"{escape(_bundles(g['bundles']))}: {escape(g['pending_reason'])}",
+                highlight=False,
+            )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -126,15 +196,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .state_cmd import pending_tasks_by_reason  # tasks waiting, from the state API
 
     pending = pending_tasks_by_reason(address)
+    groups = placement_group_demand(address)
     if args.json:
         from google.protobuf.json_format import MessageToDict
 
         data = MessageToDict(st)
         if pending is not None:
             data["pendingTasksByReason"] = pending
+        if groups is not None:
+            data["placementGroups"] = {"byState": groups["by_state"], "pending": groups["pending"]}
         print(json.dumps(data, indent=2))
     else:
-        render_status(st)
+        render_status(st, placement_groups=groups)
         if pending:
             text = ", ".join(f"{n} {reason}" for reason, n in sorted(pending.items()))
             print(f"pending tasks: {text}")
@@ -142,7 +215,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("status", help="nodes, resources, object store, workers, pending tasks")
+    p = sub.add_parser(
+        "status", help="nodes, resources, object store, workers, pending tasks, placement groups"
+    )
     p.add_argument("--address", default=None, help="head HOST:PORT (default: newest local cluster)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)

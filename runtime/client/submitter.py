@@ -8,6 +8,7 @@ caller, so they run in submission order.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import threading
@@ -34,6 +35,9 @@ _RESOLVED_NONE: list[tuple[bytes, str, Any]] = []  # shared by every task withou
 # stays under this budget; functions never seen to finish count as UNKNOWN (long).
 PIPELINE_BUDGET_S = 0.002
 UNKNOWN = 1e9
+# Arguments on another node smaller than this are copied rather than followed: a copy of
+# 1 MiB costs about what a lease hop to that node does.
+LOCALITY_MIN_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -191,7 +195,7 @@ class TaskSubmitter:
                 cw.tasks.args_ready(spec.task_id)
                 spec.resolved = resolved
                 if actor is None:
-                    spec.shape = spec.shape or shape_key(spec.resources)
+                    spec.shape = self._shape_with_locality(spec, resolved)
                     self.queues.setdefault(spec.shape, deque()).append(spec)
             if actor is None:
                 self.pump(spec.shape)
@@ -261,7 +265,29 @@ class TaskSubmitter:
             name = q0[0].name if q0 else ""
             resources = q0[0].resources if q0 else {}
             strategy = q0[0].strategy if q0 else ("DEFAULT",)
-            cw.agent.send(m.RequestLease(req_id, resources, cw.address, name, strategy))
+            prefer = shape.partition("\n")[2]
+            cw.agent.send(
+                m.RequestLease(req_id, resources, cw.address, name, strategy, False, prefer)
+            )
+
+    def _shape_with_locality(self, spec: TaskSpec, resolved: list[tuple[bytes, str, Any]]) -> str:
+        """The queue a task waits in: its resource shape, and, when another node's store holds
+        most of its argument bytes, that store (leases for it are asked for there, so the
+        arguments are read where they lie instead of copied)."""
+        key = spec.shape or shape_key(spec.resources)
+        if spec.strategy[0] != "DEFAULT":
+            return key
+        held: dict[str, int] = {}
+        for _, _, value in resolved:
+            if value is not None and value[0] == "s":
+                where = os.path.dirname(value[1])
+                held[where] = held.get(where, 0) + value[2]
+        if not held:
+            return key
+        where = max(held, key=held.__getitem__)
+        if where == self.cw.store_dir or held[where] < LOCALITY_MIN_BYTES:
+            return key
+        return f"{key}\n{where}"  # a shape key is JSON: it never holds a raw newline
 
     def push(self, peer: Peer, spec: TaskSpec, gpu_ids: tuple[int, ...] = ()) -> None:
         cw = self.cw
@@ -310,13 +336,22 @@ class TaskSubmitter:
                 self.outstanding[shape] = 0
             return
         spec = q[0]
+        # Sent to where the arguments lie: that agent may still pass it on to a node with room.
+        near = msg.near is True and hops == 0
+        prefer = shape.partition("\n")[2] if near else ""
         try:
             agent = cw.remote_agent(msg.data_address)
             with cw.lock:
                 self.request_agent[msg.req_id] = (agent, hops + 1)
             agent.send(
                 m.RequestLease(
-                    msg.req_id, spec.resources, cw.address, spec.name, spec.strategy, True
+                    msg.req_id,
+                    spec.resources,
+                    cw.address,
+                    spec.name,
+                    spec.strategy,
+                    not near,
+                    prefer,
                 )
             )
         except (ConnectionError, OSError):

@@ -52,6 +52,7 @@ class Choice:
     node_id: str
     reason: str = ""
     permanent: bool = False  # no node of the cluster could run it (infeasible / unschedulable)
+    near: bool = False  # chosen for holding the arguments: that node decides again, knowing more
 
 
 def covers(have: Mapping[str, float], need: Mapping[str, float]) -> bool:
@@ -137,7 +138,12 @@ class ClusterView:
         for k, v in request.items():
             node.available[k] = node.available.get(k, 0.0) - v
 
-    def pick(self, request: Mapping[str, float], strategy: tuple[Any, ...] = DEFAULT) -> Choice:
+    def pick(
+        self, request: Mapping[str, float], strategy: tuple[Any, ...] = DEFAULT, prefer: str = ""
+    ) -> Choice:
+        """The node for ``request`` under ``strategy``. Under the default one, ``prefer`` (a
+        node's store folder: where the task's arguments lie) goes first: another node is chosen
+        with ``near`` set, and this node only while it has room."""
         kind = strategy[0] if strategy else "DEFAULT"
         nodes = list(self.nodes.values())
         feasible = [n for n in nodes if covers(n.total, request)]
@@ -172,6 +178,14 @@ class ClusterView:
             node = pool[self._spread % len(pool)]
             self._spread += 1
             return Choice(node.node_id)
+        if prefer and kind == "DEFAULT":
+            near = next((n for n in feasible if n.store_dir == prefer), None)
+            if near is not None and near.node_id != self.local_id:
+                # Where the arguments lie, whatever this (older) view says of its load: that
+                # node knows its own load and sends the request on if it has no room.
+                return Choice(near.node_id, near=True)
+            if near is not None and covers(near.available, request):
+                return Choice(near.node_id)
         return Choice(self._default(request, feasible))
 
     def _default(self, request: Mapping[str, float], feasible: list[NodeState]) -> str:

@@ -31,6 +31,7 @@ from freight.protocol.generated import freight_pb2 as pb
 KV_NAMESPACE = "placement_groups"
 PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
 RETRY_S = 1.0  # a pending group looks again at least this often (node changes wake it sooner)
+MAX_PG_WAIT_S = 60.0  # the longest one GetPlacementGroup call waits for a group to settle
 
 
 def check_group(pg: pb.PlacementGroupInfo) -> list[dict[str, float]]:
@@ -61,6 +62,7 @@ class PlacementGroupDirectory:
         self.groups: dict[str, pb.PlacementGroupInfo] = {}
         self._waiters: dict[str, asyncio.Task[None]] = {}
         self._returning: set[asyncio.Task[None]] = set()
+        self._settled = asyncio.Event()  # set (and replaced) when a group leaves PENDING
         for key in store.kv_keys(KV_NAMESPACE):
             blob = store.kv_get(KV_NAMESPACE, key)
             if blob:
@@ -70,6 +72,22 @@ class PlacementGroupDirectory:
     def _save(self, pg: pb.PlacementGroupInfo) -> None:
         self.groups[pg.pg_id] = pg
         self._store.kv_put(KV_NAMESPACE, pg.pg_id, pg.SerializeToString(), True)
+        if pg.state != PENDING:
+            self._settled.set()
+            self._settled = asyncio.Event()
+
+    async def settled(self, pg_id: str, wait_s: float) -> pb.PlacementGroupInfo:
+        """The group once it is CREATED or REMOVED, or as it is after ``wait_s`` seconds."""
+        deadline = time.monotonic() + wait_s
+        while self.groups[pg_id].state == PENDING:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._settled.wait(), left)
+            except TimeoutError:
+                break
+        return self.groups[pg_id]
 
     # -- requests ----------------------------------------------------------------------------
 

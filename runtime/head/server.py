@@ -27,7 +27,7 @@ from freight.head.events import EventStore
 from freight.head.jobs import JobManager
 from freight.head.metrics import HeadMetrics
 from freight.head.nodes import HealthCheckPolicy, NodeDirectory, sum_amounts
-from freight.head.placement_groups import PlacementGroupDirectory
+from freight.head.placement_groups import MAX_PG_WAIT_S, PlacementGroupDirectory
 from freight.head.rpc import rpc
 from freight.head.state_service import StateServiceServicer
 from freight.head.task_store import TaskStore
@@ -36,6 +36,7 @@ from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.protocol.messages import load_task_rows
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
+from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
 from freight.util.process import announce_ready
 
@@ -226,7 +227,11 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def GetPlacementGroup(self, request, context):
+        if not 0 <= request.wait_s <= MAX_PG_WAIT_S:
+            raise ValueError(f"wait_s must be between 0 and {MAX_PG_WAIT_S}, got {request.wait_s}")
         pg = self.pgs.get(request)
+        if pg is not None and request.wait_s:
+            pg = await self.pgs.settled(pg.pg_id, request.wait_s)
         return pb.GetPlacementGroupReply(pg=pg, found=True) if pg else pb.GetPlacementGroupReply()
 
     @rpc
@@ -323,18 +328,21 @@ async def run_head(config: HeadConfig) -> None:
     """Serve ``HeadService`` until ``Shutdown`` or SIGTERM/SIGINT."""
     session_dir = os.path.abspath(config.session_dir)
     token = read_token(session_dir)
+    check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     store = ControlStore(os.path.join(session_dir, CONTROL_DB_FILE))
     interceptors = [TokenAuthInterceptor(token), GrpcMetricsInterceptor(), *tracing_interceptors()]
     server = aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     servicer = HeadServicer(config, store, token)
     pb_grpc.add_HeadServiceServicer_to_server(servicer, server)
-    state = StateServiceServicer(store, servicer.nodes, servicer.tasks, servicer.events)
+    state = StateServiceServicer(
+        store, servicer.nodes, servicer.tasks, servicer.events, servicer.pgs
+    )
     pb_grpc.add_StateServiceServicer_to_server(state, server)
     health: asyncio.Task[None] | None = None
     lag: asyncio.Task[None] | None = None
     metrics_http = None
     try:
-        port = server.add_insecure_port(f"{config.bind}:{config.port}")
+        port = add_port(server, f"{config.bind}:{config.port}")  # TLS when FREIGHT_USE_TLS
         if not port:
             raise OSError(f"could not bind the head to {config.bind}:{config.port}")
         host = "127.0.0.1" if config.bind in ("", "0.0.0.0", "::", "[::]") else config.bind

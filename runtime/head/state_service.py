@@ -1,8 +1,8 @@
 """The state API: gRPC ``StateService`` (List / Get / Summary) over everything the cluster holds.
 
 Sources: the control store (nodes, jobs, actors), the :class:`~freight.head.task_store.TaskStore`
-(tasks), the event store (events) and, asked concurrently with a deadline, every alive node agent
-(objects, workers). Filters are applied before truncation; a page ends with a cursor that encodes
+(tasks), the placement group directory (placement groups), the event store (events) and, asked
+concurrently with a deadline, every alive node agent (objects, workers). Filters are applied before truncation; a page ends with a cursor that encodes
 the last row's sort key, so paging while rows keep arriving neither repeats nor skips a row.
 Every reply says how many rows the head holds (``total``), how many pass the filters
 (``matched``), how many come after this page (``remaining``), how many records retention dropped,
@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 from grpc import aio
 
 from freight.config import settings
+from freight.core.placement import PG_STRATEGIES
 from freight.head.rpc import rpc
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
@@ -27,6 +28,7 @@ from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from .control_store import ControlStore
 from .filters import BOOL, NUMBER, TEXT, TIME, Field, compile_filters
 from .nodes import NodeDirectory
+from .placement_groups import CREATED, PENDING, REMOVED, PlacementGroupDirectory
 from .task_store import TASK_FIELDS, TaskStore, compile_task_filters
 
 DEFAULT_LIMIT = 100
@@ -106,7 +108,15 @@ KINDS: dict[str, Kind] = {
         "worker_id",
     ),
     "placement_groups": Kind(
-        {**_ids("placement_group_id", "name"), "state": Field(TEXT)}, "placement_group_id"
+        {
+            **_ids("placement_group_id", "name", "namespace", "job_id", "pending_reason"),
+            "state": Field(TEXT, (PENDING, CREATED, REMOVED)),
+            "strategy": Field(TEXT, PG_STRATEGIES),
+            "detached": Field(BOOL),
+            "create_time": Field(TIME),
+            "num_bundles": Field(NUMBER),
+        },
+        "placement_group_id",
     ),
     "events": Kind(
         {
@@ -119,7 +129,6 @@ KINDS: dict[str, Kind] = {
     ),
 }
 SUMMARY_KINDS = ("tasks", "actors", "objects")
-NO_PLACEMENT_GROUPS = "placement groups are not available in this version of freight"
 
 
 def kind_of(name: str) -> Kind:
@@ -225,6 +234,23 @@ def actor_row(a: pb.ActorInfo) -> dict[str, Any]:
     }
 
 
+def placement_group_row(pg: pb.PlacementGroupInfo) -> dict[str, Any]:
+    return {
+        "placement_group_id": pg.pg_id,
+        "name": pg.name,
+        "namespace": pg.namespace,
+        "job_id": pg.job_id,
+        "strategy": pg.strategy,
+        "state": pg.state,
+        "bundles": [dict(b.amounts) for b in pg.bundles],
+        "num_bundles": len(pg.bundles),
+        "bundle_nodes": list(pg.bundle_nodes),
+        "detached": pg.detached,
+        "create_time": pg.create_time,
+        "pending_reason": pg.pending_reason,
+    }
+
+
 class Rows(NamedTuple):
     rows: list[tuple[Any, dict[str, Any]]]  # (sort key, row), in sort order
     warnings: list[str]
@@ -241,11 +267,13 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
         nodes: NodeDirectory,
         tasks: TaskStore,
         events: Any = None,
+        placement_groups: PlacementGroupDirectory | None = None,
     ) -> None:
         self.store = store
         self.nodes = nodes
         self.tasks = tasks
         self.events = events  # an EventStore (rows(), dropped), or None
+        self.placement_groups = placement_groups
 
     # -- sources -----------------------------------------------------------------------------
 
@@ -269,7 +297,14 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             rows = self.events.rows(newest_first=False)
             keyed = sorted(((r["time"], r["event_id"]), r) for r in rows)
             return Rows([([t, e], r) for (t, e), r in keyed], [], False, self.events.dropped)
-        return Rows([], [NO_PLACEMENT_GROUPS], False, 0)  # placement_groups
+        # placement_groups: kept (REMOVED too) until the head's store is wiped; a restarted head
+        # reloads them in key order, so creation time (then id) is the stable sort key.
+        if self.placement_groups is None:
+            return Rows([], ["placement groups are not tracked by this head"], False, 0)
+        groups = sorted(self.placement_groups.list(), key=lambda g: (g.create_time, g.pg_id))
+        return Rows(
+            [([g.create_time, g.pg_id], placement_group_row(g)) for g in groups], [], False, 0
+        )
 
     async def _from_agents(self, kind: str) -> Rows:
         """Ask every alive agent concurrently; a silent one makes the answer partial."""

@@ -113,17 +113,20 @@ class NodeAgent:
         self.view = ClusterView(
             NodeState(node_id, self.leases.total, self.leases.available, dict(labels or {}))
         )
+        # (its store folder is set below, once the store is made)
         self.spilled = 0  # lease requests sent on to other nodes
         session_name = os.path.basename(os.path.normpath(session_dir))
         self.store = ObjectStore(segment_dir(shm_root, session_name), store_capacity)
+        self.view.nodes[node_id].store_dir = self.store.directory
         self.pool = WorkerPool(session_dir, node_id, self.data_socket, token)
-        self.puller = ObjectPuller(self.store, token, self._agent_of_store)
+        self.puller = ObjectPuller(self.store, token, self._agent_of_store, self._next_view)
         self.prestart = prestart
         self.conns: dict[int, AioConn] = {}
         self.worker_conns: dict[str, AioConn] = {}
         self.actor_waiters: dict[str, asyncio.Future[bytes]] = {}
         self.actor_of_worker: dict[str, str] = {}
         self.changed = asyncio.Condition()
+        self.view_updated = asyncio.Event()  # set and cleared by each cluster view
         self.stopping = asyncio.Event()
         self.on_actor_death: Any = None  # async callable(actor_id, cause), set by the server
         self.refused = 0
@@ -268,10 +271,12 @@ class NodeAgent:
         if t is m.RequestLease:
             check_resources(msg.resources)
             strategy = check_strategy(msg.strategy)
+            if not isinstance(msg.prefer, str):
+                raise ProtocolError("malformed RequestLease: prefer must be a store folder")
             if not msg.spilled and (len(self.view.nodes) > 1 or strategy[0] != "DEFAULT"):
-                choice = self.view.pick(msg.resources, strategy)
+                choice = self.view.pick(msg.resources, strategy, msg.prefer)
                 if choice.node_id and choice.node_id != self.node_id:
-                    self._spill(conn, msg.req_id, msg.resources, choice.node_id)
+                    self._spill(conn, msg.req_id, msg.resources, choice.node_id, choice.near)
                     return
                 if not choice.node_id and strategy[0] == "NODE" and strategy[1] in self.view.nodes:
                     # infeasible=False: unschedulable for good, the owner fails the task
@@ -346,6 +351,10 @@ class NodeAgent:
         else:
             raise ConnectionError(f"unexpected {t.__name__} message on the agent socket")
 
+    async def _next_view(self) -> None:
+        """Return once the head's next cluster view has arrived."""
+        await self.view_updated.wait()
+
     def _agent_of_store(self, store_dir: str) -> str | None:
         node = next((n for n in self.view.nodes.values() if n.store_dir == store_dir), None)
         return node.agent_address if node is not None and node.agent_address else None
@@ -362,17 +371,26 @@ class NodeAgent:
         else:
             conn.send(m.Reserved(msg.req_id, path))
 
-    def _spill(self, conn: AioConn, req_id: int, resources: dict[str, float], node_id: str) -> None:
+    def _spill(
+        self,
+        conn: AioConn,
+        req_id: int,
+        resources: dict[str, float],
+        node_id: str,
+        near: bool = False,
+    ) -> None:
         node = self.view.nodes[node_id]
         self.view.charge(node_id, resources)
         self.spilled += 1
         RECORDER.inc("freight_lease_spillbacks_total", ())
-        conn.send(m.LeaseSpillback(req_id, node_id, node.address))
+        conn.send(m.LeaseSpillback(req_id, node_id, node.address, near))
 
     def on_cluster_view(self, nodes: list[NodeState]) -> None:
         """The head's latest word on the nodes: keep it, and send requests waiting here to a
         node that has room for them now (or that joined and can run what nobody could)."""
         self.view.update([n for n in nodes if n.address])
+        self.view_updated.set()
+        self.view_updated = asyncio.Event()
         now = time.time()
         moved, gone = [], []
         for req in self.leases.pending:

@@ -27,6 +27,7 @@ from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, aio_channel, read_token
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
+from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import setup as setup_tracing
 from freight.util.process import (
     announce_ready,
@@ -234,6 +235,7 @@ async def task_event_loop(agent: NodeAgent, head: Any) -> None:
 
 async def amain(args: argparse.Namespace) -> None:
     token = read_token(args.session_dir)
+    check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     resources = json.loads(args.resources or "{}")
     resources["CPU"] = float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)
     if args.num_gpus:
@@ -286,7 +288,7 @@ async def amain(args: argparse.Namespace) -> None:
     node.total.amounts.update(resources)
     servicer = AgentServicer(agent, node)
     pb_grpc.add_NodeAgentServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{args.bind}:0")
+    port = add_port(server, f"{args.bind}:0")  # TLS when FREIGHT_USE_TLS
     await server.start()
     node.agent_address = f"{args.bind}:{port}"
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from grpc import aio
@@ -27,6 +28,7 @@ from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import aio_channel
 
 CHUNK_BYTES = 1 << 20  # per gRPC message: 4 MiB measured no faster (benchmarks/cluster.py)
+UNKNOWN_STORE_WAIT_S = 3.0  # three heartbeats: how long a node unknown here may take to show
 
 
 async def serve_chunks(store: ObjectStore, object_id: bytes, offset: int) -> AsyncIterator[Any]:
@@ -54,11 +56,16 @@ class ObjectPuller:
     """Pulls objects from other nodes' agents into ``store``, one transfer per object."""
 
     def __init__(
-        self, store: ObjectStore, token: str, agent_of_store: Callable[[str], str | None]
+        self,
+        store: ObjectStore,
+        token: str,
+        agent_of_store: Callable[[str], str | None],
+        next_view: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.token = token
         self.agent_of_store = agent_of_store  # a store folder -> its agent's gRPC address
+        self.next_view = next_view  # returns when the list of nodes is next refreshed
         self.inflight: dict[bytes, asyncio.Future[str]] = {}
         self._stubs: dict[str, tuple[aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
 
@@ -91,8 +98,24 @@ class ObjectPuller:
         finally:
             del self.inflight[object_id]
 
-    async def _pull(self, object_id: bytes, size: int, owner: str, source_dir: str) -> str:
+    async def _find(self, source_dir: str) -> str | None:
+        """The agent of the store at ``source_dir``; a node that joined a moment ago may be
+        missing from this node's list until the next heartbeat, so wait a few of them."""
         address = self.agent_of_store(source_dir)
+        deadline = time.monotonic() + UNKNOWN_STORE_WAIT_S
+        while address is None and self.next_view is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self.next_view(), left)
+            except TimeoutError:
+                break
+            address = self.agent_of_store(source_dir)
+        return address
+
+    async def _pull(self, object_id: bytes, size: int, owner: str, source_dir: str) -> str:
+        address = await self._find(source_dir)
         if address is None:
             raise ObjectLostError(
                 object_id.hex(),

@@ -74,6 +74,7 @@ class RequestLease(NamedTuple):
     name: str  # function name, for pending-reason reports
     strategy: tuple[Any, ...] = ("DEFAULT",)  # freight.core.placement's wire form
     spilled: bool = False  # sent on by another node's agent: run it here or reject it
+    prefer: str = ""  # the store folder of the node holding most of the arguments' bytes
 
 
 class LeaseSpillback(NamedTuple):
@@ -82,6 +83,7 @@ class LeaseSpillback(NamedTuple):
     req_id: int
     node_id: str
     data_address: str  # that agent's TCP data plane
+    near: bool = False  # it holds the arguments: ask it unspilled, so it may send the request on
 
 
 class LeaseGranted(NamedTuple):

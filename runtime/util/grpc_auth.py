@@ -3,7 +3,8 @@
 Every call carries the metadata ``x-freight-token: <token>``. Servers install
 :class:`TokenAuthInterceptor`, which refuses a call whose token is wrong or missing before the
 request is decoded or any handler runs. Clients build their channels with :func:`aio_channel` or
-:func:`sync_channel`, which attach the token to every call.
+:func:`sync_channel`, which attach the token to every call, over TLS when ``FREIGHT_USE_TLS`` is
+on (:mod:`freight.util.grpc_tls`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grpc import aio
 from loguru import logger
 
 from freight.observe.recorder import RECORDER
+from freight.util.grpc_tls import channel_credentials, channel_options
 from freight.util.tokens import TOKEN_FILE, create_token, read_token
 
 TOKEN_METADATA_KEY = "x-freight-token"
@@ -191,20 +193,32 @@ class _SyncTokenInterceptor(
 
 
 def aio_channel(address: str, token: str) -> aio.Channel:
-    """An asyncio channel to ``address`` that sends ``token`` with every call.
+    """An asyncio channel to ``address`` that sends ``token`` with every call (over TLS when
+    ``FREIGHT_USE_TLS`` is on).
 
     Close it with ``await channel.close()``.
     """
     kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
-    return aio.insecure_channel(
-        address, options=CHANNEL_OPTIONS, interceptors=[kind(token) for kind in kinds]
+    interceptors = [kind(token) for kind in kinds]
+    credentials = channel_credentials()
+    if credentials is None:
+        return aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return aio.secure_channel(
+        address, credentials, options=channel_options(CHANNEL_OPTIONS), interceptors=interceptors
     )
 
 
 def sync_channel(address: str, token: str) -> grpc.Channel:
-    """A blocking channel to ``address`` that sends ``token`` with every call.
+    """A blocking channel to ``address`` that sends ``token`` with every call (over TLS when
+    ``FREIGHT_USE_TLS`` is on).
 
     Close it with ``channel.close()``.
     """
-    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    credentials = channel_credentials()
+    if credentials is None:
+        channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    else:
+        channel = grpc.secure_channel(
+            address, credentials, options=channel_options(CHANNEL_OPTIONS)
+        )
     return grpc.intercept_channel(channel, _SyncTokenInterceptor(token))

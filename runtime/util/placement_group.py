@@ -25,6 +25,8 @@ from typing import Any
 
 from freight.core.placement import PG_STRATEGIES
 
+MAX_WAIT_PER_CALL_S = 30.0  # one GetPlacementGroup call waits at most this (the head allows 60)
+
 
 class PlacementGroup:
     """A handle to a placement group (picklable: tasks and actors may take it as an argument)."""
@@ -51,15 +53,14 @@ class PlacementGroup:
         if not isinstance(timeout_seconds, (int, float)) or timeout_seconds < 0:
             raise ValueError(f"timeout_seconds must be a number >= 0, got {timeout_seconds!r}")
         deadline = time.monotonic() + timeout_seconds
-        delay = 0.01
         while True:
-            info = _get(self.id)
+            # The head answers as soon as the group leaves PENDING (or its wait runs out).
+            left = deadline - time.monotonic()
+            info = _get(self.id, min(max(left, 0.0), MAX_WAIT_PER_CALL_S))
             if info is not None and info.state == "CREATED":
                 return True
             if info is None or info.state == "REMOVED" or time.monotonic() >= deadline:
                 return False
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))  # polls the head
-            delay = min(delay * 2, 0.2)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PlacementGroup) and other.id == self.id
@@ -140,12 +141,13 @@ def placement_group(
     return PlacementGroup(reply.pg.pg_id, checked, strategy)
 
 
-def _get(pg_id: str) -> Any:
+def _get(pg_id: str, wait_s: float = 0.0) -> Any:
+    """The head's record of the group; with ``wait_s``, once it is no longer PENDING."""
     from freight import _api
     from freight.client.head_client import pb_module as pb
 
     reply = _api._require_worker().head.call(
-        "GetPlacementGroup", pb.GetPlacementGroupRequest(pg_id=pg_id)
+        "GetPlacementGroup", pb.GetPlacementGroupRequest(pg_id=pg_id, wait_s=wait_s), 30 + wait_s
     )
     return reply.pg if reply.found else None
 

@@ -239,6 +239,23 @@ def test_an_object_moves_between_two_other_nodes(cluster: Cluster) -> None:
     assert {d for d, _ in freight.get(refs)} == {expected_digest(size, 7)}
 
 
+def test_tasks_with_large_arguments_run_where_the_arguments_lie(cluster: Cluster) -> None:
+    # Follow the arguments only to a node with room: wait for earlier tests' actors to go.
+    wait_for_condition(lambda: _cpus_free() == 5, timeout=30)
+    for node, seed in ((cluster.nodes[2], 11), (cluster.nodes[1], 12)):
+        size = 4 * 1024 * 1024
+        on_node = NodeAffinitySchedulingStrategy(node.node_id)
+        ref = make_bytes.options(scheduling_strategy=on_node).remote(size, seed)
+        freight.wait([ref], fetch_local=False)
+        # Default strategy, submitted from the head node: it runs where its argument is.
+        for _ in range(3):
+            assert freight.get(digest.remote(ref)) == (expected_digest(size, seed), node.node_id)
+    # A small argument is copied instead: the task stays on the driver's node.
+    small = make_bytes.options(scheduling_strategy=on_node).remote(200 * 1024, 13)
+    freight.wait([small], fetch_local=False)
+    assert freight.get(digest.remote(small))[1] == cluster.nodes[0].node_id
+
+
 def test_one_gibibyte_object_between_nodes(cluster: Cluster) -> None:
     size = 1 << 30
     on_b = NodeAffinitySchedulingStrategy(cluster.nodes[1].node_id)
@@ -299,7 +316,15 @@ def test_a_group_that_cannot_fit_reserves_nothing(cluster: Cluster) -> None:
     assert "infeasible" in table["pending_reason"]
     # Nothing was held back: every CPU is still free for ordinary work.
     wait_for_condition(lambda: _cpus_free() == before, 30, "all CPUs to be free")
+    # A wait in progress ends, False, when the group is removed (the head answers it then).
+    import threading
+
+    answers: list[bool] = []
+    waiter = threading.Thread(target=lambda: answers.append(pg.wait(timeout_seconds=600)))
+    waiter.start()
     remove_placement_group(pg)
+    waiter.join(timeout=60)
+    assert answers == [False]
 
 
 def test_removed_groups_give_their_resources_back(cluster: Cluster) -> None:
@@ -323,6 +348,17 @@ def test_bad_placement_groups_say_what_is_wrong(cluster: Cluster) -> None:
         PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=3)
     with pytest.raises(ValueError, match="Failed to look up"):
         get_placement_group("no such group")
+    import grpc
+
+    from freight import _api
+    from freight.protocol.generated import freight_pb2 as pb
+
+    head = _api._require_worker().head
+    for wait_s in (-1.0, 1e9):
+        with pytest.raises(grpc.RpcError, match="wait_s must be between 0 and 60") as err:
+            head.call("GetPlacementGroup", pb.GetPlacementGroupRequest(pg_id=pg.id, wait_s=wait_s))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert pg.wait(timeout_seconds=60)  # the head kept serving
     remove_placement_group(pg)
 
 

@@ -339,8 +339,6 @@ def test_list_nodes_jobs_actors(cluster: dict[str, Any], workload: dict[str, Any
     assert len(actors) == 1 and actors[0]["state"] == "ALIVE"
     assert state.get_actor(actors[0]["actor_id"][:12])["class_name"] == "Counter"
     assert state.get_node(cluster["node_id"][:8])["is_head_node"] is True
-    pgs = state.list_placement_groups()
-    assert list(pgs) == [] and any("not available" in w for w in pgs.warnings)
 
 
 def test_list_workers_and_objects(cluster: dict[str, Any], workload: dict[str, Any]) -> None:
@@ -564,3 +562,91 @@ def test_cli_timeline_window_and_job(
 def test_status_shows_the_state_figures(cluster: dict[str, Any]) -> None:
     proc = run_cli(cluster, "status", "--json")
     assert "pendingTasksByReason" in json.loads(proc.stdout)
+
+
+# -- placement groups ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def groups(cluster: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One group that fits the 2-CPU cluster (created) and one that never can (pending)."""
+    from freight.util.placement_group import placement_group, remove_placement_group
+
+    fits = placement_group([{"CPU": 1}], strategy="PACK", name="fits")
+    huge = placement_group([{"CPU": 1000}, {"CPU": 1}], strategy="SPREAD", name="huge")
+    try:
+        assert fits.wait(timeout_seconds=30)
+
+        def huge_is_infeasible() -> bool:
+            row = state.get_placement_group(huge.id)
+            return bool(row) and row["pending_reason"].startswith("infeasible")
+
+        wait_for_condition(huge_is_infeasible, 30, "the huge group's pending reason")
+        yield {"fits": fits.id, "huge": huge.id}
+    finally:
+        remove_placement_group(fits)
+        remove_placement_group(huge)
+
+
+def test_cli_lists_placement_groups_with_state_and_reason(
+    cluster: dict[str, Any], groups: dict[str, Any]
+) -> None:
+    out = json.loads(run_cli(cluster, "list", "placement_groups", "--format", "json").stdout)
+    rows = [r for r in out["rows"] if r["placement_group_id"] in groups.values()]
+    assert [r["placement_group_id"] for r in rows] == [groups["fits"], groups["huge"]]
+    fits, huge = rows
+    assert fits["state"] == "CREATED" and fits["pending_reason"] == ""
+    assert fits["bundles"] == [{"CPU": 1.0}] and fits["bundle_nodes"] == [cluster["node_id"]]
+    assert fits["strategy"] == "PACK" and fits["name"] == "fits" and fits["detached"] is False
+    assert fits["job_id"] == freight.get_runtime_context().get_job_id()
+    assert huge["state"] == "PENDING" and huge["pending_reason"].startswith("infeasible")
+    assert huge["bundles"] == [{"CPU": 1000.0}, {"CPU": 1.0}] and huge["bundle_nodes"] == []
+    assert fits["create_time"] <= huge["create_time"] <= time.time()
+    assert not out["warnings"]
+    table = run_cli(cluster, "list", "placement_groups", "--format", "table").stdout
+    assert groups["huge"] in table and "infeasible" in table
+
+
+def test_placement_groups_filter_and_page(groups: dict[str, Any]) -> None:
+    pending = state.list_placement_groups(["state=PENDING", "name~^(fits|huge)$"])
+    assert [r["placement_group_id"] for r in pending] == [groups["huge"]]
+    created = state.list_placement_groups([("state", "=", "CREATED"), "num_bundles=1"])
+    assert groups["fits"] in [r["placement_group_id"] for r in created]
+    assert groups["huge"] not in [r["placement_group_id"] for r in created]
+    first = state.list_placement_groups(["name~^(fits|huge)$"], limit=1)
+    assert first.truncated and first.matched == 2
+    second = state.list_placement_groups(["name~^(fits|huge)$"], cursor=first.next_cursor)
+    assert [r["placement_group_id"] for r in [*first, *second]] == [groups["fits"], groups["huge"]]
+    with pytest.raises(ValueError, match="PENDING"):
+        state.list_placement_groups(["state=WAITING"])
+
+
+def test_cli_get_placement_group_by_id_prefix(
+    cluster: dict[str, Any], groups: dict[str, Any]
+) -> None:
+    row = json.loads(run_cli(cluster, "get", "placement_group", groups["huge"][:10]).stdout)
+    assert row["placement_group_id"] == groups["huge"] and row["state"] == "PENDING"
+
+
+def test_status_shows_pending_placement_groups(
+    cluster: dict[str, Any], groups: dict[str, Any]
+) -> None:
+    text = run_cli(cluster, "status").stdout
+    assert "placement groups:" in text and "Infeasible demand" in text
+    line = next(ln for ln in text.splitlines() if groups["huge"] in ln)
+    assert "{CPU: 1000}, {CPU: 1}" in line and "infeasible" in line
+    data = json.loads(run_cli(cluster, "status", "--json").stdout)["placementGroups"]
+    assert data["byState"]["PENDING"] >= 1 and data["byState"]["CREATED"] >= 1
+    assert groups["huge"] in [g["placement_group_id"] for g in data["pending"]]
+
+
+def test_a_removed_placement_group_shows_removed(cluster: dict[str, Any]) -> None:
+    from freight.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group([{"CPU": 0.5}], strategy="STRICT_PACK")
+    assert pg.wait(timeout_seconds=30)
+    remove_placement_group(pg)  # the head marks it REMOVED before it answers
+    row = state.get_placement_group(pg.id)
+    assert row is not None and row["state"] == "REMOVED"
+    removed = state.list_placement_groups(["state=REMOVED"])
+    assert pg.id in [r["placement_group_id"] for r in removed]

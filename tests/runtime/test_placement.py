@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from freight.core.placement import (
+    Choice,
     ClusterView,
     NodeState,
     assign_bundles,
@@ -76,6 +77,28 @@ def test_charge_keeps_a_burst_from_piling_onto_one_node() -> None:
         picks.append(choice.node_id)
         v.charge(choice.node_id, {"CPU": 1})
     assert sorted(picks) == ["b", "b", "c", "c"]
+
+
+def test_default_goes_where_the_arguments_lie() -> None:
+    near = node("b", 4)
+    near.store_dir = "/dev/shm/b"
+    local = node("a", 4)
+    local.store_dir = "/dev/shm/a"
+    v = view(local, near, node("c", 4))
+    assert v.pick({"CPU": 1}).node_id == "a"
+    choice = v.pick({"CPU": 1}, prefer="/dev/shm/b")
+    assert (choice.node_id, choice.near) == ("b", True)
+    # Even when this view says it is full: that node knows better, and passes it on if so.
+    near.available["CPU"] = 0
+    assert v.pick({"CPU": 1}, prefer="/dev/shm/b") == choice
+    assert v.pick({"CPU": 1}, prefer="/dev/shm/gone").node_id == "a"  # a node that left
+    assert v.pick({"CPU": 8}, prefer="/dev/shm/b").node_id == ""  # infeasible stays so
+    # Asked on the node that holds the arguments: run here while there is room, else spread.
+    assert v.pick({"CPU": 1}, prefer="/dev/shm/a") == Choice("a")
+    local.available["CPU"] = 0
+    assert v.pick({"CPU": 1}, prefer="/dev/shm/a").node_id == "c"
+    # Only the default policy follows the arguments.
+    assert v.pick({"CPU": 1}, ("NODE", "c", False), "/dev/shm/b").node_id == "c"
 
 
 def test_spread_goes_round_robin() -> None:

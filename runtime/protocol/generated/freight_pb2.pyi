@@ -492,14 +492,16 @@ class RemovePlacementGroupReply(_message.Message):
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class GetPlacementGroupRequest(_message.Message):
-    __slots__ = ("pg_id", "name", "namespace")
+    __slots__ = ("pg_id", "name", "namespace", "wait_s")
     PG_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
     pg_id: str
     name: str
     namespace: str
-    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    wait_s: float
+    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., wait_s: _Optional[float] = ...) -> None: ...
 
 class GetPlacementGroupReply(_message.Message):
     __slots__ = ("pg", "found")
