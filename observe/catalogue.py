@@ -152,8 +152,8 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         NODE,
         "Bytes in the node's object store by state: in_memory (all objects in shared memory), "
-        "pinned (primary copies held for a live owner), spilled (on disk), restored. Spilling "
-        "does not exist yet: spilled and restored are 0.",
+        "pinned (primary copies held for a live owner), spilled (on disk only), restored (back "
+        "in memory from disk).",
     ),
     Metric(
         "freight_object_store_objects",
@@ -181,13 +181,30 @@ CATALOGUE: tuple[Metric, ...] = (
         "or shared_memory.",
     ),
     Metric(
+        "freight_object_spilled_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Objects taken out of the node's shared memory to its spill folder on disk (an object "
+        "spilled again after a restore counts again; its file is kept, so it is not rewritten).",
+    ),
+    Metric(
         "freight_object_spilled_bytes_total",
         C,
         "bytes",
         (),
         NODE,
-        "Bytes of objects written from the object store to spill storage (0 until spilling "
-        "exists).",
+        "Bytes of the objects counted by freight_object_spilled_total.",
+    ),
+    Metric(
+        "freight_object_restored_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Spilled objects copied back into the node's shared memory because a reader asked for "
+        "them (concurrent readers of one object make one restore).",
     ),
     Metric(
         "freight_object_restored_bytes_total",
@@ -195,7 +212,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "bytes",
         (),
         NODE,
-        "Bytes of spilled objects read back into the object store (0 until spilling exists).",
+        "Bytes of the objects counted by freight_object_restored_total.",
     ),
     Metric(
         "freight_object_transfer_bytes_total",
@@ -246,6 +263,16 @@ CATALOGUE: tuple[Metric, ...] = (
         (),
         NODE,
         "Worker processes started to replace one that crashed.",
+    ),
+    Metric(
+        "freight_memory_monitor_kills_total",
+        C,
+        "",
+        ("kind",),
+        NODE,
+        "Workers the node agent's memory monitor killed because the node's memory use was "
+        "above FREIGHT_MEMORY_USAGE_THRESHOLD, by what the worker ran (kind: task | actor). "
+        "These are not counted as crashes.",
     ),
     Metric(
         "freight_placement_groups_created_total",
@@ -316,6 +343,16 @@ CATALOGUE: tuple[Metric, ...] = (
         "(plane: data | grpc).",
     ),
     Metric(
+        "freight_protocol_errors_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Authenticated data-plane connections the node agent closed after a malformed, "
+        "truncated or oversized frame or an invalid message (refused greetings count in "
+        "freight_auth_refused_total).",
+    ),
+    Metric(
         "freight_node_agent_restarts_total",
         C,
         "",
@@ -384,6 +421,39 @@ CATALOGUE: tuple[Metric, ...] = (
         ("class_name",),
         HEAD,
         "Actors restarted after their worker or node died.",
+    ),
+    Metric(
+        "freight_actor_checkpoints_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Actor checkpoints saved (actors that define __freight_checkpoint__).",
+    ),
+    Metric(
+        "freight_actor_checkpoint_bytes_total",
+        C,
+        "bytes",
+        (),
+        NODE,
+        "Bytes of actor checkpoints saved.",
+    ),
+    Metric(
+        "freight_actor_checkpoint_failures_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Actor checkpoints that could not be saved (__freight_checkpoint__ raised, or the "
+        "disk refused); the next call tries again.",
+    ),
+    Metric(
+        "freight_actor_checkpoint_restores_total",
+        C,
+        "",
+        (),
+        NODE,
+        "Restarted actors given their last checkpoint.",
     ),
     Metric(
         "freight_actor_deaths_total",

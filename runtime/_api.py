@@ -370,7 +370,10 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 
 def kill(actor: Any, *, no_restart: bool = True) -> None:
-    """Kill an actor at once; calls in flight and later calls raise RayActorError."""
+    """Kill an actor at once; calls in flight and later calls raise RayActorError.
+
+    With ``no_restart=False`` an actor that has restarts left (``max_restarts``) is restarted.
+    """
     from freight._remote import ActorHandle
     from freight.client.head_client import pb_module as pb
 
@@ -382,7 +385,8 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
         "KillActor",
         pb.KillActorRequest(actor_id=aid, no_restart=no_restart, cause="killed by freight.kill()"),
     )
-    w.actors.created(aid, "", "the actor was killed by freight.kill()")
+    if no_restart:
+        w.actors.created(aid, "", "the actor was killed by freight.kill()")
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:
@@ -404,7 +408,7 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     methods = json.loads(kv.value) if kv.found else None
     if a.worker_address:
         w.actors.created(a.actor_id, a.worker_address, "")
-    return ActorHandle(a.actor_id, a.class_name, methods)
+    return ActorHandle(a.actor_id, a.class_name, methods, a.max_task_retries)
 
 
 # -- cluster -----------------------------------------------------------------------------------

@@ -207,10 +207,11 @@ def _tail(path: str, n: int = 20) -> str:
 
 
 def _head_args(
-    session_dir: str, port: int, cluster_name: str, bind: str, metrics_port: int
+    session_dir: str, port: int, cluster_name: str, bind: str, metrics_port: int, storage: str = ""
 ) -> list[str]:
     return [
         "freight.head",
+        *(["--storage", storage] if storage else []),
         "--session-dir",
         session_dir,
         "--port",
@@ -261,11 +262,13 @@ def _start_head(
     bind: str,
     metrics_port: int,
     ready_w: int | None = None,
+    storage: str = "",
 ) -> _Starting:
     """Start the head with a ready pipe; with ``ready_w``, the head writes to that one instead
     (the caller keeps the read end, which has no use here: ``ready`` is then -1)."""
     r, w = os.pipe() if ready_w is None else (-1, ready_w)
-    args = [*_head_args(session_dir, port, cluster_name, bind, metrics_port), "--ready-fd", str(w)]
+    head_args = _head_args(session_dir, port, cluster_name, bind, metrics_port, storage)
+    args = [*head_args, "--ready-fd", str(w)]
     try:
         proc = _spawn(args, session_dir, "head", attached, (w,))
     except BaseException:
@@ -376,6 +379,7 @@ def start_cluster(
     metrics_port: int = 0,
     while_starting: Callable[[], object] | None = None,
     labels: dict[str, str] | None = None,
+    storage: str = "",
 ) -> Processes:
     """Start a head and this machine's node agent at the same time; wait until both serve.
 
@@ -389,7 +393,14 @@ def start_cluster(
     try:
         try:
             head = _start_head(
-                session_dir, port, cluster_name, attached, bind, metrics_port, ready_w=head_w
+                session_dir,
+                port,
+                cluster_name,
+                attached,
+                bind,
+                metrics_port,
+                ready_w=head_w,
+                storage=storage,
             )
             procs.procs.append(head.proc)
         finally:

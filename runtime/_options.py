@@ -78,9 +78,10 @@ def validate(options: dict[str, Any], allowed: frozenset[str], what: str) -> dic
     nr = options.get("num_returns")
     if nr is not None and (isinstance(nr, bool) or not isinstance(nr, int) or nr < 0):
         raise ValueError(f"num_returns must be a non-negative integer, got {nr!r}.")
-    mr = options.get("max_retries")
-    if mr is not None and (isinstance(mr, bool) or not isinstance(mr, int) or mr < -1):
-        raise ValueError(f"max_retries must be an integer >= -1 (-1: retry forever), got {mr!r}.")
+    for key in ("max_retries", "max_restarts", "max_task_retries"):
+        mr = options.get(key)
+        if mr is not None and (isinstance(mr, bool) or not isinstance(mr, int) or mr < -1):
+            raise ValueError(f"{key} must be an integer >= -1 (-1: no limit), got {mr!r}.")
     re = options.get("retry_exceptions")
     if (
         re is not None

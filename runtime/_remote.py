@@ -239,6 +239,8 @@ class ActorClass:
             resources=resources_pb(resources),
             owner_address=cw.address,
             scheduling_strategy=strategy_to_json(strategy),
+            max_restarts=options.get("max_restarts") or 0,
+            max_task_retries=options.get("max_task_retries") or 0,
         )
         blob = self._blob
         # The owner's "actor creation" span lasts until CreateActor answers; the constructor's
@@ -305,12 +307,15 @@ class ActorClass:
 
         run = create if span is None else traced_create
         # The creator learns the address from CreateActor's reply; never look it up meanwhile.
-        cw.actors.state(actor_id, self._name).resolving = True
+        st = cw.actors.state(actor_id, self._name)
+        st.resolving = True
+        st.max_restarts = info.max_restarts
         if name:
             # Named actors are created synchronously so that a taken name fails right here.
             reply = run()
             if reply is not None and reply.existed:
-                return ActorHandle(reply.actor.actor_id, self._name, self._methods)
+                a = reply.actor
+                return ActorHandle(a.actor_id, self._name, self._methods, a.max_task_retries)
             if (
                 reply is not None
                 and reply.actor.state == "DEAD"
@@ -328,7 +333,7 @@ class ActorClass:
             )
         else:
             threading.Thread(target=run, name="freight-create-actor", daemon=True).start()
-        return ActorHandle(actor_id, self._name, self._methods)
+        return ActorHandle(actor_id, self._name, self._methods, info.max_task_retries)
 
 
 class _BoundActorClass:
@@ -354,10 +359,17 @@ class _ActorID:
 class ActorHandle:
     """A handle to an actor: ``handle.method.remote(...)`` calls a method."""
 
-    def __init__(self, actor_id: str, class_name: str, methods: dict[str, int] | None) -> None:
+    def __init__(
+        self,
+        actor_id: str,
+        class_name: str,
+        methods: dict[str, int] | None,
+        max_task_retries: int = 0,
+    ) -> None:
         self._freight_actor_id = actor_id
         self._freight_class = class_name
         self._freight_methods = methods
+        self._freight_max_task_retries = max_task_retries  # per call, unless .options() says
 
     @property
     def _actor_id(self) -> _ActorID:
@@ -377,7 +389,12 @@ class ActorHandle:
         return f"Actor({self._freight_class}, {self._freight_actor_id})"
 
     def __reduce__(self) -> Any:
-        return ActorHandle, (self._freight_actor_id, self._freight_class, self._freight_methods)
+        return ActorHandle, (
+            self._freight_actor_id,
+            self._freight_class,
+            self._freight_methods,
+            self._freight_max_task_retries,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._freight_actor_id == self._freight_actor_id
@@ -405,20 +422,28 @@ class ActorMethod:
     def options(self, **options: Any) -> Any:
         validate(options, METHOD_OPTIONS, f"{self._name}.options()")
         n = options.get("num_returns", self._num_returns)
+        retries = options.get("max_task_retries")
         outer = self
 
         class _Bound:
             def remote(self, *args: Any, **kwargs: Any) -> Any:
-                return outer._remote(args, kwargs, n)
+                return outer._remote(args, kwargs, n, retries)
 
         return _Bound()
 
-    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int) -> Any:
+    def _remote(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        max_task_retries: int | None = None,
+    ) -> Any:
         cw = _api._require_worker()
         h = self._handle
         name = self._qualname
         packed, refs, nested = pack_args(args, kwargs, name)
         return_ids, out = _new_returns(cw, num_returns)
+        st = cw.actors.state(h._freight_actor_id, h._freight_class)
         spec = TaskSpec(
             cw.new_id(),
             name,
@@ -429,11 +454,10 @@ class ActorMethod:
             nested,
             return_ids,
             {},
-            0,
+            h._freight_max_task_retries if max_task_retries is None else max_task_retries,
             False,
             h._freight_actor_id,
             self._name,
         )
-        st = cw.actors.state(h._freight_actor_id, h._freight_class)
         cw.submitter.submit(spec, actor=st)
         return out

@@ -101,6 +101,23 @@ SETTINGS: dict[str, Setting] = {
             "reuse off.",
         ),
         Setting(
+            "FREIGHT_OBJECT_SPILLING_THRESHOLD",
+            float,
+            0.8,
+            "Share of the object store capacity above which the agent spills sealed primary "
+            "objects to disk (least recently used first, after evicting copies pulled from "
+            "other nodes); readers get them back transparently. A reservation that does not "
+            "fit waits for spilling; ObjectStoreFullError only when spilling cannot help.",
+        ),
+        Setting(
+            "FREIGHT_OBJECT_SPILLING_DIR",
+            str,
+            "",
+            "Folder spilled objects are written to; each node uses a subfolder named after its "
+            "store. Unset: a `spill` folder in the node's session directory.",
+            shown="<session dir>/spill",
+        ),
+        Setting(
             "FREIGHT_PRESTART_WORKERS",
             int,
             -1,
@@ -202,6 +219,28 @@ SETTINGS: dict[str, Setting] = {
             "sends SIGKILL to a submitted job's process group.",
         ),
         Setting(
+            "FREIGHT_ACTOR_CHECKPOINT_DIR",
+            str,
+            "",
+            "Where actors that define __freight_checkpoint__ keep their checkpoints (one file per "
+            "actor). Empty: 'checkpoints' in the node's session directory, which survives the "
+            "actor's process; point it at storage every node sees to survive a node's loss.",
+        ),
+        Setting(
+            "FREIGHT_ACTOR_CHECKPOINT_CALLS",
+            int,
+            100,
+            "A checkpointing actor saves its state after this many calls (a class attribute "
+            "__freight_checkpoint_calls__ overrides it).",
+        ),
+        Setting(
+            "FREIGHT_ACTOR_CHECKPOINT_INTERVAL_S",
+            float,
+            10.0,
+            "... or after its first call once this many seconds have passed since the last save "
+            "(class attribute __freight_checkpoint_interval_s__).",
+        ),
+        Setting(
             "FREIGHT_RECORD_CALL_SITES",
             bool,
             False,
@@ -261,6 +300,21 @@ SETTINGS: dict[str, Setting] = {
             5,
             "Failed health checks in a row after which the head marks a node dead (an answer "
             "resets the count).",
+        ),
+        Setting(
+            "FREIGHT_MEMORY_USAGE_THRESHOLD",
+            float,
+            0.95,
+            "Fraction of the node's memory (or of its cgroup limit, when that is lower) above "
+            "which the node agent's memory monitor kills the worker of the most recently "
+            "started retriable task (docs/decisions/0022-memory-monitor.md); in (0, 1].",
+        ),
+        Setting(
+            "FREIGHT_MEMORY_MONITOR_REFRESH_MS",
+            int,
+            250,
+            "How often, in milliseconds, each node agent checks the node's memory usage; 0 "
+            "turns the memory monitor off.",
         ),
         Setting(
             "FREIGHT_EVENTS_MAX",

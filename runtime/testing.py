@@ -67,6 +67,26 @@ def patched_environ(**changes: str | None) -> Iterator[None]:
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def local_cluster(
+    env: dict[str, str | None] | None = None, **init_kwargs: Any
+) -> Iterator[dict[str, Any]]:
+    """A local cluster of the caller's own: ``freight.init(**init_kwargs)`` below a short temp
+    folder, shut down after the block (a cluster this process already runs is shut down
+    first). ``env`` changes hold while it starts, so its processes inherit them."""
+    import freight
+
+    if freight.is_initialized():
+        freight.shutdown()
+    with short_temp_dir() as tmp:
+        with patched_environ(FREIGHT_TEMP_DIR=str(tmp), **(env or {})):
+            info = freight.init(**init_kwargs)
+        try:
+            yield info
+        finally:
+            freight.shutdown()
+
+
 @dataclass(frozen=True)
 class ReceivedSpan:
     """One span as an :class:`OtlpReceiver` received it (ids in hex, as W3C writes them)."""
@@ -357,6 +377,26 @@ class Cluster:
             node.process.kill()
             node.process.wait()
         # Its namespace stays until shutdown(): the lab removes every host at once.
+
+    def kill_head(self) -> int:
+        """SIGKILL the head process (the nodes, workers and drivers live on); its pid."""
+        if self._head_proc is None:
+            raise ValueError("kill_head: this cluster has no head")
+        self._head_proc.kill()
+        self._head_proc.wait()
+        return self._head_proc.pid
+
+    def restart_head(self) -> None:
+        """Start the head again on the same session directory, control store and port, as an
+        operator (or Kubernetes) would after it died; returns once it serves."""
+        from freight import _launcher
+
+        if self._head_proc is not None and self._head_proc.poll() is None:
+            raise ValueError("restart_head: the head is still running (kill_head first)")
+        port = int(self.head_address.rpartition(":")[2])
+        self._head_proc, address = _launcher.start_head(self.session_dir, port, bind=self._bind)
+        if address != self.head_address:
+            raise RuntimeError(f"the restarted head serves at {address}, not {self.head_address}")
 
     def isolate(self, node: ClusterNode) -> None:
         """Cut ``node`` off the network (a real partition; needs ``network_namespaces``)."""

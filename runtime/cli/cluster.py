@@ -44,6 +44,24 @@ def _labels(text: str | None) -> dict[str, str] | None:
     return value
 
 
+def _carry_on_token(storage: str, session_dir: str) -> None:
+    """A head started on the control store of one before it carries on that cluster: give the
+    new session the cluster's token (unless FREIGHT_TOKEN names one)."""
+    if settings.token or not os.path.exists(storage):
+        return
+    from freight.head.control_store import ControlStore
+    from freight.head.server import TOKEN_KV
+
+    store = ControlStore(storage)
+    try:
+        token = store.kv_get(*TOKEN_KV)
+    finally:
+        store.close()
+    if token:
+        with open(os.path.join(session_dir, TOKEN_FILE), "w", encoding="utf-8") as f:
+            f.write(token.decode())
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     resources = _resources(args.resources)
     labels = _labels(args.labels)
@@ -55,10 +73,18 @@ def cmd_start(args: argparse.Namespace) -> int:
         raise SystemExit("freight start: --metrics-port must be a port number (0: any free port).")
     if args.head == bool(args.address):
         raise SystemExit("freight start: give exactly one of --head or --address HOST:PORT.")
+    storage = os.path.abspath(args.storage) if args.storage else ""
+    if storage and not os.path.isdir(os.path.dirname(storage)):
+        raise SystemExit(
+            f"freight start: --storage: the folder {os.path.dirname(storage)} does not exist; "
+            "create it first."
+        )
     if args.head:
         # The head and this machine's agent start side by side (the agent learns the head's
         # address from the head itself).
         session_dir = _launcher.new_session_dir()
+        if storage:
+            _carry_on_token(storage, session_dir)
         procs = _launcher.start_cluster(
             session_dir,
             num_cpus=args.num_cpus,
@@ -71,6 +97,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             bind=args.bind,
             metrics_port=args.metrics_port,
             labels=labels,
+            storage=storage,
         )
         _launcher.point_latest(session_dir)
         address, node_id = procs.head_address, procs.node_id
@@ -189,6 +216,13 @@ def add_parsers(sub: Any) -> None:
         help="address other nodes reach this node's processes at (default: --bind)",
     )
     p.add_argument("--cluster-name", default="freight")
+    p.add_argument(
+        "--storage",
+        default="",
+        help="the head's control store (SQLite file; default: in the session directory). "
+        "Started again on the file of a head that died, the head carries on its cluster: "
+        "nodes, actors, jobs, placement groups and the token",
+    )
     p.add_argument(
         "--metrics-port", type=int, default=0, help="the head's /metrics port (0: any free port)"
     )

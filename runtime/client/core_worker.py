@@ -8,6 +8,7 @@ talks to the local node agent for leases and shared-memory reservations.
 from __future__ import annotations
 
 import contextvars
+import errno
 import functools
 import itertools
 import operator
@@ -60,6 +61,7 @@ _CREATED_SHARED = RECORDER.counter("freight_objects_created_total", ("shared_mem
 # get() of at most this many missing values waits on a lock of its own (see _wait_waiter).
 _WAITER_MAX = 16
 FETCH_TIMEOUT_S = 600.0  # a copy from another node: 1 GiB takes seconds, not minutes
+_READ_ATTEMPTS = 3  # maps of a shared-memory object whose segment may be spilled meanwhile
 
 
 def _get_timeout(timeout: float | None, missing: int, total: int) -> exc.GetTimeoutError:
@@ -343,6 +345,8 @@ class CoreWorker:
             self._resolve(msg.req_id, msg)
         elif t is m.LeaseGranted or t is m.LeaseRejected or t is m.LeaseSpillback:
             self.submitter.on_lease_reply(msg)
+        elif t is m.WorkerKilled:
+            self.submitter.on_worker_killed(msg)
         elif self.on_agent_message is not None:
             self.on_agent_message(msg)
 
@@ -401,6 +405,8 @@ class CoreWorker:
                 t = type(msg)
                 if t is m.LeaseGranted or t is m.LeaseRejected or t is m.LeaseSpillback:
                     self.submitter.on_lease_reply(msg, fs)
+                elif t is m.WorkerKilled:
+                    self.submitter.on_worker_killed(msg, fs)
                 else:
                     raise frames.ProtocolError(f"unexpected {t.__name__} from a node agent")
 
@@ -661,14 +667,43 @@ class CoreWorker:
         if kind == "v":
             return self.deserialize(lambda: ser.unpack(value[1]))
         if kind == "s":
-            path = value[1]
-            if os.path.dirname(path) != self.store_dir:
-                path = self._copy_here(path, value[2])
-            return self.deserialize(lambda: read_segment(path))
+            return self.deserialize(lambda: self._read_shared(value[1], value[2]))
         err = pickle.loads(value[1])
         if isinstance(err, exc.RayTaskError):
             raise err.as_instanceof_cause()
         raise err
+
+    def _read_shared(self, path: str, size: int) -> Any:
+        """Map and unpack the object at ``path``: copied here first when it lies in another
+        node's store, and restored first when its node spilled it to disk (its segment is
+        gone: a spilled object's path names where it comes back)."""
+        here = os.path.dirname(path) == self.store_dir
+        for attempt in range(1, _READ_ATTEMPTS + 1):
+            local = path if here else self._copy_here(path, size)
+            try:
+                return read_segment(local)
+            except FileNotFoundError:
+                if attempt == _READ_ATTEMPTS:
+                    raise
+            # Spilled (restored and spilled again before this open, at worst), or a copy
+            # evicted before it was mapped, which _copy_here pulls again.
+            if here:
+                self._restore(path)
+        raise AssertionError("unreachable")
+
+    def _restore(self, path: str) -> None:
+        """Have this node's agent bring a spilled object back into its segment at ``path``;
+        the ``FileNotFoundError`` of a freed object when the store no longer holds it."""
+        oid = bytes.fromhex(os.path.basename(path))
+        reply = self.request(self.agent, lambda r: m.RestoreObject(r, oid), timeout=FETCH_TIMEOUT_S)
+        if type(reply) is m.Error:
+            if reply.exc:
+                raise pickle.loads(reply.exc)
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "object segment not found (the object was freed, or is not on this node)",
+                path,
+            )
 
     def _copy_here(self, path: str, size: int) -> str:
         """The path of a copy in this node's store of the object at ``path`` in another node's

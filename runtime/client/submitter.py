@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 LEASE_IDLE_S = 0.2
 UNKNOWN_ACTOR_GRACE_S = 10.0  # how long a handle's actor may be unknown to the head
+STALE_ADDRESS_S = 60.0  # how long the head may still name a dead worker as an actor's
 _RESOLVED_NONE: list[tuple[bytes, str, Any]] = []  # shared by every task without ref arguments
 # Pipelining: a worker may hold several queued tasks while their expected total run time
 # stays under this budget; functions never seen to finish count as UNKNOWN (long).
@@ -83,6 +84,9 @@ class ActorState:
     inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
     dead_cause: str = ""
     resolving: bool = False
+    max_restarts: int = 0  # as created (the head's word once resolved): -1 is no limit
+    undelivered: set[bytes] = field(default_factory=set)  # calls the dead connection refused
+    stale_address: str = ""  # the address of the worker that died, while it restarts
     # Held from taking calls off the queue until they are sent: two threads pumping at once
     # (a submit and the creation reply) must not send them out of order.
     send_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -266,8 +270,11 @@ class TaskSubmitter:
             resources = q0[0].resources if q0 else {}
             strategy = q0[0].strategy if q0 else ("DEFAULT",)
             prefer = shape.partition("\n")[2]
+            retriable = bool(q0) and q0[0].max_retries != 0  # for the memory monitor
             cw.agent.send(
-                m.RequestLease(req_id, resources, cw.address, name, strategy, False, prefer)
+                m.RequestLease(
+                    req_id, resources, cw.address, name, strategy, False, prefer, retriable
+                )
             )
 
     def _shape_with_locality(self, spec: TaskSpec, resolved: list[tuple[bytes, str, Any]]) -> str:
@@ -289,7 +296,8 @@ class TaskSubmitter:
             return key
         return f"{key}\n{where}"  # a shape key is JSON: it never holds a raw newline
 
-    def push(self, peer: Peer, spec: TaskSpec, gpu_ids: tuple[int, ...] = ()) -> None:
+    def push(self, peer: Peer, spec: TaskSpec, gpu_ids: tuple[int, ...] = ()) -> bool:
+        """Send a task to a worker; False if the connection refused it (it never arrived)."""
         cw = self.cw
         blob = b""
         if spec.function_id and spec.function_id not in peer.sent_functions:
@@ -316,7 +324,8 @@ class TaskSubmitter:
         try:
             peer.fs.send(msg)
         except OSError:
-            pass  # the reader thread sees the closed connection and fails or retries the task
+            return False  # the reader thread sees the closed connection and fails or retries it
+        return True
 
     # -- agent replies -----------------------------------------------------------------------
 
@@ -352,6 +361,7 @@ class TaskSubmitter:
                     spec.strategy,
                     not near,
                     prefer,
+                    spec.max_retries != 0,
                 )
             )
         except (ConnectionError, OSError):
@@ -370,7 +380,15 @@ class TaskSubmitter:
         spec = q[0]
         spilled = hops >= 3  # after three hops, queue at home rather than chase the view
         cw.agent.send(
-            m.RequestLease(req_id, spec.resources, cw.address, spec.name, spec.strategy, spilled)
+            m.RequestLease(
+                req_id,
+                spec.resources,
+                cw.address,
+                spec.name,
+                spec.strategy,
+                spilled,
+                retriable=spec.max_retries != 0,
+            )
         )
 
     def _unschedulable(self, req_id: int, shape: str, reason: str) -> None:
@@ -605,6 +623,37 @@ class TaskSubmitter:
         if lease is None:
             cw.actors.on_peer_closed(peer)
             return
+        self._lease_lost(lease)
+
+    def on_worker_killed(
+        self, msg: m.WorkerKilled, source: frames.FrameSocket | None = None
+    ) -> None:
+        """The agent kills a leased worker to free the node's memory: its tasks fail with
+        OutOfMemoryError (or are retried) now, and the ReturnLease this sends is the agent's
+        go-ahead to kill it, so the worker's closing connection finds no lease left to fail
+        with a generic WorkerCrashedError (decisions/0022-memory-monitor.md)."""
+        cw = self.cw
+        with cw.lock:
+            lease = next(
+                (
+                    ls
+                    for ls in self.lease_by_peer.values()
+                    if ls.worker_id == msg.worker_id and ls.agent is source
+                ),
+                None,
+            )
+            if lease is not None:
+                del self.lease_by_peer[lease.peer.address]
+                shape_leases = self.leases.get(lease.shape, [])
+                if lease in shape_leases:
+                    shape_leases.remove(lease)
+        if lease is not None:  # else returned already, or its death was handled
+            self._lease_lost(lease, str(msg.reason))
+
+    def _lease_lost(self, lease: Lease, oom_reason: str = "") -> None:
+        """A leased worker died (or the memory monitor is killing it, ``oom_reason``): retry
+        its tasks or fail them."""
+        cw = self.cw
         try:
             (lease.agent or cw.agent).send(m.ReturnLease(lease.worker_id, True))
         except OSError:
@@ -612,26 +661,42 @@ class TaskSubmitter:
         for spec in list(lease.inflight.values()):
             if spec.trace is not None:
                 lost = f"worker {lease.worker_id} died while running {spec.name}"
-                tracing.schedule_done(spec.trace, exc.WorkerCrashedError(lost))
+                tracing.schedule_done(
+                    spec.trace,
+                    exc.OutOfMemoryError(oom_reason)
+                    if oom_reason
+                    else exc.WorkerCrashedError(lost),
+                )
             if spec.task_id in self.cancelled:
                 err: BaseException = exc.TaskCancelledError(spec.task_id.hex())
                 with cw.lock:
                     cw.tasks.cancelled(spec.task_id, "force-cancelled")
                 self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
                 continue
-            cause = f"worker {lease.worker_id} (pid unknown) died while running {spec.name}"
+            if oom_reason:
+                cause = f"worker {lease.worker_id} killed by the memory monitor"
+                error_type = "OutOfMemoryError"
+            else:
+                cause = f"worker {lease.worker_id} (pid unknown) died while running {spec.name}"
+                error_type = "WorkerCrashedError"
             with cw.lock:
-                outcome = cw.tasks.failed(spec.task_id, cause, True, False, "WorkerCrashedError")
+                outcome = cw.tasks.failed(spec.task_id, cause, True, False, error_type)
                 attempts = (cw.tasks.get(spec.task_id) or TaskRecord(b"", "", 0)).attempt + 1
             if outcome is Outcome.RETRY:
                 self._requeue(spec)
+                continue
+            tried = f"{attempts} attempt(s); max_retries={spec.max_retries}"
+            if oom_reason:
+                err = exc.OutOfMemoryError(
+                    f"Task {spec.name!r} failed: its worker was killed because the node ran low "
+                    f"on memory ({tried}).\n{oom_reason}"
+                )
             else:
                 err = exc.WorkerCrashedError(
-                    f"The worker running task {spec.name!r} died unexpectedly "
-                    f"({attempts} attempt(s); max_retries={spec.max_retries}). Worker "
+                    f"The worker running task {spec.name!r} died unexpectedly ({tried}). Worker "
                     f"{lease.worker_id}, node {cw.node_id[:12]}."
                 )
-                self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+            self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
         self.pump(lease.shape)
 
     # -- cancel ------------------------------------------------------------------------------
@@ -717,24 +782,36 @@ class ActorSubmitter:
 
             start = time.monotonic()
             deadline = start + 60
+            delay = 0.01
             while True:
                 try:
                     reply = self.cw.head.call("GetActor", pb.GetActorRequest(actor_id=st.actor_id))
-                except (ConnectionError, PermissionError) as e:
+                except Exception as e:  # unreachable, refused, or the channel closed at shutdown
                     self.created(st.actor_id, "", f"could not reach the head: {e}")
                     return
                 a = reply.actor
-                if reply.found and a.state == "ALIVE":
+                if reply.found:
+                    st.max_restarts = a.max_restarts
+                # After a death, the old address is stale until the head has heard of it (or,
+                # if the head never does, for STALE_ADDRESS_S: then it is tried again).
+                stale = (
+                    a.worker_address == st.stale_address
+                    and time.monotonic() - start < STALE_ADDRESS_S
+                )
+                if reply.found and a.state == "ALIVE" and not stale:
                     self.created(st.actor_id, a.worker_address, "")
                     return
                 # A handle can arrive before its actor is registered (an unnamed actor's
                 # creator registers it in the background): "not found" gets a grace period.
+                # A restart takes as long as it takes.
                 unknown = not reply.found and time.monotonic() - start > UNKNOWN_ACTOR_GRACE_S
-                if unknown or a.state == "DEAD" or time.monotonic() > deadline:
+                late = time.monotonic() > deadline and a.state == "PENDING_CREATION"
+                if unknown or a.state == "DEAD" or late:
                     cause = a.death_cause if reply.found else "no such actor"
                     self.created(st.actor_id, "", cause or "the actor is dead")
                     return
-                time.sleep(0.05)  # polling the head while the actor is being created
+                time.sleep(delay)  # polling the head while the actor is being (re)created
+                delay = min(delay * 2, 0.1)
 
         threading.Thread(target=run, daemon=True).start()
 
@@ -772,34 +849,71 @@ class ActorSubmitter:
                         spec.trace.reason = cw.tasks.live[spec.task_id].pending_reason
                     cw.tasks.dispatched(spec.task_id, st.actor_id)
                     sends.append(spec)
+        peer = st.peer
         for spec in sends:
-            assert st.peer is not None
-            cw.submitter.push(st.peer, spec)
+            assert peer is not None
+            if not cw.submitter.push(peer, spec):
+                with cw.lock:
+                    st.undelivered.add(spec.task_id)  # never ran: sent again, not retried
         return fails
 
-    def _fail(self, st: ActorState, spec: TaskSpec) -> None:
+    def _fail(
+        self, st: ActorState, spec: TaskSpec, in_flight: str = "", recorded: bool = False
+    ) -> None:
+        """Fail a call: the actor is dead, or (``in_flight``) it died while running it."""
+        what = f"The actor {st.class_name or ''}({st.actor_id[:12]})"
+        cause = in_flight or st.dead_cause
         err = exc.RayActorError(
-            f"The actor {st.class_name or ''}({st.actor_id[:12]}) is dead, so "
-            f"{spec.name} cannot run: {st.dead_cause}",
+            f"{what} died while running {spec.name}: {in_flight}"
+            if in_flight
+            else f"{what} is dead, so {spec.name} cannot run: {st.dead_cause}",
             st.actor_id,
         )
         if spec.trace is not None:
             tracing.schedule_done(spec.trace, err)
         with self.cw.lock:
-            if spec.task_id in self.cw.tasks.live:
-                self.cw.tasks.failed(
-                    spec.task_id, st.dead_cause, False, False, "RayActorError", "system"
-                )
+            if not recorded and spec.task_id in self.cw.tasks.live:
+                self.cw.tasks.failed(spec.task_id, cause, False, False, "RayActorError", "system")
         self.cw.submitter._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
 
     def on_peer_closed(self, peer: Peer) -> None:
-        with self.cw.lock:
+        cw = self.cw
+        with cw.lock:
             st = self.by_peer.pop(peer.address, None)
             if st is None:
                 return
-            st.dead_cause = st.dead_cause or "the actor's worker process died (or it was killed)"
             inflight = list(st.inflight.values())
             st.inflight.clear()
+            restarts = st.max_restarts != 0 and not st.dead_cause
+            if restarts:  # the head restarts it if it has restarts left; ask it where
+                st.stale_address, st.address, st.peer = st.address, "", None
+            else:
+                st.dead_cause = st.dead_cause or "the actor's worker process died (or was killed)"
+        if not restarts:
+            for spec in inflight:
+                self._fail(st, spec)
+            self.pump(st)
+            return
+        cause = "its worker died during the call"
+        again: list[TaskSpec] = []
         for spec in inflight:
-            self._fail(st, spec)
+            if spec.task_id in st.undelivered:
+                st.undelivered.discard(spec.task_id)
+                with cw.lock:
+                    cw.tasks.requeued(spec.task_id)
+                again.append(spec)
+                continue
+            if spec.max_retries == 0:
+                self._fail(st, spec, f"{cause} (max_task_retries=0)")
+                continue
+            with cw.lock:
+                outcome = cw.tasks.failed(spec.task_id, cause, True, False, "RayActorError")
+            if outcome is Outcome.RETRY:
+                again.append(spec)
+            else:
+                self._fail(st, spec, f"{cause}, and its max_task_retries ran out", recorded=True)
+        with cw.lock:
+            st.queue.extendleft(reversed(again))  # in their order, before later calls
         self.pump(st)
+        if not again and not st.queue:
+            self.resolve(st)  # learn the new address (or the death) before the next call

@@ -61,7 +61,13 @@ class Infeasible(NamedTuple):
     message: str
 
 
-Action = Grant | StartWorkers | Infeasible
+class Stop(NamedTuple):
+    """Kill these workers: they run tasks for an owner that is gone."""
+
+    worker_ids: list[str]
+
+
+Action = Grant | StartWorkers | Infeasible | Stop
 
 
 def fits(need: dict[str, float], have: dict[str, float]) -> bool:
@@ -168,15 +174,24 @@ class LeaseManager:
         self._set(w, "DEAD", cause)
         return self._dispatch()
 
-    def client_gone(self, client: int) -> list[Action]:
-        """An owner disconnected: drop its requests and take back its leases."""
+    def client_gone(self, client: int, crashed: bool = True) -> list[Action]:
+        """An owner disconnected: drop its requests and take back its leases. An owner that
+        crashed may have left its tasks running, whose results nobody is left to take: its
+        workers are stopped (as Ray does). One that said goodbye has them back as idle."""
         self.pending = deque(r for r in self.pending if r.client != client)
+        doomed = []
         for w in list(self.workers.values()):
             if w.state == "LEASED" and w.client == client:
                 self._release(w)
-                w.client, w.idle_since = -1, now()
-                self._set(w, "IDLE", "owner disconnected")
-        return self._dispatch()
+                w.client = -1
+                if crashed:
+                    self._set(w, "STOPPING", "owner disconnected")
+                    doomed.append(w.worker_id)
+                else:
+                    w.idle_since = now()
+                    self._set(w, "IDLE", "owner disconnected")
+        actions = self._dispatch()
+        return [Stop(doomed), *actions] if doomed else actions
 
     def set_blocked(self, worker_id: str, blocked: bool) -> list[Action]:
         w = self.workers.get(worker_id)

@@ -146,6 +146,14 @@ class TaskTable:
         rec.pending_reason = ""
         self._move(rec, S.SUBMITTED_TO_WORKER, f"pushed to worker {worker_id}")
 
+    def requeued(self, task_id: bytes) -> None:
+        """The task never reached its worker (the connection was already closed): it waits
+        again, and the attempt does not count."""
+        rec = self.live.get(task_id)
+        if rec is not None and rec.state is S.SUBMITTED_TO_WORKER:
+            rec.pending_reason = WAITING_FOR_WORKER
+            self._move(rec, S.PENDING_NODE_ASSIGNMENT, "not delivered: its worker was gone")
+
     def finished(self, task_id: bytes) -> None:
         self._move(self.live[task_id], S.FINISHED, "returned")
 

@@ -43,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         "--die-with-parent", action="store_true", help="exit when the starting process exits"
     )
     parser.add_argument(
+        "--storage",
+        default="",
+        help="the control store's SQLite file (default: control.db in the session directory); "
+        "a head started on the file of one that died carries on its cluster",
+    )
+    parser.add_argument(
         "--ready-fd",
         type=int,
         action="append",
@@ -52,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
     args = parser.parse_args(argv)
     if args.node_timeout_s is not None and args.node_timeout_s <= 0:
         parser.error("--node-timeout-s must be positive")
+    folder = os.path.dirname(os.path.abspath(args.storage)) if args.storage else ""
+    if folder and not os.path.isdir(folder):
+        parser.error(f"--storage: the folder {folder} does not exist; create it first")
     return HeadConfig(
         session_dir=os.path.abspath(args.session_dir),
         port=args.port,
@@ -61,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         metrics_port=args.metrics_port,
         ready_fds=tuple(args.ready_fd),
         die_with_parent=args.die_with_parent,
+        storage=os.path.abspath(args.storage) if args.storage else "",
     )
 
 

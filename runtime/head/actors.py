@@ -27,7 +27,11 @@ from freight.protocol.generated import freight_pb2 as pb
 
 PENDING = "PENDING_CREATION"
 ALIVE = "ALIVE"
+RESTARTING = "RESTARTING"
 DEAD = "DEAD"
+# Creation specs by actor id: kept while an actor is being created, and for its whole life when
+# it may restart, so that a restarted head can finish creations and restart actors.
+SPECS_NS = "actor_specs"
 
 WAITING_FOR_NODE = "waiting for a node to join"
 WAITING_FOR_RESOURCES = "waiting for resources"
@@ -149,11 +153,16 @@ class ActorDirectory:
         self._events = events
         self._creations: dict[str, asyncio.Task[pb.CreateActorReply]] = {}
         self._reserved: dict[str, dict[str, float]] = {}
-        # Creation specs are not persisted, so creations a previous head left unfinished fail.
+        # Creations a previous head left unfinished carry on (their specs were kept).
         for actor in store.list_actors():
-            if actor.state == PENDING:
-                self._set_dead(actor, "the head restarted before the actor was created")
-                _count_death(actor, "creation_failed")
+            if actor.state in (PENDING, RESTARTING):
+                spec = store.kv_get(SPECS_NS, actor.actor_id)
+                if spec is None:
+                    self._set_dead(actor, "the head restarted before the actor was created")
+                    _count_death(actor, "creation_failed")
+                    continue
+                logger.info("resuming an actor creation", actor_id=actor.actor_id)
+                self._start_creation(actor.actor_id, spec)
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -194,13 +203,19 @@ class ActorDirectory:
             actor.ClearField(field)
         actor.state = PENDING
         actor.start_time = time.time()
+        actor.num_restarts = 0
+        self._store.kv_put(SPECS_NS, actor.actor_id, request.creation_spec)
         self._store.upsert_actor(actor)
         RECORDER.inc("freight_actors_created_total", (actor.class_name,))
         logger.info("actor pending", actor_id=actor.actor_id, job_id=actor.job_id)
-        task = asyncio.create_task(self._run_creation(actor.actor_id, request.creation_spec))
-        self._creations[actor.actor_id] = task
-        task.add_done_callback(lambda _t: self._creations.pop(actor.actor_id, None))
+        task = self._start_creation(actor.actor_id, request.creation_spec)
         return await asyncio.shield(task)
+
+    def _start_creation(self, actor_id: str, spec: bytes) -> asyncio.Task[pb.CreateActorReply]:
+        task = asyncio.create_task(self._run_creation(actor_id, spec))
+        self._creations[actor_id] = task
+        task.add_done_callback(lambda _t: self._creations.pop(actor_id, None))
+        return task
 
     async def _existing(
         self, request: pb.CreateActorRequest, holder: pb.ActorInfo
@@ -304,6 +319,8 @@ class ActorDirectory:
         actor.state = ALIVE
         actor.pending_reason = ""
         self._store.upsert_actor(actor)
+        if not actor.max_restarts:
+            self._store.kv_del(SPECS_NS, actor.actor_id)  # no restart will need it
         self._charge(node_id, request)
         took = time.perf_counter() - began
         RECORDER.observe("freight_head_scheduling_latency_seconds", ("actor",), took)
@@ -342,6 +359,7 @@ class ActorDirectory:
         actor.pending_reason = ""
         actor.end_time = time.time()
         self._store.upsert_actor(actor)
+        self._store.kv_del(SPECS_NS, actor.actor_id)
         if self._events is not None:
             self._events.record(
                 "ACTOR_DEAD",
@@ -356,14 +374,21 @@ class ActorDirectory:
 
     # ---- deaths ------------------------------------------------------------------------------
 
-    async def kill(self, actor_id: str, cause: str, why: str = "killed") -> bool:
+    async def kill(
+        self, actor_id: str, cause: str, why: str = "killed", no_restart: bool = True
+    ) -> bool:
         """Kill the actor (force-stop its worker); return False if it was unknown or DEAD.
 
-        ``why`` is the death cause label of ``freight_actor_deaths_total``.
+        ``why`` is the death cause label of ``freight_actor_deaths_total``. With
+        ``no_restart=False`` an actor that may restart is restarted, as after a crash.
         """
         actor = self._store.get_actor(actor_id)
         if actor is None or actor.state == DEAD:
             return False
+        if not no_restart and actor.state == ALIVE and actor.max_restarts:
+            logger.info("actor killed to restart", actor_id=actor_id, cause=cause)
+            await self._kill_worker(actor)  # its agent reports the death: report_death restarts
+            return True
         _count_death(actor, why)
         was_alive = actor.state == ALIVE
         self._set_dead(actor, cause, "INFO")  # asked for: not a failure
@@ -393,26 +418,66 @@ class ActorDirectory:
             )
 
     def report_death(self, actor_id: str, cause: str) -> None:
-        """An agent saw the actor's worker exit; a cause recorded earlier (a kill) is kept."""
+        """An agent saw the actor's worker exit; a cause recorded earlier (a kill) is kept.
+        An actor with restarts left is started again."""
         actor = self._store.get_actor(actor_id)
-        if actor is not None and actor.state != DEAD:
-            self._set_dead(actor, cause or "its worker exited")
-            _count_death(actor, "worker_died")
-            logger.warning("actor died", actor_id=actor_id, cause=actor.death_cause)
+        if actor is None or actor.state == DEAD:
+            return
+        cause = cause or "its worker exited"
+        if actor.state == ALIVE and self._restart(actor, cause):
+            return
+        self._set_dead(actor, cause)
+        _count_death(actor, "worker_died")
+        logger.warning("actor died", actor_id=actor_id, cause=actor.death_cause)
 
     async def on_node_dead(self, node_id: str, reason: str) -> None:
-        """Mark the actors of a dead node DEAD."""
+        """Restart the actors of a dead node that may be restarted; mark the others DEAD."""
         for actor in self._store.list_actors():
             if actor.node_id == node_id:
-                self._set_dead(actor, f"its node {node_id} died: {reason}")
+                cause = f"its node {node_id} died: {reason}"
+                if actor.state == ALIVE and self._restart(actor, cause):
+                    continue
+                self._set_dead(actor, cause)
                 _count_death(actor, "node_died")
 
-    async def kill_job_actors(self, job_id: str) -> int:
+    def _restart(self, actor: pb.ActorInfo, cause: str) -> bool:
+        """Run the constructor of a dead actor again (elsewhere if its node is gone), if its
+        ``max_restarts`` allows; False if it does not."""
+        if not (actor.max_restarts < 0 or actor.num_restarts < actor.max_restarts):
+            return False
+        spec = self._store.kv_get(SPECS_NS, actor.actor_id)
+        if spec is None:
+            return False
+        old_node = actor.node_id
+        actor.state = RESTARTING
+        actor.num_restarts += 1
+        actor.pending_reason = WAITING_FOR_RESOURCES
+        for field in ("node_id", "worker_id", "worker_address", "pid"):
+            actor.ClearField(field)
+        self._store.upsert_actor(actor)
+        RECORDER.inc("freight_actor_restarts_total", (actor.class_name,))
+        logger.warning(
+            "actor restarting", actor_id=actor.actor_id, restart=actor.num_restarts, cause=cause
+        )
+        if self._events is not None:
+            limit = "unlimited" if actor.max_restarts < 0 else str(actor.max_restarts)
+            self._events.record(
+                "ACTOR_RESTARTED",
+                f"actor {actor.class_name} restarting ({actor.num_restarts} of {limit}): {cause}",
+                severity="WARNING",
+                actor_id=actor.actor_id,
+                job_id=actor.job_id,
+                node_id=old_node,
+            )
+        self._start_creation(actor.actor_id, spec)
+        return True
+
+    async def kill_job_actors(self, job_id: str, cause: str = "") -> int:
         """Kill the live non-detached actors of a job; return how many were killed."""
         victims = [
             a.actor_id for a in self._store.list_actors() if a.job_id == job_id and not a.detached
         ]
-        cause = f"its job {job_id} finished"
+        cause = cause or f"its job {job_id} finished"
         kills = (self.kill(actor_id, cause, "owner_died") for actor_id in victims)
         done = await asyncio.gather(*kills)
         return sum(done)

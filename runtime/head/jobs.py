@@ -320,10 +320,18 @@ class JobManager:
         if job is None:
             raise NotFoundError(f"FinishJob: no job {job_id!r}")
         if job.kind != SUBMISSION:
+            if job.state != RUNNING:
+                return  # ended already (a driver's shutdown raced its agent's report)
             job.state = state or "FINISHED"
             job.end_time = time.time()
             self.store.upsert_job(job)
-        killed = await self.actors.kill_job_actors(job_id)
+        lost = state == FAILED and job.kind != SUBMISSION
+        why = (
+            f"its driver (job {job_id}) died without shutting down"
+            if lost
+            else f"its job {job_id} finished"
+        )
+        killed = await self.actors.kill_job_actors(job_id, why)
         if job.kind == SUBMISSION:
             logger.info("submitted driver left", job_id=job_id, actors_killed=killed)
             return

@@ -42,6 +42,7 @@ from freight.util.process import announce_ready
 
 HEAD_INFO_FILE = "head.json"
 CONTROL_DB_FILE = "control.db"
+TOKEN_KV = ("freight", "cluster_token")  # the cluster's token, kept in the control store
 
 _Reply = TypeVar("_Reply")
 
@@ -62,6 +63,9 @@ class HeadConfig:
     metrics_port: int = 0  # the head's /metrics and /sd (0: any free port)
     ready_fds: tuple[int, ...] = ()  # pipes to write the address to once serving (launchers)
     die_with_parent: bool = False  # the launcher's process exiting ends the head too
+    # The control store (SQLite, WAL): "" is control.db in the session directory. A head
+    # started on a store a previous head left carries on its cluster.
+    storage: str = ""
 
 
 class HeadServicer(pb_grpc.HeadServiceServicer):
@@ -203,7 +207,8 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def KillActor(self, request, context):
-        killed = await self.actors.kill(request.actor_id, request.cause or "killed by freight.kill")
+        cause = request.cause or "killed by freight.kill"
+        killed = await self.actors.kill(request.actor_id, cause, no_restart=request.no_restart)
         return pb.KillActorReply(killed=killed)
 
     @rpc
@@ -329,7 +334,10 @@ async def run_head(config: HeadConfig) -> None:
     session_dir = os.path.abspath(config.session_dir)
     token = read_token(session_dir)
     check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
-    store = ControlStore(os.path.join(session_dir, CONTROL_DB_FILE))
+    store = ControlStore(config.storage or os.path.join(session_dir, CONTROL_DB_FILE))
+    # A head started again on this store (`freight start --head --storage`) takes this token,
+    # so that the nodes and drivers of the cluster it carries on can still connect.
+    store.kv_put(TOKEN_KV[0], TOKEN_KV[1], token.encode(), True)
     interceptors = [TokenAuthInterceptor(token), GrpcMetricsInterceptor(), *tracing_interceptors()]
     server = aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     servicer = HeadServicer(config, store, token)

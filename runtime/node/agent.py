@@ -21,12 +21,21 @@ from typing import Any
 from loguru import logger
 
 from freight.config import settings
-from freight.core.lease import Grant, Infeasible, LeaseManager, LeaseRequest, StartWorkers, fits
+from freight.core.lease import (
+    Grant,
+    Infeasible,
+    LeaseManager,
+    LeaseRequest,
+    StartWorkers,
+    Stop,
+    fits,
+)
 from freight.core.placement import ClusterView, NodeState
 from freight.core.task_state import INFEASIBLE, WAITING_FOR_RESOURCES
-from freight.exceptions import ObjectStoreFullError
+from freight.exceptions import ObjectStoreFullError, OutOfDiskError
 from freight.objects.shm import segment_dir
-from freight.objects.store import ObjectStore
+from freight.objects.spill import spill_directory
+from freight.objects.store import FULL_WAIT_S, ObjectStore, format_bytes
 from freight.observe import tracing
 from freight.observe.aggregate import NodeFigures
 from freight.observe.recorder import RECORDER
@@ -35,10 +44,15 @@ from freight.protocol.aio import AioConn, serve_connection
 from freight.protocol.frames import ProtocolError
 
 from .events import STORE_FULL_INTERVAL_S, EventOutbox, WorkerExits
+from .memory_monitor import Candidate, WorkLedger
 from .metrics import ActorUsage
 from .transfer import ObjectPuller
 from .worker_pool import WorkerPool
 
+# How long the memory monitor waits for a victim's owner to answer WorkerKilled (so that its
+# tasks fail with OutOfMemoryError, not WorkerCrashedError) before it kills the worker anyway.
+OWNER_ANSWER_S = 0.5
+STOP_GRACE_S = 2.0  # a worker asked to exit (its owner is gone) is killed if still there after
 # A hard node affinity to a node this agent has not heard of waits this long for it to show up
 # in the head's heartbeat replies (it may have just joined) before the task is unschedulable.
 NODE_AFFINITY_GRACE_S = 5.0
@@ -116,7 +130,12 @@ class NodeAgent:
         # (its store folder is set below, once the store is made)
         self.spilled = 0  # lease requests sent on to other nodes
         session_name = os.path.basename(os.path.normpath(session_dir))
-        self.store = ObjectStore(segment_dir(shm_root, session_name), store_capacity)
+        store_dir = segment_dir(shm_root, session_name)
+        self.store = ObjectStore(
+            store_dir, store_capacity, spill_dir=spill_directory(session_dir, store_dir)
+        )
+        self._restores: dict[bytes, asyncio.Future[str]] = {}  # one restore per object at once
+        self._spill_running = False  # a background spill pass is under way
         self.view.nodes[node_id].store_dir = self.store.directory
         self.pool = WorkerPool(session_dir, node_id, self.data_socket, token)
         self.puller = ObjectPuller(self.store, token, self._agent_of_store, self._next_view)
@@ -129,7 +148,9 @@ class NodeAgent:
         self.view_updated = asyncio.Event()  # set and cleared by each cluster view
         self.stopping = asyncio.Event()
         self.on_actor_death: Any = None  # async callable(actor_id, cause), set by the server
-        self.refused = 0
+        self.on_driver_lost: Any = None  # async callable(job_id), set by the server
+        self.refused = 0  # connections refused at the greeting (wrong token, bad HELLO)
+        self.malformed = 0  # authenticated connections closed for a malformed or invalid frame
         # Telemetry: the figures of every process on this node, and task events for the head.
         self.figures = NodeFigures()
         # Task rows from owners, one batch per report (forwarded to the head as they came).
@@ -143,6 +164,11 @@ class NodeAgent:
         # Cluster events for the head (server.py sends them), and crash detection.
         self.events = EventOutbox(node_id)
         self.worker_exits = WorkerExits(self.events)
+        # The memory monitor (memory_monitor.py): what each worker runs, the workers it is
+        # killing (their owner told, the kill to follow), and why actors' workers were killed.
+        self.work = WorkLedger()
+        self.doomed: dict[str, tuple[Candidate, str]] = {}
+        self.memory_causes: dict[str, str] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tcp_server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -184,11 +210,22 @@ class NodeAgent:
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_connection(
-            reader, writer, self.token, self._opened, self._handle, self._closed, self._refusal
+            reader,
+            writer,
+            self.token,
+            self._opened,
+            self._handle,
+            self._closed,
+            self._refusal,
+            self._malformed,
         )
 
     def _refusal(self, text: str) -> None:
         self.refused += 1
+        logger.warning(text)
+
+    def _malformed(self, text: str) -> None:
+        self.malformed += 1
         logger.warning(text)
 
     def _opened(self, conn: AioConn) -> None:
@@ -212,6 +249,8 @@ class NodeAgent:
                     f"the driver of job {job or '?'} disconnected without shutting down",
                     job_id=job,
                 )
+                if job and self.on_driver_lost is not None:
+                    self._background(self.on_driver_lost(job))
         owner = ""
         if len(role) < 2:
             pass  # a peer that never said who it is owns nothing here
@@ -238,10 +277,11 @@ class NodeAgent:
                 waiter = self.actor_waiters.pop(actor_id, None)
                 if waiter and not waiter.done():
                     waiter.set_exception(RuntimeError("the actor's worker process exited"))
+                cause = self.memory_causes.pop(wid, "worker process died")
                 if self.on_actor_death is not None and not self.stopping.is_set():
-                    self._background(self.on_actor_death(actor_id, "worker process died"))
+                    self._background(self.on_actor_death(actor_id, cause))
         # Workers own leases too (nested tasks, actors that submit tasks): take those back.
-        self._apply(self.leases.client_gone(conn.id))
+        self._apply(self.leases.client_gone(conn.id, crashed=not clean))
         self._notify()
 
     def _worker_info(self, wid: str) -> dict[str, Any]:
@@ -292,12 +332,19 @@ class NodeAgent:
                     m.LeaseRejected(msg.req_id, f"node {self.node_id[:12]} cannot run it", True)
                 )
                 return
+            if not isinstance(msg.retriable, bool):
+                raise ProtocolError("malformed RequestLease: retriable must be a bool")
+            self.work.requested(conn.id, msg.req_id, msg.retriable)
             req = LeaseRequest(
                 msg.req_id, conn.id, msg.resources, msg.name, strategy=strategy, spilled=msg.spilled
             )
             self._apply(self.leases.request(req))
         elif t is m.ReturnLease:
-            if msg.disconnect:
+            if msg.worker_id in self.doomed:
+                # The owner heard of the memory monitor's kill (or gave the worker back first,
+                # which must not make it idle): kill it now.
+                self._kill_doomed(msg.worker_id)
+            elif msg.disconnect:
                 # The owner lost the worker (usually because it died): killing what is left is
                 # cleanup, not a request to exit, so a death here still counts as a crash.
                 self.pool.kill(msg.worker_id, requested=False)
@@ -306,15 +353,23 @@ class NodeAgent:
             self._notify()
         elif t is m.ReserveObject:
             try:
-                path = self.store.reserve(msg.object_id, msg.size, msg.owner)
+                path = self.store.try_reserve(msg.object_id, msg.size, msg.owner)
             except (ObjectStoreFullError, ValueError) as exc:
-                conn.send(m.Error(msg.req_id, str(exc), pickle.dumps(exc)))
-                if isinstance(exc, ObjectStoreFullError):
-                    self.events.record_throttled(
-                        "store_full", "OBJECT_STORE_FULL", str(exc), STORE_FULL_INTERVAL_S
-                    )
+                self._reserve_failed(conn, msg.req_id, exc)
             else:
+                if path is None:  # room must be made by spilling first: off the event loop
+                    self._background(self._reserve_spilling(conn, msg))
+                else:
+                    conn.send(m.Reserved(msg.req_id, path))
+                self._spill_soon()
+        elif t is m.RestoreObject:
+            if not isinstance(msg.object_id, bytes):
+                raise ProtocolError("malformed RestoreObject")
+            path = self.store.resident_path(msg.object_id)
+            if path is not None:  # restored already, or never spilled
                 conn.send(m.Reserved(msg.req_id, path))
+            else:
+                self._background(self._restore(conn, msg))
         elif t is m.FetchObject:
             if (
                 not isinstance(msg.object_id, bytes)
@@ -349,7 +404,7 @@ class NodeAgent:
             if waiter and not waiter.done():
                 waiter.set_result(msg.error)
         else:
-            raise ConnectionError(f"unexpected {t.__name__} message on the agent socket")
+            raise ProtocolError(f"unexpected {t.__name__} message on the agent socket")
 
     async def _next_view(self) -> None:
         """Return once the head's next cluster view has arrived."""
@@ -358,6 +413,82 @@ class NodeAgent:
     def _agent_of_store(self, store_dir: str) -> str | None:
         node = next((n for n in self.view.nodes.values() if n.store_dir == store_dir), None)
         return node.agent_address if node is not None and node.agent_address else None
+
+    # -- spilling (freight.objects.store does the work, in threads) --------------------------
+
+    def _reserve_failed(self, conn: AioConn, req_id: int, exc: Exception) -> None:
+        try:
+            blob = pickle.dumps(exc)
+        except Exception:
+            blob = b""
+        conn.send(m.Error(req_id, str(exc), blob))
+        if isinstance(exc, ObjectStoreFullError | OutOfDiskError):
+            self.events.record_throttled(
+                "store_full", "OBJECT_STORE_FULL", str(exc), STORE_FULL_INTERVAL_S
+            )
+
+    async def _reserve_spilling(self, conn: AioConn, msg: m.ReserveObject) -> None:
+        """A reservation that needs objects spilled first: the store spills in a thread (and
+        waits a little for writes in progress and readers) while the writer waits."""
+        try:
+            path = await asyncio.to_thread(
+                self.store.reserve, msg.object_id, msg.size, msg.owner, FULL_WAIT_S
+            )
+        except Exception as exc:
+            self._reserve_failed(conn, msg.req_id, exc)
+            return
+        if conn.id not in self.conns:  # the writer is gone, and its objects were freed
+            self.store.delete([msg.object_id])
+            return
+        conn.send(m.Reserved(msg.req_id, path))
+        self._spill_soon()
+
+    async def _restore(self, conn: AioConn, msg: m.RestoreObject) -> None:
+        """Copy a spilled object back into shared memory for a reader (one copy however many
+        ask) and answer with its path."""
+        oid = msg.object_id
+        pending = self._restores.get(oid)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(self.store.restore, oid, FULL_WAIT_S))
+            self._restores[oid] = pending
+            pending.add_done_callback(
+                lambda f: self._restores.pop(oid) if self._restores.get(oid) is f else None
+            )
+        try:
+            path = await asyncio.shield(pending)
+        except KeyError:
+            conn.send(m.Error(msg.req_id, f"object {oid.hex()} is not in this node's store", b""))
+            return
+        except Exception as exc:
+            self._reserve_failed(conn, msg.req_id, exc)
+            return
+        conn.send(m.Reserved(msg.req_id, path))
+        self._spill_soon()
+
+    def _spill_soon(self) -> None:
+        """Start a background spill pass when the store is over its spilling threshold."""
+        if not self._spill_running and self.store.over_threshold():
+            self._spill_running = True
+            self._background(self._spill_in_background())
+
+    async def _spill_in_background(self) -> None:
+        try:
+            spilled = await asyncio.to_thread(self.store.spill_to_threshold)
+        except Exception:
+            logger.exception("spilling objects failed")
+            return
+        finally:
+            self._spill_running = False
+        store = self.store
+        if spilled and store.spill is not None:
+            self.events.record_throttled(
+                "spill",
+                "OBJECT_SPILLED",
+                f"the object store passed {store.spill_threshold:.0%} of its "
+                f"{format_bytes(store.capacity)}: spilled {format_bytes(spilled)} of objects "
+                f"to {store.spill.directory}",
+                STORE_FULL_INTERVAL_S,
+            )
 
     async def _fetch(self, conn: AioConn, msg: m.FetchObject) -> None:
         try:
@@ -460,10 +591,14 @@ class NodeAgent:
                 if conn is None:
                     self.leases.lease_returned(w.worker_id)
                     continue
+                self.work.granted(w.worker_id, act.req.client, act.req.req_id, act.req.name)
                 conn.send(m.LeaseGranted(act.req.req_id, w.worker_id, w.address, w.pid, w.gpu_ids))
             elif type(act) is StartWorkers:
                 for _ in range(act.n):
                     self._spawn()
+            elif type(act) is Stop:
+                for wid in act.worker_ids:
+                    self._stop_worker(wid, "its owner is gone")
             elif type(act) is Infeasible:
                 logger.warning(act.message)
                 conn = self.conns.get(act.req.client)
@@ -557,6 +692,62 @@ class NodeAgent:
             asyncio.get_running_loop().call_later(1.5, self.pool.kill, worker_id, True)
             return True
         return self.pool.kill(worker_id, force=True)
+
+    # -- memory monitor ----------------------------------------------------------------------
+
+    def kill_for_memory(self, victim: Candidate, reason: str) -> None:
+        """Kill a worker to free the node's memory (the memory monitor chose it). The owner of
+        its lease hears ``reason`` first and answers with ReturnLease, on which it is killed;
+        an owner that does not answer within OWNER_ANSWER_S does not hold it up."""
+        wid = victim.worker_id
+        slot = self.leases.workers.get(wid)
+        if slot is None or slot.pid != victim.pid or wid in self.doomed:
+            return
+        self.doomed[wid] = (victim, reason)
+        holder = self.conns.get(slot.client) if slot.state == "LEASED" else None
+        if holder is None:
+            self._kill_doomed(wid)
+            return
+        holder.send(m.WorkerKilled(wid, reason))
+        asyncio.get_running_loop().call_later(OWNER_ANSWER_S, self._kill_doomed, wid)
+
+    def _kill_doomed(self, wid: str) -> None:
+        doomed = self.doomed.pop(wid, None)
+        if doomed is None:
+            return  # killed already
+        victim, reason = doomed
+        if not self.pool.kill(wid, force=True):
+            return  # it exited by itself meanwhile
+        self.worker_exits.expect(wid)  # a TASK_OOM_KILLED event, not WORKER_CRASHED
+        if victim.actor:
+            self.memory_causes[wid] = (
+                f"its worker was killed because the node ran low on memory. {reason}"
+            )
+            for gone in [w for w in self.memory_causes if w not in self.leases.workers]:
+                del self.memory_causes[gone]
+        RECORDER.inc("freight_memory_monitor_kills_total", ("actor" if victim.actor else "task",))
+        logger.warning("{}", reason)
+        info = self._worker_info(wid)
+        self.events.record(
+            "TASK_OOM_KILLED",
+            reason,
+            worker_id=wid,
+            pid=victim.pid,
+            actor_id=info.get("actor_id", ""),
+            job_id=info.get("job_id", ""),
+        )
+
+    def _stop_worker(self, wid: str, why: str) -> None:
+        """Ask a worker to exit now (it sends its spans first, even mid-task); kill it if it
+        has not gone after STOP_GRACE_S."""
+        conn = self.worker_conns.get(wid)
+        self.worker_exits.expect(wid)
+        self.pool.request_exit(wid)
+        if conn is None:
+            self.pool.kill(wid)
+            return
+        conn.send(m.ExitWorker(why))
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, self.pool.kill, wid)
 
     # -- housekeeping ------------------------------------------------------------------------
 

@@ -122,15 +122,17 @@ class NodeMetrics:
             for res, amount in amounts.items():
                 g[(name, (str(res),))] = float(amount)
         store = agent.store.stats()
-        sealed = [e for e in agent.store.list_objects() if e.sealed]
-        # Every sealed primary copy is held for its owner: the agent frees the objects of an
-        # owner whose connection closes. Spilling does not exist yet, so spilled and restored
-        # are 0 (and so are the spill and restore byte counters).
+        entries = agent.store.list_objects()
+        # Every sealed primary copy in memory is held for its owner: the agent frees the
+        # objects of an owner whose connection closes. Restored: back in memory from a spill
+        # file (which is kept, so spilling it again writes nothing).
+        sealed = [e for e in entries if e.sealed and e.in_memory]
+        restored = [e for e in sealed if e.spill_path]
         by_state = {
-            "in_memory": (store.used_bytes, store.num_objects),
+            "in_memory": (store.used_bytes, store.num_objects - store.num_spilled),
             "pinned": (sum(e.size for e in sealed), len(sealed)),
-            "spilled": (0, 0),
-            "restored": (0, 0),
+            "spilled": (store.spilled_bytes, store.num_spilled),
+            "restored": (sum(e.size for e in restored), len(restored)),
         }
         for state, (nbytes, count) in by_state.items():
             g[("freight_object_store_bytes", (state,))] = float(nbytes)
@@ -143,6 +145,7 @@ class NodeMetrics:
             _add(c, "freight_object_transfers_total", (direction,), 0.0)
         _add(c, "freight_auth_refused_total", ("data",), float(agent.refused))
         _add(c, "freight_auth_refused_total", ("grpc",), 0.0)
+        _add(c, "freight_protocol_errors_total", (), float(agent.malformed))
         for clean in ("true", "false"):
             _add(c, "freight_driver_disconnects_total", (clean,), 0.0)
 

@@ -38,6 +38,7 @@ from freight.util.process import (
 
 from .agent import NodeAgent, check_resources
 from .events import event_loop
+from .memory_monitor import MemoryMonitor, monitor_loop
 from .metrics import serve_node_metrics
 from .transfer import serve_chunks
 from .worker_info import WorkerInfoSource
@@ -53,6 +54,7 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
 
     async def StartActor(self, request: pb.StartActorRequest, context: Any) -> pb.StartActorReply:
         actor = request.actor
+        self.agent.work.actor(actor.actor_id, actor.class_name, actor.max_restarts != 0)
         wid, addr, pid, creation_error, error = await self.agent.start_actor(
             actor.actor_id, request.creation_spec, actor.job_id, dict(actor.resources.amounts)
         )
@@ -243,6 +245,9 @@ async def amain(args: argparse.Namespace) -> None:
     resources.setdefault("memory", float(_memory_bytes()))
     capacity = args.object_store_memory or default_capacity(settings.shm_dir)
     resources["object_store_memory"] = float(capacity)
+    # A bad threshold stops the start-up here, named (0: the memory monitor is off).
+    refresh_ms = settings.memory_monitor_refresh_ms
+    memory = MemoryMonitor(settings.memory_usage_threshold) if refresh_ms > 0 else None
     prestart = settings.prestart_workers
     if prestart < 0:
         prestart = int(resources["CPU"])
@@ -306,6 +311,16 @@ async def amain(args: argparse.Namespace) -> None:
             logger.warning("could not report actor death: {}", exc.details())
 
     agent.on_actor_death = report_actor_death
+
+    async def report_driver_lost(job_id: str) -> None:
+        # The job ends FAILED: its non-detached actors and placement groups go with it.
+        request = pb.FinishJobRequest(job_id=job_id, state="FAILED")
+        try:
+            await head.FinishJob(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("could not end the job of a lost driver: {}", exc.details())
+
+    agent.on_driver_lost = report_driver_lost
     metrics, metrics_http = serve_node_metrics(agent, head, args.bind, args.metrics_port)
     node.metrics_address = metrics_http.address(args.bind)
     fill_dynamic(node, agent)
@@ -326,6 +341,8 @@ async def amain(args: argparse.Namespace) -> None:
         asyncio.ensure_future(task_event_loop(agent, head)),
         asyncio.ensure_future(event_loop(agent.events, head, agent.stopping)),
     ]
+    if memory is not None:
+        tasks.append(asyncio.ensure_future(monitor_loop(memory, agent, refresh_ms / 1000)))
     await agent.stopping.wait()
     try:
         await head.UnregisterNode(

@@ -122,7 +122,10 @@ class ObjectPuller:
                 f"Object {object_id.hex()} lives on a node that is no longer in the cluster "
                 f"(store {source_dir}).",
             )
-        path = self.store.reserve(object_id, size, owner)
+        # Room without disk I/O on the event loop; else spill in a thread (as ReserveObject).
+        path = self.store.try_reserve(object_id, size, owner) or await asyncio.to_thread(
+            self.store.reserve, object_id, size, owner
+        )
         written = 0
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -69,8 +69,14 @@ async def serve_connection(
     handle: Callable[[AioConn, Any], Awaitable[None] | None],
     on_close: Callable[[AioConn, BaseException | None], None],
     log_refusal: Callable[[str], None],
+    log_malformed: Callable[[str], None],
 ) -> None:
-    """Authenticate one connection, then pass each message to ``handle`` until it ends."""
+    """Authenticate one connection, then pass each message to ``handle`` until it ends.
+
+    A peer refused at its greeting goes to ``log_refusal``; an authenticated peer disconnected
+    for a malformed frame or an invalid message goes to ``log_malformed``. A transport failure
+    (a peer that died resets the socket) is neither: ``on_close`` receives it.
+    """
     conn = AioConn(reader, writer)
     try:
         first = await asyncio.wait_for(conn.recv_frame(MAX_HELLO), timeout=10)
@@ -80,6 +86,11 @@ async def serve_connection(
         conn.role = check_hello(first[0], first[1], token)
     except (AuthenticationError, ProtocolError, TimeoutError) as exc:
         log_refusal(f"refused data-plane connection: {exc}")
+        conn.close()
+        return
+    except OSError:
+        # Reset before it said who it is (a port scan, a peer that died): nothing to refuse.
+        # Escaping here would print asyncio's traceback for every such peer.
         conn.close()
         return
     on_open(conn)
@@ -93,13 +104,15 @@ async def serve_connection(
             res = handle(conn, msg)
             if res is not None:
                 await res
-    except (ProtocolError, ConnectionError, OSError) as exc:
+    except ProtocolError as exc:
         error = exc
-        log_refusal(f"closed connection {conn.role[:1]} after malformed input: {exc}")
+        log_malformed(f"closed connection {conn.role[:1]} after malformed input: {exc}")
+    except OSError as exc:
+        error = exc
     except Exception as exc:
         # A well-formed frame whose fields do not fit its message (wrong types, ids, amounts).
         error = exc
-        log_refusal(f"closed connection {conn.role[:1]} after an invalid message: {exc!r}")
+        log_malformed(f"closed connection {conn.role[:1]} after an invalid message: {exc!r}")
     finally:
         conn.close()
         on_close(conn, error)

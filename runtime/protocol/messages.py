@@ -26,12 +26,15 @@ class Kind(IntEnum):
     LEASE_SPILLBACK = 21
     FETCH_OBJECT = 22
     FREE_ELSEWHERE = 23
+    RESTORE_OBJECT = 25
     RESERVE_OBJECT = 15
     RESERVED = 16
     SEAL_OBJECT = 17
     FREE_OBJECTS = 18
     WORKER_BLOCKED = 19
     WORKER_UNBLOCKED = 20
+    # agent -> owner
+    WORKER_KILLED = 24
     # worker -> agent
     REGISTER_WORKER = 30
     ACTOR_READY = 31
@@ -75,6 +78,7 @@ class RequestLease(NamedTuple):
     strategy: tuple[Any, ...] = ("DEFAULT",)  # freight.core.placement's wire form
     spilled: bool = False  # sent on by another node's agent: run it here or reject it
     prefer: str = ""  # the store folder of the node holding most of the arguments' bytes
+    retriable: bool = False  # the task asked for has max_retries != 0 (memory monitor policy)
 
 
 class LeaseSpillback(NamedTuple):
@@ -102,7 +106,16 @@ class LeaseRejected(NamedTuple):
 
 class ReturnLease(NamedTuple):
     worker_id: str
-    disconnect: bool  # the owner saw the worker die
+    disconnect: bool  # the owner saw the worker die, or was told it is killed (WorkerKilled)
+
+
+class WorkerKilled(NamedTuple):
+    """The agent takes a leased worker back to free the node's memory: the owner fails (or
+    retries) its tasks with ``reason``, then answers ``ReturnLease(worker_id, True)``, on which
+    the agent kills it (decisions/0022-memory-monitor.md)."""
+
+    worker_id: str
+    reason: str  # why, and the node's top memory users, for the OutOfMemoryError
 
 
 class CancelLeaseRequest(NamedTuple):
@@ -124,6 +137,15 @@ class FreeElsewhere(NamedTuple):
 
     store_dir: str
     object_ids: list[bytes]
+
+
+class RestoreObject(NamedTuple):
+    """Bring an object of this node's store that was spilled to disk back into shared memory;
+    answered with ``Reserved`` (its path, the one its value names) or ``Error`` (``exc`` empty
+    when the store does not hold the object: it was freed)."""
+
+    req_id: int
+    object_id: bytes
 
 
 class ReserveObject(NamedTuple):
@@ -416,12 +438,14 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.LEASE_SPILLBACK: LeaseSpillback,
     Kind.FETCH_OBJECT: FetchObject,
     Kind.FREE_ELSEWHERE: FreeElsewhere,
+    Kind.RESTORE_OBJECT: RestoreObject,
     Kind.RESERVE_OBJECT: ReserveObject,
     Kind.RESERVED: Reserved,
     Kind.SEAL_OBJECT: SealObject,
     Kind.FREE_OBJECTS: FreeObjects,
     Kind.WORKER_BLOCKED: WorkerBlocked,
     Kind.WORKER_UNBLOCKED: WorkerUnblocked,
+    Kind.WORKER_KILLED: WorkerKilled,
     Kind.REGISTER_WORKER: RegisterWorker,
     Kind.ACTOR_READY: ActorReady,
     Kind.CREATE_ACTOR: CreateActor,

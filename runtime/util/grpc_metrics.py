@@ -1,7 +1,8 @@
 """Instruments of the asyncio servers (head and node agents): gRPC latency and event-loop lag.
 
 - :class:`GrpcMetricsInterceptor` times every unary gRPC call the server handles and records
-  ``freight_grpc_request_seconds{service, method, code}``. Install it after the token
+  ``freight_grpc_request_seconds{service, method, code}``. A request that does not decode is
+  refused with INVALID_ARGUMENT and logged (counted there with that code). Install it after the token
   interceptor, so only authenticated calls (whose method names the server knows) are labelled:
   a caller cannot grow the label set by inventing method names.
 - :func:`watch_loop_lag` sleeps on the loop's own timers and records how late it woke up in
@@ -17,12 +18,35 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from loguru import logger
 
 from freight.observe.recorder import RECORDER, Recorder
 
 GRPC_SECONDS = "freight_grpc_request_seconds"
 LOOP_LAG = "freight_event_loop_lag_seconds"
 LAG_INTERVAL_S = 0.25
+
+
+class _Malformed:
+    """What a request that would not decode becomes, so the handler can refuse it, named."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:
+            return _Malformed(e)
+
+    return decode
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -64,6 +88,16 @@ class GrpcMetricsInterceptor(aio.ServerInterceptor):
             start = time.perf_counter()
             code = "OK"
             try:
+                if type(request) is _Malformed:
+                    peer = context.peer()
+                    logger.warning(
+                        "refused a malformed {} request from {}: {}", name, peer, request.error
+                    )
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"the {name} request could not be decoded ({request.error}); send a "
+                        f"{service}.{name} request message",
+                    )
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 code = "CANCELLED"
@@ -82,7 +116,7 @@ class GrpcMetricsInterceptor(aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             timed,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

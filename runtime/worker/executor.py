@@ -28,6 +28,7 @@ from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import frames
 from freight.protocol import messages as m
+from freight.worker.checkpoint import Checkpointer, checkpoint_dir
 
 
 @dataclass(slots=True)
@@ -84,6 +85,7 @@ class Executor:
         self.functions: dict[bytes, Any] = {}
         self.function_blobs: dict[bytes, bytes] = {}
         self.actor: Any = None
+        self.checkpointer: Checkpointer | None = None
         self.actor_id = ""
         self.actor_class = ""
         self.pool: CallPool | None = None
@@ -207,6 +209,10 @@ class Executor:
             cls = cloudpickle.loads(spec["class_blob"])
             args, kwargs = self._load_args(spec["args"], spec["arg_refs"])
             self.actor = cls(*args, **kwargs)
+            if Checkpointer.wanted(self.actor):
+                where = checkpoint_dir(self.cw.session_dir)
+                self.checkpointer = Checkpointer(self.actor, msg.actor_id, where)
+                self.checkpointer.restore()  # a restart: back to the last saved state
         except BaseException as e:
             tracing.finish(span, e)
             error = self._error_blob(f"{self.actor_class}.__init__", e)
@@ -304,6 +310,8 @@ class Executor:
             if inspect.iscoroutine(result):
                 result = asyncio.run(result)
             done = self._results(msg, ctx, result, start)
+            if self.checkpointer is not None:
+                self.checkpointer.after_call()  # before the reply: a result implies its save
         except _Cancelled:
             err = exc.TaskCancelledError(msg.task_id.hex())
             tracing.finish(span, err)
@@ -332,6 +340,8 @@ class Executor:
                 if inspect.isawaitable(result):
                     result = await result
                 done = self._results(msg, ctx, result, start)
+                if self.checkpointer is not None:
+                    self.checkpointer.after_call()
             except BaseException as e:
                 tracing.finish(span, e)
                 done = m.TaskDone(

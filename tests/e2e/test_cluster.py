@@ -432,3 +432,24 @@ def test_gpu_tasks_and_actors_see_their_own_gpus(cluster: Cluster) -> None:
 @freight.remote(num_cpus=0)
 def where_gpus() -> tuple[str, list[int], str]:
     return freight.get_runtime_context().get_node_id(), freight.get_gpu_ids(), ""
+
+
+def test_an_actor_whose_node_leaves_restarts_on_another(cluster: Cluster) -> None:
+    from freight.state import get_actor
+
+    node = cluster.add_node(num_cpus=1)
+    try:
+        strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=True)
+        actor = Where.options(scheduling_strategy=strategy, max_restarts=1).remote()
+        assert freight.get(actor.node.remote(), timeout=60) == node.node_id
+    finally:
+        cluster.remove_node(node)
+        wait_for_condition(
+            lambda: node.node_id not in cluster.alive_node_ids(), 30, "the node to be removed"
+        )
+    # The next call waits for the restart, which finds another node.
+    moved = freight.get(actor.node.remote(), timeout=60)
+    assert moved != node.node_id and moved in cluster.alive_node_ids()
+    row = get_actor(actor._actor_id.hex())
+    assert row["num_restarts"] == 1 and row["node_id"] == moved
+    freight.kill(actor)

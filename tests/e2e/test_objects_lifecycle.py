@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +16,7 @@ import freight
 from freight.cli.memory_cmd import memory_rows
 from freight.cli.status import status_report
 from freight.exceptions import ObjectStoreFullError
+from freight.testing import local_cluster
 from freight.testing import wait_for_condition as wait_until
 
 # Workers cannot import this test module: ship the remote functions below by value.
@@ -29,24 +28,10 @@ STORE_CAPACITY = 200 * MiB
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
-    if freight.is_initialized():
-        freight.shutdown()  # another module's shared cluster: this module needs its own
-    # A short FREIGHT_TEMP_DIR: Unix socket paths below it are limited to 107 bytes.
-    temp_dir = tempfile.mkdtemp(prefix="fr-", dir="/tmp")
-    saved = os.environ.get("FREIGHT_TEMP_DIR")
-    os.environ["FREIGHT_TEMP_DIR"] = temp_dir
-    try:
-        info = freight.init(num_cpus=2, object_store_memory=STORE_CAPACITY)
-    finally:
-        if saved is None:
-            os.environ.pop("FREIGHT_TEMP_DIR", None)
-        else:
-            os.environ["FREIGHT_TEMP_DIR"] = saved
-    try:
+    with local_cluster(
+        num_cpus=2, object_store_memory=STORE_CAPACITY
+    ) as info:  # its own: another module's shared one is shut down
         yield info
-    finally:
-        freight.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def worker() -> Any:

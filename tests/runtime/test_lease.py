@@ -13,6 +13,7 @@ from freight.core.lease import (
     LeaseManager,
     LeaseRequest,
     StartWorkers,
+    Stop,
     WorkerSlot,
 )
 from freight.core.task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
@@ -311,19 +312,35 @@ def test_client_gone_drops_its_requests_and_takes_its_leases_back(
     one_cpu.request(req(client=5))
     one_cpu.request(other)
     actions = one_cpu.client_gone(5)
+    # The worker may still run the gone owner's task: it is stopped, not handed on.
+    assert actions[0] == Stop(["w1"])
+    assert grants(actions) == []
+    assert list(one_cpu.pending) == [other]
+    w1 = one_cpu.workers["w1"]
+    assert (w1.state, w1.client) == ("STOPPING", -1)
+    assert "owner disconnected" in [t.cause for t in w1.transitions]
+    assert one_cpu.available == {"CPU": 1.0}
+    # Once it has exited, the waiting request gets a new worker.
+    assert one_cpu.worker_exited("w1", "killed") == [StartWorkers(1)]
+
+
+def test_an_owner_that_says_goodbye_has_its_workers_back_as_idle(one_cpu: LeaseManager) -> None:
+    idle_worker(one_cpu, "w1")
+    one_cpu.request(req(client=5))
+    other = req(client=6)
+    one_cpu.request(other)
+    actions = one_cpu.client_gone(5, crashed=False)
     assert grants(actions) == [(other.req_id, "w1")]
-    assert list(one_cpu.pending) == []
-    assert one_cpu.workers["w1"].client == 6
     assert "owner disconnected" in [t.cause for t in one_cpu.workers["w1"].transitions]
 
 
-def test_client_gone_leaves_an_idle_worker_when_nobody_waits(one_cpu: LeaseManager) -> None:
+def test_client_gone_stops_a_blocked_worker_and_frees_its_cpu(one_cpu: LeaseManager) -> None:
     idle_worker(one_cpu, "w1")
     one_cpu.request(req(client=5))
     one_cpu.set_blocked("w1", True)
-    assert one_cpu.client_gone(5) == []
+    assert one_cpu.client_gone(5) == [Stop(["w1"])]
     w = one_cpu.workers["w1"]
-    assert (w.state, w.client, w.blocked) == ("IDLE", -1, False)
+    assert (w.state, w.client) == ("STOPPING", -1)
     assert one_cpu.available == {"CPU": 1.0}
 
 
@@ -470,6 +487,9 @@ def test_random_event_sequence_keeps_the_invariants() -> None:
                 del live_reqs[a.req.req_id]
                 done_reqs.add(a.req.req_id)
                 granted_total += 1
+            elif isinstance(a, Stop):
+                for stopped in a.worker_ids:
+                    assert mgr.workers[stopped].state == "STOPPING"
             elif isinstance(a, StartWorkers):
                 assert a.n > 0
                 assert mgr.active_task_workers() + a.n <= mgr.cpu_cap()

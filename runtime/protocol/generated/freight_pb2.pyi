@@ -322,7 +322,7 @@ class JobLogsChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("actor_id", "job_id", "class_name", "name", "namespace", "state", "node_id", "worker_id", "worker_address", "pid", "detached", "death_cause", "resources", "start_time", "end_time", "num_restarts", "owner_address", "pending_reason", "scheduling_strategy")
+    __slots__ = ("actor_id", "job_id", "class_name", "name", "namespace", "state", "node_id", "worker_id", "worker_address", "pid", "detached", "death_cause", "resources", "start_time", "end_time", "num_restarts", "owner_address", "pending_reason", "scheduling_strategy", "max_restarts", "max_task_retries")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +342,8 @@ class ActorInfo(_message.Message):
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     SCHEDULING_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASK_RETRIES_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     job_id: str
     class_name: str
@@ -361,7 +363,9 @@ class ActorInfo(_message.Message):
     owner_address: str
     pending_reason: str
     scheduling_strategy: str
-    def __init__(self, actor_id: _Optional[str] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., pid: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., resources: _Optional[_Union[ResourceMap, _Mapping]] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., num_restarts: _Optional[int] = ..., owner_address: _Optional[str] = ..., pending_reason: _Optional[str] = ..., scheduling_strategy: _Optional[str] = ...) -> None: ...
+    max_restarts: int
+    max_task_retries: int
+    def __init__(self, actor_id: _Optional[str] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., pid: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., resources: _Optional[_Union[ResourceMap, _Mapping]] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., num_restarts: _Optional[int] = ..., owner_address: _Optional[str] = ..., pending_reason: _Optional[str] = ..., scheduling_strategy: _Optional[str] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ...) -> None: ...
 
 class CreateActorRequest(_message.Message):
     __slots__ = ("actor", "creation_spec", "get_if_exists")

@@ -1,0 +1,203 @@
+"""The head is SIGKILLed in the middle of a job and started again on its control store: the
+job completes, actors keep their state, placement groups and jobs are still known, tasks leased
+before the kill keep running while the head is down, and a new driver can connect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import freight
+from freight.state import list_jobs
+from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.util.placement_group import placement_group, placement_group_table
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with (
+        short_temp_dir() as tmp,
+        patched_environ(FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None),
+        Cluster() as c,
+    ):
+        c.add_node(num_cpus=1)
+        c.add_node(num_cpus=2)
+        c.add_node(num_cpus=2)
+        freight.init(address=c.address, namespace="books")
+        try:
+            yield c
+        finally:
+            freight.shutdown()
+
+
+@freight.remote
+def square(x: int) -> int:
+    time.sleep(0.02)  # the work: long enough that the job is under way when the head dies
+    return x * x
+
+
+@freight.remote(num_cpus=0)  # not queued behind the job's tasks, which hold every CPU
+def one() -> int:
+    return 1
+
+
+@freight.remote
+class Tally:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self) -> int:
+        self.n += 1
+        return self.n
+
+
+NEW_DRIVER = """
+    import sys
+    import freight
+
+    freight.init(address=sys.argv[1], namespace="books")
+    print(freight.get(freight.get_actor("ledger").add.remote(), timeout=60))
+"""
+
+
+def test_a_job_survives_the_head_being_killed_and_restarted(cluster: Cluster) -> None:
+    ledger = Tally.options(name="ledger", lifetime="detached").remote()
+    tally = Tally.options(name="tally").remote()
+    assert freight.get([ledger.add.remote() for _ in range(5)])[-1] == 5
+    assert freight.get([tally.add.remote() for _ in range(3)])[-1] == 3
+    pg = placement_group([{"CPU": 1}], strategy="PACK")
+    assert pg.wait(timeout_seconds=60)
+    job_id = freight.get_runtime_context().get_job_id()
+
+    refs = [square.remote(i) for i in range(400)]
+    freight.wait(refs, num_returns=20, timeout=60, fetch_local=False)
+    cluster.kill_head()
+    killed = time.monotonic()
+    # While it is down, tasks already leased keep running and their results arrive.
+    done_at_kill = len(freight.wait(refs, num_returns=len(refs), timeout=0)[0])
+    wait_for_condition(
+        lambda: len(freight.wait(refs, num_returns=len(refs), timeout=0)[0]) > done_at_kill + 10,
+        30,
+        "results to keep coming while the head is down",
+    )
+
+    restarted = time.monotonic()
+    cluster.restart_head()
+    serving = time.monotonic()
+    assert freight.get(one.remote(), timeout=60) == 1  # new work is accepted
+    first_task = time.monotonic()
+    print(
+        f"\nhead down {restarted - killed:.2f} s; restarted head serving after "
+        f"{serving - restarted:.2f} s; first new task result after {first_task - restarted:.2f} s"
+    )
+
+    assert freight.get(refs, timeout=120) == [i * i for i in range(400)]
+    # Actors kept their state: the detached one and the driver's own.
+    assert freight.get(ledger.add.remote(), timeout=60) == 6
+    assert freight.get(tally.add.remote(), timeout=60) == 4
+    assert freight.get(freight.get_actor("tally").add.remote(), timeout=60) == 5
+    # The control store kept the placement group and the job.
+    assert placement_group_table(pg)["state"] == "CREATED"
+    job = next(j for j in list_jobs() if j["job_id"] == job_id)
+    assert job["state"] == "RUNNING"
+    wait_for_condition(
+        lambda: cluster.alive_node_ids() == {n.node_id for n in cluster.nodes},
+        60,
+        "every node to be registered with the new head",
+    )
+    # A new driver connects and finds the detached actor by name.
+    new = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NEW_DRIVER), cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert new.returncode == 0, new.stderr[-4000:]
+    assert new.stdout.split()[-1] == "7"
+    freight.kill(ledger)
+
+
+HEAD_NODE_DRIVER = """
+    import sys
+    import freight
+
+    freight.init(address=sys.argv[1], namespace="books")
+
+    @freight.remote
+    class Ledger:
+        __freight_checkpoint_calls__ = 1
+
+        def __init__(self):
+            self.n = 0
+
+        def add(self):
+            self.n += 1
+            return self.n
+
+        def __freight_checkpoint__(self):
+            return self.n
+
+        def __freight_restore__(self, n):
+            self.n = n
+
+    if sys.argv[2] == "create":
+        a = Ledger.options(name="ledger", lifetime="detached", max_restarts=1).remote()
+    else:
+        a = freight.get_actor("ledger")
+    print(freight.get(a.add.remote(), timeout=120))
+"""
+
+
+def test_freight_start_on_the_old_storage_carries_the_cluster_on(tmp_path) -> None:
+    """The whole head node goes (head, agent, actor) and `freight start --head` runs again on
+    the same control store: same token, the detached actor restarts with its checkpoint."""
+    freight_cli = str(Path(sys.executable).with_name("freight"))
+    storage = tmp_path / "control.db"
+    with short_temp_dir() as tmp:
+        env = {k: v for k, v in os.environ.items() if k not in ("FREIGHT_TOKEN", "FREIGHT_ADDRESS")}
+        env.update(
+            FREIGHT_TEMP_DIR=str(tmp),
+            FREIGHT_ACTOR_CHECKPOINT_DIR=str(tmp_path / "ckpt"),  # outlives the session
+            FREIGHT_HEALTH_CHECK_PERIOD_S="0.3",
+            FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD="2",
+        )
+        port = str(_free_port())
+        start = [freight_cli, "start", "--head", "--port", port, "--num-cpus", "1"]
+        start += ["--storage", str(storage)]
+
+        def run(*cmd: str) -> str:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+            return done.stdout
+
+        def driver(step: str) -> int:
+            script = textwrap.dedent(HEAD_NODE_DRIVER)
+            return int(run(sys.executable, "-c", script, f"127.0.0.1:{port}", step).split()[-1])
+
+        try:
+            run(*start)
+            first_token = (tmp / "session_latest" / "token").read_text()
+            assert [driver("create"), driver("use")] == [1, 2]
+            run(freight_cli, "stop")
+            run(*start)
+            assert (tmp / "session_latest" / "token").read_text() == first_token
+            # Its node is gone: once the new head finds it dead, the actor restarts on the new
+            # node and restores its checkpoint.
+            assert driver("use") == 3
+        finally:
+            subprocess.run([freight_cli, "stop"], env=env, capture_output=True, timeout=120)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

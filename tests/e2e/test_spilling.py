@@ -1,0 +1,205 @@
+"""Object spilling on a real node: three times the store's capacity goes through, nothing lost.
+
+A one-node cluster with a 64 MiB store (spilling above 80%): puts, task returns and task
+arguments far beyond the capacity spill to disk and come back when read; the agent's /metrics
+count the spills and restores; an object larger than the whole store still fails, clearly.
+First, on two nodes of their own, objects spilled on one node are read from the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import freight
+from freight.cli.status import status_report
+from freight.exceptions import ObjectStoreFullError
+from freight.testing import Cluster, local_cluster, patched_environ, short_temp_dir
+from freight.testing import wait_for_condition as wait_until
+
+# Workers cannot import this test module: ship the remote functions below by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+MiB = 1024 * 1024
+STORE_CAPACITY = 64 * MiB
+OBJECT_BYTES = 4 * MiB
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, Any]]:
+    with local_cluster(
+        num_cpus=1, object_store_memory=STORE_CAPACITY
+    ) as info:  # its own: another module's shared one is shut down
+        yield info
+
+
+def worker() -> Any:
+    w = freight._api._worker
+    assert w is not None
+    return w
+
+
+def block(n: int, nbytes: int = OBJECT_BYTES) -> np.ndarray:
+    """``nbytes`` of content that differs for every ``n``."""
+    return np.random.default_rng(n).integers(0, 2**63, nbytes // 8, dtype=np.int64)
+
+
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array))).hexdigest()
+
+
+@freight.remote
+def make_block(n: int) -> np.ndarray:
+    return block(n, 8 * MiB)
+
+
+@freight.remote
+def checksum(array: np.ndarray) -> str:
+    return digest(array)
+
+
+@freight.remote(resources={"far": 1})
+def far_checksum(array: np.ndarray) -> str:
+    return digest(array)
+
+
+@freight.remote(resources={"far": 1})
+def far_block(n: int) -> np.ndarray:
+    return block(n)
+
+
+def node_metrics() -> dict[str, float]:
+    """The spill and restore counters of the node agent's /metrics."""
+    w = worker()
+    (node,) = status_report(w.head_address, w.token).nodes
+    with urllib.request.urlopen(f"http://{node.metrics_address}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith(("freight_object_spilled", "freight_object_restored"))
+    }
+
+
+def spill_files() -> list[str]:
+    folder = os.path.join(worker().session_dir, "spill")
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def wait_for_no_spill_files(what: str) -> None:
+    """Freed objects take their spill files with them."""
+    try:
+        wait_until(lambda: not spill_files(), timeout=30, what=f"spill files removed {what}")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; left: {spill_files()}") from None
+
+
+# First, before the module's one-node cluster starts: this test brings its own two nodes.
+def test_objects_spilled_on_one_node_are_read_from_another() -> None:
+    if freight.is_initialized():
+        freight.shutdown()  # another module's shared cluster
+    with (
+        short_temp_dir() as tmp,
+        patched_environ(FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None),
+        Cluster() as c,
+    ):
+        c.add_node(num_cpus=1, object_store_memory=STORE_CAPACITY)
+        c.add_node(num_cpus=1, resources={"far": 1}, object_store_memory=STORE_CAPACITY)
+        freight.init(address=c.address)
+        try:
+            count = 3 * STORE_CAPACITY // OBJECT_BYTES
+            # Spilled on the driver's node, pulled by the other one's worker as arguments.
+            refs = [freight.put(block(n)) for n in range(count)]
+            sums = freight.get([far_checksum.remote(ref) for ref in refs[:8]], timeout=120)
+            assert sums == [digest(block(n)) for n in range(8)]
+            del refs
+            # Made and spilled on the other node, pulled here by get.
+            returns = [far_block.remote(100 + n) for n in range(count)]
+            freight.wait(returns, num_returns=count, timeout=120)
+            for n, ref in enumerate(returns):
+                array = freight.get(ref, timeout=120)
+                assert digest(array) == digest(block(100 + n)), n
+                del array
+            del returns, ref
+        finally:
+            freight.shutdown()
+
+
+def test_putting_three_times_the_capacity_loses_nothing(cluster: dict[str, Any]) -> None:
+    count = 3 * STORE_CAPACITY // OBJECT_BYTES  # 48 objects of 4 MiB
+    expected = [digest(block(n)) for n in range(count)]
+    refs = [freight.put(block(n)) for n in range(count)]
+    assert spill_files(), "nothing was spilled"
+
+    for n, ref in enumerate(refs):
+        array = freight.get(ref)
+        assert digest(array) == expected[n], n
+        del array  # its mapping keeps the object in memory; let it go
+
+    figures = wait_until(
+        lambda: (f := node_metrics()).get("freight_object_restored_total", 0) > 0 and f,
+        timeout=30,
+        what="restore counters on /metrics",
+    )
+    assert figures["freight_object_spilled_total"] >= count - STORE_CAPACITY // OBJECT_BYTES
+    assert figures["freight_object_spilled_bytes_total"] >= OBJECT_BYTES * (count - 16)
+    assert figures["freight_object_restored_bytes_total"] >= OBJECT_BYTES
+    del refs, ref
+    wait_for_no_spill_files("after the refs were dropped")
+
+
+def test_task_returns_beyond_the_capacity_come_back(cluster: dict[str, Any]) -> None:
+    count = 3 * STORE_CAPACITY // (8 * MiB)  # 24 returns of 8 MiB
+    refs = [make_block.remote(n) for n in range(count)]
+    freight.wait(refs, num_returns=count, timeout=120)
+    assert spill_files(), "nothing was spilled"
+    for n, ref in enumerate(refs):
+        array = freight.get(ref)
+        assert digest(array) == digest(block(n, 8 * MiB)), n
+        del array
+    del refs, ref
+    wait_for_no_spill_files("after the returns were dropped")
+
+
+def test_spilled_task_arguments_are_restored_for_the_worker(cluster: dict[str, Any]) -> None:
+    count = 2 * STORE_CAPACITY // OBJECT_BYTES
+    refs = [freight.put(block(1000 + n)) for n in range(count)]
+    assert spill_files(), "nothing was spilled"
+    restored = node_metrics().get("freight_object_restored_total", 0.0)
+    # The oldest objects are the ones on disk now.
+    sums = freight.get([checksum.remote(ref) for ref in refs[:8]], timeout=120)
+    assert sums == [digest(block(1000 + n)) for n in range(8)]
+    wait_until(
+        lambda: node_metrics().get("freight_object_restored_total", 0.0) >= restored + 8,
+        timeout=30,
+        what="the arguments' restores on /metrics",
+    )
+    del refs
+    wait_for_no_spill_files("after the arguments were dropped")
+
+
+def test_an_object_larger_than_the_store_still_fails_clearly(cluster: dict[str, Any]) -> None:
+    too_big = np.zeros(STORE_CAPACITY + 8 * MiB, dtype=np.uint8)  # pages are never touched
+    with pytest.raises(ObjectStoreFullError) as info:
+        freight.put(too_big)
+    message = str(info.value)
+    assert "72.0 MiB" in message, message  # the object
+    assert "larger than the whole store (64.0 MiB)" in message, message
+    assert "--object-store-memory" in message, message
+    del too_big, info
+    # The cluster keeps serving, spilling included.
+    refs = [freight.put(block(2000 + n)) for n in range(20)]
+    assert digest(freight.get(refs[0])) == digest(block(2000))
+    assert freight.get(checksum.remote(refs[1])) == digest(block(2001))
+    del refs
+    wait_for_no_spill_files("after the failed put")
