@@ -219,6 +219,13 @@ SETTINGS: dict[str, Setting] = {
             "sends SIGKILL to a submitted job's process group.",
         ),
         Setting(
+            "FREIGHT_TASK_RETRY_DELAY_MS",
+            int,
+            50,
+            "A task that failed and is retried waits this long before its second attempt, "
+            "doubling with each attempt after (at most 5 s); 0 retries at once.",
+        ),
+        Setting(
             "FREIGHT_ACTOR_CHECKPOINT_DIR",
             str,
             "",

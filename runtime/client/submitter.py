@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 LEASE_IDLE_S = 0.2
 UNKNOWN_ACTOR_GRACE_S = 10.0  # how long a handle's actor may be unknown to the head
+RETRY_DELAY_MAX_S = 5.0  # the longest backoff before a task is retried
 STALE_ADDRESS_S = 60.0  # how long the head may still name a dead worker as an actor's
 _RESOLVED_NONE: list[tuple[bytes, str, Any]] = []  # shared by every task without ref arguments
 # Pipelining: a worker may hold several queued tasks while their expected total run time
@@ -90,6 +92,19 @@ class ActorState:
     # Held from taking calls off the queue until they are sent: two threads pumping at once
     # (a submit and the creation reply) must not send them out of order.
     send_lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+def _node_gone(agent: frames.FrameSocket) -> bool:
+    """True when the connection to a node's agent has closed: the node died (its workers die
+    with their agent). Peeks, so the reader thread's data stays where it is."""
+    if agent.closed:
+        return True
+    try:
+        return agent.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # open, nothing to read: alive
+    except OSError:
+        return True
 
 
 def _retry_allowed(spec: TaskSpec, error: BaseException | None) -> bool:
@@ -609,8 +624,32 @@ class TaskSubmitter:
         cw._free(freed)
 
     def _requeue(self, spec: TaskSpec) -> None:
-        with self.cw.lock:
-            self.queues.setdefault(spec.shape, deque()).appendleft(spec)
+        """Queue a failed task again, first in line, after a backoff that doubles with each
+        attempt (``FREIGHT_TASK_RETRY_DELAY_MS``, at most RETRY_DELAY_MAX_S)."""
+        rec = self.cw.tasks.get(spec.task_id)
+        attempt = rec.attempt if rec is not None else 0
+        delay = min(
+            settings.task_retry_delay_ms / 1000 * 2 ** max(attempt - 1, 0), RETRY_DELAY_MAX_S
+        )
+        if delay <= 0:
+            self._queue_again(spec)
+            return
+        timer = threading.Timer(delay, self._queue_again, (spec,))
+        timer.daemon = True
+        timer.start()
+
+    def _queue_again(self, spec: TaskSpec) -> None:
+        cw = self.cw
+        with cw.lock:
+            cancelled = spec.task_id in self.cancelled
+            if cancelled:
+                cw.tasks.cancelled(spec.task_id, "cancelled while waiting to be retried")
+            elif spec.task_id in cw.tasks.live:
+                self.queues.setdefault(spec.shape, deque()).appendleft(spec)
+        if cancelled:
+            err = exc.TaskCancelledError(spec.task_id.hex())
+            self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+            return
         self.pump(spec.shape)
 
     def on_peer_closed(self, peer: Peer) -> None:
@@ -686,6 +725,14 @@ class TaskSubmitter:
                 self._requeue(spec)
                 continue
             tried = f"{attempts} attempt(s); max_retries={spec.max_retries}"
+            if not oom_reason and _node_gone(lease.agent or cw.agent):
+                where = lease.peer.address.rpartition("|")[2]
+                err = exc.NodeDiedError(
+                    f"The node running task {spec.name!r} died ({tried}): its agent is gone, "
+                    f"and worker {lease.worker_id} ({where}) with it."
+                )
+                self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
+                continue
             if oom_reason:
                 err = exc.OutOfMemoryError(
                     f"Task {spec.name!r} failed: its worker was killed because the node ran low "

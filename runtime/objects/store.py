@@ -64,6 +64,9 @@ POOL_IDLE_S = 30.0  # pool files unused this long go back to the system
 # and readers to let go (agents pass it; callers on an event loop pass 0: a seal comes through
 # that loop). Spills in flight are always waited for: they end by themselves.
 FULL_WAIT_S = 5.0
+# A background spill pass leaves an object restored this recently alone: its reader is about to
+# map it (a put that needs room may still take it).
+RESTORE_GRACE_S = 2.0
 _FULL_POLL_S = 0.1  # readers unmap without telling anyone: look again this often
 
 # Linux-only fcntl commands; the values are fixed by the kernel ABI.
@@ -234,6 +237,8 @@ class ObjectStore:
         self._resident: OrderedDict[bytes, None] = OrderedDict()
         self._spilling: set[bytes] = set()
         self._restoring: dict[bytes, threading.Event] = {}
+        self._restored_at: dict[bytes, float] = {}  # monotonic time of recent restores
+        self.restore_grace_s = RESTORE_GRACE_S
         self._spilled_now = 0  # objects on disk only, and their bytes
         self._spilled_now_bytes = 0
         self._disk_bytes = 0  # spill files kept, restored objects' included
@@ -408,21 +413,27 @@ class ObjectStore:
                     evicted = self._evict_secondary(excess)
                     excess = self._used - int(self.spill_threshold * self.capacity)
                 if excess > 0:
-                    batch = self._plan_spill(excess, failed)
+                    batch = self._plan_spill(excess, failed, self.restore_grace_s)
             for oid in evicted:
                 self._unlink(oid)
             if not batch:
                 return spilled
             spilled += self._spill_batch(batch, failed)[0]
 
-    def _plan_spill(self, need: int, skip: set[bytes]) -> list[ObjectEntry]:
+    def _plan_spill(self, need: int, skip: set[bytes], grace_s: float = 0.0) -> list[ObjectEntry]:
         """Pick primary objects in memory to spill, least recently used first, until ``need``
-        bytes; mark them as being spilled. The caller holds the lock."""
+        bytes; mark them as being spilled. With ``grace_s``, objects restored that recently are
+        left alone: their reader has not mapped them yet. The caller holds the lock."""
         out: list[ObjectEntry] = []
+        recent = time.monotonic() - grace_s
+        if len(self._restored_at) > 1024:  # forget the old ones now and then
+            self._restored_at = {k: t for k, t in self._restored_at.items() if t > recent}
         for object_id in self._resident:
             if need <= 0:
                 break
             if object_id in self._spilling or object_id in skip:
+                continue
+            if grace_s and self._restored_at.get(object_id, 0.0) > recent:
                 continue
             # A mapped segment's pages stay in memory until the reader unmaps it: spilling it
             # would free nothing now. (An open during this check waits microseconds.)
@@ -560,6 +571,7 @@ class ObjectStore:
                 self._entries[object_id] = replace(entry, in_memory=True)
                 self._used += size
                 self._resident[object_id] = None  # the most recently used
+                self._restored_at[object_id] = time.monotonic()
                 self._spilled_now -= 1
                 self._spilled_now_bytes -= size
                 self._restored_total += 1

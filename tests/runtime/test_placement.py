@@ -218,3 +218,26 @@ def test_group_resources_and_requests_in_a_group() -> None:
     assert in_group({"CPU": 1}, "pg1", -1) == {"CPU_group_pg1": 1}
     assert in_group({"CPU": 1}, "pg1", 0) == {"CPU_group_0_pg1": 1}
     assert in_group({}, "pg1", 1) == {"bundle_group_1_pg1": 0.001}
+
+
+def test_a_task_follows_only_arguments_big_enough_and_elsewhere() -> None:
+    from types import SimpleNamespace
+
+    from freight.client.submitter import LOCALITY_MIN_BYTES, TaskSpec, TaskSubmitter
+
+    submitter = TaskSubmitter.__new__(TaskSubmitter)  # the method reads only cw.store_dir
+    submitter.cw = SimpleNamespace(store_dir="/dev/shm/here")  # type: ignore[assignment]
+    spec = TaskSpec(b"t", "f", b"", b"", b"", [], [], [], {"CPU": 1.0}, shape='{"CPU":1.0}')
+
+    def shape(*values: tuple[str, str, int]) -> str:
+        return submitter._shape_with_locality(spec, [(b"o", "w", v) for v in values])
+
+    big, small = LOCALITY_MIN_BYTES, LOCALITY_MIN_BYTES - 1
+    assert shape(("s", "/dev/shm/b/x", big)) == '{"CPU":1.0}\n/dev/shm/b'
+    assert shape(("s", "/dev/shm/b/x", small)) == '{"CPU":1.0}'  # copied instead
+    assert shape(("s", "/dev/shm/here/x", big)) == '{"CPU":1.0}'  # already here
+    assert shape(("v", b"inline", big)) == '{"CPU":1.0}'  # inline values travel with it
+    # The node holding the most bytes wins.
+    assert shape(("s", "/dev/shm/b/x", big), ("s", "/dev/shm/c/y", 2 * big)).endswith("/c")
+    spec.strategy = ("SPREAD",)
+    assert shape(("s", "/dev/shm/b/x", big)) == '{"CPU":1.0}'  # a strategy says where

@@ -191,8 +191,22 @@ def test_concurrent_restores_of_one_object_make_one_copy(make_store: Any) -> Non
     np.testing.assert_array_equal(read_segment(paths[0]), value(2))
 
 
+def test_a_background_pass_leaves_a_just_restored_object_alone(make_store: Any) -> None:
+    store = make_store(threshold=0.5)
+    for n in range(8):
+        put(store, n)
+    store.spill_to_threshold()
+    store.restore(oid(0))  # its reader is about to map it
+    for n in range(10, 14):
+        put(store, n)
+    store.spill_to_threshold()
+    assert not store.info(oid(0)).spilled  # type: ignore[union-attr]
+    np.testing.assert_array_equal(read(store, 0), value(0))
+
+
 def test_spilling_a_restored_object_again_writes_nothing(make_store: Any) -> None:
     store = make_store(threshold=0.5)
+    store.restore_grace_s = 0.0  # spill it again at once
     for n in range(8):
         put(store, n)
     store.spill_to_threshold()
