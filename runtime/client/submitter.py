@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
+import select
 import sys
 import threading
 import time
@@ -96,15 +96,19 @@ class ActorState:
 
 def _node_gone(agent: frames.FrameSocket) -> bool:
     """True when the connection to a node's agent has closed: the node died (its workers die
-    with their agent). Peeks, so the reader thread's data stays where it is."""
+    with their agent, so its side closed first). Asks the kernel whether the peer hung up,
+    which it knows even while data the reader thread has not read yet is waiting."""
     if agent.closed:
         return True
     try:
-        return agent.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False  # open, nothing to read: alive
-    except OSError:
-        return True
+        poller = select.poll()
+        poller.register(agent.sock.fileno(), select.POLLRDHUP)
+        return any(
+            ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL)
+            for _, ev in poller.poll(0)
+        )
+    except (OSError, ValueError):
+        return True  # closed under us
 
 
 def _retry_allowed(spec: TaskSpec, error: BaseException | None) -> bool:

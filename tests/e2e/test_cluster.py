@@ -240,9 +240,10 @@ def test_an_object_moves_between_two_other_nodes(cluster: Cluster) -> None:
 
 
 def test_tasks_with_large_arguments_run_where_the_arguments_lie(cluster: Cluster) -> None:
-    # Follow the arguments only to a node with room: wait for earlier tests' actors to go.
-    wait_for_condition(lambda: _cpus_free() == 5, timeout=30)
     for node, seed in ((cluster.nodes[2], 11), (cluster.nodes[1], 12)):
+        # Follow the arguments only to a node with room: wait until earlier work (actors of
+        # other tests, leases held idle) has let go of every CPU.
+        wait_for_condition(lambda: _cpus_free() == 5, timeout=30)
         size = 4 * 1024 * 1024
         on_node = NodeAffinitySchedulingStrategy(node.node_id)
         ref = make_bytes.options(scheduling_strategy=on_node).remote(size, seed)
