@@ -88,3 +88,19 @@ def test_a_pinned_task_without_retries_fails_with_node_died(
     cluster.remove_node(doomed, graceful=False)
     with pytest.raises(freight.exceptions.NodeDiedError, match="node running task"):
         freight.get(ref, timeout=60)
+
+
+@freight.remote
+def blob(size: int) -> bytes:
+    return b"x" * size
+
+
+def test_an_object_lost_with_its_node_raises_object_lost_not_a_hang(cluster: Cluster) -> None:
+    doomed = cluster.add_node(num_cpus=1)
+    strategy = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
+    ref = blob.options(scheduling_strategy=strategy).remote(2 * 1024 * 1024)  # in its store
+    freight.wait([ref], fetch_local=False, timeout=60)
+    cluster.remove_node(doomed, graceful=False)
+    with pytest.raises(freight.exceptions.ObjectLostError) as err:
+        freight.get(ref, timeout=60)  # a deadline far beyond the answer: it must not hang
+    assert ref.hex() in str(err.value)
