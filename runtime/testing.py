@@ -450,3 +450,30 @@ class Cluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
+
+
+@contextlib.contextmanager
+def connected_cluster(
+    *nodes: dict[str, Any],
+    env: dict[str, str | None] | None = None,
+    namespace: str | None = None,
+    network_namespaces: bool = False,
+) -> Iterator[Cluster]:
+    """A :class:`Cluster` of ``nodes`` (``add_node`` arguments; the first is the head node)
+    below a short temp folder, with this process connected to it as a driver. ``env`` changes
+    (FREIGHT_TOKEN and FREIGHT_ADDRESS are cleared) hold for the whole block."""
+    import freight
+
+    changes = {"FREIGHT_TOKEN": None, "FREIGHT_ADDRESS": None, **(env or {})}
+    with (
+        short_temp_dir() as tmp,
+        patched_environ(FREIGHT_TEMP_DIR=str(tmp), **changes),
+        Cluster(network_namespaces=network_namespaces) as cluster,
+    ):
+        for node in nodes:
+            cluster.add_node(**node)
+        freight.init(address=cluster.address, namespace=namespace)
+        try:
+            yield cluster
+        finally:
+            freight.shutdown()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 LEASE_IDLE_S = 0.2
 UNKNOWN_ACTOR_GRACE_S = 10.0  # how long a handle's actor may be unknown to the head
+NODE_GONE_WAIT_S = 0.5  # a failed remote task waits this long to tell a dead node from a crash
 RETRY_DELAY_MAX_S = 5.0  # the longest backoff before a task is retried
 STALE_ADDRESS_S = 60.0  # how long the head may still name a dead worker as an actor's
 _RESOLVED_NONE: list[tuple[bytes, str, Any]] = []  # shared by every task without ref arguments
@@ -94,19 +95,20 @@ class ActorState:
     send_lock: threading.RLock = field(default_factory=threading.RLock)
 
 
-def _node_gone(agent: frames.FrameSocket) -> bool:
-    """True when the connection to a node's agent has closed: the node died (its workers die
-    with their agent, so its side closed first). Asks the kernel whether the peer hung up,
-    which it knows even while data the reader thread has not read yet is waiting."""
+def _node_gone(agent: frames.FrameSocket | None) -> bool:
+    """True when the connection to the other node's agent that granted a lease hangs up
+    within NODE_GONE_WAIT_S: that node died (its workers die with their agent, though a
+    worker's exit may reach us a moment before the agent's). Asks the kernel, which knows of
+    the hang-up even while data the reader thread has not read yet is waiting."""
+    if agent is None:
+        return False  # this node's own agent: were it gone, so would be this process soon
     if agent.closed:
         return True
     try:
         poller = select.poll()
         poller.register(agent.sock.fileno(), select.POLLRDHUP)
-        return any(
-            ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL)
-            for _, ev in poller.poll(0)
-        )
+        hung_up = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+        return any(ev & hung_up for _, ev in poller.poll(NODE_GONE_WAIT_S * 1000))
     except (OSError, ValueError):
         return True  # closed under us
 
@@ -729,7 +731,7 @@ class TaskSubmitter:
                 self._requeue(spec)
                 continue
             tried = f"{attempts} attempt(s); max_retries={spec.max_retries}"
-            if not oom_reason and _node_gone(lease.agent or cw.agent):
+            if not oom_reason and _node_gone(lease.agent):
                 where = lease.peer.address.rpartition("|")[2]
                 err = exc.NodeDiedError(
                     f"The node running task {spec.name!r} died ({tried}): its agent is gone, "

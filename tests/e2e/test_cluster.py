@@ -15,7 +15,11 @@ from typing import Any
 import pytest
 
 import freight
-from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.testing import (
+    Cluster,
+    connected_cluster,
+    wait_for_condition,
+)
 from freight.util.placement_group import (
     get_placement_group,
     placement_group,
@@ -33,25 +37,19 @@ from freight.util.scheduling_strategies import (
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with (
-        short_temp_dir() as tmp,
-        patched_environ(FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None),
-        Cluster() as c,
-    ):
-        big = 1_500_000_000  # room for the 1 GiB object on the nodes it moves between
-        c.add_node(num_cpus=1, labels={"zone": "a"}, object_store_memory=big)
-        c.add_node(
-            num_cpus=2,
-            resources={"special": 1},
-            labels={"zone": "b", "disk": "ssd"},
-            object_store_memory=big,
-        )
-        c.add_node(num_cpus=2, labels={"zone": "c"})
-        freight.init(address=c.address)
-        try:
-            yield c
-        finally:
-            freight.shutdown()
+    big = 1_500_000_000  # room for the 1 GiB object on the nodes it moves between
+    nodes = (
+        {"num_cpus": 1, "labels": {"zone": "a"}, "object_store_memory": big},
+        {
+            "num_cpus": 2,
+            "resources": {"special": 1},
+            "labels": {"zone": "b", "disk": "ssd"},
+            "object_store_memory": big,
+        },
+        {"num_cpus": 2, "labels": {"zone": "c"}},
+    )
+    with connected_cluster(*nodes) as c:
+        yield c
 
 
 @freight.remote
@@ -248,9 +246,15 @@ def test_tasks_with_large_arguments_run_where_the_arguments_lie(cluster: Cluster
         on_node = NodeAffinitySchedulingStrategy(node.node_id)
         ref = make_bytes.options(scheduling_strategy=on_node).remote(size, seed)
         freight.wait([ref], fetch_local=False)
-        # Default strategy, submitted from the head node: it runs where its argument is.
+        # Default strategy, submitted from the head node: it runs where its argument is (the
+        # hybrid policy alone would keep it on the head node). A node busy a moment ago may
+        # still pass one on to another node, hence two of three.
+        got = []
         for _ in range(3):
-            assert freight.get(digest.remote(ref)) == (expected_digest(size, seed), node.node_id)
+            got.append(freight.get(digest.remote(ref)))
+            wait_for_condition(lambda: _cpus_free() == 5, timeout=30)  # each a fresh lease
+        assert {d for d, _ in got} == {expected_digest(size, seed)}
+        assert sum(n == node.node_id for _, n in got) >= 2, got
 
 
 def test_one_gibibyte_object_between_nodes(cluster: Cluster) -> None:

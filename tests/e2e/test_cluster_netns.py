@@ -14,7 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 import freight
-from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.testing import (
+    Cluster,
+    connected_cluster,
+    wait_for_condition,
+)
 from freight.util import netns
 from freight.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -26,25 +30,14 @@ if REASON is not None and os.environ.get("CI") != "true":
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     assert REASON is None, f"CI must run the network tests: {REASON}"
-    with (
-        short_temp_dir() as tmp,
-        patched_environ(
-            FREIGHT_TEMP_DIR=str(tmp),
-            FREIGHT_TOKEN=None,
-            # Quick health checks, so a partition is noticed within seconds.
-            FREIGHT_HEALTH_CHECK_PERIOD_S="0.3",
-            FREIGHT_HEALTH_CHECK_TIMEOUT_S="0.5",
-            FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD="3",
-        ),
-        Cluster(network_namespaces=True) as c,
-    ):
-        c.add_node(num_cpus=1)
-        c.add_node(num_cpus=1, resources={"far": 1})
-        freight.init(address=c.address)
-        try:
-            yield c
-        finally:
-            freight.shutdown()
+    quick_checks = {  # so that a partition is noticed within seconds
+        "FREIGHT_HEALTH_CHECK_PERIOD_S": "0.3",
+        "FREIGHT_HEALTH_CHECK_TIMEOUT_S": "0.5",
+        "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD": "3",
+    }
+    nodes = ({"num_cpus": 1}, {"num_cpus": 1, "resources": {"far": 1}})
+    with connected_cluster(*nodes, env=quick_checks, network_namespaces=True) as c:
+        yield c
 
 
 @freight.remote

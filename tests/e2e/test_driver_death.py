@@ -15,7 +15,11 @@ import pytest
 
 import freight
 from freight.state import list_actors, list_events, list_jobs
-from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.testing import (
+    Cluster,
+    connected_cluster,
+    wait_for_condition,
+)
 
 DRIVER = """
     import os, sys, threading
@@ -52,17 +56,8 @@ DRIVER = """
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with (
-        short_temp_dir() as tmp,
-        patched_environ(FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None),
-        Cluster() as c,
-    ):
-        c.add_node(num_cpus=2)
-        freight.init(address=c.address)
-        try:
-            yield c
-        finally:
-            freight.shutdown()
+    with connected_cluster({"num_cpus": 2}) as c:
+        yield c
 
 
 def _actor(name: str) -> dict:

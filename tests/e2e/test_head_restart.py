@@ -16,25 +16,20 @@ import pytest
 
 import freight
 from freight.state import list_jobs
-from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.testing import (
+    Cluster,
+    connected_cluster,
+    short_temp_dir,
+    wait_for_condition,
+)
 from freight.util.placement_group import placement_group, placement_group_table
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with (
-        short_temp_dir() as tmp,
-        patched_environ(FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None),
-        Cluster() as c,
-    ):
-        c.add_node(num_cpus=1)
-        c.add_node(num_cpus=2)
-        c.add_node(num_cpus=2)
-        freight.init(address=c.address, namespace="books")
-        try:
-            yield c
-        finally:
-            freight.shutdown()
+    nodes = ({"num_cpus": 1}, {"num_cpus": 2}, {"num_cpus": 2})
+    with connected_cluster(*nodes, namespace="books") as c:
+        yield c
 
 
 @freight.remote

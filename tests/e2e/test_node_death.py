@@ -3,7 +3,6 @@ again on the other nodes, and a task that may not be retried says its node died.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,36 +11,28 @@ from pathlib import Path
 import pytest
 
 import freight
-from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.testing import (
+    Cluster,
+    connected_cluster,
+    wait_for_condition,
+)
 from freight.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with (
-        short_temp_dir() as tmp,
-        patched_environ(
-            FREIGHT_TEMP_DIR=str(tmp),
-            FREIGHT_TOKEN=None,
-            FREIGHT_ADDRESS=None,
-            FREIGHT_HEALTH_CHECK_PERIOD_S="0.5",
-            FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD="3",
-        ),
-        Cluster() as c,
-    ):
-        c.add_node(num_cpus=1)
-        c.add_node(num_cpus=2)
-        freight.init(address=c.address)
-        try:
-            yield c
-        finally:
-            freight.shutdown()
+    quick_checks = {
+        "FREIGHT_HEALTH_CHECK_PERIOD_S": "0.5",
+        "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD": "3",
+    }
+    with connected_cluster({"num_cpus": 1}, {"num_cpus": 2}, env=quick_checks) as c:
+        yield c
 
 
 @freight.remote
 def work(i: int, marker: str) -> tuple[int, str]:
-    if marker:
-        Path(f"{marker}.{os.getpid()}").touch()  # "a task runs in this process"
+    if marker:  # "a task runs on this node"
+        Path(f"{marker}.{freight.get_runtime_context().get_node_id()}").touch()
     time.sleep(0.05)  # the work: long enough that the kill lands while tasks run
     return i * i, freight.get_runtime_context().get_node_id()
 
@@ -54,12 +45,14 @@ def pinned_block(marker: str) -> None:
 
 def test_tasks_of_a_killed_node_run_again_elsewhere(cluster: Cluster, tmp_path: Path) -> None:
     doomed = cluster.add_node(num_cpus=2)
+    # Once a task pinned there has run, this node's agent knows the new node: SPREAD uses it.
+    pinned = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
+    assert freight.get(work.options(scheduling_strategy=pinned).remote(0, ""))[1] == doomed.node_id
     marker = str(tmp_path / "ran")
     refs = [work.options(scheduling_strategy="SPREAD").remote(i, marker) for i in range(300)]
     # Kill the node once tasks are running on it.
-    wait_for_condition(
-        lambda: len(list(tmp_path.glob("ran.*"))) >= 3, 60, "tasks to be running everywhere"
-    )
+    on_doomed = Path(f"{marker}.{doomed.node_id}")
+    wait_for_condition(on_doomed.exists, 60, "tasks to be running on the node")
     cluster.remove_node(doomed, graceful=False)
     killed = time.monotonic()
     results = freight.get(refs, timeout=300)

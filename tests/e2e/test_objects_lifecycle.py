@@ -28,9 +28,8 @@ STORE_CAPACITY = 200 * MiB
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
-    with local_cluster(
-        num_cpus=2, object_store_memory=STORE_CAPACITY
-    ) as info:  # its own: another module's shared one is shut down
+    # Its own cluster: another module's shared one is shut down first.
+    with local_cluster(num_cpus=2, object_store_memory=STORE_CAPACITY) as info:
         yield info
 
 

@@ -30,9 +30,8 @@ STORE_CAPACITY = 64 * MiB  # the pool may keep a quarter of it (FREIGHT_SEGMENT_
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
-    with local_cluster(
-        num_cpus=1, object_store_memory=STORE_CAPACITY
-    ) as info:  # its own: another module's shared one is shut down
+    # Its own cluster: another module's shared one is shut down first.
+    with local_cluster(num_cpus=1, object_store_memory=STORE_CAPACITY) as info:
         yield info
 
 

@@ -36,9 +36,8 @@ OBJECT_BYTES = 4 * MiB
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
-    with local_cluster(
-        num_cpus=1, object_store_memory=STORE_CAPACITY
-    ) as info:  # its own: another module's shared one is shut down
+    # Its own cluster: another module's shared one is shut down first.
+    with local_cluster(num_cpus=1, object_store_memory=STORE_CAPACITY) as info:
         yield info
 
 

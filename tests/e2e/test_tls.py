@@ -22,7 +22,7 @@ import freight
 from freight import _launcher
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
-from freight.testing import Cluster, patched_environ, short_temp_dir
+from freight.testing import Cluster, connected_cluster, patched_environ, short_temp_dir
 from freight.util.grpc_auth import TOKEN_METADATA_KEY, read_token, sync_channel
 from freight.util.grpc_tls import add_port, check_tls
 
@@ -166,20 +166,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="module")
 def cluster(pki: Pki) -> Iterator[Cluster]:
     """Head, two node agents and this driver, all with the TLS settings (children inherit them)."""
-    with (
-        short_temp_dir() as tmp,
-        patched_environ(
-            FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None, **pki.env()
-        ),
-        Cluster() as c,
-    ):
-        c.add_node(num_cpus=1)
-        c.add_node(num_cpus=1, resources={"second": 1})
-        freight.init(address=c.address)
-        try:
-            yield c
-        finally:
-            freight.shutdown()
+    nodes = ({"num_cpus": 1}, {"num_cpus": 1, "resources": {"second": 1}})
+    with connected_cluster(*nodes, env=dict(pki.env())) as c:
+        yield c
 
 
 @freight.remote
