@@ -47,8 +47,8 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "objects": [
         ("object", "object_id", "long"), ("node", "node_id", "id"), ("size", "size", "bytes"),
-        ("sealed", "sealed", ""), ("owner", "owner_address", "long"),
-        ("created", "create_time", "time"),
+        ("sealed", "sealed", ""), ("spilled", "spilled", ""),
+        ("owner", "owner_address", "long"), ("created", "create_time", "time"),
     ],
     "workers": [
         ("worker", "worker_id", "id"), ("node", "node_id", "id"), ("pid", "pid", ""),
@@ -250,12 +250,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
         console.print(table)
     else:
         table = Table(title=f"objects in node stores ({summary['total']} objects)")
-        for col in ("node", "objects", "bytes", "sealed", "being written"):
+        for col in ("node", "objects", "bytes", "sealed", "being written", "spilled"):
             table.add_column(col)
         for node, entry in sorted(summary["by_node"].items()):
+            spilled = entry.get("spilled", 0)
             table.add_row(
                 node[:_SHORT], str(entry["objects"]), _bytes(entry["bytes"]), str(entry["sealed"]),
                 str(entry["being_written"]),
+                f"{spilled} ({_bytes(entry.get('spilled_bytes', 0))})" if spilled else "0",
             )  # fmt: skip
         console.print(table)
     _notes(console, summary.warnings)

@@ -92,6 +92,7 @@ KINDS: dict[str, Kind] = {
             **_ids("object_id", "node_id", "owner_address"),
             "size": Field(NUMBER),
             "sealed": Field(BOOL),
+            "spilled": Field(BOOL),
             "create_time": Field(TIME),
         },
         "object_id",
@@ -336,6 +337,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
                         "size": o.size,
                         "owner_address": o.owner_address,
                         "sealed": o.sealed,
+                        "spilled": o.spilled,
                         "create_time": o.create_time,
                     }
                     keyed.append(([node.node_id, o.object_id], row))
@@ -486,15 +488,27 @@ def summarize_actors(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize_objects(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Objects in the node stores: count and bytes per node, sealed and being written."""
+    """Objects in the node stores: count and bytes per node, sealed and being written, and
+    how many of them (and bytes) are spilled to disk."""
     by_node: dict[str, dict[str, int]] = {}
     for r in rows:
         entry = by_node.setdefault(
-            r["node_id"], {"objects": 0, "bytes": 0, "sealed": 0, "being_written": 0}
+            r["node_id"],
+            {
+                "objects": 0,
+                "bytes": 0,
+                "sealed": 0,
+                "being_written": 0,
+                "spilled": 0,
+                "spilled_bytes": 0,
+            },
         )
         entry["objects"] += 1
         entry["bytes"] += r["size"]
         entry["sealed" if r["sealed"] else "being_written"] += 1
+        if r.get("spilled"):
+            entry["spilled"] += 1
+            entry["spilled_bytes"] += r["size"]
     return {
         "total": len(rows),
         "total_bytes": sum(r["size"] for r in rows),

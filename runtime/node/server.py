@@ -119,6 +119,7 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
                     owner_address=e.owner,
                     sealed=e.sealed,
                     create_time=e.create_time,
+                    spilled=e.spilled,
                 )
                 for e in self.agent.store.list_objects()
             ]

@@ -139,6 +139,14 @@ def test_putting_three_times_the_capacity_loses_nothing(cluster: dict[str, Any])
     expected = [digest(block(n)) for n in range(count)]
     refs = [freight.put(block(n)) for n in range(count)]
     assert spill_files(), "nothing was spilled"
+    # The state API and its summary tell spilled objects from those in memory.
+    from freight.state import list_objects, summarize_objects
+
+    spilled = list_objects(filters=["spilled=true"], limit=1000)
+    assert spilled and all(r["spilled"] and r["size"] >= OBJECT_BYTES for r in spilled)
+    (per_node,) = summarize_objects()["by_node"].values()
+    assert per_node["spilled"] == len(spilled)
+    assert per_node["spilled_bytes"] == sum(r["size"] for r in spilled)
 
     for n, ref in enumerate(refs):
         array = freight.get(ref)

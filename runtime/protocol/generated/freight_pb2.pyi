@@ -829,18 +829,20 @@ class GetNodeStatsReply(_message.Message):
     def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
 
 class ObjectInfo(_message.Message):
-    __slots__ = ("object_id", "size", "owner_address", "sealed", "create_time")
+    __slots__ = ("object_id", "size", "owner_address", "sealed", "create_time", "spilled")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SPILLED_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     size: int
     owner_address: str
     sealed: bool
     create_time: float
-    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner_address: _Optional[str] = ..., sealed: _Optional[bool] = ..., create_time: _Optional[float] = ...) -> None: ...
+    spilled: bool
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner_address: _Optional[str] = ..., sealed: _Optional[bool] = ..., create_time: _Optional[float] = ..., spilled: _Optional[bool] = ...) -> None: ...
 
 class ListObjectsRequest(_message.Message):
     __slots__ = ()
