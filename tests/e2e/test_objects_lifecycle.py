@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import freight
+from freight._api import _require_worker
 from freight.cli.memory_cmd import memory_rows
 from freight.cli.status import status_report
 from freight.exceptions import ObjectStoreFullError
@@ -33,15 +34,9 @@ def cluster() -> Iterator[dict[str, Any]]:
         yield info
 
 
-def worker() -> Any:
-    w = freight._api._worker
-    assert w is not None
-    return w
-
-
 def store_stats() -> tuple[int, int, int]:
     """(objects, bytes used, capacity) of the node's object store, as its agent reports them."""
-    w = worker()
+    w = _require_worker()
     st = status_report(w.head_address, w.token)
     assert len(st.nodes) == 1
     s = st.nodes[0].stats
@@ -50,13 +45,13 @@ def store_stats() -> tuple[int, int, int]:
 
 def segment_files() -> list[str]:
     """The objects' segment files (freed ones kept for reuse, ``pool-*``, hold no object)."""
-    w = worker()
+    w = _require_worker()
     folder = os.path.join("/dev/shm", f"freight-{w.session_name}")
     return [name for name in os.listdir(folder) if not name.startswith("pool-")]
 
 
 def ref_table_size() -> int:
-    w = worker()
+    w = _require_worker()
     w.drain_dropped()
     return len(w.refs.entries)
 
@@ -107,7 +102,7 @@ def inspect_array(arr: np.ndarray) -> tuple[bool, float, tuple[int, ...]]:
 
 
 def test_many_small_objects_are_all_released(cluster: dict[str, Any], baseline: int) -> None:
-    w = worker()
+    w = _require_worker()
     slots_before = len(w.slots)
     created = 0
     for batch in range(9):
@@ -180,10 +175,13 @@ def test_refs_inside_an_object_keep_their_objects_alive(
     outer = freight.put(inner)
     del inner
     gc.collect()
-    worker().drain_dropped()
+    _require_worker().drain_dropped()
     # The inner objects are held by the outer one alone now.
     wait_until(lambda: store_stats()[0] == 3, 30, "the three inner objects in the store")
-    rows = {r["object_id"]: r for r in memory_rows(worker().session_dir, worker().token)}
+    rows = {
+        r["object_id"]: r
+        for r in memory_rows(_require_worker().session_dir, _require_worker().token)
+    }
     for oid in inner_ids:
         assert any("contained in" in h for h in rows[oid]["held_by"]), rows[oid]
     got = freight.get(outer)
@@ -212,7 +210,7 @@ def test_nested_ref_returned_by_a_task_stays_reachable(
     assert ready == [out]
     del ready, ref
     gc.collect()
-    worker().drain_dropped()
+    _require_worker().drain_dropped()
     returned = freight.get(out)
     assert len(returned) == 1
     np.testing.assert_array_equal(freight.get(returned[0]), value)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import freight
+from freight._api import _require_worker
 from freight.testing import local_cluster
 from freight.testing import wait_for_condition as wait_until
 
@@ -35,21 +36,15 @@ def cluster() -> Iterator[dict[str, Any]]:
         yield info
 
 
-def worker() -> Any:
-    w = freight._api._worker
-    assert w is not None
-    return w
-
-
 def segment_of(ref: Any) -> str:
     """The shared-memory file that holds ``ref``'s value."""
-    value = worker().slots[ref.binary()].value
+    value = _require_worker().slots[ref.binary()].value
     assert value is not None and value[0] == "s", value
     return str(value[1])
 
 
 def folder() -> str:
-    return os.path.join("/dev/shm", f"freight-{worker().session_name}")
+    return os.path.join("/dev/shm", f"freight-{_require_worker().session_name}")
 
 
 def pool_files() -> list[str]:
@@ -59,7 +54,7 @@ def pool_files() -> list[str]:
 def wait_freed(path: str) -> None:
     """Wait until the agent has taken the segment of a dropped object away."""
     gc.collect()
-    worker().drain_dropped()
+    _require_worker().drain_dropped()
     wait_until(lambda: not os.path.exists(path), 30, f"the agent to free {path}")
 
 

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import freight
+from freight._api import _require_worker
 from freight.cli.status import status_report
 from freight.exceptions import ObjectStoreFullError
 from freight.testing import Cluster, local_cluster, patched_environ, short_temp_dir
@@ -39,12 +40,6 @@ def cluster() -> Iterator[dict[str, Any]]:
     # Its own cluster: another module's shared one is shut down first.
     with local_cluster(num_cpus=1, object_store_memory=STORE_CAPACITY) as info:
         yield info
-
-
-def worker() -> Any:
-    w = freight._api._worker
-    assert w is not None
-    return w
 
 
 def block(n: int, nbytes: int = OBJECT_BYTES) -> np.ndarray:
@@ -78,7 +73,7 @@ def far_block(n: int) -> np.ndarray:
 
 def node_metrics() -> dict[str, float]:
     """The spill and restore counters of the node agent's /metrics."""
-    w = worker()
+    w = _require_worker()
     (node,) = status_report(w.head_address, w.token).nodes
     with urllib.request.urlopen(f"http://{node.metrics_address}/metrics", timeout=10) as r:
         text = r.read().decode()
@@ -91,7 +86,7 @@ def node_metrics() -> dict[str, float]:
 
 
 def spill_files() -> list[str]:
-    folder = os.path.join(worker().session_dir, "spill")
+    folder = os.path.join(_require_worker().session_dir, "spill")
     return os.listdir(folder) if os.path.isdir(folder) else []
 
 
