@@ -325,7 +325,8 @@ def test_task_output_goes_to_the_driver(temp_dir: Path, log_to_driver: bool) -> 
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The report is the driver's own JSON line; a forwarded task line may be printed after it.
+    report = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("{")))
     pattern = re.compile(rf"^\(emit pid={report['pid']}\b.*\) {re.escape(line)}$", re.MULTILINE)
     if log_to_driver:
         assert pattern.search(proc.stdout), proc.stdout
