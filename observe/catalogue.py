@@ -108,6 +108,16 @@ CATALOGUE: tuple[Metric, ...] = (
         "Task attempts that failed and were retried.",
     ),
     Metric(
+        "freight_object_reconstructions_total",
+        C,
+        "",
+        ("outcome",),
+        NODE,
+        "Objects lost with their node that their owner set out to rebuild by running the task "
+        "that made them again. outcome: started | failed (no lineage, lineage evicted, or the "
+        "task's max_retries used up).",
+    ),
+    Metric(
         "freight_task_scheduling_latency_seconds",
         H,
         "seconds",

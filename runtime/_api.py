@@ -387,6 +387,8 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     )
     if no_restart:
         w.actors.created(aid, "", "the actor was killed by freight.kill()")
+    else:
+        w.actors.restarting(aid)
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:

@@ -219,6 +219,14 @@ SETTINGS: dict[str, Setting] = {
             "sends SIGKILL to a submitted job's process group.",
         ),
         Setting(
+            "FREIGHT_LINEAGE_MAX_BYTES",
+            int,
+            1024**3,
+            "How much memory an owner spends on the lineage of its objects (the specs of the "
+            "tasks that made them, kept to rebuild objects lost with a node). Over it the oldest "
+            "go first, and their objects can no longer be rebuilt.",
+        ),
+        Setting(
             "FREIGHT_TASK_RETRY_DELAY_MS",
             int,
             50,

@@ -55,6 +55,8 @@ class Slot:
     fetching: bool = False
 
 
+# How often a get waits for a lost object to be rebuilt before it gives up.
+_REBUILD_WAITS = 5
 _CREATED_INLINE = RECORDER.counter("freight_objects_created_total", ("inline",))
 _CREATED_SHARED = RECORDER.counter("freight_objects_created_total", ("shared_memory",))
 
@@ -319,6 +321,8 @@ class CoreWorker:
             except OSError:
                 pass
 
+        if msg.lost:
+            self._lost_at(msg.object_id, msg.lost)
         with self.lock:
             slot = self.slots.get(msg.object_id)
             if slot is None:
@@ -440,6 +444,22 @@ class CoreWorker:
                 del self.peers[peer.address]
         if not self.closed:
             self.submitter.on_peer_closed(peer)
+            self._fetch_again_from(peer.address)
+
+    def _fetch_again_from(self, owner: str) -> None:
+        """A connection to an owner closed: ask again, on a new one, for the values still
+        awaited from it (an owner that is gone answers OwnerDiedError, not silence)."""
+        with self.lock:
+            waiting = [
+                (oid, slot)
+                for oid, who in self.submitter.borrowed_owner.items()
+                if who == owner
+                and (slot := self.slots.get(oid)) is not None
+                and slot.fetching
+                and slot.value is None
+            ]
+            for oid, slot in waiting:
+                self._fetch(oid, owner, slot)
 
     # -- references --------------------------------------------------------------------------
 
@@ -548,6 +568,11 @@ class CoreWorker:
             if self.call_sites:
                 for oid in freed:
                     self.call_sites.pop(oid, None)
+            lineage = self.submitter.lineage
+            if lineage.by_return:
+                for oid in freed:
+                    if oid in lineage.by_return:
+                        lineage.value_freed(oid)
             for oid in freed:
                 slot = slots_pop(oid, None)
                 owned = oid[:8] == prefix
@@ -632,7 +657,7 @@ class CoreWorker:
         if value is not None:
             cb(value)
 
-    def _fetch(self, oid: bytes, owner: str, slot: Slot) -> None:
+    def _fetch(self, oid: bytes, owner: str, slot: Slot, lost: str = "") -> None:
         slot.fetching = True
         if tracing.ENABLED:  # an "object fetch" span, ended when the value arrives
             arrived = tracing.object_fetch(oid.hex(), owner)
@@ -642,7 +667,7 @@ class CoreWorker:
                 slot.callbacks.append(arrived)
         self.submitter.borrowed_owner[oid] = owner
         try:
-            self.peer(owner).fs.send(m.GetObject(0, oid))
+            self.peer(owner).fs.send(m.GetObject(0, oid, lost))
         except (ConnectionError, OSError):
             err = exc.OwnerDiedError(
                 oid.hex(),
@@ -835,8 +860,54 @@ class CoreWorker:
         return True
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         values = self.wait_values(refs, timeout)
-        return [self.decode(v) for v in values]
+        try:
+            return [self.decode(v) for v in values]
+        except exc.ObjectLostError:
+            if all(v[0] != "s" for v in values):
+                raise  # a task's error, not a copy that is gone
+        return [self._get_rebuilding(ref, deadline, timeout) for ref in refs]
+
+    def _get_rebuilding(self, ref: ObjectRef, deadline: float | None, timeout: float | None) -> Any:
+        """``get`` of one object that may have been lost with its node: its owner rebuilds it
+        (decisions/0026-lineage.md) and this waits for the new value."""
+        for _ in range(_REBUILD_WAITS):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            value = self.wait_values([ref], left)[0]
+            try:
+                return self.decode(value)
+            except exc.ObjectLostError:
+                if value[0] != "s":
+                    raise
+                if ref._owner == self.address:
+                    err = self._lost_at(ref._id, value[1])
+                    if err is not None:
+                        raise err from None
+                    continue
+                with self.lock:  # ask the owner, which rebuilds it, for the new value
+                    slot = self.slots.get(ref._id)
+                    if slot is not None and slot.value is value:
+                        slot.value = None
+                        self._fetch(ref._id, ref._owner, slot, value[1])
+        raise exc.ObjectReconstructionFailedError(
+            ref.hex(),
+            f"Object {ref.hex()} was lost and rebuilt {_REBUILD_WAITS} times, "
+            "and lost again each time.",
+        )
+
+    def _lost_at(self, oid: bytes, path: str) -> exc.ObjectLostError | None:
+        """An object this process owns could not be read at ``path`` (lost with its node):
+        rebuild it unless that is under way or done; the error if it cannot be rebuilt."""
+        with self.lock:
+            slot = self.slots.get(oid)
+            value = None if slot is None else slot.value
+            if value is None or value[0] != "s" or value[1] != path:
+                return None  # being rebuilt, or rebuilt already (elsewhere)
+        err = self.submitter.rebuild(oid)
+        if err is not None:
+            self.store_value(oid, ("e", pickle.dumps(err)))  # every waiter hears why
+        return err
 
     def future_of(self, ref: ObjectRef) -> Future[Any]:
         fut: Future[Any] = Future()

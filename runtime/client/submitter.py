@@ -23,8 +23,11 @@ from freight.config import settings
 from freight.core.lease import shape_key
 from freight.core.task_state import INFEASIBLE, WAITING_FOR_WORKER, Outcome, TaskRecord
 from freight.observe import tracing
+from freight.observe.recorder import RECORDER
 from freight.protocol import frames
 from freight.protocol import messages as m
+
+from .lineage import Lineage
 
 if TYPE_CHECKING:
     from .core_worker import CoreWorker, Peer
@@ -113,6 +116,10 @@ def _node_gone(agent: frames.FrameSocket | None) -> bool:
         return True  # closed under us
 
 
+_REBUILDS_STARTED = RECORDER.counter("freight_object_reconstructions_total", ("started",))
+_REBUILDS_FAILED = RECORDER.counter("freight_object_reconstructions_total", ("failed",))
+
+
 def _retry_allowed(spec: TaskSpec, error: BaseException | None) -> bool:
     re = spec.retry_exceptions
     if re is True:
@@ -139,6 +146,7 @@ class TaskSubmitter:
         self.pipeline = max(1, settings.lease_pipeline)
         self.warned_infeasible: set[str] = set()
         self.durations: dict[bytes, float] = {}  # mean run time per function (EWMA)
+        self.lineage = Lineage(settings.lineage_max_bytes, cw._prefix)
         from .core_worker import Slot
 
         self._slot = Slot
@@ -209,6 +217,11 @@ class TaskSubmitter:
             cw.tasks.submit(rec, args_ready=False)
             if actor is not None:
                 actor.queue.append(spec)
+        self._resolve(spec, actor)
+
+    def _resolve(self, spec: TaskSpec, actor: ActorState | None) -> None:
+        """Wait for the task's arguments; queue it once they are all ready."""
+        cw = self.cw
         remaining = [len(spec.arg_refs)]
         values: list[Any] = [None] * len(spec.arg_refs)
 
@@ -541,6 +554,8 @@ class TaskSubmitter:
             if not msg.error and spec.trace is None:
                 # The common case, in one go: finished, values stored, waiters woken.
                 cw.tasks.finished(spec.task_id)
+                if lease is not None and spec.max_retries:
+                    self._keep_lineage(spec)
                 woken = self._finish_locked(spec, msg.results or ())
             else:
                 woken = None
@@ -586,6 +601,11 @@ class TaskSubmitter:
             tracing.schedule_done(spec.trace)
         if msg.error:
             error = _load_error(msg.error)
+            if type(error) is exc.ObjectLostError and not spec.actor_id:
+                lost = self._argument_lost(spec, error)
+                if lost is None:
+                    return  # the argument is being rebuilt; the task runs once it is back
+                error = lost
             cancelled = msg.task_id in self.cancelled or isinstance(error, exc.TaskCancelledError)
             if cancelled:
                 error = exc.TaskCancelledError(msg.task_id.hex())
@@ -611,6 +631,8 @@ class TaskSubmitter:
         else:
             with cw.lock:
                 cw.tasks.finished(spec.task_id)
+                if not spec.actor_id and spec.max_retries:
+                    self._keep_lineage(spec)
             values = []
             foreign = []
             for r in msg.results or ():
@@ -628,6 +650,109 @@ class TaskSubmitter:
             self.cancelled.discard(spec.task_id)
             freed = cw.refs.remove_submitted([o for o, _ in spec.arg_refs] + list(spec.nested))
         cw._free(freed)
+
+    # -- lineage: rebuilding objects lost with their node --------------------------------------
+
+    def _keep_lineage(self, spec: TaskSpec) -> None:
+        """Keep a finished task's spec (under the lock), so its returns can be rebuilt."""
+        if spec.task_id in self.lineage.entries:
+            self.lineage.keep(spec)  # rebuilt: kept already
+            return
+        entries = self.cw.refs.entries
+        for rid in spec.return_ids:
+            if rid in entries:  # (all of them dropped already: nothing to rebuild)
+                self.lineage.keep(spec)
+                return
+
+    def rebuild(self, oid: bytes) -> exc.ObjectLostError | None:
+        """Run the task that made ``oid`` (an object this process owns, lost with its node)
+        again; None once that is under way, else the error saying why it cannot be rebuilt."""
+        cw = self.cw
+        with cw.lock:
+            e = self.lineage.spec_of(oid)
+            if e is None:
+                why = self.lineage.why_not(oid)
+                evicted = oid in self.lineage.evicted_set
+            else:
+                spec = e.spec
+                if spec.task_id in cw.tasks.live:
+                    return None  # under way already (another get, or a task that takes it)
+                limit = spec.max_retries
+                if 0 <= limit <= e.rebuilds:
+                    why = (
+                        f"the task that made it ({spec.name}) was run again {e.rebuilds} "
+                        f"time(s) already, its max_retries={limit}"
+                    )
+                    evicted = True
+                else:
+                    e.rebuilds += 1
+                    rebuilds = e.rebuilds
+                    why = ""
+            if why:
+                _REBUILDS_FAILED()
+                cls = exc.ObjectReconstructionFailedError if evicted else exc.ObjectLostError
+                return cls(
+                    oid.hex(),
+                    f"Object {oid.hex()} was lost (every copy was on a node that died) and "
+                    f"cannot be rebuilt: {why}.",
+                )
+            for rid in spec.return_ids:  # waiters wait for the new values
+                slot = cw.slots.get(rid)
+                if slot is not None:
+                    slot.value = None
+                self.lineage.value_back(rid)
+            # Arguments whose values were freed since: rebuilt too, once this task waits for
+            # them (its submission holds them, so their new values are kept until it runs).
+            prefix = cw._prefix
+            freed_args = [o for o, _ in spec.arg_refs if o[:8] == prefix and o not in cw.slots]
+            spec.resolved = None
+            spec.trace = None
+            spec.shape = spec.shape.partition("\n")[0]  # where the arguments lie is found again
+        _REBUILDS_STARTED()
+        self.submit(spec)
+        with cw.lock:
+            rec = cw.tasks.live.get(spec.task_id)
+            if rec is not None:
+                rec.attempt = rebuilds
+            for rid in spec.return_ids:
+                if rid not in cw.refs.entries:  # a return nobody holds: its new value is freed
+                    cw.slots.pop(rid, None)
+        for arg in freed_args:
+            err = self.rebuild(arg)
+            if err is not None:  # the task fails with it instead of waiting for ever
+                cw.store_value(arg, ("e", pickle.dumps(err)))
+        return None
+
+    def _argument_lost(
+        self, spec: TaskSpec, error: exc.ObjectLostError
+    ) -> exc.ObjectLostError | None:
+        """The worker could not read an argument (lost with its node). When this process owns
+        it, rebuild it and run the task once it is back (None); else the error the task
+        fails with."""
+        cw = self.cw
+        try:
+            oid = bytes.fromhex(error.object_id)
+        except ValueError:
+            return error
+        if oid[:8] != cw._prefix or all(o != oid for o, _ in spec.arg_refs):
+            return error
+        sent = next((v for o, _, v in spec.resolved or () if o == oid), None)
+        with cw.lock:
+            slot = cw.slots.get(oid)
+            # The value the task was sent is the one it found lost, or the object was rebuilt
+            # (or is being rebuilt) since another reader found it lost: just run it again.
+            stale = slot is not None and slot.value == sent
+        err = self.rebuild(oid) if stale else None
+        if err is not None:
+            return err  # why the argument is gone for good
+        with cw.lock:
+            if spec.task_id not in cw.tasks.live:
+                return None
+            cw.tasks.argument_lost(spec.task_id, oid)
+            spec.resolved = None
+            spec.shape = spec.shape.partition("\n")[0]
+        self._resolve(spec, None)
+        return None
 
     def _requeue(self, spec: TaskSpec) -> None:
         """Queue a failed task again, first in line, after a backoff that doubles with each
@@ -823,6 +948,17 @@ class ActorSubmitter:
                 st.address = address
         self.pump(st)
 
+    def restarting(self, actor_id: str) -> None:
+        """This process asked for the actor's restart: its worker is stale from now on.
+
+        Later calls wait for the new address instead of going to the dying worker, where
+        they would be lost with it.
+        """
+        st = self.state(actor_id)
+        with self.cw.lock:
+            if st.address and not st.dead_cause:
+                st.stale_address, st.address = st.address, ""
+
     def resolve(self, st: ActorState) -> None:
         """Find the address of an actor created elsewhere (a handle passed to us)."""
         with self.cw.lock:
@@ -886,6 +1022,12 @@ class ActorSubmitter:
                 fails = list(st.queue)
                 st.queue.clear()
             elif st.address:
+                old = st.peer
+                if old is not None and old.alive and old.address != st.address:
+                    if st.inflight:  # wait: the old worker's close settles its calls first
+                        return []
+                    self.by_peer.pop(old.address, None)
+                    st.peer = None
                 if st.peer is None or not st.peer.alive:
                     try:
                         st.peer = cw.peer(st.address)
@@ -939,7 +1081,10 @@ class ActorSubmitter:
             st.inflight.clear()
             restarts = st.max_restarts != 0 and not st.dead_cause
             if restarts:  # the head restarts it if it has restarts left; ask it where
-                st.stale_address, st.address, st.peer = st.address, "", None
+                if st.address in ("", peer.address):  # (unless the new address is known)
+                    st.stale_address, st.address = peer.address, ""
+                if st.peer is peer:
+                    st.peer = None
             else:
                 st.dead_cause = st.dead_cause or "the actor's worker process died (or was killed)"
         if not restarts:

@@ -30,7 +30,8 @@ ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     S.PENDING_ARGS_AVAIL: frozenset({S.PENDING_NODE_ASSIGNMENT, S.FAILED, S.CANCELLED}),
     S.PENDING_NODE_ASSIGNMENT: frozenset({S.SUBMITTED_TO_WORKER, S.FAILED, S.CANCELLED}),
     S.SUBMITTED_TO_WORKER: frozenset(
-        {S.FINISHED, S.FAILED, S.CANCELLED, S.PENDING_NODE_ASSIGNMENT}  # last: a retry
+        # PENDING_NODE_ASSIGNMENT: a retry; PENDING_ARGS_AVAIL: an argument was lost
+        {S.FINISHED, S.FAILED, S.CANCELLED, S.PENDING_NODE_ASSIGNMENT, S.PENDING_ARGS_AVAIL}
     ),
     S.FINISHED: frozenset(),
     S.FAILED: frozenset(),
@@ -153,6 +154,13 @@ class TaskTable:
         if rec is not None and rec.state is S.SUBMITTED_TO_WORKER:
             rec.pending_reason = WAITING_FOR_WORKER
             self._move(rec, S.PENDING_NODE_ASSIGNMENT, "not delivered: its worker was gone")
+
+    def argument_lost(self, task_id: bytes, object_id: bytes) -> None:
+        """An argument was lost with its node before the task could read it: the task waits
+        for it to be rebuilt, and the attempt does not count."""
+        rec = self.live[task_id]
+        rec.pending_reason = WAITING_FOR_ARGS
+        self._move(rec, S.PENDING_ARGS_AVAIL, f"argument {object_id.hex()} lost: rebuilding it")
 
     def finished(self, task_id: bytes) -> None:
         self._move(self.live[task_id], S.FINISHED, "returned")

@@ -52,6 +52,7 @@ from .worker_pool import WorkerPool
 # How long the memory monitor waits for a victim's owner to answer WorkerKilled (so that its
 # tasks fail with OutOfMemoryError, not WorkerCrashedError) before it kills the worker anyway.
 OWNER_ANSWER_S = 0.5
+GONE_STORES_MAX = 10_000  # remembered stores of nodes that left (to fail their fetches at once)
 STOP_GRACE_S = 2.0  # a worker asked to exit (its owner is gone) is killed if still there after
 # A hard node affinity to a node this agent has not heard of waits this long for it to show up
 # in the head's heartbeat replies (it may have just joined) before the task is unschedulable.
@@ -519,7 +520,15 @@ class NodeAgent:
     def on_cluster_view(self, nodes: list[NodeState]) -> None:
         """The head's latest word on the nodes: keep it, and send requests waiting here to a
         node that has room for them now (or that joined and can run what nobody could)."""
+        stores = {n.store_dir for n in self.view.nodes.values() if n.store_dir}
         self.view.update([n for n in nodes if n.address])
+        now_stores = {n.store_dir for n in self.view.nodes.values()}
+        gone_stores = self.puller.gone_stores
+        gone_stores -= now_stores  # back (a view sent while the head restarted lacked it)
+        if stores - now_stores:  # their objects are lost: a fetch of one fails at once
+            if len(gone_stores) > GONE_STORES_MAX:
+                gone_stores.clear()
+            gone_stores |= stores - now_stores
         self.view_updated.set()
         self.view_updated = asyncio.Event()
         now = time.time()

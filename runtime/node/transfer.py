@@ -65,6 +65,7 @@ class ObjectPuller:
         self.store = store
         self.token = token
         self.agent_of_store = agent_of_store  # a store folder -> its agent's gRPC address
+        self.gone_stores: set[str] = set()  # the stores of nodes that left the cluster
         self.next_view = next_view  # returns when the list of nodes is next refreshed
         self.inflight: dict[bytes, asyncio.Future[str]] = {}
         self._stubs: dict[str, tuple[aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
@@ -102,6 +103,8 @@ class ObjectPuller:
         """The agent of the store at ``source_dir``; a node that joined a moment ago may be
         missing from this node's list until the next heartbeat, so wait a few of them."""
         address = self.agent_of_store(source_dir)
+        if address is None and source_dir in self.gone_stores:
+            return None  # its node left the cluster: no use waiting for it
         deadline = time.monotonic() + UNKNOWN_STORE_WAIT_S
         while address is None and self.next_view is not None:
             left = deadline - time.monotonic()
@@ -123,9 +126,20 @@ class ObjectPuller:
                 f"(store {source_dir}).",
             )
         # Room without disk I/O on the event loop; else spill in a thread (as ReserveObject).
-        path = self.store.try_reserve(object_id, size, owner) or await asyncio.to_thread(
-            self.store.reserve, object_id, size, owner
-        )
+        try:
+            path = self.store.try_reserve(object_id, size, owner) or await asyncio.to_thread(
+                self.store.reserve, object_id, size, owner
+            )
+        except ValueError:
+            if self.store.info(object_id) is None:
+                raise
+            # Being made here again, by a task rebuilding it after its node died: the reader
+            # asks its owner, which hands out the new value.
+            raise ObjectLostError(
+                object_id.hex(),
+                f"Object {object_id.hex()} is being made again on this node; the copy asked "
+                f"for (store {source_dir}) is gone.",
+            ) from None
         written = 0
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -292,6 +292,13 @@ class ObjectStore:
             return self._claim(size, path)
 
         with self._lock:
+            entry = self._entries.get(object_id)
+            copy_in_the_way = entry is not None and owner and entry.sealed and not entry.owner
+        if copy_in_the_way:
+            # A copy pulled from the node that made it, which died: the object is being made
+            # again here (rebuilt from its lineage), and the new primary replaces the copy.
+            self.delete([object_id])
+        with self._lock:
             self._check_new(object_id)  # before any eviction or spill on its behalf
         try:
             drop = self._admit(size, wait_s, take, may_spill)

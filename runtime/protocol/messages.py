@@ -235,6 +235,9 @@ class CancelTask(NamedTuple):
 class GetObject(NamedTuple):
     req_id: int
     object_id: bytes
+    # The shared-memory path a borrower could not read (its node died): the owner rebuilds
+    # the object and answers with the new value.
+    lost: str = ""
 
 
 class ObjectValue(NamedTuple):

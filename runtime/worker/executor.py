@@ -44,6 +44,14 @@ class _Cancelled(BaseException):
     """Raised inside a running task by the cancellation signal handler."""
 
 
+class _ArgumentLost(Exception):
+    """An argument in another node's store could not be read: that node died with it."""
+
+    def __init__(self, error: exc.ObjectLostError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class CallPool:
     """The threads of an actor with ``max_concurrency`` > 1: calls go on one queue, and a new
     thread starts only when every running one is busy (up to the limit).
@@ -214,6 +222,7 @@ class Executor:
                 self.checkpointer = Checkpointer(self.actor, msg.actor_id, where)
                 self.checkpointer.restore()  # a restart: back to the last saved state
         except BaseException as e:
+            e = e.error if isinstance(e, _ArgumentLost) else e
             tracing.finish(span, e)
             error = self._error_blob(f"{self.actor_class}.__init__", e)
         finally:
@@ -259,7 +268,14 @@ class Executor:
             return (), {}
         cw = self.cw
         args, kwargs = cw.deserialize(lambda: ser.unpack(packed))
-        values = [cw.decode(v) for _, _, v in arg_refs]
+        try:
+            values = [cw.decode(v) for _, _, v in arg_refs]
+        except exc.ObjectLostError as e:
+            # A shared-memory argument lost with its node: the owner may rebuild it.
+            lost = any(oid.hex() == e.object_id and v[0] == "s" for oid, _, v in arg_refs)
+            if lost and type(e) is exc.ObjectLostError:
+                raise _ArgumentLost(e) from None
+            raise
         return substitute(args, kwargs, values)
 
     def _begin(self, msg: m.PushTask, caller: str) -> tuple[Any, TaskContext]:
@@ -316,6 +332,11 @@ class Executor:
             err = exc.TaskCancelledError(msg.task_id.hex())
             tracing.finish(span, err)
             done = m.TaskDone(msg.task_id, None, pickle.dumps(err), False, [], start, time.time())
+        except _ArgumentLost as lost:
+            # Not the task's failure: its owner rebuilds the argument and runs it again.
+            tracing.finish(span, lost.error)
+            blob = pickle.dumps(lost.error)
+            done = m.TaskDone(msg.task_id, None, blob, False, [], start, time.time())
         except BaseException as e:
             tracing.finish(span, e)
             done = m.TaskDone(
@@ -343,6 +364,7 @@ class Executor:
                 if self.checkpointer is not None:
                     self.checkpointer.after_call()
             except BaseException as e:
+                e = e.error if isinstance(e, _ArgumentLost) else e
                 tracing.finish(span, e)
                 done = m.TaskDone(
                     msg.task_id, None, self._error_blob(msg.name, e), True, [], start, time.time()

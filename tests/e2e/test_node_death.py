@@ -3,6 +3,7 @@ again on the other nodes, and a task that may not be retried says its node died.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 import freight
 from freight.testing import (
     Cluster,
+    ClusterNode,
     connected_cluster,
     wait_for_condition,
 )
@@ -88,12 +90,189 @@ def blob(size: int) -> bytes:
     return b"x" * size
 
 
-def test_an_object_lost_with_its_node_raises_object_lost_not_a_hang(cluster: Cluster) -> None:
+MIB = 1024 * 1024
+
+
+def test_an_object_that_cannot_be_rebuilt_raises_object_lost_not_a_hang(
+    cluster: Cluster,
+) -> None:
     doomed = cluster.add_node(num_cpus=1)
     strategy = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
-    ref = blob.options(scheduling_strategy=strategy).remote(2 * 1024 * 1024)  # in its store
+    # max_retries=0: the task may not run again, so what it made cannot be rebuilt.
+    ref = blob.options(scheduling_strategy=strategy, max_retries=0).remote(2 * MIB)
     freight.wait([ref], fetch_local=False, timeout=60)
     cluster.remove_node(doomed, graceful=False)
     with pytest.raises(freight.exceptions.ObjectLostError) as err:
         freight.get(ref, timeout=60)  # a deadline far beyond the answer: it must not hang
     assert ref.hex() in str(err.value)
+    assert "cannot be rebuilt" in str(err.value)
+
+
+@freight.remote
+def filled(i: int, size: int) -> bytes:
+    return bytes([i % 256]) * size
+
+
+@freight.remote
+def doubled(data: bytes) -> bytes:
+    return data + data
+
+
+def _rebuilt(name: str) -> list[int]:
+    """Attempt numbers of the owner's finished tasks called ``name`` that ran again."""
+    records = freight._api._require_worker().tasks.history
+    return [r.attempt for r in records if r.name == name and r.attempt > 0]
+
+
+def _store_of(ref: freight.ObjectRef) -> str:
+    """The store (folder) that holds the owner's copy of ``ref``."""
+    value = freight._api._require_worker().slots[ref.binary()].value
+    assert value is not None and value[0] == "s", value
+    return os.path.dirname(value[1])
+
+
+def _add_known_node(cluster: Cluster, num_cpus: int) -> tuple[ClusterNode, str]:
+    """A new node, and its store, once this node's agent knows it (a task pinned there has
+    run, so a soft affinity to it is not given up on as a node nobody has heard of)."""
+    node = cluster.add_node(num_cpus=num_cpus)
+    pinned = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+    probe = filled.options(scheduling_strategy=pinned).remote(0, 2 * MIB)
+    freight.wait([probe], fetch_local=False, timeout=60)
+    return node, _store_of(probe)
+
+
+def test_objects_lost_with_a_killed_node_are_rebuilt_from_lineage(cluster: Cluster) -> None:
+    doomed, doomed_store = _add_known_node(cluster, 4)
+    there = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    made = [filled.options(scheduling_strategy=there).remote(i, 2 * MIB) for i in range(6)]
+    # Chains whose first link's value is freed once the second has run: rebuilding the
+    # second needs the first rebuilt too.
+    chained = [
+        doubled.options(scheduling_strategy=there).remote(
+            filled.options(scheduling_strategy=there).remote(100 + i, MIB)
+        )
+        for i in range(3)
+    ]
+    ready, _ = freight.wait(made + chained, num_returns=9, fetch_local=False, timeout=120)
+    assert len(ready) == 9
+    lost_made = sum(_store_of(r) == doomed_store for r in made)
+    lost_chained = sum(_store_of(r) == doomed_store for r in chained)
+    assert lost_made + lost_chained, "nothing lay on the node: the test proves nothing"
+    before = len(_rebuilt("filled")), len(_rebuilt("doubled"))
+    cluster.remove_node(doomed, graceful=False)
+    killed = time.monotonic()
+    values = freight.get(made + chained, timeout=300)
+    took = time.monotonic() - killed
+    for i, v in enumerate(values[:6]):
+        assert v == bytes([i]) * 2 * MIB
+    for i, v in enumerate(values[6:]):
+        assert v == bytes([100 + i]) * 2 * MIB
+    # Each lost object was rebuilt once, by running its task again (on the nodes left: the
+    # affinity was soft); a lost chain's freed first link was rebuilt for it.
+    assert len(_rebuilt("filled")) - before[0] == lost_made + lost_chained
+    assert len(_rebuilt("doubled")) - before[1] == lost_chained
+    assert all(_store_of(r) != doomed_store for r in made + chained)
+    print(
+        f"\nnode killed; {lost_made + lost_chained} lost objects rebuilt and all 9 read "
+        f"{took:.2f} s later"
+    )
+
+
+@freight.remote
+def part(i: int, marker: str) -> tuple[int, str, bytes]:
+    node = freight.get_runtime_context().get_node_id()
+    Path(f"{marker}.{node}.{i}").touch()
+    time.sleep(0.05)  # the work: long enough that the kill lands while some run
+    return i, node, bytes([i % 256]) * MIB  # in the store of the node that ran it
+
+
+def test_a_job_whose_node_agent_is_killed_mid_job_completes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Tasks running on the node run again elsewhere, and results that lay in its store
+    (finished there before the kill) are rebuilt: every result comes back, correct."""
+    doomed = cluster.add_node(num_cpus=2)
+    pinned = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
+    assert freight.get(work.options(scheduling_strategy=pinned).remote(0, ""))[1] == doomed.node_id
+    marker = str(tmp_path / "ran")
+    refs = [part.options(scheduling_strategy="SPREAD").remote(i, marker) for i in range(120)]
+
+    def started_there() -> int:
+        return len(list(tmp_path.glob(f"ran.{doomed.node_id}.*")))
+
+    wait_for_condition(lambda: started_there() >= 6, 60, "tasks to have run on the node")
+    cluster.remove_node(doomed, graceful=False)
+    killed = time.monotonic()
+    results = freight.get(refs, timeout=300)
+    took = time.monotonic() - killed
+    assert [(i, data) for i, _, data in results] == [
+        (i, bytes([i % 256]) * MIB) for i in range(120)
+    ]
+    assert all(node != doomed.node_id for _, node, _ in results)  # nothing read from the dead
+    lineage = freight._api._require_worker().submitter.lineage
+    rebuilt = sum(e.rebuilds for e in (lineage.spec_of(r.binary()) for r in refs) if e)
+    records = freight._api._require_worker().tasks.history
+    rerun = [r for r in records if r.name == "part" and r.attempt > 0]
+    assert rebuilt, "no finished result lay on the node: the test proves nothing"
+    print(
+        f"\nnode killed mid-job: {rebuilt} results rebuilt, {len(rerun) - rebuilt} running "
+        f"tasks run again; all 120 results {took:.2f} s later"
+    )
+
+
+@freight.remote
+def reads(data: bytes) -> int:
+    return len(data)
+
+
+def test_a_task_whose_argument_was_lost_runs_once_it_is_rebuilt(cluster: Cluster) -> None:
+    doomed, doomed_store = _add_known_node(cluster, 2)  # one CPU more than the probe holds
+    there = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    arg = filled.options(scheduling_strategy=there).remote(7, 3 * MIB)
+    freight.wait([arg], fetch_local=False, timeout=60)
+    assert _store_of(arg) == doomed_store
+    before = len(_rebuilt("filled"))
+    cluster.remove_node(doomed, graceful=False)
+    # Submitted after the death: its worker finds the argument gone, the owner rebuilds it.
+    assert freight.get([reads.remote(arg) for _ in range(4)], timeout=300) == [3 * MIB] * 4
+    assert len(_rebuilt("filled")) - before == 1  # once, however many tasks wanted it
+    records = freight._api._require_worker().tasks.history
+    waited = [
+        r
+        for r in records
+        if r.name == "reads" and any("lost: rebuilding it" in t.cause for t in r.transitions)
+    ]
+    assert waited, "no task found its argument lost: the test proves nothing"
+    assert all(r.attempt == 0 for r in waited)  # waiting for an argument costs no retry
+
+
+def test_lineage_evicted_under_its_memory_bound_fails_clearly(cluster: Cluster) -> None:
+    lineage = freight._api._require_worker().submitter.lineage
+    bound = lineage.max_bytes
+    lineage.max_bytes = 1  # FREIGHT_LINEAGE_MAX_BYTES for this driver: no room for any spec
+    try:
+        doomed = cluster.add_node(num_cpus=1)
+        there = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
+        ref = filled.options(scheduling_strategy=there).remote(1, 2 * MIB)
+        freight.wait([ref], fetch_local=False, timeout=60)
+    finally:
+        lineage.max_bytes = bound
+    cluster.remove_node(doomed, graceful=False)
+    with pytest.raises(freight.exceptions.ObjectReconstructionFailedError) as err:
+        freight.get(ref, timeout=60)
+    assert "FREIGHT_LINEAGE_MAX_BYTES" in str(err.value)
+
+
+@freight.remote
+def put_there(size: int) -> list[freight.ObjectRef]:
+    return [freight.put(b"p" * size)]  # owned by this worker, stored on its node
+
+
+def test_an_object_whose_owner_died_with_its_node_raises_owner_died(cluster: Cluster) -> None:
+    doomed = cluster.add_node(num_cpus=1)
+    strategy = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
+    [inner] = freight.get(put_there.options(scheduling_strategy=strategy).remote(2 * MIB))
+    cluster.remove_node(doomed, graceful=False)
+    with pytest.raises(freight.exceptions.OwnerDiedError) as err:
+        freight.get(inner, timeout=60)
+    assert inner.hex() in str(err.value)

@@ -278,7 +278,7 @@ def test_decode_of_an_unknown_kind_raises_protocol_error() -> None:
         decode_message(HELLO_KIND, pickle.dumps(("driver",)))
 
 
-@pytest.mark.parametrize("fields", [(), (1,), (1, b"x", 3), [1, b"x"], {"req_id": 1}, None, 5])
+@pytest.mark.parametrize("fields", [(), (1,), (1, b"x", "", 4), [1, b"x"], {"req_id": 1}, None, 5])
 def test_decode_of_the_wrong_shape_raises_protocol_error(fields: Any) -> None:
     with pytest.raises(ProtocolError, match="malformed GetObject"):
         decode_message(Kind.GET_OBJECT, pickle.dumps(fields))

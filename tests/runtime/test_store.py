@@ -141,6 +141,17 @@ def test_reserving_an_existing_id_raises(store: ObjectStore) -> None:
         store.reserve(oid(1), 10, "a")
 
 
+def test_a_rebuilt_primary_replaces_a_copy_pulled_from_its_dead_node(store: ObjectStore) -> None:
+    size = put(store, 1, b"c" * 1000, owner="")  # a secondary copy: pulled, owned elsewhere
+    path = store.reserve(oid(1), size, "127.0.0.1:7000")  # the same object, made again here
+    assert path
+    entry = next(e for e in store.list_objects() if e.object_id == oid(1))
+    assert entry.owner == "127.0.0.1:7000" and not entry.sealed
+    assert store.statistics()["used_bytes"] == size  # counted once
+    with pytest.raises(ValueError, match="already in the store"):  # a primary is never replaced
+        store.reserve(oid(1), size, "127.0.0.1:7001")
+
+
 @pytest.mark.parametrize(
     ("object_id", "size", "error"),
     [("abc", 1, TypeError), (b"", 1, TypeError), (b"\x01", -1, ValueError)],

@@ -175,7 +175,7 @@ class ListNodesReply(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "namespace", "driver_pid", "driver_address", "state", "start_time", "end_time", "labels", "entrypoint", "kind", "message", "exit_code", "log_path")
+    __slots__ = ("job_id", "namespace", "driver_pid", "driver_address", "state", "start_time", "end_time", "labels", "entrypoint", "kind", "message", "exit_code", "log_path", "supervisor_pid")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class JobInfo(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     LOG_PATH_FIELD_NUMBER: _ClassVar[int]
+    SUPERVISOR_PID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     namespace: str
     driver_pid: int
@@ -209,7 +210,8 @@ class JobInfo(_message.Message):
     message: str
     exit_code: int
     log_path: str
-    def __init__(self, job_id: _Optional[str] = ..., namespace: _Optional[str] = ..., driver_pid: _Optional[int] = ..., driver_address: _Optional[str] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., log_path: _Optional[str] = ...) -> None: ...
+    supervisor_pid: int
+    def __init__(self, job_id: _Optional[str] = ..., namespace: _Optional[str] = ..., driver_pid: _Optional[int] = ..., driver_address: _Optional[str] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., log_path: _Optional[str] = ..., supervisor_pid: _Optional[int] = ...) -> None: ...
 
 class RegisterJobRequest(_message.Message):
     __slots__ = ("job",)
