@@ -1,17 +1,20 @@
 """Jobs: drivers that register themselves, and drivers the head starts (``freight job submit``).
 
-A *submitted* job's driver is a child of the head, in its own process group, with its combined
-stdout and stderr in ``<session_dir>/logs/job-<id>.log``. Its environment names the cluster
+A *submitted* job's driver runs under a small supervisor process the head starts: the
+supervisor leads the job's process group, runs the driver as its child, and writes how the
+driver ended to ``<session_dir>/logs/job-<id>.exit``. The driver's combined stdout and stderr
+go to ``<session_dir>/logs/job-<id>.log``. Its environment names the cluster
 (``FREIGHT_ADDRESS``, ``FREIGHT_TOKEN``) and the job (``FREIGHT_JOB_ID``, ``FREIGHT_JOB_LABELS``),
 so the ``freight.init()`` inside it registers under the submission's id and the head merges the
 two into one record. States follow Ray's ``JobStatus``: PENDING, RUNNING, then SUCCEEDED, FAILED
 or STOPPED.
 
-Drivers do not outlive their head: a stopping head stops them (SIGTERM to the process group,
-SIGKILL after ``FREIGHT_JOB_STOP_GRACE_S``), and a head that dies takes them along (the parent
-death signal), so a restarted head records the jobs it was running as FAILED rather than
-pretending to supervise processes it no longer can. See ``docs/jobs.md`` and
-``docs/decisions/0017-submitted-drivers-die-with-the-head.md``.
+A stopping head stops its drivers (SIGTERM to the process group, SIGKILL after
+``FREIGHT_JOB_STOP_GRACE_S``). A head that dies leaves them running: the head that takes over
+its control store finds each supervisor by pid (checked against its command line, so a reused
+pid is not mistaken for it), watches it again, and reads the exit file once it ends; a job that
+ended while no head was up is recorded from its exit file. See ``docs/jobs.md`` and
+``docs/decisions/0027-submitted-jobs-outlive-a-head-crash.md``.
 
 The decisions (id checks, end states, recovery) are plain functions; :class:`JobManager` only
 carries them out with processes, files and the control store.
@@ -52,9 +55,10 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, STOPPED})
 STOP_REQUESTED = "stopped by `freight job stop`"
 HEAD_SHUT_DOWN = "stopped: the head shut down"
 HEAD_RESTARTED = (
-    "the head restarted while this job was running; its driver was stopped with the old head "
-    "(submitted drivers do not outlive their head)"
+    "the head restarted while this job was running, and its supervisor had gone without "
+    "recording how the driver ended"
 )
+ENDED_WHILE_HEAD_DOWN = " (seen by the head after a restart)"
 # Set by the head in every submitted driver's environment; a submission may not override them.
 RESERVED_ENV = ("FREIGHT_ADDRESS", "FREIGHT_TOKEN", "FREIGHT_JOB_ID", "FREIGHT_JOB_LABELS")
 
@@ -183,36 +187,81 @@ def labels_env(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
+def exit_path(job: pb.JobInfo) -> str:
+    """Where a submitted job's supervisor writes its driver's exit code (beside the log)."""
+    base = job.log_path[:-4] if job.log_path.endswith(".log") else job.log_path
+    return base + ".exit"
+
+
+def read_exit(path: str) -> int | None:
+    """The exit code a supervisor recorded (negative: killed by that signal), or None."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 # ---- processes ---------------------------------------------------------------------------------
 
 
-# The driver's first moments, as a separate interpreter rather than a ``preexec_fn``: Python
-# code in a child forked from the multi-threaded head (gRPC) is unsafe (it crashed here with
-# SIGSEGV). It asks Linux to SIGKILL it when the head dies, restores the signals Python ignores
-# (ignored signals survive exec), then becomes the driver with exec (same pid, same group).
-_SHIM = """\
-import ctypes, os, signal, sys
+# The supervisor of a submitted driver, a separate interpreter: Python code in a child forked from
+# the multi-threaded head is unsafe (it crashed here with SIGSEGV). It restores the signals Python
+# ignores (ignored signals survive exec), starts the driver as its child (the driver closes the
+# pid pipe), tells the head the driver's pid, and waits for it, ignoring the signals a stop sends
+# the group: the driver decides how to end, the supervisor records it. It does not die with the
+# head, so a head that restarts can find it again (decisions/0027).
+_SUPERVISOR = """\
+import os, signal, sys
+exit_path, pid_fd, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 for name in ("SIGPIPE", "SIGXFSZ"):
     if hasattr(signal, name):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
-if sys.platform.startswith("linux"):
+pid = os.fork()
+if pid == 0:
+    os.close(pid_fd)
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)  # the head died before the parent-death signal was set
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as e:
-    print(f"freight: could not start {sys.argv[2]!r}: {e}", file=sys.stderr, flush=True)
-    sys.exit(127)
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        print(f"freight: could not start {argv[0]!r}: {e}", file=sys.stderr, flush=True)
+    os._exit(127)
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, lambda *_: None)
+os.write(pid_fd, str(pid).encode())
+os.close(pid_fd)
+_, status = os.waitpid(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+with open(exit_path + ".tmp", "w") as f:
+    f.write(str(code))
+os.replace(exit_path + ".tmp", exit_path)
 """
 
 
-def driver_argv(argv: list[str], head_pid: int) -> list[str]:
-    """The command the head runs for a driver: the shim above, which execs ``argv``."""
-    return [sys.executable, "-I", "-S", "-c", _SHIM, str(head_pid), *argv]
+def supervisor_argv(argv: list[str], exit_file: str, pid_fd: int) -> list[str]:
+    """The command the head runs for a submitted job: the supervisor, which runs ``argv``."""
+    return [sys.executable, "-I", "-S", "-c", _SUPERVISOR, exit_file, str(pid_fd), *argv]
+
+
+def is_supervisor(pid: int, exit_file: str) -> bool:
+    """True when ``pid`` is the supervisor writing ``exit_file`` (not a process that reused
+    the pid of one that has gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return exit_file.encode() in args
+
+
+def _read_pid(fd: int) -> int:
+    """The driver's pid, as the supervisor writes it to ``fd`` (0 if it wrote none)."""
+    data = b""
+    try:
+        while chunk := os.read(fd, 32):
+            data += chunk
+    finally:
+        os.close(fd)
+    return int(data) if data.strip().isdigit() else 0
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -227,9 +276,11 @@ class _Run:
     """A submitted job whose driver has not been seen to end yet."""
 
     job_id: str
+    exit_file: str = ""
     spawned: asyncio.Event = field(default_factory=asyncio.Event)  # started, or failed to
     done: asyncio.Event = field(default_factory=asyncio.Event)  # ended and recorded
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | None = None  # the supervisor, when this head started it
+    pgid: int = 0  # the supervisor's pid, which leads the job's process group
     stop_reason: str = ""
     supervisor: asyncio.Task[None] | None = None
 
@@ -255,22 +306,73 @@ class JobManager:
         self._token = token
         self._runs: dict[str, _Run] = {}
         self._closing = False
+        self._adopted: list[_Run] = []  # still running after a head restart: watched again
+        self._ended_while_down: list[str] = []  # their actors go once the head serves
         self._recover()
 
     def _recover(self) -> None:
-        """Record the submitted jobs a previous head was running as FAILED."""
+        """Take over the submitted jobs a previous head was running: a supervisor still
+        running is watched again (:meth:`adopt`); a job that ended meanwhile is recorded
+        from its exit file."""
         for job in self.store.list_jobs():
             if not interrupted(job):
                 continue
-            job.state, job.message, job.end_time = FAILED, HEAD_RESTARTED, time.time()
+            path = exit_path(job)
+            code = read_exit(path)
+            pid = job.supervisor_pid
+            if code is None and pid and is_supervisor(pid, path):
+                run = self._runs[job.job_id] = _Run(job.job_id, path, pgid=pid)
+                run.spawned.set()
+                self._adopted.append(run)
+                logger.info("job still running after a head restart", job_id=job.job_id)
+                continue
+            if code is None:
+                job.state, job.message = FAILED, HEAD_RESTARTED
+            else:
+                job.state, job.message = end_state(code, "")
+                job.message += ENDED_WHILE_HEAD_DOWN
+                job.exit_code = code
+            job.end_time = time.time()
             self.store.upsert_job(job)
-            logger.warning("job failed: the head restarted", job_id=job.job_id)
+            self._ended_while_down.append(job.job_id)
+            logger.warning("job ended while the head was down", job_id=job.job_id)
             self.events.record(
                 "JOB_FINISHED",
-                "job failed: the head restarted while it was running",
-                severity="WARNING",
+                f"job {job.state.lower()}: {job.message}",
+                severity="INFO" if job.state == SUCCEEDED else "WARNING",
                 job_id=job.job_id,
             )
+
+    async def adopt(self) -> None:
+        """Once the head serves: watch the jobs a previous head left running, and kill the
+        actors of those that ended while no head was up."""
+        for run in self._adopted:
+            run.supervisor = asyncio.create_task(self._watch(run))
+        self._adopted = []
+        for job_id in self._ended_while_down:
+            try:
+                await self.actors.kill_job_actors(job_id, f"its job {job_id} finished")
+            except Exception:
+                logger.exception("could not kill the actors of job {}", job_id)
+        self._ended_while_down = []
+
+    async def _watch(self, run: _Run) -> None:
+        """Wait for a supervisor this head did not start (not its child: a pidfd says when
+        it ends), then record the job from its exit file."""
+        try:
+            fd = os.pidfd_open(run.pgid)
+        except ProcessLookupError:
+            fd = -1
+        if fd >= 0:
+            loop = asyncio.get_running_loop()
+            ended: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+            try:
+                await ended
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+        await self._ended(run, None)
 
     def statistics(self) -> dict[str, int]:
         """A snapshot: submitted drivers running now."""
@@ -393,39 +495,51 @@ class JobManager:
             log_path=os.path.join(logs_dir, f"job-{job_id}.log"),
             message="starting the driver",
         )
+        exit_file = exit_path(job)
         log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        pid_r, pid_w = os.pipe()
         try:
+            if os.path.exists(exit_file):
+                os.unlink(exit_file)  # a job id reused after its record was deleted
             self.store.upsert_job(job)
-            run = self._runs[job_id] = _Run(job_id)
+            run = self._runs[job_id] = _Run(job_id, exit_file)
         except BaseException:
-            os.close(log_fd)
+            for fd in (log_fd, pid_r, pid_w):
+                os.close(fd)
             raise
         try:
             run.proc = await asyncio.create_subprocess_exec(
-                *driver_argv(argv, os.getpid()),
+                *supervisor_argv(argv, exit_file, pid_w),
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=subprocess.STDOUT,
                 cwd=working_dir,
                 env=env,
+                pass_fds=(pid_w,),
                 start_new_session=True,  # its own process group, which `stop` signals
             )
         except Exception as e:  # e.g. the command vanished since the checks above
             os.write(log_fd, f"freight: could not start {job.entrypoint}: {e}\n".encode())
+            os.close(pid_r)
             return self._failed_to_start(job, run, f"could not start the driver: {e}")
         except BaseException:  # cancelled: asyncio has killed and reaped the new process
+            os.close(pid_r)
             self._failed_to_start(job, run, "the submission was cancelled as its driver started")
             raise
         finally:
             os.close(log_fd)
-        job.state, job.driver_pid, job.message = RUNNING, run.proc.pid, ""
+            os.close(pid_w)
+        run.pgid = run.proc.pid
+        driver_pid = await asyncio.to_thread(_read_pid, pid_r) or run.proc.pid
+        job.state, job.driver_pid, job.message = RUNNING, driver_pid, ""
+        job.supervisor_pid = run.proc.pid
         self.store.upsert_job(job)
         run.supervisor = asyncio.create_task(self._supervise(run, run.proc))
         run.spawned.set()
-        logger.info("job submitted", job_id=job_id, driver_pid=run.proc.pid, argv=argv)
+        logger.info("job submitted", job_id=job_id, driver_pid=driver_pid, argv=argv)
         self.events.record(
             "JOB_STARTED",
-            f"job submitted: {job.entrypoint[:200]} (driver pid {run.proc.pid})",
+            f"job submitted: {job.entrypoint[:200]} (driver pid {driver_pid})",
             job_id=job_id,
         )
         return job
@@ -443,13 +557,25 @@ class JobManager:
         return job
 
     async def _supervise(self, run: _Run, proc: asyncio.subprocess.Process) -> None:
-        """Wait for the driver to exit (which reaps it), then record how the job ended."""
-        code = await proc.wait()
-        state, message = end_state(code, run.stop_reason)
+        """Wait for the supervisor to exit (which reaps it), then record how the job ended."""
+        await self._ended(run, await proc.wait())
+
+    async def _ended(self, run: _Run, supervisor_code: int | None) -> None:
+        """Record how a job ended: the driver's exit code from the exit file, else (the
+        supervisor was killed with the group, or is not this head's child) as far as known."""
+        code = read_exit(run.exit_file)
+        if code is None:
+            code = supervisor_code
+        if code is not None:
+            state, message = end_state(code, run.stop_reason)
+        elif run.stop_reason:
+            state, message = STOPPED, run.stop_reason
+        else:
+            state, message = FAILED, HEAD_RESTARTED
         try:
             job = self.store.get_job(run.job_id)
             if job is not None:
-                job.state, job.message, job.exit_code = state, message, code
+                job.state, job.message, job.exit_code = state, message, code or 0
                 job.end_time = time.time()
                 self.store.upsert_job(job)
         finally:
@@ -484,8 +610,8 @@ class JobManager:
         if first:
             run.stop_reason = reason
         await run.spawned.wait()
-        if first and run.proc is not None:
-            await self._terminate(run, run.proc.pid)
+        if first and run.pgid:
+            await self._terminate(run, run.pgid)
         await run.done.wait()
         return True
 
@@ -498,8 +624,8 @@ class JobManager:
             run.stop_reason += f" (killed with SIGKILL after {self.stop_grace_s:g} s)"
             _signal_group(pgid, signal.SIGKILL)
             await run.done.wait()
-        # Whatever the driver started in its group and left behind goes too. The driver has
-        # just been reaped, so the group id cannot have been reused yet.
+        # Whatever the driver started in its group and left behind goes too. The supervisor
+        # has just ended, so the group id cannot have been reused yet.
         _signal_group(pgid, signal.SIGKILL)
 
     async def logs(self, job_id: str, follow: bool, offset: int = 0) -> AsyncIterator[bytes]:
@@ -562,6 +688,7 @@ def job_summary(job: pb.JobInfo) -> dict[str, Any]:
         "exit_code": job.exit_code if exit_code_known(job) else None,
         "message": job.message,
         "driver_pid": job.driver_pid or None,
+        "supervisor_pid": job.supervisor_pid or None,
         "namespace": job.namespace,
         "log_path": job.log_path,
     }

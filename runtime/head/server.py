@@ -357,6 +357,7 @@ async def run_head(config: HeadConfig) -> None:
         address = f"{host}:{port}"
         servicer.jobs.head_address = address  # what submitted drivers join
         await server.start()
+        await servicer.jobs.adopt()  # jobs a previous head left running
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, servicer.stopping.set)
@@ -377,7 +378,7 @@ async def run_head(config: HeadConfig) -> None:
         if metrics_http is not None:
             await asyncio.to_thread(metrics_http.stop)
         _remove_head_info(session_dir)
-        await servicer.jobs.close()  # drivers do not outlive their head (docs/jobs.md)
+        await servicer.jobs.close()  # a head that stops stops its drivers (docs/jobs.md)
         await server.stop(grace=2.0)
         await servicer.actors.close()
         await servicer.pgs.close()

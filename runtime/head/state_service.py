@@ -68,6 +68,7 @@ KINDS: dict[str, Kind] = {
             ),
             "kind": Field(TEXT, ("DRIVER", "SUBMISSION")),
             "driver_pid": Field(NUMBER),
+            "supervisor_pid": Field(NUMBER),
             "start_time": Field(TIME),
             "end_time": Field(TIME),
         },
@@ -211,6 +212,8 @@ def job_row(j: pb.JobInfo) -> dict[str, Any]:
         "kind": j.kind,
         "message": j.message,
         "exit_code": j.exit_code,
+        "log_path": j.log_path,
+        "supervisor_pid": j.supervisor_pid,
     }
 
 

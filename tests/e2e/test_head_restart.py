@@ -119,6 +119,57 @@ def test_a_job_survives_the_head_being_killed_and_restarted(cluster: Cluster) ->
     freight.kill(ledger)
 
 
+SUBMITTED = """
+    import freight
+
+    freight.init()  # the head's address, token and job id are in the environment
+
+
+    @freight.remote
+    def cube(x):
+        import time
+
+        time.sleep(0.02)
+        return x**3
+
+
+    refs = [cube.remote(i) for i in range(300)]
+    print("submitted", flush=True)
+    print("total", sum(freight.get(refs, timeout=300)), flush=True)
+"""
+
+
+def test_a_submitted_job_survives_the_head_being_killed_and_restarted(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(SUBMITTED))
+    cli = str(Path(sys.executable).with_name("freight"))
+    env = dict(os.environ, FREIGHT_TOKEN=cluster._token())
+    submit = subprocess.run(
+        [cli, "job", "submit", "--address", cluster.address, "--no-wait", "--",
+         sys.executable, str(script)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stderr
+    job_id = next(j["job_id"] for j in list_jobs() if j["entrypoint"].endswith("job.py"))
+
+    def job() -> dict:
+        return next(j for j in list_jobs() if j["job_id"] == job_id)
+
+    log = Path(job()["log_path"])
+    wait_for_condition(lambda: "submitted" in log.read_text(), 60, "the job's tasks")
+    driver_pid = job()["driver_pid"]
+    cluster.kill_head()
+    cluster.restart_head()
+    ended = wait_for_condition(
+        lambda: job()["state"] in ("SUCCEEDED", "FAILED", "STOPPED") and job(), 300, "the job"
+    )
+    assert (ended["state"], ended["exit_code"]) == ("SUCCEEDED", 0), (ended, log.read_text())
+    assert ended["driver_pid"] == driver_pid  # the same driver: it ran on through the restart
+    assert f"total {sum(i**3 for i in range(300))}" in log.read_text()
+
+
 HEAD_NODE_DRIVER = """
     import sys
     import freight

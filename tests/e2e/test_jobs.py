@@ -416,7 +416,7 @@ class BareHead:
         return self.proc.wait(timeout=30)
 
 
-def test_drivers_end_with_their_head_and_a_restart_tells_how() -> None:
+def test_drivers_outlive_a_head_crash_and_the_next_head_takes_them_over() -> None:
     with short_temp_dir() as temp_dir:
         session_dir = temp_dir / "session"
         session_dir.mkdir()
@@ -433,18 +433,36 @@ def test_drivers_end_with_their_head_and_a_restart_tells_how() -> None:
             heads.append(second)
             got = second.get(stopped.job_id)
             assert (got.state, got.message) == ("STOPPED", "stopped: the head shut down")
-            crashed = second.submit_waiting_job()
+            waiting = second.submit_waiting_job()
+            # A driver that ends on its own while no head is up, with code 4.
+            code = (
+                "import signal, sys\n"
+                "signal.signal(signal.SIGUSR1, lambda *_: sys.exit(4))\n"
+                "print('up', flush=True)\n"
+                "signal.pause()"
+            )
+            reply = second.stub.SubmitJob(pb.SubmitJobRequest(entrypoint=[PYTHON, "-c", code]))
+            ending = reply.job
+            wait_for_condition(lambda: Path(ending.log_path).read_text() == "up\n", 30, "'up'")
+            assert ending.driver_pid != ending.supervisor_pid  # the driver runs under it
             assert second.end(signal.SIGKILL) == -signal.SIGKILL
-            # The parent-death signal: a driver does not outlive a head that was killed.
-            wait_for_condition(lambda: gone(crashed.driver_pid), 10, "the orphaned driver to end")
+            os.kill(ending.driver_pid, signal.SIGUSR1)
+            wait_for_condition(lambda: gone(ending.driver_pid), 30, "the driver to end")
+            assert not gone(waiting.driver_pid)  # the head crashed: the driver runs on
 
             third = BareHead(session_dir)
             heads.append(third)
-            got = third.get(crashed.job_id)
-            assert got.state == "FAILED" and "the head restarted" in got.message
-            assert got.end_time >= got.start_time
+            got = third.get(ending.job_id)  # it ended while no head was up: told how
+            assert (got.state, got.exit_code) == ("FAILED", 4), got
+            assert "code 4" in got.message and "after a restart" in got.message
+            got = third.get(waiting.job_id)  # still running: watched again, and stoppable
+            assert got.state == "RUNNING", got
+            assert third.stub.StopJob(pb.StopJobRequest(job_id=waiting.job_id)).stopped
+            got = third.get(waiting.job_id)
+            assert got.state == "STOPPED" and got.end_time >= got.start_time
+            assert gone(waiting.driver_pid) and gone(waiting.supervisor_pid)
             ids = [j.job_id for j in third.stub.ListJobs(pb.ListJobsRequest()).jobs]
-            assert ids == [stopped.job_id, crashed.job_id]
+            assert ids == [stopped.job_id, waiting.job_id, ending.job_id]
         finally:
             for head in heads:
                 if head.proc.poll() is None:
