@@ -2,7 +2,9 @@
 
 Each driver and worker of the session is asked over its owner socket what it refers to (its
 reference table: local references, pending task arguments, containing objects, borrowers,
-pins), so the answer is exact for this machine's processes.
+pins), so the answer is exact for this machine's processes. Where an object lies comes from the
+owner ("inline", "shared memory"), and the stores (through the state API) say which objects are
+spilled to disk now.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import glob
 import json
 import os
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -30,6 +33,8 @@ REFERENCE_TYPES = (
     ("pinned", "PINNED_IN_MEMORY"),
 )
 GROUPS = ("node", "callsite", "process", "none")
+SPILLED = "spilled to disk"
+SPILLED_LIMIT = 1_000_000  # spilled objects asked for (the state API pages through them)
 SORTS = ("size", "count", "object")
 
 
@@ -75,6 +80,22 @@ def memory_rows(session_dir: str, token: str) -> list[dict[str, Any]]:
     return rows
 
 
+def mark_spilled(rows: list[dict[str, Any]], address: str) -> str:
+    """Set ``where`` of the rows whose objects a node's store has spilled to disk; a warning
+    when the state API could not say (the rows then keep what their owners said)."""
+    from freight.state import list_state
+
+    try:
+        spilled = list_state("objects", ["spilled=true"], limit=SPILLED_LIMIT, address=address)
+    except (ConnectionError, ValueError) as e:
+        return f"could not ask which objects are spilled: {e}"
+    ids = {r["object_id"] for r in spilled}
+    for r in rows:
+        if r["where"] == "shared memory" and r["object_id"] in ids:
+            r["where"] = SPILLED
+    return ""
+
+
 def group_rows(rows: list[dict[str, Any]], by: str, sort: str) -> list[tuple[str, list[Any]]]:
     """Rows grouped by node, call site or process, groups and rows sorted by ``sort``."""
     key = {"node": "node_id", "callsite": "call_site", "process": "process"}.get(by)
@@ -100,12 +121,15 @@ def _owned_bytes(rows: list[dict[str, Any]]) -> int:
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    _, token, session_dir = resolve(args.address)
+    address, token, session_dir = resolve(args.address)
     if not session_dir:
         raise SystemExit(
             "freight memory: run it on a node of the cluster (it reads local sockets)."
         )
     rows = memory_rows(session_dir, token)
+    warning = mark_spilled(rows, address) if rows else ""
+    if warning:
+        print(f"freight memory: warning: {warning}", file=sys.stderr)
     groups = group_rows(rows, args.group_by, args.sort_by)
     if args.json:
         out = [{"group": g, "owned_bytes": _owned_bytes(rs), "objects": rs} for g, rs in groups]
@@ -130,7 +154,12 @@ def cmd_memory(args: argparse.Namespace) -> int:
                 r["call_site"],
             )
         console.print(table)
-    print(f"total owned: {_gib(_owned_bytes(rows))} in {sum(r['owner'] for r in rows)} object(s)")
+    owned = [r for r in rows if r["owner"]]
+    spilled = [r for r in owned if r["where"] == SPILLED]
+    print(
+        f"total owned: {_gib(_owned_bytes(rows))} in {len(owned)} object(s)"
+        + (f", {_gib(_owned_bytes(spilled))} of it in {len(spilled)} spilled" if spilled else "")
+    )
     return 0
 
 

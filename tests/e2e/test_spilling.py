@@ -9,7 +9,10 @@ First, on two nodes of their own, objects spilled on one node are read from the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ import freight
 from freight._api import _require_worker
 from freight.cli.status import status_report
 from freight.exceptions import ObjectStoreFullError
+from freight.state import list_objects
 from freight.testing import Cluster, local_cluster, patched_environ, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 
@@ -158,6 +162,31 @@ def test_putting_three_times_the_capacity_loses_nothing(cluster: dict[str, Any])
     assert figures["freight_object_restored_bytes_total"] >= OBJECT_BYTES
     del refs, ref
     wait_for_no_spill_files("after the refs were dropped")
+
+
+def test_freight_memory_says_which_objects_are_spilled(cluster: dict[str, Any]) -> None:
+    count = 2 * STORE_CAPACITY // OBJECT_BYTES
+    refs = [freight.put(block(2000 + n)) for n in range(count)]
+    assert spill_files(), "nothing was spilled"
+    w = _require_worker()
+    cli = os.path.join(os.path.dirname(sys.executable), "freight")
+    # The cluster's sessions live in a temp folder of their own: name it, as its user would.
+    env = dict(os.environ, FREIGHT_TOKEN=w.token, FREIGHT_TEMP_DIR=os.path.dirname(w.session_dir))
+    args = [cli, "memory", "--address", w.head_address, "--group-by", "none"]
+    proc = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["object_id"]: r for r in json.loads(proc.stdout)}
+    said = {ref.hex(): rows[ref.hex()]["where"] for ref in refs}
+    # (Nothing reads them, so nothing comes back from disk: what was spilled then still is.)
+    on_disk = {r["object_id"] for r in list_objects(filters=["spilled=true"], limit=1000)}
+    spilled = {oid for oid, where in said.items() if where == "spilled to disk"}
+    assert spilled and spilled <= on_disk, (spilled, on_disk)
+    assert set(said.values()) == {"spilled to disk", "shared memory"}
+    table = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"in \d+ spilled", table.stdout), table.stdout
+    del refs
+    wait_for_no_spill_files("after the puts were dropped")
 
 
 def test_task_returns_beyond_the_capacity_come_back(cluster: dict[str, Any]) -> None:
