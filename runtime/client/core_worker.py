@@ -914,7 +914,13 @@ class CoreWorker:
 
         def done(value: Value) -> None:
             try:
-                fut.set_result(self.decode(value))
+                try:
+                    result = self.decode(value)
+                except exc.ObjectLostError:
+                    if value[0] != "s":
+                        raise
+                    result = self._get_rebuilding(ref, None, None)  # lost with its node
+                fut.set_result(result)
             except BaseException as e:
                 fut.set_exception(e)
 

@@ -161,8 +161,10 @@ def test_objects_lost_with_a_killed_node_are_rebuilt_from_lineage(cluster: Clust
     before = len(_rebuilt("filled")), len(_rebuilt("doubled"))
     cluster.remove_node(doomed, graceful=False)
     killed = time.monotonic()
+    futures = [ref.future() for ref in made]  # (what `await ref` waits on)
     values = freight.get(made + chained, timeout=300)
     took = time.monotonic() - killed
+    assert [f.result(timeout=300) for f in futures] == values[:6]
     for i, v in enumerate(values[:6]):
         assert v == bytes([i]) * 2 * MIB
     for i, v in enumerate(values[6:]):
