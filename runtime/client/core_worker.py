@@ -864,22 +864,28 @@ class CoreWorker:
         values = self.wait_values(refs, timeout)
         try:
             return [self.decode(v) for v in values]
-        except exc.ObjectLostError:
-            if all(v[0] != "s" for v in values):
-                raise  # a task's error, not a copy that is gone
+        except (exc.ObjectLostError, TypeError):
+            # A copy that is gone, or a value a rebuild has just taken back (None): else the
+            # error is the task's, or the value's own.
+            if None not in values and all(v[0] != "s" for v in values):
+                raise
         return [self._get_rebuilding(ref, deadline, timeout) for ref in refs]
 
     def _get_rebuilding(self, ref: ObjectRef, deadline: float | None, timeout: float | None) -> Any:
         """``get`` of one object that may have been lost with its node: its owner rebuilds it
         (decisions/0026-lineage.md) and this waits for the new value."""
-        for _ in range(_REBUILD_WAITS):
+        losses = 0
+        while losses < _REBUILD_WAITS:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             value = self.wait_values([ref], left)[0]
+            if value is None:
+                continue  # a rebuild took it back after the wait: wait for the new one
             try:
                 return self.decode(value)
             except exc.ObjectLostError:
                 if value[0] != "s":
                     raise
+                losses += 1
                 if ref._owner == self.address:
                     err = self._lost_at(ref._id, value[1])
                     if err is not None:
