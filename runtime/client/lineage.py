@@ -2,9 +2,11 @@
 
 An object that lived in a node's store is lost when that node dies. Its owner rebuilds it by
 running the task that made it again (decisions/0026-lineage.md). For that, the owner keeps the
-spec of each finished task that may be re-run (a normal task with retries left) while any of
-its return values is still referenced, or while a kept spec takes one of them as an argument:
-rebuilding an object may need its arguments rebuilt first, even ones whose values were freed.
+spec of each finished task that may be re-run (a normal task with retries left) and put a
+return value in a store, while any of its return values is still referenced, or while a kept
+spec takes one of them as an argument: rebuilding an object may need its arguments rebuilt
+first, even ones whose values were freed. (An argument passed inline needs no lineage: its
+value is in the spec.)
 
 The memory held is bounded (``FREIGHT_LINEAGE_MAX_BYTES``): over the bound the oldest specs
 go first, and their objects can no longer be rebuilt. The table does no I/O; the submitter
@@ -26,6 +28,7 @@ class TaskSpec(Protocol):
     args: bytes
     arg_refs: list[tuple[bytes, str]]
     return_ids: list[bytes]
+    resolved: list[tuple[bytes, str, Any]] | None  # the arguments' values, as sent
 
 
 # What one kept spec costs beyond its packed arguments (ids, the record, the dict entries).
@@ -61,7 +64,9 @@ class Lineage:
             self.entries.move_to_end(spec.task_id)  # rebuilt: kept already
             return
         prefix = self.prefix
-        args = [oid for oid, owner in spec.arg_refs if oid[: len(prefix)] == prefix]
+        n = len(prefix)
+        # The arguments this owner may have to rebuild: its own, passed from a store.
+        args = [o for o, _, v in spec.resolved or () if o[:n] == prefix and v and v[0] == "s"]
         size = len(spec.args) + ENTRY_OVERHEAD + 40 * (len(spec.arg_refs) + len(spec.return_ids))
         if size > self.max_bytes:
             self._forget(spec.return_ids)

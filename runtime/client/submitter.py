@@ -554,8 +554,8 @@ class TaskSubmitter:
             if not msg.error and spec.trace is None:
                 # The common case, in one go: finished, values stored, waiters woken.
                 cw.tasks.finished(spec.task_id)
-                if lease is not None and spec.max_retries:
-                    self._keep_lineage(spec)
+                if lease is not None and spec.max_retries and msg.results:
+                    self._keep_lineage(spec, msg.results)
                 woken = self._finish_locked(spec, msg.results or ())
             else:
                 woken = None
@@ -631,8 +631,8 @@ class TaskSubmitter:
         else:
             with cw.lock:
                 cw.tasks.finished(spec.task_id)
-                if not spec.actor_id and spec.max_retries:
-                    self._keep_lineage(spec)
+                if not spec.actor_id and spec.max_retries and msg.results:
+                    self._keep_lineage(spec, msg.results)
             values = []
             foreign = []
             for r in msg.results or ():
@@ -653,8 +653,15 @@ class TaskSubmitter:
 
     # -- lineage: rebuilding objects lost with their node --------------------------------------
 
-    def _keep_lineage(self, spec: TaskSpec) -> None:
-        """Keep a finished task's spec (under the lock), so its returns can be rebuilt."""
+    def _keep_lineage(self, spec: TaskSpec, results: Any) -> None:
+        """Keep a finished task's spec (under the lock), so its returns can be rebuilt: only
+        when one is in a store, the kind a node takes with it when it dies (an inline value
+        lives in its owner; one a rebuilt task needs travels in that task's spec)."""
+        for r in results:
+            if r[0][0] == "s":
+                break
+        else:
+            return
         if spec.task_id in self.lineage.entries:
             self.lineage.keep(spec)  # rebuilt: kept already
             return
@@ -701,10 +708,20 @@ class TaskSubmitter:
                 if slot is not None:
                     slot.value = None
                 self.lineage.value_back(rid)
-            # Arguments whose values were freed since: rebuilt too, once this task waits for
-            # them (its submission holds them, so their new values are kept until it runs).
+            # Arguments whose values were freed since: an inline one is the value the task was
+            # sent; one in a store is rebuilt too, once this task waits for it (its submission
+            # holds them, so the new values are kept until it runs).
             prefix = cw._prefix
-            freed_args = [o for o, _ in spec.arg_refs if o[:8] == prefix and o not in cw.slots]
+            sent = {o: v for o, _, v in spec.resolved or ()}
+            freed_args = []
+            for o, _ in spec.arg_refs:
+                if o[:8] != prefix or o in cw.slots:
+                    continue
+                value = sent.get(o)
+                if value is not None and value[0] == "v":
+                    cw.slots[o] = self._slot(value)
+                else:
+                    freed_args.append(o)
             spec.resolved = None
             spec.trace = None
             spec.shape = spec.shape.partition("\n")[0]  # where the arguments lie is found again

@@ -118,6 +118,11 @@ def doubled(data: bytes) -> bytes:
     return data + data
 
 
+@freight.remote
+def ident(x: int) -> int:
+    return x
+
+
 def _rebuilt(name: str) -> list[int]:
     """Attempt numbers of the owner's finished tasks called ``name`` that ran again."""
     records = freight._api._require_worker().tasks.history
@@ -153,29 +158,39 @@ def test_objects_lost_with_a_killed_node_are_rebuilt_from_lineage(cluster: Clust
         )
         for i in range(3)
     ]
-    ready, _ = freight.wait(made + chained, num_returns=9, fetch_local=False, timeout=120)
-    assert len(ready) == 9
+    # And chains whose first link is small, passed inline, and freed: its value travels in
+    # the second's spec, so only the second runs again.
+    seeded = [
+        filled.options(scheduling_strategy=there).remote(ident.remote(200 + i), MIB)
+        for i in range(3)
+    ]
+    made += seeded
+    ready, _ = freight.wait(made + chained, num_returns=12, fetch_local=False, timeout=120)
+    assert len(ready) == 12
     lost_made = sum(_store_of(r) == doomed_store for r in made)
     lost_chained = sum(_store_of(r) == doomed_store for r in chained)
     assert lost_made + lost_chained, "nothing lay on the node: the test proves nothing"
-    before = len(_rebuilt("filled")), len(_rebuilt("doubled"))
+    before = len(_rebuilt("filled")), len(_rebuilt("doubled")), len(_rebuilt("ident"))
     cluster.remove_node(doomed, graceful=False)
     killed = time.monotonic()
     futures = [ref.future() for ref in made]  # (what `await ref` waits on)
     values = freight.get(made + chained, timeout=300)
     took = time.monotonic() - killed
-    assert [f.result(timeout=300) for f in futures] == values[:6]
+    assert [f.result(timeout=300) for f in futures] == values[:9]
     for i, v in enumerate(values[:6]):
         assert v == bytes([i]) * 2 * MIB
-    for i, v in enumerate(values[6:]):
+    for i, v in enumerate(values[6:9]):
+        assert v == bytes([200 + i]) * MIB
+    for i, v in enumerate(values[9:]):
         assert v == bytes([100 + i]) * 2 * MIB
     # Each lost object was rebuilt once, by running its task again (on the nodes left: the
     # affinity was soft); a lost chain's freed first link was rebuilt for it.
     assert len(_rebuilt("filled")) - before[0] == lost_made + lost_chained
     assert len(_rebuilt("doubled")) - before[1] == lost_chained
+    assert len(_rebuilt("ident")) == before[2]
     assert all(_store_of(r) != doomed_store for r in made + chained)
     print(
-        f"\nnode killed; {lost_made + lost_chained} lost objects rebuilt and all 9 read "
+        f"\nnode killed; {lost_made + lost_chained} lost objects rebuilt and all 12 read "
         f"{took:.2f} s later"
     )
 

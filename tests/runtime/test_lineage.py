@@ -14,7 +14,11 @@ def oid(n: int, prefix: bytes = PREFIX) -> bytes:
     return prefix + n.to_bytes(8, "little")
 
 
-def spec(task: int, returns: list[bytes], args: list[bytes] = (), size: int = 10) -> TaskSpec:
+def spec(
+    task: int, returns: list[bytes], args: list[bytes] = (), size: int = 10, inline: bool = False
+) -> TaskSpec:
+    """A finished task's spec; its arguments were passed from a store (or ``inline``)."""
+    value = ("v", b"packed") if inline else ("s", "/dev/shm/store/x", 4096)
     return TaskSpec(
         task_id=task.to_bytes(16, "little"),
         name=f"t{task}",
@@ -26,6 +30,7 @@ def spec(task: int, returns: list[bytes], args: list[bytes] = (), size: int = 10
         return_ids=returns,
         resources={"CPU": 1.0},
         max_retries=3,
+        resolved=[(a, "owner", value) for a in args],
     )
 
 
@@ -64,6 +69,15 @@ def test_arguments_owned_by_another_process_are_not_tracked() -> None:
     lin = Lineage(10**6, PREFIX)
     lin.keep(spec(1, [oid(1)], args=[oid(5, OTHER)]))
     assert lin.arg_uses == {}
+
+
+def test_arguments_passed_inline_need_no_lineage() -> None:
+    lin = Lineage(10**6, PREFIX)
+    lin.keep(spec(1, [oid(1)]))
+    lin.keep(spec(2, [oid(2)], args=[oid(1)], inline=True))  # its value is in spec 2
+    assert lin.arg_uses == {}
+    lin.value_freed(oid(1))
+    assert lin.spec_of(oid(1)) is None
 
 
 def test_the_oldest_specs_are_evicted_over_the_bound_and_say_so() -> None:
