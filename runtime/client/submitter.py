@@ -8,6 +8,7 @@ caller, so they run in submission order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -293,6 +294,10 @@ class TaskSubmitter:
                 request = True
                 for spec in q:
                     cw.tasks.set_pending_reason(spec.task_id, WAITING_FOR_WORKER)
+            withdraw = self._withdraw(shape) if not q and self.outstanding.get(shape) else None
+        if withdraw is not None:
+            with contextlib.suppress(OSError):  # a closed connection dropped the request anyway
+                withdraw[0].send(m.CancelLeaseRequest(withdraw[1]))
         for lease, spec in sends:
             self.push(lease.peer, spec, lease.gpu_ids)
         if request:
@@ -310,6 +315,19 @@ class TaskSubmitter:
                     req_id, resources, cw.address, name, strategy, False, prefer, retriable
                 )
             )
+
+    def _withdraw(self, shape: str) -> tuple[frames.FrameSocket, int] | None:
+        """Forget the lease request of ``shape``, whose queue is empty, and say where to cancel
+        it (call with the lock held). Left standing, it would take a worker, and that node's
+        room, whenever it came up: a later task would find the node full. A grant already on
+        its way is handed back on arrival, as for any request given up on."""
+        req_id = next((r for r, s in self.requests.items() if s == shape), None)
+        self.outstanding[shape] = 0
+        if req_id is None:
+            return None
+        del self.requests[req_id]
+        agent = self.request_agent.pop(req_id, (self.cw.agent, 0))[0]
+        return agent, req_id
 
     def _shape_with_locality(self, spec: TaskSpec, resolved: list[tuple[bytes, str, Any]]) -> str:
         """The queue a task waits in: its resource shape, and, when another node's store holds
@@ -460,7 +478,9 @@ class TaskSubmitter:
             return
         if type(msg) is m.LeaseRejected:
             with cw.lock:
-                shape = self.requests.get(msg.req_id, "")
+                shape = self.requests.get(msg.req_id)
+            if shape is None:
+                return  # a request withdrawn (or failed) already: nothing waits for it
             if source is not None and msg.infeasible:
                 hops = self.request_agent.get(msg.req_id, (None, 0))[1]
                 self._ask_again(msg.req_id, hops)  # that node could not run it after all
