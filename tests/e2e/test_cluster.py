@@ -305,7 +305,7 @@ def _open_gate(fd: int | None, data: bytes) -> None:
 
 
 def _pending_leases(node: Any) -> int:
-    """Lease requests waiting at ``node``'s agent, asked of the agent itself."""
+    """Lease requests waiting at ``node``'s agent, as its last heartbeat told the head."""
     row = state.get_node(node.node_id)
     assert row is not None
     return sum(row["pending_by_reason"].values())
