@@ -3,6 +3,7 @@ arrive right."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -15,9 +16,10 @@ import pytest
 
 import freight
 from freight.state import list_events
-from freight.testing import local_cluster
+from freight.testing import local_cluster, wait_for_condition
 
 TASKS = 2_000
+WAVE = 200
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,10 @@ def _workers(session_dir: str) -> list[psutil.Process]:
     return found
 
 
+def _more(killed: list[int], than: int) -> bool:
+    return len(killed) > than
+
+
 def test_a_job_survives_workers_killed_every_few_hundred_ms(cluster: dict[str, Any]) -> None:
     session = cluster["session_dir"]
     rng = random.Random(7)
@@ -61,9 +67,17 @@ def test_a_job_survives_workers_killed_every_few_hundred_ms(cluster: dict[str, A
                     pass
 
     chaos = threading.Thread(target=killer, daemon=True)
-    refs = [square.remote(i) for i in range(TASKS)]
     chaos.start()
+    refs: list[Any] = []
     try:
+        # In waves: the job lasts until kills have landed between them, however fast this
+        # machine runs the tasks (a kill during a wave, or else one before the next wave).
+        before = 0
+        for start in range(0, TASKS, WAVE):
+            if start:
+                wait_for_condition(functools.partial(_more, killed, before), 30, "a kill")
+            before = len(killed)
+            refs += [square.remote(i) for i in range(start, start + WAVE)]
         results = freight.get(refs, timeout=600)
     finally:
         stop.set()
