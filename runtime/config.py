@@ -317,6 +317,14 @@ SETTINGS: dict[str, Setting] = {
             "resets the count).",
         ),
         Setting(
+            "FREIGHT_NODE_TIMEOUT_S",
+            float,
+            0.0,
+            "A node that sends the head no heartbeat for this many seconds (of the head's own "
+            "running time) is marked dead; 0: twice what the health checks take to find an "
+            "unresponsive node dead, at least 30 s. The head's --node-timeout-s overrides it.",
+        ),
+        Setting(
             "FREIGHT_MEMORY_USAGE_THRESHOLD",
             float,
             0.95,

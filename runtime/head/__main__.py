@@ -56,8 +56,10 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         help="an inherited pipe to write the address to once serving (repeatable)",
     )
     args = parser.parse_args(argv)
+    if args.node_timeout_s is None and settings.node_timeout_s:
+        args.node_timeout_s = settings.node_timeout_s
     if args.node_timeout_s is not None and args.node_timeout_s <= 0:
-        parser.error("--node-timeout-s must be positive")
+        parser.error("--node-timeout-s (or FREIGHT_NODE_TIMEOUT_S) must be positive")
     folder = os.path.dirname(os.path.abspath(args.storage)) if args.storage else ""
     if folder and not os.path.isdir(folder):
         parser.error(f"--storage: the folder {folder} does not exist; create it first")

@@ -9,6 +9,11 @@ check waits for its previous one. Heartbeats carry each node's available resourc
 heartbeats stop for ``heartbeat_timeout_s`` (by default well beyond what the health checks
 need) is marked DEAD too (docs/decisions/0016-health-checks.md).
 
+The head judges only by time it saw go by (:class:`ObservedClock`): when its own event loop was
+stalled (a SIGSTOP, a long GC or disk stall), the heartbeats and answers of that time are still
+queued when it resumes, so the stall counts neither as heartbeat silence nor as a failed check
+(docs/decisions/0029-observed-time.md).
+
 Every change to the node table notifies :attr:`NodeDirectory.changed`, which pending actor
 creations wait on.
 """
@@ -40,6 +45,12 @@ HEALTH_CHECK_FAILURES = "freight_node_health_check_failures_total"
 # the time the health checks take to find it dead, and never before this many seconds.
 MIN_HEARTBEAT_TIMEOUT_S = 30.0
 MAX_REASON_CHARS = 200
+# The head counts silence only while it runs: a gap of its event loop longer than this counts
+# as this long (ObservedClock). Far above the loop's usual lag, far below any timeout.
+MAX_OBSERVED_STEP_S = 1.0
+TICK_S = 0.1  # how often the health loop advances that clock
+# A check during which the head stalled longer than this is not counted either way.
+STALLED_CHECK_S = 0.05
 
 
 def covers(amounts: Mapping[str, float], request: Mapping[str, float]) -> bool:
@@ -115,6 +126,49 @@ class CheckFailure:
 
     kind: str  # a gRPC status code in lower case, "wrong_node" or "error"
     text: str
+
+
+class ObservedClock:
+    """Seconds the head has seen go by: monotonic time, less the stalls of its event loop.
+
+    The head judges nodes by silence, and silence means something only while the head was
+    running to hear: after a SIGSTOP, a long GC or disk stall, the heartbeats and answers sent
+    meanwhile are still queued when the head resumes. So time counts only in steps of at most
+    ``max_step_s``: :meth:`tick` (called every fraction of a second by the health loop) advances
+    the clock by the real time since the previous tick, capped at ``max_step_s``, and
+    :meth:`now` applies the same cap to the time since the last tick, so a reading taken right
+    after a stall, before the next tick, does not count it either.
+    """
+
+    def __init__(self, max_step_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_step_s = max_step_s
+        self._clock = clock
+        self._last = clock()
+        self._observed = 0.0
+        self.stalled_s = 0.0  # real time not counted, all told (the head's own stalls)
+
+    def now(self) -> float:
+        """Observed seconds since the clock was made."""
+        return self._observed + min(self._clock() - self._last, self.max_step_s)
+
+    def real(self) -> float:
+        """The underlying monotonic time, to measure what a stall took from an interval."""
+        return self._clock()
+
+    def stalled_since(self, real_then: float, observed_then: float) -> float:
+        """Real seconds since (``real_then``, ``observed_then``) that the clock did not count."""
+        return max(0.0, (self._clock() - real_then) - (self.now() - observed_then))
+
+    def tick(self) -> float:
+        """Advance the clock; return how long the event loop stalled beyond ``max_step_s``
+        since the last tick (0.0 when it did not)."""
+        real = self._clock()
+        step = real - self._last
+        lost = max(0.0, step - self.max_step_s)
+        self._observed += step - lost
+        self._last = real
+        self.stalled_s += lost
+        return lost
 
 
 class HealthTally:
@@ -200,6 +254,9 @@ class NodeDirectory:
                 self.health.detection_bound_s,
             )
         self.heartbeat_timeout_s = heartbeat_timeout_s
+        # Time as the head saw it go by, and when (on that clock) each node was last heard.
+        self.clock = ObservedClock(MAX_OBSERVED_STEP_S)
+        self._heard: dict[str, float] = {}
         self.changed = asyncio.Condition()
         self._agents: dict[str, tuple[str, aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
         self._checkers: dict[str, asyncio.Task[None]] = {}
@@ -209,6 +266,7 @@ class NodeDirectory:
         for node in store.list_nodes():
             node.last_heartbeat = now
             store.upsert_node(node)
+            self._heard[node.node_id] = self.clock.now()
 
     async def notify(self) -> None:
         """Wake everyone waiting on :attr:`changed`."""
@@ -232,6 +290,7 @@ class NodeDirectory:
         if not record.HasField("available"):
             record.available.CopyFrom(record.total)
         self._store.upsert_node(record)
+        self._heard[record.node_id] = self.clock.now()
         logger.info(
             "node registered",
             node_id=node.node_id,
@@ -252,6 +311,7 @@ class NodeDirectory:
         node.stats.CopyFrom(request.stats)
         node.last_heartbeat = time.time()
         self._store.upsert_node(node)
+        self._heard[node.node_id] = self.clock.now()
         await self.notify()
         return False
 
@@ -262,6 +322,7 @@ class NodeDirectory:
             return False
         node.state = DEAD
         self._store.upsert_node(node)
+        self._heard.pop(node_id, None)
         self._stop_checks(node_id)
         logger.warning("node dead", node_id=node_id, reason=reason)
         await self._close_agent(node_id)
@@ -273,17 +334,28 @@ class NodeDirectory:
 
     async def health_loop(self) -> None:
         """Health-check every alive node, and mark nodes DEAD whose heartbeats stop for
-        ``heartbeat_timeout_s``; runs until cancelled."""
+        ``heartbeat_timeout_s`` of the head's observed time; runs until cancelled."""
         self._checking = True
         for node in self.alive():
             self._start_checks(node.node_id)
         interval = min(1.0, self.heartbeat_timeout_s / 4)
+        judged = self.clock.now()
         try:
             while True:
-                await asyncio.sleep(interval)
-                deadline = time.time() - self.heartbeat_timeout_s
+                await asyncio.sleep(min(TICK_S, interval))
+                stalled = self.clock.tick()
+                if stalled:
+                    logger.warning(
+                        "the head's event loop was stalled for {:.1f} s: the nodes are not "
+                        "judged by that time (heartbeats and answers sent meanwhile were queued)",
+                        stalled + MAX_OBSERVED_STEP_S,
+                    )
+                if self.clock.now() - judged < interval:
+                    continue
+                judged = self.clock.now()
                 for node in self.alive():
-                    if node.last_heartbeat < deadline:
+                    heard = self._heard.setdefault(node.node_id, judged)
+                    if judged - heard > self.heartbeat_timeout_s:
                         await self.mark_dead(
                             node.node_id,
                             f"no heartbeat for more than {self.heartbeat_timeout_s:g} s",
@@ -323,7 +395,19 @@ class NodeDirectory:
             if node is None or node.state != ALIVE:
                 return
             started = time.monotonic()
+            observed = self.clock.now()
             failure = await self._check(node)
+            stalled = self.clock.stalled_since(started, observed)
+            if failure is not None and stalled > STALLED_CHECK_S:
+                # The deadline passed while the head itself was not running: the answer may
+                # be queued unread. Only checks the head saw fail count.
+                logger.info(
+                    "a health check not counted: the head was stalled while it waited",
+                    node_id=node_id,
+                    stalled_s=round(stalled, 2),
+                    reason=failure.text,
+                )
+                continue
             if failure is None:
                 self.tally.passed(node_id)
                 continue

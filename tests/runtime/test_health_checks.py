@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from freight import _launcher
-from freight.head.nodes import CheckFailure, HealthCheckPolicy, HealthTally
+from freight.head.nodes import CheckFailure, HealthCheckPolicy, HealthTally, ObservedClock
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.testing import short_temp_dir, wait_for_condition
@@ -63,6 +63,20 @@ def test_a_node_is_dead_after_threshold_failures_in_a_row_and_an_answer_resets_t
     assert stats["checks"] == 7
     assert stats["failed"] == {"n1": 5, "n2": 1}
     assert stats["failing_in_a_row"] == {"n2": 1}
+
+
+def test_the_observed_clock_does_not_count_the_heads_own_stalls():
+    real = [100.0]
+    clock = ObservedClock(max_step_s=1.0, clock=lambda: real[0])
+    real[0] += 0.5
+    assert clock.tick() == 0.0 and clock.now() == 0.5  # a normal tick counts in full
+    mark = (real[0], clock.now())
+    real[0] += 120.0  # the head was SIGSTOPped for two minutes
+    assert clock.now() == 1.5  # read right after the stall, before the next tick: 1 s of it
+    assert clock.stalled_since(*mark) == 119.0  # a check that spanned it is not counted
+    assert clock.tick() == 119.0
+    real[0] += 0.25
+    assert clock.now() == 1.75 and clock.stalled_s == 119.0
 
 
 def test_the_heartbeat_timeout_defaults_to_looser_than_the_health_checks():

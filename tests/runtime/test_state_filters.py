@@ -114,6 +114,21 @@ def test_unknown_key_lists_the_valid_ones() -> None:
     assert "valid keys: attempt, name, sealed, start_time, state" in str(err.value)
 
 
+def test_a_catastrophic_regex_runs_in_linear_time() -> None:
+    # Python's backtracking engine takes 2**40 steps on this; RE2 one pass per row.
+    rows = [{"name": "a" * 40}, {"name": "a" * 40 + "b"}]
+    pred = compile_filters(["name~^(a+)+b"], FIELDS, "tasks", lambda k: lambda row: row.get(k))
+    assert pred is not None
+    assert [pred(r) for r in rows] == [False, True]
+
+
+def test_a_regex_beyond_re2_is_refused_saying_why() -> None:
+    with pytest.raises(FilterError, match=r"name~\(a\)\\1: bad regular expression: .*RE2 syntax"):
+        select(r"name~(a)\1")
+    with pytest.raises(FilterError, match="lookarounds"):
+        select("name~a(?=b)")
+
+
 def test_bad_regex_is_reported() -> None:
     with pytest.raises(FilterError, match=r"name~\(\(: bad regular expression"):
         select("name~((")
