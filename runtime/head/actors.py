@@ -417,11 +417,21 @@ class ActorDirectory:
                 error=f"{e.code().name}: {e.details()}",
             )
 
-    def report_death(self, actor_id: str, cause: str) -> None:
+    def report_death(self, actor_id: str, cause: str, worker_id: str = "") -> None:
         """An agent saw the actor's worker exit; a cause recorded earlier (a kill) is kept.
-        An actor with restarts left is started again."""
+        An actor with restarts left is started again. The exit of a worker that is not the
+        actor's now (an incarnation it restarted from, one still being created) changes
+        nothing: the creation or the restart already answered for it."""
         actor = self._store.get_actor(actor_id)
         if actor is None or actor.state == DEAD:
+            return
+        if worker_id and worker_id != actor.worker_id:
+            logger.info(
+                "death of a worker the actor no longer runs on",
+                actor_id=actor_id,
+                worker_id=worker_id,
+                current=actor.worker_id,
+            )
             return
         cause = cause or "its worker exited"
         if actor.state == ALIVE and self._restart(actor, cause):

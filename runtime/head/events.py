@@ -36,6 +36,7 @@ KINDS = frozenset(
         "NODE_JOINED",
         "NODE_REMOVED",  # an agent unregistered (it was stopped)
         "NODE_DEAD",  # a node missed its heartbeats
+        "NODE_FENCED",  # a node declared dead stopped its workers before it rejoined
         "WORKER_CRASHED",
         "OBJECT_STORE_FULL",
         "ACTOR_CREATED",

@@ -32,6 +32,7 @@ from loguru import logger
 
 from freight.config import settings
 from freight.head.control_store import ControlStore
+from freight.head.rpc import FencedError
 from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
@@ -225,6 +226,35 @@ def describe_rpc_error(exc: aio.AioRpcError, timeout_s: float) -> CheckFailure:
     return CheckFailure(code.name.lower(), text[:MAX_REASON_CHARS])
 
 
+# ---- incarnations, without I/O -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeartbeatVerdict:
+    """What the sender of a heartbeat must do: nothing, register again, or first fence itself
+    (stop every worker: the head declared this incarnation dead) and register a new one."""
+
+    reregister: bool = False
+    fence_reason: str = ""
+
+
+def stale_incarnation(record: pb.NodeInfo | None, incarnation: str, dead_reason: str = "") -> str:
+    """Why a request from ``incarnation`` of the node ``record`` describes is refused ("" when
+    it is not): the head declared that incarnation dead, or another one of the node is alive
+    (docs/decisions/0034-a-dead-node-fences-itself.md)."""
+    if record is None:
+        return ""
+    if record.state == DEAD and record.incarnation == incarnation:
+        why = f": {dead_reason}" if dead_reason else ""
+        return f"the head declared node {record.node_id} dead{why}"
+    if record.state == ALIVE and record.incarnation != incarnation:
+        return (
+            f"node {record.node_id} is alive as incarnation {record.incarnation or '(none)'}; "
+            f"incarnation {incarnation or '(none)'} is stale"
+        )
+    return ""
+
+
 # ---- the node table ----------------------------------------------------------------------------
 
 
@@ -257,6 +287,7 @@ class NodeDirectory:
         # Time as the head saw it go by, and when (on that clock) each node was last heard.
         self.clock = ObservedClock(MAX_OBSERVED_STEP_S)
         self._heard: dict[str, float] = {}
+        self._dead_reasons: dict[str, str] = {}  # why each node was marked dead (this head)
         self.changed = asyncio.Condition()
         self._agents: dict[str, tuple[str, aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
         self._checkers: dict[str, asyncio.Task[None]] = {}
@@ -277,10 +308,27 @@ class NodeDirectory:
         """Alive nodes, in registration order."""
         return self._store.list_nodes(include_dead=False)
 
-    async def register(self, node: pb.NodeInfo) -> None:
-        """Record ``node`` as ALIVE (a re-registration replaces the old record)."""
+    def stale(self, node_id: str, incarnation: str) -> str:
+        """Why requests of this incarnation of the node are refused ("" when they are not)."""
+        record = self._store.get_node(node_id)
+        return stale_incarnation(record, incarnation, self._dead_reasons.get(node_id, ""))
+
+    def check_registration(self, node: pb.NodeInfo) -> None:
+        """Raise :class:`FencedError` for a registration of a dead or superseded incarnation."""
         if not node.node_id:
             raise ValueError("RegisterNode: node.node_id is empty")
+        stale = self.stale(node.node_id, node.incarnation)
+        if stale:
+            logger.warning("registration refused", node_id=node.node_id, reason=stale)
+            raise FencedError(
+                f"RegisterNode refused: {stale}. Its agent must stop every worker it runs and "
+                "register as a new incarnation (agents do this by themselves)"
+            )
+
+    async def register(self, node: pb.NodeInfo) -> None:
+        """Record ``node`` as ALIVE (a re-registration replaces the old record); a dead or
+        superseded incarnation is refused with :class:`FencedError`."""
+        self.check_registration(node)
         now = time.time()
         record = pb.NodeInfo()
         record.CopyFrom(node)
@@ -300,11 +348,17 @@ class NodeDirectory:
         self._start_checks(node.node_id)
         await self.notify()
 
-    async def heartbeat(self, request: pb.HeartbeatRequest) -> bool:
-        """Record a heartbeat; return True if the node must register again (unknown or DEAD)."""
+    async def heartbeat(self, request: pb.HeartbeatRequest) -> HeartbeatVerdict:
+        """Record a heartbeat; say whether the node must register again (unknown or DEAD), and
+        fence itself first (this incarnation was declared dead, or is superseded)."""
         node = self._store.get_node(request.node_id)
+        stale = stale_incarnation(
+            node, request.incarnation, self._dead_reasons.get(request.node_id, "")
+        )
+        if stale:
+            return HeartbeatVerdict(reregister=True, fence_reason=stale)
         if node is None or node.state != ALIVE:
-            return True
+            return HeartbeatVerdict(reregister=True)
         node.available.CopyFrom(request.available)
         if request.HasField("total"):  # placement groups add and take resources
             node.total.CopyFrom(request.total)
@@ -313,7 +367,7 @@ class NodeDirectory:
         self._store.upsert_node(node)
         self._heard[node.node_id] = self.clock.now()
         await self.notify()
-        return False
+        return HeartbeatVerdict()
 
     async def mark_dead(self, node_id: str, reason: str) -> bool:
         """Mark a node DEAD; return False if it was unknown or already DEAD."""
@@ -323,6 +377,7 @@ class NodeDirectory:
         node.state = DEAD
         self._store.upsert_node(node)
         self._heard.pop(node_id, None)
+        self._dead_reasons[node_id] = reason
         self._stop_checks(node_id)
         logger.warning("node dead", node_id=node_id, reason=reason)
         await self._close_agent(node_id)

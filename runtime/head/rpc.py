@@ -17,6 +17,11 @@ class NotFoundError(LookupError):
     """A request named something the head does not know; the caller gets NOT_FOUND."""
 
 
+class FencedError(Exception):
+    """A request from a node incarnation the head declared dead; the caller gets
+    FAILED_PRECONDITION (it must fence itself and come back as a new incarnation)."""
+
+
 def rpc(
     method: Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]],
 ) -> Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]]:
@@ -30,6 +35,8 @@ def rpc(
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
         except NotFoundError as e:
             code, message = grpc.StatusCode.NOT_FOUND, str(e)
+        except FencedError as e:
+            code, message = grpc.StatusCode.FAILED_PRECONDITION, str(e)
         except Exception as e:
             logger.exception("head RPC {} failed", method.__name__)
             code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"

@@ -113,6 +113,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
     @rpc
     async def RegisterNode(self, request, context):
         known = self.store.get_node(request.node.node_id)
+        self.nodes.check_registration(request.node)  # a dead incarnation is refused here
         self.metrics.on_register(request.node)
         await self.nodes.register(request.node)
         self.metrics.nodes_changed()
@@ -126,9 +127,13 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def Heartbeat(self, request, context):
-        reregister = await self.nodes.heartbeat(request)
-        if reregister:
-            return pb.HeartbeatReply(reregister=True)
+        verdict = await self.nodes.heartbeat(request)
+        if verdict.reregister:
+            return pb.HeartbeatReply(
+                reregister=True,
+                fence=bool(verdict.fence_reason),
+                fence_reason=verdict.fence_reason,
+            )
         self.metrics.on_heartbeat(request.node_id)
         # Every agent learns the others' free amounts from here, to spill lease requests back.
         view = [
@@ -217,7 +222,11 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def ReportActorDeath(self, request, context):
-        self.actors.report_death(request.actor_id, request.cause)
+        stale = self.nodes.stale(request.node_id, request.incarnation) if request.node_id else ""
+        if stale:  # its node was declared dead: the actor's fate was decided then
+            logger.info("stale actor death report ignored", actor_id=request.actor_id, why=stale)
+        else:
+            self.actors.report_death(request.actor_id, request.cause, request.worker_id)
         return pb.ReportActorDeathReply()
 
     # ---- placement groups --------------------------------------------------------------------

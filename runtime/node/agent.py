@@ -15,6 +15,7 @@ import os
 import pickle
 import socket
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -57,6 +58,7 @@ STOP_GRACE_S = 2.0  # a worker asked to exit (its owner is gone) is killed if st
 # A hard node affinity to a node this agent has not heard of waits this long for it to show up
 # in the head's heartbeat replies (it may have just joined) before the task is unschedulable.
 NODE_AFFINITY_GRACE_S = 5.0
+FENCE_WAIT_S = 10.0  # how long fencing waits for the killed workers' exits to be seen
 
 
 def check_strategy(strategy: Any) -> tuple[Any, ...]:
@@ -119,6 +121,9 @@ class NodeAgent:
     ) -> None:
         self.session_dir = session_dir
         self.node_id = node_id
+        # This life of the node: a new one after the agent fenced itself (fence()).
+        self.incarnation = uuid.uuid4().hex
+        self.fenced_workers: set[str] = set()  # killed by fence(): their deaths are not news
         self.token = token
         self.data_socket = os.path.join(session_dir, "sockets", f"agent-{node_id[:12]}.sock")
         self.leases = LeaseManager(resources, validate, node_id, labels)
@@ -148,7 +153,7 @@ class NodeAgent:
         self.changed = asyncio.Condition()
         self.view_updated = asyncio.Event()  # set and cleared by each cluster view
         self.stopping = asyncio.Event()
-        self.on_actor_death: Any = None  # async callable(actor_id, cause), set by the server
+        self.on_actor_death: Any = None  # async callable(actor_id, cause, worker_id), by the server
         self.on_driver_lost: Any = None  # async callable(job_id), set by the server
         self.refused = 0  # connections refused at the greeting (wrong token, bad HELLO)
         self.malformed = 0  # authenticated connections closed for a malformed or invalid frame
@@ -279,8 +284,10 @@ class NodeAgent:
                 if waiter and not waiter.done():
                     waiter.set_exception(RuntimeError("the actor's worker process exited"))
                 cause = self.memory_causes.pop(wid, "worker process died")
-                if self.on_actor_death is not None and not self.stopping.is_set():
-                    self._background(self.on_actor_death(actor_id, cause))
+                fenced = wid in self.fenced_workers
+                if self.on_actor_death is not None and not self.stopping.is_set() and not fenced:
+                    self._background(self.on_actor_death(actor_id, cause, wid))
+            self.fenced_workers.discard(wid)
         # Workers own leases too (nested tasks, actors that submit tasks): take those back.
         self._apply(self.leases.client_gone(conn.id, crashed=not clean))
         self._notify()
@@ -623,6 +630,7 @@ class NodeAgent:
 
         Returns (worker_id, worker_address, pid, creation_error, error).
         """
+        incarnation = self.incarnation
         while True:
             got = self.leases.claim_for_actor(resources)
             if isinstance(got, str):
@@ -641,6 +649,8 @@ class NodeAgent:
         conn = self.worker_conns.get(w.worker_id)
         if conn is None:
             return "", "", 0, b"", f"worker {w.worker_id} is not connected"
+        if self.incarnation != incarnation:
+            return "", "", 0, b"", self._fenced_start(w.worker_id)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.actor_waiters[actor_id] = fut
         self.actor_of_worker[w.worker_id] = actor_id
@@ -649,11 +659,44 @@ class NodeAgent:
             creation_error = await fut
         except RuntimeError as exc:
             return w.worker_id, w.address, w.pid, b"", str(exc)
+        if self.incarnation != incarnation:
+            return w.worker_id, w.address, w.pid, b"", self._fenced_start(w.worker_id)
         if not creation_error:
             self.actor_usage.started(actor_id, job_id, resources)
         # Keep the pool warm for tasks: the claimed worker now belongs to the actor.
         self._apply(self.leases._dispatch())
         return w.worker_id, w.address, w.pid, creation_error, ""
+
+    def _fenced_start(self, worker_id: str) -> str:
+        """An actor start the head asked of an incarnation that has since fenced itself: its
+        worker must not live on (the head has given the actor up with that incarnation)."""
+        self.fenced_workers.add(worker_id)
+        self.worker_exits.expect(worker_id)
+        self.pool.kill(worker_id, force=True)
+        return f"node {self.node_id} fenced itself while the actor started (declared dead)"
+
+    # -- fencing -----------------------------------------------------------------------------
+
+    async def fence(self) -> list[int]:
+        """The head declared this incarnation of the node dead, and has restarted or given up
+        its actors and retried its tasks elsewhere: stop every worker (their leases go with
+        them) before the node may come back, so that no actor runs twice. Returns the pids
+        killed; the node's incarnation is new from here on
+        (docs/decisions/0034-a-dead-node-fences-itself.md)."""
+        self.incarnation = uuid.uuid4().hex
+        doomed = [(wid, p) for wid, p in self.pool.procs.items() if p.popen.poll() is None]
+        for wid, _ in doomed:
+            self.fenced_workers.add(wid)
+            self.worker_exits.expect(wid)  # killed on purpose: not a crash
+            self.pool.kill(wid, force=True)
+        deadline = time.monotonic() + FENCE_WAIT_S
+        while time.monotonic() < deadline and any(
+            p.popen.poll() is None or wid in self.worker_conns for wid, p in doomed
+        ):
+            # The exits are seen by the connection readers and the reap loop: give them turns.
+            await asyncio.sleep(0.02)
+        self._notify()
+        return [p.popen.pid for _, p in doomed]
 
     # -- placement groups --------------------------------------------------------------------
 

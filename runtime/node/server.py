@@ -161,20 +161,41 @@ def fill_dynamic(node: pb.NodeInfo, agent: NodeAgent) -> None:
     )
 
 
+async def fence_and_rejoin(agent: NodeAgent, node: pb.NodeInfo, head: Any, why: str) -> None:
+    """The head declared this incarnation dead: stop every worker, then register as a new
+    incarnation with a clean slate (docs/decisions/0034-a-dead-node-fences-itself.md)."""
+    logger.warning("{}: stopping every worker before the node rejoins", why)
+    old = node.incarnation
+    pids = await agent.fence()
+    node.incarnation = agent.incarnation
+    fill_dynamic(node, agent)
+    agent.events.record(
+        "NODE_FENCED",
+        f"node fenced: {why}; it stopped its {len(pids)} worker(s)"
+        f"{' (pids ' + ', '.join(map(str, pids)) + ')' if pids else ''} and rejoins as "
+        f"incarnation {node.incarnation[:12]} (was {old[:12]})",
+    )
+    await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=5)
+
+
 async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None:
     while not agent.stopping.is_set():
         try:
             fill_dynamic(node, agent)
+            incarnation = node.incarnation
             reply = await head.Heartbeat(
                 pb.HeartbeatRequest(
                     node_id=node.node_id,
                     available=node.available,
                     stats=node.stats,
                     total=node.total,
+                    incarnation=incarnation,
                 ),
                 timeout=5,
             )
-            if reply.reregister:
+            if reply.fence and incarnation == node.incarnation:
+                await fence_and_rejoin(agent, node, head, reply.fence_reason)
+            elif reply.reregister:
                 await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=5)
             elif reply.cluster:
                 agent.on_cluster_view(
@@ -290,6 +311,7 @@ async def amain(args: argparse.Namespace) -> None:
         node_ip=agent.node_ip,
         store_dir=agent.store.directory,
         labels=labels,
+        incarnation=agent.incarnation,
     )
     node.total.amounts.update(resources)
     servicer = AgentServicer(agent, node)
@@ -303,11 +325,16 @@ async def amain(args: argparse.Namespace) -> None:
     channel = aio_channel(head_address, token)
     head = pb_grpc.HeadServiceStub(channel)
 
-    async def report_actor_death(actor_id: str, cause: str) -> None:
+    async def report_actor_death(actor_id: str, cause: str, worker_id: str) -> None:
+        request = pb.ReportActorDeathRequest(
+            actor_id=actor_id,
+            cause=cause,
+            worker_id=worker_id,
+            node_id=node.node_id,
+            incarnation=node.incarnation,
+        )
         try:
-            await head.ReportActorDeath(
-                pb.ReportActorDeathRequest(actor_id=actor_id, cause=cause), timeout=5
-            )
+            await head.ReportActorDeath(request, timeout=5)
         except grpc.aio.AioRpcError as exc:
             logger.warning("could not report actor death: {}", exc.details())
 

@@ -271,6 +271,31 @@ def test_nodes_register_heartbeat_and_unregister(stub):
     assert {n.node_id: n.state for n in everything}[node_id] == "DEAD"
 
 
+def test_a_dead_incarnation_must_fence_and_only_a_new_one_rejoins(stub):
+    node_id = _new_id()
+    first = pb.NodeInfo(node_id=node_id, agent_address="127.0.0.1:1", incarnation="first")
+    stub.RegisterNode(pb.RegisterNodeRequest(node=first))
+    stub.UnregisterNode(pb.UnregisterNodeRequest(node_id=node_id, reason="test"))
+
+    beat = stub.Heartbeat(pb.HeartbeatRequest(node_id=node_id, incarnation="first"))
+    assert beat.reregister and beat.fence and f"declared node {node_id} dead" in beat.fence_reason
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RegisterNode(pb.RegisterNodeRequest(node=first))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "register as a new incarnation" in refused.value.details()
+
+    second = pb.NodeInfo(node_id=node_id, agent_address="127.0.0.1:1", incarnation="second")
+    stub.RegisterNode(pb.RegisterNodeRequest(node=second))
+    listed = {n.node_id: n for n in stub.ListNodes(pb.ListNodesRequest()).nodes}
+    assert listed[node_id].incarnation == "second"
+    assert not stub.Heartbeat(pb.HeartbeatRequest(node_id=node_id, incarnation="second")).reregister
+    stale = stub.Heartbeat(pb.HeartbeatRequest(node_id=node_id, incarnation="first"))
+    assert stale.fence and "is stale" in stale.fence_reason  # superseded by the second
+    with pytest.raises(grpc.RpcError):
+        stub.RegisterNode(pb.RegisterNodeRequest(node=first))
+    stub.UnregisterNode(pb.UnregisterNodeRequest(node_id=node_id, reason="test"))
+
+
 def test_a_heartbeat_from_an_unknown_node_asks_it_to_register(stub):
     assert stub.Heartbeat(pb.HeartbeatRequest(node_id=_new_id())).reregister is True
 

@@ -20,7 +20,7 @@ class ResourceMap(_message.Message):
     def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address", "data_address", "node_ip", "store_dir")
+    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address", "data_address", "node_ip", "store_dir", "incarnation")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class NodeInfo(_message.Message):
     DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_IP_FIELD_NUMBER: _ClassVar[int]
     STORE_DIR_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     agent_address: str
     data_socket: str
@@ -62,7 +63,8 @@ class NodeInfo(_message.Message):
     data_address: str
     node_ip: str
     store_dir: str
-    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ...) -> None: ...
+    incarnation: str
+    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class NodeStats(_message.Message):
     __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes")
@@ -104,16 +106,18 @@ class RegisterNodeReply(_message.Message):
     def __init__(self, cluster_name: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "stats", "total")
+    __slots__ = ("node_id", "available", "stats", "total", "incarnation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: ResourceMap
     stats: NodeStats
     total: ResourceMap
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ...) -> None: ...
+    incarnation: str
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class NodeView(_message.Message):
     __slots__ = ("node_id", "data_address", "total", "available", "labels", "is_head_node", "store_dir", "agent_address")
@@ -143,12 +147,16 @@ class NodeView(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., data_address: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., is_head_node: _Optional[bool] = ..., store_dir: _Optional[str] = ..., agent_address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("reregister", "cluster")
+    __slots__ = ("reregister", "cluster", "fence", "fence_reason")
     REREGISTER_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    FENCE_REASON_FIELD_NUMBER: _ClassVar[int]
     reregister: bool
     cluster: _containers.RepeatedCompositeFieldContainer[NodeView]
-    def __init__(self, reregister: _Optional[bool] = ..., cluster: _Optional[_Iterable[_Union[NodeView, _Mapping]]] = ...) -> None: ...
+    fence: bool
+    fence_reason: str
+    def __init__(self, reregister: _Optional[bool] = ..., cluster: _Optional[_Iterable[_Union[NodeView, _Mapping]]] = ..., fence: _Optional[bool] = ..., fence_reason: _Optional[str] = ...) -> None: ...
 
 class UnregisterNodeRequest(_message.Message):
     __slots__ = ("node_id", "reason")
@@ -436,12 +444,18 @@ class ListActorsReply(_message.Message):
     def __init__(self, actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ...) -> None: ...
 
 class ReportActorDeathRequest(_message.Message):
-    __slots__ = ("actor_id", "cause")
+    __slots__ = ("actor_id", "cause", "worker_id", "node_id", "incarnation")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     cause: str
-    def __init__(self, actor_id: _Optional[str] = ..., cause: _Optional[str] = ...) -> None: ...
+    worker_id: str
+    node_id: str
+    incarnation: str
+    def __init__(self, actor_id: _Optional[str] = ..., cause: _Optional[str] = ..., worker_id: _Optional[str] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class ReportActorDeathReply(_message.Message):
     __slots__ = ()
