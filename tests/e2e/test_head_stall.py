@@ -7,8 +7,8 @@ process (detached too) serves on. Nor may a state-API filter stall the head: a r
 expression that backtracks for minutes in Python's engine runs in linear time.
 
 The cluster runs with quick health checks (period 0.2 s, timeout 0.3 s, 3 in a row: a node
-that stops answering is found dead within 1.1 s) and a 2 s heartbeat timeout, and the head is
-stopped for 6 s: far longer than either.
+that stops answering is found dead within 1.1 s) and a 3 s heartbeat timeout, and the head is
+stopped for 8 s: far longer than either.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ QUICK = {
     "FREIGHT_HEALTH_CHECK_PERIOD_S": "0.2",
     "FREIGHT_HEALTH_CHECK_TIMEOUT_S": "0.3",
     "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD": "3",
-    "FREIGHT_NODE_TIMEOUT_S": "2",
+    "FREIGHT_NODE_TIMEOUT_S": "3",
 }
-STALL_S = 6.0  # how long the head stays stopped: three heartbeat timeouts
-HEARD_AGAIN_S = 1.5  # heartbeats every node sends after SIGCONT before it is judged healthy
+STALL_S = 8.0  # how long the head stays stopped: well beyond the heartbeat timeout
+HEARD_AGAIN_S = 1.5  # and heartbeats this long after SIGCONT, so that the head judged them
 # Tasks named like this make Python's backtracking engine take 2**40 steps on the filter.
 CATASTROPHIC = ("a" * 40, "name~^(a+)+b")
 
@@ -103,11 +103,15 @@ def test_a_stopped_head_marks_no_node_dead_and_keeps_every_actor(cluster: Cluste
         # Nothing lost: the same processes answer, with the state they had.
         assert freight.get([a.add.remote() for a in actors], timeout=60) == [2, 2, 2]
         wait_for_condition(
+            lambda: all_heard_since(resumed_wall), 30, "every node's heartbeat after SIGCONT"
+        )
+        healthy = time.monotonic() - resumed
+        # The head has judged the nodes several times since, with their heartbeats read.
+        wait_for_condition(
             lambda: all_heard_since(resumed_wall + HEARD_AGAIN_S),
             30,
             "every node's heartbeats after SIGCONT",
         )
-        healthy = time.monotonic() - resumed
 
         assert {n["state"] for n in state.list_nodes()} == {"ALIVE"}
         assert len(state.list_nodes()) == 2
