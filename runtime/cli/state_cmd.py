@@ -403,7 +403,7 @@ def _common(p: argparse.ArgumentParser, filters: bool = True) -> None:
                    help="output format (default: table on a terminal, JSON otherwise)")  # fmt: skip
     if filters:
         p.add_argument("--filter", action="append", metavar="KEY=VALUE",
-                       help="keep rows matching: = != ~(regex) > < >= <= ; repeatable")  # fmt: skip
+                       help="keep rows matching: = != ~(RE2 regex) > < >= <= ; repeatable")  # fmt: skip
 
 
 def add_parsers(sub: Any) -> None:
