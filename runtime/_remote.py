@@ -262,6 +262,8 @@ class ActorClass:
                     "max_concurrency": concurrency,
                     "is_async": self._is_async,
                     "driver": cw.driver_address,
+                    # The job's namespace (not the name's): where the actor looks names up.
+                    "namespace": cw.namespace,
                     "trace_context": tracing.inject(span) if span is not None else {},
                 }
             )

@@ -372,6 +372,7 @@ class TaskSubmitter:
             cw.driver_address,
             {} if tt is None else tracing.pushed(tt, cw.tasks.live.get(spec.task_id)),
             gpu_ids,
+            cw.namespace,
         )
         try:
             peer.fs.send(msg)

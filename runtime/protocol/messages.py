@@ -213,6 +213,7 @@ class PushTask(NamedTuple):
     driver: str  # the job's driver socket, where worker output is printed
     trace_context: dict[str, str]
     gpu_ids: tuple[int, ...] = ()  # the lease's GPUs: CUDA_VISIBLE_DEVICES while it runs
+    namespace: str = ""  # the job's namespace, where the task looks named actors up
 
 
 class TaskDone(NamedTuple):

@@ -205,6 +205,7 @@ class Executor:
         ctx = TaskContext(b"", f"{self.actor_class}.__init__", msg.job_id, msg.actor_id, "")
         self.cw.job_id = msg.job_id
         self.cw.driver_address = spec.get("driver", "")
+        self.cw.namespace = spec.get("namespace", "")
         token = self.cw.set_current_task(ctx)
         carrier = spec.get("trace_context")
         span = None
@@ -289,6 +290,8 @@ class Executor:
         self.cw.job_id = msg.job_id
         if msg.driver:
             self.cw.driver_address = msg.driver
+        if not self.actor_id:  # an actor keeps its creator's job namespace for its whole life
+            self.cw.namespace = msg.namespace
         token = self.cw.set_current_task(ctx)
         if self.log_tasks:
             logger.debug("task {} started", msg.name)
