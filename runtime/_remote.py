@@ -27,13 +27,21 @@ from freight.core.lease import shape_key
 from freight.core.placement import DEFAULT, strategy_to_json
 from freight.exceptions import RayActorError
 from freight.observe import tracing
-from freight.util.scheduling_strategies import placed
+from freight.util.scheduling_strategies import placed, placement_of
 
 
 def _returns(refs: list[ObjectRef]) -> Any:
     if len(refs) == 1:
         return refs[0]
     return refs if refs else None
+
+
+def _capturing(cw: Any) -> tuple[Any, ...]:
+    """The placement group of the running task or actor when it captures its children
+    (``placement_group_capture_child_tasks``), else ``()``."""
+    task = cw.current_task
+    group = task.placement_group if task is not None else ()
+    return group if group and group[1] else ()
 
 
 def _new_returns(cw: Any, n: int) -> tuple[list[bytes], Any]:
@@ -106,10 +114,14 @@ class RemoteFunction:
         cw = _api._require_worker()
         if self._blob is None:
             self._export()
-        plan = self._plans.get(id(options))
-        if plan is None or plan[0] is not options:
-            plan = self._plan(options)
-        _, name, n, resources, shape, max_retries, retry_exc, strategy = plan
+        parent = _capturing(cw)
+        if parent:  # where it runs depends on the caller: worked out per call
+            plan = self._plan(options, parent)
+        else:
+            plan = self._plans.get(id(options))
+            if plan is None or plan[0] is not options:
+                plan = self._plan(options)
+        _, name, n, resources, shape, max_retries, retry_exc, strategy, group = plan
         packed, refs, nested = pack_args(args, kwargs, name)
         return_ids, out = _new_returns(cw, n)
         spec = TaskSpec(
@@ -126,14 +138,17 @@ class RemoteFunction:
             retry_exc,
             shape=shape,
             strategy=strategy,
+            placement_group=group,
         )
         cw.submitter.submit(spec)
         return out
 
-    def _plan(self, options: dict[str, Any]) -> tuple[Any, ...]:
-        """What a call with these options submits, worked out once per options dict."""
+    def _plan(self, options: dict[str, Any], parent: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+        """What a call with these options submits, worked out once per options dict (per call
+        inside a placement group that captures its child tasks)."""
         retry_exc = options.get("retry_exceptions", False)
-        resources, strategy = placed(resources_of(options, 1.0), options.get("scheduling_strategy"))
+        chosen = options.get("scheduling_strategy")
+        resources, strategy = placed(resources_of(options, 1.0), chosen, parent)
         shape = shape_key(resources)
         if strategy != DEFAULT:
             shape = f"{shape}|{strategy!r}"  # leases are kept per resources and strategy
@@ -146,7 +161,10 @@ class RemoteFunction:
             options.get("max_retries", 3),
             tuple(retry_exc) if isinstance(retry_exc, list) else retry_exc,
             strategy,
+            placement_of(chosen, parent),
         )
+        if parent:
+            return plan
         if len(self._plans) > 64:
             self._plans.clear()  # options made afresh per call: keep the cache small
         self._plans[id(options)] = plan
@@ -228,7 +246,9 @@ class ActorClass:
         namespace = options.get("namespace") or cw.namespace
         detached = options.get("lifetime") == "detached"
         concurrency = options.get("max_concurrency") or (1000 if self._is_async else 1)
-        resources, strategy = placed(resources_of(options, 0.0), options.get("scheduling_strategy"))
+        parent = _capturing(cw)
+        chosen = options.get("scheduling_strategy")
+        resources, strategy = placed(resources_of(options, 0.0), chosen, parent)
         info = pb.ActorInfo(
             actor_id=actor_id,
             job_id=cw.job_id,
@@ -264,6 +284,7 @@ class ActorClass:
                     "driver": cw.driver_address,
                     # The job's namespace (not the name's): where the actor looks names up.
                     "namespace": cw.namespace,
+                    "placement_group": placement_of(chosen, parent),
                     "trace_context": tracing.inject(span) if span is not None else {},
                 }
             )

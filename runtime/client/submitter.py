@@ -67,6 +67,7 @@ class TaskSpec:
     shape: str = ""
     trace: tracing.TaskTrace | None = None  # set only when tracing is on
     strategy: tuple[Any, ...] = ("DEFAULT",)  # freight.core.placement's wire form
+    placement_group: tuple[Any, ...] = ()  # (group id, capture children) it runs in, or ()
 
 
 @dataclass(slots=True)
@@ -373,6 +374,7 @@ class TaskSubmitter:
             {} if tt is None else tracing.pushed(tt, cw.tasks.live.get(spec.task_id)),
             gpu_ids,
             cw.namespace,
+            spec.placement_group,
         )
         try:
             peer.fs.send(msg)

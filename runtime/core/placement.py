@@ -218,6 +218,12 @@ def in_group(resources: Mapping[str, float], pg_id: str, index: int) -> dict[str
     return out or {f"bundle{suffix}": 0.001}
 
 
+def is_cpu(resource: str) -> bool:
+    """True for ``CPU`` and a placement group's CPU (``CPU_group_...``): what a worker blocked
+    in ``get`` gives back, inside a bundle as outside one (as Ray's raylet does)."""
+    return resource == "CPU" or resource.startswith("CPU_group_")
+
+
 def assign_bundles(
     bundles: list[Mapping[str, float]],
     strategy: str,

@@ -214,6 +214,7 @@ class PushTask(NamedTuple):
     trace_context: dict[str, str]
     gpu_ids: tuple[int, ...] = ()  # the lease's GPUs: CUDA_VISIBLE_DEVICES while it runs
     namespace: str = ""  # the job's namespace, where the task looks named actors up
+    placement_group: tuple[Any, ...] = ()  # (group id, capture children) it runs in, or ()
 
 
 class TaskDone(NamedTuple):

@@ -38,6 +38,7 @@ class TaskContext:
     job_id: str
     actor_id: str
     caller: str
+    placement_group: tuple[Any, ...] = ()  # (group id, capture children) it runs in, or ()
 
 
 class _Cancelled(BaseException):
@@ -96,6 +97,7 @@ class Executor:
         self.checkpointer: Checkpointer | None = None
         self.actor_id = ""
         self.actor_class = ""
+        self.actor_group: tuple[Any, ...] = ()  # the placement group the actor runs in
         self.pool: CallPool | None = None
         # Per task name, the lock-free increment of freight_tasks_started_total.
         self.started: dict[str, Callable[[], object]] = {}
@@ -202,7 +204,10 @@ class Executor:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, msg.gpu_ids))
         self.actor_id = msg.actor_id
         self.actor_class = spec["class_name"]
-        ctx = TaskContext(b"", f"{self.actor_class}.__init__", msg.job_id, msg.actor_id, "")
+        self.actor_group = tuple(spec.get("placement_group", ()))
+        ctx = TaskContext(
+            b"", f"{self.actor_class}.__init__", msg.job_id, msg.actor_id, "", self.actor_group
+        )
         self.cw.job_id = msg.job_id
         self.cw.driver_address = spec.get("driver", "")
         self.cw.namespace = spec.get("namespace", "")
@@ -286,7 +291,8 @@ class Executor:
                 "freight_tasks_started_total", (msg.name,)
             )
         started()
-        ctx = TaskContext(msg.task_id, msg.name, msg.job_id, msg.actor_id, caller)
+        group = self.actor_group if self.actor_id else msg.placement_group
+        ctx = TaskContext(msg.task_id, msg.name, msg.job_id, msg.actor_id, caller, group)
         self.cw.job_id = msg.job_id
         if msg.driver:
             self.cw.driver_address = msg.driver
