@@ -363,7 +363,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
-    _require_worker().submitter.cancel(object_ref._id, force, recursive)
+    _require_worker().submitter.cancel(object_ref._id, force, recursive, object_ref._owner)
 
 
 # -- actors ------------------------------------------------------------------------------------

@@ -293,6 +293,8 @@ class CoreWorker:
             with self.lock:
                 freed = self.refs.remove_borrowers(msg.object_ids, msg.borrower)
             self._free(freed)
+        elif t is m.CancelObject:
+            self.submitter.cancel(msg.object_id, msg.force, msg.recursive)
         elif t is m.MemoryRequest:
             fs.send(
                 m.MemoryReply(
@@ -432,7 +434,7 @@ class CoreWorker:
             self.store_value(msg.object_id, msg.value)
         elif t is m.BorrowAck:
             self._resolve(msg.req_id, msg)
-        elif t is m.LogLines or t is m.GetObject or t is m.Borrow or t is m.ReleaseBorrow:
+        elif t in (m.LogLines, m.GetObject, m.Borrow, m.ReleaseBorrow, m.CancelObject):
             self._on_inbound(peer.fs, msg)
         else:
             raise frames.ProtocolError(f"unexpected {t.__name__} from a peer")

@@ -919,8 +919,16 @@ class TaskSubmitter:
 
     # -- cancel ------------------------------------------------------------------------------
 
-    def cancel(self, oid: bytes, force: bool, recursive: bool) -> bool:
+    def cancel(self, oid: bytes, force: bool, recursive: bool, owner: str = "") -> bool:
+        """Cancel the task that makes ``oid``; one another process owns (``owner``) is that
+        owner's to cancel, as only it knows where the task runs: the request goes there."""
         cw = self.cw
+        if owner and owner != cw.address:
+            try:
+                cw.peer(owner).fs.send(m.CancelObject(oid, force, recursive))
+            except (ConnectionError, OSError):
+                return False  # the owner is gone, and its tasks' results with it
+            return True
         with cw.lock:
             spec = self.return_to_task.get(oid)
             if spec is None:

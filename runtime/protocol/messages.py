@@ -51,6 +51,7 @@ class Kind(IntEnum):
     BORROW = 62
     RELEASE_BORROW = 63
     BORROW_ACK = 64
+    CANCEL_OBJECT = 65
     # worker output -> driver
     LOG_LINES = 70
     # CLI -> any owner: what it holds and why (`freight memory`)
@@ -230,6 +231,15 @@ class TaskDone(NamedTuple):
 
 class CancelTask(NamedTuple):
     task_id: bytes
+    force: bool
+    recursive: bool
+
+
+class CancelObject(NamedTuple):
+    """Ask an object's owner to cancel the task that makes it (``freight.cancel`` of a
+    reference another process owns: only the owner knows where that task runs)."""
+
+    object_id: bytes
     force: bool
     recursive: bool
 
@@ -463,6 +473,7 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.BORROW: Borrow,
     Kind.RELEASE_BORROW: ReleaseBorrow,
     Kind.BORROW_ACK: BorrowAck,
+    Kind.CANCEL_OBJECT: CancelObject,
     Kind.LOG_LINES: LogLines,
     Kind.MEMORY_REQUEST: MemoryRequest,
     Kind.MEMORY_REPLY: MemoryReply,
