@@ -291,6 +291,12 @@ class ActorClass:
 
         def create() -> Any:
             try:
+                return created()
+            finally:
+                cw.actors.creation_done(actor_id)
+
+        def created() -> Any:
+            try:
                 reply = cw.head.call(
                     "CreateActor",
                     pb.CreateActorRequest(
@@ -332,13 +338,20 @@ class ActorClass:
         # The creator learns the address from CreateActor's reply; never look it up meanwhile.
         st = cw.actors.state(actor_id, self._name)
         st.resolving = True
+        st.creating = True
         st.max_restarts = info.max_restarts
         if name:
             # Named actors are created synchronously so that a taken name fails right here.
             reply = run()
             if reply is not None and reply.existed:
                 a = reply.actor
-                return ActorHandle(a.actor_id, self._name, self._methods, a.max_task_retries)
+                return ActorHandle(
+                    a.actor_id,
+                    self._name,
+                    self._methods,
+                    a.max_task_retries,
+                    cw.actors.borrow_handle(a),
+                )
             if (
                 reply is not None
                 and reply.actor.state == "DEAD"
@@ -354,9 +367,12 @@ class ActorClass:
                     overwrite=True,
                 ),
             )
-        else:
+        # Held by the handles: the actor lives while a handle to it exists anywhere; a detached
+        # one lives until it is killed.
+        ref = None if detached else cw.actors.own_handle(actor_id)
+        if not name:
             threading.Thread(target=run, name="freight-create-actor", daemon=True).start()
-        return ActorHandle(actor_id, self._name, self._methods, info.max_task_retries)
+        return ActorHandle(actor_id, self._name, self._methods, info.max_task_retries, ref)
 
 
 class _BoundActorClass:
@@ -380,7 +396,10 @@ class _ActorID:
 
 
 class ActorHandle:
-    """A handle to an actor: ``handle.method.remote(...)`` calls a method."""
+    """A handle to an actor: ``handle.method.remote(...)`` calls a method.
+
+    A handle to a non-detached actor holds a reference to the actor's handle object, owned by
+    the actor's creator: when none is left anywhere, the creator destroys the actor."""
 
     def __init__(
         self,
@@ -388,11 +407,13 @@ class ActorHandle:
         class_name: str,
         methods: dict[str, int] | None,
         max_task_retries: int = 0,
+        ref: ObjectRef | None = None,
     ) -> None:
         self._freight_actor_id = actor_id
         self._freight_class = class_name
         self._freight_methods = methods
         self._freight_max_task_retries = max_task_retries  # per call, unless .options() says
+        self._freight_ref = ref
 
     @property
     def _actor_id(self) -> _ActorID:
@@ -404,9 +425,9 @@ class ActorHandle:
         methods = self._freight_methods
         if methods is not None and name not in methods:
             raise AttributeError(f"'{self._freight_class}' actor has no method {name!r}")
-        method = ActorMethod(self, name, methods.get(name, 1) if methods else 1)
-        self.__dict__[name] = method  # later lookups find it without coming here
-        return method
+        # Not cached on the handle: a method refers to its handle, and the cycle would keep the
+        # handle (and so the actor) alive until the cyclic garbage collector ran.
+        return ActorMethod(self, name, methods.get(name, 1) if methods else 1)
 
     def __repr__(self) -> str:
         return f"Actor({self._freight_class}, {self._freight_actor_id})"
@@ -417,6 +438,7 @@ class ActorHandle:
             self._freight_class,
             self._freight_methods,
             self._freight_max_task_retries,
+            self._freight_ref,  # pickled along: whoever unpickles the handle borrows it
         )
 
     def __eq__(self, other: object) -> bool:
@@ -465,6 +487,8 @@ class ActorMethod:
         h = self._handle
         name = self._qualname
         packed, refs, nested = pack_args(args, kwargs, name)
+        if h._freight_ref is not None:
+            nested = [*nested, h._freight_ref._id]  # a pending call keeps the actor alive
         return_ids, out = _new_returns(cw, num_returns)
         st = cw.actors.state(h._freight_actor_id, h._freight_class)
         spec = TaskSpec(

@@ -35,7 +35,7 @@ from freight.protocol import frames
 from freight.protocol import messages as m
 
 from . import refs as refs_mod
-from .refs import ObjectRef
+from .refs import ObjectRef, handle_actor
 
 _new_ref = object.__new__
 _ref_id = operator.attrgetter("_id")
@@ -566,7 +566,14 @@ class CoreWorker:
         prefix = self._prefix
         slots_pop = self.slots.pop
         borrowed_pop = self.submitter.borrowed_owner.pop
+        gone_actors: list[str] = []  # actors created here whose last handle just went
         with self.lock:
+            owned_handles = self.actors.owned_handles
+            if owned_handles:
+                for oid in freed:
+                    actor_id = owned_handles.pop(oid, None)
+                    if actor_id is not None:
+                        gone_actors.append(actor_id)
             if self.call_sites:
                 for oid in freed:
                     self.call_sites.pop(oid, None)
@@ -602,6 +609,8 @@ class CoreWorker:
                 pass
         for (owner, who), oids in releases.items():
             self.release_borrow(oids, owner, who)
+        if gone_actors:
+            self.actors.handles_gone(gone_actors)
 
     def _janitor(self) -> None:
         while not self.closed:
@@ -1022,7 +1031,9 @@ class CoreWorker:
             for oid, entry in self.refs.entries.items():
                 slot = self.slots.get(oid)
                 value = slot.value if slot is not None else None
-                if value is None:
+                if handle_actor(oid):
+                    where, size = "actor handle", 0
+                elif value is None:
                     where, size = "pending", 0
                 elif value[0] == "v":
                     where, size = "inline", len(value[1])
@@ -1030,7 +1041,7 @@ class CoreWorker:
                     where, size = "shared memory", int(value[2])
                 else:
                     where, size = "error", len(value[1])
-                owned = oid[:8] == self._prefix
+                owned = oid[:8] == self._prefix or oid in self.actors.owned_handles
                 site = sites.get(oid, unknown) if owned else "(borrowed)"
                 rows.append((oid.hex(), size, where, owned, entry.holders(), site))
         return rows

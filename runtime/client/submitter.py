@@ -29,6 +29,7 @@ from freight.protocol import frames
 from freight.protocol import messages as m
 
 from .lineage import Lineage
+from .refs import ObjectRef, actor_handle_id
 
 if TYPE_CHECKING:
     from .core_worker import CoreWorker, Peer
@@ -38,6 +39,8 @@ UNKNOWN_ACTOR_GRACE_S = 10.0  # how long a handle's actor may be unknown to the 
 NODE_GONE_WAIT_S = 0.5  # a failed remote task waits this long to tell a dead node from a crash
 RETRY_DELAY_MAX_S = 5.0  # the longest backoff before a task is retried
 STALE_ADDRESS_S = 60.0  # how long the head may still name a dead worker as an actor's
+KILL_WAIT_S = 120.0  # how long destroying an actor nobody holds waits for an unreachable head
+OUT_OF_SCOPE = "all references to the actor were removed"  # Ray's words for this death
 _RESOLVED_NONE: list[tuple[bytes, str, Any]] = []  # shared by every task without ref arguments
 # Pipelining: a worker may hold several queued tasks while their expected total run time
 # stays under this budget; functions never seen to finish count as UNKNOWN (long).
@@ -95,6 +98,8 @@ class ActorState:
     max_restarts: int = 0  # as created (the head's word once resolved): -1 is no limit
     undelivered: set[bytes] = field(default_factory=set)  # calls the dead connection refused
     stale_address: str = ""  # the address of the worker that died, while it restarts
+    creating: bool = False  # this process created it and CreateActor has not answered yet
+    out_of_scope: bool = False  # created here, and no handle to it is left anywhere
     # Held from taking calls off the queue until they are sent: two threads pumping at once
     # (a submit and the creation reply) must not send them out of order.
     send_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -971,12 +976,81 @@ def _load_error(blob: bytes) -> BaseException:
 
 
 class ActorSubmitter:
-    """Calls to actors: one ordered connection per (caller, actor)."""
+    """Calls to actors: one ordered connection per (caller, actor). Also the lifetime of the
+    actors this process created: each is destroyed once no handle to it is left."""
 
     def __init__(self, cw: CoreWorker) -> None:
         self.cw = cw
         self.states: dict[str, ActorState] = {}
         self.by_peer: dict[str, ActorState] = {}
+        # The handle objects of the non-detached actors created here (decisions/0031).
+        self.owned_handles: dict[bytes, str] = {}
+
+    # -- lifetimes -----------------------------------------------------------------------------
+
+    def own_handle(self, actor_id: str) -> ObjectRef:
+        """The reference held by the handles of an actor this process creates; the actor is
+        destroyed when it is no longer held anywhere (handles here, borrowers, pending calls)."""
+        hid = actor_handle_id(actor_id)
+        with self.cw.lock:
+            self.owned_handles[hid] = actor_id
+        return ObjectRef(hid, self.cw.address)
+
+    def borrow_handle(self, actor: Any) -> ObjectRef | None:
+        """The reference for a handle to an existing actor (its head record ``actor``), got by
+        name: this process borrows it from the actor's creator. None for a detached actor."""
+        if actor.detached or not actor.owner_address:
+            return None
+        return self.cw.ref_unpickled(actor_handle_id(actor.actor_id), actor.owner_address)
+
+    def handles_gone(self, actor_ids: list[str]) -> None:
+        """No handle to these actors (created here) is left: destroy them, as Ray does. One
+        still being created is destroyed once its creation has answered."""
+        doomed = []
+        for actor_id in actor_ids:
+            st = self.state(actor_id)
+            with self.cw.lock:
+                st.out_of_scope = True
+                if not st.creating:
+                    doomed.append(st)
+        for st in doomed:
+            self._destroy(st)
+
+    def creation_done(self, actor_id: str) -> None:
+        """CreateActor answered for an actor created here."""
+        st = self.state(actor_id)
+        with self.cw.lock:
+            st.creating = False
+            doomed = st.out_of_scope
+        if doomed:
+            self._destroy(st)
+
+    def _destroy(self, st: ActorState) -> None:
+        with self.cw.lock:
+            if st.dead_cause:
+                return  # dead already (killed, or its constructor failed)
+            st.dead_cause = OUT_OF_SCOPE
+
+        def kill() -> None:
+            from .head_client import pb_module as pb
+
+            request = pb.KillActorRequest(actor_id=st.actor_id, no_restart=True, cause=OUT_OF_SCOPE)
+            deadline = time.monotonic() + KILL_WAIT_S
+            delay = 0.05
+            while not self.cw.closed:
+                try:
+                    self.cw.head.call("KillActor", request)
+                    return
+                except ConnectionError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(delay)  # the head is restarting: ask again once it is back
+                    delay = min(delay * 2, 1.0)
+                except Exception as e:
+                    print(f"freight: could not destroy actor {st.actor_id}: {e!r}", file=sys.stderr)
+                    return
+
+        threading.Thread(target=kill, name="freight-destroy-actor", daemon=True).start()
 
     def state(self, actor_id: str, class_name: str = "") -> ActorState:
         with self.cw.lock:

@@ -289,8 +289,8 @@ class MemoryReply(NamedTuple):
     req_id: int
     pid: int
     role: str  # driver | worker
-    # (object id hex, size, where: "inline" | "shared memory" | "pending" | "error", owned,
-    #  holders, call site)
+    # (object id hex, size, where: "inline" | "shared memory" | "pending" | "error" |
+    #  "actor handle", owned, holders, call site)
     rows: list[tuple[str, int, str, bool, list[str], str]]
     node_id: str
 
