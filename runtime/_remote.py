@@ -240,7 +240,13 @@ class ActorClass:
                 self._blob = cloudpickle.dumps(self._cls, protocol=5)
             except Exception as e:
                 raise TypeError(f"Could not serialize the actor class {self._name}: {e!r}") from e
-        packed, refs, _nested = pack_args(args, kwargs, f"{self._name}.__init__")
+        packed, refs, nested = pack_args(args, kwargs, f"{self._name}.__init__")
+        # The constructor's arguments are held until CreateActor answers, as a task's are until
+        # it finishes; by then the actor has registered as borrower of what it keeps.
+        held = [o for o, _ in refs] + list(nested)
+        if held:
+            with cw.lock:
+                cw.refs.add_submitted(held)
         actor_id = uuid.uuid4().hex
         name = options.get("name") or ""
         namespace = options.get("namespace") or cw.namespace
@@ -293,6 +299,10 @@ class ActorClass:
             try:
                 return created()
             finally:
+                if held:
+                    with cw.lock:
+                        freed = cw.refs.remove_submitted(held)
+                    cw._free(freed)
                 cw.actors.creation_done(actor_id)
 
         def created() -> Any:

@@ -28,8 +28,8 @@ class Held:
 class Keeper:
     """Holds another actor's handle until told to drop it."""
 
-    def __init__(self):
-        self.held = None
+    def __init__(self, handles=None, gate=None):
+        self.held = handles[0] if handles else None
 
     def keep(self, handles):
         [self.held] = handles
@@ -47,6 +47,12 @@ class Keeper:
 def call_when_released(handles, release):
     wait_until(lambda: os.path.exists(release), 120, "the test to release the task")
     return rt.get(handles[0].ping.remote())
+
+
+@rt.remote
+def when_released(release):
+    wait_until(lambda: os.path.exists(release), 120, "the test to release the task")
+    return True
 
 
 @rt.remote
@@ -124,6 +130,23 @@ def test_a_handle_kept_by_another_actor_keeps_the_actor_alive(wait_for):
     del kept, control
     gc.collect()
     wait_for(lambda: gone(control_pid), 60, f"actor process {control_pid} to exit")
+    assert rt.get(keeper.call.remote(), timeout=60) == "pong"
+    assert rt.get(keeper.drop.remote()) == "dropped"
+    wait_destroyed(wait_for, kept_id, kept_pid)
+    rt.kill(keeper)
+
+
+def test_a_handle_given_to_an_actor_constructor_keeps_the_actor_alive(tmp_path, wait_for):
+    kept, control = Held.remote(), Held.remote()
+    kept_pid, control_pid = rt.get([kept.pid.remote(), control.pid.remote()])
+    kept_id = kept._actor_id.hex()
+    release = str(tmp_path / "release")
+    # The creation waits for its other argument: meanwhile only it holds the handle.
+    keeper = Keeper.remote([kept], when_released.remote(release))
+    del kept, control
+    gc.collect()
+    wait_for(lambda: gone(control_pid), 60, f"actor process {control_pid} to exit")
+    open(release, "w").close()
     assert rt.get(keeper.call.remote(), timeout=60) == "pong"
     assert rt.get(keeper.drop.remote()) == "dropped"
     wait_destroyed(wait_for, kept_id, kept_pid)
