@@ -168,6 +168,8 @@ class CoreWorker:
         self.on_push: Callable[[frames.FrameSocket, Any, str], None] | None = None
         self.on_agent_message: Callable[[Any], None] | None = None
         self._borrow_buf = threading.local()
+        # Processes that borrowed from this one over their own connection (see _borrower_gone).
+        self._borrowers: set[str] = set()
         self._head: Any = None
         self._listeners = self._listen()
         # Agents of other nodes this owner holds leases from, by their TCP data address.
@@ -253,6 +255,7 @@ class CoreWorker:
 
     def _serve_inbound(self, sock: socket.socket) -> None:
         fs = frames.FrameSocket(sock)
+        caller = ""
         try:
             sock.settimeout(10)  # an unauthenticated peer gets 10 s and 64 KiB to say HELLO
             got = fs.recv_raw(frames.MAX_HELLO)
@@ -276,6 +279,17 @@ class CoreWorker:
             print(f"freight: closed a connection after an invalid message: {e!r}", file=sys.stderr)
         finally:
             fs.close()
+            if caller and caller in self._borrowers and not self.closed:
+                self._borrower_gone(caller)
+
+    def _borrower_gone(self, borrower: str) -> None:
+        """The connection of a process that borrowed objects from this one closed: it exited
+        (or was killed), so what it held is no longer held (as Ray's owners do when a borrower
+        dies): its objects may be freed, and actors whose handles it kept destroyed."""
+        with self.lock:
+            self._borrowers.discard(borrower)
+            freed = self.refs.remove_borrower_everywhere(borrower)
+        self._free(freed)
 
     def _on_inbound(self, fs: frames.FrameSocket, msg: Any, caller: str = "") -> None:
         t = type(msg)
@@ -288,6 +302,8 @@ class CoreWorker:
         elif t is m.Borrow:
             with self.lock:
                 missing = self.refs.add_borrowers(msg.object_ids, msg.borrower)
+                if msg.borrower == caller:  # borrowing for itself: its hang-up releases them
+                    self._borrowers.add(caller)
             fs.send(m.BorrowAck(msg.req_id, missing))
         elif t is m.ReleaseBorrow:
             with self.lock:

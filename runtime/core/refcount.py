@@ -168,11 +168,16 @@ class ReferenceTable:
         return self._collect(oid, e, f"borrower {borrower} released")
 
     def remove_borrower_everywhere(self, borrower: str) -> list[bytes]:
-        """A borrower process died: drop it from every entry."""
+        """A borrower process died: drop it from every entry, with the keys it held objects
+        under inside task returns (``<borrower>#<return id>``)."""
         freed: list[bytes] = []
+        inner = borrower + "#"
         for oid, e in list(self.entries.items()):
-            if e.borrowers and borrower in e.borrowers:
-                e.borrowers.discard(borrower)
+            if not e.borrowers:
+                continue
+            gone = {b for b in e.borrowers if b == borrower or b.startswith(inner)}
+            if gone:
+                e.borrowers -= gone
                 freed += self._collect(oid, e, f"borrower {borrower} died")
         return freed
 

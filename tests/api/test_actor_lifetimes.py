@@ -136,6 +136,18 @@ def test_a_handle_kept_by_another_actor_keeps_the_actor_alive(wait_for):
     rt.kill(keeper)
 
 
+def test_a_borrower_that_dies_no_longer_keeps_the_actor(wait_for):
+    kept = Held.remote()
+    kept_id = kept._actor_id.hex()
+    keeper = Keeper.remote()
+    kept_pid = rt.get(keeper.keep.remote([kept]))
+    del kept
+    gc.collect()
+    assert rt.get(keeper.call.remote(), timeout=60) == "pong"
+    rt.kill(keeper)  # its process dies holding the handle: the creator sees it go
+    wait_destroyed(wait_for, kept_id, kept_pid)
+
+
 def test_a_handle_given_to_an_actor_constructor_keeps_the_actor_alive(tmp_path, wait_for):
     kept, control = Held.remote(), Held.remote()
     kept_pid, control_pid = rt.get([kept.pid.remote(), control.pid.remote()])
