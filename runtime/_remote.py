@@ -241,12 +241,6 @@ class ActorClass:
             except Exception as e:
                 raise TypeError(f"Could not serialize the actor class {self._name}: {e!r}") from e
         packed, refs, nested = pack_args(args, kwargs, f"{self._name}.__init__")
-        # The constructor's arguments are held until CreateActor answers, as a task's are until
-        # it finishes; by then the actor has registered as borrower of what it keeps.
-        held = [o for o, _ in refs] + list(nested)
-        if held:
-            with cw.lock:
-                cw.refs.add_submitted(held)
         actor_id = uuid.uuid4().hex
         name = options.get("name") or ""
         namespace = options.get("namespace") or cw.namespace
@@ -345,6 +339,12 @@ class ActorClass:
             return reply
 
         run = create if span is None else traced_create
+        # The constructor's arguments are held until CreateActor answers, as a task's are until
+        # it finishes; by then the actor has registered as borrower of what it keeps.
+        held = [o for o, _ in refs] + list(nested)
+        if held:
+            with cw.lock:
+                cw.refs.add_submitted(held)
         # The creator learns the address from CreateActor's reply; never look it up meanwhile.
         st = cw.actors.state(actor_id, self._name)
         st.resolving = True
