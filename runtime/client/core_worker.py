@@ -310,7 +310,7 @@ class CoreWorker:
                 freed = self.refs.remove_borrowers(msg.object_ids, msg.borrower)
             self._free(freed)
         elif t is m.CancelObject:
-            self.submitter.cancel(msg.object_id, msg.force, msg.recursive)
+            self.submitter.cancel_asked(msg.object_id, msg.force, msg.recursive)
         elif t is m.MemoryRequest:
             fs.send(
                 m.MemoryReply(

@@ -938,9 +938,18 @@ class TaskSubmitter:
             spec = self.return_to_task.get(oid)
             if spec is None:
                 return False
-            q = self.queues.get(spec.shape)
+            if force and spec.actor_id:
+                raise ValueError(
+                    "force=True is not supported for actor tasks: an actor's calls share its "
+                    "process and state. Cancel without force, or kill the actor with kill()."
+                )
+            q = (
+                self.queues.get(spec.shape)
+                if not spec.actor_id
+                else getattr(cw.actors.states.get(spec.actor_id), "queue", None)
+            )
             if q is not None and spec in q:
-                q.remove(spec)
+                q.remove(spec)  # not sent yet: it never runs
                 queued = True
             else:
                 queued = False
@@ -953,18 +962,40 @@ class TaskSubmitter:
             lease = next(
                 (ls for ls in self.lease_by_peer.values() if spec.task_id in ls.inflight), None
             )
+            actor = cw.actors.states.get(spec.actor_id) if spec.actor_id and not queued else None
+            # An actor call sent already: its worker skips it if it has not started it yet.
+            to_actor = actor.peer if actor is not None and spec.task_id in actor.inflight else None
         if queued:
             err = exc.TaskCancelledError(spec.task_id.hex())
             if spec.trace is not None:
                 tracing.schedule_done(spec.trace, err)
             self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
             return True
-        if lease is not None:
+        peer = lease.peer if lease is not None else to_actor
+        if peer is not None:
             try:
-                lease.peer.fs.send(m.CancelTask(spec.task_id, force, recursive))
+                peer.fs.send(m.CancelTask(spec.task_id, force, recursive))
             except OSError:
                 pass
         return True
+
+    def cancel_children(self, force: bool) -> None:
+        """Cancel every task this process submitted and is still waiting for (the children of
+        a task cancelled with recursive=True); ``force`` applies to tasks, never to actor calls
+        (as in Ray)."""
+        with self.cw.lock:
+            children = [(rid, bool(spec.actor_id)) for rid, spec in self.return_to_task.items()]
+        for rid, actor_call in children:
+            self.cancel(rid, force and not actor_call, True)
+
+    def cancel_asked(self, oid: bytes, force: bool, recursive: bool) -> None:
+        """Another process asked to cancel the task that makes ``oid``, which this one owns.
+        It cannot hear an error from here: an actor call asked to be forced is cancelled
+        without force (the caller's own cancel would have refused it)."""
+        try:
+            self.cancel(oid, force, recursive)
+        except ValueError:
+            self.cancel(oid, False, recursive)
 
 
 def _load_error(blob: bytes) -> BaseException:

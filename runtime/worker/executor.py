@@ -165,12 +165,13 @@ class Executor:
 
     def cancel(self, msg: m.CancelTask) -> None:
         if msg.recursive:
-            for rid in list(self.cw.submitter.return_to_task):
-                self.cw.submitter.cancel(rid, msg.force, True)
+            self.cw.submitter.cancel_children(msg.force)
         with self.cancel_lock:
             if self.main_task != msg.task_id:
                 self.cancel_queued.add(msg.task_id)  # skipped when the main loop reaches it
                 return
+            if self.actor_id:
+                return  # a running actor call is not interrupted: the actor's state is at stake
             if msg.force:
                 os._exit(1)
             self.cancel_target = msg.task_id
