@@ -172,9 +172,10 @@ class ReferenceTable:
         under inside task returns (``<borrower>#<return id>``)."""
         freed: list[bytes] = []
         inner = borrower + "#"
-        for oid, e in list(self.entries.items()):
+        borrowed = [(oid, e) for oid, e in self.entries.items() if e.borrowers]
+        for oid, e in borrowed:
             if not e.borrowers:
-                continue
+                continue  # freed meanwhile by a container collected in this loop
             gone = {b for b in e.borrowers if b == borrower or b.startswith(inner)}
             if gone:
                 e.borrowers -= gone
