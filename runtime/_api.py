@@ -363,7 +363,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
-    _require_worker().submitter.cancel(object_ref._id, force, recursive)
+    _require_worker().submitter.cancel(object_ref._id, force, recursive, object_ref._owner)
 
 
 # -- actors ------------------------------------------------------------------------------------
@@ -410,7 +410,8 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     methods = json.loads(kv.value) if kv.found else None
     if a.worker_address:
         w.actors.created(a.actor_id, a.worker_address, "")
-    return ActorHandle(a.actor_id, a.class_name, methods, a.max_task_retries)
+    ref = w.actors.borrow_handle(a)  # a handle got by name keeps the actor alive too
+    return ActorHandle(a.actor_id, a.class_name, methods, a.max_task_retries, ref)
 
 
 # -- cluster -----------------------------------------------------------------------------------

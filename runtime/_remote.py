@@ -27,13 +27,21 @@ from freight.core.lease import shape_key
 from freight.core.placement import DEFAULT, strategy_to_json
 from freight.exceptions import RayActorError
 from freight.observe import tracing
-from freight.util.scheduling_strategies import placed
+from freight.util.scheduling_strategies import placed, placement_of
 
 
 def _returns(refs: list[ObjectRef]) -> Any:
     if len(refs) == 1:
         return refs[0]
     return refs if refs else None
+
+
+def _capturing(cw: Any) -> tuple[Any, ...]:
+    """The placement group of the running task or actor when it captures its children
+    (``placement_group_capture_child_tasks``), else ``()``."""
+    task = cw.current_task
+    group = task.placement_group if task is not None else ()
+    return group if group and group[1] else ()
 
 
 def _new_returns(cw: Any, n: int) -> tuple[list[bytes], Any]:
@@ -106,10 +114,14 @@ class RemoteFunction:
         cw = _api._require_worker()
         if self._blob is None:
             self._export()
-        plan = self._plans.get(id(options))
-        if plan is None or plan[0] is not options:
-            plan = self._plan(options)
-        _, name, n, resources, shape, max_retries, retry_exc, strategy = plan
+        parent = _capturing(cw)
+        if parent:  # where it runs depends on the caller: worked out per call
+            plan = self._plan(options, parent)
+        else:
+            plan = self._plans.get(id(options))
+            if plan is None or plan[0] is not options:
+                plan = self._plan(options)
+        _, name, n, resources, shape, max_retries, retry_exc, strategy, group = plan
         packed, refs, nested = pack_args(args, kwargs, name)
         return_ids, out = _new_returns(cw, n)
         spec = TaskSpec(
@@ -126,14 +138,17 @@ class RemoteFunction:
             retry_exc,
             shape=shape,
             strategy=strategy,
+            placement_group=group,
         )
         cw.submitter.submit(spec)
         return out
 
-    def _plan(self, options: dict[str, Any]) -> tuple[Any, ...]:
-        """What a call with these options submits, worked out once per options dict."""
+    def _plan(self, options: dict[str, Any], parent: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+        """What a call with these options submits, worked out once per options dict (per call
+        inside a placement group that captures its child tasks)."""
         retry_exc = options.get("retry_exceptions", False)
-        resources, strategy = placed(resources_of(options, 1.0), options.get("scheduling_strategy"))
+        chosen = options.get("scheduling_strategy")
+        resources, strategy = placed(resources_of(options, 1.0), chosen, parent)
         shape = shape_key(resources)
         if strategy != DEFAULT:
             shape = f"{shape}|{strategy!r}"  # leases are kept per resources and strategy
@@ -146,7 +161,10 @@ class RemoteFunction:
             options.get("max_retries", 3),
             tuple(retry_exc) if isinstance(retry_exc, list) else retry_exc,
             strategy,
+            placement_of(chosen, parent),
         )
+        if parent:
+            return plan
         if len(self._plans) > 64:
             self._plans.clear()  # options made afresh per call: keep the cache small
         self._plans[id(options)] = plan
@@ -222,13 +240,15 @@ class ActorClass:
                 self._blob = cloudpickle.dumps(self._cls, protocol=5)
             except Exception as e:
                 raise TypeError(f"Could not serialize the actor class {self._name}: {e!r}") from e
-        packed, refs, _nested = pack_args(args, kwargs, f"{self._name}.__init__")
+        packed, refs, nested = pack_args(args, kwargs, f"{self._name}.__init__")
         actor_id = uuid.uuid4().hex
         name = options.get("name") or ""
         namespace = options.get("namespace") or cw.namespace
         detached = options.get("lifetime") == "detached"
         concurrency = options.get("max_concurrency") or (1000 if self._is_async else 1)
-        resources, strategy = placed(resources_of(options, 0.0), options.get("scheduling_strategy"))
+        parent = _capturing(cw)
+        chosen = options.get("scheduling_strategy")
+        resources, strategy = placed(resources_of(options, 0.0), chosen, parent)
         info = pb.ActorInfo(
             actor_id=actor_id,
             job_id=cw.job_id,
@@ -262,11 +282,24 @@ class ActorClass:
                     "max_concurrency": concurrency,
                     "is_async": self._is_async,
                     "driver": cw.driver_address,
+                    # The job's namespace (not the name's): where the actor looks names up.
+                    "namespace": cw.namespace,
+                    "placement_group": placement_of(chosen, parent),
                     "trace_context": tracing.inject(span) if span is not None else {},
                 }
             )
 
         def create() -> Any:
+            try:
+                return created()
+            finally:
+                if held:
+                    with cw.lock:
+                        freed = cw.refs.remove_submitted(held)
+                    cw._free(freed)
+                cw.actors.creation_done(actor_id)
+
+        def created() -> Any:
             try:
                 reply = cw.head.call(
                     "CreateActor",
@@ -306,16 +339,29 @@ class ActorClass:
             return reply
 
         run = create if span is None else traced_create
+        # The constructor's arguments are held until CreateActor answers, as a task's are until
+        # it finishes; by then the actor has registered as borrower of what it keeps.
+        held = [o for o, _ in refs] + list(nested)
+        if held:
+            with cw.lock:
+                cw.refs.add_submitted(held)
         # The creator learns the address from CreateActor's reply; never look it up meanwhile.
         st = cw.actors.state(actor_id, self._name)
         st.resolving = True
+        st.creating = True
         st.max_restarts = info.max_restarts
         if name:
             # Named actors are created synchronously so that a taken name fails right here.
             reply = run()
             if reply is not None and reply.existed:
                 a = reply.actor
-                return ActorHandle(a.actor_id, self._name, self._methods, a.max_task_retries)
+                return ActorHandle(
+                    a.actor_id,
+                    self._name,
+                    self._methods,
+                    a.max_task_retries,
+                    cw.actors.borrow_handle(a),
+                )
             if (
                 reply is not None
                 and reply.actor.state == "DEAD"
@@ -331,9 +377,12 @@ class ActorClass:
                     overwrite=True,
                 ),
             )
-        else:
+        # Held by the handles: the actor lives while a handle to it exists anywhere; a detached
+        # one lives until it is killed.
+        ref = None if detached else cw.actors.own_handle(actor_id)
+        if not name:
             threading.Thread(target=run, name="freight-create-actor", daemon=True).start()
-        return ActorHandle(actor_id, self._name, self._methods, info.max_task_retries)
+        return ActorHandle(actor_id, self._name, self._methods, info.max_task_retries, ref)
 
 
 class _BoundActorClass:
@@ -357,7 +406,10 @@ class _ActorID:
 
 
 class ActorHandle:
-    """A handle to an actor: ``handle.method.remote(...)`` calls a method."""
+    """A handle to an actor: ``handle.method.remote(...)`` calls a method.
+
+    A handle to a non-detached actor holds a reference to the actor's handle object, owned by
+    the actor's creator: when none is left anywhere, the creator destroys the actor."""
 
     def __init__(
         self,
@@ -365,11 +417,13 @@ class ActorHandle:
         class_name: str,
         methods: dict[str, int] | None,
         max_task_retries: int = 0,
+        ref: ObjectRef | None = None,
     ) -> None:
         self._freight_actor_id = actor_id
         self._freight_class = class_name
         self._freight_methods = methods
         self._freight_max_task_retries = max_task_retries  # per call, unless .options() says
+        self._freight_ref = ref
 
     @property
     def _actor_id(self) -> _ActorID:
@@ -381,9 +435,9 @@ class ActorHandle:
         methods = self._freight_methods
         if methods is not None and name not in methods:
             raise AttributeError(f"'{self._freight_class}' actor has no method {name!r}")
-        method = ActorMethod(self, name, methods.get(name, 1) if methods else 1)
-        self.__dict__[name] = method  # later lookups find it without coming here
-        return method
+        # Not cached on the handle: a method refers to its handle, and the cycle would keep the
+        # handle (and so the actor) alive until the cyclic garbage collector ran.
+        return ActorMethod(self, name, methods.get(name, 1) if methods else 1)
 
     def __repr__(self) -> str:
         return f"Actor({self._freight_class}, {self._freight_actor_id})"
@@ -394,6 +448,7 @@ class ActorHandle:
             self._freight_class,
             self._freight_methods,
             self._freight_max_task_retries,
+            self._freight_ref,  # pickled along: whoever unpickles the handle borrows it
         )
 
     def __eq__(self, other: object) -> bool:
@@ -442,6 +497,8 @@ class ActorMethod:
         h = self._handle
         name = self._qualname
         packed, refs, nested = pack_args(args, kwargs, name)
+        if h._freight_ref is not None:
+            nested = [*nested, h._freight_ref._id]  # a pending call keeps the actor alive
         return_ids, out = _new_returns(cw, num_returns)
         st = cw.actors.state(h._freight_actor_id, h._freight_class)
         spec = TaskSpec(

@@ -35,7 +35,7 @@ from freight.protocol import frames
 from freight.protocol import messages as m
 
 from . import refs as refs_mod
-from .refs import ObjectRef
+from .refs import ObjectRef, handle_actor
 
 _new_ref = object.__new__
 _ref_id = operator.attrgetter("_id")
@@ -168,6 +168,8 @@ class CoreWorker:
         self.on_push: Callable[[frames.FrameSocket, Any, str], None] | None = None
         self.on_agent_message: Callable[[Any], None] | None = None
         self._borrow_buf = threading.local()
+        # Processes that borrowed from this one over their own connection (see _borrower_gone).
+        self._borrowers: set[str] = set()
         self._head: Any = None
         self._listeners = self._listen()
         # Agents of other nodes this owner holds leases from, by their TCP data address.
@@ -253,6 +255,7 @@ class CoreWorker:
 
     def _serve_inbound(self, sock: socket.socket) -> None:
         fs = frames.FrameSocket(sock)
+        caller = ""
         try:
             sock.settimeout(10)  # an unauthenticated peer gets 10 s and 64 KiB to say HELLO
             got = fs.recv_raw(frames.MAX_HELLO)
@@ -276,6 +279,17 @@ class CoreWorker:
             print(f"freight: closed a connection after an invalid message: {e!r}", file=sys.stderr)
         finally:
             fs.close()
+            if caller and caller in self._borrowers and not self.closed:
+                self._borrower_gone(caller)
+
+    def _borrower_gone(self, borrower: str) -> None:
+        """The connection of a process that borrowed objects from this one closed: it exited
+        (or was killed), so what it held is no longer held (as Ray's owners do when a borrower
+        dies): its objects may be freed, and actors whose handles it kept destroyed."""
+        with self.lock:
+            self._borrowers.discard(borrower)
+            freed = self.refs.remove_borrower_everywhere(borrower)
+        self._free(freed)
 
     def _on_inbound(self, fs: frames.FrameSocket, msg: Any, caller: str = "") -> None:
         t = type(msg)
@@ -288,11 +302,15 @@ class CoreWorker:
         elif t is m.Borrow:
             with self.lock:
                 missing = self.refs.add_borrowers(msg.object_ids, msg.borrower)
+                if msg.borrower == caller:  # borrowing for itself: its hang-up releases them
+                    self._borrowers.add(caller)
             fs.send(m.BorrowAck(msg.req_id, missing))
         elif t is m.ReleaseBorrow:
             with self.lock:
                 freed = self.refs.remove_borrowers(msg.object_ids, msg.borrower)
             self._free(freed)
+        elif t is m.CancelObject:
+            self.submitter.cancel_asked(msg.object_id, msg.force, msg.recursive)
         elif t is m.MemoryRequest:
             fs.send(
                 m.MemoryReply(
@@ -432,7 +450,7 @@ class CoreWorker:
             self.store_value(msg.object_id, msg.value)
         elif t is m.BorrowAck:
             self._resolve(msg.req_id, msg)
-        elif t is m.LogLines or t is m.GetObject or t is m.Borrow or t is m.ReleaseBorrow:
+        elif t in (m.LogLines, m.GetObject, m.Borrow, m.ReleaseBorrow, m.CancelObject):
             self._on_inbound(peer.fs, msg)
         else:
             raise frames.ProtocolError(f"unexpected {t.__name__} from a peer")
@@ -564,7 +582,14 @@ class CoreWorker:
         prefix = self._prefix
         slots_pop = self.slots.pop
         borrowed_pop = self.submitter.borrowed_owner.pop
+        gone_actors: list[str] = []  # actors created here whose last handle just went
         with self.lock:
+            owned_handles = self.actors.owned_handles
+            if owned_handles:
+                for oid in freed:
+                    actor_id = owned_handles.pop(oid, None)
+                    if actor_id is not None:
+                        gone_actors.append(actor_id)
             if self.call_sites:
                 for oid in freed:
                     self.call_sites.pop(oid, None)
@@ -600,6 +625,8 @@ class CoreWorker:
                 pass
         for (owner, who), oids in releases.items():
             self.release_borrow(oids, owner, who)
+        if gone_actors:
+            self.actors.handles_gone(gone_actors)
 
     def _janitor(self) -> None:
         while not self.closed:
@@ -1020,7 +1047,9 @@ class CoreWorker:
             for oid, entry in self.refs.entries.items():
                 slot = self.slots.get(oid)
                 value = slot.value if slot is not None else None
-                if value is None:
+                if handle_actor(oid):
+                    where, size = "actor handle", 0
+                elif value is None:
                     where, size = "pending", 0
                 elif value[0] == "v":
                     where, size = "inline", len(value[1])
@@ -1028,7 +1057,7 @@ class CoreWorker:
                     where, size = "shared memory", int(value[2])
                 else:
                     where, size = "error", len(value[1])
-                owned = oid[:8] == self._prefix
+                owned = oid[:8] == self._prefix or oid in self.actors.owned_handles
                 site = sites.get(oid, unknown) if owned else "(borrowed)"
                 rows.append((oid.hex(), size, where, owned, entry.holders(), site))
         return rows

@@ -70,6 +70,24 @@ class ObjectRef:
         return asyncio.wrap_future(self.future()).__await__()
 
 
+# An actor handle holds a reference to an object of this id, owned by the actor's creator, so
+# that the creator's reference table says when the last handle anywhere is gone: local handles,
+# handles passed to tasks and actors (borrowers), calls still pending (decisions/0031).
+_HANDLE_PREFIX = b"actor:"
+
+
+def actor_handle_id(actor_id: str) -> bytes:
+    """The id of the object that an actor's handles refer to."""
+    return _HANDLE_PREFIX + actor_id.encode()
+
+
+def handle_actor(object_id: bytes) -> str:
+    """The actor whose handles ``object_id`` stands for, or "" for an ordinary object."""
+    if object_id[:6] != _HANDLE_PREFIX:
+        return ""
+    return object_id[6:].decode(errors="replace")
+
+
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
     w = _worker
     if w is None:

@@ -29,6 +29,7 @@ from freight.protocol import frames
 from freight.protocol import messages as m
 
 from .lineage import Lineage
+from .refs import ObjectRef, actor_handle_id
 
 if TYPE_CHECKING:
     from .core_worker import CoreWorker, Peer
@@ -38,6 +39,8 @@ UNKNOWN_ACTOR_GRACE_S = 10.0  # how long a handle's actor may be unknown to the 
 NODE_GONE_WAIT_S = 0.5  # a failed remote task waits this long to tell a dead node from a crash
 RETRY_DELAY_MAX_S = 5.0  # the longest backoff before a task is retried
 STALE_ADDRESS_S = 60.0  # how long the head may still name a dead worker as an actor's
+KILL_WAIT_S = 120.0  # how long destroying an actor nobody holds waits for an unreachable head
+OUT_OF_SCOPE = "all references to the actor were removed"  # Ray's words for this death
 _RESOLVED_NONE: list[tuple[bytes, str, Any]] = []  # shared by every task without ref arguments
 # Pipelining: a worker may hold several queued tasks while their expected total run time
 # stays under this budget; functions never seen to finish count as UNKNOWN (long).
@@ -67,6 +70,7 @@ class TaskSpec:
     shape: str = ""
     trace: tracing.TaskTrace | None = None  # set only when tracing is on
     strategy: tuple[Any, ...] = ("DEFAULT",)  # freight.core.placement's wire form
+    placement_group: tuple[Any, ...] = ()  # (group id, capture children) it runs in, or ()
 
 
 @dataclass(slots=True)
@@ -94,6 +98,8 @@ class ActorState:
     max_restarts: int = 0  # as created (the head's word once resolved): -1 is no limit
     undelivered: set[bytes] = field(default_factory=set)  # calls the dead connection refused
     stale_address: str = ""  # the address of the worker that died, while it restarts
+    creating: bool = False  # this process created it and CreateActor has not answered yet
+    out_of_scope: bool = False  # created here, and no handle to it is left anywhere
     # Held from taking calls off the queue until they are sent: two threads pumping at once
     # (a submit and the creation reply) must not send them out of order.
     send_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -372,6 +378,8 @@ class TaskSubmitter:
             cw.driver_address,
             {} if tt is None else tracing.pushed(tt, cw.tasks.live.get(spec.task_id)),
             gpu_ids,
+            cw.namespace,
+            spec.placement_group,
         )
         try:
             peer.fs.send(msg)
@@ -916,15 +924,32 @@ class TaskSubmitter:
 
     # -- cancel ------------------------------------------------------------------------------
 
-    def cancel(self, oid: bytes, force: bool, recursive: bool) -> bool:
+    def cancel(self, oid: bytes, force: bool, recursive: bool, owner: str = "") -> bool:
+        """Cancel the task that makes ``oid``; one another process owns (``owner``) is that
+        owner's to cancel, as only it knows where the task runs: the request goes there."""
         cw = self.cw
+        if owner and owner != cw.address:
+            try:
+                cw.peer(owner).fs.send(m.CancelObject(oid, force, recursive))
+            except (ConnectionError, OSError):
+                return False  # the owner is gone, and its tasks' results with it
+            return True
         with cw.lock:
             spec = self.return_to_task.get(oid)
             if spec is None:
                 return False
-            q = self.queues.get(spec.shape)
+            if force and spec.actor_id:
+                raise ValueError(
+                    "force=True is not supported for actor tasks: an actor's calls share its "
+                    "process and state. Cancel without force, or kill the actor with kill()."
+                )
+            q = (
+                self.queues.get(spec.shape)
+                if not spec.actor_id
+                else getattr(cw.actors.states.get(spec.actor_id), "queue", None)
+            )
             if q is not None and spec in q:
-                q.remove(spec)
+                q.remove(spec)  # not sent yet: it never runs
                 queued = True
             else:
                 queued = False
@@ -937,18 +962,40 @@ class TaskSubmitter:
             lease = next(
                 (ls for ls in self.lease_by_peer.values() if spec.task_id in ls.inflight), None
             )
+            actor = cw.actors.states.get(spec.actor_id) if spec.actor_id and not queued else None
+            # An actor call sent already: its worker skips it if it has not started it yet.
+            to_actor = actor.peer if actor is not None and spec.task_id in actor.inflight else None
         if queued:
             err = exc.TaskCancelledError(spec.task_id.hex())
             if spec.trace is not None:
                 tracing.schedule_done(spec.trace, err)
             self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])
             return True
-        if lease is not None:
+        peer = lease.peer if lease is not None else to_actor
+        if peer is not None:
             try:
-                lease.peer.fs.send(m.CancelTask(spec.task_id, force, recursive))
+                peer.fs.send(m.CancelTask(spec.task_id, force, recursive))
             except OSError:
                 pass
         return True
+
+    def cancel_children(self, force: bool) -> None:
+        """Cancel every task this process submitted and is still waiting for (the children of
+        a task cancelled with recursive=True); ``force`` applies to tasks, never to actor calls
+        (as in Ray)."""
+        with self.cw.lock:
+            children = [(rid, bool(spec.actor_id)) for rid, spec in self.return_to_task.items()]
+        for rid, actor_call in children:
+            self.cancel(rid, force and not actor_call, True)
+
+    def cancel_asked(self, oid: bytes, force: bool, recursive: bool) -> None:
+        """Another process asked to cancel the task that makes ``oid``, which this one owns.
+        It cannot hear an error from here: an actor call asked to be forced is cancelled
+        without force (the caller's own cancel would have refused it)."""
+        try:
+            self.cancel(oid, force, recursive)
+        except ValueError:
+            self.cancel(oid, False, recursive)
 
 
 def _load_error(blob: bytes) -> BaseException:
@@ -960,12 +1007,81 @@ def _load_error(blob: bytes) -> BaseException:
 
 
 class ActorSubmitter:
-    """Calls to actors: one ordered connection per (caller, actor)."""
+    """Calls to actors: one ordered connection per (caller, actor). Also the lifetime of the
+    actors this process created: each is destroyed once no handle to it is left."""
 
     def __init__(self, cw: CoreWorker) -> None:
         self.cw = cw
         self.states: dict[str, ActorState] = {}
         self.by_peer: dict[str, ActorState] = {}
+        # The handle objects of the non-detached actors created here (decisions/0031).
+        self.owned_handles: dict[bytes, str] = {}
+
+    # -- lifetimes -----------------------------------------------------------------------------
+
+    def own_handle(self, actor_id: str) -> ObjectRef:
+        """The reference held by the handles of an actor this process creates; the actor is
+        destroyed when it is no longer held anywhere (handles here, borrowers, pending calls)."""
+        hid = actor_handle_id(actor_id)
+        with self.cw.lock:
+            self.owned_handles[hid] = actor_id
+        return ObjectRef(hid, self.cw.address)
+
+    def borrow_handle(self, actor: Any) -> ObjectRef | None:
+        """The reference for a handle to an existing actor (its head record ``actor``), got by
+        name: this process borrows it from the actor's creator. None for a detached actor."""
+        if actor.detached or not actor.owner_address:
+            return None
+        return self.cw.ref_unpickled(actor_handle_id(actor.actor_id), actor.owner_address)
+
+    def handles_gone(self, actor_ids: list[str]) -> None:
+        """No handle to these actors (created here) is left: destroy them, as Ray does. One
+        still being created is destroyed once its creation has answered."""
+        doomed = []
+        for actor_id in actor_ids:
+            st = self.state(actor_id)
+            with self.cw.lock:
+                st.out_of_scope = True
+                if not st.creating:
+                    doomed.append(st)
+        for st in doomed:
+            self._destroy(st)
+
+    def creation_done(self, actor_id: str) -> None:
+        """CreateActor answered for an actor created here."""
+        st = self.state(actor_id)
+        with self.cw.lock:
+            st.creating = False
+            doomed = st.out_of_scope
+        if doomed:
+            self._destroy(st)
+
+    def _destroy(self, st: ActorState) -> None:
+        with self.cw.lock:
+            if st.dead_cause:
+                return  # dead already (killed, or its constructor failed)
+            st.dead_cause = OUT_OF_SCOPE
+
+        def kill() -> None:
+            from .head_client import pb_module as pb
+
+            request = pb.KillActorRequest(actor_id=st.actor_id, no_restart=True, cause=OUT_OF_SCOPE)
+            deadline = time.monotonic() + KILL_WAIT_S
+            delay = 0.05
+            while not self.cw.closed:
+                try:
+                    self.cw.head.call("KillActor", request)
+                    return
+                except ConnectionError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(delay)  # the head is restarting: ask again once it is back
+                    delay = min(delay * 2, 1.0)
+                except Exception as e:
+                    print(f"freight: could not destroy actor {st.actor_id}: {e!r}", file=sys.stderr)
+                    return
+
+        threading.Thread(target=kill, name="freight-destroy-actor", daemon=True).start()
 
     def state(self, actor_id: str, class_name: str = "") -> ActorState:
         with self.cw.lock:

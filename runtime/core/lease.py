@@ -3,7 +3,7 @@
 Events (lease requests, workers registering or exiting, leases returned, workers blocking in
 ``get``) go in; :class:`Action` values come out, which the agent's server carries out. Workers
 are capped by the node's CPU count for CPU tasks; a worker blocked in ``get`` gives its CPUs back
-so nested tasks cannot deadlock the node.
+(a placement group bundle's CPUs too) so nested tasks cannot deadlock the node or the bundle.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .placement import group_resources, labels_match
+from .placement import group_resources, is_cpu, labels_match
 from .task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
 from .transitions import InvalidTransition, Transition, TransitionLog, now
 
@@ -120,6 +120,14 @@ class LeaseManager:
         for k, v in res.items():
             self.available[k] = self.available.get(k, 0.0) + v
 
+    @staticmethod
+    def _held(w: WorkerSlot) -> dict[str, float]:
+        """What the worker's lease takes from the free pool now: a blocked worker's CPUs went
+        back when it blocked."""
+        if not w.blocked:
+            return dict(w.resources)
+        return {k: v for k, v in w.resources.items() if not is_cpu(k)}
+
     def cpu_cap(self) -> int:
         return max(1, int(self.total.get("CPU", 1) + EPS))
 
@@ -198,7 +206,7 @@ class LeaseManager:
         if w is None or w.blocked == blocked or w.state not in ("LEASED", "ACTOR"):
             return []
         w.blocked = blocked
-        cpu = {"CPU": w.resources.get("CPU", 0.0)}
+        cpu = {k: v for k, v in w.resources.items() if is_cpu(k)}
         if blocked:
             self._give(cpu)
         else:
@@ -245,10 +253,7 @@ class LeaseManager:
 
     def _release(self, w: WorkerSlot) -> None:
         self._give_gpus(w)
-        res = dict(w.resources)
-        if w.blocked:
-            res["CPU"] = 0.0  # already given back when the worker blocked
-        self._give(res)
+        self._give(self._held(w))
         w.resources, w.blocked = {}, False
 
     def _dispatch(self) -> list[Action]:
@@ -351,7 +356,7 @@ class LeaseManager:
             held = {k: v for k, v in w.resources.items() if k in added}
             if held and w.state in ("LEASED", "ACTOR"):
                 doomed.append(w.worker_id)
-                self._give(held)
+                self._give({k: v for k, v in self._held(w).items() if k in added})
                 w.resources = {k: v for k, v in w.resources.items() if k not in added}
         for k, v in added.items():
             self.total[k] = self.total.get(k, 0.0) - v
@@ -408,10 +413,7 @@ class LeaseManager:
     def validate(self) -> None:
         used: dict[str, float] = {}
         for w in self.workers.values():
-            res = dict(w.resources)
-            if w.blocked:
-                res["CPU"] = 0.0
-            for k, v in res.items():
+            for k, v in self._held(w).items():
                 used[k] = used.get(k, 0.0) + v
             if w.state == "LEASED" and w.client < 0:
                 raise InvalidTransition(f"worker {w.worker_id} leased to nobody")

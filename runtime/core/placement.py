@@ -212,10 +212,19 @@ def group_resources(pg_id: str, index: int, bundle: Mapping[str, float]) -> dict
 
 def in_group(resources: Mapping[str, float], pg_id: str, index: int) -> dict[str, float]:
     """A task's or actor's request rewritten to draw on a placement group's bundle ``index``
-    (-1: any bundle); a request of nothing draws a sliver of the bundle's own units."""
-    suffix = f"_group_{pg_id}" if index < 0 else f"_group_{index}_{pg_id}"
-    out = {f"{k}{suffix}": v for k, v in resources.items() if v > 0}
-    return out or {f"bundle{suffix}": 0.001}
+    (-1: any bundle); a request of nothing draws a sliver of the bundle's own units.
+
+    One bundle's request draws on the group's whole amount too (as in Ray), so that what runs
+    on a given bundle and what runs on any bundle never hold more than the group has."""
+    wanted = {k: v for k, v in resources.items() if v > 0} or {"bundle": 0.001}
+    suffixes = [f"_group_{pg_id}"] if index < 0 else [f"_group_{index}_{pg_id}", f"_group_{pg_id}"]
+    return {f"{k}{suffix}": v for suffix in suffixes for k, v in wanted.items()}
+
+
+def is_cpu(resource: str) -> bool:
+    """True for ``CPU`` and a placement group's CPU (``CPU_group_...``): what a worker blocked
+    in ``get`` gives back, inside a bundle as outside one (as Ray's raylet does)."""
+    return resource == "CPU" or resource.startswith("CPU_group_")
 
 
 def assign_bundles(

@@ -168,11 +168,17 @@ class ReferenceTable:
         return self._collect(oid, e, f"borrower {borrower} released")
 
     def remove_borrower_everywhere(self, borrower: str) -> list[bytes]:
-        """A borrower process died: drop it from every entry."""
+        """A borrower process died: drop it from every entry, with the keys it held objects
+        under inside task returns (``<borrower>#<return id>``)."""
         freed: list[bytes] = []
-        for oid, e in list(self.entries.items()):
-            if e.borrowers and borrower in e.borrowers:
-                e.borrowers.discard(borrower)
+        inner = borrower + "#"
+        borrowed = [(oid, e) for oid, e in self.entries.items() if e.borrowers]
+        for oid, e in borrowed:
+            if not e.borrowers:
+                continue  # freed meanwhile by a container collected in this loop
+            gone = {b for b in e.borrowers if b == borrower or b.startswith(inner)}
+            if gone:
+                e.borrowers -= gone
                 freed += self._collect(oid, e, f"borrower {borrower} died")
         return freed
 

@@ -51,6 +51,7 @@ class Kind(IntEnum):
     BORROW = 62
     RELEASE_BORROW = 63
     BORROW_ACK = 64
+    CANCEL_OBJECT = 65
     # worker output -> driver
     LOG_LINES = 70
     # CLI -> any owner: what it holds and why (`freight memory`)
@@ -213,6 +214,8 @@ class PushTask(NamedTuple):
     driver: str  # the job's driver socket, where worker output is printed
     trace_context: dict[str, str]
     gpu_ids: tuple[int, ...] = ()  # the lease's GPUs: CUDA_VISIBLE_DEVICES while it runs
+    namespace: str = ""  # the job's namespace, where the task looks named actors up
+    placement_group: tuple[Any, ...] = ()  # (group id, capture children) it runs in, or ()
 
 
 class TaskDone(NamedTuple):
@@ -228,6 +231,15 @@ class TaskDone(NamedTuple):
 
 class CancelTask(NamedTuple):
     task_id: bytes
+    force: bool
+    recursive: bool
+
+
+class CancelObject(NamedTuple):
+    """Ask an object's owner to cancel the task that makes it (``freight.cancel`` of a
+    reference another process owns: only the owner knows where that task runs)."""
+
+    object_id: bytes
     force: bool
     recursive: bool
 
@@ -277,8 +289,8 @@ class MemoryReply(NamedTuple):
     req_id: int
     pid: int
     role: str  # driver | worker
-    # (object id hex, size, where: "inline" | "shared memory" | "pending" | "error", owned,
-    #  holders, call site)
+    # (object id hex, size, where: "inline" | "shared memory" | "pending" | "error" |
+    #  "actor handle", owned, holders, call site)
     rows: list[tuple[str, int, str, bool, list[str], str]]
     node_id: str
 
@@ -461,6 +473,7 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.BORROW: Borrow,
     Kind.RELEASE_BORROW: ReleaseBorrow,
     Kind.BORROW_ACK: BorrowAck,
+    Kind.CANCEL_OBJECT: CancelObject,
     Kind.LOG_LINES: LogLines,
     Kind.MEMORY_REQUEST: MemoryRequest,
     Kind.MEMORY_REPLY: MemoryReply,

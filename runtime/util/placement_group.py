@@ -178,7 +178,11 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
     )
     if not reply.found:
         raise ValueError(f"Failed to look up placement group with name: {placement_group_name}")
-    pg = reply.pg
+    return _handle(reply.pg)
+
+
+def _handle(pg: Any) -> PlacementGroup:
+    """A handle to the group the head's record describes."""
     return PlacementGroup(pg.pg_id, [dict(b.amounts) for b in pg.bundles], pg.strategy)
 
 
@@ -207,9 +211,18 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The placement group the calling task or actor runs in (None: child-task capture of
-    placement groups is not supported, so tasks never run in one implicitly)."""
-    return None
+    """The placement group the calling task or actor runs in; None in a driver, or outside
+    any group (child tasks run in it too when it was given with
+    ``placement_group_capture_child_tasks=True``)."""
+    from freight import _api
+
+    task = _api._require_worker().current_task
+    group = task.placement_group if task is not None else ()
+    if not group:
+        return None
+    info = _get(group[0])
+    # Removed since: its id is all that is left.
+    return _handle(info) if info is not None else PlacementGroup(group[0], [])
 
 
 def _ready(pg_id: str) -> bool:

@@ -125,15 +125,37 @@ def _constraints(conditions: Any, which: str) -> tuple[tuple[str, str, tuple[str
     return tuple(out)
 
 
-def placed(resources: dict[str, float], strategy: Any) -> tuple[dict[str, float], tuple[Any, ...]]:
+def placed(
+    resources: dict[str, float], strategy: Any, parent: tuple[Any, ...] = ()
+) -> tuple[dict[str, float], tuple[Any, ...]]:
     """A task's or actor's resources and the wire form of its strategy, with a placement group
-    strategy turned into the group's own resources (which steer it to the bundle's node)."""
-    wire = to_wire(strategy)
+    strategy turned into the group's own resources (which steer it to the bundle's node).
+    ``parent`` is the caller's group when it captures its children (see :func:`placement_of`):
+    a call without a strategy then runs on any of that group's bundles."""
+    if strategy is None and parent:
+        wire: tuple[Any, ...] = ("PG", parent[0], -1)
+    else:
+        wire = to_wire(strategy)
     if wire[0] == "PG":
         from freight.core.placement import DEFAULT, in_group
 
         return in_group(resources, wire[1], wire[2]), DEFAULT
     return resources, wire
+
+
+def placement_of(strategy: Any, parent: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The placement group a task or actor runs in, as ``(group id, capture its children)``, or
+    ``()`` for none; ``parent`` is the caller's own when it captures its children, else ``()``.
+
+    Ray's rules: a PlacementGroupSchedulingStrategy names the group (its capture flag, when
+    unset, is the caller's); no strategy at all inside a capturing caller's group means that
+    group (any bundle), capturing too; any other strategy leaves the groups behind."""
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        capture = strategy.placement_group_capture_child_tasks
+        return (strategy.placement_group.id, bool(parent) if capture is None else bool(capture))
+    if strategy is None and parent:
+        return (parent[0], True)
+    return ()
 
 
 def to_wire(strategy: Any) -> tuple[Any, ...]:

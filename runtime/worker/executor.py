@@ -38,6 +38,7 @@ class TaskContext:
     job_id: str
     actor_id: str
     caller: str
+    placement_group: tuple[Any, ...] = ()  # (group id, capture children) it runs in, or ()
 
 
 class _Cancelled(BaseException):
@@ -96,6 +97,7 @@ class Executor:
         self.checkpointer: Checkpointer | None = None
         self.actor_id = ""
         self.actor_class = ""
+        self.actor_group: tuple[Any, ...] = ()  # the placement group the actor runs in
         self.pool: CallPool | None = None
         # Per task name, the lock-free increment of freight_tasks_started_total.
         self.started: dict[str, Callable[[], object]] = {}
@@ -163,12 +165,13 @@ class Executor:
 
     def cancel(self, msg: m.CancelTask) -> None:
         if msg.recursive:
-            for rid in list(self.cw.submitter.return_to_task):
-                self.cw.submitter.cancel(rid, msg.force, True)
+            self.cw.submitter.cancel_children(msg.force)
         with self.cancel_lock:
             if self.main_task != msg.task_id:
                 self.cancel_queued.add(msg.task_id)  # skipped when the main loop reaches it
                 return
+            if self.actor_id:
+                return  # a running actor call is not interrupted: the actor's state is at stake
             if msg.force:
                 os._exit(1)
             self.cancel_target = msg.task_id
@@ -202,9 +205,13 @@ class Executor:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, msg.gpu_ids))
         self.actor_id = msg.actor_id
         self.actor_class = spec["class_name"]
-        ctx = TaskContext(b"", f"{self.actor_class}.__init__", msg.job_id, msg.actor_id, "")
+        self.actor_group = tuple(spec.get("placement_group", ()))
+        ctx = TaskContext(
+            b"", f"{self.actor_class}.__init__", msg.job_id, msg.actor_id, "", self.actor_group
+        )
         self.cw.job_id = msg.job_id
         self.cw.driver_address = spec.get("driver", "")
+        self.cw.namespace = spec.get("namespace", "")
         token = self.cw.set_current_task(ctx)
         carrier = spec.get("trace_context")
         span = None
@@ -285,10 +292,13 @@ class Executor:
                 "freight_tasks_started_total", (msg.name,)
             )
         started()
-        ctx = TaskContext(msg.task_id, msg.name, msg.job_id, msg.actor_id, caller)
+        group = self.actor_group if self.actor_id else msg.placement_group
+        ctx = TaskContext(msg.task_id, msg.name, msg.job_id, msg.actor_id, caller, group)
         self.cw.job_id = msg.job_id
         if msg.driver:
             self.cw.driver_address = msg.driver
+        if not self.actor_id:  # an actor keeps its creator's job namespace for its whole life
+            self.cw.namespace = msg.namespace
         token = self.cw.set_current_task(ctx)
         if self.log_tasks:
             logger.debug("task {} started", msg.name)

@@ -133,3 +133,116 @@ def test_cluster_serves_after_cancel(tmp_path, wait_for):
     with pytest.raises(exc.TaskCancelledError):
         rt.get(ref, timeout=60)
     assert rt.get([quick.remote(i) for i in range(8)]) == list(range(8))
+
+
+@rt.remote
+def start_sleeper_inside(marker):
+    # The sleeper's ref is owned by this task's worker, not by the driver that cancels it.
+    return [sleeper.remote(600, marker)]
+
+
+@rt.remote
+def wait_on_sleeper(marker):
+    return rt.get(sleeper.remote(600, marker))
+
+
+@rt.remote
+def start_waiter_inside(marker):
+    return [wait_on_sleeper.remote(marker)]
+
+
+def started_inside(starter, tmp_path, wait_for):
+    """A ref of a long task that another worker submitted (and owns), once it runs."""
+    marker = str(tmp_path / "started")
+    [ref] = rt.get(starter.remote(marker), timeout=60)
+    wait_for(lambda: os.path.exists(marker), what="the task to start")
+    return ref
+
+
+def test_force_cancel_of_a_ref_another_worker_owns(tmp_path, wait_for):
+    ref = started_inside(start_sleeper_inside, tmp_path, wait_for)
+    rt.cancel(ref, force=True)
+    with pytest.raises(exc.TaskCancelledError):
+        rt.get(ref, timeout=60)
+
+
+@pytest.mark.skipif(
+    not FREIGHT, reason="Ray 2.60 does not interrupt a sleeping task without force=True"
+)
+def test_cancel_of_a_ref_another_worker_owns(tmp_path, wait_for):
+    ref = started_inside(start_sleeper_inside, tmp_path, wait_for)
+    rt.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        rt.get(ref, timeout=60)
+
+
+def test_recursive_cancel_of_a_ref_another_worker_owns_reaches_its_children(tmp_path, wait_for):
+    # The waiter runs blocked on a sleeper it started; cancelling the waiter cancels both.
+    waiter = started_inside(start_waiter_inside, tmp_path, wait_for)
+    rt.cancel(waiter, force=True, recursive=True)
+    with pytest.raises(exc.TaskCancelledError):
+        rt.get(waiter, timeout=60)
+    wait_for(
+        lambda: rt.available_resources().get("CPU", 0) == INIT_KWARGS["num_cpus"],
+        what="every CPU to be free: the sleeper was cancelled with the waiter",
+    )
+
+
+@rt.remote
+class Desk:
+    def hold(self, marker, release):
+        open(marker, "w").close()
+        wait_until(lambda: os.path.exists(release), 120, "the test to release the call")
+        return "held"
+
+    def ping(self):
+        return "pong"
+
+
+def held_desk(tmp_path, wait_for):
+    """An actor busy with a call until the test creates the returned release file."""
+    desk = Desk.remote()
+    marker, release = str(tmp_path / "holding"), str(tmp_path / "release")
+    holding = desk.hold.remote(marker, release)
+    wait_for(lambda: os.path.exists(marker), what="the actor to start its first call")
+    return desk, holding, release
+
+
+def test_force_cancel_of_an_actor_call_is_refused(tmp_path, wait_for):
+    desk, holding, release = held_desk(tmp_path, wait_for)
+    waiting = desk.ping.remote()
+    with pytest.raises(ValueError, match="force=True is not supported for actor tasks"):
+        rt.cancel(waiting, force=True)
+    open(release, "w").close()
+    assert rt.get([holding, waiting], timeout=60) == ["held", "pong"]
+    rt.kill(desk)
+
+
+def test_cancel_of_an_actor_call_that_has_not_started(tmp_path, wait_for):
+    desk, holding, release = held_desk(tmp_path, wait_for)
+    waiting = desk.ping.remote()
+    rt.cancel(waiting)
+    open(release, "w").close()
+    assert rt.get(holding, timeout=60) == "held"  # the running call is not interrupted
+    with pytest.raises(exc.TaskCancelledError):
+        rt.get(waiting, timeout=60)
+    assert rt.get(desk.ping.remote(), timeout=60) == "pong"
+    rt.kill(desk)
+
+
+@rt.remote
+def call_desk(desk, marker, release):
+    return rt.get(desk.hold.remote(marker, release))
+
+
+def test_recursive_force_cancel_spares_the_actor_a_task_was_calling(tmp_path, wait_for):
+    desk = Desk.remote()
+    marker, release = str(tmp_path / "holding"), str(tmp_path / "release")
+    caller = call_desk.remote(desk, marker, release)
+    wait_for(lambda: os.path.exists(marker), what="the actor to start the task's call")
+    rt.cancel(caller, force=True, recursive=True)
+    with pytest.raises(exc.TaskCancelledError):
+        rt.get(caller, timeout=60)
+    open(release, "w").close()
+    assert rt.get(desk.ping.remote(), timeout=60) == "pong"  # force never reaches actor calls
+    rt.kill(desk)

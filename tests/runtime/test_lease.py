@@ -245,6 +245,32 @@ def test_unblocking_may_oversubscribe_but_accounting_stays_exact(
     assert one_cpu.available["CPU"] == 0.0
 
 
+def test_blocked_worker_in_a_bundle_lets_its_captured_child_run(one_cpu: LeaseManager) -> None:
+    one_cpu.reserve_bundles("pg1", [(0, {"CPU": 1.0})])
+    one_cpu.commit_bundles("pg1")
+    idle_worker(one_cpu, "parent")
+    in_bundle = {"CPU_group_pg1": 1.0}
+    assert grants(one_cpu.request(LeaseRequest(next(_ids), 1, in_bundle, "parent")))
+    child = LeaseRequest(next(_ids), 2, in_bundle, "child")
+    assert one_cpu.request(child) == []
+    assert child.reason == WAITING_FOR_RESOURCES
+    # The parent blocks in get(): the bundle's CPU goes back (the node's own stays reserved).
+    assert one_cpu.set_blocked("parent", True) == [StartWorkers(1)]
+    assert one_cpu.available["CPU_group_pg1"] == 1.0
+    assert one_cpu.available["CPU"] == 0.0
+    one_cpu.worker_starting("child-w")
+    assert grants(idle_worker(one_cpu, "child-w")) == [(child.req_id, "child-w")]
+    one_cpu.lease_returned("child-w")
+    one_cpu.set_blocked("parent", False)
+    assert one_cpu.available["CPU_group_pg1"] == 0.0
+    # Returning the bundles while the parent is blocked again gives its CPU back only once.
+    one_cpu.set_blocked("parent", True)
+    doomed, _ = one_cpu.return_bundles("pg1")
+    assert doomed == ["parent"]
+    one_cpu.worker_exited("parent", "killed with its placement group")
+    assert one_cpu.available == {"CPU": 1.0}
+
+
 def test_blocking_twice_or_on_an_idle_worker_is_ignored(one_cpu: LeaseManager) -> None:
     idle_worker(one_cpu, "w1")
     assert one_cpu.set_blocked("w1", True) == []

@@ -216,8 +216,9 @@ def test_group_resources_and_requests_in_a_group() -> None:
         "bundle_group_pg1": 1000.0,
     }
     assert in_group({"CPU": 1}, "pg1", -1) == {"CPU_group_pg1": 1}
-    assert in_group({"CPU": 1}, "pg1", 0) == {"CPU_group_0_pg1": 1}
-    assert in_group({}, "pg1", 1) == {"bundle_group_1_pg1": 0.001}
+    # One bundle's request also draws on the group's whole amount, as in Ray.
+    assert in_group({"CPU": 1}, "pg1", 0) == {"CPU_group_0_pg1": 1, "CPU_group_pg1": 1}
+    assert in_group({}, "pg1", 1) == {"bundle_group_1_pg1": 0.001, "bundle_group_pg1": 0.001}
 
 
 def test_a_task_follows_only_arguments_big_enough_and_elsewhere() -> None:

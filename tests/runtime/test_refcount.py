@@ -109,6 +109,19 @@ def test_remove_borrower_everywhere_frees_what_only_it_held(table: ReferenceTabl
     assert table.remove_borrower_everywhere("dead") == []
 
 
+def test_remove_borrower_everywhere_takes_what_it_held_inside_task_returns(
+    table: ReferenceTable,
+) -> None:
+    for oid in (A, B):
+        table.add_local(oid, owned=True)
+    table.add_borrower(A, "dead#0102")  # held for "dead" inside the return value 0102
+    table.add_borrower(B, "deadly#0102")  # another process whose address merely starts alike
+    table.remove_local(A)
+    table.remove_local(B)
+    assert table.remove_borrower_everywhere("dead") == [A]
+    assert table.entries[B].borrowers == {"deadly#0102"}
+
+
 def test_remove_borrower_everywhere_cascades_into_contained_objects(
     table: ReferenceTable,
 ) -> None:
