@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freight.config import settings
+from freight.util.private_files import check_owned
 from freight.util.process import read_ready
 from freight.util.tokens import create_token
 
@@ -27,7 +28,9 @@ MAX_UNIX_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating
 def new_session_dir() -> str:
     """Create a fresh session directory under FREIGHT_TEMP_DIR and return its path."""
     root = settings.temp_dir
-    os.makedirs(root, exist_ok=True)
+    if not os.path.isdir(root):
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    check_owned(os.path.realpath(root), "the session root (FREIGHT_TEMP_DIR)")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     path = os.path.join(root, f"session_{stamp}_{os.getpid()}_{secrets.token_hex(3)}")
     longest = os.path.join(path, "sockets", "worker-" + "x" * 16 + ".sock")

@@ -13,7 +13,7 @@ from typing import Any
 
 from freight import _launcher
 from freight.config import settings
-from freight.util.tokens import TOKEN_FILE, read_token
+from freight.util.tokens import TOKEN_FILE, read_storage_token, read_token, write_token
 
 
 def _resources(text: str | None) -> dict[str, float] | None:
@@ -44,22 +44,27 @@ def _labels(text: str | None) -> dict[str, str] | None:
     return value
 
 
-def _carry_on_token(storage: str, session_dir: str) -> None:
-    """A head started on the control store of one before it carries on that cluster: give the
-    new session the cluster's token (unless FREIGHT_TOKEN names one)."""
-    if settings.token or not os.path.exists(storage):
-        return
-    from freight.head.control_store import ControlStore
-    from freight.head.server import TOKEN_KV
+def _stored_token(storage: str) -> str:
+    """The token of the cluster whose control store is ``storage`` ("" for a new store), so
+    that a head started on it carries that cluster on. Opening the store first also stops here,
+    with the reason, when it is damaged, in use or not private."""
+    from freight.util.private_files import check_owned
 
-    store = ControlStore(storage)
     try:
-        token = store.kv_get(*TOKEN_KV)
+        check_owned(os.path.dirname(storage), "the control store's folder", private=True)
+        if not os.path.exists(storage):
+            return ""
+        from freight.head.control_store import ControlStore
+        from freight.head.server import LEGACY_TOKEN_KV
+
+        store = ControlStore(storage)
+    except (RuntimeError, OSError) as e:
+        raise SystemExit(f"freight start: {e}") from None
+    try:
+        legacy = store.kv_get(*LEGACY_TOKEN_KV)
     finally:
         store.close()
-    if token:
-        with open(os.path.join(session_dir, TOKEN_FILE), "w", encoding="utf-8") as f:
-            f.write(token.decode())
+    return read_storage_token(storage) or (legacy or b"").decode()
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -82,9 +87,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.head:
         # The head and this machine's agent start side by side (the agent learns the head's
         # address from the head itself).
+        token = _stored_token(storage) if storage else ""
         session_dir = _launcher.new_session_dir()
-        if storage:
-            _carry_on_token(storage, session_dir)
+        if token and not settings.token:
+            write_token(os.path.join(session_dir, TOKEN_FILE), token)
         procs = _launcher.start_cluster(
             session_dir,
             num_cpus=args.num_cpus,
@@ -113,8 +119,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         # A node has a session folder of its own (sockets, logs, object store), also when it
         # joins a head on this same machine.
         session_dir = _launcher.new_session_dir()
-        with open(os.path.join(session_dir, TOKEN_FILE), "w") as f:
-            f.write(token)
+        write_token(os.path.join(session_dir, TOKEN_FILE), token)
         with open(os.path.join(session_dir, "head.json"), "w") as f:
             json.dump({"address": address, "remote": True}, f)
         specific = args.bind not in ("", "0.0.0.0", "::", "[::]")

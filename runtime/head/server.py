@@ -39,10 +39,12 @@ from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
 from freight.util.process import announce_ready
+from freight.util.tokens import storage_token_path, write_token
 
 HEAD_INFO_FILE = "head.json"
 CONTROL_DB_FILE = "control.db"
-TOKEN_KV = ("freight", "cluster_token")  # the cluster's token, kept in the control store
+# Where older heads kept the cluster's token in the store; now it is <storage>.token (0600).
+LEGACY_TOKEN_KV = ("freight", "cluster_token")
 
 _Reply = TypeVar("_Reply")
 
@@ -335,9 +337,12 @@ async def run_head(config: HeadConfig) -> None:
     token = read_token(session_dir)
     check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     store = ControlStore(config.storage or os.path.join(session_dir, CONTROL_DB_FILE))
-    # A head started again on this store (`freight start --head --storage`) takes this token,
-    # so that the nodes and drivers of the cluster it carries on can still connect.
-    store.kv_put(TOKEN_KV[0], TOKEN_KV[1], token.encode(), True)
+    if config.storage:
+        # A head started again on this store (`freight start --head --storage`) takes this
+        # token, so that the nodes and drivers of the cluster it carries on can still connect.
+        write_token(storage_token_path(config.storage), token)
+    if store.kv_get(*LEGACY_TOKEN_KV) is not None:
+        store.forget_secret(*LEGACY_TOKEN_KV)  # older heads kept it in the store itself
     interceptors = [TokenAuthInterceptor(token), GrpcMetricsInterceptor(), *tracing_interceptors()]
     server = aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     servicer = HeadServicer(config, store, token)

@@ -5,6 +5,7 @@ before the kill keep running while the head is down, and a new driver can connec
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -247,3 +248,76 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _cli_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FREIGHT_TOKEN", "FREIGHT_ADDRESS")}
+    env["FREIGHT_TEMP_DIR"] = str(tmp)
+    return env
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_token_and_the_control_store_are_private(tmp_path: Path) -> None:
+    """Every file that holds the token or the control store is 0600 in a 0700 folder, and the
+    token is nowhere in the store's bytes; a head started again on the store keeps the token."""
+    freight_cli = str(Path(sys.executable).with_name("freight"))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    storage = state / "control.db"
+    with short_temp_dir() as tmp:
+        env = _cli_env(tmp)
+        start = [freight_cli, "start", "--head", "--port", str(_free_port()), "--num-cpus", "1"]
+        start += ["--storage", str(storage)]
+
+        def run(*cmd: str) -> None:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+        def check_files() -> str:
+            session = (tmp / "session_latest").resolve()
+            token = (session / "token").read_text()
+            assert _mode(tmp) == 0o700 and _mode(session) == 0o700 and _mode(state) == 0o700
+            assert _mode(session / "token") == 0o600
+            store_files = sorted(p.name for p in state.iterdir())
+            assert store_files == [
+                "control.db", "control.db-shm", "control.db-wal", "control.db.token"
+            ]  # fmt: skip
+            for p in state.iterdir():
+                assert _mode(p) == 0o600, p
+                if p.name != "control.db.token":
+                    assert token.encode() not in p.read_bytes(), f"the token is in {p}"
+            assert (state / "control.db.token").read_text() == token
+            return token
+
+        try:
+            run(*start)
+            first = check_files()
+            run(freight_cli, "stop")
+            run(*start)
+            assert check_files() == first
+        finally:
+            subprocess.run([freight_cli, "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("damage", ["empty", "not sqlite"])
+def test_freight_start_refuses_a_damaged_control_store(tmp_path: Path, damage: str) -> None:
+    storage = tmp_path / "control.db"
+    storage.write_bytes(b"" if damage == "empty" else b"\x00garbage" * 1000)
+    before = storage.read_bytes()
+    freight_cli = str(Path(sys.executable).with_name("freight"))
+    with short_temp_dir() as tmp:
+        try:
+            done = subprocess.run(
+                [freight_cli, "start", "--head", "--port", "0", "--storage", str(storage)],
+                capture_output=True, text=True, env=_cli_env(tmp), timeout=120,
+            )  # fmt: skip
+            assert not list(tmp.glob("session_*"))  # nothing was started
+        finally:
+            subprocess.run([freight_cli, "stop"], env=_cli_env(tmp), capture_output=True)
+    assert done.returncode != 0
+    assert f"freight start: the control store {storage} is" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert storage.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["control.db"]
