@@ -13,6 +13,8 @@ from typing import Any
 
 from freight import _launcher
 from freight.config import settings
+from freight.util.private_files import check_owned, write_private_file
+from freight.util.process import is_recorded_process
 from freight.util.tokens import TOKEN_FILE, read_storage_token, read_token, write_token
 
 
@@ -105,6 +107,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             labels=labels,
             storage=storage,
         )
+        _mark_started(session_dir, storage)
         _launcher.point_latest(session_dir)
         address, node_id = procs.head_address, procs.node_id
     else:
@@ -122,6 +125,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         write_token(os.path.join(session_dir, TOKEN_FILE), token)
         with open(os.path.join(session_dir, "head.json"), "w") as f:
             json.dump({"address": address, "remote": True}, f)
+        _mark_started(session_dir)
         specific = args.bind not in ("", "0.0.0.0", "::", "[::]")
         _, node_id = _launcher.start_agent(
             session_dir,
@@ -144,15 +148,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pids(session_dir: str) -> list[int]:
-    pids = []
-    for path in [os.path.join(session_dir, "head.json"), *glob.glob(f"{session_dir}/nodes/*.json")]:
-        info = _launcher.read_json(path)
-        if info and isinstance(info.get("pid"), int):
-            pids.append(info["pid"])
-    return pids
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -165,6 +160,12 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return True
+
+
+def _mark_started(session_dir: str, storage: str = "") -> None:
+    """Mark ``session_dir`` as one `freight start` made, the only kind `freight stop` stops."""
+    info = {"started_by": "freight start", "storage": storage}
+    write_private_file(os.path.join(session_dir, _launcher.STARTED_FILE), json.dumps(info))
 
 
 def _wait_exit(pid: int, timeout: float) -> None:
@@ -181,24 +182,68 @@ def _wait_exit(pid: int, timeout: float) -> None:
         os.close(fd)
 
 
+def _signal(info: dict[str, Any], sig: int) -> None:
+    """Send ``sig`` to the process ``info`` records, if that is the process its pid names now:
+    checked through a pidfd, which keeps naming that process even if it exits meanwhile."""
+    try:
+        fd = os.pidfd_open(info["pid"])
+    except OSError:
+        return  # gone
+    try:
+        if is_recorded_process(info):
+            signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _started_processes(root: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """This user's sessions under ``root`` and, of those `freight start` made, the live
+    processes their files name, agents before the head (agents stop their workers)."""
+    sessions, procs = [], []
+    for session_dir in sorted(glob.glob(os.path.join(root, "session_2*"))):
+        try:
+            check_owned(session_dir, "the session folder")
+        except OSError:
+            continue  # another user's, or open to their writes: none of ours
+        sessions.append(session_dir)
+        if _launcher.read_trusted_json(os.path.join(session_dir, _launcher.STARTED_FILE)) is None:
+            continue  # a program's own init() cluster: it stops that itself
+        for path, info in reversed(_launcher.process_files(session_dir)):
+            if is_recorded_process(info):
+                if all(p["pid"] != info["pid"] for p in procs):  # a head restarted in place
+                    procs.append(info)
+            elif _alive(info["pid"]):
+                print(
+                    f"freight stop: left pid {info['pid']} alone: it is not the process "
+                    f"{path} names (that one ended and its pid was given to another)."
+                )
+    return sessions, procs
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
-    stopped = 0
-    for session_dir in sorted(glob.glob(os.path.join(settings.temp_dir, "session_2*"))):
-        # Agents first (they stop their workers), then the head.
-        pids = [p for p in reversed(_pids(session_dir)) if _alive(p)]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        deadline = time.monotonic() + args.grace
-        for pid in pids:
-            while _alive(pid) and time.monotonic() < deadline:
-                _wait_exit(pid, max(0.0, deadline - time.monotonic()))
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            stopped += 1
-    print(f"freight stop: stopped {stopped} process(es).")
+    root = settings.temp_dir
+    if not os.path.isdir(root):
+        print("freight stop: stopped 0 process(es).")
+        return 0
+    try:
+        check_owned(os.path.realpath(root), "the session root (FREIGHT_TEMP_DIR)")
+    except PermissionError as e:
+        raise SystemExit(f"freight stop: {e}") from None
+    sessions, procs = _started_processes(root)
+    for info in procs:
+        _signal(info, signal.SIGTERM)
+    deadline = time.monotonic() + args.grace
+    for info in procs:
+        pid = info["pid"]
+        while _alive(pid) and time.monotonic() < deadline:
+            _wait_exit(pid, max(0.0, deadline - time.monotonic()))
+        if _alive(pid):
+            _signal(info, signal.SIGKILL)
+    for session_dir in sessions:
+        _launcher.remove_stale_files(session_dir)
+    print(f"freight stop: stopped {len(procs)} process(es).")
     return 0
 
 

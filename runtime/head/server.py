@@ -38,7 +38,7 @@ from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_t
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
-from freight.util.process import announce_ready
+from freight.util.process import announce_ready, identity
 from freight.util.tokens import storage_token_path, write_token
 
 HEAD_INFO_FILE = "head.json"
@@ -308,7 +308,7 @@ def write_head_info(
     path = os.path.join(session_dir, HEAD_INFO_FILE)
     info = {
         "address": address,
-        "pid": os.getpid(),
+        **identity(),  # pid, and what tells this process from a later one with its pid
         "cluster_name": cluster_name,
         "session_dir": session_dir,
         "metrics_address": metrics_address,
