@@ -377,9 +377,12 @@ def start_head(
     attached: bool = True,
     bind: str = "127.0.0.1",
     metrics_port: int = 0,
+    storage: str = "",
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a head and wait until it serves; return its process and address."""
-    head = _start_head(session_dir, port, cluster_name, attached, bind, metrics_port)
+    head = _start_head(
+        session_dir, port, cluster_name, attached, bind, metrics_port, storage=storage
+    )
     try:
         info = _wait_ready(head)
     except BaseException:

@@ -9,6 +9,7 @@ import os
 import select
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from freight import _launcher
@@ -86,10 +87,35 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"freight start: --storage: the folder {os.path.dirname(storage)} does not exist; "
             "create it first."
         )
+    survivor = None
     if args.head:
+        token = _stored_token(storage) if storage else ""
+        survivor = _surviving_agent(storage) if storage else None
+    if survivor is not None:
+        # This machine's agent outlived the head: the head starts alone, in the agent's
+        # session, where the agent dials it; the agent re-registers at its next heartbeat.
+        session_dir = survivor.session_dir
+        port = _reattach_port(args.port, survivor, storage)
+        if token and not settings.token:
+            write_token(os.path.join(session_dir, TOKEN_FILE), token)
+        _, address = _launcher.start_head(
+            session_dir,
+            port,
+            args.cluster_name,
+            attached=False,
+            bind=args.bind,
+            metrics_port=args.metrics_port,
+            storage=storage,
+        )
+        _launcher.point_latest(session_dir)
+        node_id = survivor.node_id
+        print(
+            f"freight: this machine's node agent (pid {survivor.pid}) outlived the head; the "
+            "head starts alone and the agent rejoins it."
+        )
+    elif args.head:
         # The head and this machine's agent start side by side (the agent learns the head's
         # address from the head itself).
-        token = _stored_token(storage) if storage else ""
         session_dir = _launcher.new_session_dir()
         if token and not settings.token:
             write_token(os.path.join(session_dir, TOKEN_FILE), token)
@@ -107,7 +133,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             labels=labels,
             storage=storage,
         )
-        _mark_started(session_dir, storage)
+        _mark_started(session_dir, storage, procs.head_address)
         _launcher.point_latest(session_dir)
         address, node_id = procs.head_address, procs.node_id
     else:
@@ -162,10 +188,59 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _mark_started(session_dir: str, storage: str = "") -> None:
-    """Mark ``session_dir`` as one `freight start` made, the only kind `freight stop` stops."""
-    info = {"started_by": "freight start", "storage": storage}
+def _mark_started(session_dir: str, storage: str = "", head_address: str = "") -> None:
+    """Mark ``session_dir`` as one `freight start` made, the only kind `freight stop` stops;
+    with the head's store and address, for a head started again on that store to find the
+    agent it left."""
+    info = {"started_by": "freight start", "storage": storage, "head_address": head_address}
     write_private_file(os.path.join(session_dir, _launcher.STARTED_FILE), json.dumps(info))
+
+
+@dataclass(frozen=True)
+class _Survivor:
+    """This machine's node agent of a cluster whose head has died."""
+
+    session_dir: str
+    head_address: str  # where the agent dials its head
+    node_id: str
+    pid: int
+
+
+def _surviving_agent(storage: str) -> _Survivor | None:
+    """The agent `freight start --head --storage STORAGE` started here, if it runs on while
+    that head has gone (checked as `freight stop` checks: this user's files, the very process
+    they recorded)."""
+    root = settings.temp_dir
+    for session_dir in sorted(glob.glob(os.path.join(root, "session_2*")), reverse=True):
+        started = _launcher.read_trusted_json(os.path.join(session_dir, _launcher.STARTED_FILE))
+        if not started or started.get("storage") != storage or not started.get("head_address"):
+            continue
+        live = [
+            (path, info)
+            for path, info in _launcher.process_files(session_dir)
+            if is_recorded_process(info)
+        ]
+        if any(os.path.basename(path) == "head.json" for path, _ in live):
+            continue  # its head runs (and holds the store: opening it said so already)
+        for _, info in live:
+            if info.get("node_id"):
+                return _Survivor(
+                    session_dir, str(started["head_address"]), str(info["node_id"]), info["pid"]
+                )
+    return None
+
+
+def _reattach_port(port: int, survivor: _Survivor, storage: str) -> int:
+    """The port the head restarted for ``survivor`` listens on: the one the agent dials."""
+    dialled = int(survivor.head_address.rpartition(":")[2])
+    if port not in (0, dialled):
+        raise SystemExit(
+            f"freight start: this machine's node agent of the cluster on {storage} (pid "
+            f"{survivor.pid}) outlived its head and dials it at {survivor.head_address}; start "
+            f"the head on that port (--port {dialled}) so that the agent finds it, or stop the "
+            "agent first (`freight stop`)."
+        )
+    return dialled
 
 
 def _wait_exit(pid: int, timeout: float) -> None:

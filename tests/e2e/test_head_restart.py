@@ -4,7 +4,9 @@ before the kill keep running while the head is down, and a new driver can connec
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 import freight
@@ -321,3 +324,51 @@ def test_freight_start_refuses_a_damaged_control_store(tmp_path: Path, damage: s
     assert f"freight start: the control store {storage} is" in done.stderr
     assert "Traceback" not in done.stderr
     assert storage.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["control.db"]
+
+
+def test_the_restart_recipe_reattaches_to_the_agent_that_outlived_the_head(
+    tmp_path: Path,
+) -> None:
+    """Only the head dies; the README's recipe (`freight start --head --storage PATH` again)
+    starts the head alone, and the cluster keeps the nodes and CPUs it had."""
+    from freight.client.head_client import HeadClient
+    from freight.client.head_client import pb_module as pb
+
+    freight_cli = str(Path(sys.executable).with_name("freight"))
+    port = str(_free_port())
+    address = f"127.0.0.1:{port}"
+    recipe = [freight_cli, "start", "--head", "--port", port, "--num-cpus", "2"]
+    recipe += ["--storage", str(tmp_path / "control.db")]
+    with short_temp_dir() as tmp:
+        env = _cli_env(tmp)
+        env.update(FREIGHT_HEALTH_CHECK_PERIOD_S="0.3", FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD="2")
+
+        def run(*cmd: str) -> str:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+            return done.stdout
+
+        def alive_cpus() -> dict[str, float]:
+            token = (tmp / "session_latest" / "token").read_text()
+            client = HeadClient(address, token)
+            try:
+                nodes = client.call("ListNodes", pb.ListNodesRequest(), timeout=10).nodes
+            finally:
+                client.close()
+            return {n.node_id: n.total.amounts["CPU"] for n in nodes if n.state == "ALIVE"}
+
+        try:
+            run(*recipe)
+            run(freight_cli, "start", "--address", address, "--num-cpus", "2")
+            before = wait_for_condition(lambda: len(alive_cpus()) == 2 and alive_cpus(), 60)
+            head_pid = json.loads((tmp / "session_latest" / "head.json").read_text())["pid"]
+            os.kill(head_pid, signal.SIGKILL)
+            wait_for_condition(lambda: not psutil.pid_exists(head_pid), 30, "the head to die")
+            out = run(*recipe)
+            # Both agents rejoin (they re-register at their next heartbeat), and nothing else.
+            wait_for_condition(lambda: set(alive_cpus()) >= set(before), 60, "both agents")
+            assert alive_cpus() == before
+            assert sum(before.values()) == 4
+            assert "outlived the head" in out
+        finally:
+            subprocess.run([freight_cli, "stop"], env=env, capture_output=True, timeout=120)
