@@ -35,10 +35,16 @@ def check_owned(path: str, what: str, private: bool = False) -> os.stat_result:
     loose = mode & (0o077 if private else 0o022)
     if loose and not stat.S_ISLNK(st.st_mode):
         want = "0700" if stat.S_ISDIR(st.st_mode) else "0600"
+        # A shared folder such as /tmp is meant to stay open: never advise closing it.
+        fix = (
+            "use a folder of your own below it instead"
+            if mode & stat.S_ISVTX
+            else f"run `chmod {want} {path}` (or use a folder of your own)"
+        )
         raise UntrustedPath(
             f"freight: {what} {path} has mode {mode:04o}: other users may "
-            f"{'read or write' if private else 'write'} it. Run `chmod {want} {path}` "
-            "(or start over in a folder of your own)."
+            f"{'read or write' if private else 'write'} it. To keep the cluster's secrets "
+            f"from them, {fix}."
         )
     return st
 
