@@ -348,14 +348,19 @@ def test_the_restart_recipe_reattaches_to_the_agent_that_outlived_the_head(
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
             return done.stdout
 
-        def alive_cpus() -> dict[str, float]:
+        def alive_cpus(heard_since: float = 0.0) -> dict[str, float]:
+            """CPUs of the ALIVE nodes (with a heartbeat since ``heard_since``), by node."""
             token = (tmp / "session_latest" / "token").read_text()
             client = HeadClient(address, token)
             try:
                 nodes = client.call("ListNodes", pb.ListNodesRequest(), timeout=10).nodes
             finally:
                 client.close()
-            return {n.node_id: n.total.amounts["CPU"] for n in nodes if n.state == "ALIVE"}
+            return {
+                n.node_id: n.total.amounts["CPU"]
+                for n in nodes
+                if n.state == "ALIVE" and n.last_heartbeat >= heard_since
+            }
 
         try:
             run(*recipe)
@@ -364,9 +369,12 @@ def test_the_restart_recipe_reattaches_to_the_agent_that_outlived_the_head(
             head_pid = json.loads((tmp / "session_latest" / "head.json").read_text())["pid"]
             os.kill(head_pid, signal.SIGKILL)
             wait_for_condition(lambda: not psutil.pid_exists(head_pid), 30, "the head to die")
+            restarted = time.time()
             out = run(*recipe)
             # Both agents rejoin (they re-register at their next heartbeat), and nothing else.
-            wait_for_condition(lambda: set(alive_cpus()) >= set(before), 60, "both agents")
+            wait_for_condition(
+                lambda: set(alive_cpus(restarted)) >= set(before), 60, "both agents to rejoin"
+            )
             assert alive_cpus() == before
             assert sum(before.values()) == 4
             assert "outlived the head" in out
