@@ -38,6 +38,7 @@ from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_t
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
+from freight.util.private_files import make_private_dir
 from freight.util.process import announce_ready, identity
 from freight.util.tokens import storage_token_path, write_token
 
@@ -334,6 +335,8 @@ def _remove_head_info(session_dir: str) -> None:
 async def run_head(config: HeadConfig) -> None:
     """Serve ``HeadService`` until ``Shutdown`` or SIGTERM/SIGINT."""
     session_dir = os.path.abspath(config.session_dir)
+    # It holds the token and, by default, the control store: this user's alone.
+    make_private_dir(session_dir, "the session folder", tighten=True)
     token = read_token(session_dir)
     check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     store = ControlStore(config.storage or os.path.join(session_dir, CONTROL_DB_FILE))

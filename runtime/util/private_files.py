@@ -49,14 +49,19 @@ def check_owned(path: str, what: str, private: bool = False) -> os.stat_result:
     return st
 
 
-def make_private_dir(path: str, what: str) -> None:
+def make_private_dir(path: str, what: str, tighten: bool = False) -> None:
     """Create the folder ``path`` with mode 0700 (and any missing parents), or check that the
-    existing one is this user's and closed to others (:class:`UntrustedPath` if not)."""
+    existing one is this user's and closed to others (:class:`UntrustedPath` if not). With
+    ``tighten``, an existing folder of this user's is closed (chmod 0700) instead: for folders
+    that are freight's own, such as a session folder."""
     try:
         os.makedirs(path, mode=0o700)
     except FileExistsError:
         pass
-    check_owned(os.path.realpath(path), what, private=True)
+    real = os.path.realpath(path)
+    if tighten and os.stat(real).st_uid == os.geteuid():
+        os.chmod(real, 0o700)
+    check_owned(real, what, private=True)
 
 
 def write_private_file(path: str, text: str) -> None:
