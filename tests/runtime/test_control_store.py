@@ -255,3 +255,14 @@ def test_a_row_that_cannot_be_read_is_named_with_the_way_out(db_path):
         conn.commit()
     with ControlStore(db_path) as s:
         assert sorted(n.node_id for n in s.list_nodes()) == ["n0", "n2"]
+
+
+def test_a_forgotten_secret_leaves_no_bytes_behind(db_path):
+    secret = b"0123456789abcdef-a-token-an-older-head-kept-here"
+    with ControlStore(db_path) as s:
+        _fill(s, 3)
+        s.kv_put("freight", "cluster_token", secret)
+        s.forget_secret("freight", "cluster_token")
+        assert s.kv_get("freight", "cluster_token") is None
+        for p in db_path.parent.iterdir():
+            assert secret not in p.read_bytes(), p
