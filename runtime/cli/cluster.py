@@ -71,6 +71,13 @@ def _stored_token(storage: str) -> str:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    try:
+        return _start(args)
+    except (RuntimeError, TimeoutError) as e:  # a process that failed to start says why
+        raise SystemExit(f"freight start: {e}") from None
+
+
+def _start(args: argparse.Namespace) -> int:
     resources = _resources(args.resources)
     labels = _labels(args.labels)
     for name in ("num_cpus", "num_gpus"):

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
+
 from freight.head import store_file
 from freight.head.store_file import ControlStoreError
 from freight.observe.recorder import RECORDER
@@ -44,6 +46,7 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 _M = TypeVar("_M", pb.NodeInfo, pb.JobInfo, pb.ActorInfo)
+_P = TypeVar("_P", bound=Message)
 
 
 def _copy(msg: _M) -> _M:
@@ -100,13 +103,35 @@ class ControlStore:
             try:
                 out.append(kind.FromString(data))
             except Exception as e:  # DecodeError, or not bytes at all
-                raise ControlStoreError(
-                    f"the control store {self.path} has a row it cannot read: {table} "
-                    f"{key}={ident!r} ({type(e).__name__}: {e}). Nothing was changed. Delete "
-                    f'that row (`sqlite3 {self.path} "DELETE FROM {table} WHERE {key} = '
-                    f"'{ident}'\"`; the head forgets that {table[:-1]}) or restore the store "
-                    "from a backup, then start again."
-                ) from None
+                raise self.bad_row(table, {key: ident}, e) from None
+        return out
+
+    def bad_row(self, table: str, where: dict[str, Any], error: Exception) -> ControlStoreError:
+        """The error for a row of ``table`` (the one ``where`` picks) that cannot be read: it
+        names the row and gives the command that deletes it. The head refuses to start on it
+        rather than drop the row itself."""
+
+        def sql(v: Any) -> str:
+            return str(v) if isinstance(v, int) else "'" + str(v).replace("'", "''") + "'"
+
+        shown = " ".join(f"{k}={v!r}" for k, v in where.items())
+        cond = " AND ".join(f"{k} = {sql(v)}" for k, v in where.items())
+        return ControlStoreError(
+            f"the control store {self.path} has a row it cannot read: {table} {shown} "
+            f"({type(error).__name__}: {error}). Nothing was changed. Delete that row "
+            f'(`sqlite3 {self.path} "DELETE FROM {table} WHERE {cond}"`; the head forgets what '
+            "it held) or restore the store from a backup, then start again."
+        )
+
+    def kv_messages(self, ns: str, kind: type[_P]) -> list[_P]:
+        """Every value of ``ns`` decoded as a ``kind`` message, in key order;
+        :class:`ControlStoreError` naming the row when one cannot be decoded."""
+        out = []
+        for key in self.kv_keys(ns):
+            try:
+                out.append(kind.FromString(self._kv[(ns, key)]))
+            except Exception as e:  # DecodeError
+                raise self.bad_row("kv", {"ns": ns, "key": key}, e) from None
         return out
 
     def _load(self) -> None:

@@ -340,6 +340,11 @@ async def run_head(config: HeadConfig) -> None:
     token = read_token(session_dir)
     check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     store = ControlStore(config.storage or os.path.join(session_dir, CONTROL_DB_FILE))
+    try:
+        servicer = HeadServicer(config, store, token)  # reads all the store holds
+    except BaseException:
+        store.close()
+        raise
     if config.storage:
         # A head started again on this store (`freight start --head --storage`) takes this
         # token, so that the nodes and drivers of the cluster it carries on can still connect.
@@ -348,7 +353,6 @@ async def run_head(config: HeadConfig) -> None:
         store.forget_secret(*LEGACY_TOKEN_KV)  # older heads kept it in the store itself
     interceptors = [TokenAuthInterceptor(token), GrpcMetricsInterceptor(), *tracing_interceptors()]
     server = aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
-    servicer = HeadServicer(config, store, token)
     pb_grpc.add_HeadServiceServicer_to_server(servicer, server)
     state = StateServiceServicer(
         store, servicer.nodes, servicer.tasks, servicer.events, servicer.pgs

@@ -305,10 +305,19 @@ def test_the_token_and_the_control_store_are_private(tmp_path: Path) -> None:
             subprocess.run([freight_cli, "stop"], env=env, capture_output=True, timeout=120)
 
 
-@pytest.mark.parametrize("damage", ["empty", "not sqlite"])
+@pytest.mark.parametrize("damage", ["empty", "not sqlite", "a bad row"])
 def test_freight_start_refuses_a_damaged_control_store(tmp_path: Path, damage: str) -> None:
     storage = tmp_path / "control.db"
-    storage.write_bytes(b"" if damage == "empty" else b"\x00garbage" * 1000)
+    if damage == "a bad row":  # a placement group the head cannot decode
+        from freight.head.control_store import ControlStore
+        from freight.head.events import EventStore
+        from freight.head.placement_groups import KV_NAMESPACE
+
+        with ControlStore(storage) as store:
+            EventStore(store)  # its tables, as a head that ran leaves them
+            store.kv_put(KV_NAMESPACE, "pg1", b"\xff\xff\xff\xff")
+    else:
+        storage.write_bytes(b"" if damage == "empty" else b"\x00garbage" * 1000)
     before = storage.read_bytes()
     freight_cli = str(Path(sys.executable).with_name("freight"))
     with short_temp_dir() as tmp:
@@ -317,11 +326,18 @@ def test_freight_start_refuses_a_damaged_control_store(tmp_path: Path, damage: s
                 [freight_cli, "start", "--head", "--port", "0", "--storage", str(storage)],
                 capture_output=True, text=True, env=_cli_env(tmp), timeout=120,
             )  # fmt: skip
-            assert not list(tmp.glob("session_*"))  # nothing was started
+            stopped = subprocess.run(
+                [freight_cli, "stop"], env=_cli_env(tmp), capture_output=True, text=True
+            )
         finally:
             subprocess.run([freight_cli, "stop"], env=_cli_env(tmp), capture_output=True)
     assert done.returncode != 0
-    assert f"freight start: the control store {storage} is" in done.stderr
+    assert "stopped 0 process(es)" in stopped.stdout  # nothing was left running
+    if damage == "a bad row":
+        assert f"the control store {storage} has a row it cannot read: kv" in done.stderr
+        assert "key='pg1'" in done.stderr and "DELETE FROM kv WHERE" in done.stderr
+    else:
+        assert f"freight start: the control store {storage} is" in done.stderr
     assert "Traceback" not in done.stderr
     assert storage.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["control.db"]
 

@@ -266,3 +266,18 @@ def test_a_forgotten_secret_leaves_no_bytes_behind(db_path):
         assert s.kv_get("freight", "cluster_token") is None
         for p in db_path.parent.iterdir():
             assert secret not in p.read_bytes(), p
+
+
+def test_a_bad_placement_group_or_event_row_is_named_too(db_path):
+    from freight.head.events import EventStore
+    from freight.head.placement_groups import KV_NAMESPACE
+
+    with ControlStore(db_path) as s:
+        s.kv_put(KV_NAMESPACE, "pg1", b"\xff\xff\xff\xff")
+        with pytest.raises(ControlStoreError, match=r"kv ns='.+' key='pg1'.*DELETE FROM kv"):
+            s.kv_messages(KV_NAMESPACE, pb.PlacementGroupInfo)
+        events = EventStore(s)
+        events.record("NODE_JOINED", "a node joined")
+        s.connection.execute("UPDATE events SET ids = 'not json'")
+        with pytest.raises(ControlStoreError, match=r"events seq=1 .*WHERE seq = 1"):
+            EventStore(s)
