@@ -92,7 +92,7 @@ def _start(args: argparse.Namespace) -> int:
     if storage and not os.path.isdir(os.path.dirname(storage)):
         raise SystemExit(
             f"freight start: --storage: the folder {os.path.dirname(storage)} does not exist; "
-            "create it first."
+            f"create it first, closed to other users: `mkdir -m 700 {os.path.dirname(storage)}`."
         )
     survivor = None
     if args.head:
