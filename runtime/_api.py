@@ -161,13 +161,16 @@ def _resolve_address(address: str) -> tuple[str, str, str]:
     from freight.client.head_client import HeadClient
 
     if address == "auto":
-        session_dir = _launcher.latest_session()
-        info = _launcher.read_json(os.path.join(session_dir, "head.json")) if session_dir else None
-        if not session_dir or not info:
+        try:
+            found = _launcher.auto_head()
+        except PermissionError as e:
+            raise PermissionError(f"init(address='auto'): {e}") from None
+        if found is None:
             raise ConnectionError(
                 "init(address='auto'): no running freight cluster was found on this machine. "
                 "Start one with `freight start --head`, or call init() with no address."
             )
+        session_dir, info = found
         head_address = str(info["address"])
     else:
         if ":" not in address:

@@ -17,17 +17,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freight.config import settings
-from freight.util.process import read_ready
+from freight.util.private_files import check_owned
+from freight.util.process import is_recorded_process, read_ready
 from freight.util.tokens import create_token
 
 LATEST = "session_latest"
+# In a session `freight start` made: what `freight stop` may stop (never a program's own
+# init() cluster, whose session has none).
+STARTED_FILE = "started.json"
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
 
 def new_session_dir() -> str:
     """Create a fresh session directory under FREIGHT_TEMP_DIR and return its path."""
     root = settings.temp_dir
-    os.makedirs(root, exist_ok=True)
+    if not os.path.isdir(root):
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    check_owned(os.path.realpath(root), "the session root (FREIGHT_TEMP_DIR)")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     path = os.path.join(root, f"session_{stamp}_{os.getpid()}_{secrets.token_hex(3)}")
     longest = os.path.join(path, "sockets", "worker-" + "x" * 16 + ".sock")
@@ -44,13 +50,33 @@ def new_session_dir() -> str:
     return path
 
 
-def _session_alive(session_dir: str) -> bool:
+def process_files(session_dir: str) -> list[tuple[str, dict[str, Any]]]:
+    """The files of ``session_dir`` that name a process (``head.json``, ``nodes/*.json``) with
+    what they say, only those this user owns and no other user may write."""
+    out = []
     for path in [os.path.join(session_dir, "head.json"), *glob.glob(f"{session_dir}/nodes/*.json")]:
-        info = read_json(path)
-        pid = info.get("pid") if info else None
-        if isinstance(pid, int) and os.path.exists(f"/proc/{pid}"):
-            return True
-    return False
+        info = read_trusted_json(path)
+        if info is not None and isinstance(info.get("pid"), int):
+            out.append((path, info))
+    return out
+
+
+def _session_alive(session_dir: str) -> bool:
+    return any(is_recorded_process(info) for _, info in process_files(session_dir))
+
+
+def remove_stale_files(session_dir: str) -> int:
+    """Remove the files of ``session_dir`` that name a process which has ended (a crash leaves
+    ``head.json``): nothing should take them for a live cluster, nor signal their pids."""
+    removed = 0
+    for path, info in process_files(session_dir):
+        if not is_recorded_process(info):
+            try:
+                os.unlink(path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def sweep_stale_segments(root: str) -> int:
@@ -79,12 +105,40 @@ def point_latest(session_dir: str) -> None:
 
 
 def latest_session() -> str | None:
-    link = os.path.join(settings.temp_dir, LATEST)
-    return os.path.realpath(link) if os.path.exists(link) else None
+    """The session ``freight start --head`` made last on this machine (``session_latest``), or
+    None. Raises :class:`UntrustedPath` when the session root, the link or the folder it names
+    is another user's or open to their writes: a planted folder must not name the cluster."""
+    root = settings.temp_dir
+    link = os.path.join(root, LATEST)
+    if not os.path.exists(link):
+        return None
+    check_owned(os.path.realpath(root), "the session root (FREIGHT_TEMP_DIR)")
+    check_owned(link, "the session link")
+    session = os.path.realpath(link)
+    check_owned(session, "the session folder")
+    return session
+
+
+def auto_head() -> tuple[str, dict[str, Any]] | None:
+    """(session dir, ``head.json``) of the cluster ``address="auto"`` means: the latest session
+    (checked as :func:`latest_session` does) while its head runs; None if there is none. A
+    ``head.json`` whose head has ended is removed."""
+    session = latest_session()
+    if session is None:
+        return None
+    path = os.path.join(session, "head.json")
+    info = read_trusted_json(path)
+    if info is None:
+        return None
+    if not info.get("remote") and not is_recorded_process(info):
+        remove_stale_files(session)
+        return None
+    return session, info
 
 
 def find_session_for(address: str) -> str | None:
-    """The local session directory whose head listens on ``address``, if any."""
+    """The local session directory whose head listens on ``address``, if any (only this user's
+    own sessions count)."""
     root = settings.temp_dir
     try:
         names = sorted(os.listdir(root), reverse=True)
@@ -93,11 +147,22 @@ def find_session_for(address: str) -> str | None:
     for name in names:
         if not name.startswith("session_2"):
             continue
-        info = read_json(os.path.join(root, name, "head.json"))
+        info = read_trusted_json(os.path.join(root, name, "head.json"))
         # A joined node's folder names its head too ("remote"): the head's own folder counts.
         if info and info.get("address") == address and not info.get("remote"):
             return os.path.join(root, name)
     return None
+
+
+def read_trusted_json(path: str) -> dict[str, Any] | None:
+    """``read_json`` of a file this user owns in a folder no other user may write; None for
+    any other (or a missing) file."""
+    try:
+        check_owned(os.path.dirname(path), "the folder")
+        check_owned(path, "the file")
+    except OSError:
+        return None
+    return read_json(path)
 
 
 def read_json(path: str) -> dict[str, Any] | None:
@@ -312,9 +377,12 @@ def start_head(
     attached: bool = True,
     bind: str = "127.0.0.1",
     metrics_port: int = 0,
+    storage: str = "",
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a head and wait until it serves; return its process and address."""
-    head = _start_head(session_dir, port, cluster_name, attached, bind, metrics_port)
+    head = _start_head(
+        session_dir, port, cluster_name, attached, bind, metrics_port, storage=storage
+    )
     try:
         info = _wait_ready(head)
     except BaseException:

@@ -18,7 +18,6 @@ says how complete it is::
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -106,13 +105,13 @@ def resolve_address(address: str | None = None) -> tuple[str, str]:
     if not isinstance(address, str):
         raise TypeError(f"address must be 'auto' or 'host:port', got {address!r}")
     if address == "auto":
-        session_dir = _launcher.latest_session()
-        info = _launcher.read_json(os.path.join(session_dir, "head.json")) if session_dir else None
-        if not session_dir or not info:
+        found = _launcher.auto_head()
+        if found is None:
             raise ConnectionError(
                 "no running freight cluster was found on this machine: start one with "
                 "`freight start --head`, or pass address='host:port'."
             )
+        session_dir, info = found
         return str(info["address"]), settings.token or read_token(session_dir)
     if ":" not in address:
         raise ValueError(f"address must look like 'host:port', got {address!r}")

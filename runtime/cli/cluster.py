@@ -9,11 +9,14 @@ import os
 import select
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from freight import _launcher
 from freight.config import settings
-from freight.util.tokens import TOKEN_FILE, read_token
+from freight.util.private_files import check_owned, write_private_file
+from freight.util.process import is_recorded_process
+from freight.util.tokens import TOKEN_FILE, read_storage_token, read_token, write_token
 
 
 def _resources(text: str | None) -> dict[str, float] | None:
@@ -44,25 +47,37 @@ def _labels(text: str | None) -> dict[str, str] | None:
     return value
 
 
-def _carry_on_token(storage: str, session_dir: str) -> None:
-    """A head started on the control store of one before it carries on that cluster: give the
-    new session the cluster's token (unless FREIGHT_TOKEN names one)."""
-    if settings.token or not os.path.exists(storage):
-        return
-    from freight.head.control_store import ControlStore
-    from freight.head.server import TOKEN_KV
+def _stored_token(storage: str) -> str:
+    """The token of the cluster whose control store is ``storage`` ("" for a new store), so
+    that a head started on it carries that cluster on. Opening the store first also stops here,
+    with the reason, when it is damaged, in use or not private."""
+    from freight.util.private_files import check_owned
 
-    store = ControlStore(storage)
     try:
-        token = store.kv_get(*TOKEN_KV)
+        check_owned(os.path.dirname(storage), "the control store's folder", private=True)
+        if not os.path.exists(storage):
+            return ""
+        from freight.head.control_store import ControlStore
+        from freight.head.server import LEGACY_TOKEN_KV
+
+        store = ControlStore(storage)
+    except (RuntimeError, OSError) as e:
+        raise SystemExit(f"freight start: {e}") from None
+    try:
+        legacy = store.kv_get(*LEGACY_TOKEN_KV)
     finally:
         store.close()
-    if token:
-        with open(os.path.join(session_dir, TOKEN_FILE), "w", encoding="utf-8") as f:
-            f.write(token.decode())
+    return read_storage_token(storage) or (legacy or b"").decode()
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    try:
+        return _start(args)
+    except (RuntimeError, TimeoutError) as e:  # a process that failed to start says why
+        raise SystemExit(f"freight start: {e}") from None
+
+
+def _start(args: argparse.Namespace) -> int:
     resources = _resources(args.resources)
     labels = _labels(args.labels)
     for name in ("num_cpus", "num_gpus"):
@@ -77,14 +92,40 @@ def cmd_start(args: argparse.Namespace) -> int:
     if storage and not os.path.isdir(os.path.dirname(storage)):
         raise SystemExit(
             f"freight start: --storage: the folder {os.path.dirname(storage)} does not exist; "
-            "create it first."
+            f"create it first, closed to other users: `mkdir -m 700 {os.path.dirname(storage)}`."
         )
+    survivor = None
     if args.head:
+        token = _stored_token(storage) if storage else ""
+        survivor = _surviving_agent(storage) if storage else None
+    if survivor is not None:
+        # This machine's agent outlived the head: the head starts alone, in the agent's
+        # session, where the agent dials it; the agent re-registers at its next heartbeat.
+        session_dir = survivor.session_dir
+        port = _reattach_port(args.port, survivor, storage)
+        if token and not settings.token:
+            write_token(os.path.join(session_dir, TOKEN_FILE), token)
+        _, address = _launcher.start_head(
+            session_dir,
+            port,
+            args.cluster_name,
+            attached=False,
+            bind=args.bind,
+            metrics_port=args.metrics_port,
+            storage=storage,
+        )
+        _launcher.point_latest(session_dir)
+        node_id = survivor.node_id
+        print(
+            f"freight: this machine's node agent (pid {survivor.pid}) outlived the head; the "
+            "head starts alone and the agent rejoins it."
+        )
+    elif args.head:
         # The head and this machine's agent start side by side (the agent learns the head's
         # address from the head itself).
         session_dir = _launcher.new_session_dir()
-        if storage:
-            _carry_on_token(storage, session_dir)
+        if token and not settings.token:
+            write_token(os.path.join(session_dir, TOKEN_FILE), token)
         procs = _launcher.start_cluster(
             session_dir,
             num_cpus=args.num_cpus,
@@ -99,6 +140,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             labels=labels,
             storage=storage,
         )
+        _mark_started(session_dir, storage, procs.head_address)
         _launcher.point_latest(session_dir)
         address, node_id = procs.head_address, procs.node_id
     else:
@@ -113,10 +155,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         # A node has a session folder of its own (sockets, logs, object store), also when it
         # joins a head on this same machine.
         session_dir = _launcher.new_session_dir()
-        with open(os.path.join(session_dir, TOKEN_FILE), "w") as f:
-            f.write(token)
+        write_token(os.path.join(session_dir, TOKEN_FILE), token)
         with open(os.path.join(session_dir, "head.json"), "w") as f:
             json.dump({"address": address, "remote": True}, f)
+        _mark_started(session_dir)
         specific = args.bind not in ("", "0.0.0.0", "::", "[::]")
         _, node_id = _launcher.start_agent(
             session_dir,
@@ -139,15 +181,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pids(session_dir: str) -> list[int]:
-    pids = []
-    for path in [os.path.join(session_dir, "head.json"), *glob.glob(f"{session_dir}/nodes/*.json")]:
-        info = _launcher.read_json(path)
-        if info and isinstance(info.get("pid"), int):
-            pids.append(info["pid"])
-    return pids
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -160,6 +193,61 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return True
+
+
+def _mark_started(session_dir: str, storage: str = "", head_address: str = "") -> None:
+    """Mark ``session_dir`` as one `freight start` made, the only kind `freight stop` stops;
+    with the head's store and address, for a head started again on that store to find the
+    agent it left."""
+    info = {"started_by": "freight start", "storage": storage, "head_address": head_address}
+    write_private_file(os.path.join(session_dir, _launcher.STARTED_FILE), json.dumps(info))
+
+
+@dataclass(frozen=True)
+class _Survivor:
+    """This machine's node agent of a cluster whose head has died."""
+
+    session_dir: str
+    head_address: str  # where the agent dials its head
+    node_id: str
+    pid: int
+
+
+def _surviving_agent(storage: str) -> _Survivor | None:
+    """The agent `freight start --head --storage STORAGE` started here, if it runs on while
+    that head has gone (checked as `freight stop` checks: this user's files, the very process
+    they recorded)."""
+    root = settings.temp_dir
+    for session_dir in sorted(glob.glob(os.path.join(root, "session_2*")), reverse=True):
+        started = _launcher.read_trusted_json(os.path.join(session_dir, _launcher.STARTED_FILE))
+        if not started or started.get("storage") != storage or not started.get("head_address"):
+            continue
+        live = [
+            (path, info)
+            for path, info in _launcher.process_files(session_dir)
+            if is_recorded_process(info)
+        ]
+        if any(os.path.basename(path) == "head.json" for path, _ in live):
+            continue  # its head runs (and holds the store: opening it said so already)
+        for _, info in live:
+            if info.get("node_id"):
+                return _Survivor(
+                    session_dir, str(started["head_address"]), str(info["node_id"]), info["pid"]
+                )
+    return None
+
+
+def _reattach_port(port: int, survivor: _Survivor, storage: str) -> int:
+    """The port the head restarted for ``survivor`` listens on: the one the agent dials."""
+    dialled = int(survivor.head_address.rpartition(":")[2])
+    if port not in (0, dialled):
+        raise SystemExit(
+            f"freight start: this machine's node agent of the cluster on {storage} (pid "
+            f"{survivor.pid}) outlived its head and dials it at {survivor.head_address}; start "
+            f"the head on that port (--port {dialled}) so that the agent finds it, or stop the "
+            "agent first (`freight stop`)."
+        )
+    return dialled
 
 
 def _wait_exit(pid: int, timeout: float) -> None:
@@ -176,24 +264,68 @@ def _wait_exit(pid: int, timeout: float) -> None:
         os.close(fd)
 
 
+def _signal(info: dict[str, Any], sig: int) -> None:
+    """Send ``sig`` to the process ``info`` records, if that is the process its pid names now:
+    checked through a pidfd, which keeps naming that process even if it exits meanwhile."""
+    try:
+        fd = os.pidfd_open(info["pid"])
+    except OSError:
+        return  # gone
+    try:
+        if is_recorded_process(info):
+            signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _started_processes(root: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """This user's sessions under ``root`` and, of those `freight start` made, the live
+    processes their files name, agents before the head (agents stop their workers)."""
+    sessions, procs = [], []
+    for session_dir in sorted(glob.glob(os.path.join(root, "session_2*"))):
+        try:
+            check_owned(session_dir, "the session folder")
+        except OSError:
+            continue  # another user's, or open to their writes: none of ours
+        sessions.append(session_dir)
+        if _launcher.read_trusted_json(os.path.join(session_dir, _launcher.STARTED_FILE)) is None:
+            continue  # a program's own init() cluster: it stops that itself
+        for path, info in reversed(_launcher.process_files(session_dir)):
+            if is_recorded_process(info):
+                if all(p["pid"] != info["pid"] for p in procs):  # a head restarted in place
+                    procs.append(info)
+            elif _alive(info["pid"]):
+                print(
+                    f"freight stop: left pid {info['pid']} alone: it is not the process "
+                    f"{path} names (that one ended and its pid was given to another)."
+                )
+    return sessions, procs
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
-    stopped = 0
-    for session_dir in sorted(glob.glob(os.path.join(settings.temp_dir, "session_2*"))):
-        # Agents first (they stop their workers), then the head.
-        pids = [p for p in reversed(_pids(session_dir)) if _alive(p)]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        deadline = time.monotonic() + args.grace
-        for pid in pids:
-            while _alive(pid) and time.monotonic() < deadline:
-                _wait_exit(pid, max(0.0, deadline - time.monotonic()))
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            stopped += 1
-    print(f"freight stop: stopped {stopped} process(es).")
+    root = settings.temp_dir
+    if not os.path.isdir(root):
+        print("freight stop: stopped 0 process(es).")
+        return 0
+    try:
+        check_owned(os.path.realpath(root), "the session root (FREIGHT_TEMP_DIR)")
+    except PermissionError as e:
+        raise SystemExit(f"freight stop: {e}") from None
+    sessions, procs = _started_processes(root)
+    for info in procs:
+        _signal(info, signal.SIGTERM)
+    deadline = time.monotonic() + args.grace
+    for info in procs:
+        pid = info["pid"]
+        while _alive(pid) and time.monotonic() < deadline:
+            _wait_exit(pid, max(0.0, deadline - time.monotonic()))
+        if _alive(pid):
+            _signal(info, signal.SIGKILL)
+    for session_dir in sessions:
+        _launcher.remove_stale_files(session_dir)
+    print(f"freight stop: stopped {len(procs)} process(es).")
     return 0
 
 

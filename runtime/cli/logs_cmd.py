@@ -172,7 +172,10 @@ def session_for(args: argparse.Namespace) -> str:
                 "`freight logs` reads the log files of the processes on this machine"
             )
         return found
-    found = _launcher.latest_session()
+    try:
+        found = _launcher.latest_session()
+    except PermissionError as e:  # a session root another user could have planted
+        raise ValueError(str(e)) from None
     if not found or not os.path.isdir(os.path.join(found, "logs")):
         raise ValueError(
             "no freight session on this machine; start a cluster with `freight start --head`, "

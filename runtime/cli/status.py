@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from rich.console import Console
@@ -31,13 +30,16 @@ def resolve(address: str | None) -> tuple[str, str, str]:
         session_dir = _launcher.find_session_for(address) or ""
         token = settings.token or (read_token(session_dir) if session_dir else "")
         return address, token, session_dir
-    session_dir = _launcher.latest_session() or ""
-    info = _launcher.read_json(os.path.join(session_dir, "head.json")) if session_dir else None
-    if not info:
+    try:
+        found = _launcher.auto_head()
+    except PermissionError as e:
+        raise SystemExit(str(e)) from None
+    if found is None:
         raise SystemExit(
             "freight: no running cluster found on this machine; pass --address HOST:PORT or "
             "start one with `freight start --head`."
         )
+    session_dir, info = found
     return str(info["address"]), read_token(session_dir), session_dir
 
 

@@ -909,12 +909,12 @@ class CoreWorker:
                 continue  # a rebuild took it back after the wait: wait for the new one
             try:
                 return self.decode(value)
-            except exc.ObjectLostError:
+            except exc.ObjectLostError as lost:
                 if value[0] != "s":
                     raise
                 losses += 1
                 if ref._owner == self.address:
-                    err = self._lost_at(ref._id, value[1])
+                    err = self._lost_at(ref._id, value[1], str(lost))
                     if err is not None:
                         raise err from None
                     continue
@@ -929,15 +929,16 @@ class CoreWorker:
             "and lost again each time.",
         )
 
-    def _lost_at(self, oid: bytes, path: str) -> exc.ObjectLostError | None:
-        """An object this process owns could not be read at ``path`` (lost with its node):
-        rebuild it unless that is under way or done; the error if it cannot be rebuilt."""
+    def _lost_at(self, oid: bytes, path: str, cause: str = "") -> exc.ObjectLostError | None:
+        """An object this process owns could not be read at ``path`` (lost with its node, or
+        ``cause`` says how): rebuild it unless that is under way or done; the error if it
+        cannot be rebuilt."""
         with self.lock:
             slot = self.slots.get(oid)
             value = None if slot is None else slot.value
             if value is None or value[0] != "s" or value[1] != path:
                 return None  # being rebuilt, or rebuilt already (elsewhere)
-        err = self.submitter.rebuild(oid)
+        err = self.submitter.rebuild(oid, cause)
         if err is not None:
             self.store_value(oid, ("e", pickle.dumps(err)))  # every waiter hears why
         return err

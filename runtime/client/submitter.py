@@ -699,9 +699,10 @@ class TaskSubmitter:
                 self.lineage.keep(spec)
                 return
 
-    def rebuild(self, oid: bytes) -> exc.ObjectLostError | None:
-        """Run the task that made ``oid`` (an object this process owns, lost with its node)
-        again; None once that is under way, else the error saying why it cannot be rebuilt."""
+    def rebuild(self, oid: bytes, cause: str = "") -> exc.ObjectLostError | None:
+        """Run the task that made ``oid`` (an object this process owns, lost with its node, or
+        as ``cause`` says) again; None once that is under way, else the error saying why it
+        cannot be rebuilt."""
         cw = self.cw
         with cw.lock:
             e = self.lineage.spec_of(oid)
@@ -726,11 +727,12 @@ class TaskSubmitter:
             if why:
                 _REBUILDS_FAILED()
                 cls = exc.ObjectReconstructionFailedError if evicted else exc.ObjectLostError
-                return cls(
-                    oid.hex(),
-                    f"Object {oid.hex()} was lost (every copy was on a node that died) and "
-                    f"cannot be rebuilt: {why}.",
+                lost = (
+                    f"{cause} It"
+                    if cause
+                    else f"Object {oid.hex()} was lost (every copy was on a node that died) and it"
                 )
+                return cls(oid.hex(), f"{lost} cannot be rebuilt: {why}.")
             for rid in spec.return_ids:  # waiters wait for the new values
                 slot = cw.slots.get(rid)
                 if slot is not None:
@@ -787,7 +789,7 @@ class TaskSubmitter:
             # The value the task was sent is the one it found lost, or the object was rebuilt
             # (or is being rebuilt) since another reader found it lost: just run it again.
             stale = slot is not None and slot.value == sent
-        err = self.rebuild(oid) if stale else None
+        err = self.rebuild(oid, str(error)) if stale else None
         if err is not None:
             return err  # why the argument is gone for good
         with cw.lock:

@@ -62,7 +62,10 @@ def parse_args(argv: list[str] | None = None) -> HeadConfig:
         parser.error("--node-timeout-s (or FREIGHT_NODE_TIMEOUT_S) must be positive")
     folder = os.path.dirname(os.path.abspath(args.storage)) if args.storage else ""
     if folder and not os.path.isdir(folder):
-        parser.error(f"--storage: the folder {folder} does not exist; create it first")
+        parser.error(
+            f"--storage: the folder {folder} does not exist; create it first, closed to other "
+            f"users: `mkdir -m 700 {folder}`"
+        )
     return HeadConfig(
         session_dir=os.path.abspath(args.session_dir),
         port=args.port,

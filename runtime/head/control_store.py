@@ -1,7 +1,8 @@
 """The head's control store: nodes, jobs, actors and a small key/value table.
 
 SQLite in WAL mode persists everything (``<session_dir>/control.db``), so a restarted head picks
-the cluster up again; dicts in front of it serve every read. Writes go to both, SQLite first, so
+the cluster up again (:mod:`freight.head.store_file` keeps the files private and refuses damaged
+ones); dicts in front of it serve every read. Writes go to both, SQLite first, so
 the cache never holds what the database refused. Messages are stored as serialized protobuf
 bytes next to the columns that are indexed or constrained.
 
@@ -18,10 +19,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
+
+from freight.head import store_file
+from freight.head.store_file import ControlStoreError
 from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
 
 DEAD = "DEAD"
+__all__ = ["DEAD", "ControlStore", "ControlStoreError"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,6 +46,7 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 _M = TypeVar("_M", pb.NodeInfo, pb.JobInfo, pb.ActorInfo)
+_P = TypeVar("_P", bound=Message)
 
 
 def _copy(msg: _M) -> _M:
@@ -56,36 +63,91 @@ class ControlStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        # isolation_level=None: each statement commits on its own; multi-statement writes use
-        # explicit transactions.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # With WAL, NORMAL survives process crashes; only an OS crash can lose the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
         self._nodes: dict[str, pb.NodeInfo] = {}
         self._jobs: dict[str, pb.JobInfo] = {}
         self._actors: dict[str, pb.ActorInfo] = {}
         self._live_names: dict[tuple[str, str], str] = {}  # (namespace, name) -> actor_id
         self._kv: dict[tuple[str, str], bytes] = {}
         self._job_counter = 0
+        # Files private, the store this head's alone, checked before SQLite may replay its log.
+        store_file.prepare(self.path, _SCHEMA)
+        self._lock = store_file.lock(self.path)
+        try:
+            store_file.check(self.path)
+            # isolation_level=None: each statement commits on its own; multi-statement writes
+            # use explicit transactions.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                self._open()
+            except sqlite3.DatabaseError as e:
+                raise store_file.damaged(self.path, f"SQLite says {e}") from None
+        except BaseException:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            os.close(self._lock)
+            raise
+
+    def _open(self) -> None:
+        problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise store_file.damaged(self.path, "SQLite's check finds " + "; ".join(problems))
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # With WAL, NORMAL survives process crashes; only an OS crash can lose the last commits.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
         self._load()
 
+    def _rows(self, table: str, key: str, kind: type[_M]) -> list[_M]:
+        out = []
+        for ident, data in self._db.execute(f"SELECT {key}, data FROM {table}"):
+            try:
+                out.append(kind.FromString(data))
+            except Exception as e:  # DecodeError, or not bytes at all
+                raise self.bad_row(table, {key: ident}, e) from None
+        return out
+
+    def bad_row(self, table: str, where: dict[str, Any], error: Exception) -> ControlStoreError:
+        """The error for a row of ``table`` (the one ``where`` picks) that cannot be read: it
+        names the row and gives the command that deletes it. The head refuses to start on it
+        rather than drop the row itself."""
+
+        def sql(v: Any) -> str:
+            return str(v) if isinstance(v, int) else "'" + str(v).replace("'", "''") + "'"
+
+        shown = " ".join(f"{k}={v!r}" for k, v in where.items())
+        cond = " AND ".join(f"{k} = {sql(v)}" for k, v in where.items())
+        return ControlStoreError(
+            f"the control store {self.path} has a row it cannot read: {table} {shown} "
+            f"({type(error).__name__}: {error}). Nothing was changed. Delete that row "
+            f'(`sqlite3 {self.path} "DELETE FROM {table} WHERE {cond}"`; the head forgets what '
+            "it held) or restore the store from a backup, then start again."
+        )
+
+    def kv_messages(self, ns: str, kind: type[_P]) -> list[_P]:
+        """Every value of ``ns`` decoded as a ``kind`` message, in key order;
+        :class:`ControlStoreError` naming the row when one cannot be decoded."""
+        out = []
+        for key in self.kv_keys(ns):
+            try:
+                out.append(kind.FromString(self._kv[(ns, key)]))
+            except Exception as e:  # DecodeError
+                raise self.bad_row("kv", {"ns": ns, "key": key}, e) from None
+        return out
+
     def _load(self) -> None:
-        for (data,) in self._db.execute("SELECT data FROM nodes"):
-            node = pb.NodeInfo.FromString(data)
+        for node in self._rows("nodes", "node_id", pb.NodeInfo):
             self._nodes[node.node_id] = node
-        for (data,) in self._db.execute("SELECT data FROM jobs"):
-            job = pb.JobInfo.FromString(data)
+        for job in self._rows("jobs", "job_id", pb.JobInfo):
             self._jobs[job.job_id] = job
-        for (data,) in self._db.execute("SELECT data FROM actors"):
-            actor = pb.ActorInfo.FromString(data)
+        for actor in self._rows("actors", "actor_id", pb.ActorInfo):
             self._actors[actor.actor_id] = actor
             if actor.name and actor.state != DEAD:
                 self._live_names[(actor.namespace, actor.name)] = actor.actor_id
         for ns, key, value in self._db.execute("SELECT ns, key, value FROM kv"):
             self._kv[(ns, key)] = bytes(value)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'job_counter'").fetchone()
+        if row and not str(row[0]).isdigit():
+            raise store_file.damaged(self.path, f"its job counter is {row[0]!r}, not a number")
         self._job_counter = int(row[0]) if row else 0
 
     # ---- nodes -------------------------------------------------------------------------------
@@ -221,6 +283,12 @@ class ControlStore:
         del self._kv[(ns, key)]
         return True
 
+    def forget_secret(self, ns: str, key: str) -> None:
+        """Delete ``key`` and overwrite its old bytes in the database and its log as well."""
+        self._db.execute("PRAGMA secure_delete=ON")
+        self.kv_del(ns, key)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def kv_keys(self, ns: str, prefix: str = "") -> list[str]:
         """Keys of ``ns`` that start with ``prefix``, sorted."""
         return sorted(k for n, k in self._kv if n == ns and k.startswith(prefix))
@@ -237,6 +305,7 @@ class ControlStore:
         if self._db is not None:
             self._db.close()
             self._db = None  # type: ignore[assignment]
+            os.close(self._lock)  # after SQLite is done with the files
 
     def __enter__(self) -> ControlStore:
         return self

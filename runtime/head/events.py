@@ -136,9 +136,11 @@ class EventStore:
             "SELECT seq, event_id, time, severity, source, kind, message, ids FROM events "
             "ORDER BY seq"
         ):
-            self._rows.append(
-                (seq, _row(event_id, t, severity, source, kind, message, json.loads(ids)))
-            )
+            try:
+                event = _row(event_id, t, severity, source, kind, message, json.loads(ids))
+            except (TypeError, ValueError) as e:
+                raise store.bad_row("events", {"seq": seq}, e) from None
+            self._rows.append((seq, event))
         self._evict()  # the limit may be lower than when these were stored
 
     # ---- writing -----------------------------------------------------------------------------

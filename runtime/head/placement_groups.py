@@ -63,10 +63,8 @@ class PlacementGroupDirectory:
         self._waiters: dict[str, asyncio.Task[None]] = {}
         self._returning: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()  # set (and replaced) when a group leaves PENDING
-        for key in store.kv_keys(KV_NAMESPACE):
-            blob = store.kv_get(KV_NAMESPACE, key)
-            if blob:
-                pg = pb.PlacementGroupInfo.FromString(blob)
+        for pg in store.kv_messages(KV_NAMESPACE, pb.PlacementGroupInfo):
+            if pg.pg_id:
                 self.groups[pg.pg_id] = pg
 
     def _save(self, pg: pb.PlacementGroupInfo) -> None:

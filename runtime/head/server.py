@@ -38,11 +38,14 @@ from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_t
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
-from freight.util.process import announce_ready
+from freight.util.private_files import make_private_dir
+from freight.util.process import announce_ready, identity
+from freight.util.tokens import storage_token_path, write_token
 
 HEAD_INFO_FILE = "head.json"
 CONTROL_DB_FILE = "control.db"
-TOKEN_KV = ("freight", "cluster_token")  # the cluster's token, kept in the control store
+# Where older heads kept the cluster's token in the store; now it is <storage>.token (0600).
+LEGACY_TOKEN_KV = ("freight", "cluster_token")
 
 _Reply = TypeVar("_Reply")
 
@@ -315,7 +318,7 @@ def write_head_info(
     path = os.path.join(session_dir, HEAD_INFO_FILE)
     info = {
         "address": address,
-        "pid": os.getpid(),
+        **identity(),  # pid, and what tells this process from a later one with its pid
         "cluster_name": cluster_name,
         "session_dir": session_dir,
         "metrics_address": metrics_address,
@@ -341,15 +344,24 @@ def _remove_head_info(session_dir: str) -> None:
 async def run_head(config: HeadConfig) -> None:
     """Serve ``HeadService`` until ``Shutdown`` or SIGTERM/SIGINT."""
     session_dir = os.path.abspath(config.session_dir)
+    # It holds the token and, by default, the control store: this user's alone.
+    make_private_dir(session_dir, "the session folder", tighten=True)
     token = read_token(session_dir)
     check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     store = ControlStore(config.storage or os.path.join(session_dir, CONTROL_DB_FILE))
-    # A head started again on this store (`freight start --head --storage`) takes this token,
-    # so that the nodes and drivers of the cluster it carries on can still connect.
-    store.kv_put(TOKEN_KV[0], TOKEN_KV[1], token.encode(), True)
+    try:
+        servicer = HeadServicer(config, store, token)  # reads all the store holds
+    except BaseException:
+        store.close()
+        raise
+    if config.storage:
+        # A head started again on this store (`freight start --head --storage`) takes this
+        # token, so that the nodes and drivers of the cluster it carries on can still connect.
+        write_token(storage_token_path(config.storage), token)
+    if store.kv_get(*LEGACY_TOKEN_KV) is not None:
+        store.forget_secret(*LEGACY_TOKEN_KV)  # older heads kept it in the store itself
     interceptors = [TokenAuthInterceptor(token), GrpcMetricsInterceptor(), *tracing_interceptors()]
     server = aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
-    servicer = HeadServicer(config, store, token)
     pb_grpc.add_HeadServiceServicer_to_server(servicer, server)
     state = StateServiceServicer(
         store, servicer.nodes, servicer.tasks, servicer.events, servicer.pgs

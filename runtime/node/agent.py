@@ -43,6 +43,7 @@ from freight.observe.recorder import RECORDER
 from freight.protocol import messages as m
 from freight.protocol.aio import AioConn, serve_connection
 from freight.protocol.frames import ProtocolError
+from freight.util.process import identity
 
 from .events import STORE_FULL_INTERVAL_S, EventOutbox, WorkerExits
 from .memory_monitor import Candidate, WorkLedger
@@ -853,7 +854,7 @@ class NodeAgent:
             "data_socket": self.data_socket,
             "data_address": self.data_address,
             "head_address": head_address,
-            "pid": os.getpid(),
+            **identity(),  # pid, and what tells this process from a later one with its pid
             "hostname": socket.gethostname(),
             "start_time": time.time(),
         }
@@ -861,3 +862,10 @@ class NodeAgent:
         with open(tmp, "w") as f:
             json.dump(info, f)
         os.replace(tmp, path)
+
+    def remove_node_file(self) -> None:
+        """Remove the node file once this agent stops, so that nothing takes it for a live one."""
+        try:
+            os.unlink(os.path.join(self.session_dir, "nodes", f"{self.node_id}.json"))
+        except FileNotFoundError:
+            pass

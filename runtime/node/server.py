@@ -383,6 +383,7 @@ async def amain(args: argparse.Namespace) -> None:
     if tracing.ENABLED:
         await let_workers_flush(agent)
     await agent.stop()
+    agent.remove_node_file()
     await agent.puller.close()
     await asyncio.to_thread(metrics_http.stop)
     await server.stop(grace=0.5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from grpc import aio
 from loguru import logger
 
 from freight.exceptions import ObjectLostError
+from freight.objects.spill import damage
 from freight.objects.store import ObjectStore
 from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
@@ -37,17 +39,31 @@ async def serve_chunks(store: ObjectStore, object_id: bytes, offset: int) -> Asy
     if entry is None or not entry.sealed:
         raise FileNotFoundError(f"object {object_id.hex()} is not in this node's store")
     size = entry.size
+    path = store.path(object_id)
+    # A spill file is checked as a restore checks it: its CRC-32 before the last chunk goes.
+    spilled = path == entry.spill_path
+    wrong = damage(path, size) if spilled else ""
+    if wrong:
+        raise OSError(f"object {object_id.hex()}: the node's spill file {path} is {wrong}")
+    crc, check = 0, spilled and offset == 0
     # The open file keeps the bytes readable even if the object is freed meanwhile.
-    with open(store.path(object_id), "rb") as f:
+    with open(path, "rb") as f:
         f.seek(offset)
         pos, first = offset, True
         while pos < size or first:
             data = f.read(min(CHUNK_BYTES, size - pos))
             if not data and pos < size:
                 raise OSError(f"object {object_id.hex()} is shorter than its {size} bytes")
+            if check:
+                crc = zlib.crc32(data, crc)
+                if pos + len(data) >= size and crc != entry.spill_crc:
+                    wrong = "corrupted (its bytes changed on disk since they were written)"
+                    break
             yield pb.ObjectChunk(data=data, size=size if first else 0)
             pos += len(data)
             first = False
+    if wrong:
+        raise OSError(f"object {object_id.hex()}: the node's spill file {path} is {wrong}")
     RECORDER.inc("freight_object_transfers_total", ("out",))
     RECORDER.inc("freight_object_transfer_bytes_total", ("out",), size - offset)
 

@@ -48,7 +48,7 @@ from ..config import settings
 from ..exceptions import ObjectLostError, ObjectStoreFullError, OutOfDiskError
 from ..observe.recorder import RECORDER
 from .shm import segment_path
-from .spill import SpillDir, copy_file
+from .spill import SpillDir, checksum, copy_file, damage
 
 __all__ = ["ObjectEntry", "ObjectStore", "StoreStats", "default_capacity", "format_bytes"]
 
@@ -153,6 +153,7 @@ class ObjectEntry:
     sealed: bool
     create_time: float
     spill_path: str = ""  # its copy on disk, once spilled (kept after a restore)
+    spill_crc: int = 0  # the CRC-32 of its bytes, checked when they are read back from disk
     in_memory: bool = True  # False while it lives only in its spill file
 
     @property
@@ -238,6 +239,9 @@ class ObjectStore:
         self._spilling: set[bytes] = set()
         self._restoring: dict[bytes, threading.Event] = {}
         self._restored_at: dict[bytes, float] = {}  # monotonic time of recent restores
+        # Objects whose spill file was found damaged: why, for every later reader, until the
+        # object is freed or made again (rebuilt) under its id.
+        self._lost: dict[bytes, str] = {}
         self.restore_grace_s = RESTORE_GRACE_S
         self._spilled_now = 0  # objects on disk only, and their bytes
         self._spilled_now_bytes = 0
@@ -289,6 +293,7 @@ class ObjectStore:
         def take() -> list[str]:
             self._check_new(object_id)
             self._entries[object_id] = ObjectEntry(object_id, size, owner, False, time.time())
+            self._lost.pop(object_id, None)
             return self._claim(size, path)
 
         with self._lock:
@@ -462,10 +467,11 @@ class ObjectStore:
         error: OSError | None = None
         for entry in batch:
             object_id = entry.object_id
-            path, wrote = entry.spill_path, False
+            path, crc, wrote = entry.spill_path, entry.spill_crc, False
             if not path:  # (one spilled before and restored keeps its file: no write)
                 try:
-                    path = self.spill.write(object_id, self._shm_path(object_id), entry.size)
+                    shm = self._shm_path(object_id)
+                    path, crc = self.spill.write(object_id, shm, entry.size)
                     wrote = True
                 except OSError as e:
                     failed.add(object_id)
@@ -477,11 +483,11 @@ class ObjectStore:
                             self._spill_error = f"spilling to {self.spill.directory} failed: {e}"
                         self._cond.notify_all()
                     continue
-            if self._land_spill(entry, path, wrote):
+            if self._land_spill(entry, path, crc, wrote):
                 spilled += entry.size
         return spilled, error
 
-    def _land_spill(self, entry: ObjectEntry, path: str, wrote: bool) -> bool:
+    def _land_spill(self, entry: ObjectEntry, path: str, crc: int, wrote: bool) -> bool:
         """Mark a copied object spilled and move its segment out of the way (to the pool)."""
         object_id, size = entry.object_id, entry.size
         taken: str | None = None
@@ -489,7 +495,9 @@ class ObjectStore:
             self._spilling.discard(object_id)
             landed = self._entries.get(object_id) is entry
             if landed:
-                self._entries[object_id] = replace(entry, spill_path=path, in_memory=False)
+                self._entries[object_id] = replace(
+                    entry, spill_path=path, spill_crc=crc, in_memory=False
+                )
                 self._resident.pop(object_id, None)
                 self._used -= size
                 self._spilled_now += 1
@@ -530,6 +538,8 @@ class ObjectStore:
         while True:
             with self._lock:
                 entry = self._entries.get(object_id)
+                if entry is None and object_id in self._lost:
+                    raise ObjectLostError(object_id.hex(), self._lost[object_id])
                 if entry is None or not entry.sealed:
                     raise KeyError(f"object {object_id.hex()} is not in this node's store")
                 if entry.in_memory:
@@ -552,24 +562,33 @@ class ObjectStore:
         object_id, size = entry.object_id, entry.size
         path = self._shm_path(object_id)
         self._unlink_paths(self._admit(size, wait_s, lambda: self._claim(size, path)))
+        wrong = ""
         try:
-            copy_file(entry.spill_path, path, size)
+            wrong = damage(entry.spill_path, size)
+            if not wrong:
+                copy_file(entry.spill_path, path, size)
+                if checksum(path, size) != entry.spill_crc:
+                    wrong = "corrupted (its bytes changed on disk since they were written)"
         except BaseException:
-            with self._lock:
-                self._used -= size
-                self._reserved -= size
-                self._unlink(object_id)
-                freed = self._entries.get(object_id) is not entry
-                self._cond.notify_all()
-            if freed:  # its spill file went with it
+            if self._undo_restore(entry):  # its spill file went with it
                 raise KeyError(f"object {object_id.hex()} was freed while it was restored")
-            if not os.path.exists(entry.spill_path):
-                raise ObjectLostError(
-                    object_id.hex(),
-                    f"Object {object_id.hex()} was spilled to {entry.spill_path}, and that file "
-                    "is gone (was the spill folder cleaned up while the node ran?).",
-                ) from None
-            raise
+            wrong = damage(entry.spill_path, size)  # changed while it was copied
+            if not wrong:
+                raise
+        if wrong:
+            if self._undo_restore(entry):
+                raise KeyError(f"object {object_id.hex()} was freed while it was restored")
+            # The bytes are gone for good here: drop the object, so that a rebuild of it (by
+            # its owner, from lineage) can store it again under its id; readers until then
+            # hear why.
+            self.delete([object_id])
+            why = (
+                f"Object {object_id.hex()} is lost: this node's spill file {entry.spill_path} "
+                f"is {wrong}."
+            )
+            with self._lock:
+                self._lost[object_id] = why
+            raise ObjectLostError(object_id.hex(), why)
         with self._lock:
             self._used -= size
             self._reserved -= size
@@ -591,6 +610,17 @@ class ObjectStore:
         RECORDER.inc("freight_object_restored_total")
         RECORDER.inc("freight_object_restored_bytes_total", (), size)
         return path
+
+    def _undo_restore(self, entry: ObjectEntry) -> bool:
+        """Give back the room a failed restore of ``entry`` took and remove its partial segment;
+        return True when the object was freed meanwhile."""
+        with self._lock:
+            self._used -= entry.size
+            self._reserved -= entry.size
+            self._unlink(entry.object_id)
+            freed = self._entries.get(entry.object_id) is not entry
+            self._cond.notify_all()
+        return freed
 
     # -- segment pool -------------------------------------------------------------------------
 
@@ -815,6 +845,7 @@ class ObjectStore:
         spill_files: list[str] = []
         with self._lock:
             for object_id in object_ids:
+                self._lost.pop(object_id, None)
                 entry = self._entries.pop(object_id, None)
                 if entry is None:
                     continue

@@ -72,6 +72,34 @@ def set_cmdline(args: list[str]) -> bool:
     return True
 
 
+def identity(pid: int | None = None) -> dict[str, Any]:
+    """What tells process ``pid`` (default: this one) from a later one given the same pid: its
+    start time and command line, to record in the files that name it (``head.json``, node
+    files). Empty when the process is gone."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return {"pid": proc.pid, "create_time": proc.create_time(), "cmdline": proc.cmdline()}
+    except psutil.Error:
+        return {}
+
+
+def is_recorded_process(info: Mapping[str, Any]) -> bool:
+    """Whether the live process with ``info["pid"]`` is the one ``info`` recorded (same start
+    time and command line, as :func:`identity` gives them), so that a signal meant for it never
+    reaches a process that got its pid later. A record without them proves nothing: False."""
+    pid, started, cmdline = info.get("pid"), info.get("create_time"), info.get("cmdline")
+    if not isinstance(pid, int) or not isinstance(started, (int, float)) or not cmdline:
+        return False
+    now = identity(pid)
+    if not now or now["cmdline"] != cmdline:
+        return False
+    # psutil derives start times from clock ticks since boot: equal to the tick when the same.
+    return abs(float(now["create_time"]) - float(started)) < 0.01
+
+
 def announce_ready(fds: Iterable[int], info: Mapping[str, Any]) -> None:
     """Write ``info`` as one JSON line to each ready pipe in ``fds``, then close them."""
     line = (json.dumps(dict(info), separators=(",", ":")) + "\n").encode()

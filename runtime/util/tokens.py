@@ -10,10 +10,19 @@ import os
 import secrets
 
 from freight.config import settings
+from freight.util.private_files import write_private_file
 
 TOKEN_FILE = "token"
+STORAGE_TOKEN_SUFFIX = ".token"  # <storage>.token: the token of the cluster a store holds
 
-__all__ = ["TOKEN_FILE", "create_token", "read_token"]
+__all__ = [
+    "TOKEN_FILE",
+    "create_token",
+    "read_storage_token",
+    "read_token",
+    "storage_token_path",
+    "write_token",
+]
 
 
 def read_token(session_dir: str | os.PathLike[str] | None) -> str:
@@ -52,3 +61,25 @@ def create_token(session_dir: str | os.PathLike[str]) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token)
     return token
+
+
+def write_token(path: str | os.PathLike[str], token: str) -> None:
+    """Write ``token`` to the file ``path`` (mode 0600, atomically)."""
+    write_private_file(os.fspath(path), token)
+
+
+def storage_token_path(storage: str) -> str:
+    """The file next to the control store ``storage`` that keeps its cluster's token.
+
+    The token is not in the store itself: SQLite's log and free pages keep old values, and the
+    store is copied and backed up more freely than a secret should be."""
+    return storage + STORAGE_TOKEN_SUFFIX
+
+
+def read_storage_token(storage: str) -> str:
+    """The token of the cluster whose control store is ``storage``, or "" if none is kept."""
+    try:
+        with open(storage_token_path(storage), encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""

@@ -4,7 +4,10 @@ before the kill keep running while the head is down, and a new driver can connec
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 import freight
@@ -247,3 +251,148 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _cli_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FREIGHT_TOKEN", "FREIGHT_ADDRESS")}
+    env["FREIGHT_TEMP_DIR"] = str(tmp)
+    return env
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_token_and_the_control_store_are_private(tmp_path: Path) -> None:
+    """Every file that holds the token or the control store is 0600 in a 0700 folder, and the
+    token is nowhere in the store's bytes; a head started again on the store keeps the token."""
+    freight_cli = str(Path(sys.executable).with_name("freight"))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    storage = state / "control.db"
+    with short_temp_dir() as tmp:
+        env = _cli_env(tmp)
+        start = [freight_cli, "start", "--head", "--port", str(_free_port()), "--num-cpus", "1"]
+        start += ["--storage", str(storage)]
+
+        def run(*cmd: str) -> None:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+        def check_files() -> str:
+            session = (tmp / "session_latest").resolve()
+            token = (session / "token").read_text()
+            assert _mode(tmp) == 0o700 and _mode(session) == 0o700 and _mode(state) == 0o700
+            assert _mode(session / "token") == 0o600
+            store_files = sorted(p.name for p in state.iterdir())
+            assert store_files == [
+                "control.db", "control.db-shm", "control.db-wal", "control.db.token"
+            ]  # fmt: skip
+            for p in state.iterdir():
+                assert _mode(p) == 0o600, p
+                if p.name != "control.db.token":
+                    assert token.encode() not in p.read_bytes(), f"the token is in {p}"
+            assert (state / "control.db.token").read_text() == token
+            return token
+
+        try:
+            run(*start)
+            first = check_files()
+            run(freight_cli, "stop")
+            run(*start)
+            assert check_files() == first
+        finally:
+            subprocess.run([freight_cli, "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("damage", ["empty", "not sqlite", "a bad row"])
+def test_freight_start_refuses_a_damaged_control_store(tmp_path: Path, damage: str) -> None:
+    storage = tmp_path / "control.db"
+    if damage == "a bad row":  # a placement group the head cannot decode
+        from freight.head.control_store import ControlStore
+        from freight.head.events import EventStore
+        from freight.head.placement_groups import KV_NAMESPACE
+
+        with ControlStore(storage) as store:
+            EventStore(store)  # its tables, as a head that ran leaves them
+            store.kv_put(KV_NAMESPACE, "pg1", b"\xff\xff\xff\xff")
+    else:
+        storage.write_bytes(b"" if damage == "empty" else b"\x00garbage" * 1000)
+    before = storage.read_bytes()
+    freight_cli = str(Path(sys.executable).with_name("freight"))
+    with short_temp_dir() as tmp:
+        try:
+            done = subprocess.run(
+                [freight_cli, "start", "--head", "--port", "0", "--storage", str(storage)],
+                capture_output=True, text=True, env=_cli_env(tmp), timeout=120,
+            )  # fmt: skip
+            stopped = subprocess.run(
+                [freight_cli, "stop"], env=_cli_env(tmp), capture_output=True, text=True
+            )
+        finally:
+            subprocess.run([freight_cli, "stop"], env=_cli_env(tmp), capture_output=True)
+    assert done.returncode != 0
+    assert "stopped 0 process(es)" in stopped.stdout  # nothing was left running
+    if damage == "a bad row":
+        assert f"the control store {storage} has a row it cannot read: kv" in done.stderr
+        assert "key='pg1'" in done.stderr and "DELETE FROM kv WHERE" in done.stderr
+    else:
+        assert f"freight start: the control store {storage} is" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert storage.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["control.db"]
+
+
+def test_the_restart_recipe_reattaches_to_the_agent_that_outlived_the_head(
+    tmp_path: Path,
+) -> None:
+    """Only the head dies; the README's recipe (`freight start --head --storage PATH` again)
+    starts the head alone, and the cluster keeps the nodes and CPUs it had."""
+    from freight.client.head_client import HeadClient
+    from freight.client.head_client import pb_module as pb
+
+    freight_cli = str(Path(sys.executable).with_name("freight"))
+    port = str(_free_port())
+    address = f"127.0.0.1:{port}"
+    recipe = [freight_cli, "start", "--head", "--port", port, "--num-cpus", "2"]
+    recipe += ["--storage", str(tmp_path / "control.db")]
+    with short_temp_dir() as tmp:
+        env = _cli_env(tmp)
+        env.update(FREIGHT_HEALTH_CHECK_PERIOD_S="0.3", FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD="2")
+
+        def run(*cmd: str) -> str:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+            return done.stdout
+
+        def alive_cpus(heard_since: float = 0.0) -> dict[str, float]:
+            """CPUs of the ALIVE nodes (with a heartbeat since ``heard_since``), by node."""
+            token = (tmp / "session_latest" / "token").read_text()
+            client = HeadClient(address, token)
+            try:
+                nodes = client.call("ListNodes", pb.ListNodesRequest(), timeout=10).nodes
+            finally:
+                client.close()
+            return {
+                n.node_id: n.total.amounts["CPU"]
+                for n in nodes
+                if n.state == "ALIVE" and n.last_heartbeat >= heard_since
+            }
+
+        try:
+            run(*recipe)
+            run(freight_cli, "start", "--address", address, "--num-cpus", "2")
+            before = wait_for_condition(lambda: len(alive_cpus()) == 2 and alive_cpus(), 60)
+            head_pid = json.loads((tmp / "session_latest" / "head.json").read_text())["pid"]
+            os.kill(head_pid, signal.SIGKILL)
+            wait_for_condition(lambda: not psutil.pid_exists(head_pid), 30, "the head to die")
+            restarted = time.time()
+            out = run(*recipe)
+            # Both agents rejoin (they re-register at their next heartbeat), and nothing else.
+            wait_for_condition(
+                lambda: set(alive_cpus(restarted)) >= set(before), 60, "both agents to rejoin"
+            )
+            assert alive_cpus() == before
+            assert sum(before.values()) == 4
+            assert "outlived the head" in out
+        finally:
+            subprocess.run([freight_cli, "stop"], env=env, capture_output=True, timeout=120)

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import freight
 from freight._api import _require_worker
 from freight.cli.status import status_report
-from freight.exceptions import ObjectStoreFullError
+from freight.exceptions import ObjectLostError, ObjectStoreFullError
 from freight.state import list_objects
 from freight.testing import Cluster, local_cluster, patched_environ, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
@@ -234,3 +234,32 @@ def test_an_object_larger_than_the_store_still_fails_clearly(cluster: dict[str, 
     assert freight.get(checksum.remote(refs[1])) == digest(block(2001))
     del refs
     wait_for_no_spill_files("after the failed put")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "corrupted"])
+def test_a_damaged_spill_file_is_a_lost_object_that_says_what_happened(
+    cluster: dict[str, Any], damage: str
+) -> None:
+    count = 2 * STORE_CAPACITY // OBJECT_BYTES
+    refs = [freight.put(block(3000 + n)) for n in range(count)]
+    on_disk = {r["object_id"] for r in list_objects(filters=["spilled=true"], limit=1000)}
+    victim, intact = [ref for ref in refs if ref.hex() in on_disk][:2]
+    path = os.path.join(_require_worker().session_dir, "spill", victim.hex())
+    if damage == "truncated":
+        os.truncate(path, os.path.getsize(path) // 2)
+    elif damage == "missing":
+        os.unlink(path)
+    else:  # one bit, in the middle of the array's bytes
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) // 2)
+            byte = f.read(1)[0]
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte ^ 0x04]))
+    with pytest.raises(ObjectLostError) as info:
+        freight.get(victim, timeout=60)
+    message = str(info.value)
+    assert f"this node's spill file {path} is {damage}" in message, message
+    assert "died" not in message, message  # no node died: the message must not say one did
+    # The node serves on: the other objects come back intact.
+    assert digest(freight.get(intact, timeout=60)) == digest(block(3000 + refs.index(intact)))
+    del refs, victim, intact, info

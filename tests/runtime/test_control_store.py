@@ -1,12 +1,18 @@
-"""The head's control store: persistence across reopen, named-actor uniqueness, KV."""
+"""The head's control store: persistence across reopen, named-actor uniqueness, KV; private
+files, and damaged stores refused with the way out."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shutil
 import sqlite3
+import stat
+from pathlib import Path
 
 import pytest
 
-from freight.head.control_store import ControlStore
+from freight.head.control_store import ControlStore, ControlStoreError
 from freight.protocol.generated import freight_pb2 as pb
 
 
@@ -125,3 +131,153 @@ def test_records_without_ids_are_refused(store):
         store.upsert_job(pb.JobInfo())
     with pytest.raises(ValueError, match="actor_id"):
         store.upsert_actor(pb.ActorInfo())
+
+
+# ---- private files and damaged stores ----------------------------------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _fill(store: ControlStore, n: int = 60) -> None:
+    for i in range(n):
+        store.upsert_node(pb.NodeInfo(node_id=f"n{i}", agent_address="x" * 200, state="ALIVE"))
+
+
+def _crashed_copy(db_path: Path, dest: Path) -> Path:
+    """The files a head SIGKILLed with ``db_path`` open would leave: database, log and index,
+    copied while the store is still open (nothing checkpointed)."""
+    dest.mkdir(mode=0o700)
+    store = ControlStore(db_path)
+    _fill(store)
+    for suffix in ("", "-wal", "-shm"):
+        shutil.copyfile(f"{db_path}{suffix}", dest / f"control.db{suffix}")
+    store.close()
+    assert (dest / "control.db-wal").stat().st_size > 4096 * 10  # the rows are in the log
+    return dest / "control.db"
+
+
+def test_the_store_files_are_private(tmp_path):
+    folder = tmp_path / "state"
+    store = ControlStore(folder / "control.db")  # the folder is made, 0700
+    _fill(store, 5)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    store.close()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert modes == {"control.db": 0o600, "control.db-wal": 0o600, "control.db-shm": 0o600}
+
+
+def test_a_store_folder_other_users_can_read_is_refused(tmp_path):
+    folder = tmp_path / "open"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with pytest.raises(PermissionError, match=r"mode 0755.*chmod 0700"):
+        ControlStore(folder / "control.db")
+    assert list(folder.iterdir()) == []
+
+
+def test_a_second_store_on_the_same_file_is_refused(store, db_path):
+    with pytest.raises(ControlStoreError, match="in use by another running head"):
+        ControlStore(db_path)
+
+
+def test_an_empty_store_file_is_refused_not_replaced(db_path):
+    db_path.touch(mode=0o600)
+    with pytest.raises(ControlStoreError) as e:
+        ControlStore(db_path)
+    assert str(db_path) in str(e.value) and "empty (0 bytes)" in str(e.value)
+    assert f"delete {db_path}" in str(e.value)
+    assert db_path.read_bytes() == b""
+
+
+@pytest.mark.parametrize("where", ["header", "pages"])
+def test_a_damaged_store_file_is_refused_with_the_way_out(db_path, where):
+    with ControlStore(db_path) as s:
+        _fill(s)
+    data = bytearray(db_path.read_bytes())
+    if where == "header":
+        data[:16] = b"not a database!!"
+    else:  # every page after the first (the tables' b-trees) overwritten
+        data[4096:] = b"\xa5" * (len(data) - 4096)
+    db_path.write_bytes(bytes(data))
+    before = _files(db_path.parent)
+    with pytest.raises(ControlStoreError) as e:
+        ControlStore(db_path)
+    message = str(e.value)
+    assert f"the control store {db_path} is damaged" in message
+    assert ".recover" in message and "Nothing was changed" in message
+    assert _files(db_path.parent) == before
+
+
+def test_an_intact_log_a_crash_left_is_replayed(db_path, tmp_path):
+    copy = _crashed_copy(db_path, tmp_path / "crash")
+    with ControlStore(copy) as s:
+        assert len(s.list_nodes()) == 60
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit flip"])
+def test_a_damaged_log_is_refused_not_silently_dropped(db_path, tmp_path, damage):
+    copy = _crashed_copy(db_path, tmp_path / "crash")
+    wal = Path(f"{copy}-wal")
+    data = bytearray(wal.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 3] ^= 0x10
+    wal.write_bytes(bytes(data))
+    before = _files(copy.parent)
+    with pytest.raises(ControlStoreError) as e:
+        ControlStore(copy)
+    message = str(e.value)
+    assert f"the control store's log {copy}-wal is damaged" in message
+    assert "committed frames" in message and f"move {copy}-wal and {copy}-shm aside" in message
+    assert _files(copy.parent) == before
+
+
+def test_a_row_that_cannot_be_read_is_named_with_the_way_out(db_path):
+    with ControlStore(db_path) as s:
+        _fill(s, 3)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("UPDATE nodes SET data = x'ffffffff' WHERE node_id = 'n1'")
+        conn.commit()
+    before = _files(db_path.parent)
+    with pytest.raises(ControlStoreError) as e:
+        ControlStore(db_path)
+    message = str(e.value)
+    assert f"the control store {db_path} has a row it cannot read: nodes node_id='n1'" in message
+    assert _files(db_path.parent) == before
+    # The way out it gives works: delete that row, and the store opens with the other nodes.
+    fix = re.search(r'`sqlite3 (\S+) "(.+?)"', message)
+    assert fix is not None and fix[1] == str(db_path)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.execute(fix[2])
+        conn.commit()
+    with ControlStore(db_path) as s:
+        assert sorted(n.node_id for n in s.list_nodes()) == ["n0", "n2"]
+
+
+def test_a_forgotten_secret_leaves_no_bytes_behind(db_path):
+    secret = b"0123456789abcdef-a-token-an-older-head-kept-here"
+    with ControlStore(db_path) as s:
+        _fill(s, 3)
+        s.kv_put("freight", "cluster_token", secret)
+        s.forget_secret("freight", "cluster_token")
+        assert s.kv_get("freight", "cluster_token") is None
+        for p in db_path.parent.iterdir():
+            assert secret not in p.read_bytes(), p
+
+
+def test_a_bad_placement_group_or_event_row_is_named_too(db_path):
+    from freight.head.events import EventStore
+    from freight.head.placement_groups import KV_NAMESPACE
+
+    with ControlStore(db_path) as s:
+        s.kv_put(KV_NAMESPACE, "pg1", b"\xff\xff\xff\xff")
+        with pytest.raises(ControlStoreError, match=r"kv ns='.+' key='pg1'.*DELETE FROM kv"):
+            s.kv_messages(KV_NAMESPACE, pb.PlacementGroupInfo)
+        events = EventStore(s)
+        events.record("NODE_JOINED", "a node joined")
+        s.connection.execute("UPDATE events SET ids = 'not json'")
+        with pytest.raises(ControlStoreError, match=r"events seq=1 .*WHERE seq = 1"):
+            EventStore(s)

@@ -381,3 +381,55 @@ def test_a_spill_file_removed_behind_the_stores_back_is_a_lost_object(make_store
 
     assert store.stats().used_bytes <= store.capacity
     np.testing.assert_array_equal(read(store, 1), value(1))  # the others still come back
+
+
+def _flip_a_bit(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x01]))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "corrupted"])
+def test_a_damaged_spill_file_is_a_lost_object_that_names_it(make_store: Any, damage: str) -> None:
+    store = make_store(threshold=0.5)
+    for n in range(8):
+        put(store, n)
+    store.spill_to_threshold()
+    path = store.info(oid(0)).spill_path  # type: ignore[union-attr]
+    if damage == "truncated":
+        os.truncate(path, os.path.getsize(path) - 1)
+    elif damage == "missing":
+        os.unlink(path)
+    else:
+        _flip_a_bit(path)
+
+    for _ in range(2):  # every reader hears why, not only the first
+        with pytest.raises(ObjectLostError, match=f"spill file {path} is {damage}"):
+            store.restore(oid(0))
+    assert not os.path.exists(path)  # the damaged file is dropped with the object
+    assert store.stats().used_bytes <= store.capacity
+    np.testing.assert_array_equal(read(store, 1), value(1))  # the others still come back
+    put(store, 0)  # made again under its id (a rebuild), it is readable again
+    np.testing.assert_array_equal(read(store, 0), value(0))
+
+
+def test_a_spill_file_changed_on_disk_is_not_sent_to_another_node(make_store: Any) -> None:
+    import asyncio
+
+    from freight.node.transfer import serve_chunks
+
+    store = make_store(threshold=0.5)
+    for n in range(8):
+        put(store, n)
+    store.spill_to_threshold()
+    path = store.info(oid(0)).spill_path  # type: ignore[union-attr]
+
+    async def pull() -> bytes:
+        return b"".join([c.data async for c in serve_chunks(store, oid(0), 0)])
+
+    assert len(asyncio.run(pull())) == store.info(oid(0)).size  # type: ignore[union-attr]
+    _flip_a_bit(path)
+    with pytest.raises(OSError, match=f"spill file {path} is corrupted"):
+        asyncio.run(pull())
