@@ -83,8 +83,8 @@ class RemoteFunction:
         return self._remote(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundFunction:
-        validate(options, TASK_OPTIONS, f"{self._name}.options()")
-        return _BoundFunction(self, {**self._options, **options})
+        merged = validate(options, TASK_OPTIONS, f"{self._name}.options()", base=self._options)
+        return _BoundFunction(self, merged)
 
     def _export(self) -> None:
         with self._lock:
@@ -207,8 +207,8 @@ class ActorClass:
         return self._create(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundActorClass:
-        validate(options, ACTOR_OPTIONS, f"{self._name}.options()")
-        return _BoundActorClass(self, {**self._options, **options})
+        merged = validate(options, ACTOR_OPTIONS, f"{self._name}.options()", base=self._options)
+        return _BoundActorClass(self, merged)
 
     def _create(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
