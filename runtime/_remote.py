@@ -27,7 +27,11 @@ from freight.core.lease import shape_key
 from freight.core.placement import DEFAULT, strategy_to_json
 from freight.exceptions import RayActorError
 from freight.observe import tracing
+from freight.protocol import frames
 from freight.util.scheduling_strategies import placed
+
+# Room in a message for what travels beside an actor's constructor arguments and class.
+_SPEC_ROOM = 1 << 16
 
 
 def _returns(refs: list[ObjectRef]) -> Any:
@@ -110,7 +114,7 @@ class RemoteFunction:
         if plan is None or plan[0] is not options:
             plan = self._plan(options)
         _, name, n, resources, shape, max_retries, retry_exc, strategy = plan
-        packed, refs, nested = pack_args(args, kwargs, name)
+        packed, refs, nested, stored = pack_args(args, kwargs, name, cw)
         return_ids, out = _new_returns(cw, n)
         spec = TaskSpec(
             cw.new_id(),
@@ -126,6 +130,7 @@ class RemoteFunction:
             retry_exc,
             shape=shape,
             strategy=strategy,
+            stored=stored,
         )
         cw.submitter.submit(spec)
         return out
@@ -215,6 +220,7 @@ class ActorClass:
     ) -> ActorHandle:
         from freight.client.head_client import pb_module as pb
         from freight.client.head_client import resources_pb
+        from freight.util.grpc_auth import MAX_MESSAGE_BYTES
 
         cw = _api._require_worker()
         if self._blob is None:
@@ -222,7 +228,17 @@ class ActorClass:
                 self._blob = cloudpickle.dumps(self._cls, protocol=5)
             except Exception as e:
                 raise TypeError(f"Could not serialize the actor class {self._name}: {e!r}") from e
-        packed, refs, _nested = pack_args(args, kwargs, f"{self._name}.__init__")
+        # Inline, whatever their size: the head keeps the creation spec to restart the actor
+        # with, also after its owner (and the owner's store) is gone.
+        packed, refs, _nested, _ = pack_args(args, kwargs, f"{self._name}.__init__", None)
+        limit = min(frames.MAX_FRAME, MAX_MESSAGE_BYTES) - _SPEC_ROOM
+        if len(packed) + len(self._blob) > limit:
+            raise ValueError(
+                f"The arguments of {self._name}.__init__ take {len(packed)} bytes (and the "
+                f"class {len(self._blob)}), more than an actor's creation spec may hold "
+                f"({limit} bytes): the head keeps the spec to restart the actor with. put() "
+                "large constructor arguments and pass the references instead."
+            )
         actor_id = uuid.uuid4().hex
         name = options.get("name") or ""
         namespace = options.get("namespace") or cw.namespace
@@ -441,7 +457,7 @@ class ActorMethod:
         cw = _api._require_worker()
         h = self._handle
         name = self._qualname
-        packed, refs, nested = pack_args(args, kwargs, name)
+        packed, refs, nested, stored = pack_args(args, kwargs, name, cw)
         return_ids, out = _new_returns(cw, num_returns)
         st = cw.actors.state(h._freight_actor_id, h._freight_class)
         spec = TaskSpec(
@@ -458,6 +474,7 @@ class ActorMethod:
             False,
             h._freight_actor_id,
             self._name,
+            stored=stored,
         )
         cw.submitter.submit(spec, actor=st)
         return out
