@@ -54,18 +54,32 @@ class ProtocolError(Exception):
     """A peer sent something that is not a valid frame; the connection is closed."""
 
 
+CALL_HINT = (
+    "Arguments over FREIGHT_INLINE_MAX_BYTES already go through the object store: what is "
+    "left is the function itself (values its closure captures) or a great many small values. "
+    "put() large values and pass the references instead."
+)
+
+
 class FrameTooLargeError(ValueError):
     """A message is larger than a frame may be; it was not sent (the connection is intact)."""
 
-    def __init__(self, size: int, what: str = "a message") -> None:
+    def __init__(self, size: int, what: str = "a message", hint: str = CALL_HINT) -> None:
         super().__init__(
             f"{what} takes {size} bytes, more than the data-plane frame limit of {MAX_FRAME} "
-            "bytes (FREIGHT_MAX_FRAME_BYTES), so it was not sent. Arguments over "
-            "FREIGHT_INLINE_MAX_BYTES already go through the object store: what is left is "
-            "the function itself (values its closure captures) or a great many small values. "
-            "put() large values and pass the references instead."
+            f"bytes (FREIGHT_MAX_FRAME_BYTES), so it was not sent. {hint}"
         )
         self.size = size
+
+    def __reduce__(self) -> Any:  # raised again in the caller's process, message and all
+        return _rebuild_too_large, (self.args[0], self.size)
+
+
+def _rebuild_too_large(message: str, size: int) -> FrameTooLargeError:
+    error = FrameTooLargeError.__new__(FrameTooLargeError)
+    ValueError.__init__(error, message)
+    error.size = size
+    return error
 
 
 def frame_of(msg: tuple[Any, ...]) -> bytes:

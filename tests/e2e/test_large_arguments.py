@@ -230,6 +230,18 @@ UNSENDABLE = """
     except FrameTooLargeError as e:
         out["inline_refs"] = str(e)
     out["inline_refs_s"] = round(time.monotonic() - start, 2)
+    # Return values under the inline limit each, together over it.
+    n = 2 * MAX_FRAME // (90 * 1024)
+
+    @freight.remote(num_returns=n)
+    def many():
+        return [bytes(90 * 1024)] * n
+
+    try:
+        freight.get(many.remote(), timeout=60)
+        out["results"] = "sent"
+    except FrameTooLargeError as e:
+        out["results"] = str(e)
     out["after"] = freight.get(lengths.remote(b"abc"), timeout=60)  # the cluster still serves
     print(json.dumps(out))
     freight.shutdown()
@@ -253,12 +265,14 @@ def test_a_call_that_cannot_fit_in_a_frame_fails_at_once_and_says_why() -> None:
     result = run_driver(UNSENDABLE, str(3 << 20), FREIGHT_MAX_FRAME_BYTES=str(SMALL_FRAME))
     assert result["frame"] == SMALL_FRAME
     assert result["bytes_by_keyword"] == 3 << 20
-    for key in ("closure", "inline_refs"):
+    for key in ("closure", "inline_refs", "results"):
         assert "FREIGHT_MAX_FRAME_BYTES" in result[key], result
         assert "put()" in result[key], result
+    assert "return values" in result["results"], result
     assert "creation spec" in result["constructor"], result
     assert "put()" in result["constructor"], result
     assert result["after"] == 3
+    print(f"\nan unsendable call failed {result['inline_refs_s']} s after it was submitted")
 
 
 @pytest.mark.slow
