@@ -226,7 +226,7 @@ def test_get_if_exists_with_a_name_from_the_decorator_is_accepted():
     first = named.options(get_if_exists=True).remote()
     second = named.options(get_if_exists=True).remote()
     assert rt.get(second.ping.remote(), timeout=60) == "pong"
-    assert first == second
+    assert first._actor_id.hex() == second._actor_id.hex()
     rt.kill(first)
 
 
