@@ -284,11 +284,18 @@ class ActorClass:
 
         def create() -> Any:
             try:
+                spec = spec_bytes()
+                if len(spec) > limit + _SPEC_ROOM // 2:  # the references' values added up
+                    raise ValueError(
+                        f"its creation spec takes {len(spec)} bytes, more than {limit}: the "
+                        "values of reference arguments up to FREIGHT_INLINE_MAX_BYTES travel "
+                        "in it; put() fewer, larger values (one list) instead"
+                    )
                 reply = cw.head.call(
                     "CreateActor",
                     pb.CreateActorRequest(
                         actor=info,
-                        creation_spec=spec_bytes(),
+                        creation_spec=spec,
                         get_if_exists=bool(options.get("get_if_exists")),
                     ),
                     timeout=None,

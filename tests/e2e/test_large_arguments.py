@@ -203,8 +203,11 @@ UNSENDABLE = """
 
     @freight.remote
     class Holder:
-        def __init__(self, value=b""):
-            self.n = len(value)
+        def __init__(self, *values):
+            self.n = sum(map(len, values))
+
+        def size(self):
+            return self.n
 
     out["bytes_by_keyword"] = freight.get(lengths.remote(extra=blob), timeout=60)
 
@@ -230,6 +233,11 @@ UNSENDABLE = """
     except FrameTooLargeError as e:
         out["inline_refs"] = str(e)
     out["inline_refs_s"] = round(time.monotonic() - start, 2)
+    try:
+        freight.get(Holder.remote(*refs).size.remote(), timeout=60)
+        out["constructor_refs"] = "sent"
+    except freight.exceptions.RayActorError as e:
+        out["constructor_refs"] = str(e)
     # Return values under the inline limit each, together over it.
     n = 2 * MAX_FRAME // (90 * 1024)
 
@@ -270,6 +278,7 @@ def test_a_call_that_cannot_fit_in_a_frame_fails_at_once_and_says_why() -> None:
         assert "put()" in result[key], result
     assert "return values" in result["results"], result
     assert "creation spec" in result["constructor"], result
+    assert "creation spec" in result["constructor_refs"], result
     assert "put()" in result["constructor"], result
     assert result["after"] == 3
     print(f"\nan unsendable call failed {result['inline_refs_s']} s after it was submitted")
