@@ -259,3 +259,16 @@ def test_get_with_a_negative_or_non_number_timeout_says_what_to_pass():
         rt.get(ok.remote(), timeout=-1)
     with pytest.raises(TypeError, match="timeout must be None or a number"):
         rt.get(ok.remote(), timeout="5")
+
+
+@pytest.mark.skipif(not FREIGHT, reason="Ray's own rules for placement-group waits")
+def test_placement_group_wait_refuses_a_nan_timeout_and_takes_inf_as_no_limit():
+    from freight.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group([{"CPU": 1}])
+    try:
+        with pytest.raises(ValueError, match="timeout"):
+            pg.wait(timeout_seconds=float("nan"))
+        assert pg.wait(timeout_seconds=float("inf"))
+    finally:
+        remove_placement_group(pg)
