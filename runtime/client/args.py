@@ -40,11 +40,6 @@ class PackedArgs(NamedTuple):
     stored: tuple[ObjectRef, ...]
 
 
-# The inline arguments of one call add up to at most this many times FREIGHT_INLINE_MAX_BYTES;
-# over it the largest go to the store too (as Ray caps the bytes inlined into a task spec).
-INLINE_TOTAL_FACTOR = 10
-
-
 def pack_args(
     args: tuple[Any, ...], kwargs: dict[str, Any], fn_name: str, store: Store | None
 ) -> PackedArgs:
@@ -97,27 +92,21 @@ def _store_large(
     fn_name: str,
     store: Store,
 ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[ObjectRef, ...]]:
-    """Put each argument over the inline limit in the store, then the largest others while
-    the inline ones add up to more than INLINE_TOTAL_FACTOR times it; appends to ``refs``."""
-    limit = store.inline_max
-    # (size, position or keyword, serialized value) of every argument that is a value.
-    sized = []
-    for key, value in (*enumerate(args), *kwargs.items()):
-        if type(value) is not ArgRef:
-            so = ser.serialize(value)  # (the whole call serialized, so each part does too)
-            sized.append((so.total_size, key, so))
-    sized.sort(key=lambda item: item[0], reverse=True)
-    inline_total = sum(size for size, _, _ in sized)
+    """Put each argument whose value is over the inline limit in the store, in place of which
+    the call carries a reference (appended to ``refs``). Smaller ones stay: a value the store
+    keeps inline would travel in the call all the same, as the reference's value."""
     new_args, new_kwargs = list(args), dict(kwargs)
     stored = []
-    for size, key, so in sized:
-        if size <= limit and inline_total <= INLINE_TOTAL_FACTOR * limit:
-            break
+    for key, value in (*enumerate(args), *kwargs.items()):
+        if type(value) is ArgRef:
+            continue
+        so = ser.serialize(value)  # (the whole call serialized, so each part does too)
+        if so.total_size <= store.inline_max:
+            continue
         ref = store.put_serialized(so, f"argument of {fn_name}")
         placeholder = ArgRef(len(refs))
         refs.append((ref._id, ref._owner))
         stored.append(ref)
-        inline_total -= size
         if isinstance(key, int):
             new_args[key] = placeholder
         else:
