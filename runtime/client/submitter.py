@@ -393,6 +393,8 @@ class TaskSubmitter:
         """Fail a call whose message is larger than a frame may be (its arguments' values add
         up to more): at once, and without a retry, which would only fail the same way."""
         cw = self.cw
+        if spec.trace is not None:
+            tracing.schedule_done(spec.trace, error)
         with cw.lock:
             lease = self.lease_by_peer.get(peer.address)
             holder = lease if lease is not None else cw.actors.by_peer.get(peer.address)
