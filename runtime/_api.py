@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import math
 import numbers
 import os
 import sys
@@ -201,6 +202,8 @@ def _connect(
     namespace: str | None,
     log_to_driver: bool,
 ) -> CoreWorker:
+    import grpc
+
     from freight.client.core_worker import CoreWorker
     from freight.client.head_client import HeadClient
     from freight.client.head_client import pb_module as pb
@@ -221,21 +224,24 @@ def _connect(
         # The driver's sockets and store are those of the node it attaches to.
         session_dir = node.session_dir or session_dir
         labels = parse_labels(settings.job_labels)
-        job = head.call(
-            "RegisterJob",
-            pb.RegisterJobRequest(
-                job=pb.JobInfo(
-                    # Set by `freight job submit`: the head merges this driver into the
-                    # submission's record (its id, entrypoint and labels stay).
-                    job_id=settings.job_id,
-                    namespace=namespace or "",
-                    driver_pid=os.getpid(),
-                    state="RUNNING",
-                    labels=labels,
-                    entrypoint=" ".join(sys.argv)[:500],
-                )
-            ),
-        ).job
+        request = pb.RegisterJobRequest(
+            job=pb.JobInfo(
+                # Set by `freight job submit`: the head merges this driver into the
+                # submission's record (its id, entrypoint and labels stay).
+                job_id=settings.job_id,
+                namespace=namespace or "",
+                driver_pid=os.getpid(),
+                state="RUNNING",
+                labels=labels,
+                entrypoint=" ".join(sys.argv)[:500],
+            )
+        )
+        try:
+            job = head.call("RegisterJob", request).job
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            raise ValueError(f"init(): {e.details()}") from None
     finally:
         head.close()
     cw = CoreWorker(
@@ -306,10 +312,22 @@ def put(value: Any) -> ObjectRef:
 
 
 def _check_timeout(timeout: Any, fn: str) -> float | None:
+    """Seconds to wait, None for no limit (also what ``inf`` means); ValueError for a negative
+    or NaN timeout, TypeError for one that is not a number."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0:
-        raise ValueError(f"{fn}(): timeout must be None or a non-negative number, got {timeout!r}.")
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"{fn}(): timeout must be None or a number of seconds >= 0, got "
+            f"{type(timeout).__name__} {timeout!r:.80}."
+        )
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(
+            f"{fn}(): timeout must be None (wait as long as it takes) or a number of seconds "
+            f">= 0, got {timeout!r}."
+        )
+    if timeout >= threading.TIMEOUT_MAX:
+        return None  # inf, or longer than a lock can wait (years): no limit
     return float(timeout)
 
 

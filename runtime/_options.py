@@ -1,10 +1,125 @@
-"""Validation of task and actor options, with messages that say what to change."""
+"""Validation of task and actor options, with messages that say what to change.
+
+One table says, for every option, which types it takes and which values; as in Ray, a value of
+the wrong type is a ``TypeError`` and a value out of range a ``ValueError``, both naming the
+option and what to write instead. ``None`` always means "not set".
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from freight.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    NodeLabelSchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+    to_wire,
+)
+
+
+class Option(NamedTuple):
+    """What one option accepts."""
+
+    types: tuple[type, ...]  # accepted types; bool only where listed (it is an int in Python)
+    expects: str  # what a valid value is, as error messages say it
+    # The value rule, applied after the type check: None when the value is fine, else what is
+    # wrong with it ("" for the plain "<key> must be <expects>" message).
+    problem: Callable[[Any], str | None] = lambda value: None
+
+
+def _rule(holds: Callable[[Any], bool]) -> Callable[[Any], str | None]:
+    return lambda value: None if holds(value) else ""
+
+
+def _amount(unit: str) -> Option:
+    return Option(
+        (numbers.Real,),
+        f"a finite number >= 0 ({unit})",
+        _rule(lambda v: math.isfinite(v) and v >= 0),
+    )
+
+
+def _count(lowest: int, meaning: str = "") -> Option:
+    return Option(
+        (numbers.Integral,), f"an integer >= {lowest}{meaning}", _rule(lambda v: v >= lowest)
+    )
+
+
+def _resources_problem(resources: dict[Any, Any]) -> str | None:
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU"):
+            return f"Use the num_cpus and num_gpus options instead of resources={{'{name}': ...}}."
+        if not isinstance(name, str):
+            return (
+                f"resources: a resource name must be a string, got {type(name).__name__} {name!r}."
+            )
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, numbers.Real)
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
+            return f"resources={{{name!r}: {amount!r}}}: an amount must be a finite number >= 0."
+    return None
+
+
+def _exception_types(value: Any) -> bool:
+    return isinstance(value, bool) or all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in value
+    )
+
+
+def _strategy_problem(value: Any) -> str | None:
+    to_wire(value)  # raises ValueError saying what to write instead
+    return None
+
+
+_UNLIMITED = " (-1: no limit)"
+
+OPTIONS: dict[str, Option] = {
+    "num_cpus": _amount("CPUs"),
+    "num_gpus": _amount("GPUs"),
+    "memory": _amount("bytes"),
+    "resources": Option((dict,), "a dict of resource name -> amount", _resources_problem),
+    "num_returns": _count(0),
+    "max_retries": _count(-1, _UNLIMITED),
+    "max_restarts": _count(-1, _UNLIMITED),
+    "max_task_retries": _count(-1, _UNLIMITED),
+    "max_pending_calls": _count(-1, _UNLIMITED),
+    "max_calls": _count(0, " (0: no limit)"),
+    "max_concurrency": _count(1),
+    "retry_exceptions": Option(
+        (bool, list, tuple), "True, False or a list of exception types", _rule(_exception_types)
+    ),
+    "name": Option((str,), "a non-empty string", _rule(lambda v: v != "")),
+    "namespace": Option((str,), "a string"),
+    "lifetime": Option(
+        (str,),
+        "'detached' or 'non_detached' (or None)",
+        _rule(lambda v: v in ("detached", "non_detached")),
+    ),
+    "get_if_exists": Option((bool,), "True or False"),
+    "scheduling_strategy": Option(
+        (
+            str,
+            NodeAffinitySchedulingStrategy,
+            NodeLabelSchedulingStrategy,
+            PlacementGroupSchedulingStrategy,
+        ),
+        "'DEFAULT', 'SPREAD' or a strategy of freight.util.scheduling_strategies",
+        _strategy_problem,
+    ),
+    "runtime_env": Option(
+        (dict,),
+        "a dict",
+        lambda v: (
+            "runtime_env is not supported yet; install dependencies on the nodes." if v else None
+        ),
+    ),
+}
 
 TASK_OPTIONS = frozenset(
     {
@@ -40,78 +155,52 @@ ACTOR_OPTIONS = frozenset(
     }
 )
 METHOD_OPTIONS = frozenset({"num_returns", "name", "max_task_retries"})
+# Set once per function (a worker setting in Ray), so `.options()` may not change it.
+_NOT_IN_OPTIONS = frozenset({"max_calls"})
 
 
-def validate(options: dict[str, Any], allowed: frozenset[str], what: str) -> dict[str, Any]:
+def _check(key: str, value: Any) -> None:
+    option = OPTIONS[key]
+    if not isinstance(value, option.types) or (
+        isinstance(value, bool) and bool not in option.types
+    ):
+        raise TypeError(
+            f"{key} must be {option.expects}, got {type(value).__name__} {value!r:.80}."
+        )
+    problem = option.problem(value)
+    if problem is not None:
+        raise ValueError(problem or f"{key} must be {option.expects}, got {value!r:.80}.")
+
+
+def validate(
+    options: dict[str, Any],
+    allowed: frozenset[str],
+    what: str,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check ``options`` and return them merged over ``base`` (the decorator's options, when
+    ``options`` come from ``.options()``); raise TypeError / ValueError saying what to change."""
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(
             f"Invalid option(s) {', '.join(map(repr, unknown))} for {what}. "
             f"Valid options are: {', '.join(sorted(allowed))}."
         )
-    for key in ("num_cpus", "num_gpus", "memory"):
-        v = options.get(key)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise ValueError(f"{key} must be a number, got {type(v).__name__} {v!r}.")
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"{key} must be a finite number >= 0, got {v}.")
-    res = options.get("resources")
-    if res is not None:
-        if not isinstance(res, dict):
+    for key, value in options.items():
+        if value is not None:
+            _check(key, value)
+    if base is None:
+        merged = options
+    else:
+        fixed = sorted(_NOT_IN_OPTIONS.intersection(options))
+        if fixed:
             raise ValueError(
-                f"resources must be a dict of name -> amount, got {type(res).__name__}."
+                f"{', '.join(fixed)} cannot be set in {what}; set it in the @remote decorator."
             )
-        for k, v in res.items():
-            if k in ("CPU", "GPU"):
-                raise ValueError(
-                    f"Use the num_cpus and num_gpus options instead of resources={{'{k}': ...}}."
-                )
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, numbers.Real)
-                or not math.isfinite(v)
-                or v < 0
-            ):
-                raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}.")
-    nr = options.get("num_returns")
-    if nr is not None and (isinstance(nr, bool) or not isinstance(nr, int) or nr < 0):
-        raise ValueError(f"num_returns must be a non-negative integer, got {nr!r}.")
-    for key in ("max_retries", "max_restarts", "max_task_retries"):
-        mr = options.get(key)
-        if mr is not None and (isinstance(mr, bool) or not isinstance(mr, int) or mr < -1):
-            raise ValueError(f"{key} must be an integer >= -1 (-1: no limit), got {mr!r}.")
-    re = options.get("retry_exceptions")
-    if (
-        re is not None
-        and not isinstance(re, bool)
-        and (
-            not isinstance(re, (list, tuple))
-            or not all(isinstance(t, type) and issubclass(t, BaseException) for t in re)
-        )
-    ):
-        raise ValueError("retry_exceptions must be a bool or a list of exception types.")
-    mc = options.get("max_concurrency")
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-        raise ValueError(f"max_concurrency must be an integer >= 1, got {mc!r}.")
-    lt = options.get("lifetime")
-    if lt is not None and lt not in ("detached", "non_detached"):
-        raise ValueError(f"lifetime must be 'detached' or 'non_detached' (or None), got {lt!r}.")
-    for key in ("name", "namespace"):
-        v = options.get(key)
-        if v is not None and not isinstance(v, str):
-            raise ValueError(f"{key} must be a string, got {type(v).__name__}.")
-    if options.get("name") == "":
-        raise ValueError("name must not be empty.")
-    if options.get("scheduling_strategy") is not None:
-        from freight.util.scheduling_strategies import to_wire
-
-        to_wire(options["scheduling_strategy"])  # raises with what to write instead
-    renv = options.get("runtime_env")
-    if renv:
-        raise ValueError("runtime_env is not supported yet; install dependencies on the nodes.")
-    return options
+        merged = {**base, **options}
+    if merged.get("get_if_exists") and not merged.get("name"):
+        raise ValueError(f"get_if_exists=True needs a name for {what}: pass name='...' as well.")
+    return merged
 
 
 def resources_of(options: dict[str, Any], default_cpus: float) -> dict[str, float]:

@@ -27,7 +27,11 @@ from freight.core.lease import shape_key
 from freight.core.placement import DEFAULT, strategy_to_json
 from freight.exceptions import RayActorError
 from freight.observe import tracing
+from freight.protocol import frames
 from freight.util.scheduling_strategies import placed, placement_of
+
+# Room in a message for what travels beside an actor's constructor arguments and class.
+_SPEC_ROOM = 1 << 16
 
 
 def _returns(refs: list[ObjectRef]) -> Any:
@@ -91,8 +95,8 @@ class RemoteFunction:
         return self._remote(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundFunction:
-        validate(options, TASK_OPTIONS, f"{self._name}.options()")
-        return _BoundFunction(self, {**self._options, **options})
+        merged = validate(options, TASK_OPTIONS, f"{self._name}.options()", base=self._options)
+        return _BoundFunction(self, merged)
 
     def _export(self) -> None:
         with self._lock:
@@ -122,7 +126,7 @@ class RemoteFunction:
             if plan is None or plan[0] is not options:
                 plan = self._plan(options)
         _, name, n, resources, shape, max_retries, retry_exc, strategy, group = plan
-        packed, refs, nested = pack_args(args, kwargs, name)
+        packed, refs, nested, stored = pack_args(args, kwargs, name, cw)
         return_ids, out = _new_returns(cw, n)
         spec = TaskSpec(
             cw.new_id(),
@@ -139,6 +143,7 @@ class RemoteFunction:
             shape=shape,
             strategy=strategy,
             placement_group=group,
+            stored=stored,
         )
         cw.submitter.submit(spec)
         return out
@@ -225,14 +230,15 @@ class ActorClass:
         return self._create(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundActorClass:
-        validate(options, ACTOR_OPTIONS, f"{self._name}.options()")
-        return _BoundActorClass(self, {**self._options, **options})
+        merged = validate(options, ACTOR_OPTIONS, f"{self._name}.options()", base=self._options)
+        return _BoundActorClass(self, merged)
 
     def _create(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> ActorHandle:
         from freight.client.head_client import pb_module as pb
         from freight.client.head_client import resources_pb
+        from freight.util.grpc_auth import MAX_MESSAGE_BYTES
 
         cw = _api._require_worker()
         if self._blob is None:
@@ -240,7 +246,17 @@ class ActorClass:
                 self._blob = cloudpickle.dumps(self._cls, protocol=5)
             except Exception as e:
                 raise TypeError(f"Could not serialize the actor class {self._name}: {e!r}") from e
-        packed, refs, nested = pack_args(args, kwargs, f"{self._name}.__init__")
+        # Inline, whatever their size: the head keeps the creation spec to restart the actor
+        # with, also after its owner (and the owner's store) is gone.
+        packed, refs, nested, _ = pack_args(args, kwargs, f"{self._name}.__init__", None)
+        limit = min(frames.MAX_FRAME, MAX_MESSAGE_BYTES) - _SPEC_ROOM
+        if len(packed) + len(self._blob) > limit:
+            raise ValueError(
+                f"The arguments of {self._name}.__init__ take {len(packed)} bytes (and the "
+                f"class {len(self._blob)}), more than an actor's creation spec may hold "
+                f"({limit} bytes): the head keeps the spec to restart the actor with. put() "
+                "large constructor arguments and pass the references instead."
+            )
         actor_id = uuid.uuid4().hex
         name = options.get("name") or ""
         namespace = options.get("namespace") or cw.namespace
@@ -301,11 +317,18 @@ class ActorClass:
 
         def created() -> Any:
             try:
+                spec = spec_bytes()
+                if len(spec) > limit + _SPEC_ROOM // 2:  # the references' values added up
+                    raise ValueError(
+                        f"its creation spec takes {len(spec)} bytes, more than {limit}: the "
+                        "values of reference arguments up to FREIGHT_INLINE_MAX_BYTES travel "
+                        "in it; put() fewer, larger values (one list) instead"
+                    )
                 reply = cw.head.call(
                     "CreateActor",
                     pb.CreateActorRequest(
                         actor=info,
-                        creation_spec=spec_bytes(),
+                        creation_spec=spec,
                         get_if_exists=bool(options.get("get_if_exists")),
                     ),
                     timeout=None,
@@ -496,7 +519,7 @@ class ActorMethod:
         cw = _api._require_worker()
         h = self._handle
         name = self._qualname
-        packed, refs, nested = pack_args(args, kwargs, name)
+        packed, refs, nested, stored = pack_args(args, kwargs, name, cw)
         if h._freight_ref is not None:
             nested = [*nested, h._freight_ref._id]  # a pending call keeps the actor alive
         return_ids, out = _new_returns(cw, num_returns)
@@ -515,6 +538,7 @@ class ActorMethod:
             False,
             h._freight_actor_id,
             self._name,
+            stored=stored,
         )
         cw.submitter.submit(spec, actor=st)
         return out

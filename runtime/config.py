@@ -86,6 +86,15 @@ SETTINGS: dict[str, Setting] = {
             "Objects up to this size travel inline; larger ones go to the shared-memory store.",
         ),
         Setting(
+            "FREIGHT_MAX_FRAME_BYTES",
+            int,
+            1 << 30,
+            "Largest data-plane message (a task pushed to a worker, its reply). Task arguments "
+            "over FREIGHT_INLINE_MAX_BYTES go through the object store whatever their size; a "
+            "call whose message would still be larger fails at once. Every process of a "
+            "cluster must use the same value; at least 1 MiB.",
+        ),
+        Setting(
             "FREIGHT_OBJECT_STORE_FRACTION",
             float,
             0.3,

@@ -28,7 +28,7 @@ ID_FLAGS = ("job", "task", "actor", "node", "worker")
 COMPONENTS = ("head", "agent", "worker")
 POLL_S = 0.25
 CHUNK = 1 << 20
-_HEX = re.compile(r"^[0-9a-f]+$")
+_HEX = re.compile(r"[0-9a-f]+")
 _NOT_EXTRA = {"component", *(f"{k}_id" for k in ID_FLAGS), "trace_id", "span_id"}
 
 
@@ -192,7 +192,7 @@ def selection_for(args: argparse.Namespace) -> Selection:
         if value is None:
             continue
         value = value.strip().lower()
-        if not _HEX.match(value):
+        if not _HEX.fullmatch(value):
             raise ValueError(
                 f"--{flag} expects a hex id or id prefix (as `freight list` shows them), "
                 f"not {getattr(args, flag)!r}"

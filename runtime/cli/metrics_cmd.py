@@ -29,7 +29,9 @@ from .status import resolve
 
 ROLE_LABEL = "__freight_role"  # as written by freight.head.metrics
 JOBS = (("freight-head", "head"), ("freight-nodes", "node"))
-_DURATION = re.compile(r"^(\d+(ms|s|m|h))+$")
+_DURATION = re.compile(r"(\d+(ms|s|m|h))+")
+# The head's /sd is the cluster's own endpoint: never dial it through the user's http_proxy.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def metrics_info(address: str | None) -> dict[str, str]:
@@ -91,7 +93,7 @@ def fetch_targets(info: dict[str, str]) -> list[dict[str, Any]]:
     """The SD document: from the head's ``/sd``, else from the file-SD document on this machine."""
     url = f"http://{info['metrics_address']}/sd"
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with _NO_PROXY.open(url, timeout=10) as response:
             return list(json.loads(response.read()))
     except (urllib.error.URLError, OSError, ValueError) as e:
         problem = f"{url}: {e}"
@@ -103,7 +105,7 @@ def fetch_targets(info: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def cmd_prometheus_config(args: argparse.Namespace) -> int:
-    if not _DURATION.match(args.scrape_interval):
+    if not _DURATION.fullmatch(args.scrape_interval):
         raise SystemExit(
             f"freight metrics: --scrape-interval {args.scrape_interval!r} is not a Prometheus "
             "duration; write it like 15s, 500ms or 1m."

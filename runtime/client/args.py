@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from freight.objects import serialization as ser
 
@@ -21,12 +21,34 @@ class ArgRef:
         return ArgRef, (self.i,)
 
 
+class Store(Protocol):
+    """Where arguments too large to travel inline go (the caller's core worker)."""
+
+    inline_max: int
+
+    def put_serialized(self, so: ser.SerializedObject, what: str) -> ObjectRef: ...
+
+
+class PackedArgs(NamedTuple):
+    """A call's arguments as sent."""
+
+    data: bytes  # the packed (args, kwargs), top-level references replaced by ArgRefs
+    refs: list[tuple[bytes, str]]  # (object id, owner) of each top-level reference, in order
+    nested: list[bytes]  # ids of references inside the arguments
+    # References to the arguments put in the store for this call: keep them as long as the
+    # call may run (again), so the values stay.
+    stored: tuple[ObjectRef, ...]
+
+
 def pack_args(
-    args: tuple[Any, ...], kwargs: dict[str, Any], fn_name: str
-) -> tuple[bytes, list[tuple[bytes, str]], list[bytes]]:
-    """Serialize (args, kwargs); return (packed, top-level refs, ids of refs nested inside)."""
+    args: tuple[Any, ...], kwargs: dict[str, Any], fn_name: str, store: Store | None
+) -> PackedArgs:
+    """Serialize (args, kwargs). An argument whose value is over the store's inline limit
+    (a large array, bytes, or a list or dict holding one) goes through the object store and
+    reaches the call as a value, as a reference argument does: it never makes the message that
+    carries the call too large. With ``store`` None everything travels inline."""
     if not args and not kwargs:
-        return EMPTY_ARGS, _NO_REFS, _NO_REFS
+        return _EMPTY
     refs: list[tuple[bytes, str]] = []
     if any(type(a) is ObjectRef for a in args):
         new_args = []
@@ -46,18 +68,57 @@ def pack_args(
             else:
                 new_kwargs[k] = v
         kwargs = new_kwargs
+    so = _serialize(args, kwargs, fn_name)
+    stored: tuple[ObjectRef, ...] = ()
+    if store is not None and so.total_size > store.inline_max:
+        args, kwargs, stored = _store_large(args, kwargs, refs, fn_name, store)
+        if stored:
+            so = _serialize(args, kwargs, fn_name)
+    nested = [r._id for r in so.contained_refs] if so.contained_refs else _NO_REFS
+    return PackedArgs(ser.pack(so), refs or _NO_REFS, nested, stored)
+
+
+def _serialize(args: tuple[Any, ...], kwargs: dict[str, Any], fn_name: str) -> Any:
     try:
-        so = ser.serialize((args, kwargs))
+        return ser.serialize((args, kwargs))
     except Exception as e:
         raise TypeError(_unpicklable_message(args, kwargs, fn_name, e)) from e
-    nested = [r._id for r in so.contained_refs] if so.contained_refs else _NO_REFS
-    return ser.pack(so), refs or _NO_REFS, nested
+
+
+def _store_large(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    refs: list[tuple[bytes, str]],
+    fn_name: str,
+    store: Store,
+) -> tuple[tuple[Any, ...], dict[str, Any], tuple[ObjectRef, ...]]:
+    """Put each argument whose value is over the inline limit in the store, in place of which
+    the call carries a reference (appended to ``refs``). Smaller ones stay: a value the store
+    keeps inline would travel in the call all the same, as the reference's value."""
+    new_args, new_kwargs = list(args), dict(kwargs)
+    stored = []
+    for key, value in (*enumerate(args), *kwargs.items()):
+        if type(value) is ArgRef:
+            continue
+        so = ser.serialize(value)  # (the whole call serialized, so each part does too)
+        if so.total_size <= store.inline_max:
+            continue
+        ref = store.put_serialized(so, f"argument of {fn_name}")
+        placeholder = ArgRef(len(refs))
+        refs.append((ref._id, ref._owner))
+        stored.append(ref)
+        if isinstance(key, int):
+            new_args[key] = placeholder
+        else:
+            new_kwargs[key] = placeholder
+    return tuple(new_args), new_kwargs, tuple(stored)
 
 
 EMPTY_ARGS = ser.pack(ser.serialize(((), {})))  # a call without arguments, packed once
 # Shared by every call without ref arguments (a million queued tasks need no million lists);
 # never appended to.
 _NO_REFS: list[Any] = []
+_EMPTY = PackedArgs(EMPTY_ARGS, _NO_REFS, _NO_REFS, ())
 
 
 def _unpicklable_message(

@@ -811,11 +811,15 @@ class CoreWorker:
             so = ser.serialize(value)
         except Exception as e:
             raise TypeError(f"put(): the value could not be serialized: {e!r}") from e
+        return self.put_serialized(so, "put")
+
+    def put_serialized(self, so: ser.SerializedObject, what: str) -> ObjectRef:
+        """Store a serialized value this process owns; ``what`` made it (for call sites)."""
         oid = self.new_id()
         stored = self.encode(so, oid)
         ref = ObjectRef(oid, self.address)
         if self.record_call_sites:
-            self.call_sites[oid] = "put at " + call_site()
+            self.call_sites[oid] = f"{what} at {call_site()}"
         with self.lock:
             self.slots[oid] = Slot(stored)
             self.refs.set_contains(oid, [r._id for r in so.contained_refs])

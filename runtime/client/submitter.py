@@ -71,6 +71,9 @@ class TaskSpec:
     trace: tracing.TaskTrace | None = None  # set only when tracing is on
     strategy: tuple[Any, ...] = ("DEFAULT",)  # freight.core.placement's wire form
     placement_group: tuple[Any, ...] = ()  # (group id, capture children) it runs in, or ()
+    # References to the arguments put in the store for this call (freight.client.args): they
+    # live as long as the spec, so a retry or a rebuild from lineage finds them.
+    stored: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -161,6 +164,9 @@ class TaskSubmitter:
     # -- submission --------------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec, actor: ActorState | None = None) -> None:
+        size = len(spec.args) + len(spec.function_blob)
+        if size > frames.MAX_FRAME:  # could never be sent: say so now, at the call
+            raise frames.FrameTooLargeError(size, f"the call {spec.name}()")
         if not tracing.ENABLED:
             self._submit(spec, actor)
             return
@@ -383,9 +389,33 @@ class TaskSubmitter:
         )
         try:
             peer.fs.send(msg)
+        except frames.FrameTooLargeError as e:
+            if blob:
+                peer.sent_functions.discard(spec.function_id)
+            self._unsendable(peer, spec, e)
         except OSError:
             return False  # the reader thread sees the closed connection and fails or retries it
         return True
+
+    def _unsendable(self, peer: Peer, spec: TaskSpec, error: frames.FrameTooLargeError) -> None:
+        """Fail a call whose message is larger than a frame may be (its arguments' values add
+        up to more): at once, and without a retry, which would only fail the same way."""
+        cw = self.cw
+        if spec.trace is not None:
+            tracing.schedule_done(spec.trace, error)
+        with cw.lock:
+            lease = self.lease_by_peer.get(peer.address)
+            holder = lease if lease is not None else cw.actors.by_peer.get(peer.address)
+            if holder is not None:
+                holder.inflight.pop(spec.task_id, None)
+            if lease is not None and not lease.inflight:
+                lease.expected = 0.0
+                lease.idle_since = time.monotonic()
+            if spec.task_id in cw.tasks.live:
+                cw.tasks.failed(
+                    spec.task_id, str(error)[:200], False, False, "FrameTooLargeError", "system"
+                )
+        self._finish(spec, [("e", pickle.dumps(error))] * len(spec.return_ids), [])
 
     # -- agent replies -----------------------------------------------------------------------
 

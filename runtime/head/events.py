@@ -74,7 +74,7 @@ FIELDS: dict[str, Field] = {
 MAX_BATCH = 1000
 MAX_MESSAGE = 4096
 MAX_IDS = 16
-_ID_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_ID_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -109,7 +109,7 @@ def check_event(event: pb.ClusterEvent) -> None:
     if len(event.ids) > MAX_IDS:
         raise ValueError(f"ReportEvents: an event carries at most {MAX_IDS} ids")
     for key, value in event.ids.items():
-        if not _ID_KEY.match(key) or key in COLUMNS:
+        if not _ID_KEY.fullmatch(key) or key in COLUMNS:
             raise ValueError(f"ReportEvents: invalid id key {key!r} (lowercase, like 'node_id')")
         if len(value) > 256:
             raise ValueError(f"ReportEvents: id {key} is longer than 256 characters")

@@ -65,19 +65,20 @@ RESERVED_ENV = ("FREIGHT_ADDRESS", "FREIGHT_TOKEN", "FREIGHT_JOB_ID", "FREIGHT_J
 LOG_CHUNK = 64 * 1024
 LOG_POLL_S = 0.1  # how often a followed log is read again while its driver runs
 MAX_LABELS = 32
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Each is matched whole (fullmatch): with `$`, a trailing newline would pass.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # ---- checks and decisions (no I/O) -----------------------------------------------------------
 
 
-def check_job_id(job_id: str) -> str:
+def check_job_id(job_id: str, what: str = "submission id") -> str:
     """Return ``job_id`` if it can name a job (and its log file); else raise ValueError."""
-    if not _JOB_ID.match(job_id):
+    if not _JOB_ID.fullmatch(job_id):
         raise ValueError(
-            f"submission id {job_id!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+            f"{what} {job_id!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit."
         )
     return job_id
@@ -91,7 +92,7 @@ def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise ValueError(f"a job takes at most {MAX_LABELS} labels, got {len(labels)}.")
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise ValueError(
                 f"label key {key!r} is not valid: use letters, digits, '_', '.', '/' or '-' "
                 "(up to 63), starting with a letter or digit, as in team=ml."
@@ -116,7 +117,7 @@ def parse_label(text: str) -> tuple[str, str]:
 def check_env(env: Mapping[str, str]) -> dict[str, str]:
     """Return ``env`` as a dict if every name is a variable name the head does not set itself."""
     for key, value in env.items():
-        if not _ENV_KEY.match(key):
+        if not _ENV_KEY.fullmatch(key):
             raise ValueError(f"environment variable name {key!r} is not valid (like MY_VAR).")
         if key in RESERVED_ENV:
             raise ValueError(
@@ -402,6 +403,8 @@ class JobManager:
             self.store.upsert_job(job)
             logger.info("submitted driver joined", job_id=job.job_id, driver_pid=info.driver_pid)
             return job
+        if info.job_id:
+            check_job_id(info.job_id, "FREIGHT_JOB_ID")  # of a driver started by hand
         job = pb.JobInfo()
         job.CopyFrom(info)
         job.job_id = job.job_id or self.new_id()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import pickle
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +16,8 @@ from .frames import (
     check_header,
     check_hello,
     decode_message,
+    frame_of,
 )
-from .messages import KIND_OF
 
 
 class AioConn:
@@ -37,8 +36,7 @@ class AioConn:
     def send(self, msg: tuple[Any, ...]) -> None:
         if self.closed:
             return
-        payload = pickle.dumps(tuple(msg), protocol=5)
-        self.writer.write(HEADER.pack(len(payload) + 1, KIND_OF[type(msg)]) + payload)
+        self.writer.write(frame_of(msg))
 
     async def recv_frame(self, limit: int = MAX_FRAME) -> tuple[int, bytes] | None:
         try:

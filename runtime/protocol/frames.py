@@ -23,19 +23,72 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from freight.config import settings
+
 from .messages import KIND_OF, build
 
 MAGIC = b"FRT1"
 HEADER = struct.Struct("<IB")
 HEADER_SIZE = HEADER.size
-MAX_FRAME = 1 << 30
+MIN_FRAME = 1 << 20
 MAX_HELLO = 64 * 1024  # the unauthenticated first frame is small; never buffer more
 HELLO_KIND = 0
 _TOKEN_LEN = struct.Struct("<H")
 
 
+def _max_frame() -> int:
+    limit = int(settings.max_frame_bytes)
+    if limit < MIN_FRAME or limit >= 1 << 32:
+        raise ValueError(
+            f"FREIGHT_MAX_FRAME_BYTES={limit} is out of range: give a size in bytes from "
+            f"{MIN_FRAME} (1 MiB) to {(1 << 32) - 1} (the frame header holds 32 bits)."
+        )
+    return limit
+
+
+# Read once: every process of a cluster starts with the same environment.
+MAX_FRAME = _max_frame()
+
+
 class ProtocolError(Exception):
     """A peer sent something that is not a valid frame; the connection is closed."""
+
+
+CALL_HINT = (
+    "Arguments over FREIGHT_INLINE_MAX_BYTES already go through the object store: what is "
+    "left is the function itself (values its closure captures) or a great many small values. "
+    "put() large values and pass the references instead."
+)
+
+
+class FrameTooLargeError(ValueError):
+    """A message is larger than a frame may be; it was not sent (the connection is intact)."""
+
+    def __init__(self, size: int, what: str = "a message", hint: str = CALL_HINT) -> None:
+        super().__init__(
+            f"{what} takes {size} bytes, more than the data-plane frame limit of {MAX_FRAME} "
+            f"bytes (FREIGHT_MAX_FRAME_BYTES), so it was not sent. {hint}"
+        )
+        self.size = size
+
+    def __reduce__(self) -> Any:  # raised again in the caller's process, message and all
+        return _rebuild_too_large, (self.args[0], self.size)
+
+
+def _rebuild_too_large(message: str, size: int) -> FrameTooLargeError:
+    error = FrameTooLargeError.__new__(FrameTooLargeError)
+    ValueError.__init__(error, message)
+    error.size = size
+    return error
+
+
+def frame_of(msg: tuple[Any, ...]) -> bytes:
+    """Encode one typed message as a frame; FrameTooLargeError when it would exceed the limit
+    (a receiver would refuse it and close the connection)."""
+    payload = pickle.dumps(tuple(msg), protocol=5)
+    if len(payload) + 1 > MAX_FRAME:
+        raise FrameTooLargeError(len(payload) + 1, f"a {type(msg).__name__} message")
+    return HEADER.pack(len(payload) + 1, KIND_OF[type(msg)]) + payload
 
 
 class AuthenticationError(ProtocolError):
@@ -111,9 +164,9 @@ class FrameSocket:
         self.closed = False
 
     def send(self, msg: tuple[Any, ...]) -> None:
-        """Send one typed message (a NamedTuple of ``freight.protocol.messages``)."""
-        payload = pickle.dumps(tuple(msg), protocol=5)
-        data = HEADER.pack(len(payload) + 1, KIND_OF[type(msg)]) + payload
+        """Send one typed message (a NamedTuple of ``freight.protocol.messages``); raise
+        FrameTooLargeError, sending nothing, when it is larger than a frame may be."""
+        data = frame_of(msg)
         with self._lock:
             self.sock.sendall(data)
 

@@ -33,6 +33,10 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    # gRPC dials through `grpc_proxy` / `https_proxy` / `http_proxy` when one is set. A freight
+    # channel always goes to a process of its own cluster, which a proxy meant for the user's
+    # outbound traffic cannot (and must not) reach; user code keeps the variables for its own use.
+    ("grpc.enable_http_proxy", 0),
 ]
 
 _REFUSAL_MESSAGE = (
@@ -206,11 +210,10 @@ def aio_channel(address: str, token: str) -> aio.Channel:
     kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
     interceptors = [kind(token) for kind in kinds]
     credentials = channel_credentials()
+    options = channel_options(CHANNEL_OPTIONS)
     if credentials is None:
-        return aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    return aio.secure_channel(
-        address, credentials, options=channel_options(CHANNEL_OPTIONS), interceptors=interceptors
-    )
+        return aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 def sync_channel(address: str, token: str) -> grpc.Channel:
@@ -220,10 +223,9 @@ def sync_channel(address: str, token: str) -> grpc.Channel:
     Close it with ``channel.close()``.
     """
     credentials = channel_credentials()
+    options = channel_options(CHANNEL_OPTIONS)
     if credentials is None:
-        channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(address, options=options)
     else:
-        channel = grpc.secure_channel(
-            address, credentials, options=channel_options(CHANNEL_OPTIONS)
-        )
+        channel = grpc.secure_channel(address, credentials, options=options)
     return grpc.intercept_channel(channel, _SyncTokenInterceptor(token))

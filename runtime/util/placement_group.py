@@ -50,9 +50,10 @@ class PlacementGroup:
 
     def wait(self, timeout_seconds: float = 30) -> bool:
         """Wait until every bundle is reserved; False if ``timeout_seconds`` pass first."""
-        if not isinstance(timeout_seconds, (int, float)) or timeout_seconds < 0:
-            raise ValueError(f"timeout_seconds must be a number >= 0, got {timeout_seconds!r}")
-        deadline = time.monotonic() + timeout_seconds
+        from freight import _api
+
+        seconds = _api._check_timeout(timeout_seconds, "PlacementGroup.wait")  # nan: ValueError
+        deadline = time.monotonic() + (math.inf if seconds is None else seconds)
         while True:
             # The head answers as soon as the group leaves PENDING (or its wait runs out).
             left = deadline - time.monotonic()

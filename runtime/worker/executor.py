@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import pickle
@@ -396,6 +397,20 @@ class Executor:
             )
         try:
             fs.send(done)
+        except frames.FrameTooLargeError as e:
+            # Return values under the inline limit each, too many for one message together:
+            # the call fails (for good: it would again) rather than never answering.
+            err = frames.FrameTooLargeError(
+                e.size,
+                "the return values of a task",
+                "Values over FREIGHT_INLINE_MAX_BYTES go to the object store, a great many "
+                "small ones do not: return fewer, larger values (one list), or put() them.",
+            )
+            failed = m.TaskDone(
+                done.task_id, None, pickle.dumps(err), False, [], done.start_time, done.end_time
+            )
+            with contextlib.suppress(OSError):
+                fs.send(failed)
         except OSError:
             pass  # the owner is gone; nothing to deliver to
 

@@ -341,6 +341,10 @@ def test_reading_jobs_needs_the_token_too(cluster: dict[str, Any], args: tuple[s
         (("submit", "--label", "a=b,c", "--", PYTHON), 2, "no comma"),
         (("submit", "--env", "FREIGHT_JOB_ID=x", "--", PYTHON), 2, "cannot be overridden"),
         (("submit", "--submission-id", "../up", "--", PYTHON), 2, "is not valid"),
+        # Matched whole: a trailing newline is not let through as `$` would.
+        (("submit", "--submission-id", "nightly-8\n", "--", PYTHON), 2, "is not valid"),
+        (("submit", "--label", "team\n=ml", "--", PYTHON), 2, "is not valid"),
+        (("submit", "--env", "MY_VAR\n=1", "--", PYTHON), 2, "is not valid"),
         (("submit", "--", "no-such-command-here"), 2, "was not found"),
         (("submit", "--working-dir", "/no/such/dir", "--", PYTHON), 2, "not a directory"),
         (("submit", "--address", "127.0.0.1:1", "--", PYTHON), 1, "no freight head answered"),
@@ -355,6 +359,9 @@ def test_reading_jobs_needs_the_token_too(cluster: dict[str, Any], args: tuple[s
         "label-value",
         "reserved-env",
         "bad-id",
+        "id-ending-in-newline",
+        "label-key-ending-in-newline",
+        "env-name-ending-in-newline",
         "no-command",
         "no-working-dir",
         "unreachable",
@@ -369,6 +376,23 @@ def test_bad_input_gets_a_clear_message(
     assert proc.returncode == exit_code, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert listed(cluster) == jobs_before  # nothing was recorded, and the head still serves
+
+
+def test_a_driver_with_a_bad_job_id_is_refused_with_a_clear_error(
+    cluster: dict[str, Any],
+) -> None:
+    code = "import freight\ntry:\n    freight.init(address='auto')\nexcept ValueError as e:\n    print(e)"
+    proc = subprocess.run(
+        [PYTHON, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(cluster["temp_dir"], {"FREIGHT_JOB_ID": "nightly-9\n"}),
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "FREIGHT_JOB_ID 'nightly-9\\n' is not valid" in proc.stdout
+    assert all(j["job_id"].strip() != "nightly-9" for j in listed(cluster))
 
 
 # -- the head's life ------------------------------------------------------------------------------

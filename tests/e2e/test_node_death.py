@@ -263,6 +263,26 @@ def test_a_task_whose_argument_was_lost_runs_once_it_is_rebuilt(cluster: Cluster
     assert all(r.attempt == 0 for r in waited)  # waiting for an argument costs no retry
 
 
+@freight.remote
+def repeated(items: list[bytes], times: int) -> bytes:
+    return items[0] * times
+
+
+def test_a_lost_object_made_from_a_large_value_argument_is_rebuilt(cluster: Cluster) -> None:
+    """The value (over the inline limit, in a list) went to the caller's store rather than in
+    the call; the spec lineage keeps holds it, so the rebuild still has its argument."""
+    doomed, doomed_store = _add_known_node(cluster, 2)
+    there = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    seed = bytes(range(256)) * 1024  # 256 KiB
+    ref = repeated.options(scheduling_strategy=there).remote([seed], 8)
+    freight.wait([ref], fetch_local=False, timeout=60)
+    assert _store_of(ref) == doomed_store
+    before = len(_rebuilt("repeated"))
+    cluster.remove_node(doomed, graceful=False)
+    assert freight.get(ref, timeout=300) == seed * 8
+    assert len(_rebuilt("repeated")) - before == 1
+
+
 def test_lineage_evicted_under_its_memory_bound_fails_clearly(cluster: Cluster) -> None:
     lineage = freight._api._require_worker().submitter.lineage
     bound = lineage.max_bytes

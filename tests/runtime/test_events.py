@@ -132,6 +132,9 @@ def test_a_reported_batch_with_one_bad_event_is_refused_whole(db: Path) -> None:
         "invalid id key 'Bad Key'": pb.ClusterEvent(
             severity="INFO", source="agent", kind="NODE_JOINED", ids={"Bad Key": "1"}
         ),
+        "invalid id key 'node_name\\\\n'": pb.ClusterEvent(
+            severity="INFO", source="agent", kind="NODE_JOINED", ids={"node_name\n": "1"}
+        ),
     }
     with store:
         for message, bad in cases.items():
