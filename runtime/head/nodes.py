@@ -288,6 +288,9 @@ class NodeDirectory:
         self.clock = ObservedClock(MAX_OBSERVED_STEP_S)
         self._heard: dict[str, float] = {}
         self._dead_reasons: dict[str, str] = {}  # why each node was marked dead (this head)
+        # Every incarnation this head declared dead: one may come back after a newer one
+        # replaced it, when the node's record names only the newer one.
+        self._dead_incarnations: set[tuple[str, str]] = set()
         self.changed = asyncio.Condition()
         self._agents: dict[str, tuple[str, aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
         self._checkers: dict[str, asyncio.Task[None]] = {}
@@ -310,13 +313,38 @@ class NodeDirectory:
 
     def stale(self, node_id: str, incarnation: str) -> str:
         """Why requests of this incarnation of the node are refused ("" when they are not)."""
+        if (node_id, incarnation) in self._dead_incarnations:
+            why = self._dead_reasons.get(node_id, "")
+            return f"the head declared node {node_id} dead (incarnation {incarnation})" + (
+                f": {why}" if why else ""
+            )
         record = self._store.get_node(node_id)
         return stale_incarnation(record, incarnation, self._dead_reasons.get(node_id, ""))
 
-    def check_registration(self, node: pb.NodeInfo) -> None:
-        """Raise :class:`FencedError` for a registration of a dead or superseded incarnation."""
+    async def admit(self, node: pb.NodeInfo) -> None:
+        """Raise :class:`FencedError` for a registration of a dead or superseded incarnation.
+
+        A new incarnation of a node whose old one is still ALIVE here is an agent restarted
+        under the same node id before the health checks noticed the old one go: the head checks
+        the old incarnation once, and if it does not answer as itself, declares it dead (its
+        actors and tasks are recovered as for any dead node) and takes the new one. If it does
+        answer, two agents claim the node, and the newcomer is refused."""
         if not node.node_id:
             raise ValueError("RegisterNode: node.node_id is empty")
+        old = self._store.get_node(node.node_id)
+        if (
+            old is not None
+            and old.state == ALIVE
+            and old.incarnation != node.incarnation
+            and (node.node_id, node.incarnation) not in self._dead_incarnations
+        ):
+            failure = await self._check(old)
+            if failure is not None:
+                await self.mark_dead(
+                    old.node_id,
+                    f"its agent restarted as a new incarnation; the old one does not answer "
+                    f"({failure.text})",
+                )
         stale = self.stale(node.node_id, node.incarnation)
         if stale:
             logger.warning("registration refused", node_id=node.node_id, reason=stale)
@@ -326,9 +354,9 @@ class NodeDirectory:
             )
 
     async def register(self, node: pb.NodeInfo) -> None:
-        """Record ``node`` as ALIVE (a re-registration replaces the old record); a dead or
-        superseded incarnation is refused with :class:`FencedError`."""
-        self.check_registration(node)
+        """Record ``node`` as ALIVE (a re-registration replaces the old record) once
+        :meth:`admit` lets it in."""
+        await self.admit(node)
         now = time.time()
         record = pb.NodeInfo()
         record.CopyFrom(node)
@@ -352,9 +380,7 @@ class NodeDirectory:
         """Record a heartbeat; say whether the node must register again (unknown or DEAD), and
         fence itself first (this incarnation was declared dead, or is superseded)."""
         node = self._store.get_node(request.node_id)
-        stale = stale_incarnation(
-            node, request.incarnation, self._dead_reasons.get(request.node_id, "")
-        )
+        stale = self.stale(request.node_id, request.incarnation)
         if stale:
             return HeartbeatVerdict(reregister=True, fence_reason=stale)
         if node is None or node.state != ALIVE:
@@ -378,6 +404,8 @@ class NodeDirectory:
         self._store.upsert_node(node)
         self._heard.pop(node_id, None)
         self._dead_reasons[node_id] = reason
+        if node.incarnation:
+            self._dead_incarnations.add((node_id, node.incarnation))
         self._stop_checks(node_id)
         logger.warning("node dead", node_id=node_id, reason=reason)
         await self._close_agent(node_id)
@@ -497,6 +525,13 @@ class NodeDirectory:
             return CheckFailure(
                 "wrong_node",
                 f"the agent at {node.agent_address} is node {reply.node_id or '(none)'}",
+            )
+        if node.incarnation and reply.incarnation != node.incarnation:
+            return CheckFailure(
+                "wrong_incarnation",
+                f"the agent at {node.agent_address} is incarnation "
+                f"{reply.incarnation or '(none)'} of node {node.node_id}, not "
+                f"{node.incarnation}",
             )
         return None
 

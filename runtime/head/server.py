@@ -116,7 +116,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
     @rpc
     async def RegisterNode(self, request, context):
         known = self.store.get_node(request.node.node_id)
-        self.nodes.check_registration(request.node)  # a dead incarnation is refused here
+        await self.nodes.admit(request.node)  # a dead incarnation is refused here
         self.metrics.on_register(request.node)
         await self.nodes.register(request.node)
         self.metrics.nodes_changed()

@@ -133,7 +133,9 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
     ) -> pb.CheckHealthReply:
         # Answered on the agent's event loop, so a blocked or stopped loop fails the check; the
         # node id lets the head notice a different agent listening on this address.
-        return pb.CheckHealthReply(node_id=self.node_info.node_id)
+        return pb.CheckHealthReply(
+            node_id=self.node_info.node_id, incarnation=self.agent.incarnation
+        )
 
     async def Shutdown(self, request: Any, context: Any) -> pb.ShutdownReply:
         logger.info("shutdown requested: {}", request.reason)

@@ -290,9 +290,30 @@ def test_a_dead_incarnation_must_fence_and_only_a_new_one_rejoins(stub):
     assert listed[node_id].incarnation == "second"
     assert not stub.Heartbeat(pb.HeartbeatRequest(node_id=node_id, incarnation="second")).reregister
     stale = stub.Heartbeat(pb.HeartbeatRequest(node_id=node_id, incarnation="first"))
-    assert stale.fence and "is stale" in stale.fence_reason  # superseded by the second
+    assert stale.fence and "(incarnation first)" in stale.fence_reason  # declared dead before
     with pytest.raises(grpc.RpcError):
         stub.RegisterNode(pb.RegisterNodeRequest(node=first))
+    stub.UnregisterNode(pb.UnregisterNodeRequest(node_id=node_id, reason="test"))
+
+
+def test_a_restarted_agent_replaces_an_old_incarnation_that_no_longer_answers(stub):
+    # Nothing listens on 127.0.0.1:1: the old incarnation's agent is gone (killed, say), and the
+    # head has not noticed yet when the agent, restarted under the same node id, registers.
+    node_id = _new_id()
+    old = pb.NodeInfo(node_id=node_id, agent_address="127.0.0.1:1", incarnation="old")
+    stub.RegisterNode(pb.RegisterNodeRequest(node=old))
+    new = pb.NodeInfo(node_id=node_id, agent_address="127.0.0.1:1", incarnation="new")
+    stub.RegisterNode(pb.RegisterNodeRequest(node=new))
+    listed = {n.node_id: n for n in stub.ListNodes(pb.ListNodesRequest()).nodes}
+    assert (listed[node_id].incarnation, listed[node_id].state) == ("new", "ALIVE")
+    # The replaced incarnation is dead to the head: told to fence, and refused if it registers.
+    beat = stub.Heartbeat(pb.HeartbeatRequest(node_id=node_id, incarnation="old"))
+    assert beat.fence and "(incarnation old)" in beat.fence_reason
+    assert "restarted as a new incarnation" in beat.fence_reason
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RegisterNode(pb.RegisterNodeRequest(node=old))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert not stub.Heartbeat(pb.HeartbeatRequest(node_id=node_id, incarnation="new")).reregister
     stub.UnregisterNode(pb.UnregisterNodeRequest(node_id=node_id, reason="test"))
 
 

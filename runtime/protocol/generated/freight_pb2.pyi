@@ -909,10 +909,12 @@ class CheckHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CheckHealthReply(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "incarnation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    incarnation: str
+    def __init__(self, node_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class ReserveBundlesRequest(_message.Message):
     __slots__ = ("pg_id", "indexes", "bundles", "commit")
