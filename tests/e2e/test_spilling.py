@@ -141,10 +141,15 @@ def test_putting_three_times_the_capacity_loses_nothing(cluster: dict[str, Any])
     # The state API and its summary tell spilled objects from those in memory.
     from freight.state import list_objects, summarize_objects
 
-    spilled = list_objects(filters=["spilled=true"], limit=1000)
+    def spilled_now() -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        # The agent spills in the background, so an object may go to disk between the two
+        # reads: take a pair of reads between which nothing moved.
+        spilled = list_objects(filters=["spilled=true"], limit=1000)
+        (per_node,) = summarize_objects()["by_node"].values()
+        return (spilled, per_node) if per_node["spilled"] == len(spilled) else None
+
+    spilled, per_node = wait_until(spilled_now, 30, "a list and a summary of the same spills")
     assert spilled and all(r["spilled"] and r["size"] >= OBJECT_BYTES for r in spilled)
-    (per_node,) = summarize_objects()["by_node"].values()
-    assert per_node["spilled"] == len(spilled)
     assert per_node["spilled_bytes"] == sum(r["size"] for r in spilled)
 
     for n, ref in enumerate(refs):
