@@ -110,6 +110,15 @@ SETTINGS: dict[str, Setting] = {
             "fit waits for spilling; ObjectStoreFullError only when spilling cannot help.",
         ),
         Setting(
+            "FREIGHT_OBJECT_RESERVE_TIMEOUT_S",
+            float,
+            60.0,
+            "How long a worker or driver waits for its node agent to reserve room for an object "
+            "over FREIGHT_INLINE_MAX_BYTES. When a task's return value times out (a stalled "
+            "agent) the attempt fails as a system error and is retried under max_retries; a "
+            "put() raises TimeoutError.",
+        ),
+        Setting(
             "FREIGHT_OBJECT_SPILLING_DIR",
             str,
             "",

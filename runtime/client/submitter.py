@@ -639,12 +639,14 @@ class TaskSubmitter:
                     outcome = cw.tasks.failed(
                         spec.task_id,
                         f"{type(cause).__name__}: {cause}"[:200],  # the user's exception
-                        False,
+                        msg.system,
                         app_retry,
                         type(cause).__name__,
                         "application" if msg.retryable else "system",
                     )
-            if outcome is Outcome.RETRY:
+            if outcome is Outcome.RETRY and spec.actor_id:
+                cw.actors.call_again(spec)
+            elif outcome is Outcome.RETRY:
                 self._requeue(spec)
             else:
                 self._finish(spec, [("e", pickle.dumps(error))] * len(spec.return_ids), [])
@@ -995,6 +997,13 @@ class ActorSubmitter:
         with self.cw.lock:
             if st.address and not st.dead_cause:
                 st.stale_address, st.address = st.address, ""
+
+    def call_again(self, spec: TaskSpec) -> None:
+        """Send a call whose attempt failed and may be retried again, before later calls."""
+        st = self.state(spec.actor_id)
+        with self.cw.lock:
+            st.queue.appendleft(spec)
+        self.pump(st)
 
     def resolve(self, st: ActorState) -> None:
         """Find the address of an actor created elsewhere (a handle passed to us)."""
