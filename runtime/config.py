@@ -133,6 +133,15 @@ SETTINGS: dict[str, Setting] = {
             "Workers each agent starts before the first task (-1: one per CPU).",
         ),
         Setting(
+            "FREIGHT_MAXIMUM_STARTUP_CONCURRENCY",
+            int,
+            0,
+            "Worker processes a node agent starts at once (Ray's maximum_startup_concurrency); "
+            "more wait their turn, shown as 'waiting for a worker to start'. 0: one per CPU "
+            "(at least one).",
+            shown="0 (one per CPU)",
+        ),
+        Setting(
             "FREIGHT_FORK_SERVER",
             bool,
             True,

@@ -22,12 +22,15 @@ from loguru import logger
 
 from freight.config import settings
 from freight.core.lease import (
+    ActorClaim,
+    ActorRequest,
     Grant,
     Infeasible,
     LeaseManager,
     LeaseRequest,
     StartWorkers,
     Stop,
+    WorkerSlot,
     fits,
 )
 from freight.core.placement import ClusterView, NodeState
@@ -121,7 +124,9 @@ class NodeAgent:
         self.node_id = node_id
         self.token = token
         self.data_socket = os.path.join(session_dir, "sockets", f"agent-{node_id[:12]}.sock")
-        self.leases = LeaseManager(resources, validate, node_id, labels)
+        self.leases = LeaseManager(
+            resources, validate, node_id, labels, settings.maximum_startup_concurrency
+        )
         self.node_ip = node_ip
         self.data_address = ""  # host:port of the TCP data plane, once it listens
         # This node live (the lease manager's own amounts), the others as the head last said.
@@ -144,6 +149,8 @@ class NodeAgent:
         self.conns: dict[int, AioConn] = {}
         self.worker_conns: dict[str, AioConn] = {}
         self.actor_waiters: dict[str, asyncio.Future[bytes]] = {}
+        # Actors queued for a worker (LeaseManager.actor_queue): the claim wakes its creator.
+        self.actor_claims: dict[int, asyncio.Future[WorkerSlot]] = {}
         self.actor_of_worker: dict[str, str] = {}
         self.changed = asyncio.Condition()
         self.view_updated = asyncio.Event()  # set and cleared by each cluster view
@@ -189,8 +196,7 @@ class NodeAgent:
             host = f"[{self.node_ip}]" if ":" in self.node_ip else self.node_ip
             self.data_address = f"{host}:{port}"
             self.view.nodes[self.node_id].address = self.data_address
-        for _ in range(self.prestart):
-            self._spawn()
+        self._apply(self.leases.prestart(self.prestart))
 
     async def stop(self) -> None:
         for server in (self._server, self._tcp_server):
@@ -602,6 +608,12 @@ class NodeAgent:
                     continue
                 self.work.granted(w.worker_id, act.req.client, act.req.req_id, act.req.name)
                 conn.send(m.LeaseGranted(act.req.req_id, w.worker_id, w.address, w.pid, w.gpu_ids))
+            elif type(act) is ActorClaim:
+                claim = self.actor_claims.pop(id(act.req), None)
+                if claim is not None and not claim.done():
+                    claim.set_result(act.worker)
+                else:  # its creation was given up meanwhile: the worker serves others
+                    self._apply(self.leases.unclaim(act.worker.worker_id))
             elif type(act) is StartWorkers:
                 for _ in range(act.n):
                     self._spawn()
@@ -623,21 +635,22 @@ class NodeAgent:
 
         Returns (worker_id, worker_address, pid, creation_error, error).
         """
-        while True:
-            got = self.leases.claim_for_actor(resources)
-            if isinstance(got, str):
-                return "", "", 0, b"", got
-            if got is not None:
-                break
-            starting = any(w.state == "STARTING" for w in self.leases.workers.values())
-            if not starting:
-                self._spawn()
-            async with self.changed:
-                try:
-                    await asyncio.wait_for(self.changed.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-        w = got
+        infeasible = self.leases.actor_infeasible(resources)
+        if infeasible:
+            return "", "", 0, b"", infeasible
+        # In line for a worker (started within the start-up bound); the claim wakes this one.
+        req = ActorRequest(actor_id, resources)
+        claim: asyncio.Future[WorkerSlot] = asyncio.get_running_loop().create_future()
+        self.actor_claims[id(req)] = claim
+        try:
+            self._apply(self.leases.request_actor(req))
+            w = await claim
+        except BaseException:  # given up (the head's call was cancelled)
+            if self.actor_claims.pop(id(req), None) is not None:
+                self.leases.cancel_actor(req)
+            elif claim.done() and not claim.cancelled():
+                self._apply(self.leases.unclaim(claim.result().worker_id))
+            raise
         conn = self.worker_conns.get(w.worker_id)
         if conn is None:
             return "", "", 0, b"", f"worker {w.worker_id} is not connected"
