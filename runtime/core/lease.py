@@ -45,6 +45,10 @@ class WorkerSlot:
     idle_since: float = 0.0
     transitions: list[Transition] = field(default_factory=list)
     gpu_ids: tuple[int, ...] = ()  # the GPUs its lease holds (CUDA_VISIBLE_DEVICES)
+    # Whether it has run work with GPUs (True) or without (False); None until its first lease.
+    # A process keeps what it set up for its devices (a CUDA context, a library that read
+    # CUDA_VISIBLE_DEVICES at import), so the two kinds never share a worker (as in Ray).
+    gpu: bool | None = None
 
 
 @dataclass(slots=True)
@@ -78,9 +82,11 @@ class Infeasible(NamedTuple):
 
 
 class Stop(NamedTuple):
-    """Kill these workers: they run tasks for an owner that is gone."""
+    """Stop these workers: they run tasks for an owner that is gone, or are idle workers of
+    the wrong kind (GPU or CPU-only) in the way of a worker of the other kind."""
 
     worker_ids: list[str]
+    reason: str = "its owner is gone"
 
 
 Action = Grant | ActorClaim | StartWorkers | Infeasible | Stop
@@ -88,6 +94,10 @@ Action = Grant | ActorClaim | StartWorkers | Infeasible | Stop
 
 def fits(need: dict[str, float], have: dict[str, float]) -> bool:
     return all(have.get(k, 0.0) + EPS >= v for k, v in need.items() if v > 0)
+
+
+def _wants_gpu(resources: dict[str, float]) -> bool:
+    return resources.get("GPU", 0.0) > EPS
 
 
 def shape_key(resources: dict[str, float]) -> str:
@@ -274,7 +284,20 @@ class LeaseManager:
         self._take(resources)
         w.resources = dict(resources)
         w.gpu_ids = self._take_gpus(resources.get("GPU", 0.0))
+        w.gpu = _wants_gpu(resources)
         self._set(w, "ACTOR", "claimed for an actor")
+
+    @staticmethod
+    def _pick_idle(idle: list[WorkerSlot], gpu: bool) -> WorkerSlot | None:
+        """Take from ``idle`` a worker that may run work of this kind: one that ran the same
+        kind before, else a fresh one (kept for either kind as long as possible)."""
+        fresh = -1
+        for i in range(len(idle) - 1, -1, -1):
+            if idle[i].gpu is gpu:
+                return idle.pop(i)
+            if idle[i].gpu is None and fresh < 0:
+                fresh = i
+        return idle.pop(fresh) if fresh >= 0 else None
 
     def _take_gpus(self, amount: float) -> tuple[int, ...]:
         """GPU ids for a lease of ``amount`` GPUs: that many whole ones, or for a fraction the
@@ -336,11 +359,11 @@ class LeaseManager:
             elif not fits(req.resources, self.available):
                 req.reason = WAITING_FOR_RESOURCES
                 kept.append(req)
-            elif idle:
-                w = idle.pop()
+            elif (w := self._pick_idle(idle, _wants_gpu(req.resources))) is not None:
                 self._take(req.resources)
                 w.resources, w.client = dict(req.resources), req.client
                 w.gpu_ids = self._take_gpus(req.resources.get("GPU", 0.0))
+                w.gpu = _wants_gpu(req.resources)
                 self._set(w, "LEASED", f"lease {req.req_id}")
                 self.leases_granted += 1
                 actions.append(Grant(req, w))
@@ -349,9 +372,19 @@ class LeaseManager:
                 want_workers += 1
                 kept.append(req)
         self.pending = kept
+        want_actors = self._dispatch_actors(idle, actions)
         # Task workers are capped by the CPU count (a starting one counts: it is on its way).
-        task_workers = min(want_workers, self.cpu_cap() - self.active_task_workers() + starting)
-        want_workers = task_workers + self._dispatch_actors(idle, actions) + self.prestart_left
+        room = self.cpu_cap() - self.active_task_workers()
+        short = want_workers - starting - max(room, 0)
+        if short > 0 and idle:
+            # Idle workers of the other kind take the room: stop some to start the right kind.
+            surplus = [w.worker_id for w in idle[:short]]
+            for wid in surplus:
+                self.retire(wid)
+            room += len(surplus)
+            actions.append(Stop(surplus, "an idle worker of the other kind (GPU or CPU-only)"))
+        task_workers = min(want_workers, room + starting)
+        want_workers = task_workers + want_actors + self.prestart_left
         need = min(want_workers, self.startup_limit) - starting
         if need > 0:
             self.prestart_left = max(0, self.prestart_left - need)
@@ -367,11 +400,14 @@ class LeaseManager:
         queue = self.actor_queue
         skipped: list[ActorRequest] = []  # waiting for resources, not for a worker
         while queue and idle:
-            req = queue.popleft()
+            req = queue[0]
             if not fits(req.resources, self.available):
-                skipped.append(req)
+                skipped.append(queue.popleft())
                 continue
-            w = idle.pop()
+            w = self._pick_idle(idle, _wants_gpu(req.resources))
+            if w is None:
+                break  # the idle ones are of the other kind: this one waits for a new worker
+            queue.popleft()
             self._claim(w, req.resources)
             actions.append(ActorClaim(req, w))
         want = len(queue)

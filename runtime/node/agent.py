@@ -619,7 +619,7 @@ class NodeAgent:
                     self._spawn()
             elif type(act) is Stop:
                 for wid in act.worker_ids:
-                    self._stop_worker(wid, "its owner is gone")
+                    self._stop_worker(wid, act.reason)
             elif type(act) is Infeasible:
                 logger.warning(act.message)
                 conn = self.conns.get(act.req.client)

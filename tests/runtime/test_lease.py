@@ -714,6 +714,53 @@ def test_gpu_leases_get_distinct_ids_and_fractions_share_one() -> None:
     assert next(g.worker for g in regrant if isinstance(g, Grant)).gpu_ids == ids[0]
 
 
+def test_a_worker_that_ran_cpu_only_work_is_never_given_gpu_work() -> None:
+    mgr = LeaseManager({"CPU": 1.0, "GPU": 1.0}, validate=True)
+    idle_worker(mgr, "cpu")
+    plain = req()
+    assert grants(mgr.request(plain)) == [(plain.req_id, "cpu")]
+    mgr.lease_returned("cpu")
+    gpu = req(GPU=1.0)
+    actions = mgr.request(gpu)
+    # The only idle worker ran CPU-only work: it is stopped to make room for a new one.
+    assert grants(actions) == []
+    assert [a.worker_ids for a in actions if isinstance(a, Stop)] == [["cpu"]]
+    assert starts(actions) == 1
+    assert mgr.workers["cpu"].state == "STOPPING"
+    mgr.worker_exited("cpu", "asked to exit")
+    mgr.worker_starting("fresh")
+    assert grants(idle_worker(mgr, "fresh")) == [(gpu.req_id, "fresh")]
+
+
+def test_a_worker_that_ran_gpu_work_is_never_given_cpu_only_work() -> None:
+    mgr = LeaseManager({"CPU": 2.0, "GPU": 1.0}, validate=True)
+    idle_worker(mgr, "gpu")
+    first = req(GPU=0.5)
+    assert grants(mgr.request(first)) == [(first.req_id, "gpu")]
+    mgr.lease_returned("gpu")
+    plain = req()
+    actions = mgr.request(plain)
+    assert grants(actions) == [] and starts(actions) == 1  # room for one more: nothing stopped
+    assert mgr.workers["gpu"].state == "IDLE"
+    mgr.worker_starting("fresh")
+    assert grants(idle_worker(mgr, "fresh")) == [(plain.req_id, "fresh")]
+    again = req(GPU=0.5)
+    mgr.lease_returned("fresh")
+    assert grants(mgr.request(again)) == [(again.req_id, "gpu")]  # its own kind, not "fresh"
+
+
+def test_a_fresh_worker_serves_either_kind_and_keeps_it() -> None:
+    mgr = LeaseManager({"CPU": 2.0, "GPU": 1.0}, validate=True)
+    idle_worker(mgr, "w1")
+    assert mgr.workers["w1"].gpu is None
+    gpu_actor, actions = actor(mgr, GPU=1.0)
+    assert claims(actions) == [(gpu_actor.actor_id, "w1")]
+    assert mgr.workers["w1"].gpu is True
+    idle_worker(mgr, "w2")
+    assert grants(mgr.request(plain := req())) == [(plain.req_id, "w2")]
+    assert mgr.workers["w2"].gpu is False
+
+
 def test_bundles_set_aside_but_never_committed_come_back_whole(two_cpus: LeaseManager) -> None:
     two_cpus.reserve_bundles("pg1", [(0, {"CPU": 2.0})])
     assert two_cpus.available["CPU"] == 0.0
