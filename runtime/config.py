@@ -314,6 +314,14 @@ SETTINGS: dict[str, Setting] = {
             "answers without that node and marks the answer partial.",
         ),
         Setting(
+            "FREIGHT_HEAD_RECONNECT_TIMEOUT_S",
+            float,
+            60.0,
+            "How long drivers and workers wait for an unreachable head (a restart) before an "
+            "actor creation or an actor's address lookup fails; they wait through the "
+            "channel's reconnection backoff and repeat a call the head's death broke off.",
+        ),
+        Setting(
             "FREIGHT_HEALTH_CHECK_PERIOD_S",
             float,
             3.0,

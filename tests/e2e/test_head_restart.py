@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,6 +119,30 @@ def test_a_job_survives_the_head_being_killed_and_restarted(cluster: Cluster) ->
     assert new.returncode == 0, new.stderr[-4000:]
     assert new.stdout.split()[-1] == "7"
     freight.kill(ledger)
+
+
+def test_actors_created_while_the_head_is_down_are_created_once_it_is_back(
+    cluster: Cluster,
+) -> None:
+    cluster.kill_head()
+    named: list[Any] = []
+    try:
+        unnamed = Tally.remote()  # created in the background
+        call = unnamed.add.remote()
+        # A named actor is created in the calling thread, which waits for the head.
+        creating = threading.Thread(
+            target=lambda: named.append(Tally.options(name="made-while-down").remote())
+        )
+        creating.start()
+    finally:
+        cluster.restart_head()
+    assert freight.get(call, timeout=120) == 1
+    creating.join(timeout=120)
+    assert named, "the named actor's creation did not return"
+    assert freight.get(named[0].add.remote(), timeout=60) == 1
+    assert freight.get(freight.get_actor("made-while-down").add.remote(), timeout=60) == 2
+    freight.kill(named[0])
+    freight.kill(unnamed)
 
 
 SUBMITTED = """
