@@ -1020,8 +1020,10 @@ class ActorSubmitter:
             delay = 0.01
             while True:
                 try:
-                    reply = self.cw.head.call("GetActor", pb.GetActorRequest(actor_id=st.actor_id))
-                except Exception as e:  # unreachable, refused, or the channel closed at shutdown
+                    reply = self.cw.head.call_through_restarts(
+                        "GetActor", pb.GetActorRequest(actor_id=st.actor_id)
+                    )
+                except Exception as e:  # unreachable for long, or the channel closed at shutdown
                     self.created(st.actor_id, "", f"could not reach the head: {e}")
                     return
                 a = reply.actor
@@ -1078,6 +1080,12 @@ class ActorSubmitter:
                     try:
                         st.peer = cw.peer(st.address)
                     except (ConnectionError, OSError) as e:
+                        if st.max_restarts != 0:
+                            # The worker is gone, but the head named it (it had not heard of
+                            # the death yet, or has just restarted): ask it again until the
+                            # actor's restart gives a new address (pump resolves it).
+                            st.stale_address, st.address = st.address, ""
+                            return []
                         st.dead_cause = f"the actor's worker is unreachable: {e}"
                         fails = list(st.queue)
                         st.queue.clear()
