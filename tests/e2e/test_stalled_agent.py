@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def system_retries(name: str) -> float:
 
 def stall_the_agent_while_it_stores(
     cluster: Cluster, folder: Path, name: str, ref: freight.ObjectRef
-) -> None:
+) -> float:
     """Stop the agent once the task runs, let the task return, and continue the agent only
     after the store step gave up and the task was retried (or, wrongly, failed)."""
     agent = cluster.head_node.process.pid
@@ -87,14 +88,16 @@ def stall_the_agent_while_it_stores(
         )
     finally:
         os.kill(agent, signal.SIGCONT)
+    return time.monotonic()  # when the agent went on
 
 
 def test_a_task_whose_return_cannot_be_stored_during_an_agent_stall_runs_again(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     ref = large.remote(str(tmp_path))
-    stall_the_agent_while_it_stores(cluster, tmp_path, "large", ref)
+    continued = stall_the_agent_while_it_stores(cluster, tmp_path, "large", ref)
     assert freight.get(ref, timeout=120) == b"r" * SIZE  # no RayTaskError(TimeoutError)
+    print(f"\nthe value arrived {time.monotonic() - continued:.2f} s after SIGCONT")
     assert (tmp_path / "attempts").read_text().count("attempt") >= 2
 
 
