@@ -15,6 +15,7 @@ import cloudpickle
 import pytest
 
 import freight
+from freight.exceptions import RaySystemError, RayTaskError
 from freight.observe.recorder import RECORDER
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 
@@ -110,3 +111,21 @@ def test_an_actor_call_whose_return_cannot_be_stored_is_retried_under_max_task_r
     stall_the_agent_while_it_stores(cluster, tmp_path, "Holder.large", ref)
     assert freight.get(ref, timeout=120) == b"r" * SIZE
     assert (tmp_path / "attempts").read_text().count("attempt") >= 2
+
+
+def test_without_retries_the_caller_gets_a_system_error_not_the_tasks_error(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ref = large.options(max_retries=0).remote(str(tmp_path))
+    agent = cluster.head_node.process.pid
+    wait_for_condition((tmp_path / "attempts").exists, 60, "the task to start")
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        (tmp_path / "go").touch()
+        wait_for_condition(lambda: freight.wait([ref], timeout=0)[0], 60, "the attempt to fail")
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    with pytest.raises(RaySystemError, match="could not store the return value") as failed:
+        freight.get(ref, timeout=60)
+    assert not isinstance(failed.value, RayTaskError)
+    assert "FREIGHT_OBJECT_RESERVE_TIMEOUT_S" in str(failed.value)
