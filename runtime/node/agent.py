@@ -152,7 +152,6 @@ class NodeAgent:
         # Actors queued for a worker (LeaseManager.actor_queue): the claim wakes its creator.
         self.actor_claims: dict[int, asyncio.Future[WorkerSlot]] = {}
         self.actor_of_worker: dict[str, str] = {}
-        self.changed = asyncio.Condition()
         self.view_updated = asyncio.Event()  # set and cleared by each cluster view
         self.stopping = asyncio.Event()
         self.on_actor_death: Any = None  # async callable(actor_id, cause), set by the server
@@ -289,7 +288,6 @@ class NodeAgent:
                     self._background(self.on_actor_death(actor_id, cause))
         # Workers own leases too (nested tasks, actors that submit tasks): take those back.
         self._apply(self.leases.client_gone(conn.id, crashed=not clean))
-        self._notify()
 
     def _worker_info(self, wid: str) -> dict[str, Any]:
         """What a crash report says about a worker: pid, and the actor or job it served."""
@@ -300,13 +298,6 @@ class NodeAgent:
         if holder is not None and len(holder.role) > 2 and holder.role[0] == "driver":
             info["job_id"] = str(holder.role[2])
         return info
-
-    def _notify(self) -> None:
-        async def notify() -> None:
-            async with self.changed:
-                self.changed.notify_all()
-
-        self._background(notify())
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -357,7 +348,6 @@ class NodeAgent:
                 self.pool.kill(msg.worker_id, requested=False)
             else:
                 self._apply(self.leases.lease_returned(msg.worker_id))
-            self._notify()
         elif t is m.ReserveObject:
             try:
                 path = self.store.try_reserve(msg.object_id, msg.size, msg.owner)
@@ -403,7 +393,6 @@ class NodeAgent:
         elif t is m.RegisterWorker:
             self.worker_conns[msg.worker_id] = conn
             self._apply(self.leases.worker_registered(msg.worker_id, msg.address, msg.pid))
-            self._notify()
         elif t is m.Telemetry:
             self._on_telemetry(conn, msg)
         elif t is m.ActorReady:
@@ -691,7 +680,6 @@ class NodeAgent:
         for wid in doomed:
             self.kill_worker(worker_id=wid, force=True)
         self._apply(actions)
-        self._notify()
         return len(doomed)
 
     def kill_worker(self, worker_id: str = "", actor_id: str = "", force: bool = True) -> bool:
@@ -791,7 +779,6 @@ class NodeAgent:
                 if wid in self.leases.workers and wid not in self.worker_conns:
                     # Died before it registered: forget it so a replacement can start.
                     self._apply(self.leases.worker_exited(wid, f"exited with code {rc}"))
-                    self._notify()
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
             except TimeoutError:
