@@ -251,6 +251,15 @@ CATALOGUE: tuple[Metric, ...] = (
         "Worker processes of the node by state (STARTING, IDLE, LEASED, ACTOR, BLOCKED).",
     ),
     Metric(
+        "freight_workers_starting_max",
+        G,
+        "",
+        (),
+        NODE,
+        "The most worker processes the node agent has had starting at once since it started; "
+        "FREIGHT_MAXIMUM_STARTUP_CONCURRENCY bounds it.",
+    ),
+    Metric(
         "freight_worker_starts_total",
         C,
         "",

@@ -429,7 +429,9 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     a = reply.actor
     kv = w.head.call("KVGet", pb.KVGetRequest(ns="actor_methods", key=a.actor_id))
     methods = json.loads(kv.value) if kv.found else None
-    if a.worker_address:
+    # Whether a call may wait for a restart when this address turns out to be stale.
+    w.actors.state(a.actor_id, a.class_name).max_restarts = a.max_restarts
+    if a.state == "ALIVE" and a.worker_address:
         w.actors.created(a.actor_id, a.worker_address, "")
     ref = w.actors.borrow_handle(a)  # a handle got by name keeps the actor alive too
     return ActorHandle(a.actor_id, a.class_name, methods, a.max_task_retries, ref)

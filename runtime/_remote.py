@@ -324,7 +324,9 @@ class ActorClass:
                         "values of reference arguments up to FREIGHT_INLINE_MAX_BYTES travel "
                         "in it; put() fewer, larger values (one list) instead"
                     )
-                reply = cw.head.call(
+                # A head restart does not fail the creation: it is repeated (the head joins a
+                # creation of the same actor id already under way) once the head is back.
+                reply = cw.head.call_through_restarts(
                     "CreateActor",
                     pb.CreateActorRequest(
                         actor=info,
@@ -391,7 +393,7 @@ class ActorClass:
                 and "already" in reply.actor.death_cause
             ):
                 raise ValueError(reply.actor.death_cause)
-            cw.head.call(
+            cw.head.call_through_restarts(
                 "KVPut",
                 pb.KVPutRequest(
                     ns="actor_methods",

@@ -119,6 +119,15 @@ SETTINGS: dict[str, Setting] = {
             "fit waits for spilling; ObjectStoreFullError only when spilling cannot help.",
         ),
         Setting(
+            "FREIGHT_OBJECT_RESERVE_TIMEOUT_S",
+            float,
+            60.0,
+            "How long a worker or driver waits for its node agent to reserve room for an object "
+            "over FREIGHT_INLINE_MAX_BYTES. When a task's return value times out (a stalled "
+            "agent) the attempt fails as a system error and is retried under max_retries; a "
+            "put() raises TimeoutError.",
+        ),
+        Setting(
             "FREIGHT_OBJECT_SPILLING_DIR",
             str,
             "",
@@ -131,6 +140,15 @@ SETTINGS: dict[str, Setting] = {
             int,
             -1,
             "Workers each agent starts before the first task (-1: one per CPU).",
+        ),
+        Setting(
+            "FREIGHT_MAXIMUM_STARTUP_CONCURRENCY",
+            int,
+            0,
+            "Worker processes a node agent starts at once (Ray's maximum_startup_concurrency); "
+            "more wait their turn, shown as 'waiting for a worker to start'. 0: one per CPU "
+            "(at least one).",
+            shown="0 (one per CPU)",
         ),
         Setting(
             "FREIGHT_FORK_SERVER",
@@ -303,6 +321,14 @@ SETTINGS: dict[str, Setting] = {
             3.0,
             "How long the state API waits for each node agent (workers, objects) before it "
             "answers without that node and marks the answer partial.",
+        ),
+        Setting(
+            "FREIGHT_HEAD_RECONNECT_TIMEOUT_S",
+            float,
+            60.0,
+            "How long drivers and workers wait for an unreachable head (a restart) before an "
+            "actor creation or an actor's address lookup fails; they wait through the "
+            "channel's reconnection backoff and repeat a call the head's death broke off.",
         ),
         Setting(
             "FREIGHT_HEALTH_CHECK_PERIOD_S",

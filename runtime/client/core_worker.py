@@ -786,7 +786,23 @@ class CoreWorker:
             return ("v", ser.pack(so))
         _CREATED_SHARED()
         owner = owner or self.address
-        reply = self.request(self.agent, lambda r: m.ReserveObject(r, oid, size, owner), timeout=60)
+        wait_s = settings.object_reserve_timeout_s
+        try:
+            reply = self.request(
+                self.agent, lambda r: m.ReserveObject(r, oid, size, owner), timeout=wait_s
+            )
+        except TimeoutError:
+            # A stalled agent answers once it runs again: give that late reservation back (the
+            # agent reads this after the request), so the object can be stored again.
+            try:
+                self.agent.send(m.FreeObjects([oid]))
+            except OSError:
+                pass
+            raise TimeoutError(
+                f"the node agent did not reserve room for object {oid.hex()} ({size} bytes) "
+                f"within {wait_s:g} s (FREIGHT_OBJECT_RESERVE_TIMEOUT_S): it is stalled or "
+                "overloaded"
+            ) from None
         if type(reply) is m.Error:
             raise pickle.loads(reply.exc) if reply.exc else exc.ObjectStoreFullError(reply.message)
         try:

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from freight.config import settings
 from freight.observe import tracing
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
@@ -15,33 +16,66 @@ from freight.util.grpc_tracing import traced_call
 _SERVICE = pb.DESCRIPTOR.services_by_name["HeadService"].full_name
 
 
+class HeadUnavailable(ConnectionError):
+    """The head could not be reached (it is down, restarting, or went away during the call)."""
+
+
 class HeadClient:
     def __init__(self, address: str, token: str) -> None:
         self.address = address
         self.channel = sync_channel(address, token)
         self.stub = pb_grpc.HeadServiceStub(self.channel)
 
-    def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
-        """Call one HeadService method; turn transport failures into ConnectionError."""
+    def call(
+        self, method: str, request: Any, timeout: float | None = 30.0, wait: bool = False
+    ) -> Any:
+        """Call one HeadService method; turn transport failures into ConnectionError.
+
+        ``wait``: while the head is unreachable, wait for it (up to ``timeout``) instead of
+        failing at once (gRPC's wait_for_ready)."""
         if tracing.ENABLED:  # a client span, when the call is part of a trace
             return traced_call(
-                f"{_SERVICE}/{method}", lambda md: self._call(method, request, timeout, md)
+                f"{_SERVICE}/{method}", lambda md: self._call(method, request, timeout, md, wait)
             )
-        return self._call(method, request, timeout, None)
+        return self._call(method, request, timeout, None, wait)
 
-    def _call(self, method: str, request: Any, timeout: float | None, metadata: Any) -> Any:
+    def _call(
+        self, method: str, request: Any, timeout: float | None, metadata: Any, wait: bool
+    ) -> Any:
         try:
-            return getattr(self.stub, method)(request, timeout=timeout, metadata=metadata)
+            return getattr(self.stub, method)(
+                request, timeout=timeout, metadata=metadata, wait_for_ready=wait
+            )
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code == grpc.StatusCode.UNAUTHENTICATED:
                 raise PermissionError(exc.details()) from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise ConnectionError(
+                cls = HeadUnavailable if code == grpc.StatusCode.UNAVAILABLE else ConnectionError
+                raise cls(
                     f"the freight head at {self.address} is not reachable ({code.name}): "
                     f"{exc.details()}"
                 ) from None
             raise
+
+    def call_through_restarts(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
+        """Call a method that is safe to repeat, riding out a head restart: wait for the head
+        (through the channel's reconnection backoff) and call again when the call broke off
+        because the head went away. ConnectionError once the head has been unreachable for
+        ``FREIGHT_HEAD_RECONNECT_TIMEOUT_S`` in a row."""
+        while True:
+            try:
+                return self.call(method, request, timeout)
+            except HeadUnavailable:
+                pass  # down, or it went away during the call: wait for it to be back
+            wait_s = settings.head_reconnect_timeout_s
+            try:
+                self.call("ClusterStatus", pb.ClusterStatusRequest(), wait_s, wait=True)
+            except ConnectionError:
+                raise ConnectionError(
+                    f"the freight head at {self.address} has not been reachable for {wait_s:g} s "
+                    "(FREIGHT_HEAD_RECONNECT_TIMEOUT_S); is it running?"
+                ) from None
 
     def ping(self, timeout: float = 5.0) -> pb.ClusterStatusReply:
         return self.call("ClusterStatus", pb.ClusterStatusRequest(), timeout=timeout)

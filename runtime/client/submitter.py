@@ -677,12 +677,14 @@ class TaskSubmitter:
                     outcome = cw.tasks.failed(
                         spec.task_id,
                         f"{type(cause).__name__}: {cause}"[:200],  # the user's exception
-                        False,
+                        msg.system,
                         app_retry,
                         type(cause).__name__,
                         "application" if msg.retryable else "system",
                     )
-            if outcome is Outcome.RETRY:
+            if outcome is Outcome.RETRY and spec.actor_id:
+                cw.actors.call_again(spec)
+            elif outcome is Outcome.RETRY:
                 self._requeue(spec)
             else:
                 self._finish(spec, [("e", pickle.dumps(error))] * len(spec.return_ids), [])
@@ -1144,6 +1146,13 @@ class ActorSubmitter:
             if st.address and not st.dead_cause:
                 st.stale_address, st.address = st.address, ""
 
+    def call_again(self, spec: TaskSpec) -> None:
+        """Send a call whose attempt failed and may be retried again, before later calls."""
+        st = self.state(spec.actor_id)
+        with self.cw.lock:
+            st.queue.appendleft(spec)
+        self.pump(st)
+
     def resolve(self, st: ActorState) -> None:
         """Find the address of an actor created elsewhere (a handle passed to us)."""
         with self.cw.lock:
@@ -1159,8 +1168,10 @@ class ActorSubmitter:
             delay = 0.01
             while True:
                 try:
-                    reply = self.cw.head.call("GetActor", pb.GetActorRequest(actor_id=st.actor_id))
-                except Exception as e:  # unreachable, refused, or the channel closed at shutdown
+                    reply = self.cw.head.call_through_restarts(
+                        "GetActor", pb.GetActorRequest(actor_id=st.actor_id)
+                    )
+                except Exception as e:  # unreachable for long, or the channel closed at shutdown
                     self.created(st.actor_id, "", f"could not reach the head: {e}")
                     return
                 a = reply.actor
@@ -1217,6 +1228,12 @@ class ActorSubmitter:
                     try:
                         st.peer = cw.peer(st.address)
                     except (ConnectionError, OSError) as e:
+                        if st.max_restarts != 0:
+                            # The worker is gone, but the head named it (it had not heard of
+                            # the death yet, or has just restarted): ask it again until the
+                            # actor's restart gives a new address (pump resolves it).
+                            st.stale_address, st.address = st.address, ""
+                            return []
                         st.dead_cause = f"the actor's worker is unreachable: {e}"
                         fails = list(st.queue)
                         st.queue.clear()

@@ -45,10 +45,30 @@ class WorkerSlot:
     idle_since: float = 0.0
     transitions: list[Transition] = field(default_factory=list)
     gpu_ids: tuple[int, ...] = ()  # the GPUs its lease holds (CUDA_VISIBLE_DEVICES)
+    # Whether it has run work with GPUs (True) or without (False); None until its first lease.
+    # A process keeps what it set up for its devices (a CUDA context, a library that read
+    # CUDA_VISIBLE_DEVICES at import), so the two kinds never share a worker (as in Ray).
+    gpu: bool | None = None
+
+
+@dataclass(slots=True)
+class ActorRequest:
+    """An actor this node is to host, waiting for a worker process of its own."""
+
+    actor_id: str
+    resources: dict[str, float]
+    time: float = field(default_factory=now)
 
 
 class Grant(NamedTuple):
     req: LeaseRequest
+    worker: WorkerSlot
+
+
+class ActorClaim(NamedTuple):
+    """``worker`` is the actor's now (state ACTOR): run its constructor there."""
+
+    req: ActorRequest
     worker: WorkerSlot
 
 
@@ -62,16 +82,22 @@ class Infeasible(NamedTuple):
 
 
 class Stop(NamedTuple):
-    """Kill these workers: they run tasks for an owner that is gone."""
+    """Stop these workers: they run tasks for an owner that is gone, or are idle workers of
+    the wrong kind (GPU or CPU-only) in the way of a worker of the other kind."""
 
     worker_ids: list[str]
+    reason: str = "its owner is gone"
 
 
-Action = Grant | StartWorkers | Infeasible | Stop
+Action = Grant | ActorClaim | StartWorkers | Infeasible | Stop
 
 
 def fits(need: dict[str, float], have: dict[str, float]) -> bool:
     return all(have.get(k, 0.0) + EPS >= v for k, v in need.items() if v > 0)
+
+
+def _wants_gpu(resources: dict[str, float]) -> bool:
+    return resources.get("GPU", 0.0) > EPS
 
 
 def shape_key(resources: dict[str, float]) -> str:
@@ -85,6 +111,7 @@ class LeaseManager:
         validate: bool = False,
         node_id: str = "",
         labels: dict[str, str] | None = None,
+        startup_limit: int = 0,
     ) -> None:
         self.node_id = node_id
         self.labels = dict(labels or {})  # for requests whose strategy constrains labels
@@ -98,6 +125,15 @@ class LeaseManager:
         self.gpu_free: dict[int, float] = {i: 1.0 for i in range(int(total.get("GPU", 0) + EPS))}
         self.workers: dict[str, WorkerSlot] = {}
         self.pending: deque[LeaseRequest] = deque()
+        # Actors waiting for a worker, first come first served: each registration hands one
+        # worker to the first in line (no herd of waiters woken to race for it).
+        self.actor_queue: deque[ActorRequest] = deque()
+        # Worker processes starting at once are bounded (Ray's maximum_startup_concurrency):
+        # a burst of actors must not start hundreds of interpreters that starve the agent.
+        self.startup_limit = startup_limit if startup_limit > 0 else self.cpu_cap()
+        self.starting = 0  # workers in STARTING
+        self.starting_peak = 0  # the most that were starting at once
+        self.prestart_left = 0  # workers still to start ahead of any demand
         self.log = TransitionLog()
         self._validate = validate
         self.leases_granted = 0
@@ -106,6 +142,8 @@ class LeaseManager:
 
     def _set(self, w: WorkerSlot, state: str, cause: str) -> None:
         tr = Transition(now(), w.state, state, cause)
+        if w.state == "STARTING":
+            self.starting -= 1
         w.state = state
         w.transitions.append(tr)
         if len(w.transitions) > 64:
@@ -154,7 +192,44 @@ class LeaseManager:
     def worker_starting(self, worker_id: str) -> WorkerSlot:
         w = self.workers[worker_id] = WorkerSlot(worker_id)
         w.transitions.append(Transition(now(), "", "STARTING", "spawned"))
+        self.starting += 1
+        self.starting_peak = max(self.starting_peak, self.starting)
         return w
+
+    def prestart(self, n: int) -> list[Action]:
+        """Start ``n`` workers ahead of demand (within the start-up bound, as they register)."""
+        self.prestart_left = max(0, n)
+        return self._dispatch()
+
+    def request_actor(self, req: ActorRequest) -> list[Action]:
+        """Queue an actor for a worker of its own; an :class:`ActorClaim` hands it one."""
+        self.actor_queue.append(req)
+        return self._dispatch()
+
+    def cancel_actor(self, req: ActorRequest) -> bool:
+        """Take an actor out of the queue (its creation was given up)."""
+        try:
+            self.actor_queue.remove(req)
+        except ValueError:
+            return False
+        return True
+
+    def unclaim(self, worker_id: str) -> list[Action]:
+        """A worker claimed for an actor whose creation was given up before it began: it is
+        idle again."""
+        w = self.workers.get(worker_id)
+        if w is None or w.state != "ACTOR":
+            return []
+        self._release(w)
+        w.idle_since = now()
+        self._set(w, "IDLE", "actor creation given up")
+        return self._dispatch()
+
+    def actor_infeasible(self, resources: dict[str, float]) -> str:
+        """Why this node can never host an actor with ``resources`` ("" when it can)."""
+        if fits(resources, self.total):
+            return ""
+        return f"{INFEASIBLE}: needs {shape_key(resources)}, node has {shape_key(self.total)}"
 
     def worker_registered(self, worker_id: str, address: str, pid: int) -> list[Action]:
         w = self.workers.get(worker_id) or self.worker_starting(worker_id)
@@ -213,20 +288,24 @@ class LeaseManager:
             self._take(cpu)
         return self._dispatch()
 
-    def claim_for_actor(self, resources: dict[str, float]) -> WorkerSlot | str | None:
-        """Take an idle worker for an actor with ``resources``; a str is the reason it cannot."""
-        if not fits(resources, self.total):
-            return f"{INFEASIBLE}: needs {shape_key(resources)}, node has {shape_key(self.total)}"
-        if not fits(resources, self.available):
-            return None
-        for w in self.workers.values():
-            if w.state == "IDLE":
-                self._take(resources)
-                w.resources = dict(resources)
-                w.gpu_ids = self._take_gpus(resources.get("GPU", 0.0))
-                self._set(w, "ACTOR", "claimed for an actor")
-                return w
-        return None
+    def _claim(self, w: WorkerSlot, resources: dict[str, float]) -> None:
+        self._take(resources)
+        w.resources = dict(resources)
+        w.gpu_ids = self._take_gpus(resources.get("GPU", 0.0))
+        w.gpu = _wants_gpu(resources)
+        self._set(w, "ACTOR", "claimed for an actor")
+
+    @staticmethod
+    def _pick_idle(idle: list[WorkerSlot], gpu: bool) -> WorkerSlot | None:
+        """Take from ``idle`` a worker that may run work of this kind: one that ran the same
+        kind before, else a fresh one (kept for either kind as long as possible)."""
+        fresh = -1
+        for i in range(len(idle) - 1, -1, -1):
+            if idle[i].gpu is gpu:
+                return idle.pop(i)
+            if idle[i].gpu is None and fresh < 0:
+                fresh = i
+        return idle.pop(fresh) if fresh >= 0 else None
 
     def _take_gpus(self, amount: float) -> tuple[int, ...]:
         """GPU ids for a lease of ``amount`` GPUs: that many whole ones, or for a fraction the
@@ -259,7 +338,7 @@ class LeaseManager:
     def _dispatch(self) -> list[Action]:
         actions: list[Action] = []
         idle = [w for w in self.workers.values() if w.state == "IDLE"]
-        starting = sum(1 for w in self.workers.values() if w.state == "STARTING")
+        starting = self.starting
         want_workers = 0
         kept: deque[LeaseRequest] = deque()
         for req in self.pending:
@@ -285,11 +364,11 @@ class LeaseManager:
             elif not fits(req.resources, self.available):
                 req.reason = WAITING_FOR_RESOURCES
                 kept.append(req)
-            elif idle:
-                w = idle.pop()
+            elif (w := self._pick_idle(idle, _wants_gpu(req.resources))) is not None:
                 self._take(req.resources)
                 w.resources, w.client = dict(req.resources), req.client
                 w.gpu_ids = self._take_gpus(req.resources.get("GPU", 0.0))
+                w.gpu = _wants_gpu(req.resources)
                 self._set(w, "LEASED", f"lease {req.req_id}")
                 self.leases_granted += 1
                 actions.append(Grant(req, w))
@@ -298,13 +377,47 @@ class LeaseManager:
                 want_workers += 1
                 kept.append(req)
         self.pending = kept
+        want_actors = self._dispatch_actors(idle, actions)
+        # Task workers are capped by the CPU count (a starting one counts: it is on its way).
         room = self.cpu_cap() - self.active_task_workers()
-        need = min(want_workers - starting, room)
+        short = want_workers - starting - max(room, 0)
+        if short > 0 and idle:
+            # Idle workers of the other kind take the room: stop some to start the right kind.
+            surplus = [w.worker_id for w in idle[:short]]
+            for wid in surplus:
+                self.retire(wid)
+            room += len(surplus)
+            actions.append(Stop(surplus, "an idle worker of the other kind (GPU or CPU-only)"))
+        task_workers = min(want_workers, room + starting)
+        want_workers = task_workers + want_actors + self.prestart_left
+        need = min(want_workers, self.startup_limit) - starting
         if need > 0:
+            self.prestart_left = max(0, self.prestart_left - need)
             actions.append(StartWorkers(need))
         if self._validate:
             self.validate()
         return actions
+
+    def _dispatch_actors(self, idle: list[WorkerSlot], actions: list[Action]) -> int:
+        """Hand the idle workers left to the actors first in line; return how many of those
+        still waiting want a worker. Only those the idle workers reach are looked at, so a
+        long queue costs nothing per event."""
+        queue = self.actor_queue
+        skipped: list[ActorRequest] = []  # waiting for resources, not for a worker
+        while queue and idle:
+            req = queue[0]
+            if not fits(req.resources, self.available):
+                skipped.append(queue.popleft())
+                continue
+            w = self._pick_idle(idle, _wants_gpu(req.resources))
+            if w is None:
+                break  # the idle ones are of the other kind: this one waits for a new worker
+            queue.popleft()
+            self._claim(w, req.resources)
+            actions.append(ActorClaim(req, w))
+        want = len(queue)
+        queue.extendleft(reversed(skipped))
+        return want
 
     def reserve_bundles(
         self, pg_id: str, bundles: list[tuple[int, dict[str, float]]]
@@ -402,9 +515,15 @@ class LeaseManager:
         return out
 
     def pending_by_reason(self) -> dict[str, int]:
+        """Lease requests and actors waiting here, by pending reason."""
         out: dict[str, int] = {}
         for r in self.pending:
             out[r.reason] = out.get(r.reason, 0) + 1
+        for a in self.actor_queue:
+            reason = (
+                WAITING_FOR_WORKER if fits(a.resources, self.available) else WAITING_FOR_RESOURCES
+            )
+            out[reason] = out.get(reason, 0) + 1
         return out
 
     def infeasible_shapes(self) -> list[str]:
@@ -417,6 +536,9 @@ class LeaseManager:
                 used[k] = used.get(k, 0.0) + v
             if w.state == "LEASED" and w.client < 0:
                 raise InvalidTransition(f"worker {w.worker_id} leased to nobody")
+        starting = sum(1 for w in self.workers.values() if w.state == "STARTING")
+        if starting != self.starting:
+            raise InvalidTransition(f"{starting} workers starting, counted {self.starting}")
         for base, _ in self.groups.values():  # set aside for placement groups' bundles
             for k, v in base.items():
                 used[k] = used.get(k, 0.0) + v
@@ -437,4 +559,7 @@ class LeaseManager:
             "available": dict(self.available),
             "total": dict(self.total),
             "leases_granted": self.leases_granted,
+            "startup_limit": self.startup_limit,
+            "starting_peak": self.starting_peak,
+            "actors_waiting": len(self.actor_queue),
         }

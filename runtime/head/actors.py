@@ -19,6 +19,7 @@ import grpc
 from loguru import logger
 
 from freight.core.placement import labels_match, strategy_from_json
+from freight.core.task_state import WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
 from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
 from freight.head.nodes import NodeDirectory, covers, sum_amounts
@@ -34,8 +35,6 @@ DEAD = "DEAD"
 SPECS_NS = "actor_specs"
 
 WAITING_FOR_NODE = "waiting for a node to join"
-WAITING_FOR_RESOURCES = "waiting for resources"
-WAITING_FOR_WORKER = "waiting for its worker to start"
 
 
 def format_resources(amounts: Mapping[str, float]) -> str:

@@ -23,12 +23,15 @@ from loguru import logger
 
 from freight.config import settings
 from freight.core.lease import (
+    ActorClaim,
+    ActorRequest,
     Grant,
     Infeasible,
     LeaseManager,
     LeaseRequest,
     StartWorkers,
     Stop,
+    WorkerSlot,
     fits,
 )
 from freight.core.placement import ClusterView, NodeState
@@ -127,7 +130,9 @@ class NodeAgent:
         self.fenced_workers: set[str] = set()  # killed by fence(): their deaths are not news
         self.token = token
         self.data_socket = os.path.join(session_dir, "sockets", f"agent-{node_id[:12]}.sock")
-        self.leases = LeaseManager(resources, validate, node_id, labels)
+        self.leases = LeaseManager(
+            resources, validate, node_id, labels, settings.maximum_startup_concurrency
+        )
         self.node_ip = node_ip
         self.data_address = ""  # host:port of the TCP data plane, once it listens
         # This node live (the lease manager's own amounts), the others as the head last said.
@@ -150,8 +155,9 @@ class NodeAgent:
         self.conns: dict[int, AioConn] = {}
         self.worker_conns: dict[str, AioConn] = {}
         self.actor_waiters: dict[str, asyncio.Future[bytes]] = {}
+        # Actors queued for a worker (LeaseManager.actor_queue): the claim wakes its creator.
+        self.actor_claims: dict[int, asyncio.Future[WorkerSlot]] = {}
         self.actor_of_worker: dict[str, str] = {}
-        self.changed = asyncio.Condition()
         self.view_updated = asyncio.Event()  # set and cleared by each cluster view
         self.stopping = asyncio.Event()
         self.on_actor_death: Any = None  # async callable(actor_id, cause, worker_id), by the server
@@ -195,8 +201,7 @@ class NodeAgent:
             host = f"[{self.node_ip}]" if ":" in self.node_ip else self.node_ip
             self.data_address = f"{host}:{port}"
             self.view.nodes[self.node_id].address = self.data_address
-        for _ in range(self.prestart):
-            self._spawn()
+        self._apply(self.leases.prestart(self.prestart))
 
     async def stop(self) -> None:
         for server in (self._server, self._tcp_server):
@@ -291,7 +296,6 @@ class NodeAgent:
             self.fenced_workers.discard(wid)
         # Workers own leases too (nested tasks, actors that submit tasks): take those back.
         self._apply(self.leases.client_gone(conn.id, crashed=not clean))
-        self._notify()
 
     def _worker_info(self, wid: str) -> dict[str, Any]:
         """What a crash report says about a worker: pid, and the actor or job it served."""
@@ -302,13 +306,6 @@ class NodeAgent:
         if holder is not None and len(holder.role) > 2 and holder.role[0] == "driver":
             info["job_id"] = str(holder.role[2])
         return info
-
-    def _notify(self) -> None:
-        async def notify() -> None:
-            async with self.changed:
-                self.changed.notify_all()
-
-        self._background(notify())
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -359,7 +356,6 @@ class NodeAgent:
                 self.pool.kill(msg.worker_id, requested=False)
             else:
                 self._apply(self.leases.lease_returned(msg.worker_id))
-            self._notify()
         elif t is m.ReserveObject:
             try:
                 path = self.store.try_reserve(msg.object_id, msg.size, msg.owner)
@@ -405,7 +401,6 @@ class NodeAgent:
         elif t is m.RegisterWorker:
             self.worker_conns[msg.worker_id] = conn
             self._apply(self.leases.worker_registered(msg.worker_id, msg.address, msg.pid))
-            self._notify()
         elif t is m.Telemetry:
             self._on_telemetry(conn, msg)
         elif t is m.ActorReady:
@@ -610,12 +605,18 @@ class NodeAgent:
                     continue
                 self.work.granted(w.worker_id, act.req.client, act.req.req_id, act.req.name)
                 conn.send(m.LeaseGranted(act.req.req_id, w.worker_id, w.address, w.pid, w.gpu_ids))
+            elif type(act) is ActorClaim:
+                claim = self.actor_claims.pop(id(act.req), None)
+                if claim is not None and not claim.done():
+                    claim.set_result(act.worker)
+                else:  # its creation was given up meanwhile: the worker serves others
+                    self._apply(self.leases.unclaim(act.worker.worker_id))
             elif type(act) is StartWorkers:
                 for _ in range(act.n):
                     self._spawn()
             elif type(act) is Stop:
                 for wid in act.worker_ids:
-                    self._stop_worker(wid, "its owner is gone")
+                    self._stop_worker(wid, act.reason)
             elif type(act) is Infeasible:
                 logger.warning(act.message)
                 conn = self.conns.get(act.req.client)
@@ -632,21 +633,22 @@ class NodeAgent:
         Returns (worker_id, worker_address, pid, creation_error, error).
         """
         incarnation = self.incarnation
-        while True:
-            got = self.leases.claim_for_actor(resources)
-            if isinstance(got, str):
-                return "", "", 0, b"", got
-            if got is not None:
-                break
-            starting = any(w.state == "STARTING" for w in self.leases.workers.values())
-            if not starting:
-                self._spawn()
-            async with self.changed:
-                try:
-                    await asyncio.wait_for(self.changed.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-        w = got
+        infeasible = self.leases.actor_infeasible(resources)
+        if infeasible:
+            return "", "", 0, b"", infeasible
+        # In line for a worker (started within the start-up bound); the claim wakes this one.
+        req = ActorRequest(actor_id, resources)
+        claim: asyncio.Future[WorkerSlot] = asyncio.get_running_loop().create_future()
+        self.actor_claims[id(req)] = claim
+        try:
+            self._apply(self.leases.request_actor(req))
+            w = await claim
+        except BaseException:  # given up (the head's call was cancelled)
+            if self.actor_claims.pop(id(req), None) is not None:
+                self.leases.cancel_actor(req)
+            elif claim.done() and not claim.cancelled():
+                self._apply(self.leases.unclaim(claim.result().worker_id))
+            raise
         conn = self.worker_conns.get(w.worker_id)
         if conn is None:
             return "", "", 0, b"", f"worker {w.worker_id} is not connected"
@@ -722,7 +724,6 @@ class NodeAgent:
         for wid in doomed:
             self.kill_worker(worker_id=wid, force=True)
         self._apply(actions)
-        self._notify()
         return len(doomed)
 
     def kill_worker(self, worker_id: str = "", actor_id: str = "", force: bool = True) -> bool:
@@ -822,7 +823,6 @@ class NodeAgent:
                 if wid in self.leases.workers and wid not in self.worker_conns:
                     # Died before it registered: forget it so a replacement can start.
                     self._apply(self.leases.worker_exited(wid, f"exited with code {rc}"))
-                    self._notify()
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
             except TimeoutError:

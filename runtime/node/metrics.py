@@ -113,6 +113,7 @@ class NodeMetrics:
             states[state] = states.get(state, 0) + 1
         for state, n in states.items():
             g[("freight_workers", (state,))] = float(n)
+        g[("freight_workers_starting_max", ())] = float(agent.leases.starting_peak)
         for name, part in (
             ("freight_resources_capacity", "total"),
             ("freight_resources_available", "available"),

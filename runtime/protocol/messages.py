@@ -227,6 +227,9 @@ class TaskDone(NamedTuple):
     borrowed: list[bytes]  # refs the executor still holds (owner must keep them)
     start_time: float
     end_time: float
+    # The runtime failed the attempt, not the task's code (its result could not be stored):
+    # retried under max_retries like a crashed worker, never an application error.
+    system: bool = False
 
 
 class CancelTask(NamedTuple):

@@ -54,6 +54,17 @@ class _ArgumentLost(Exception):
         self.error = error
 
 
+class _StoreFailed(Exception):
+    """The task's return value could not be stored (the node agent did not answer, or its
+    store could not be written): a failure of the runtime, not of the task's code."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.error = exc.RaySystemError(
+            f"the worker could not store the return value of {name}: {cause}"
+        )
+
+
 class CallPool:
     """The threads of an actor with ``max_concurrency`` > 1: calls go on one queue, and a new
     thread starts only when every running one is busy (up to the limit).
@@ -348,6 +359,8 @@ class Executor:
             tracing.finish(span, lost.error)
             blob = pickle.dumps(lost.error)
             done = m.TaskDone(msg.task_id, None, blob, False, [], start, time.time())
+        except _StoreFailed as failed:
+            done = self._store_failed(msg, failed, span, start)
         except BaseException as e:
             tracing.finish(span, e)
             done = m.TaskDone(
@@ -374,6 +387,8 @@ class Executor:
                 done = self._results(msg, ctx, result, start)
                 if self.checkpointer is not None:
                     self.checkpointer.after_call()
+            except _StoreFailed as failed:
+                done = self._store_failed(msg, failed, span, start)
             except BaseException as e:
                 e = e.error if isinstance(e, _ArgumentLost) else e
                 tracing.finish(span, e)
@@ -385,6 +400,16 @@ class Executor:
                 if span is not None:
                     tracing.finish(span)
         self._reply(fs, done)
+
+    def _store_failed(
+        self, msg: m.PushTask, failed: _StoreFailed, span: tracing.Active | None, start: float
+    ) -> m.TaskDone:
+        """The reply for an attempt whose result could not be stored: a system error, which
+        its owner retries (max_retries) as it would a crashed worker's task."""
+        logger.warning("task {} could not store its result: {}", msg.name, failed)
+        tracing.finish(span, failed.error)
+        blob = pickle.dumps(failed.error)
+        return m.TaskDone(msg.task_id, None, blob, False, [], start, time.time(), system=True)
 
     def _reply(self, fs: frames.FrameSocket, done: m.TaskDone) -> None:
         if self.log_tasks:
@@ -443,7 +468,19 @@ class Executor:
             foreign = [(r._id, r._owner) for r in so.contained_refs]
             if foreign:
                 self.cw.borrow(foreign, f"{ctx.caller}#{rid.hex()}")
-            out.append((self.cw.encode(so, rid, ctx.caller), foreign))
+            try:
+                stored = self.cw.encode(so, rid, ctx.caller)
+            except (TimeoutError, OSError) as e:  # the agent stalled or went away
+                # Free the returns stored before this one: the owner never hears of them.
+                done = zip(msg.return_ids, out, strict=False)
+                shm = [r for r, (v, _) in done if v[0] == "s"]
+                try:
+                    if shm:
+                        self.cw.agent.send(m.FreeObjects(shm))
+                except OSError:
+                    pass
+                raise _StoreFailed(msg.name, e) from e
+            out.append((stored, foreign))
         return m.TaskDone(msg.task_id, out, b"", False, [], start, time.time())
 
     def _error_blob(self, name: str, e: BaseException) -> bytes:

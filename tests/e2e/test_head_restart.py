@@ -11,15 +11,17 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 import freight
-from freight.state import list_jobs
+from freight.state import list_actors, list_jobs
 from freight.testing import (
     Cluster,
     connected_cluster,
@@ -121,6 +123,77 @@ def test_a_job_survives_the_head_being_killed_and_restarted(cluster: Cluster) ->
     assert new.returncode == 0, new.stderr[-4000:]
     assert new.stdout.split()[-1] == "7"
     freight.kill(ledger)
+
+
+def test_actors_created_while_the_head_is_down_are_created_once_it_is_back(
+    cluster: Cluster,
+) -> None:
+    cluster.kill_head()
+    named: list[Any] = []
+    try:
+        unnamed = Tally.remote()  # created in the background
+        call = unnamed.add.remote()
+        # A named actor is created in the calling thread, which waits for the head.
+        creating = threading.Thread(
+            target=lambda: named.append(Tally.options(name="made-while-down").remote())
+        )
+        creating.start()
+    finally:
+        cluster.restart_head()
+    assert freight.get(call, timeout=120) == 1
+    creating.join(timeout=120)
+    assert named, "the named actor's creation did not return"
+    assert freight.get(named[0].add.remote(), timeout=60) == 1
+    assert freight.get(freight.get_actor("made-while-down").add.remote(), timeout=60) == 2
+    freight.kill(named[0])
+    freight.kill(unnamed)
+
+
+@freight.remote(num_cpus=0)
+def call_by_name(name: str, folder: str) -> int:
+    """Look the actor up once told to (the head names its worker, which is gone), then call."""
+    where = Path(folder)
+    (where / "started").touch()
+    wait_for_condition((where / "go").exists, 120, "the go-ahead")
+    handle = freight.get_actor(name, namespace="books")
+    (where / "looked-up").touch()
+    return freight.get(handle.add.remote(), timeout=120)
+
+
+def test_a_call_to_the_stale_worker_the_head_names_waits_for_the_restart(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A process that looks an actor up while the head still names its dead worker (here its
+    agent is stopped, so the death is not reported; after a head restart, the old node is not
+    yet found dead) waits for the restart instead of failing on the stale address."""
+    ledger = Tally.options(name="stale", max_restarts=1).remote()
+    assert freight.get(ledger.add.remote(), timeout=60) == 1
+    row = next(a for a in list_actors(filters=[("name", "=", "stale")]) if a["state"] == "ALIVE")
+    agent = next(n for n in cluster.nodes if n.node_id == row["node_id"]).process.pid
+    ref = call_by_name.remote("stale", str(tmp_path))
+    wait_for_condition((tmp_path / "started").exists, 60, "the caller to start")
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        os.kill(row["pid"], signal.SIGKILL)
+        wait_for_condition(lambda: _exited(row["pid"]), 30, "the actor's worker to exit")
+        (tmp_path / "go").touch()
+        wait_for_condition(
+            lambda: (tmp_path / "looked-up").exists() or freight.wait([ref], timeout=0)[0],
+            60,
+            "the caller to look the actor up",
+        )
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    assert freight.get(ref, timeout=120) == 1  # the restarted actor, from a fresh constructor
+    freight.kill(ledger)
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (its stopped parent cannot reap it): its sockets are closed."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 SUBMITTED = """

@@ -8,6 +8,8 @@ import random
 import pytest
 
 from freight.core.lease import (
+    ActorClaim,
+    ActorRequest,
     Grant,
     Infeasible,
     LeaseManager,
@@ -37,6 +39,16 @@ def grants(actions: list[object]) -> list[tuple[int, str]]:
 
 def starts(actions: list[object]) -> int:
     return sum(a.n for a in actions if isinstance(a, StartWorkers))
+
+
+def actor(mgr: LeaseManager, cpu: float = 1.0, **res: float) -> tuple[ActorRequest, list[object]]:
+    resources = {"CPU": cpu, **res} if cpu else dict(res)
+    request = ActorRequest(f"actor-{next(_ids)}", resources)
+    return request, list(mgr.request_actor(request))
+
+
+def claims(actions: list[object]) -> list[tuple[str, str]]:
+    return [(a.req.actor_id, a.worker.worker_id) for a in actions if isinstance(a, ActorClaim)]
 
 
 @pytest.fixture
@@ -323,8 +335,8 @@ def test_exit_of_a_starting_worker_asks_for_a_replacement(two_cpus: LeaseManager
 
 def test_exit_of_an_actor_worker_releases_the_actor_resources(two_cpus: LeaseManager) -> None:
     idle_worker(two_cpus, "w1")
-    slot = two_cpus.claim_for_actor({"CPU": 1.5})
-    assert isinstance(slot, WorkerSlot)
+    _, actions = actor(two_cpus, cpu=1.5)
+    assert [w for _, w in claims(actions)] == ["w1"]
     two_cpus.worker_exited("w1", "actor killed")
     assert two_cpus.available == {"CPU": 2.0}
 
@@ -373,33 +385,40 @@ def test_client_gone_stops_a_blocked_worker_and_frees_its_cpu(one_cpu: LeaseMana
 # -- actors -----------------------------------------------------------------------------------
 
 
-def test_claim_for_actor_infeasible_returns_a_reason(two_cpus: LeaseManager) -> None:
+def test_an_actor_the_node_can_never_host_gets_a_reason(two_cpus: LeaseManager) -> None:
     idle_worker(two_cpus, "w1")
-    got = two_cpus.claim_for_actor({"CPU": 3})
-    assert isinstance(got, str)
-    assert got.startswith(INFEASIBLE)
-    assert '"CPU":3' in got and '"CPU":2' in got
+    why = two_cpus.actor_infeasible({"CPU": 3})
+    assert why.startswith(INFEASIBLE)
+    assert '"CPU":3' in why and '"CPU":2' in why
+    assert two_cpus.actor_infeasible({"CPU": 2}) == ""
     assert two_cpus.workers["w1"].state == "IDLE"
 
 
-def test_claim_for_actor_without_an_idle_worker_is_none(two_cpus: LeaseManager) -> None:
-    assert two_cpus.claim_for_actor({"CPU": 1}) is None
+def test_an_actor_without_an_idle_worker_waits_for_one_to_start(two_cpus: LeaseManager) -> None:
+    first, actions = actor(two_cpus)
+    assert claims(actions) == [] and starts(actions) == 1
     two_cpus.worker_starting("s1")
-    assert two_cpus.claim_for_actor({"CPU": 1}) is None
-    assert two_cpus.available == {"CPU": 2.0}
+    assert two_cpus.available == {"CPU": 2.0}  # nothing is taken while it waits
+    assert two_cpus.pending_by_reason() == {WAITING_FOR_WORKER: 1}
+    assert claims(idle_worker(two_cpus, "s1")) == [(first.actor_id, "s1")]
+    assert two_cpus.pending_by_reason() == {}
 
 
-def test_claim_for_actor_without_free_resources_is_none(one_cpu: LeaseManager) -> None:
+def test_an_actor_without_free_resources_waits_for_them(one_cpu: LeaseManager) -> None:
     idle_worker(one_cpu, "w1")
     idle_worker(one_cpu, "w2")
     one_cpu.request(req())
-    assert one_cpu.claim_for_actor({"CPU": 1}) is None
+    waiting, actions = actor(one_cpu)
+    assert claims(actions) == [] and starts(actions) == 0  # an idle worker is there already
+    assert one_cpu.pending_by_reason() == {WAITING_FOR_RESOURCES: 1}
+    leased = next(w for w in one_cpu.workers.values() if w.state == "LEASED")
+    assert [a for a, _ in claims(one_cpu.lease_returned(leased.worker_id))] == [waiting.actor_id]
 
 
-def test_claim_for_actor_takes_an_idle_worker(two_cpus: LeaseManager) -> None:
+def test_an_actor_takes_an_idle_worker(two_cpus: LeaseManager) -> None:
     idle_worker(two_cpus, "w1")
-    got = two_cpus.claim_for_actor({"CPU": 1})
-    assert isinstance(got, WorkerSlot)
+    _, actions = actor(two_cpus)
+    (got,) = [a.worker for a in actions if isinstance(a, ActorClaim)]
     assert got.worker_id == "w1"
     assert (got.state, got.resources) == ("ACTOR", {"CPU": 1})
     assert two_cpus.available == {"CPU": 1.0}
@@ -409,8 +428,71 @@ def test_claim_for_actor_takes_an_idle_worker(two_cpus: LeaseManager) -> None:
 
 def test_zero_cpu_actor_does_not_count_against_task_workers(one_cpu: LeaseManager) -> None:
     idle_worker(one_cpu, "a")
-    assert isinstance(one_cpu.claim_for_actor({}), WorkerSlot)
+    assert claims(actor(one_cpu, cpu=0)[1])
     assert one_cpu.request(req()) == [StartWorkers(1)]
+
+
+def test_a_burst_of_actors_starts_workers_within_the_bound_first_come_first_served() -> None:
+    mgr = LeaseManager({"CPU": 2.0}, validate=True, startup_limit=2)
+    burst = []
+    spawned: list[str] = []
+    for _ in range(50):
+        request, actions = actor(mgr, cpu=0)
+        burst.append((request, actions))
+        for _ in range(starts(actions)):  # the agent spawns what it is asked for, at once
+            spawned.append(f"s{len(spawned)}")
+            mgr.worker_starting(spawned[-1])
+    assert len(spawned) == 2 and mgr.starting == 2
+    assert mgr.pending_by_reason() == {WAITING_FOR_WORKER: 50}
+    order: list[str] = []
+    while spawned:  # each registration hands its worker to the first in line
+        actions = idle_worker(mgr, spawned.pop(0))
+        order += [a for a, _ in claims(actions)]
+        for _ in range(starts(actions)):
+            spawned.append(f"s{len(order)}-{len(spawned)}")
+            mgr.worker_starting(spawned[-1])
+        assert mgr.starting <= 2
+    assert order == [r.actor_id for r, _ in burst]
+    assert mgr.statistics()["starting_peak"] == 2
+    assert mgr.pending_by_reason() == {}
+
+
+def test_the_startup_bound_defaults_to_the_cpu_count() -> None:
+    assert LeaseManager({"CPU": 3.0}).startup_limit == 3
+    assert LeaseManager({"CPU": 0.0}).startup_limit == 1
+    assert LeaseManager({"CPU": 3.0}, startup_limit=5).startup_limit == 5
+
+
+def test_an_actor_given_up_leaves_the_line_and_an_unclaimed_worker_serves_the_next() -> None:
+    mgr = LeaseManager({"CPU": 2.0}, validate=True, startup_limit=1)
+    gone, _ = actor(mgr, cpu=0)
+    kept, _ = actor(mgr, cpu=0)
+    assert mgr.cancel_actor(gone) is True and mgr.cancel_actor(gone) is False
+    mgr.worker_starting("s1")
+    assert claims(idle_worker(mgr, "s1")) == [(kept.actor_id, "s1")]
+    late, _ = actor(mgr, cpu=0)
+    mgr.worker_starting("s2")
+    assert claims(idle_worker(mgr, "s2")) == [(late.actor_id, "s2")]
+    # A claimed worker whose creation is given up before it begins goes to the next in line.
+    after, _ = actor(mgr, cpu=0)
+    assert claims(mgr.unclaim("s2")) == [(after.actor_id, "s2")]
+    assert mgr.unclaim("nobody") == []
+
+
+def test_prestarted_workers_start_within_the_bound() -> None:
+    mgr = LeaseManager({"CPU": 4.0}, validate=True, startup_limit=1)
+    total = 0
+    actions = mgr.prestart(3)
+    for i in range(10):
+        n = starts(actions)
+        assert n <= 1
+        total += n
+        if not n:
+            break
+        mgr.worker_starting(f"p{i}")
+        actions = idle_worker(mgr, f"p{i}")
+    assert total == 3
+    assert [w.state for w in mgr.workers.values()] == ["IDLE"] * 3
 
 
 # -- shrinking the pool ------------------------------------------------------------------------
@@ -516,9 +598,15 @@ def test_random_event_sequence_keeps_the_invariants() -> None:
             elif isinstance(a, Stop):
                 for stopped in a.worker_ids:
                     assert mgr.workers[stopped].state == "STOPPING"
+            elif isinstance(a, ActorClaim):
+                assert a.req not in mgr.actor_queue
+                assert a.worker.state == "ACTOR"
+                assert a.worker.resources == a.req.resources
             elif isinstance(a, StartWorkers):
                 assert a.n > 0
-                assert mgr.active_task_workers() + a.n <= mgr.cpu_cap()
+                assert mgr.starting + a.n <= mgr.startup_limit
+                if not mgr.actor_queue:  # task workers alone stay within the CPU count
+                    assert mgr.active_task_workers() + a.n <= mgr.cpu_cap()
                 for _ in range(a.n):
                     mgr.worker_starting(f"w{next(wid)}")
             else:
@@ -561,11 +649,12 @@ def test_random_event_sequence_keeps_the_invariants() -> None:
         elif event == 6 and (busy := workers_in("LEASED", "ACTOR")):
             apply(mgr.set_blocked(rng.choice(busy).worker_id, rng.random() < 0.5))
         elif event == 7 and rng.random() < 0.2:
-            got = mgr.claim_for_actor(dict(rng.choice(SHAPES)))
-            assert got is None or isinstance(got, str | WorkerSlot)
-        elif event == 8 and not workers_in("STARTING", "IDLE") and rng.random() < 0.1:
-            # The agent's housekeeping spawns a worker for an actor.
-            mgr.worker_starting(f"w{next(wid)}")
+            shape = dict(rng.choice(SHAPES))
+            if not mgr.actor_infeasible(shape):
+                apply(mgr.request_actor(ActorRequest(f"a{step}", shape)))
+        elif event == 8 and mgr.actor_queue and rng.random() < 0.1:
+            # The head gave up an actor's creation while it waited for a worker.
+            assert mgr.cancel_actor(rng.choice(list(mgr.actor_queue)))
         elif event == 8 and rng.random() < 0.1:
             # The agent shrinks the pool: surplus idle workers are retired, then exit.
             for w in mgr.idle_surplus(now_s=float("inf"), timeout_s=0.0):
@@ -649,6 +738,53 @@ def test_gpu_leases_get_distinct_ids_and_fractions_share_one() -> None:
     regrant = mgr.lease_returned(w.worker_id)  # its GPU is free again
     assert [r for r, _ in grants(regrant)] == [waiting.req_id]
     assert next(g.worker for g in regrant if isinstance(g, Grant)).gpu_ids == ids[0]
+
+
+def test_a_worker_that_ran_cpu_only_work_is_never_given_gpu_work() -> None:
+    mgr = LeaseManager({"CPU": 1.0, "GPU": 1.0}, validate=True)
+    idle_worker(mgr, "cpu")
+    plain = req()
+    assert grants(mgr.request(plain)) == [(plain.req_id, "cpu")]
+    mgr.lease_returned("cpu")
+    gpu = req(GPU=1.0)
+    actions = mgr.request(gpu)
+    # The only idle worker ran CPU-only work: it is stopped to make room for a new one.
+    assert grants(actions) == []
+    assert [a.worker_ids for a in actions if isinstance(a, Stop)] == [["cpu"]]
+    assert starts(actions) == 1
+    assert mgr.workers["cpu"].state == "STOPPING"
+    mgr.worker_exited("cpu", "asked to exit")
+    mgr.worker_starting("fresh")
+    assert grants(idle_worker(mgr, "fresh")) == [(gpu.req_id, "fresh")]
+
+
+def test_a_worker_that_ran_gpu_work_is_never_given_cpu_only_work() -> None:
+    mgr = LeaseManager({"CPU": 2.0, "GPU": 1.0}, validate=True)
+    idle_worker(mgr, "gpu")
+    first = req(GPU=0.5)
+    assert grants(mgr.request(first)) == [(first.req_id, "gpu")]
+    mgr.lease_returned("gpu")
+    plain = req()
+    actions = mgr.request(plain)
+    assert grants(actions) == [] and starts(actions) == 1  # room for one more: nothing stopped
+    assert mgr.workers["gpu"].state == "IDLE"
+    mgr.worker_starting("fresh")
+    assert grants(idle_worker(mgr, "fresh")) == [(plain.req_id, "fresh")]
+    again = req(GPU=0.5)
+    mgr.lease_returned("fresh")
+    assert grants(mgr.request(again)) == [(again.req_id, "gpu")]  # its own kind, not "fresh"
+
+
+def test_a_fresh_worker_serves_either_kind_and_keeps_it() -> None:
+    mgr = LeaseManager({"CPU": 2.0, "GPU": 1.0}, validate=True)
+    idle_worker(mgr, "w1")
+    assert mgr.workers["w1"].gpu is None
+    gpu_actor, actions = actor(mgr, GPU=1.0)
+    assert claims(actions) == [(gpu_actor.actor_id, "w1")]
+    assert mgr.workers["w1"].gpu is True
+    idle_worker(mgr, "w2")
+    assert grants(mgr.request(plain := req())) == [(plain.req_id, "w2")]
+    assert mgr.workers["w2"].gpu is False
 
 
 def test_bundles_set_aside_but_never_committed_come_back_whole(two_cpus: LeaseManager) -> None:
