@@ -698,7 +698,7 @@ class NodeAgent:
         ):
             # The exits are seen by the connection readers and the reap loop: give them turns.
             await asyncio.sleep(0.02)
-        self._notify()
+        self._apply(self.leases._dispatch())  # work queued meanwhile starts on fresh workers
         return [p.popen.pid for _, p in doomed]
 
     # -- placement groups --------------------------------------------------------------------
