@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test docs proto bench bench-venv clean
+.PHONY: run test install install-test docs dashboards proto bench bench-venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: install-test
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
+
+# Regenerate the Grafana dashboards' JSON and provisioning files in dashboards/.
+dashboards: install-test
+	$(BIN)/python dashboards/generate.py
 
 proto: install-test
 	$(BIN)/python scripts/gen_proto.py
