@@ -8,8 +8,9 @@ or removed there makes generation fail instead of shipping a panel that shows no
 panel is made by :func:`panel`, which requires a description and a unit, and every selector by
 :func:`sel`, which always filters on ``cluster=~"$cluster"``.
 
-:func:`panel_queries` returns every (dashboard, panel title, expr) triple, for checks that run
-the queries against a live Prometheus.
+:func:`panel_queries` returns every (dashboard, panel title, expr) triple and :func:`concrete`
+replaces the Grafana variables in an expression, for checks that run the queries against a live
+Prometheus.
 """
 
 from __future__ import annotations
@@ -1055,6 +1056,32 @@ def panel_queries() -> list[tuple[str, str, str]]:
             for t in p.get("targets", []):
                 out.append((name, p["title"], t["expr"]))
     return out
+
+
+def concrete(
+    expr: str,
+    cluster: str = ".*",
+    node: str = ".*",
+    name: str = ".*",
+    rate_interval: str = "1m",
+    time_range: str = "1h",
+) -> str:
+    """``expr`` with Grafana's variables replaced, ready for Prometheus's HTTP API or promtool.
+
+    Longest names first, so ``$__range`` is not taken for a prefix of another variable.
+    """
+    values = {
+        "$__rate_interval": rate_interval,
+        "$__range": time_range,
+        "$cluster": cluster,
+        "$node": node,
+        "$name": name,
+    }
+    for var in sorted(values, key=len, reverse=True):
+        expr = expr.replace(var, values[var])
+    if "$" in expr:
+        raise ValueError(f"a Grafana variable is left in {expr!r}; add it to concrete()")
+    return expr
 
 
 def main() -> int:

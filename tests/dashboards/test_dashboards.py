@@ -5,7 +5,7 @@ back through grafana-foundation-sdk's typed model (each panel's options and each
 its plugin's schema) and comes out unchanged; every PromQL expression parses (``promtool check
 rules``, Prometheus's own parser); every metric a query names is declared in the catalogue.
 Running every query against a live Prometheus fed by a real cluster is the live test's job; it
-takes its queries from ``panel_queries()``.
+takes its queries from ``panel_queries()`` and fills their variables with ``concrete()``.
 """
 
 from __future__ import annotations
@@ -219,14 +219,15 @@ def test_provisioning_files_point_grafana_at_the_datasource_and_the_folder() -> 
     assert provider["type"] == "file" and provider["options"]["path"]
 
 
-# Grafana's variables, replaced by values Prometheus accepts, so promtool can parse the rest.
-SUBSTITUTIONS = {
-    "$__rate_interval": "1m",
-    "$__range": "1h",
-    "$cluster": ".*",
-    "$node": ".*",
-    "$name": ".*",
-}
+def test_concrete_fills_every_grafana_variable() -> None:
+    expr = 'rate(x{cluster=~"$cluster", node_id=~"$node"}[$__rate_interval]) + y[$__range]'
+    assert gen.concrete(expr, cluster="c1", node="n1") == (
+        'rate(x{cluster=~"c1", node_id=~"n1"}[1m]) + y[1h]'
+    )
+    with pytest.raises(ValueError, match=r"\$__interval"):
+        gen.concrete("rate(x[$__interval])")
+    for _, _, expr in gen.panel_queries():
+        assert "$" not in gen.concrete(expr)
 
 
 def _promtool() -> str:
@@ -242,11 +243,8 @@ def _promtool() -> str:
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
     promtool = _promtool()
     rules = []
-    for i, (dashboard, title, expr) in enumerate(gen.panel_queries()):
-        for var, value in SUBSTITUTIONS.items():
-            expr = expr.replace(var, value)
-        assert "$" not in expr, f"{dashboard} / {title}: unsubstituted variable in {expr!r}"
-        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    for i, (_, _, expr) in enumerate(gen.panel_queries()):
+        rules.append({"record": f"dashboard:query_{i}", "expr": gen.concrete(expr)})
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     check = subprocess.run(
