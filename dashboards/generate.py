@@ -34,6 +34,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models import common as common_m
 from grafana_foundation_sdk.models import dashboard as dash_m
+from grafana_foundation_sdk.models import heatmap as heatmap_m
 from grafana_foundation_sdk.models import prometheus as prom_m
 
 from freight.cli.metrics_cmd import JOBS
@@ -218,7 +219,25 @@ def panel(
         )
     elif kind == "heatmap":
         # The histogram's own buckets, not buckets Grafana would compute from samples.
-        builder = heatmap_b.Panel().calculate(False)
+        # Buckets are the histogram's `le` bounds (upper bounds), shown on the y axis in the
+        # panel's unit.
+        builder = (
+            heatmap_b.Panel()
+            .calculate(False)
+            .rows_frame(heatmap_b.RowsHeatmapOptions().layout(common_m.HeatmapCellLayout.LE))
+            .y_axis(heatmap_b.YAxisConfig().unit(unit))
+            .color(
+                heatmap_b.HeatmapColorOptions()
+                .mode(heatmap_m.HeatmapColorMode.SCHEME)
+                .scheme("Spectral")
+                .scale(heatmap_m.HeatmapColorScale.EXPONENTIAL)
+                .exponent(0.5)
+                .fill("dark-orange")
+                .steps(64)
+            )
+            .show_tooltip()
+            .show_legend()
+        )
     else:
         builder = table_b.Panel().show_header(True)
     builder = (

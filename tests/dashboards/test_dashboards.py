@@ -165,8 +165,14 @@ def test_slo_panels_draw_their_objective_and_latency_panels_their_threshold() ->
         assert [s["value"] for s in steps["steps"]] == [None, slo.objective]
         assert f"Error budget left: {slo.name}" in panels
     oncall = {p["title"]: p for p in _panels(_committed("freight-oncall"))}
-    steps = oncall["Task scheduling latency"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    assert steps[-1]["value"] == gen.SCHEDULING_THRESHOLD_SECONDS
+    defaults = oncall["Task scheduling latency"]["fieldConfig"]["defaults"]
+    assert defaults["thresholds"]["steps"][-1]["value"] == gen.SCHEDULING_THRESHOLD_SECONDS
+    for name in gen.DASHBOARDS:
+        for panel in _panels(_committed(name)):
+            defaults = panel["fieldConfig"]["defaults"]
+            if panel["type"] == "timeseries" and len(defaults["thresholds"]["steps"]) > 1:
+                # A threshold on a graph is drawn as a line, or nobody sees it.
+                assert defaults["custom"]["thresholdsStyle"]["mode"] != "off", panel["title"]
     latency = next(m for m in CATALOGUE if m.name == "freight_task_scheduling_latency_seconds")
     assert gen.SCHEDULING_THRESHOLD_SECONDS in latency.buckets
 
