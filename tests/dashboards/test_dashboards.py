@@ -129,6 +129,31 @@ def test_every_query_names_only_catalogued_metrics() -> None:
         )
 
 
+_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\{")
+_RATE_OPEN = re.compile(r"\b(?:rate|increase)\(\s*$")
+
+
+def test_counters_are_rated_and_gauges_are_not() -> None:
+    """A bare counter is a meaningless running total and rate() of a gauge is noise."""
+    kinds = {m.name: m.type for m in CATALOGUE}
+    for m in CATALOGUE:
+        if m.type is Type.HISTOGRAM:
+            kinds |= {m.name + s: Type.COUNTER for s in ("_bucket", "_sum", "_count")}
+    for dashboard, title, expr in gen.panel_queries():
+        for match in _SELECTOR.finditer(expr):
+            kind = kinds.get(match.group(1))
+            rated = bool(_RATE_OPEN.search(expr[: match.start()]))
+            where = f"{dashboard} / {title}: {match.group(1)} in {expr!r}"
+            if kind is Type.COUNTER:
+                assert rated, f"{where} is a counter outside rate()/increase()"
+            elif kind is Type.GAUGE:
+                assert not rated, f"{where} is a gauge inside rate()/increase()"
+            elif kind is Type.HISTOGRAM:
+                pytest.fail(f"{where} names a histogram without _bucket/_sum/_count")
+        if "histogram_quantile(" in expr:
+            assert re.search(r"sum by \(le[,)]", expr) and "_bucket{" in expr, expr
+
+
 def test_every_query_is_filtered_by_cluster_and_uses_the_provisioned_datasource() -> None:
     for name in gen.DASHBOARDS:
         for panel in _panels(_committed(name)):
