@@ -488,7 +488,10 @@ def start_cluster(
                 labels,
                 node_ip,
             )
-            agent = _start_agent(session_dir, args, node_id, attached, head_fd=head_r)
+            # Its workers may start before the head has written head.json, where processes
+            # otherwise find the cluster's name (for their traces): hand it to them here.
+            env = {**os.environ, "FREIGHT_CLUSTER_NAME": cluster_name}
+            agent = _start_agent(session_dir, args, node_id, attached, head_fd=head_r, env=env)
             procs.procs.insert(0, agent.proc)
         finally:
             _close(head_r)

@@ -28,6 +28,13 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         Setting("FREIGHT_TOKEN", str, "", "Cluster token; when unset, read from the session dir."),
         Setting(
+            "FREIGHT_CLUSTER_NAME",
+            str,
+            "",
+            "The name of the cluster this process belongs to, for its traces; set by freight for "
+            "the processes it starts beside a head. When unset, read from the session dir.",
+        ),
+        Setting(
             "FREIGHT_ADDRESS",
             str,
             "",

@@ -56,7 +56,8 @@ def setup(
         ).start()
         return True
     if cluster is None:
-        cluster = ""
+        cluster = settings.cluster_name
+    if not cluster:
         try:
             with open(os.path.join(session_dir, "head.json"), encoding="utf-8") as f:
                 cluster = str(json.load(f).get("cluster_name", ""))
