@@ -34,3 +34,8 @@ def promtool() -> str:
 @pytest.fixture(scope="session")
 def amtool() -> str:
     return _tool("amtool", "prometheus-alertmanager")
+
+
+@pytest.fixture(scope="session")
+def alertmanager_server() -> str:
+    return _tool("prometheus-alertmanager", "prometheus-alertmanager")
