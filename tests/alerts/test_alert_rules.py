@@ -117,6 +117,7 @@ def test_every_alert_has_a_runbook() -> None:
 
 
 def test_every_alert_is_unit_tested_quiet_firing_and_resolved() -> None:
+    assert alerts() and unit_tests(), "alerts/rules and alerts/tests are empty"
     seen: dict[str, list[bool]] = {}
     for group in unit_tests():
         for case in group.get("alert_rule_test", []):

@@ -84,11 +84,12 @@ def _config(tmp: Path, hooks: Hooks) -> Path:
 def alertmanager(alertmanager_server: str, tmp_path: Path) -> Iterator[tuple[str, Hooks]]:
     hooks = Hooks()
     port = _free_port()
+    config = _config(tmp_path, hooks)
     log = open(tmp_path / "alertmanager.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             alertmanager_server,
-            f"--config.file={_config(tmp_path, hooks)}",
+            f"--config.file={config}",
             f"--storage.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",
