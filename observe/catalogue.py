@@ -44,6 +44,7 @@ LATENCY_BUCKETS = (
     0.025,
     0.05,
     0.1,
+    0.2,
     0.25,
     0.5,
     1.0,
@@ -55,6 +56,10 @@ LATENCY_BUCKETS = (
     300.0,
 )
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+# SLO thresholds are settings whose value must be one of the buckets of their histogram
+# (FREIGHT_SLO_SCHEDULING_LATENCY_S in LATENCY_BUCKETS, FREIGHT_SLO_CONTROL_STORE_LATENCY_S in
+# FAST_BUCKETS), so `le="<threshold>"` counts the SLO exactly. The buckets are fixed rather than
+# moved by the setting: every process of a cluster must agree on them (docs/decisions/0048).
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,8 @@ CATALOGUE: tuple[Metric, ...] = (
         ("name",),
         NODE,
         "Time from submission to the start of the attempt that ran (waiting for arguments, "
-        "resources and a worker).",
+        "resources and a worker). The buckets include the SLO threshold "
+        "FREIGHT_SLO_SCHEDULING_LATENCY_S (0.2 s by default).",
         LATENCY_BUCKETS,
     ),
     Metric(
@@ -490,7 +496,8 @@ CATALOGUE: tuple[Metric, ...] = (
         ("kind",),
         HEAD,
         "Time the head takes to place an actor and start it (kind: actor), or to reserve "
-        "every bundle of a placement group (kind: placement_group).",
+        "every bundle of a placement group (kind: placement_group). The buckets include "
+        "FREIGHT_SLO_SCHEDULING_LATENCY_S.",
         LATENCY_BUCKETS,
     ),
     Metric(
@@ -499,7 +506,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "seconds",
         ("operation",),
         HEAD,
-        "Latency of control-store operations (SQLite WAL), by operation.",
+        "Latency of control-store operations (SQLite WAL), by operation. The buckets include "
+        "FREIGHT_SLO_CONTROL_STORE_LATENCY_S (0.1 s by default).",
         FAST_BUCKETS,
     ),
     Metric(

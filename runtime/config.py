@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from freight.observe.catalogue import FAST_BUCKETS, LATENCY_BUCKETS
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -21,6 +23,7 @@ class Setting:
     default: Any
     help: str
     shown: str = ""  # the default as the docs show it, when it depends on the machine
+    choices: tuple[Any, ...] = ()  # when set, the only values accepted
 
 
 SETTINGS: dict[str, Setting] = {
@@ -201,6 +204,23 @@ SETTINGS: dict[str, Setting] = {
             int,
             50,
             "Distinct function/class names a metric label keeps before folding into 'other'.",
+        ),
+        Setting(
+            "FREIGHT_SLO_SCHEDULING_LATENCY_S",
+            float,
+            0.2,
+            "Scheduling-latency SLO threshold in seconds (submission to start of a task, "
+            "placement of an actor or placement group): one of the bucket bounds of "
+            "freight_task_scheduling_latency_seconds, so the SLO is counted exactly.",
+            choices=LATENCY_BUCKETS,
+        ),
+        Setting(
+            "FREIGHT_SLO_CONTROL_STORE_LATENCY_S",
+            float,
+            0.1,
+            "Control-store latency SLO threshold in seconds: one of the bucket bounds of "
+            "freight_control_store_operation_seconds.",
+            choices=FAST_BUCKETS,
         ),
         Setting(
             "FREIGHT_TELEMETRY_INTERVAL_S",
@@ -389,11 +409,15 @@ def _parse(setting: Setting, raw: str) -> Any:
     if setting.type is bool:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     try:
-        return setting.type(raw)
+        value = setting.type(raw)
     except ValueError:
         raise ValueError(
             f"{setting.env}={raw!r} is not a valid {setting.type.__name__}: {setting.help}"
         ) from None
+    if setting.choices and value not in setting.choices:
+        allowed = ", ".join(f"{c:g}" if isinstance(c, float) else str(c) for c in setting.choices)
+        raise ValueError(f"{setting.env}={raw!r} is not one of {allowed}: {setting.help}")
+    return value
 
 
 class _Settings:
