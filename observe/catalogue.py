@@ -9,7 +9,11 @@ alert rules all read :data:`CATALOGUE`. Rules that hold for every entry (and a t
   gauges;
 - labels are bounded: function and class names are folded to the top N (``BOUNDED`` labels), and
   no label holds an id. The ``cluster`` label is added to every series by the exporter and is not
-  listed here.
+  listed here;
+- a label whose values are a known set declares them (``values``): short snake_case words (or the
+  upper-case state names the runtime uses), never sentences. Every combination of declared values
+  is exported at 0 from the start (with each known value of a metric's one bounded label, if it
+  has one), so ``rate()`` and ``increase()`` see the first event and no series vanishes at 0.
 """
 
 from __future__ import annotations
@@ -61,6 +65,37 @@ FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 # FAST_BUCKETS), so `le="<threshold>"` counts the SLO exactly. The buckets are fixed rather than
 # moved by the setting: every process of a cluster must agree on them (docs/decisions/0048).
 
+# Declared label values shared with the code that records them.
+TASK_FINAL_STATES = ("FINISHED", "FAILED", "CANCELLED")
+TASK_LIVE_STATES = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER")
+ERROR_KINDS = ("none", "application", "system", "cancelled")
+RETRY_ERROR_KINDS = ("application", "system")
+PENDING_REASONS = ("waiting_for_args", "waiting_for_resources", "waiting_for_worker", "infeasible")
+ACTOR_DEATH_CAUSES = ("killed", "worker_died", "node_died", "creation_failed", "owner_died")
+TELEMETRY_KINDS = ("task_events", "spans", "task_records", "events", "label_values")
+# The gRPC status codes other than OK, in lower case, and the head's own verdicts.
+HEALTH_CHECK_REASONS = (
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+    "wrong_node",
+    "wrong_incarnation",
+    "error",
+)
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -71,6 +106,25 @@ class Metric:
     source: Source
     help: str
     buckets: tuple[float, ...] = ()
+    # Allowed values of the labels whose values are a known set: ((label, (value, ...)), ...).
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def allowed(self, label: str) -> tuple[str, ...]:
+        """The declared values of ``label``; () when the label is not an enumeration."""
+        return dict(self.values).get(label, ())
+
+    def zero_filled(self) -> bool:
+        """True if every combination of this metric's labels is exported from the start: all
+        its labels are declared enumerations, except at most one bounded label (whose values
+        are those the endpoint has seen); histograms only without a bounded label."""
+        open_labels = [x for x in self.labels if not self.allowed(x)]
+        if not self.labels or not self.values:
+            return False
+        if not open_labels:
+            return True
+        return (
+            self.type is not Type.HISTOGRAM and len(open_labels) == 1 and open_labels[0] in BOUNDED
+        )
 
 
 C, G, H = Type.COUNTER, Type.GAUGE, Type.HISTOGRAM
@@ -103,6 +157,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "Tasks that reached a final state. state: FINISHED | FAILED | CANCELLED; error_kind: "
         "none | application (the user's code raised) | system (worker or node died, actor dead, "
         "out of memory) | cancelled; error_type: the exception's class name.",
+        values=(("state", TASK_FINAL_STATES), ("error_kind", ERROR_KINDS)),
     ),
     Metric(
         "freight_task_retries_total",
@@ -111,6 +166,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("name", "error_kind"),
         NODE,
         "Task attempts that failed and were retried.",
+        values=(("error_kind", RETRY_ERROR_KINDS),),
     ),
     Metric(
         "freight_object_reconstructions_total",
@@ -121,6 +177,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "Objects lost with their node that their owner set out to rebuild by running the task "
         "that made them again. outcome: started | failed (no lineage, lineage evicted, or the "
         "task's max_retries used up).",
+        values=(("outcome", ("started", "failed")),),
     ),
     Metric(
         "freight_task_scheduling_latency_seconds",
@@ -150,6 +207,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Tasks that owners on this node hold right now, by state (PENDING_ARGS_AVAIL, "
         "PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER).",
+        values=(("state", TASK_LIVE_STATES),),
     ),
     Metric(
         "freight_queue_depth",
@@ -157,8 +215,10 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         ("reason",),
         NODE,
-        "Tasks and lease requests waiting, by pending reason (waiting for arguments, for "
-        "resources, for a worker to start, infeasible).",
+        "Tasks that owners on this node hold waiting, by pending reason: waiting_for_args, "
+        "waiting_for_resources, waiting_for_worker (to start), infeasible (no node can ever "
+        "run it). Every reason is present, at 0 when none waits.",
+        values=(("reason", PENDING_REASONS),),
     ),
     # -- objects -----------------------------------------------------------------------------
     Metric(
@@ -195,6 +255,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Objects created by put and task returns, by where they live: inline (in the owner) "
         "or shared_memory.",
+        values=(("where", ("inline", "shared_memory")),),
     ),
     Metric(
         "freight_object_spilled_total",
@@ -238,6 +299,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Object bytes copied between nodes' stores, direction: in (pulled here) | out (served "
         "to another node).",
+        values=(("direction", ("in", "out")),),
     ),
     Metric(
         "freight_object_transfers_total",
@@ -246,6 +308,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("direction",),
         NODE,
         "Whole objects copied between nodes' stores, direction: in | out.",
+        values=(("direction", ("in", "out")),),
     ),
     # -- workers, nodes, drivers -------------------------------------------------------------
     Metric(
@@ -255,6 +318,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         NODE,
         "Worker processes of the node by state (STARTING, IDLE, LEASED, ACTOR, BLOCKED).",
+        values=(("state", ("STARTING", "IDLE", "LEASED", "ACTOR", "BLOCKED")),),
     ),
     Metric(
         "freight_workers_starting_max",
@@ -298,6 +362,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "Workers the node agent's memory monitor killed because the node's memory use was "
         "above FREIGHT_MEMORY_USAGE_THRESHOLD, by what the worker ran (kind: task | actor). "
         "These are not counted as crashes.",
+        values=(("kind", ("task", "actor")),),
     ),
     Metric(
         "freight_placement_groups_created_total",
@@ -332,6 +397,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Drivers whose connection to the node agent closed; clean=false when the driver did "
         "not shut down (crashed or was killed).",
+        values=(("clean", ("true", "false")),),
     ),
     Metric(
         "freight_resources_capacity",
@@ -357,6 +423,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Python garbage-collector pauses in workers and drivers (gc.callbacks).",
         FAST_BUCKETS,
+        values=(("generation", ("0", "1", "2")),),
     ),
     Metric(
         "freight_auth_refused_total",
@@ -366,6 +433,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Connections refused for a wrong or missing token or a malformed greeting "
         "(plane: data | grpc).",
+        values=(("plane", ("data", "grpc")),),
     ),
     Metric(
         "freight_protocol_errors_total",
@@ -392,6 +460,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         HEAD,
         "Nodes in the cluster by state (ALIVE, DEAD).",
+        values=(("state", ("ALIVE", "DEAD")),),
     ),
     Metric(
         "freight_node_heartbeat_lag_seconds",
@@ -419,8 +488,9 @@ CATALOGUE: tuple[Metric, ...] = (
         HEAD,
         "Health checks (CheckHealth calls from the head to a node agent) that failed. reason: "
         "the gRPC status in lower case (deadline_exceeded, unavailable, ...), wrong_node (a "
-        "different agent answered at the node's address) or error. The head's log names the "
-        "node of each failure.",
+        "different agent answered at the node's address), wrong_incarnation (an older or newer "
+        "agent of the node answered) or error. The head's log names the node of each failure.",
+        values=(("reason", HEALTH_CHECK_REASONS),),
     ),
     # -- actors ------------------------------------------------------------------------------
     Metric(
@@ -430,6 +500,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         HEAD,
         "Actors by state (PENDING_CREATION, ALIVE, RESTARTING, DEAD).",
+        values=(("state", ("PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD")),),
     ),
     Metric(
         "freight_actors_created_total",
@@ -487,6 +558,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("class_name", "cause"),
         HEAD,
         "Actors that died, by cause: killed, worker_died, node_died, creation_failed, owner_died.",
+        values=(("cause", ACTOR_DEATH_CAUSES),),
     ),
     # -- head --------------------------------------------------------------------------------
     Metric(
@@ -499,6 +571,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "every bundle of a placement group (kind: placement_group). The buckets include "
         "FREIGHT_SLO_SCHEDULING_LATENCY_S.",
         LATENCY_BUCKETS,
+        values=(("kind", ("actor", "placement_group")),),
     ),
     Metric(
         "freight_control_store_operation_seconds",
@@ -529,6 +602,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "How late the asyncio loop of the head or a node agent ran a timer it set "
         "(component: head | agent).",
         FAST_BUCKETS,
+        values=(("component", ("head", "agent")),),
     ),
     Metric(
         "freight_jobs",
@@ -537,6 +611,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         HEAD,
         "Jobs by state (RUNNING, FINISHED, FAILED).",
+        values=(("state", ("RUNNING", "FINISHED", "FAILED")),),
     ),
     Metric(
         "freight_job_resource_seconds_total",
@@ -570,6 +645,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("direction",),
         HEAD,
         "Nodes the autoscaler added (direction: up) or removed (down).",
+        values=(("direction", ("up", "down")),),
     ),
     Metric(
         "freight_telemetry_dropped_total",
@@ -579,6 +655,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Telemetry records dropped rather than allowed to block or grow without bound (kind: "
         "task_events, spans, task_records, events, label_values). Also on the head's endpoint.",
+        values=(("kind", TELEMETRY_KINDS),),
     ),
     Metric(
         "freight_build_info",

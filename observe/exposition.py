@@ -14,11 +14,16 @@ catalogue's help, type and unit. On the way it
 - turns per-bucket histogram counts into cumulative ``_bucket`` series plus ``_sum``/``_count``;
 - emits every catalogue metric of its :class:`~freight.observe.catalogue.Source` even before it
   has a series: label-less counters and gauges as 0, label-less histograms empty, labelled
-  families with HELP and TYPE only, so every metric is present on its endpoint from the start.
+  families with HELP and TYPE only, so every metric is present on its endpoint from the start;
+- emits every combination of a metric's declared label values that has no series yet at 0
+  (:meth:`~freight.observe.catalogue.Metric.zero_filled`; a bounded label among them takes each
+  value this endpoint has seen for it), so counters exist before their first event and gauges
+  do not vanish at 0.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -144,6 +149,28 @@ def _add_histogram(family: Any, m: Metric, labels: list[str], counts: list[float
     family.add_metric(labels, buckets, counts[-1])
 
 
+def _seen_bounded(snap: Snapshot) -> dict[str, set[str]]:
+    """Values of each bounded label among the series of ``snap`` (after folding)."""
+    seen: dict[str, set[str]] = {}
+    for part in ("c", "g", "h"):
+        for name, labels in snap.get(part, {}):
+            m = BY_NAME.get(name)
+            if m is None:
+                continue
+            for label, value in zip(m.labels, labels, strict=False):
+                if label in BOUNDED:
+                    seen.setdefault(label, set()).add(value)
+    return seen
+
+
+def zero_series(m: Metric, seen: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """Every label combination of ``m`` exported from the start (empty unless zero-filled)."""
+    if not m.zero_filled():
+        return []
+    axes = [m.allowed(x) or tuple(sorted(seen.get(x, ()))) for x in m.labels]
+    return list(itertools.product(*axes))
+
+
 def to_families(snap: Snapshot, metrics: Iterable[Metric], cluster: str) -> list[Family]:
     """Render ``snap`` as metric families: ``metrics`` always, plus any other it holds."""
     by_name: dict[str, list[tuple[str, tuple[str, ...], Any]]] = {}
@@ -153,10 +180,16 @@ def to_families(snap: Snapshot, metrics: Iterable[Metric], cluster: str) -> list
     wanted = list(metrics)
     names = {m.name for m in wanted}
     wanted += [BY_NAME[n] for n in by_name if n not in names and n in BY_NAME]
+    seen = _seen_bounded(snap)
     families: list[Family] = []
     for m in wanted:
         family = _family(m)
         series = by_name.get(m.name, [])
+        present = {labels for _, labels, _ in series}
+        zero: Any = [0.0] * (len(m.buckets) + 2) if m.type is Type.HISTOGRAM else 0.0
+        series = series + [
+            ("", labels, zero) for labels in zero_series(m, seen) if labels not in present
+        ]
         for _part, labels, value in sorted(series, key=lambda s: s[1]):
             values = [cluster, *labels]
             if m.type is Type.HISTOGRAM:

@@ -30,7 +30,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from freight import _launcher
-from freight.observe.catalogue import CATALOGUE, Source, Type
+from freight.observe.catalogue import BOUNDED, CATALOGUE, Source, Type
+from freight.observe.exposition import served_by, zero_series
 from freight.testing import short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 
@@ -209,6 +210,27 @@ def test_every_catalogue_metric_is_on_its_endpoint_with_the_cluster_label(cluste
         assert samples
         assert {s.labels.get("cluster") for s in samples} == {CLUSTER}, url
         assert value(samples, "freight_build_info") == 1
+
+
+def test_declared_label_values_are_series_from_the_start(cluster) -> None:
+    """Counters before their first event and gauges at 0 are series, on the live endpoints."""
+    for source, url in (
+        (Source.NODE, cluster["node_metrics"]),
+        (Source.HEAD, cluster["head_metrics"]),
+    ):
+        samples = [s for f in _families(url).values() for s in f.samples]
+        have = {(s.name, tuple(sorted(s.labels.items()))) for s in samples}
+        for m in served_by(source):
+            if not m.zero_filled() or any(x in BOUNDED for x in m.labels):
+                continue
+            series = m.name + ("_count" if m.type is Type.HISTOGRAM else "")
+            for combo in zero_series(m, {}):
+                labels = tuple(
+                    sorted({"cluster": CLUSTER, **dict(zip(m.labels, combo, strict=True))}.items())
+                )
+                assert (series, labels) in have, f"{series}{dict(labels)} is missing from {url}"
+    node = scrape(cluster["node_metrics"])
+    assert value(node, "freight_memory_monitor_kills_total", kind="task") == 0
 
 
 # ---- counts against work done -------------------------------------------------------------------

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import grpc
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from freight.config import SETTINGS, settings
-from freight.observe.catalogue import BY_NAME
+from freight.observe.catalogue import BY_NAME, CATALOGUE, HEALTH_CHECK_REASONS, Source
+from freight.observe.exposition import FiguresCollector
+from freight.observe.recorder import Recorder, Snapshot
+
+HEALTH = "freight_node_health_check_failures_total"
+# snake_case words, or the upper-case state names the runtime shows (ALIVE, PENDING_CREATION)
+WORD = re.compile(r"^([a-z0-9]+(_[a-z0-9]+)*|[A-Z]+(_[A-Z]+)*)$")
 
 SLO_SETTINGS = {
     "slo_scheduling_latency_s": (
@@ -41,3 +53,76 @@ def test_a_threshold_between_buckets_is_refused_with_the_allowed_values(monkeypa
         _ = settings.slo_scheduling_latency_s
     monkeypatch.setenv("FREIGHT_SLO_SCHEDULING_LATENCY_S", "0.5")
     assert settings.slo_scheduling_latency_s == 0.5
+
+
+# -- series exist from the start -------------------------------------------------------------
+
+ZERO_FROM_START = (
+    "freight_task_retries_total",
+    "freight_memory_monitor_kills_total",
+    "freight_object_reconstructions_total",
+    "freight_queue_depth",
+)
+
+
+def _scrape(snap: Snapshot, source: Source) -> dict[str, Any]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FiguresCollector(source, lambda: snap, lambda: "c1"))
+    text = generate_latest(registry).decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _series(fams: dict[str, Any], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    family = fams[name.removesuffix("_total")]
+    return {
+        tuple(sorted((k, v) for k, v in s.labels.items() if k != "cluster")): s.value
+        for s in family.samples
+        if s.name in (name, family.name)
+    }
+
+
+@pytest.mark.parametrize("name", ZERO_FROM_START)
+def test_node_counters_and_reason_gauges_are_zero_before_their_first_event(name) -> None:
+    rec = Recorder()
+    rec.inc("freight_tasks_submitted_total", ("f",))  # a function this node has seen
+    got = _series(_scrape(rec.snapshot(), Source.NODE), name)
+    m = BY_NAME[name]
+    enum = next(x for x in m.labels if m.allowed(x))
+    assert sorted(dict(k)[enum] for k in got) == sorted(m.allowed(enum))
+    assert set(got.values()) == {0.0}
+    if "name" in m.labels:
+        assert {dict(k)["name"] for k in got} == {"f"}
+
+
+def test_health_check_failures_are_zero_on_the_head_before_any_failure() -> None:
+    got = _series(_scrape(Recorder().snapshot(), Source.HEAD), HEALTH)
+    assert {dict(k)["reason"] for k in got} == set(HEALTH_CHECK_REASONS)
+    assert set(got.values()) == {0.0}
+
+
+def test_a_gauge_at_zero_keeps_its_series() -> None:
+    rec = Recorder()
+    rec.set("freight_queue_depth", ("infeasible",), 3)
+    assert (
+        _series(_scrape(rec.snapshot(), Source.NODE), "freight_queue_depth")[
+            (("reason", "infeasible"),)
+        ]
+        == 3
+    )
+    rec.clear_gauge("freight_queue_depth")  # what the owner does before setting the current ones
+    got = _series(_scrape(rec.snapshot(), Source.NODE), "freight_queue_depth")
+    assert got[(("reason", "infeasible"),)] == 0
+
+
+@pytest.mark.parametrize("m", [m for m in CATALOGUE if m.values], ids=lambda m: m.name)
+def test_declared_label_values_are_short_words_not_sentences(m) -> None:
+    for label, values in m.values:
+        assert label in m.labels, (m.name, label)
+        for value in values:
+            assert WORD.match(value), (m.name, label, value)
+
+
+def test_unlisted_health_check_verdicts_are_counted_as_error() -> None:
+    # every verdict the health check can give is a declared value
+    codes = {c.name.lower() for c in grpc.StatusCode if c is not grpc.StatusCode.OK}
+    assert codes | {"wrong_node", "wrong_incarnation", "error"} == set(HEALTH_CHECK_REASONS)
