@@ -72,6 +72,7 @@ ERROR_KINDS = ("none", "application", "system", "cancelled")
 RETRY_ERROR_KINDS = ("application", "system")
 PENDING_REASONS = ("waiting_for_args", "waiting_for_resources", "waiting_for_worker", "infeasible")
 ACTOR_DEATH_CAUSES = ("killed", "worker_died", "node_died", "creation_failed", "owner_died")
+OBJECT_STORE_STATES = ("being_written", "pinned_in_memory", "restored_in_memory", "spilled")
 TELEMETRY_KINDS = ("task_events", "spans", "task_records", "events", "label_values")
 # The gRPC status codes other than OK, in lower case, and the head's own verdicts.
 HEALTH_CHECK_REASONS = (
@@ -227,9 +228,12 @@ CATALOGUE: tuple[Metric, ...] = (
         "bytes",
         ("state",),
         NODE,
-        "Bytes in the node's object store by state: in_memory (all objects in shared memory), "
-        "pinned (primary copies held for a live owner), spilled (on disk only), restored (back "
-        "in memory from disk).",
+        "Bytes in the node's object store by state; the states partition the bytes (each "
+        "object is in exactly one), so sum() over state is the whole store: being_written "
+        "(reserved by a write in progress), pinned_in_memory (sealed primary copies in shared "
+        "memory, held for a live owner), restored_in_memory (in shared memory again after a "
+        "restore, its spill file kept), spilled (on disk only).",
+        values=(("state", OBJECT_STORE_STATES),),
     ),
     Metric(
         "freight_object_store_objects",
@@ -237,7 +241,27 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         ("state",),
         NODE,
-        "Objects in the node's object store, by the same states as freight_object_store_bytes.",
+        "Objects in the node's object store, by the same states as freight_object_store_bytes "
+        "(they partition the objects).",
+        values=(("state", OBJECT_STORE_STATES),),
+    ),
+    Metric(
+        "freight_object_store_in_memory_bytes",
+        G,
+        "bytes",
+        (),
+        NODE,
+        "Bytes of the node's object store in shared memory: every state of "
+        "freight_object_store_bytes but spilled. Compare with "
+        "freight_object_store_capacity_bytes.",
+    ),
+    Metric(
+        "freight_object_store_in_memory_objects",
+        G,
+        "",
+        (),
+        NODE,
+        "Objects of the node's object store in shared memory (every state but spilled).",
     ),
     Metric(
         "freight_object_store_capacity_bytes",

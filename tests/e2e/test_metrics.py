@@ -597,7 +597,7 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
         def holding(s: list[Any]) -> bool:
             return (
                 value(s, "freight_workers", state="ACTOR") == 1
-                and value(s, "freight_object_store_objects", state="pinned") == 1
+                and value(s, "freight_object_store_objects", state="pinned_in_memory") == 1
                 and value(s, "freight_tasks", state="PENDING_NODE_ASSIGNMENT") == 1
                 and value(s, "freight_gc_pause_seconds_count") >= 1
             )
@@ -606,10 +606,15 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
         s = scrape(node)
         assert value(s, "freight_resources_capacity", resource="CPU") == 2
         assert value(s, "freight_resources_available", resource="CPU") == 1  # the actor's CPU
-        assert value(s, "freight_object_store_bytes", state="pinned") >= 3 * 1024 * 1024
-        assert value(s, "freight_object_store_bytes", state="in_memory") >= 3 * 1024 * 1024
-        assert value(s, "freight_object_store_objects", state="in_memory") == 1
+        assert value(s, "freight_object_store_bytes", state="pinned_in_memory") >= 3 * 1024 * 1024
+        assert value(s, "freight_object_store_in_memory_bytes") >= 3 * 1024 * 1024
+        assert value(s, "freight_object_store_in_memory_objects") == 1
         assert value(s, "freight_object_store_bytes", state="spilled") == 0
+        # the states partition the store: their sum counts the one object once
+        assert value(s, "freight_object_store_objects") == 1
+        assert value(s, "freight_object_store_bytes") == value(
+            s, "freight_object_store_in_memory_bytes"
+        ) + value(s, "freight_object_store_bytes", state="spilled")
         capacity = value(s, "freight_object_store_capacity_bytes")
         assert capacity == value(s, "freight_resources_capacity", resource="object_store_memory")
         assert value(s, "freight_objects_created_total", where="shared_memory") == created + 1
@@ -631,7 +636,7 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
     # The driver is gone: its object is freed, its actor's worker exits, its gauges go.
     wait_figures(
         lambda: (
-            reached(node, "freight_object_store_objects", 0, state="in_memory")
+            reached(node, "freight_object_store_in_memory_objects", 0)
             and reached(node, "freight_workers", 0, state="ACTOR")
             and reached(node, "freight_tasks", 0, state="PENDING_NODE_ASSIGNMENT")
         ),

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from freight.config import SETTINGS, settings
+from freight.node.metrics import store_state
+from freight.objects.store import ObjectEntry
 from freight.observe.catalogue import BY_NAME, CATALOGUE, HEALTH_CHECK_REASONS, Source
 from freight.observe.exposition import FiguresCollector
 from freight.observe.recorder import Recorder, Snapshot
@@ -126,3 +128,21 @@ def test_unlisted_health_check_verdicts_are_counted_as_error() -> None:
     # every verdict the health check can give is a declared value
     codes = {c.name.lower() for c in grpc.StatusCode if c is not grpc.StatusCode.OK}
     assert codes | {"wrong_node", "wrong_incarnation", "error"} == set(HEALTH_CHECK_REASONS)
+
+
+# -- object-store states partition the store -------------------------------------------------
+
+
+def test_each_object_is_in_exactly_one_store_state() -> None:
+    cases = {
+        "being_written": ObjectEntry(b"a", 10, "o", sealed=False, create_time=0.0),
+        "pinned_in_memory": ObjectEntry(b"b", 10, "o", sealed=True, create_time=0.0),
+        "restored_in_memory": ObjectEntry(
+            b"c", 10, "o", sealed=True, create_time=0.0, spill_path="/s/c"
+        ),
+        "spilled": ObjectEntry(
+            b"d", 10, "o", sealed=True, create_time=0.0, spill_path="/s/d", in_memory=False
+        ),
+    }
+    assert {store_state(e): state for state, e in cases.items()} == {s: s for s in cases}
+    assert set(cases) == set(BY_NAME["freight_object_store_bytes"].allowed("state"))
