@@ -38,6 +38,16 @@ class Source(StrEnum):
 # Label values that can grow without bound (names chosen by users) are folded to the top N.
 BOUNDED = frozenset({"name", "class_name", "error_type", "team", "owner"})
 OTHER = "other"
+# Bounded labels folded to fewer values than FREIGHT_METRICS_TOP_N: error types multiply the
+# per-function series of freight_tasks_finished_total, and ten classes per node are plenty to
+# alert on (the rest count under "other"; `freight` state commands name every one).
+LABEL_TOP_N = {"error_type": 10}
+
+
+def top_n_of(label: str, top_n: int) -> int:
+    """How many distinct values of the bounded ``label`` keep their name, given the top N."""
+    return min(top_n, LABEL_TOP_N.get(label, top_n))
+
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -692,6 +702,14 @@ CATALOGUE: tuple[Metric, ...] = (
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOGUE}
+
+# The most series one endpoint may serve at the default FREIGHT_METRICS_TOP_N (50), worst case:
+# every bounded label at its top N plus "other", every enumeration complete, histograms at
+# their buckets plus +Inf, _sum and _count (freight.observe.budget computes it; a test holds
+# it). Today the node's worst case is 21,291 (freight_tasks_finished_total 6,732, job
+# resource-seconds 5,202, gRPC latency 3,927, job cost 2,601, task latencies 1,071 each); the
+# head's 11,530 (gRPC latency 10,710). A toy load serves a few hundred (docs/metrics.md).
+SERIES_BUDGET = {Source.NODE: 21_500, Source.HEAD: 11_600}
 
 
 def metric(name: str) -> Metric:

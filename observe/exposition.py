@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .catalogue import BOUNDED, BY_NAME, CATALOGUE, OTHER, Metric, Source, Type
+from .catalogue import BOUNDED, BY_NAME, CATALOGUE, OTHER, Metric, Source, Type, top_n_of
 from .recorder import Snapshot
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class LabelFolder:
         kept = self.kept.setdefault(label, set())
         if value in kept:
             return value
-        if len(kept) < self.top_n:
+        if len(kept) < top_n_of(label, self.top_n):
             kept.add(value)
             return value
         folded = self.folded.setdefault(label, set())

@@ -30,7 +30,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from freight import _launcher
-from freight.observe.catalogue import BOUNDED, CATALOGUE, Source, Type
+from freight.observe.catalogue import BOUNDED, CATALOGUE, SERIES_BUDGET, Source, Type
 from freight.observe.exposition import served_by, zero_series
 from freight.testing import short_temp_dir
 from freight.testing import wait_for_condition as wait_until
@@ -362,6 +362,17 @@ def _workers(session_dir: Path) -> list[psutil.Process]:
         if "freight.worker" in cmd and str(session_dir) in cmd and p.info["status"] != "zombie":
             found.append(p)
     return found
+
+
+def test_the_toy_load_serves_far_fewer_series_than_the_budget(cluster) -> None:
+    """After the workload above (one function, one actor class), count the series served."""
+    for source, url in (
+        (Source.NODE, cluster["node_metrics"]),
+        (Source.HEAD, cluster["head_metrics"]),
+    ):
+        served = len(scrape(url))
+        print(f"series on the {source.value} endpoint after a toy load: {served}")
+        assert 0 < served <= SERIES_BUDGET[source]
 
 
 def test_counts_of_workers_that_died_stay_and_replacements_count(cluster) -> None:
