@@ -30,7 +30,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from freight import _launcher
-from freight.observe.catalogue import BOUNDED, CATALOGUE, SERIES_BUDGET, Source, Type
+from freight.observe.catalogue import (
+    BOUNDED,
+    CATALOGUE,
+    PENDING_REASONS,
+    SERIES_BUDGET,
+    Source,
+    Type,
+)
 from freight.observe.exposition import served_by, zero_series
 from freight.testing import short_temp_dir
 from freight.testing import wait_for_condition as wait_until
@@ -836,6 +843,22 @@ def test_a_real_prometheus_scrapes_the_cluster(cluster, tmp_path) -> None:
         assert labels["is_head_node"] == "true" and labels["node_id"]
         head = _query(port, "freight_nodes")
         assert head and all(r["metric"]["job"] == "freight-head" for r in head)
+        # the queries alerting rules make work as written: a 200 ms SLO counts an exact
+        # bucket, counters without events exist at 0, the store's states add up once
+        slo = _query(
+            port, 'freight_task_scheduling_latency_seconds_bucket{name="m_square",le="0.2"}'
+        )
+        assert slo and 0 <= float(slo[0]["value"][1]) <= 500
+        kills = _query(port, "sum by (cluster) (freight_memory_monitor_kills_total)")
+        assert [float(r["value"][1]) for r in kills] == [0.0]
+        reasons = _query(port, "freight_queue_depth")
+        assert {r["metric"]["reason"] for r in reasons} == set(PENDING_REASONS)
+        store = _query(
+            port,
+            "sum(freight_object_store_bytes) - sum(freight_object_store_in_memory_bytes)"
+            ' - sum(freight_object_store_bytes{state="spilled"})',
+        )
+        assert [float(r["value"][1]) for r in store] == [0.0]
     finally:
         prom.terminate()
         try:
