@@ -13,6 +13,10 @@ from typing import Any
 
 from freight.observe.catalogue import FAST_BUCKETS, LATENCY_BUCKETS
 
+# How often each node agent sends the head a heartbeat. Fixed rather than a setting: the head
+# judges every agent's lag against it.
+HEARTBEAT_INTERVAL_S = 1.0
+
 
 @dataclass(frozen=True)
 class Setting:

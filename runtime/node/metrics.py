@@ -24,7 +24,7 @@ import grpc
 from loguru import logger
 
 import freight
-from freight.config import settings
+from freight.config import HEARTBEAT_INTERVAL_S, settings
 from freight.objects.store import ObjectEntry
 from freight.observe.aggregate import Usage
 from freight.observe.catalogue import OBJECT_STORE_STATES, Source
@@ -71,6 +71,12 @@ class ActorUsage:
                 key = (job_id, res)
                 out[key] = out.get(key, 0.0) + amount * (now - since)
         return out
+
+
+def overdue(last: float, now: float | None = None) -> float:
+    """Seconds a heartbeat is late: the time since ``last`` (monotonic) beyond the interval."""
+    now = time.monotonic() if now is None else now
+    return max(0.0, now - last - HEARTBEAT_INTERVAL_S)
 
 
 def store_state(e: ObjectEntry) -> str:
@@ -127,6 +133,7 @@ class NodeMetrics:
         for state, n in states.items():
             g[("freight_workers", (state,))] = float(n)
         g[("freight_workers_starting_max", ())] = float(agent.leases.starting_peak)
+        g[("freight_node_heartbeat_overdue_seconds", ())] = overdue(agent.heartbeat_accepted_at)
         for name, part in (
             ("freight_resources_capacity", "total"),
             ("freight_resources_available", "available"),

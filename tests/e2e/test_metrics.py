@@ -641,6 +641,9 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
         assert value(h, "freight_actors", state="ALIVE") == 1
         assert value(h, "freight_nodes", state="ALIVE") == 1
         assert 0 <= value(h, "freight_node_heartbeat_age_max_seconds") < 30
+        # lag beyond the 1 s interval: the head and the agent both see this node on time
+        assert 0 <= value(h, "freight_node_heartbeat_overdue_max_seconds") < 30
+        assert 0 <= value(s, "freight_node_heartbeat_overdue_seconds") < 30
     finally:
         assert driver.stdin is not None
         driver.stdin.close()  # the driver shuts down
