@@ -682,7 +682,9 @@ CATALOGUE: tuple[Metric, ...] = (
         "currency",
         ("team", "owner"),
         NODE,
-        "Cost of jobs' resource use at FREIGHT_PRICE_CPU_HOUR and FREIGHT_PRICE_GPU_HOUR.",
+        "Cost of jobs' resource use at FREIGHT_PRICE_CPU_HOUR and FREIGHT_PRICE_GPU_HOUR, in "
+        "the currency FREIGHT_PRICE_CURRENCY names (USD by default; each endpoint's help text "
+        "states it).",
     ),
     Metric(
         "freight_events_total",

@@ -117,7 +117,7 @@ class LabelFolder:
         return out
 
 
-def _family(m: Metric) -> Any:
+def _family(m: Metric, notes: dict[str, str] | None = None) -> Any:
     from prometheus_client.metrics_core import (
         CounterMetricFamily,
         GaugeMetricFamily,
@@ -125,15 +125,16 @@ def _family(m: Metric) -> Any:
     )
 
     labels = [CLUSTER_LABEL, *m.labels]
+    text = m.help + (f" {notes[m.name]}" if notes and m.name in notes else "")
     # OpenMetrics requires the unit to end the name; a unit the name does not carry (a currency)
     # is documented in the catalogue and left out here rather than renaming the metric.
     base = m.name.removesuffix("_total") if m.type is Type.COUNTER else m.name
     unit = m.unit if m.unit and base.endswith("_" + m.unit) else ""
     if m.type is Type.COUNTER:
-        return CounterMetricFamily(m.name, m.help, labels=labels, unit=unit)
+        return CounterMetricFamily(m.name, text, labels=labels, unit=unit)
     if m.type is Type.GAUGE:
-        return GaugeMetricFamily(m.name, m.help, labels=labels, unit=unit)
-    return HistogramMetricFamily(m.name, m.help, labels=labels, unit=unit)
+        return GaugeMetricFamily(m.name, text, labels=labels, unit=unit)
+    return HistogramMetricFamily(m.name, text, labels=labels, unit=unit)
 
 
 def _add_histogram(family: Any, m: Metric, labels: list[str], counts: list[float]) -> None:
@@ -171,8 +172,11 @@ def zero_series(m: Metric, seen: dict[str, set[str]]) -> list[tuple[str, ...]]:
     return list(itertools.product(*axes))
 
 
-def to_families(snap: Snapshot, metrics: Iterable[Metric], cluster: str) -> list[Family]:
-    """Render ``snap`` as metric families: ``metrics`` always, plus any other it holds."""
+def to_families(
+    snap: Snapshot, metrics: Iterable[Metric], cluster: str, notes: dict[str, str] | None = None
+) -> list[Family]:
+    """Render ``snap`` as metric families: ``metrics`` always, plus any other it holds.
+    ``notes`` adds a sentence to the help text of the metrics it names (a configured value)."""
     by_name: dict[str, list[tuple[str, tuple[str, ...], Any]]] = {}
     for part in ("c", "g", "h"):
         for (name, labels), value in snap.get(part, {}).items():
@@ -183,7 +187,7 @@ def to_families(snap: Snapshot, metrics: Iterable[Metric], cluster: str) -> list
     seen = _seen_bounded(snap)
     families: list[Family] = []
     for m in wanted:
-        family = _family(m)
+        family = _family(m, notes)
         series = by_name.get(m.name, [])
         present = {labels for _, labels, _ in series}
         zero: Any = [0.0] * (len(m.buckets) + 2) if m.type is Type.HISTOGRAM else 0.0
@@ -221,12 +225,14 @@ class FiguresCollector:
         read: Callable[[], Snapshot],
         cluster: Callable[[], str],
         top_n: int = 50,
+        notes: dict[str, str] | None = None,
     ) -> None:
         self.source = source
         self.metrics = served_by(source)
         self.read = read
         self.cluster = cluster
         self.folder = LabelFolder(top_n)
+        self.notes = notes or {}
         self._lock = threading.Lock()  # scrapes may run concurrently (one thread per request)
 
     def collect(self) -> Iterator[Family]:
@@ -235,4 +241,4 @@ class FiguresCollector:
             folded = self.folder.fold(snap)
             key = (DROPPED, ("label_values",))
             folded["c"][key] = folded["c"].get(key, 0.0) + self.folder.folded_values()
-        yield from to_families(folded, self.metrics, self.cluster())
+        yield from to_families(folded, self.metrics, self.cluster(), self.notes)

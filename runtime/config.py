@@ -7,6 +7,7 @@ docs table are generated from :data:`SETTINGS`.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ class Setting:
     help: str
     shown: str = ""  # the default as the docs show it, when it depends on the machine
     choices: tuple[Any, ...] = ()  # when set, the only values accepted
+    pattern: str = ""  # when set, a regular expression the whole value must match
 
 
 SETTINGS: dict[str, Setting] = {
@@ -326,6 +328,14 @@ SETTINGS: dict[str, Setting] = {
             "Price of one GPU for one hour, for freight_job_cost_total.",
         ),
         Setting(
+            "FREIGHT_PRICE_CURRENCY",
+            str,
+            "USD",
+            "The currency of FREIGHT_PRICE_CPU_HOUR and FREIGHT_PRICE_GPU_HOUR, as an ISO 4217 "
+            "code (USD, EUR, ...); freight_job_cost_total's help text names it.",
+            pattern=r"[A-Z]{3}",
+        ),
+        Setting(
             "FREIGHT_STATE_TASKS_MAX",
             int,
             100_000,
@@ -418,6 +428,8 @@ def _parse(setting: Setting, raw: str) -> Any:
         raise ValueError(
             f"{setting.env}={raw!r} is not a valid {setting.type.__name__}: {setting.help}"
         ) from None
+    if setting.pattern and not re.fullmatch(setting.pattern, value):
+        raise ValueError(f"{setting.env}={raw!r} is not valid: {setting.help}")
     if setting.choices and value not in setting.choices:
         allowed = ", ".join(f"{c:g}" if isinstance(c, float) else str(c) for c in setting.choices)
         raise ValueError(f"{setting.env}={raw!r} is not one of {allowed}: {setting.help}")

@@ -204,5 +204,6 @@ def serve_node_metrics(
         loop_reader(asyncio.get_running_loop(), figures.snapshot),
         lambda: figures.cluster,
         top_n=max(1, settings.metrics_top_n),
+        notes={"freight_job_cost_total": f"Currency: {settings.price_currency}."},
     )
     return figures, MetricsServer([collector], bind=bind, port=port).start()

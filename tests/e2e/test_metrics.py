@@ -186,6 +186,7 @@ def cluster() -> Iterator[dict[str, Any]]:
             "--cluster-name",
             CLUSTER,
             FREIGHT_PRICE_CPU_HOUR=str(PRICE_CPU_HOUR),
+            FREIGHT_PRICE_CURRENCY="EUR",
         ) as c,
     ):
         c["node_id"], c["node_metrics"] = wait_until(
@@ -339,6 +340,7 @@ def test_task_counts_match_the_work_done(cluster) -> None:
         s, "freight_job_resource_seconds_total", resource="CPU", team="ml", owner="alice"
     )
     cost = value(s, "freight_job_cost_total", team="ml", owner="alice")
+    assert "Currency: EUR." in _families(cluster["node_metrics"])["freight_job_cost"].documentation
     assert cpu_seconds >= 500 * 0.002
     assert cost > 0
     assert cost == pytest.approx(cpu_seconds / 3600 * PRICE_CPU_HOUR, rel=1e-9)

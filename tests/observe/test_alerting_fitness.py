@@ -146,3 +146,25 @@ def test_each_object_is_in_exactly_one_store_state() -> None:
     }
     assert {store_state(e): state for state, e in cases.items()} == {s: s for s in cases}
     assert set(cases) == set(BY_NAME["freight_object_store_bytes"].allowed("state"))
+
+
+# -- cost names its currency --------------------------------------------------------------------
+
+
+def test_the_cost_help_names_the_configured_currency() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    notes = {"freight_job_cost_total": "Currency: EUR."}
+    registry.register(
+        FiguresCollector(Source.NODE, lambda: Recorder().snapshot(), lambda: "c1", notes=notes)
+    )
+    text = generate_latest(registry).decode()
+    help_line = next(x for x in text.splitlines() if x.startswith("# HELP freight_job_cost_total"))
+    assert help_line.endswith("Currency: EUR.")
+    assert "FREIGHT_PRICE_CURRENCY" in BY_NAME["freight_job_cost_total"].help
+
+
+def test_a_currency_that_is_not_an_iso_code_is_refused(monkeypatch) -> None:
+    assert settings.price_currency == "USD"
+    monkeypatch.setenv("FREIGHT_PRICE_CURRENCY", "euros")
+    with pytest.raises(ValueError, match="FREIGHT_PRICE_CURRENCY='euros' is not valid"):
+        _ = settings.price_currency
