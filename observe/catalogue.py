@@ -503,7 +503,9 @@ CATALOGUE: tuple[Metric, ...] = (
         (),
         HEAD,
         "Time between consecutive heartbeats of a node as the head receives them (the agents "
-        "send one per second).",
+        "send one per second, so this is about 1 s when all is well). For lateness, alert on "
+        "freight_node_heartbeat_overdue_max_seconds (head) or "
+        "freight_node_heartbeat_overdue_seconds (each node).",
         (0.5, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
     ),
     Metric(
