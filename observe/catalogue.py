@@ -9,7 +9,11 @@ alert rules all read :data:`CATALOGUE`. Rules that hold for every entry (and a t
   gauges;
 - labels are bounded: function and class names are folded to the top N (``BOUNDED`` labels), and
   no label holds an id. The ``cluster`` label is added to every series by the exporter and is not
-  listed here.
+  listed here;
+- a label whose values are a known set declares them (``values``): short snake_case words (or the
+  upper-case state names the runtime uses), never sentences. Every combination of declared values
+  is exported at 0 from the start (with each known value of a metric's one bounded label, if it
+  has one), so ``rate()`` and ``increase()`` see the first event and no series vanishes at 0.
 """
 
 from __future__ import annotations
@@ -34,6 +38,16 @@ class Source(StrEnum):
 # Label values that can grow without bound (names chosen by users) are folded to the top N.
 BOUNDED = frozenset({"name", "class_name", "error_type", "team", "owner"})
 OTHER = "other"
+# Bounded labels folded to fewer values than FREIGHT_METRICS_TOP_N: error types multiply the
+# per-function series of freight_tasks_finished_total, and ten classes per node are plenty to
+# alert on (the rest count under "other"; `freight` state commands name every one).
+LABEL_TOP_N = {"error_type": 10}
+
+
+def top_n_of(label: str, top_n: int) -> int:
+    """How many distinct values of the bounded ``label`` keep their name, given the top N."""
+    return min(top_n, LABEL_TOP_N.get(label, top_n))
+
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -44,6 +58,7 @@ LATENCY_BUCKETS = (
     0.025,
     0.05,
     0.1,
+    0.2,
     0.25,
     0.5,
     1.0,
@@ -55,6 +70,42 @@ LATENCY_BUCKETS = (
     300.0,
 )
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+# SLO thresholds are settings whose value must be one of the buckets of their histogram
+# (FREIGHT_SLO_SCHEDULING_LATENCY_S in LATENCY_BUCKETS, FREIGHT_SLO_CONTROL_STORE_LATENCY_S in
+# FAST_BUCKETS), so `le="<threshold>"` counts the SLO exactly. The buckets are fixed rather than
+# moved by the setting: every process of a cluster must agree on them (docs/decisions/0048).
+
+# Declared label values shared with the code that records them.
+TASK_FINAL_STATES = ("FINISHED", "FAILED", "CANCELLED")
+TASK_LIVE_STATES = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER")
+ERROR_KINDS = ("none", "application", "system", "cancelled")
+RETRY_ERROR_KINDS = ("application", "system")
+PENDING_REASONS = ("waiting_for_args", "waiting_for_resources", "waiting_for_worker", "infeasible")
+ACTOR_DEATH_CAUSES = ("killed", "worker_died", "node_died", "creation_failed", "owner_died")
+OBJECT_STORE_STATES = ("being_written", "pinned_in_memory", "restored_in_memory", "spilled")
+TELEMETRY_KINDS = ("task_events", "spans", "task_records", "events", "label_values")
+# The gRPC status codes other than OK, in lower case, and the head's own verdicts.
+HEALTH_CHECK_REASONS = (
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+    "wrong_node",
+    "wrong_incarnation",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +117,25 @@ class Metric:
     source: Source
     help: str
     buckets: tuple[float, ...] = ()
+    # Allowed values of the labels whose values are a known set: ((label, (value, ...)), ...).
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def allowed(self, label: str) -> tuple[str, ...]:
+        """The declared values of ``label``; () when the label is not an enumeration."""
+        return dict(self.values).get(label, ())
+
+    def zero_filled(self) -> bool:
+        """True if every combination of this metric's labels is exported from the start: all
+        its labels are declared enumerations, except at most one bounded label (whose values
+        are those the endpoint has seen); histograms only without a bounded label."""
+        open_labels = [x for x in self.labels if not self.allowed(x)]
+        if not self.labels or not self.values:
+            return False
+        if not open_labels:
+            return True
+        return (
+            self.type is not Type.HISTOGRAM and len(open_labels) == 1 and open_labels[0] in BOUNDED
+        )
 
 
 C, G, H = Type.COUNTER, Type.GAUGE, Type.HISTOGRAM
@@ -98,6 +168,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "Tasks that reached a final state. state: FINISHED | FAILED | CANCELLED; error_kind: "
         "none | application (the user's code raised) | system (worker or node died, actor dead, "
         "out of memory) | cancelled; error_type: the exception's class name.",
+        values=(("state", TASK_FINAL_STATES), ("error_kind", ERROR_KINDS)),
     ),
     Metric(
         "freight_task_retries_total",
@@ -106,6 +177,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("name", "error_kind"),
         NODE,
         "Task attempts that failed and were retried.",
+        values=(("error_kind", RETRY_ERROR_KINDS),),
     ),
     Metric(
         "freight_object_reconstructions_total",
@@ -116,6 +188,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "Objects lost with their node that their owner set out to rebuild by running the task "
         "that made them again. outcome: started | failed (no lineage, lineage evicted, or the "
         "task's max_retries used up).",
+        values=(("outcome", ("started", "failed")),),
     ),
     Metric(
         "freight_task_scheduling_latency_seconds",
@@ -124,7 +197,8 @@ CATALOGUE: tuple[Metric, ...] = (
         ("name",),
         NODE,
         "Time from submission to the start of the attempt that ran (waiting for arguments, "
-        "resources and a worker).",
+        "resources and a worker). The buckets include the SLO threshold "
+        "FREIGHT_SLO_SCHEDULING_LATENCY_S (0.2 s by default).",
         LATENCY_BUCKETS,
     ),
     Metric(
@@ -144,6 +218,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Tasks that owners on this node hold right now, by state (PENDING_ARGS_AVAIL, "
         "PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER).",
+        values=(("state", TASK_LIVE_STATES),),
     ),
     Metric(
         "freight_queue_depth",
@@ -151,8 +226,10 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         ("reason",),
         NODE,
-        "Tasks and lease requests waiting, by pending reason (waiting for arguments, for "
-        "resources, for a worker to start, infeasible).",
+        "Tasks that owners on this node hold waiting, by pending reason: waiting_for_args, "
+        "waiting_for_resources, waiting_for_worker (to start), infeasible (no node can ever "
+        "run it). Every reason is present, at 0 when none waits.",
+        values=(("reason", PENDING_REASONS),),
     ),
     # -- objects -----------------------------------------------------------------------------
     Metric(
@@ -161,9 +238,12 @@ CATALOGUE: tuple[Metric, ...] = (
         "bytes",
         ("state",),
         NODE,
-        "Bytes in the node's object store by state: in_memory (all objects in shared memory), "
-        "pinned (primary copies held for a live owner), spilled (on disk only), restored (back "
-        "in memory from disk).",
+        "Bytes in the node's object store by state; the states partition the bytes (each "
+        "object is in exactly one), so sum() over state is the whole store: being_written "
+        "(reserved by a write in progress), pinned_in_memory (sealed primary copies in shared "
+        "memory, held for a live owner), restored_in_memory (in shared memory again after a "
+        "restore, its spill file kept), spilled (on disk only).",
+        values=(("state", OBJECT_STORE_STATES),),
     ),
     Metric(
         "freight_object_store_objects",
@@ -171,7 +251,27 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         ("state",),
         NODE,
-        "Objects in the node's object store, by the same states as freight_object_store_bytes.",
+        "Objects in the node's object store, by the same states as freight_object_store_bytes "
+        "(they partition the objects).",
+        values=(("state", OBJECT_STORE_STATES),),
+    ),
+    Metric(
+        "freight_object_store_in_memory_bytes",
+        G,
+        "bytes",
+        (),
+        NODE,
+        "Bytes of the node's object store in shared memory: every state of "
+        "freight_object_store_bytes but spilled. Compare with "
+        "freight_object_store_capacity_bytes.",
+    ),
+    Metric(
+        "freight_object_store_in_memory_objects",
+        G,
+        "",
+        (),
+        NODE,
+        "Objects of the node's object store in shared memory (every state but spilled).",
     ),
     Metric(
         "freight_object_store_capacity_bytes",
@@ -189,6 +289,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Objects created by put and task returns, by where they live: inline (in the owner) "
         "or shared_memory.",
+        values=(("where", ("inline", "shared_memory")),),
     ),
     Metric(
         "freight_object_spilled_total",
@@ -232,6 +333,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Object bytes copied between nodes' stores, direction: in (pulled here) | out (served "
         "to another node).",
+        values=(("direction", ("in", "out")),),
     ),
     Metric(
         "freight_object_transfers_total",
@@ -240,6 +342,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("direction",),
         NODE,
         "Whole objects copied between nodes' stores, direction: in | out.",
+        values=(("direction", ("in", "out")),),
     ),
     # -- workers, nodes, drivers -------------------------------------------------------------
     Metric(
@@ -249,6 +352,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         NODE,
         "Worker processes of the node by state (STARTING, IDLE, LEASED, ACTOR, BLOCKED).",
+        values=(("state", ("STARTING", "IDLE", "LEASED", "ACTOR", "BLOCKED")),),
     ),
     Metric(
         "freight_workers_starting_max",
@@ -292,6 +396,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "Workers the node agent's memory monitor killed because the node's memory use was "
         "above FREIGHT_MEMORY_USAGE_THRESHOLD, by what the worker ran (kind: task | actor). "
         "These are not counted as crashes.",
+        values=(("kind", ("task", "actor")),),
     ),
     Metric(
         "freight_placement_groups_created_total",
@@ -326,6 +431,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Drivers whose connection to the node agent closed; clean=false when the driver did "
         "not shut down (crashed or was killed).",
+        values=(("clean", ("true", "false")),),
     ),
     Metric(
         "freight_resources_capacity",
@@ -351,6 +457,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Python garbage-collector pauses in workers and drivers (gc.callbacks).",
         FAST_BUCKETS,
+        values=(("generation", ("0", "1", "2")),),
     ),
     Metric(
         "freight_auth_refused_total",
@@ -360,6 +467,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Connections refused for a wrong or missing token or a malformed greeting "
         "(plane: data | grpc).",
+        values=(("plane", ("data", "grpc")),),
     ),
     Metric(
         "freight_protocol_errors_total",
@@ -386,6 +494,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         HEAD,
         "Nodes in the cluster by state (ALIVE, DEAD).",
+        values=(("state", ("ALIVE", "DEAD")),),
     ),
     Metric(
         "freight_node_heartbeat_lag_seconds",
@@ -394,7 +503,9 @@ CATALOGUE: tuple[Metric, ...] = (
         (),
         HEAD,
         "Time between consecutive heartbeats of a node as the head receives them (the agents "
-        "send one per second).",
+        "send one per second, so this is about 1 s when all is well). For lateness, alert on "
+        "freight_node_heartbeat_overdue_max_seconds (head) or "
+        "freight_node_heartbeat_overdue_seconds (each node).",
         (0.5, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
     ),
     Metric(
@@ -406,6 +517,26 @@ CATALOGUE: tuple[Metric, ...] = (
         "Age of the oldest last heartbeat among live nodes.",
     ),
     Metric(
+        "freight_node_heartbeat_overdue_max_seconds",
+        G,
+        "seconds",
+        (),
+        HEAD,
+        "How late the most overdue live node's heartbeat is: the age of its last heartbeat "
+        "beyond the agents' 1 s interval (0 while every node is on time). Each node's own "
+        "figure is freight_node_heartbeat_overdue_seconds on its endpoint.",
+    ),
+    Metric(
+        "freight_node_heartbeat_overdue_seconds",
+        G,
+        "seconds",
+        (),
+        NODE,
+        "How late this node agent's heartbeats are: the time since the head last accepted one, "
+        "beyond the 1 s interval (0 while on time). One series per node through the scrape "
+        "target's node_id label; no id label.",
+    ),
+    Metric(
         "freight_node_health_check_failures_total",
         C,
         "",
@@ -413,8 +544,9 @@ CATALOGUE: tuple[Metric, ...] = (
         HEAD,
         "Health checks (CheckHealth calls from the head to a node agent) that failed. reason: "
         "the gRPC status in lower case (deadline_exceeded, unavailable, ...), wrong_node (a "
-        "different agent answered at the node's address) or error. The head's log names the "
-        "node of each failure.",
+        "different agent answered at the node's address), wrong_incarnation (an older or newer "
+        "agent of the node answered) or error. The head's log names the node of each failure.",
+        values=(("reason", HEALTH_CHECK_REASONS),),
     ),
     # -- actors ------------------------------------------------------------------------------
     Metric(
@@ -424,6 +556,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         HEAD,
         "Actors by state (PENDING_CREATION, ALIVE, RESTARTING, DEAD).",
+        values=(("state", ("PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD")),),
     ),
     Metric(
         "freight_actors_created_total",
@@ -481,6 +614,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("class_name", "cause"),
         HEAD,
         "Actors that died, by cause: killed, worker_died, node_died, creation_failed, owner_died.",
+        values=(("cause", ACTOR_DEATH_CAUSES),),
     ),
     # -- head --------------------------------------------------------------------------------
     Metric(
@@ -490,8 +624,10 @@ CATALOGUE: tuple[Metric, ...] = (
         ("kind",),
         HEAD,
         "Time the head takes to place an actor and start it (kind: actor), or to reserve "
-        "every bundle of a placement group (kind: placement_group).",
+        "every bundle of a placement group (kind: placement_group). The buckets include "
+        "FREIGHT_SLO_SCHEDULING_LATENCY_S.",
         LATENCY_BUCKETS,
+        values=(("kind", ("actor", "placement_group")),),
     ),
     Metric(
         "freight_control_store_operation_seconds",
@@ -499,7 +635,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "seconds",
         ("operation",),
         HEAD,
-        "Latency of control-store operations (SQLite WAL), by operation.",
+        "Latency of control-store operations (SQLite WAL), by operation. The buckets include "
+        "FREIGHT_SLO_CONTROL_STORE_LATENCY_S (0.1 s by default).",
         FAST_BUCKETS,
     ),
     Metric(
@@ -521,6 +658,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "How late the asyncio loop of the head or a node agent ran a timer it set "
         "(component: head | agent).",
         FAST_BUCKETS,
+        values=(("component", ("head", "agent")),),
     ),
     Metric(
         "freight_jobs",
@@ -529,6 +667,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("state",),
         HEAD,
         "Jobs by state (RUNNING, FINISHED, FAILED).",
+        values=(("state", ("RUNNING", "FINISHED", "FAILED")),),
     ),
     Metric(
         "freight_job_resource_seconds_total",
@@ -545,7 +684,9 @@ CATALOGUE: tuple[Metric, ...] = (
         "currency",
         ("team", "owner"),
         NODE,
-        "Cost of jobs' resource use at FREIGHT_PRICE_CPU_HOUR and FREIGHT_PRICE_GPU_HOUR.",
+        "Cost of jobs' resource use at FREIGHT_PRICE_CPU_HOUR and FREIGHT_PRICE_GPU_HOUR, in "
+        "the currency FREIGHT_PRICE_CURRENCY names (USD by default; each endpoint's help text "
+        "states it).",
     ),
     Metric(
         "freight_events_total",
@@ -562,6 +703,7 @@ CATALOGUE: tuple[Metric, ...] = (
         ("direction",),
         HEAD,
         "Nodes the autoscaler added (direction: up) or removed (down).",
+        values=(("direction", ("up", "down")),),
     ),
     Metric(
         "freight_telemetry_dropped_total",
@@ -571,6 +713,7 @@ CATALOGUE: tuple[Metric, ...] = (
         NODE,
         "Telemetry records dropped rather than allowed to block or grow without bound (kind: "
         "task_events, spans, task_records, events, label_values). Also on the head's endpoint.",
+        values=(("kind", TELEMETRY_KINDS),),
     ),
     Metric(
         "freight_build_info",
@@ -583,6 +726,14 @@ CATALOGUE: tuple[Metric, ...] = (
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOGUE}
+
+# The most series one endpoint may serve at the default FREIGHT_METRICS_TOP_N (50), worst case:
+# every bounded label at its top N plus "other", every enumeration complete, histograms at
+# their buckets plus +Inf, _sum and _count (freight.observe.budget computes it; a test holds
+# it). Today the node's worst case is 21,292 (freight_tasks_finished_total 6,732, job
+# resource-seconds 5,202, gRPC latency 3,927, job cost 2,601, task latencies 1,071 each); the
+# head's 11,531 (gRPC latency 10,710). A toy load serves a few hundred (docs/metrics.md).
+SERIES_BUDGET = {Source.NODE: 21_500, Source.HEAD: 11_600}
 
 
 def metric(name: str) -> Metric:

@@ -14,16 +14,21 @@ catalogue's help, type and unit. On the way it
 - turns per-bucket histogram counts into cumulative ``_bucket`` series plus ``_sum``/``_count``;
 - emits every catalogue metric of its :class:`~freight.observe.catalogue.Source` even before it
   has a series: label-less counters and gauges as 0, label-less histograms empty, labelled
-  families with HELP and TYPE only, so every metric is present on its endpoint from the start.
+  families with HELP and TYPE only, so every metric is present on its endpoint from the start;
+- emits every combination of a metric's declared label values that has no series yet at 0
+  (:meth:`~freight.observe.catalogue.Metric.zero_filled`; a bounded label among them takes each
+  value this endpoint has seen for it), so counters exist before their first event and gauges
+  do not vanish at 0.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .catalogue import BOUNDED, BY_NAME, CATALOGUE, OTHER, Metric, Source, Type
+from .catalogue import BOUNDED, BY_NAME, CATALOGUE, OTHER, Metric, Source, Type, top_n_of
 from .recorder import Snapshot
 
 if TYPE_CHECKING:
@@ -76,7 +81,7 @@ class LabelFolder:
         kept = self.kept.setdefault(label, set())
         if value in kept:
             return value
-        if len(kept) < self.top_n:
+        if len(kept) < top_n_of(label, self.top_n):
             kept.add(value)
             return value
         folded = self.folded.setdefault(label, set())
@@ -112,7 +117,7 @@ class LabelFolder:
         return out
 
 
-def _family(m: Metric) -> Any:
+def _family(m: Metric, notes: dict[str, str] | None = None) -> Any:
     from prometheus_client.metrics_core import (
         CounterMetricFamily,
         GaugeMetricFamily,
@@ -120,15 +125,16 @@ def _family(m: Metric) -> Any:
     )
 
     labels = [CLUSTER_LABEL, *m.labels]
+    text = m.help + (f" {notes[m.name]}" if notes and m.name in notes else "")
     # OpenMetrics requires the unit to end the name; a unit the name does not carry (a currency)
     # is documented in the catalogue and left out here rather than renaming the metric.
     base = m.name.removesuffix("_total") if m.type is Type.COUNTER else m.name
     unit = m.unit if m.unit and base.endswith("_" + m.unit) else ""
     if m.type is Type.COUNTER:
-        return CounterMetricFamily(m.name, m.help, labels=labels, unit=unit)
+        return CounterMetricFamily(m.name, text, labels=labels, unit=unit)
     if m.type is Type.GAUGE:
-        return GaugeMetricFamily(m.name, m.help, labels=labels, unit=unit)
-    return HistogramMetricFamily(m.name, m.help, labels=labels, unit=unit)
+        return GaugeMetricFamily(m.name, text, labels=labels, unit=unit)
+    return HistogramMetricFamily(m.name, text, labels=labels, unit=unit)
 
 
 def _add_histogram(family: Any, m: Metric, labels: list[str], counts: list[float]) -> None:
@@ -144,8 +150,33 @@ def _add_histogram(family: Any, m: Metric, labels: list[str], counts: list[float
     family.add_metric(labels, buckets, counts[-1])
 
 
-def to_families(snap: Snapshot, metrics: Iterable[Metric], cluster: str) -> list[Family]:
-    """Render ``snap`` as metric families: ``metrics`` always, plus any other it holds."""
+def _seen_bounded(snap: Snapshot) -> dict[str, set[str]]:
+    """Values of each bounded label among the series of ``snap`` (after folding)."""
+    seen: dict[str, set[str]] = {}
+    for part in ("c", "g", "h"):
+        for name, labels in snap.get(part, {}):
+            m = BY_NAME.get(name)
+            if m is None:
+                continue
+            for label, value in zip(m.labels, labels, strict=False):
+                if label in BOUNDED:
+                    seen.setdefault(label, set()).add(value)
+    return seen
+
+
+def zero_series(m: Metric, seen: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """Every label combination of ``m`` exported from the start (empty unless zero-filled)."""
+    if not m.zero_filled():
+        return []
+    axes = [m.allowed(x) or tuple(sorted(seen.get(x, ()))) for x in m.labels]
+    return list(itertools.product(*axes))
+
+
+def to_families(
+    snap: Snapshot, metrics: Iterable[Metric], cluster: str, notes: dict[str, str] | None = None
+) -> list[Family]:
+    """Render ``snap`` as metric families: ``metrics`` always, plus any other it holds.
+    ``notes`` adds a sentence to the help text of the metrics it names (a configured value)."""
     by_name: dict[str, list[tuple[str, tuple[str, ...], Any]]] = {}
     for part in ("c", "g", "h"):
         for (name, labels), value in snap.get(part, {}).items():
@@ -153,10 +184,16 @@ def to_families(snap: Snapshot, metrics: Iterable[Metric], cluster: str) -> list
     wanted = list(metrics)
     names = {m.name for m in wanted}
     wanted += [BY_NAME[n] for n in by_name if n not in names and n in BY_NAME]
+    seen = _seen_bounded(snap)
     families: list[Family] = []
     for m in wanted:
-        family = _family(m)
+        family = _family(m, notes)
         series = by_name.get(m.name, [])
+        present = {labels for _, labels, _ in series}
+        zero: Any = [0.0] * (len(m.buckets) + 2) if m.type is Type.HISTOGRAM else 0.0
+        series = series + [
+            ("", labels, zero) for labels in zero_series(m, seen) if labels not in present
+        ]
         for _part, labels, value in sorted(series, key=lambda s: s[1]):
             values = [cluster, *labels]
             if m.type is Type.HISTOGRAM:
@@ -188,12 +225,14 @@ class FiguresCollector:
         read: Callable[[], Snapshot],
         cluster: Callable[[], str],
         top_n: int = 50,
+        notes: dict[str, str] | None = None,
     ) -> None:
         self.source = source
         self.metrics = served_by(source)
         self.read = read
         self.cluster = cluster
         self.folder = LabelFolder(top_n)
+        self.notes = notes or {}
         self._lock = threading.Lock()  # scrapes may run concurrently (one thread per request)
 
     def collect(self) -> Iterator[Family]:
@@ -202,4 +241,4 @@ class FiguresCollector:
             folded = self.folder.fold(snap)
             key = (DROPPED, ("label_values",))
             folded["c"][key] = folded["c"].get(key, 0.0) + self.folder.folded_values()
-        yield from to_families(folded, self.metrics, self.cluster())
+        yield from to_families(folded, self.metrics, self.cluster(), self.notes)

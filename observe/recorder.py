@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .catalogue import BOUNDED, BY_NAME, OTHER, Type
+from .catalogue import BOUNDED, BY_NAME, OTHER, Type, top_n_of
 
 # One snapshot, as sent over the wire (plain builtins, so it pickles small and fast):
 #   {"c": {(name, labels): value}, "g": {(name, labels): value},
@@ -89,7 +89,7 @@ class Recorder:
                 label = BY_NAME[name].labels[i]
                 bound = self._bounds.get(label)
                 if bound is None:
-                    bound = self._bounds[label] = LabelBound(self.top_n)
+                    bound = self._bounds[label] = LabelBound(top_n_of(label, self.top_n))
                 folded[i] = bound.fold(labels[i])
             labels = tuple(folded)
         if len(self._keys) < MAX_CACHED_KEYS:

@@ -7,9 +7,16 @@ docs table are generated from :data:`SETTINGS`.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+from freight.observe.catalogue import FAST_BUCKETS, LATENCY_BUCKETS
+
+# How often each node agent sends the head a heartbeat. Fixed rather than a setting: the head
+# judges every agent's lag against it.
+HEARTBEAT_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,8 @@ class Setting:
     default: Any
     help: str
     shown: str = ""  # the default as the docs show it, when it depends on the machine
+    choices: tuple[Any, ...] = ()  # when set, the only values accepted
+    pattern: str = ""  # when set, a regular expression the whole value must match
 
 
 SETTINGS: dict[str, Setting] = {
@@ -210,6 +219,23 @@ SETTINGS: dict[str, Setting] = {
             "Distinct function/class names a metric label keeps before folding into 'other'.",
         ),
         Setting(
+            "FREIGHT_SLO_SCHEDULING_LATENCY_S",
+            float,
+            0.2,
+            "Scheduling-latency SLO threshold in seconds (submission to start of a task, "
+            "placement of an actor or placement group): one of the bucket bounds of "
+            "freight_task_scheduling_latency_seconds, so the SLO is counted exactly.",
+            choices=LATENCY_BUCKETS,
+        ),
+        Setting(
+            "FREIGHT_SLO_CONTROL_STORE_LATENCY_S",
+            float,
+            0.1,
+            "Control-store latency SLO threshold in seconds: one of the bucket bounds of "
+            "freight_control_store_operation_seconds.",
+            choices=FAST_BUCKETS,
+        ),
+        Setting(
             "FREIGHT_TELEMETRY_INTERVAL_S",
             float,
             1.0,
@@ -309,6 +335,14 @@ SETTINGS: dict[str, Setting] = {
             "Price of one GPU for one hour, for freight_job_cost_total.",
         ),
         Setting(
+            "FREIGHT_PRICE_CURRENCY",
+            str,
+            "USD",
+            "The currency of FREIGHT_PRICE_CPU_HOUR and FREIGHT_PRICE_GPU_HOUR, as an ISO 4217 "
+            "code (USD, EUR, ...); freight_job_cost_total's help text names it.",
+            pattern=r"[A-Z]{3}",
+        ),
+        Setting(
             "FREIGHT_STATE_TASKS_MAX",
             int,
             100_000,
@@ -396,11 +430,17 @@ def _parse(setting: Setting, raw: str) -> Any:
     if setting.type is bool:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     try:
-        return setting.type(raw)
+        value = setting.type(raw)
     except ValueError:
         raise ValueError(
             f"{setting.env}={raw!r} is not a valid {setting.type.__name__}: {setting.help}"
         ) from None
+    if setting.pattern and not re.fullmatch(setting.pattern, value):
+        raise ValueError(f"{setting.env}={raw!r} is not valid: {setting.help}")
+    if setting.choices and value not in setting.choices:
+        allowed = ", ".join(f"{c:g}" if isinstance(c, float) else str(c) for c in setting.choices)
+        raise ValueError(f"{setting.env}={raw!r} is not one of {allowed}: {setting.help}")
+    return value
 
 
 class _Settings:

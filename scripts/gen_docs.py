@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from freight.config import settings_table
+from freight.config import SETTINGS, settings_table
+from freight.observe.budget import budget_table
 from freight.observe.catalogue import metrics_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,8 @@ def render_metrics() -> str:
         "Every series has a `cluster` label. `freight metrics prometheus-config` prints a\n"
         "scrape configuration; `freight metrics targets` lists the endpoints.\n\n"
         + metrics_table()
+        + "\n\n## Series budget\n\n"
+        + budget_table(SETTINGS["metrics_top_n"].default)
         + "\n"
     )
 

@@ -20,7 +20,9 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from freight.config import settings
+from freight.core import task_state
 from freight.core.task_state import TERMINAL, TaskRecord, TaskState
+from freight.observe.catalogue import PENDING_REASONS
 from freight.observe.recorder import RECORDER, Recorder
 from freight.protocol import messages as m
 
@@ -30,6 +32,20 @@ if TYPE_CHECKING:
 S = TaskState
 _FINISHED = S.FINISHED.value
 _SUBMITTED = S.SUBMITTED_TO_WORKER.value
+# The pending reasons people read (`freight status`) as the short label values of
+# freight_queue_depth{reason}; a task pending for no recorded reason waits for resources.
+QUEUE_REASONS = dict(
+    zip(
+        (
+            task_state.WAITING_FOR_ARGS,
+            task_state.WAITING_FOR_RESOURCES,
+            task_state.WAITING_FOR_WORKER,
+            task_state.INFEASIBLE,
+        ),
+        PENDING_REASONS,
+        strict=True,
+    )
+)
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 # A task left out of a sample gets a state-API record after all once it has run this long.
 LONG_RUNNING_S = 10.0
@@ -364,9 +380,13 @@ class Telemetry:
         r.clear_gauge("freight_tasks")
         for state, n in by_state.items():
             r.set("freight_tasks", (str(state),), n)
-        r.clear_gauge("freight_queue_depth")
+        depth = dict.fromkeys(PENDING_REASONS, 0)
         for reason, n in pending.items():
-            r.set("freight_queue_depth", (reason,), n)
+            label = QUEUE_REASONS.get(reason, "waiting_for_resources")
+            depth[label] += n
+        r.clear_gauge("freight_queue_depth")
+        for label, n in depth.items():
+            r.set("freight_queue_depth", (label,), n)
 
     def report(self, final: bool = False) -> None:
         """Send the agent the current figures and the task events since the last report."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 import freight
-from freight.config import settings
+from freight.config import HEARTBEAT_INTERVAL_S, settings
 from freight.observe.catalogue import Source
 from freight.observe.exposition import FiguresCollector
 from freight.observe.http import MetricsServer, loop_reader
@@ -139,6 +139,8 @@ class HeadMetrics:
         now = time.time()
         ages = [now - n.last_heartbeat for n in nodes if n.state == "ALIVE"]
         g[("freight_node_heartbeat_age_max_seconds", ())] = max(0.0, *ages) if ages else 0.0
+        late = max(ages, default=0.0) - HEARTBEAT_INTERVAL_S
+        g[("freight_node_heartbeat_overdue_max_seconds", ())] = max(0.0, late)
         actors = store.list_actors(include_dead=True)
         _by_state(g, "freight_actors", ACTOR_STATES, [a.state for a in actors])
         _by_state(g, "freight_jobs", JOB_STATES, [j.state for j in store.list_jobs()])

@@ -33,6 +33,7 @@ from loguru import logger
 from freight.config import settings
 from freight.head.control_store import ControlStore
 from freight.head.rpc import FencedError
+from freight.observe.catalogue import HEALTH_CHECK_REASONS
 from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
@@ -494,7 +495,8 @@ class NodeDirectory:
             if failure is None:
                 self.tally.passed(node_id)
                 continue
-            RECORDER.inc(HEALTH_CHECK_FAILURES, (failure.kind,))
+            reason = failure.kind if failure.kind in HEALTH_CHECK_REASONS else "error"
+            RECORDER.inc(HEALTH_CHECK_FAILURES, (reason,))
             verdict = self.tally.failed(node_id, failure)
             logger.warning(
                 "health check failed",

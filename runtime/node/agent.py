@@ -163,6 +163,9 @@ class NodeAgent:
         self.on_actor_death: Any = None  # async callable(actor_id, cause, worker_id), by the server
         self.on_driver_lost: Any = None  # async callable(job_id), set by the server
         self.refused = 0  # connections refused at the greeting (wrong token, bad HELLO)
+        # When the head last answered a heartbeat (start counts as on time), for
+        # freight_node_heartbeat_overdue_seconds.
+        self.heartbeat_accepted_at = time.monotonic()
         self.malformed = 0  # authenticated connections closed for a malformed or invalid frame
         # Telemetry: the figures of every process on this node, and task events for the head.
         self.figures = NodeFigures()

@@ -24,9 +24,10 @@ import grpc
 from loguru import logger
 
 import freight
-from freight.config import settings
+from freight.config import HEARTBEAT_INTERVAL_S, settings
+from freight.objects.store import ObjectEntry
 from freight.observe.aggregate import Usage
-from freight.observe.catalogue import Source
+from freight.observe.catalogue import OBJECT_STORE_STATES, Source
 from freight.observe.exposition import FiguresCollector
 from freight.observe.http import MetricsServer, loop_reader
 from freight.observe.recorder import RECORDER, Snapshot
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 COSTED = ("CPU", "GPU")
 WORKER_STATES = ("STARTING", "IDLE", "LEASED", "ACTOR", "BLOCKED")
-STORE_STATES = ("in_memory", "pinned", "spilled", "restored")
+STORE_STATES = OBJECT_STORE_STATES
 LIST_JOBS_TIMEOUT_S = 2.0
 
 
@@ -70,6 +71,24 @@ class ActorUsage:
                 key = (job_id, res)
                 out[key] = out.get(key, 0.0) + amount * (now - since)
         return out
+
+
+def overdue(last: float, now: float | None = None) -> float:
+    """Seconds a heartbeat is late: the time since ``last`` (monotonic) beyond the interval."""
+    now = time.monotonic() if now is None else now
+    return max(0.0, now - last - HEARTBEAT_INTERVAL_S)
+
+
+def store_state(e: ObjectEntry) -> str:
+    """The one state of an object in the node's store (freight_object_store_bytes{state})."""
+    if not e.in_memory:
+        return "spilled"  # on disk only
+    if not e.sealed:
+        return "being_written"  # reserved by a write in progress
+    # Every sealed copy in memory is held for its owner: the agent frees the objects of an
+    # owner whose connection closes. A restored one keeps its spill file, so spilling it again
+    # writes nothing.
+    return "restored_in_memory" if e.spill_path else "pinned_in_memory"
 
 
 def _add(part: dict[Any, Any], name: str, labels: tuple[str, ...], value: float) -> None:
@@ -114,6 +133,7 @@ class NodeMetrics:
         for state, n in states.items():
             g[("freight_workers", (state,))] = float(n)
         g[("freight_workers_starting_max", ())] = float(agent.leases.starting_peak)
+        g[("freight_node_heartbeat_overdue_seconds", ())] = overdue(agent.heartbeat_accepted_at)
         for name, part in (
             ("freight_resources_capacity", "total"),
             ("freight_resources_available", "available"),
@@ -123,21 +143,18 @@ class NodeMetrics:
             for res, amount in amounts.items():
                 g[(name, (str(res),))] = float(amount)
         store = agent.store.stats()
-        entries = agent.store.list_objects()
-        # Every sealed primary copy in memory is held for its owner: the agent frees the
-        # objects of an owner whose connection closes. Restored: back in memory from a spill
-        # file (which is kept, so spilling it again writes nothing).
-        sealed = [e for e in entries if e.sealed and e.in_memory]
-        restored = [e for e in sealed if e.spill_path]
-        by_state = {
-            "in_memory": (store.used_bytes, store.num_objects - store.num_spilled),
-            "pinned": (sum(e.size for e in sealed), len(sealed)),
-            "spilled": (store.spilled_bytes, store.num_spilled),
-            "restored": (sum(e.size for e in restored), len(restored)),
-        }
+        # One state per object, so the states partition the store's bytes and sum() is the
+        # whole store; in memory is every state but spilled (compare it with the capacity).
+        by_state = {state: [0, 0] for state in STORE_STATES}
+        for e in agent.store.list_objects():
+            by_state[store_state(e)][0] += e.size
+            by_state[store_state(e)][1] += 1
         for state, (nbytes, count) in by_state.items():
             g[("freight_object_store_bytes", (state,))] = float(nbytes)
             g[("freight_object_store_objects", (state,))] = float(count)
+        in_memory = [v for state, v in by_state.items() if state != "spilled"]
+        g[("freight_object_store_in_memory_bytes", ())] = float(sum(v[0] for v in in_memory))
+        g[("freight_object_store_in_memory_objects", ())] = float(sum(v[1] for v in in_memory))
         g[("freight_object_store_capacity_bytes", ())] = float(store.capacity)
         # Transfers between nodes count in this process (freight.node.transfer); both
         # directions are present from the start, for dashboards.
@@ -187,5 +204,6 @@ def serve_node_metrics(
         loop_reader(asyncio.get_running_loop(), figures.snapshot),
         lambda: figures.cluster,
         top_n=max(1, settings.metrics_top_n),
+        notes={"freight_job_cost_total": f"Currency: {settings.price_currency}."},
     )
     return figures, MetricsServer([collector], bind=bind, port=port).start()

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from freight.config import settings
+from freight.config import HEARTBEAT_INTERVAL_S, settings
 from freight.core.placement import NodeState
 from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
@@ -43,7 +43,7 @@ from .metrics import serve_node_metrics
 from .transfer import serve_chunks
 from .worker_info import WorkerInfoSource
 
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = HEARTBEAT_INTERVAL_S
 
 
 class AgentServicer(pb_grpc.NodeAgentServiceServicer):
@@ -195,6 +195,7 @@ async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None
                 ),
                 timeout=5,
             )
+            agent.heartbeat_accepted_at = time.monotonic()
             if reply.fence and incarnation == node.incarnation:
                 await fence_and_rejoin(agent, node, head, reply.fence_reason)
             elif reply.reregister:

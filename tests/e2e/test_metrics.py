@@ -30,7 +30,15 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from freight import _launcher
-from freight.observe.catalogue import CATALOGUE, Source, Type
+from freight.observe.catalogue import (
+    BOUNDED,
+    CATALOGUE,
+    PENDING_REASONS,
+    SERIES_BUDGET,
+    Source,
+    Type,
+)
+from freight.observe.exposition import served_by, zero_series
 from freight.testing import short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 
@@ -178,6 +186,7 @@ def cluster() -> Iterator[dict[str, Any]]:
             "--cluster-name",
             CLUSTER,
             FREIGHT_PRICE_CPU_HOUR=str(PRICE_CPU_HOUR),
+            FREIGHT_PRICE_CURRENCY="EUR",
         ) as c,
     ):
         c["node_id"], c["node_metrics"] = wait_until(
@@ -209,6 +218,27 @@ def test_every_catalogue_metric_is_on_its_endpoint_with_the_cluster_label(cluste
         assert samples
         assert {s.labels.get("cluster") for s in samples} == {CLUSTER}, url
         assert value(samples, "freight_build_info") == 1
+
+
+def test_declared_label_values_are_series_from_the_start(cluster) -> None:
+    """Counters before their first event and gauges at 0 are series, on the live endpoints."""
+    for source, url in (
+        (Source.NODE, cluster["node_metrics"]),
+        (Source.HEAD, cluster["head_metrics"]),
+    ):
+        samples = [s for f in _families(url).values() for s in f.samples]
+        have = {(s.name, tuple(sorted(s.labels.items()))) for s in samples}
+        for m in served_by(source):
+            if not m.zero_filled() or any(x in BOUNDED for x in m.labels):
+                continue
+            series = m.name + ("_count" if m.type is Type.HISTOGRAM else "")
+            for combo in zero_series(m, {}):
+                labels = tuple(
+                    sorted({"cluster": CLUSTER, **dict(zip(m.labels, combo, strict=True))}.items())
+                )
+                assert (series, labels) in have, f"{series}{dict(labels)} is missing from {url}"
+    node = scrape(cluster["node_metrics"])
+    assert value(node, "freight_memory_monitor_kills_total", kind="task") == 0
 
 
 # ---- counts against work done -------------------------------------------------------------------
@@ -310,6 +340,7 @@ def test_task_counts_match_the_work_done(cluster) -> None:
         s, "freight_job_resource_seconds_total", resource="CPU", team="ml", owner="alice"
     )
     cost = value(s, "freight_job_cost_total", team="ml", owner="alice")
+    assert "Currency: EUR." in _families(cluster["node_metrics"])["freight_job_cost"].documentation
     assert cpu_seconds >= 500 * 0.002
     assert cost > 0
     assert cost == pytest.approx(cpu_seconds / 3600 * PRICE_CPU_HOUR, rel=1e-9)
@@ -340,6 +371,17 @@ def _workers(session_dir: Path) -> list[psutil.Process]:
         if "freight.worker" in cmd and str(session_dir) in cmd and p.info["status"] != "zombie":
             found.append(p)
     return found
+
+
+def test_the_toy_load_serves_far_fewer_series_than_the_budget(cluster) -> None:
+    """After the workload above (one function, one actor class), count the series served."""
+    for source, url in (
+        (Source.NODE, cluster["node_metrics"]),
+        (Source.HEAD, cluster["head_metrics"]),
+    ):
+        served = len(scrape(url))
+        print(f"series on the {source.value} endpoint after a toy load: {served}")
+        assert 0 < served <= SERIES_BUDGET[source]
 
 
 def test_counts_of_workers_that_died_stay_and_replacements_count(cluster) -> None:
@@ -575,7 +617,7 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
         def holding(s: list[Any]) -> bool:
             return (
                 value(s, "freight_workers", state="ACTOR") == 1
-                and value(s, "freight_object_store_objects", state="pinned") == 1
+                and value(s, "freight_object_store_objects", state="pinned_in_memory") == 1
                 and value(s, "freight_tasks", state="PENDING_NODE_ASSIGNMENT") == 1
                 and value(s, "freight_gc_pause_seconds_count") >= 1
             )
@@ -584,10 +626,15 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
         s = scrape(node)
         assert value(s, "freight_resources_capacity", resource="CPU") == 2
         assert value(s, "freight_resources_available", resource="CPU") == 1  # the actor's CPU
-        assert value(s, "freight_object_store_bytes", state="pinned") >= 3 * 1024 * 1024
-        assert value(s, "freight_object_store_bytes", state="in_memory") >= 3 * 1024 * 1024
-        assert value(s, "freight_object_store_objects", state="in_memory") == 1
+        assert value(s, "freight_object_store_bytes", state="pinned_in_memory") >= 3 * 1024 * 1024
+        assert value(s, "freight_object_store_in_memory_bytes") >= 3 * 1024 * 1024
+        assert value(s, "freight_object_store_in_memory_objects") == 1
         assert value(s, "freight_object_store_bytes", state="spilled") == 0
+        # the states partition the store: their sum counts the one object once
+        assert value(s, "freight_object_store_objects") == 1
+        assert value(s, "freight_object_store_bytes") == value(
+            s, "freight_object_store_in_memory_bytes"
+        ) + value(s, "freight_object_store_bytes", state="spilled")
         capacity = value(s, "freight_object_store_capacity_bytes")
         assert capacity == value(s, "freight_resources_capacity", resource="object_store_memory")
         assert value(s, "freight_objects_created_total", where="shared_memory") == created + 1
@@ -596,6 +643,9 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
         assert value(h, "freight_actors", state="ALIVE") == 1
         assert value(h, "freight_nodes", state="ALIVE") == 1
         assert 0 <= value(h, "freight_node_heartbeat_age_max_seconds") < 30
+        # lag beyond the 1 s interval: the head and the agent both see this node on time
+        assert 0 <= value(h, "freight_node_heartbeat_overdue_max_seconds") < 30
+        assert 0 <= value(s, "freight_node_heartbeat_overdue_seconds") < 30
     finally:
         assert driver.stdin is not None
         driver.stdin.close()  # the driver shuts down
@@ -609,7 +659,7 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
     # The driver is gone: its object is freed, its actor's worker exits, its gauges go.
     wait_figures(
         lambda: (
-            reached(node, "freight_object_store_objects", 0, state="in_memory")
+            reached(node, "freight_object_store_in_memory_objects", 0)
             and reached(node, "freight_workers", 0, state="ACTOR")
             and reached(node, "freight_tasks", 0, state="PENDING_NODE_ASSIGNMENT")
         ),
@@ -798,6 +848,22 @@ def test_a_real_prometheus_scrapes_the_cluster(cluster, tmp_path) -> None:
         assert labels["is_head_node"] == "true" and labels["node_id"]
         head = _query(port, "freight_nodes")
         assert head and all(r["metric"]["job"] == "freight-head" for r in head)
+        # the queries alerting rules make work as written: a 200 ms SLO counts an exact
+        # bucket, counters without events exist at 0, the store's states add up once
+        slo = _query(
+            port, 'freight_task_scheduling_latency_seconds_bucket{name="m_square",le="0.2"}'
+        )
+        assert slo and 0 <= float(slo[0]["value"][1]) <= 500
+        kills = _query(port, "sum by (cluster) (freight_memory_monitor_kills_total)")
+        assert [float(r["value"][1]) for r in kills] == [0.0]
+        reasons = _query(port, "freight_queue_depth")
+        assert {r["metric"]["reason"] for r in reasons} == set(PENDING_REASONS)
+        store = _query(
+            port,
+            "sum(freight_object_store_bytes) - sum(freight_object_store_in_memory_bytes)"
+            ' - sum(freight_object_store_bytes{state="spilled"})',
+        )
+        assert [float(r["value"][1]) for r in store] == [0.0]
     finally:
         prom.terminate()
         try:

@@ -120,7 +120,14 @@ def test_bounded_labels_fold_to_top_n_and_count_what_they_folded() -> None:
     got = {s.labels["name"]: s.value for s in fams["freight_tasks_submitted"].samples}
     assert got == {"f0": 1, "f1": 2, "f2": 3, OTHER: 4 + 5}
     dropped = {s.labels["kind"]: s.value for s in fams["freight_telemetry_dropped"].samples}
-    assert dropped == {"label_values": 2}
+    # every kind is exported from the start; only label_values counted anything
+    assert dropped == {
+        "label_values": 2,
+        "task_events": 0,
+        "spans": 0,
+        "task_records": 0,
+        "events": 0,
+    }
 
 
 def test_folding_is_sticky_across_scrapes() -> None:

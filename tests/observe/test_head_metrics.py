@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from loguru import logger
 
 from freight.head.control_store import ControlStore
 from freight.head.metrics import ROLE_LABEL, HeadMetrics, sd_path
+from freight.node.metrics import overdue
 from freight.observe.recorder import Recorder
 from freight.protocol.generated import freight_pb2 as pb
 
@@ -132,3 +134,27 @@ def test_snapshot_counts_by_state(store: ControlStore, tmp_path: Path) -> None:
     assert c[("freight_autoscaler_scale_events_total", ("up",))] == 0
     assert c[("freight_autoscaler_scale_events_total", ("down",))] == 0
     assert [k for k in g if k[0] == "freight_build_info"]
+
+
+def test_heartbeat_overdue_is_the_age_beyond_the_interval(store: ControlStore, tmp_path) -> None:
+    now = time.time()
+    on_time = node("a" * 32)
+    on_time.last_heartbeat = now - 0.5  # within the 1 s interval: not late
+    store.upsert_node(on_time)
+    hm = HeadMetrics(store, str(tmp_path), "prod", Recorder())
+    g = asyncio.run(hm.snapshot())["g"]
+    assert g[("freight_node_heartbeat_overdue_max_seconds", ())] == 0
+    late = node("b" * 32)
+    late.last_heartbeat = now - 7.0  # six seconds late
+    store.upsert_node(late)
+    dead = node("c" * 32, state="DEAD")
+    dead.last_heartbeat = now - 100.0  # a dead node is not late
+    store.upsert_node(dead)
+    g = asyncio.run(hm.snapshot())["g"]
+    assert g[("freight_node_heartbeat_overdue_max_seconds", ())] >= 6.0
+    assert g[("freight_node_heartbeat_age_max_seconds", ())] >= 7.0
+
+
+def test_an_agent_reports_its_own_heartbeat_overdue() -> None:
+    assert overdue(100.0, now=100.9) == 0.0
+    assert overdue(100.0, now=104.0) == 3.0

@@ -208,8 +208,11 @@ def test_gauges_count_live_tasks_by_state_and_reason(pair) -> None:
     g = peer.recv().metrics["g"]
     assert g[("freight_tasks", ("PENDING_ARGS_AVAIL",))] == 2
     assert g[("freight_tasks", ("PENDING_NODE_ASSIGNMENT",))] == 2
-    assert g[("freight_queue_depth", ("waiting for arguments",))] == 2
-    assert g[("freight_queue_depth", ("waiting for resources",))] == 2
+    # reasons are short label values, and every reason is present (at 0 when none waits)
+    assert g[("freight_queue_depth", ("waiting_for_args",))] == 2
+    assert g[("freight_queue_depth", ("waiting_for_resources",))] == 2
+    assert g[("freight_queue_depth", ("waiting_for_worker",))] == 0
+    assert g[("freight_queue_depth", ("infeasible",))] == 0
 
 
 def test_gc_pause_is_recorded_without_taking_locks(pair) -> None:
