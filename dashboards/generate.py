@@ -62,7 +62,7 @@ SCHEDULING = Slo("task scheduling latency", 0.99)
 HEAD_AVAILABILITY = Slo("head availability", 0.999)
 # A scheduling attempt is good when it started within this many seconds. It must be one of the
 # histogram's buckets, or the good events cannot be counted exactly (checked below).
-SCHEDULING_THRESHOLD_SECONDS = 0.25
+SCHEDULING_THRESHOLD_SECONDS = 0.2
 
 
 # -- metric names and selectors ---------------------------------------------------------------
@@ -615,8 +615,8 @@ def oncall() -> dash_b.Dashboard:
         panel(
             "timeseries",
             "Object store use per node",
-            "Bytes of each node's shared-memory object store in use (state in_memory) over its "
-            "capacity; lines at 70% and 90%.",
+            "Bytes of each node's shared-memory object store in use (in memory, pinned or "
+            "not) over its capacity; lines at 70% and 90%.",
             "percentunit",
             [Query(_store_use(), f"{{{{{NODE_LABEL}}}}}")],
             above_bad(0.9, 0.7),
@@ -626,8 +626,8 @@ def oncall() -> dash_b.Dashboard:
         panel(
             "timeseries",
             "Object store bytes by state",
-            "Bytes in the object stores by state, summed over nodes (in_memory and pinned "
-            "count some of the same bytes; do not add them).",
+            "Bytes in the object stores by state, summed over nodes; each byte is in one "
+            "state, so the states add up to the whole store.",
             "bytes",
             [
                 Query(f"sum by (state) ({sel(m('freight_object_store_bytes'))})", "{{state}}"),
@@ -731,7 +731,7 @@ def _claimed(resource: str, node: bool = False) -> str:
 
 
 def _store_use(node: bool = False) -> str:
-    used = sel(m("freight_object_store_bytes"), eq("state", "in_memory"), node=node)
+    used = sel(m("freight_object_store_in_memory_bytes"), node=node)
     cap = sel(m("freight_object_store_capacity_bytes"), node=node)
     return f"max by ({NODE_LABEL}) ({used}) / max by ({NODE_LABEL}) ({cap})"
 
@@ -844,7 +844,7 @@ def debug() -> dash_b.Dashboard:
         panel(
             "timeseries",
             "Object store bytes by state per node",
-            "Bytes in each node's object store by state (in_memory and pinned overlap).",
+            "Bytes in each node's object store by state (each byte in one state).",
             "bytes",
             [
                 Query(
