@@ -11,6 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+# The runbooks as published with the source; the alert rules are written with this base.
+DEFAULT_RUNBOOK_BASE_URL = "https://github.com/freight-project/freight/blob/main/runbooks"
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -373,6 +376,21 @@ SETTINGS: dict[str, Setting] = {
             250,
             "How often, in milliseconds, each node agent checks the node's memory usage; 0 "
             "turns the memory monitor off.",
+        ),
+        Setting(
+            "FREIGHT_RUNBOOK_BASE_URL",
+            str,
+            DEFAULT_RUNBOOK_BASE_URL,
+            "Where the runbooks are served: each alert's runbook_url is <base>/<AlertName>.md "
+            "(`freight monitoring up` loads the rules with this base). `freight runbook NAME` "
+            "prints the same page in the terminal.",
+        ),
+        Setting(
+            "FREIGHT_ONCALL_DIR",
+            str,
+            "",
+            "A folder with runbooks/ and alerts/ (rules/*.yml, alertmanager.yml) to use instead "
+            "of those installed with freight, for a site's own pack.",
         ),
         Setting(
             "FREIGHT_EVENTS_MAX",

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs, so a fresh machine and CI install the same.
 # prometheus: tests/e2e/test_metrics.py runs the server binary itself (the package's service is
-# not used). Later suites add prometheus-alertmanager here.
+# not used). prometheus-alertmanager: `freight monitoring up` and its tests run its binary.
 # iproute2: tests/runtime/test_netns.py puts test hosts in network namespaces with `ip netns`
 # (freight.util.netns); the tests need root too.
 set -euo pipefail
-packages=(prometheus iproute2)
+packages=(prometheus prometheus-alertmanager iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
