@@ -27,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from freight import _launcher
+from freight.config import settings
 from freight.util.process import identity, is_recorded_process
 
 from . import metrics_cmd, oncall_pack
-from .status import resolve
 
 INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
 # Debian names the Alertmanager binary prometheus-alertmanager; upstream's is alertmanager.
@@ -293,10 +294,22 @@ def _stop(servers: list[Server]) -> list[str]:
 
 
 def _session_dir(address: str | None) -> str:
-    _, _, session_dir = resolve(address)
-    if not session_dir:
-        raise _fail(f"no session directory of the cluster at {address} on this machine.")
-    return session_dir
+    """The session whose monitoring ``status``/``down`` mean: found without asking the head, so
+    they work while the head is down (which is when the alerts matter)."""
+    try:
+        if address and address != "auto":
+            session = _launcher.find_session_for(address)
+        else:
+            session = _launcher.latest_session()
+    except PermissionError as e:
+        raise _fail(str(e)) from None
+    if not session:
+        where = f"of the cluster at {address}" if address and address != "auto" else "of a cluster"
+        raise _fail(
+            f"no session directory {where} on this machine (FREIGHT_TEMP_DIR="
+            f"{settings.temp_dir}); `freight monitoring up` starts monitoring for one."
+        )
+    return session
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -224,5 +224,31 @@ def test_no_cluster_is_a_clear_error() -> None:
     with short_temp_dir() as empty:
         out = run(empty, "monitoring", "up")
         assert out.returncode != 0 and "no running cluster found" in out.stderr, out.stderr
-        out = run(empty, "monitoring", "status")
-        assert out.returncode != 0 and "no running cluster found" in out.stderr, out.stderr
+        for command in ("status", "down"):
+            out = run(empty, "monitoring", command)
+            assert out.returncode != 0 and "no session directory of a cluster" in out.stderr, (
+                out.stderr
+            )
+
+
+def test_status_and_down_work_while_the_head_is_down(cluster) -> None:
+    """Last in the file: it kills the module's head."""
+    up = run(
+        cluster["temp_dir"],
+        "monitoring",
+        "up",
+        "--prometheus-port",
+        str(free_port()),
+        "--alertmanager-port",
+        str(free_port()),
+    )
+    assert up.returncode == 0, up.stderr
+    pids = _pids(cluster)
+    head = json.loads((cluster["session_dir"] / "head.json").read_text())
+    psutil.Process(head["pid"]).kill()
+    wait_until(lambda: not psutil.pid_exists(head["pid"]), 30, "the head to exit")
+    st = run(cluster["temp_dir"], "monitoring", "status")
+    assert st.returncode == 0 and st.stdout.count("running") == 2, st.stdout + st.stderr
+    down = run(cluster["temp_dir"], "monitoring", "down", "--address", "auto")
+    assert down.returncode == 0 and "stopped alertmanager, prometheus" in down.stdout, down.stderr
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
