@@ -25,8 +25,6 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import yaml
-
 from freight import _launcher
 from freight.config import settings
 from freight.util.process import identity, is_recorded_process
@@ -98,6 +96,8 @@ def read_state(session_dir: str) -> list[Server]:
 
 def _rules(folder: str) -> list[str]:
     """Copy the shipped rule files into ``folder`` with runbook URLs under the configured base."""
+    import yaml
+
     os.makedirs(folder, exist_ok=True)
     written = []
     for source in oncall_pack.rule_files():
@@ -135,6 +135,8 @@ def _webhooks(specs: list[str], receivers: list[str]) -> dict[str, str]:
 
 def alertmanager_config(webhooks: list[str]) -> dict[str, Any]:
     """The shipped routing; receivers named by ``--webhook`` send to that URL instead."""
+    import yaml
+
     shipped = oncall_pack.alertmanager_file()
     if shipped is None:  # no routing shipped: everything to one receiver (a webhook, if given)
         doc: dict[str, Any] = {"route": {"receiver": "default"}, "receivers": [{"name": "default"}]}
@@ -226,6 +228,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             {"static_configs": [{"targets": [f"127.0.0.1:{args.alertmanager_port}"]}]}
         ]
     }
+    import yaml
+
     prom_file = os.path.join(folder, "prometheus.yml")
     am_file = os.path.join(folder, "alertmanager.yml")
     for path, doc in ((prom_file, prom_config), (am_file, am_config)):
@@ -326,14 +330,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if up == len(servers) else 1
 
 
-def cmd_down(args: argparse.Namespace) -> int:
-    session_dir = _session_dir(args.address)
-    servers = read_state(session_dir)
-    stopped = _stop(servers)
+def stop_monitoring(session_dir: str) -> list[str]:
+    """Stop the servers ``up`` started for ``session_dir``; the names of those that ran."""
+    stopped = _stop(read_state(session_dir))
     try:
         os.remove(os.path.join(_monitoring_dir(session_dir), STATE_FILE))
     except FileNotFoundError:
         pass
+    return stopped
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = stop_monitoring(_session_dir(args.address))
     print(f"stopped {', '.join(stopped)}" if stopped else "monitoring was not running")
     return 0
 

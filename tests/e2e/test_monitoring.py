@@ -252,3 +252,30 @@ def test_status_and_down_work_while_the_head_is_down(cluster) -> None:
     down = run(cluster["temp_dir"], "monitoring", "down", "--address", "auto")
     assert down.returncode == 0 and "stopped alertmanager, prometheus" in down.stdout, down.stderr
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+
+def test_freight_stop_stops_the_monitoring_of_its_cluster() -> None:
+    _require_servers()
+    with short_temp_dir() as temp_dir:
+        started = run(temp_dir, "start", "--head", "--port", "0", "--num-cpus", "1")
+        try:
+            assert started.returncode == 0, started.stderr
+            up = run(
+                temp_dir,
+                "monitoring",
+                "up",
+                "--prometheus-port",
+                str(free_port()),
+                "--alertmanager-port",
+                str(free_port()),
+            )
+            assert up.returncode == 0, up.stderr
+            session = re.search(r"session dir:\s+(\S+)", started.stdout)
+            assert session
+            pids = _pids({"session_dir": Path(session.group(1))})
+        finally:
+            stop = run(temp_dir, "stop")
+        assert "stopped alertmanager, prometheus (freight monitoring)" in stop.stdout, stop.stdout
+        assert not any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
+        )
