@@ -51,7 +51,7 @@ def run(temp_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess
     env = dict(os.environ, FREIGHT_TEMP_DIR=str(temp_dir), NO_COLOR="1", COLUMNS="200")
     for key in ("FREIGHT_TOKEN", "FREIGHT_ADDRESS", "FREIGHT_RUNBOOK_BASE_URL"):
         env.pop(key, None)
-    env.update(FREIGHT_ONCALL_DIR=str(PACK), **extra)
+    env.update({"FREIGHT_ONCALL_DIR": str(PACK), **extra})
     return subprocess.run(
         [FREIGHT, *args],
         capture_output=True,
@@ -229,6 +229,40 @@ def test_no_cluster_is_a_clear_error() -> None:
             assert out.returncode != 0 and "no session directory of a cluster" in out.stderr, (
                 out.stderr
             )
+
+
+def test_up_loads_the_pack_installed_with_freight(cluster) -> None:
+    """The shipped rules and routing (whatever alerts/ holds) load as they are."""
+    import freight.alerts
+
+    shipped = Path(freight.alerts.__file__).parent
+    groups = sorted(
+        g["name"]
+        for f in sorted((shipped / "rules").glob("*.yml"))
+        for g in (yaml.safe_load(f.read_text()) or {}).get("groups") or []
+    )
+    prom_port, am_port = free_port(), free_port()
+    up = run(
+        cluster["temp_dir"],
+        "monitoring",
+        "up",
+        "--prometheus-port",
+        str(prom_port),
+        "--alertmanager-port",
+        str(am_port),
+        "--webhook",
+        "http://127.0.0.1:9/all",
+        FREIGHT_ONCALL_DIR="",  # empty: the pack installed with freight
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        rules = get_json(f"http://127.0.0.1:{prom_port}/api/v1/rules")["data"]["groups"]
+        assert sorted(g["name"] for g in rules) == groups
+        status = get_json(f"http://127.0.0.1:{am_port}/api/v2/status")
+        assert status["config"]["original"]
+    finally:
+        down = run(cluster["temp_dir"], "monitoring", "down")
+    assert down.returncode == 0, down.stderr
 
 
 def test_status_and_down_work_while_the_head_is_down(cluster) -> None:

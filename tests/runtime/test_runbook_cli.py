@@ -107,6 +107,16 @@ def test_an_empty_pack_says_so(tmp_path: Path) -> None:
     assert out.returncode == 1 and "no runbooks are installed" in out.stderr
 
 
+def test_without_a_site_pack_the_shipped_runbooks_are_listed() -> None:
+    shipped = sorted(p.stem for p in (REPO / "runbooks").glob("*.md") if p.name != "README.md")
+    out = runbook(FREIGHT_ONCALL_DIR="")
+    if shipped:
+        assert out.returncode == 0, out.stderr
+        assert [line.split()[0] for line in out.stdout.splitlines()] == shipped
+    else:
+        assert out.returncode == 1 and "no runbooks are installed" in out.stderr
+
+
 def test_the_package_maps_the_top_level_folders() -> None:
     # The installed (here: editable) freight finds runbooks/ and alerts/ as package resources.
     assert Path(str(resources.files("freight.runbooks"))) == REPO / "runbooks"
