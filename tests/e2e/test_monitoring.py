@@ -265,6 +265,37 @@ def test_up_loads_the_pack_installed_with_freight(cluster) -> None:
     assert down.returncode == 0, down.stderr
 
 
+def test_a_broken_rule_file_fails_up_with_the_servers_log_and_leaves_nothing(
+    cluster, tmp_path
+) -> None:
+    pack = tmp_path / "pack"
+    shutil.copytree(PACK, pack)
+    (pack / "alerts" / "rules" / "broken.yml").write_text(
+        "groups:\n  - name: broken\n    rules:\n      - alert: Broken\n        expr: up ==\n"
+    )
+    before = {p.pid for p in psutil.process_iter()}
+    out = run(
+        cluster["temp_dir"],
+        "monitoring",
+        "up",
+        "--prometheus-port",
+        str(free_port()),
+        "--alertmanager-port",
+        str(free_port()),
+        FREIGHT_ONCALL_DIR=str(pack),
+    )
+    assert out.returncode != 0
+    assert "prometheus exited with code" in out.stderr and "broken.yml" in out.stderr, out.stderr
+    # Alertmanager, started first, was stopped again.
+    left = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before and "alertmanager" in " ".join(p.info["cmdline"] or ())
+    ]
+    assert left == []
+    assert not (cluster["session_dir"] / "monitoring" / "monitoring.json").exists()
+
+
 def test_status_and_down_work_while_the_head_is_down(cluster) -> None:
     """Last in the file: it kills the module's head."""
     up = run(
