@@ -18,6 +18,10 @@ from freight.observe.catalogue import FAST_BUCKETS, LATENCY_BUCKETS
 # judges every agent's lag against it.
 HEARTBEAT_INTERVAL_S = 1.0
 
+# The base the shipped alert rules write their runbook_url with; FREIGHT_RUNBOOK_BASE_URL moves
+# it (`freight monitoring up` rewrites the rules it loads).
+DEFAULT_RUNBOOK_BASE_URL = "https://freight.example.invalid/runbooks"
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -414,6 +418,21 @@ SETTINGS: dict[str, Setting] = {
             250,
             "How often, in milliseconds, each node agent checks the node's memory usage; 0 "
             "turns the memory monitor off.",
+        ),
+        Setting(
+            "FREIGHT_RUNBOOK_BASE_URL",
+            str,
+            DEFAULT_RUNBOOK_BASE_URL,
+            "Where the runbooks are served: each alert's runbook_url is <base>/<AlertName>.md "
+            "(`freight monitoring up` loads the rules with this base). `freight runbook NAME` "
+            "prints the same page in the terminal.",
+        ),
+        Setting(
+            "FREIGHT_ONCALL_DIR",
+            str,
+            "",
+            "A folder with runbooks/ and alerts/ (rules/*.yml, alertmanager.yml) to use instead "
+            "of those installed with freight, for a site's own pack.",
         ),
         Setting(
             "FREIGHT_EVENTS_MAX",

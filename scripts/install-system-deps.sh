@@ -2,7 +2,8 @@
 # Debian packages the test suite needs, so a fresh machine and CI install the same.
 # prometheus: tests/e2e/test_metrics.py runs the server binary itself (the package's service is
 # not used).
-# prometheus-alertmanager: tests/alerts check alerts/alertmanager.yml with its amtool.
+# prometheus-alertmanager: tests/alerts check alerts/alertmanager.yml with its amtool, and
+# `freight monitoring up` and its tests run its binary.
 # iproute2: tests/runtime/test_netns.py puts test hosts in network namespaces with `ip netns`
 # (freight.util.netns); the tests need root too.
 set -euo pipefail

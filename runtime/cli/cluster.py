@@ -304,6 +304,18 @@ def _started_processes(root: str) -> tuple[list[str], list[dict[str, Any]]]:
     return sessions, procs
 
 
+def _stop_monitoring(sessions: list[str]) -> None:
+    """Stop what `freight monitoring up` started for the clusters `freight stop` stops."""
+    from .monitoring_cmd import stop_monitoring
+
+    for session_dir in sessions:
+        if _launcher.read_trusted_json(os.path.join(session_dir, _launcher.STARTED_FILE)) is None:
+            continue  # a program's own init() cluster keeps running, and so does its monitoring
+        stopped = stop_monitoring(session_dir)
+        if stopped:
+            print(f"freight stop: stopped {', '.join(stopped)} (freight monitoring).")
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     root = settings.temp_dir
     if not os.path.isdir(root):
@@ -326,6 +338,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     for session_dir in sessions:
         _launcher.remove_stale_files(session_dir)
     print(f"freight stop: stopped {len(procs)} process(es).")
+    _stop_monitoring(sessions)
     return 0
 
 

@@ -19,6 +19,8 @@ MODULES = [
     "state_cmd",
     "metrics_cmd",
     "job_cmd",
+    "runbook_cmd",
+    "monitoring_cmd",
     "demo",
 ]
 COMMANDS = {
@@ -34,6 +36,8 @@ COMMANDS = {
     "timeline": "state_cmd",
     "metrics": "metrics_cmd",
     "job": "job_cmd",
+    "runbook": "runbook_cmd",
+    "monitoring": "monitoring_cmd",
     "demo": "demo",
 }
 

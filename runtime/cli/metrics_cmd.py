@@ -35,7 +35,8 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def metrics_info(address: str | None) -> dict[str, str]:
-    """The head's ``metrics_address``, ``file_sd`` path and ``cluster_name``."""
+    """The head's ``metrics_address``, ``file_sd`` path and ``cluster_name``, and the local
+    ``session_dir`` of the cluster (empty for a head on another machine)."""
     from freight.client.head_client import HeadClient
     from freight.client.head_client import pb_module as pb
 
@@ -57,7 +58,8 @@ def metrics_info(address: str | None) -> dict[str, str]:
             f"freight metrics: the head at {head_address} does not serve metrics (it was "
             "started by a freight version without a metrics endpoint)."
         )
-    return {k: str(info.get(k, "")) for k in ("metrics_address", "file_sd", "cluster_name")}
+    found = {k: str(info.get(k, "")) for k in ("metrics_address", "file_sd", "cluster_name")}
+    return {**found, "session_dir": session_dir}
 
 
 def prometheus_config(info: dict[str, str], http_sd: bool, interval: str) -> dict[str, Any]:

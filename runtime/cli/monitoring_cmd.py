@@ -1,0 +1,382 @@
+"""`freight monitoring up|status|down`: Prometheus and Alertmanager for the running cluster.
+
+``up`` writes, under ``<session>/monitoring/``, a ``prometheus.yml`` scraping the cluster through
+the head's file-SD document (as ``freight metrics prometheus-config`` does) with the shipped rule
+files loaded, and the shipped ``alertmanager.yml`` (receivers optionally pointed at webhooks),
+then starts both servers bound to 127.0.0.1 with their data in that folder. ``monitoring.json``
+records each server's pid with its start time and command line, so ``status`` and ``down`` never
+mistake a later process that got the same pid for one of them (as freight does for its own
+processes: :func:`freight.util.process.is_recorded_process`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from freight import _launcher
+from freight.config import settings
+from freight.util.process import identity, is_recorded_process
+
+from . import metrics_cmd, oncall_pack
+
+INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
+# Debian names the Alertmanager binary prometheus-alertmanager; upstream's is alertmanager.
+BINARIES = {
+    "prometheus": ("prometheus",),
+    "alertmanager": ("prometheus-alertmanager", "alertmanager"),
+}
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+STATE_FILE = "monitoring.json"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server ``up`` started, as ``monitoring.json`` records it."""
+
+    name: str
+    url: str
+    process: dict[str, Any]  # identity(): pid, create_time, cmdline
+    log: str
+
+
+def _fail(message: str) -> SystemExit:
+    return SystemExit(f"freight monitoring: {message}")
+
+
+def _binary(name: str) -> str:
+    for candidate in BINARIES[name]:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    raise _fail(
+        f"{name} is not installed ({' or '.join(BINARIES[name])} not on PATH); install it "
+        f"with `{INSTALL_HINT}`."
+    )
+
+
+def _check_port(port: int, option: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise _fail(
+                    f"cannot listen on 127.0.0.1:{port} ({e.strerror}); pass another {option}."
+                )
+            raise _fail(
+                f"port {port} on 127.0.0.1 is taken by another program; pass another {option}."
+            )
+
+
+def _monitoring_dir(session_dir: str) -> str:
+    return os.path.join(session_dir, "monitoring")
+
+
+def read_state(session_dir: str) -> list[Server]:
+    try:
+        with open(os.path.join(_monitoring_dir(session_dir), STATE_FILE), encoding="utf-8") as f:
+            return [Server(**s) for s in json.load(f)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _rules(folder: str) -> list[str]:
+    """Copy the shipped rule files into ``folder`` with runbook URLs under the configured base."""
+    import yaml
+
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for source in oncall_pack.rule_files():
+        doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        for group in doc.get("groups") or []:
+            for rule in group.get("rules") or []:
+                notes = rule.get("annotations") or {}
+                if "runbook_url" in notes:
+                    notes["runbook_url"] = oncall_pack.rebase_runbook_url(notes["runbook_url"])
+        path = os.path.join(folder, source.name)
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(doc, f, sort_keys=False)
+        written.append(path)
+    return written
+
+
+def _webhooks(specs: list[str], receivers: list[str]) -> dict[str, str]:
+    """``--webhook`` values (``URL`` for every receiver, or ``RECEIVER=URL``) as receiver → URL."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, url = spec.partition("=")
+        if not sep or "://" in name:
+            name, url = "", spec
+        if not url.startswith(("http://", "https://")):
+            raise _fail(f"--webhook {spec!r}: give URL or RECEIVER=URL with an http(s) URL.")
+        if name and name not in receivers:
+            raise _fail(
+                f"--webhook {spec!r}: there is no receiver {name!r} in the routing; "
+                f"the receivers are {', '.join(receivers) or 'none'}."
+            )
+        for r in [name] if name else receivers:
+            out[r] = url
+    return out
+
+
+def alertmanager_config(webhooks: list[str]) -> dict[str, Any]:
+    """The shipped routing; receivers named by ``--webhook`` send to that URL instead."""
+    import yaml
+
+    shipped = oncall_pack.alertmanager_file()
+    if shipped is None:  # no routing shipped: everything to one receiver (a webhook, if given)
+        doc: dict[str, Any] = {"route": {"receiver": "default"}, "receivers": [{"name": "default"}]}
+    else:
+        doc = yaml.safe_load(shipped.read_text(encoding="utf-8")) or {}
+    receivers = doc.get("receivers") or []
+    targets = _webhooks(webhooks, [r["name"] for r in receivers])
+    for receiver in receivers:
+        if receiver["name"] in targets:
+            for key in [k for k in receiver if k.endswith("_configs")]:
+                del receiver[key]
+            receiver["webhook_configs"] = [
+                {"url": targets[receiver["name"]], "send_resolved": True}
+            ]
+    return doc
+
+
+def _wait_ready(name: str, proc: subprocess.Popen[bytes], url: str, log: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                tail = f.read()[-2000:]
+            raise _fail(f"{name} exited with code {proc.returncode}; its log ({log}) ends:\n{tail}")
+        try:
+            with _NO_PROXY.open(url + "/-/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)  # polling a server that gives no other signal; bounded by the deadline
+    proc.terminate()
+    raise _fail(f"{name} did not answer at {url} within {READY_TIMEOUT_S:.0f} s; see {log}.")
+
+
+def _start(name: str, argv: list[str], url: str, folder: str) -> Server:
+    log = os.path.join(folder, f"{name}.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives this command, as the cluster's processes do
+        )
+    _wait_ready(name, proc, url, log)
+    return Server(name=name, url=url, process=identity(proc.pid), log=log)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if not metrics_cmd._DURATION.fullmatch(args.scrape_interval):
+        raise _fail(
+            f"--scrape-interval {args.scrape_interval!r} is not a Prometheus duration; "
+            "write it like 15s, 500ms or 1m."
+        )
+    for option, port in (
+        ("--prometheus-port", args.prometheus_port),
+        ("--alertmanager-port", args.alertmanager_port),
+    ):
+        if not 1 <= port <= 65535:
+            raise _fail(f"{option} {port} is not a TCP port (1-65535).")
+    if args.prometheus_port == args.alertmanager_port:
+        raise _fail("--prometheus-port and --alertmanager-port must differ.")
+    prometheus, alertmanager = _binary("prometheus"), _binary("alertmanager")
+    info = metrics_cmd.metrics_info(args.address)
+    session_dir = info["session_dir"]
+    if not session_dir:
+        raise _fail(
+            "the cluster's session directory is not on this machine; run `freight "
+            "monitoring up` where the head runs (Prometheus reads its file-SD document)."
+        )
+    running = [s for s in read_state(session_dir) if is_recorded_process(s.process)]
+    if running:
+        urls = ", ".join(f"{s.name} {s.url}" for s in running)
+        raise _fail(f"already running for this cluster ({urls}); `freight monitoring down` first.")
+    am_config = alertmanager_config(args.webhook)
+    _check_port(args.prometheus_port, "--prometheus-port")
+    _check_port(args.alertmanager_port, "--alertmanager-port")
+
+    folder = _monitoring_dir(session_dir)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    am_url = f"http://127.0.0.1:{args.alertmanager_port}"
+    prom_url = f"http://127.0.0.1:{args.prometheus_port}"
+    rules = _rules(os.path.join(folder, "rules"))
+    prom_config = metrics_cmd.prometheus_config(info, False, args.scrape_interval)
+    prom_config["rule_files"] = rules
+    prom_config["alerting"] = {
+        "alertmanagers": [
+            {"static_configs": [{"targets": [f"127.0.0.1:{args.alertmanager_port}"]}]}
+        ]
+    }
+    import yaml
+
+    prom_file = os.path.join(folder, "prometheus.yml")
+    am_file = os.path.join(folder, "alertmanager.yml")
+    for path, doc in ((prom_file, prom_config), (am_file, am_config)):
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(doc, f, sort_keys=False)
+
+    started = [
+        _start(
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={am_file}",
+                f"--storage.path={os.path.join(folder, 'alertmanager-data')}",
+                f"--web.listen-address=127.0.0.1:{args.alertmanager_port}",
+                f"--web.external-url={am_url}",
+                "--cluster.listen-address=",
+            ],  # a single server: no gossip port
+            am_url,
+            folder,
+        )
+    ]
+    try:
+        started.append(
+            _start(
+                "prometheus",
+                [
+                    prometheus,
+                    f"--config.file={prom_file}",
+                    f"--storage.tsdb.path={os.path.join(folder, 'prometheus-data')}",
+                    f"--web.listen-address=127.0.0.1:{args.prometheus_port}",
+                    f"--web.external-url={prom_url}",
+                ],
+                prom_url,
+                folder,
+            )
+        )
+    except SystemExit:
+        _stop(started)
+        raise
+    with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as f:
+        json.dump([asdict(s) for s in started], f, indent=2)
+    print(f"prometheus:   {prom_url}  ({len(rules)} rule files, scraping {info['cluster_name']!r})")
+    print(f"alertmanager: {am_url}")
+    print(f"files and data: {folder}")
+    if not rules:
+        print("note: no alert rule files are installed; Prometheus runs without rules")
+    return 0
+
+
+def _stop(servers: list[Server]) -> list[str]:
+    """SIGTERM each server still running as recorded, SIGKILL after STOP_TIMEOUT_S; their names."""
+    stopped = []
+    for s in servers:
+        if not is_recorded_process(s.process):
+            continue
+        os.kill(s.process["pid"], signal.SIGTERM)
+        stopped.append(s.name)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for s in servers:
+        while is_recorded_process(s.process):
+            if time.monotonic() > deadline:
+                os.kill(s.process["pid"], signal.SIGKILL)
+                break
+            time.sleep(0.05)  # waiting for another process's exit, bounded by the deadline
+    return stopped
+
+
+def _session_dir(address: str | None) -> str:
+    """The session whose monitoring ``status``/``down`` mean: found without asking the head, so
+    they work while the head is down (which is when the alerts matter)."""
+    try:
+        if address and address != "auto":
+            session = _launcher.find_session_for(address)
+        else:
+            session = _launcher.latest_session()
+    except PermissionError as e:
+        raise _fail(str(e)) from None
+    if not session:
+        where = f"of the cluster at {address}" if address and address != "auto" else "of a cluster"
+        raise _fail(
+            f"no session directory {where} on this machine (FREIGHT_TEMP_DIR="
+            f"{settings.temp_dir}); `freight monitoring up` starts monitoring for one."
+        )
+    return session
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    servers = read_state(_session_dir(args.address))
+    if not servers:
+        print("monitoring is not running for this cluster (`freight monitoring up` starts it)")
+        return 1
+    up = 0
+    for s in servers:
+        alive = is_recorded_process(s.process)
+        up += alive
+        state = f"running (pid {s.process['pid']})" if alive else "stopped"
+        print(f"{s.name:<13} {s.url:<24} {state}")
+    return 0 if up == len(servers) else 1
+
+
+def stop_monitoring(session_dir: str) -> list[str]:
+    """Stop the servers ``up`` started for ``session_dir``; the names of those that ran."""
+    stopped = _stop(read_state(session_dir))
+    try:
+        os.remove(os.path.join(_monitoring_dir(session_dir), STATE_FILE))
+    except FileNotFoundError:
+        pass
+    return stopped
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = stop_monitoring(_session_dir(args.address))
+    print(f"stopped {', '.join(stopped)}" if stopped else "monitoring was not running")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("monitoring", help="run Prometheus and Alertmanager for the cluster")
+    msub = p.add_subparsers(dest="monitoring_command", metavar="SUBCOMMAND", required=True)
+    up = msub.add_parser(
+        "up",
+        help="start Prometheus (rules loaded) and Alertmanager (shipped routing)",
+        description="Start Prometheus, scraping the cluster through the head's file-SD document "
+        "with the shipped alert rules, and Alertmanager with the shipped routing, both on "
+        "127.0.0.1 with their data under <session>/monitoring/.",
+    )
+    up.add_argument("--prometheus-port", type=int, default=9090, help="default 9090")
+    up.add_argument("--alertmanager-port", type=int, default=9093, help="default 9093")
+    up.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="[RECEIVER=]URL",
+        help="send a receiver's notifications to this webhook (no RECEIVER: every receiver); "
+        "repeatable",
+    )
+    up.add_argument(
+        "--scrape-interval", default="15s", help="scrape and rule evaluation interval (default 15s)"
+    )
+    for q in (
+        up,
+        msub.add_parser("status", help="whether Prometheus and Alertmanager run"),
+        msub.add_parser("down", help="stop Prometheus and Alertmanager"),
+    ):
+        q.add_argument(
+            "--address", default=None, help="head HOST:PORT (default: newest local cluster)"
+        )
+    up.set_defaults(func=cmd_up)
+    msub.choices["status"].set_defaults(func=cmd_status)
+    msub.choices["down"].set_defaults(func=cmd_down)
