@@ -234,6 +234,9 @@ def test_follow_prints_new_lines_from_workers_started_after_it(
             stderr=subprocess.STDOUT,
             env=cli_env(cluster["temp_dir"]),
             stdin=subprocess.DEVNULL,
+            # A shell without job control starts background jobs with SIGINT ignored, and the
+            # follower would inherit that from a suite run that way: it gets Ctrl-C's default.
+            preexec_fn=_default_sigint,
         )
     try:
         # Each actor gets a worker process of its own: the pool runs out of idle ones, so later
@@ -370,3 +373,7 @@ def test_without_a_cluster_both_commands_say_so() -> None:
         assert proc.returncode == 2
         assert "no freight session on this machine" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
