@@ -29,6 +29,7 @@ from freight.core.refcount import ReferenceTable
 from freight.core.task_state import TaskTable
 from freight.objects import serialization as ser
 from freight.objects.shm import read_segment, segment_dir, write_segment
+from freight.objects.store import ObjectExistsError
 from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import frames
@@ -804,7 +805,10 @@ class CoreWorker:
                 "overloaded"
             ) from None
         if type(reply) is m.Error:
-            raise pickle.loads(reply.exc) if reply.exc else exc.ObjectStoreFullError(reply.message)
+            error = pickle.loads(reply.exc) if reply.exc else None
+            if isinstance(error, ObjectExistsError):
+                return ("s", error.path, error.size)  # stored already by an earlier run of it
+            raise error or exc.ObjectStoreFullError(reply.message)
         try:
             write_segment(reply.path, so)
         except BaseException:

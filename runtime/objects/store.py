@@ -81,6 +81,21 @@ class _SpillFirst(Exception):
     """try_reserve: the reservation fits once objects are spilled (not on this thread)."""
 
 
+class ObjectExistsError(ValueError):
+    """A task return is already stored here, sealed, by the same owner: an earlier attempt of
+    the task (run twice: a re-sent push, a retry after a runtime failure) or a run whose value
+    its owner freed a moment ago. As Ray's plasma answers ``ObjectExists``, the writer keeps
+    that value (``path``, ``size``) instead of writing a second one: a reader already holding
+    the first never sees its bytes change under it."""
+
+    def __init__(self, object_id: bytes, path: str, size: int) -> None:
+        super().__init__(f"object {object_id.hex()} is already in the store (sealed)")
+        self.object_id, self.path, self.size = object_id, path, size
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ObjectExistsError, (self.object_id, self.path, self.size)
+
+
 def take_lease(fd: int) -> None:
     """Take a write lease on ``fd``: ``OSError`` (``EAGAIN``) when any other open file or
     mapping refers to the same file. Release it with ``F_SETLEASE``/``F_UNLCK`` or by closing.
@@ -298,6 +313,8 @@ class ObjectStore:
 
         with self._lock:
             entry = self._entries.get(object_id)
+            if entry is not None and owner and entry.sealed and entry.owner == owner:
+                raise ObjectExistsError(object_id, path, entry.size)
             copy_in_the_way = entry is not None and owner and entry.sealed and not entry.owner
         if copy_in_the_way:
             # A copy pulled from the node that made it, which died: the object is being made

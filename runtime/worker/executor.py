@@ -470,7 +470,9 @@ class Executor:
                 self.cw.borrow(foreign, f"{ctx.caller}#{rid.hex()}")
             try:
                 stored = self.cw.encode(so, rid, ctx.caller)
-            except (TimeoutError, OSError) as e:  # the agent stalled or went away
+            # The agent stalled or went away, or another run of this task is writing the
+            # same return on this node right now: the runtime's failure, not the task's.
+            except (TimeoutError, OSError, ValueError) as e:
                 # Free the returns stored before this one: the owner never hears of them.
                 done = zip(msg.return_ids, out, strict=False)
                 shm = [r for r, (v, _) in done if v[0] == "s"]

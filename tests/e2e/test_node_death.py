@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 import freight
+from freight.objects import serialization as ser
+from freight.protocol.messages import FreeObjects
 from freight.testing import (
     Cluster,
     ClusterNode,
@@ -127,6 +129,23 @@ def _rebuilt(name: str) -> list[int]:
     """Attempt numbers of the owner's finished tasks called ``name`` that ran again."""
     records = freight._api._require_worker().tasks.history
     return [r.attempt for r in records if r.name == name and r.attempt > 0]
+
+
+def test_a_return_stored_again_on_its_node_keeps_the_first_value(cluster: Cluster) -> None:
+    """A task run twice on one node (a rebuild racing the free of its earlier value, a re-sent
+    push) stores the same return id twice: the second run keeps the value already there, as
+    Ray's store answers ObjectExists, instead of failing the task."""
+    w = freight._api._require_worker()
+    oid = w.new_id()
+    first = w.encode(ser.serialize(b"a" * MIB), oid, w.address)
+    again = w.encode(ser.serialize(b"b" * 2 * MIB), oid, w.address)  # through the agent
+    assert again == first
+    assert w.decode(again) == b"a" * MIB  # a reader of the first never sees other bytes
+    # Another owner's object under the same id is refused: the writer's failure, not a
+    # value to share.
+    with pytest.raises(ValueError, match="already in the store"):
+        w.encode(ser.serialize(b"c" * MIB), oid, "127.0.0.1:1")
+    w.agent.send(FreeObjects([oid]))
 
 
 def _store_of(ref: freight.ObjectRef) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import stat
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from freight.objects.serialization import serialize
 from freight.objects.shm import read_segment, write_segment
 from freight.objects.store import (
     ObjectEntry,
+    ObjectExistsError,
     ObjectStore,
     StoreStats,
     default_capacity,
@@ -139,6 +141,19 @@ def test_reserving_an_existing_id_raises(store: ObjectStore) -> None:
     store.reserve(oid(1), 10, "a")
     with pytest.raises(ValueError, match="already in the store"):
         store.reserve(oid(1), 10, "a")
+
+
+def test_a_return_stored_again_by_its_owner_names_the_value_already_there(
+    store: ObjectStore,
+) -> None:
+    size = put(store, 1, b"r" * 1000, owner="127.0.0.1:7000")
+    with pytest.raises(ObjectExistsError) as raised:
+        store.reserve(oid(1), 2 * size, "127.0.0.1:7000")  # the same task's return, again
+    assert (raised.value.path, raised.value.size) == (store.path(oid(1)), size)
+    # It crosses the agent's socket pickled, and arrives whole.
+    back = pickle.loads(pickle.dumps(raised.value))
+    assert (back.object_id, back.path, back.size) == (oid(1), store.path(oid(1)), size)
+    assert store.statistics()["used_bytes"] == size  # nothing reserved for the second run
 
 
 def test_a_rebuilt_primary_replaces_a_copy_pulled_from_its_dead_node(store: ObjectStore) -> None:
