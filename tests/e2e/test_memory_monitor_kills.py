@@ -62,7 +62,8 @@ def cluster() -> Iterator[dict[str, Any]]:
     if freight.is_initialized():
         freight.shutdown()  # another module's shared cluster: this module needs its own
     usage = memory_usage()
-    threshold = (usage.used + MARGIN) / usage.total
+    # The figure the agent reads, so the message's 3-digit rounding of it is the test's too.
+    threshold = float(f"{(usage.used + MARGIN) / usage.total:.4f}")
     with short_temp_dir() as temp_dir:
         with patched_environ(
             FREIGHT_TEMP_DIR=str(temp_dir),
