@@ -61,7 +61,7 @@ def process_files(session_dir: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _session_alive(session_dir: str) -> bool:
+def session_alive(session_dir: str) -> bool:
     return any(is_recorded_process(info) for _, info in process_files(session_dir))
 
 
@@ -88,7 +88,7 @@ def sweep_stale_segments(root: str) -> int:
     removed = 0
     for shm_dir in glob.glob(os.path.join(settings.shm_dir, "freight-session_*")):
         session = os.path.join(root, os.path.basename(shm_dir).removeprefix("freight-"))
-        if os.path.isdir(session) and not _session_alive(session):
+        if os.path.isdir(session) and not session_alive(session):
             shutil.rmtree(shm_dir, ignore_errors=True)
             removed += 1
     return removed

@@ -24,12 +24,11 @@ from typing import Any
 
 import grpc
 
-from freight import _launcher
-from freight.config import settings
-from freight.head.filters import normalize
+from freight.client import access
+from freight.core.filters import normalize
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
-from freight.util.grpc_auth import read_token, sync_channel
+from freight.util.grpc_auth import sync_channel
 
 DEFAULT_LIMIT = 100
 PAGE_MAX = 10_000  # rows the head sends per reply; larger limits are fetched page by page
@@ -93,41 +92,17 @@ _lock = threading.Lock()
 _clients: dict[tuple[str, str], tuple[grpc.Channel, pb_grpc.StateServiceStub]] = {}
 
 
-def resolve_address(address: str | None = None) -> tuple[str, str]:
-    """(head address, token) of the cluster ``address`` names (see the module docstring)."""
-    if address is None:
-        from freight import _api
-
-        w = _api._worker
-        if w is not None:
-            return w.head_address, w.token
-        address = settings.address or "auto"
-    if not isinstance(address, str):
-        raise TypeError(f"address must be 'auto' or 'host:port', got {address!r}")
-    if address == "auto":
-        found = _launcher.auto_head()
-        if found is None:
-            raise ConnectionError(
-                "no running freight cluster was found on this machine: start one with "
-                "`freight start --head`, or pass address='host:port'."
-            )
-        session_dir, info = found
-        return str(info["address"]), settings.token or read_token(session_dir)
-    if ":" not in address:
-        raise ValueError(f"address must look like 'host:port', got {address!r}")
-    session_dir = _launcher.find_session_for(address)
-    token = settings.token or (read_token(session_dir) if session_dir else "")
-    return address, token
-
-
-def _stub(address: str | None) -> tuple[str, pb_grpc.StateServiceStub]:
-    head, token = resolve_address(address)
+def _stub(address: str | None) -> tuple[access.Target, pb_grpc.StateServiceStub]:
+    target = access.resolve(address, flag="address=")
     with _lock:
-        got = _clients.get((head, token))
+        got = _clients.get((target.address, target.token))
         if got is None:
-            channel = sync_channel(head, token)
-            got = _clients[(head, token)] = (channel, pb_grpc.StateServiceStub(channel))
-    return head, got[1]
+            channel = sync_channel(target.address, target.token)
+            got = _clients[(target.address, target.token)] = (
+                channel,
+                pb_grpc.StateServiceStub(channel),
+            )
+    return target, got[1]
 
 
 def close() -> None:
@@ -139,21 +114,8 @@ def close() -> None:
 
 
 def _call(address: str | None, method: str, request: Any, timeout: float) -> Any:
-    head, stub = _stub(address)
-    try:
-        return getattr(stub, method)(request, timeout=timeout)
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            raise ValueError(details) from None
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise PermissionError(details) from None
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise ConnectionError(
-                f"the freight head at {head} did not answer ({code.name}): {details}"
-            ) from None
-        raise
+    target, stub = _stub(address)
+    return access.call(target, getattr(stub, method), request, timeout)
 
 
 def _filters(filters: Any) -> list[pb.Filter]:
@@ -167,7 +129,7 @@ def _filters(filters: Any) -> list[pb.Filter]:
 def _kind(kind: str) -> str:
     plural = kind if kind in KINDS else f"{kind}s"
     if plural not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        raise access.UsageError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return plural
 
 
@@ -191,7 +153,7 @@ def list_state(
     """
     kind = _kind(kind)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
+        raise access.UsageError(f"limit must be a positive int, got {limit!r}")
     pb_filters = _filters(filters)
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -240,7 +202,7 @@ def get_state(
     """
     kind = _kind(kind)
     if not isinstance(id, str) or not id.strip():
-        raise ValueError(f"give the id (or a unique prefix) of the {kind[:-1]}, got {id!r}")
+        raise access.UsageError(f"give the id (or a unique prefix) of the {kind[:-1]}, got {id!r}")
     reply = _call(address, "Get", pb.GetStateRequest(kind=kind, id=id.strip()), timeout)
     return json.loads(reply.row) if reply.found else None
 
@@ -342,7 +304,6 @@ __all__ = [
     "list_state",
     "list_tasks",
     "list_workers",
-    "resolve_address",
     "summarize",
     "summarize_actors",
     "summarize_objects",

@@ -1,8 +1,8 @@
 """`freight events`: the cluster's events (node joined/dead, worker crashed, ...) from the head.
 
 Events are read through the state service (``StateService.List`` with kind ``events``) and shown
-oldest first: a table on a terminal, JSON lines when piped. ``--follow`` asks again every second
-for events newer than the last one shown, until Ctrl-C.
+oldest first: a table on a terminal, JSON when piped (one list, or with --follow one event per
+line). --follow asks again every second for events newer than the last one shown, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,21 +16,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from freight.client import access
 from freight.head.events import KINDS, SEVERITIES
+
+from . import common
 
 POLL_S = 1.0
 PAGE = 10_000  # rows per List call: the state service's largest page
 COLUMNS = ("time", "severity", "source", "kind", "message", "ids")
 ID_KEYS = ("node_id", "job_id", "actor_id", "worker_id", "task_id")
 _BASE = {"event_id", "time", "severity", "source", "kind", "message"}
-
-
-class EventsError(Exception):
-    """The head could not answer; ``code`` is the exit code to use."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class EventsPage(NamedTuple):
@@ -49,22 +44,20 @@ def severity_filter(severity: str) -> tuple[str, str, str]:
 
 
 def fetch_events(
-    address: str, token: str, filters: Sequence[tuple[str, str, str]], limit: int
+    target: access.Target, filters: Sequence[tuple[str, str, str]], limit: int
 ) -> EventsPage:
     """The newest ``limit`` events passing ``filters`` (key, op, value), newest first.
 
     The state service pages oldest first, so this reads every page and keeps the last rows.
-    Raises :class:`EventsError` when the head cannot answer.
+    Raises what :func:`freight.client.access.rpc_error` maps a failed call to.
     """
-    import grpc
-
     from freight.protocol.generated import freight_pb2 as pb
     from freight.protocol.generated import freight_pb2_grpc as pb_grpc
     from freight.util.grpc_auth import sync_channel
 
     kept: deque[dict[str, Any]] = deque(maxlen=limit)
     cursor = ""
-    channel = sync_channel(address, token)
+    channel = sync_channel(target.address, target.token)
     try:
         stub = pb_grpc.StateServiceStub(channel)
         while True:
@@ -74,35 +67,15 @@ def fetch_events(
                 limit=PAGE,
                 cursor=cursor,
             )
-            reply = stub.List(request, timeout=10)
+            reply = access.call(target, stub.List, request, 10)
             kept.extend(json.loads(r) for r in reply.rows)
             if not reply.next_cursor:
                 break
             cursor = reply.next_cursor
-    except grpc.RpcError as e:
-        raise _error(e, address) from None
     finally:
         channel.close()
     warnings = [w for w in reply.warnings if not w.startswith("truncated")]
     return EventsPage(list(reversed(kept)), reply.matched, reply.dropped, warnings)
-
-
-def _error(e: Any, address: str) -> EventsError:
-    import grpc
-
-    code = e.code() if hasattr(e, "code") else None
-    details = e.details() if hasattr(e, "details") else str(e)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return EventsError(str(details), 2)
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        return EventsError(f"the head at {address} does not serve the state API")
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return EventsError(
-            f"the head at {address} refused the token; set FREIGHT_TOKEN to the cluster's "
-            "token (the 'token' file in the head's session directory)"
-        )
-    name = code.name if code is not None else "error"
-    return EventsError(f"cannot read events from the head at {address} ({name}: {details})")
 
 
 def _when(row: dict[str, Any]) -> str:
@@ -116,10 +89,11 @@ def _ids(row: dict[str, Any]) -> str:
 
 
 def render(rows: list[dict[str, Any]], fmt: str) -> None:
-    """Print events (in the order given) as a table or as JSON lines."""
-    if fmt == "json":
+    """Print events (in the order given) as a table, or one JSON (or YAML) document each (what
+    ``--follow`` streams)."""
+    if common.is_structured(fmt):
         for row in rows:
-            print(json.dumps(row))
+            common.dump_line(row) if fmt == "json" else common.dump([row], fmt)
         return
     from rich.console import Console
     from rich.markup import escape
@@ -138,52 +112,47 @@ def render(rows: list[dict[str, Any]], fmt: str) -> None:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from freight.cli.status import resolve
-
     if args.limit < 1:
-        print(f"freight events: --limit must be at least 1, not {args.limit}", file=sys.stderr)
-        return 2
-    try:
-        address, token, _ = resolve(args.address)
-    except SystemExit as e:
-        print(str(e.code).replace("freight:", "freight events:", 1), file=sys.stderr)
-        return 2
+        raise access.UsageError(f"--limit must be at least 1, not {args.limit}")
+    target = common.target(args)
     filters: list[tuple[str, str, str]] = []
     if args.severity:
         filters.append(severity_filter(args.severity))
     if args.kind:
         filters.append(("kind", "=", args.kind))
-    fmt = args.format or ("table" if sys.stdout.isatty() else "json")
-    try:
-        page = fetch_events(address, token, filters, args.limit)
-        render(page.rows[::-1], fmt)
-        for warning in page.warnings:
-            print(f"note: {warning}", file=sys.stderr)
-        if page.matched > len(page.rows):
-            print(
-                f"showing the newest {len(page.rows)} of {page.matched} matching events "
-                "(--limit N to see more)",
-                file=sys.stderr,
-            )
-        if page.dropped:
-            print(
-                f"note: {page.dropped} older events were evicted (FREIGHT_EVENTS_MAX)",
-                file=sys.stderr,
-            )
-        sys.stdout.flush()
-        if args.follow:
-            follow(address, token, filters, page.rows, fmt)
-    except EventsError as e:
-        print(f"freight events: {e}", file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
+    fmt = common.chosen(args)
+    page = fetch_events(target, filters, args.limit)
+    notes = list(page.warnings)
+    if page.matched > len(page.rows):
+        notes.append(
+            f"showing the newest {len(page.rows)} of {page.matched} matching events "
+            "(--limit N to see more)"
+        )
+    if page.dropped:
+        notes.append(f"{page.dropped} older events were evicted (FREIGHT_EVENTS_MAX)")
+    if common.is_structured(fmt) and not args.follow:
+        items = page.rows[::-1]
+        common.dump(
+            common.envelope(
+                "events", items, matched=page.matched, dropped=page.dropped, warnings=notes
+            ),
+            fmt,
+        )
         return 0
+    render(page.rows[::-1], fmt)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    sys.stdout.flush()
+    if args.follow:
+        try:
+            follow(target, filters, page.rows, fmt)
+        except KeyboardInterrupt:
+            return 0
     return 0
 
 
 def follow(
-    address: str,
-    token: str,
+    target: access.Target,
     filters: list[tuple[str, str, str]],
     shown: list[dict[str, Any]],
     fmt: str,
@@ -193,7 +162,7 @@ def follow(
     since = max((float(r["time"]) for r in shown), default=time.time() - 1.0)
     while True:
         time.sleep(POLL_S)  # polling the head: nothing to wait on but time
-        page = fetch_events(address, token, [*filters, ("time", ">=", repr(since))], PAGE)
+        page = fetch_events(target, [*filters, ("time", ">=", repr(since))], PAGE)
         new = [r for r in page.rows[::-1] if r["event_id"] not in seen]
         if new:
             render(new, fmt)
@@ -226,11 +195,6 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--limit", type=int, default=100, help="the newest N events (default 100)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
-    p.add_argument(
-        "--format",
-        choices=("table", "json"),
-        default=None,
-        help="a table on a terminal, JSON lines otherwise (default)",
-    )
-    p.add_argument("--address", default=None, help="head HOST:PORT (default: newest local cluster)")
+    common.add_output_option(p)
+    common.add_address_option(p)
     p.set_defaults(func=cmd_events)

@@ -5,14 +5,14 @@ id, then follows the driver's output until the job ends and exits 0 if it SUCCEE
 (``--no-wait``: print the id and return). Every call carries the cluster token; the cluster is
 ``--address``, else ``FREIGHT_ADDRESS``, else the newest cluster started on this machine.
 
-Exit codes: 0 done, 1 failure (unknown job, cluster unreachable, token refused, job not
-SUCCEEDED), 2 bad usage (missing entrypoint, bad label, an input the head refused).
+Exit codes are every command's (docs/cli.md): 0 done, 1 failed (unknown job, job not SUCCEEDED),
+2 bad usage (missing entrypoint, bad label, an input the head refused), 3 no cluster or it did
+not answer, 4 token refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -21,38 +21,25 @@ from typing import Any
 
 import grpc
 
+from freight.client import access
 from freight.head.jobs import SUCCEEDED, TERMINAL, job_summary, parse_label
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import sync_channel
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from . import common
+
 CALL_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 120.0  # the head answers once the driver has gone (SIGKILL after the grace)
 
 
-class JobCommandError(Exception):
-    """What went wrong, in words a user can act on, and the exit code that goes with it."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 class HeadJobs:
-    """The head's job RPCs, with gRPC failures turned into :class:`JobCommandError`."""
+    """The head's job RPCs, their failures mapped as every client maps them
+    (:func:`freight.client.access.rpc_error`)."""
 
     def __init__(self, address: str | None) -> None:
-        from freight.state import resolve_address
-
-        try:
-            self.address, token = resolve_address(address)
-        except ValueError as e:
-            raise JobCommandError(str(e), EXIT_USAGE) from None
-        except (ConnectionError, OSError) as e:
-            raise JobCommandError(str(e)) from None
-        self._channel = sync_channel(self.address, token)
+        self.target = access.resolve(address)
+        self._channel = sync_channel(self.target.address, self.target.token)
         self._stub = pb_grpc.HeadServiceStub(self._channel)
 
     def call(self, method: str, request: Any, timeout: float | None = CALL_TIMEOUT_S) -> Any:
@@ -75,24 +62,14 @@ class HeadJobs:
     def job(self, job_id: str) -> pb.JobInfo:
         reply = self.call("GetJob", pb.GetJobRequest(job_id=job_id))
         if not reply.found:
-            raise JobCommandError(f"no job {job_id!r} (`freight job list` shows the jobs)")
+            raise access.NotFound(f"no job {job_id!r} (`freight job list` shows the jobs)")
         return reply.job
 
-    def _error(self, e: grpc.RpcError) -> JobCommandError:
-        code = e.code() if hasattr(e, "code") else None
-        details = e.details() if hasattr(e, "details") else str(e)
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return JobCommandError(
-                f"no freight head answered at {self.address} ({code.name}); check --address or "
-                "FREIGHT_ADDRESS, or start a cluster with `freight start --head`."
-            )
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            return JobCommandError(details, EXIT_USAGE)
-        if code == grpc.StatusCode.NOT_FOUND:
-            return JobCommandError(f"{details} (`freight job list` shows the jobs)")
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return JobCommandError(details)
-        return JobCommandError(f"the head answered {code.name if code else 'an error'}: {details}")
+    def _error(self, e: grpc.RpcError) -> Exception:
+        error = access.rpc_error(e, self.target)
+        if isinstance(error, access.NotFound):
+            return access.NotFound(f"{error} (`freight job list` shows the jobs)")
+        return error
 
     def close(self) -> None:
         self._channel.close()
@@ -103,10 +80,6 @@ class HeadJobs:
 
 def _time(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
-
-def _format(args: argparse.Namespace) -> str:
-    return str(args.format or ("table" if sys.stdout.isatty() else "json"))
 
 
 def _labels(labels: dict[str, str]) -> str:
@@ -160,9 +133,6 @@ def _run(name: str, args: argparse.Namespace) -> int:
     try:
         head = HeadJobs(args.address)
         return int(COMMANDS[name](head, args))
-    except JobCommandError as e:
-        print(f"freight job {name}: {e}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt:
         print(f"freight job {name}: interrupted", file=sys.stderr)
         return 130
@@ -213,13 +183,14 @@ def submit(head: HeadJobs, args: argparse.Namespace) -> int:
     summary = job_summary(final)
     code = "" if summary["exit_code"] is None else f", exit code {summary['exit_code']}"
     print(f"job {final.job_id} {final.state}{code}: {final.message}", file=sys.stderr)
-    return 0 if final.state == SUCCEEDED else EXIT_FAILURE
+    return access.EXIT_OK if final.state == SUCCEEDED else access.EXIT_FAILED
 
 
 def list_jobs(head: HeadJobs, args: argparse.Namespace) -> int:
     jobs = [job_summary(j) for j in head.call("ListJobs", pb.ListJobsRequest()).jobs]
-    if _format(args) == "json":
-        print(json.dumps(jobs, indent=2))
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        common.dump(common.envelope("jobs", jobs), fmt)
     else:
         _print_list(jobs)
     return 0
@@ -227,8 +198,9 @@ def list_jobs(head: HeadJobs, args: argparse.Namespace) -> int:
 
 def status(head: HeadJobs, args: argparse.Namespace) -> int:
     job = job_summary(head.job(args.job_id))
-    if _format(args) == "json":
-        print(json.dumps(job, indent=2))
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        common.dump(job, fmt)
     else:
         _print_status(job)
     return 0
@@ -280,21 +252,8 @@ def _cmd_submit(parser: argparse.ArgumentParser) -> Any:
     return run
 
 
-def _address(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--address",
-        default=None,
-        help="head HOST:PORT (default: FREIGHT_ADDRESS, else the newest local cluster)",
-    )
-
-
-def _format_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--format",
-        choices=("table", "json"),
-        default=None,
-        help="output format (default: table on a terminal, JSON otherwise)",
-    )
+_address = common.add_address_option
+_format_arg = common.add_output_option
 
 
 def add_parsers(sub: Any) -> None:

@@ -23,6 +23,9 @@ from datetime import datetime
 from typing import Any
 
 from freight import _launcher
+from freight.client import access
+
+from . import common
 
 ID_FLAGS = ("job", "task", "actor", "node", "worker")
 COMPONENTS = ("head", "agent", "worker")
@@ -159,29 +162,31 @@ def render_json(rec: dict[str, Any]) -> str:
 
 
 def session_for(args: argparse.Namespace) -> str:
-    """The session directory to read, or raise ``ValueError`` saying why there is none."""
+    """The session directory to read: ``--session-dir``, else the local folder of the cluster
+    the command line names (:func:`freight.client.access.resolve`); with no cluster named and
+    none running, the newest session `freight start` left on this machine, whose logs are what
+    is left to read after a crash. Raises :class:`UsageError` or ``ConnectionError`` saying why
+    there is none."""
     if args.session_dir:
         if not os.path.isdir(os.path.join(args.session_dir, "logs")):
-            raise ValueError(f"{args.session_dir} is not a freight session directory (no logs/)")
-        return str(args.session_dir)
-    if args.address and args.address != "auto":
-        found = _launcher.find_session_for(args.address)
-        if not found:
-            raise ValueError(
-                f"no session on this machine belongs to the cluster at {args.address}; "
-                "`freight logs` reads the log files of the processes on this machine"
+            raise access.UsageError(
+                f"{args.session_dir} is not a freight session directory (no logs/)"
             )
-        return found
+        return str(args.session_dir)
     try:
+        target = common.target(args)
+    except access.ClusterNotFound:
         found = _launcher.latest_session()
-    except PermissionError as e:  # a session root another user could have planted
-        raise ValueError(str(e)) from None
-    if not found or not os.path.isdir(os.path.join(found, "logs")):
-        raise ValueError(
-            "no freight session on this machine; start a cluster with `freight start --head`, "
-            "or pass --session-dir DIR"
+        if not found or not os.path.isdir(os.path.join(found, "logs")):
+            raise
+        return found
+    if not target.session_dir:
+        raise access.CommandFailed(
+            f"no session on this machine belongs to the cluster at {target.address}; "
+            "`freight logs` reads the log files of the processes on this machine "
+            "(run it on the node, or pass --session-dir DIR)"
         )
-    return found
+    return target.session_dir
 
 
 def selection_for(args: argparse.Namespace) -> Selection:
@@ -206,11 +211,10 @@ def selection_for(args: argparse.Namespace) -> Selection:
 def cmd_logs(args: argparse.Namespace) -> int:
     try:
         selection = selection_for(args)
-        session_dir = session_for(args)
     except ValueError as e:
-        print(f"freight logs: {e}", file=sys.stderr)
-        return 2
-    fmt = args.format or ("text" if sys.stdout.isatty() else "json")
+        raise access.UsageError(str(e)) from None
+    session_dir = session_for(args)
+    fmt = args.output or "text"
     render = render_text if fmt == "text" else render_json
     logs_dir = os.path.join(session_dir, "logs")
     known: dict[int, LogFile] = {}
@@ -225,9 +229,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
             follow(logs_dir, known, selection, render)
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, and keep Python from complaining.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -266,11 +267,13 @@ def add_parsers(sub: Any) -> None:
         "--tail", type=int, default=1000, help="print the last N matching lines (0: all)"
     )
     p.add_argument(
-        "--format",
+        "-o",
+        "--output",
         choices=("text", "json"),
         default=None,
-        help="text on a terminal, JSON lines otherwise (default)",
+        metavar="FORMAT",
+        help="text (default) or json (one record per line)",
     )
-    p.add_argument("--address", default=None, help="head HOST:PORT (default: newest session)")
+    common.add_address_option(p)
     p.add_argument("--session-dir", default=None, help="read this session directory's logs")
     p.set_defaults(func=cmd_logs)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from freight.client import access
 from freight.config import settings_table
 
 # The module that defines each command; a command loads only its own module (`freight start`
@@ -56,16 +57,65 @@ def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may begin with "-" ("--since -5m"): argparse would take it for an option.
+_DASH_VALUE_OPTIONS = ("--since", "--until")
+
+
+def _join_dash_values(args: list[str]) -> list[str]:
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] in _DASH_VALUE_OPTIONS and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
+    args_in = _join_dash_values(sys.argv[1:] if argv is None else list(argv))
     command = next((a for a in args_in if not a.startswith("-")), "")
     module = COMMANDS.get(command)
     parser = build_parser([module] if module else None)
     args = parser.parse_args(args_in)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return access.EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        return _broken_pipe()
+    except Exception as e:  # the one mapping of errors to messages and exit codes
+        code = exit_code(e)
+        if code is None:
+            raise  # a bug: its traceback is what helps
+        print(f"freight {command}: {e}", file=sys.stderr)
+        return code
+
+
+def exit_code(e: BaseException) -> int | None:
+    """The documented exit code of an error a command may end with (docs/cli.md); None for an
+    error that is a bug."""
+    from freight.core.filters import FilterError
+
+    if isinstance(e, access.UsageError | FilterError):
+        return access.EXIT_USAGE
+    if isinstance(e, ConnectionError):
+        return access.EXIT_UNREACHABLE
+    if isinstance(e, PermissionError):
+        return access.EXIT_DENIED
+    if isinstance(e, access.NotFound | access.CommandFailed):
+        return access.EXIT_FAILED
+    return None
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (`freight list tasks | head -1`): no traceback, and
+    nothing more written (Python would complain again when it flushes stdout at exit)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return access.EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 from typing import Any
@@ -19,10 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from freight.client import access
 from freight.protocol import frames
 from freight.protocol import messages as m
 
-from .status import _gib, resolve
+from . import common
+from .status import _gib, status_report
 
 # The reference types Ray's `ray memory` shows, from the holder descriptions of the table.
 REFERENCE_TYPES = (
@@ -121,20 +122,33 @@ def _owned_bytes(rows: list[dict[str, Any]]) -> int:
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    address, token, session_dir = resolve(args.address)
-    if not session_dir:
-        raise SystemExit(
-            "freight memory: run it on a node of the cluster (it reads local sockets)."
+    target = common.target(args)
+    if not target.session_dir:
+        raise access.CommandFailed(
+            f"the cluster at {target.address} has no session folder on this machine: run "
+            "`freight memory` on one of its nodes (it asks this machine's processes)."
         )
-    rows = memory_rows(session_dir, token)
-    warning = mark_spilled(rows, address) if rows else ""
-    if warning:
-        print(f"freight memory: warning: {warning}", file=sys.stderr)
+    status_report(target.address, target.token)  # a wrong token is refused here, by the head
+    rows = memory_rows(target.session_dir, target.token)
+    warnings = [mark_spilled(rows, target.address)] if rows else []
+    warnings = [w for w in warnings if w]
     groups = group_rows(rows, args.group_by, args.sort_by)
-    if args.json:
-        out = [{"group": g, "owned_bytes": _owned_bytes(rs), "objects": rs} for g, rs in groups]
-        print(json.dumps(out if args.group_by != "none" else rows, indent=2))
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        items = [{"group": g, "owned_bytes": _owned_bytes(rs), "objects": rs} for g, rs in groups]
+        common.dump(
+            common.envelope(
+                "object_references",
+                rows if args.group_by == "none" else items,
+                group_by=args.group_by,
+                owned_bytes=_owned_bytes(rows),
+                warnings=warnings,
+            ),
+            fmt,
+        )
         return 0
+    for warning in warnings:
+        print(f"freight memory: warning: {warning}", file=sys.stderr)
     console = Console()
     for name, members in groups:
         title = f"{args.group_by} {name}: " if args.group_by != "none" else ""
@@ -165,8 +179,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("memory", help="every live object: size, owner, what keeps it alive")
-    p.add_argument("--address", default=None)
+    common.add_address_option(p)
     p.add_argument("--group-by", choices=GROUPS, default="node")
     p.add_argument("--sort-by", choices=SORTS, default="size")
-    p.add_argument("--json", action="store_true")
+    common.add_output_option(p)
     p.set_defaults(func=cmd_memory)

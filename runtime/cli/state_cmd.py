@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import datetime
 from typing import Any
 
 from freight import state
-from freight.head.filters import FilterError, parse_time
+from freight.client import access
+from freight.core.filters import parse_time
+
+from . import common
 
 TIMELINE_PAGE = 5000
 _SHORT = 12
@@ -75,16 +77,18 @@ def _bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def _cell(row: dict[str, Any], key: str, how: str) -> str:
+def _cell(row: dict[str, Any], key: str, how: str, wide: bool = False) -> str:
+    """One table cell; ``wide`` (``-o wide``) shows ids and long texts whole."""
     value = row.get(key)
     if how == "why":
         return str(row.get("error_type") or row.get("pending_reason") or "")
     if value in (None, ""):
         return "-"
+    short = None if wide else _SHORT
     if how == "id":
-        return str(value)[:_SHORT]
+        return str(value)[:short]
     if how == "ids":
-        return ", ".join(str(v)[:_SHORT] for v in value) or "-"
+        return ", ".join(str(v)[:short] for v in value) or "-"
     if how == "time":
         return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
     if how == "bytes":
@@ -93,21 +97,8 @@ def _cell(row: dict[str, Any], key: str, how: str) -> str:
         return f"{value:.3f}s" if value else "-"
     if how == "long":
         text = str(value)
-        return text if len(text) <= 60 else text[:57] + "..."
+        return text if wide or len(text) <= 60 else text[:57] + "..."
     return str(value)
-
-
-def _format(args: argparse.Namespace) -> str:
-    return args.format or ("table" if sys.stdout.isatty() else "json")
-
-
-def _dump(data: Any, fmt: str) -> None:
-    if fmt == "yaml":
-        import yaml
-
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-    else:
-        print(json.dumps(data, indent=2))
 
 
 def _console() -> Any:
@@ -121,26 +112,22 @@ def _notes(console: Any, warnings: list[str]) -> None:
         console.print(f"[yellow]note:[/yellow] {w}", highlight=False)
 
 
-def _fail(command: str, exc: Exception) -> SystemExit:
-    return SystemExit(f"freight {command}: {exc}")
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    try:
-        rows = state.list_state(
-            args.kind,
-            args.filter or None,
-            limit=args.limit,
-            cursor=args.cursor,
-            detail=args.detail,
-            address=args.address,
-        )
-    except (ValueError, TypeError, ConnectionError, PermissionError) as e:
-        raise _fail("list", e)
-    fmt = _format(args)
-    if fmt != "table":
-        _dump({**rows.meta(), "rows": list(rows)}, fmt)
+    rows = state.list_state(
+        args.kind,
+        args.filter or None,
+        limit=args.limit,
+        cursor=args.cursor,
+        detail=args.detail,
+        address=common.target(args).address,
+    )
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        meta = rows.meta()
+        del meta["kind"], meta["returned"]
+        common.dump(common.envelope(rows.kind, list(rows), **meta), fmt)
         return 0
+    wide = fmt == "wide"
     from rich.table import Table
 
     console = _console()
@@ -150,7 +137,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for title, _, _ in columns:
         table.add_column(title)
     for row in rows:
-        table.add_row(*(_cell(row, key, how) for _, key, how in columns))
+        table.add_row(*(_cell(row, key, how, wide) for _, key, how in columns))
     console.print(table)
     _notes(console, rows.warnings)
     if rows.truncated:
@@ -159,10 +146,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    try:
-        row = state.get_state(args.kind, args.id, address=args.address)
-    except (ValueError, TypeError, ConnectionError, PermissionError) as e:
-        raise _fail("get", e)
+    row = state.get_state(args.kind, args.id, address=common.target(args).address)
     if row is None:
         kind = args.kind.rstrip("s")
         hint = (
@@ -171,10 +155,10 @@ def cmd_get(args: argparse.Namespace) -> int:
             if kind == "task"
             else ""
         )
-        raise SystemExit(f"freight get: no {kind} with id {args.id!r}{hint}")
-    fmt = _format(args)
-    if fmt != "table":
-        _dump(row, fmt)
+        raise access.NotFound(f"no {kind} with id {args.id!r}{hint}")
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        common.dump(row, fmt)
         return 0
     from rich.table import Table
 
@@ -212,13 +196,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    try:
-        summary = state.summarize(args.kind, args.filter or None, address=args.address)
-    except (ValueError, TypeError, ConnectionError, PermissionError) as e:
-        raise _fail("summary", e)
-    fmt = _format(args)
-    if fmt != "table":
-        _dump({**summary, "warnings": summary.warnings, "partial": summary.partial}, fmt)
+    summary = state.summarize(args.kind, args.filter or None, address=common.target(args).address)
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        common.dump({**summary, "warnings": summary.warnings, "partial": summary.partial}, fmt)
         return 0
     from rich.table import Table
 
@@ -327,11 +308,9 @@ def timeline_events(rows: list[dict[str, Any]], since: float, until: float) -> d
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    try:
-        since = parse_time(args.since) if args.since else 0.0
-        until = parse_time(args.until) if args.until else time.time()
-    except FilterError as e:
-        raise _fail("timeline", e)
+    since = parse_time(args.since) if args.since else 0.0
+    until = parse_time(args.until) if args.until else time.time()
+    address = common.target(args).address
     filters = [*(args.filter or []), f"submit_time<={until!r}"]
     if since:
         filters.append(f"end_time>={since!r}")
@@ -341,20 +320,16 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     cursor: str | None = None
     warnings: list[str] = []
     dropped = 0
-    try:
-        while True:  # every page: the timeline leaves no task out
-            page = state.list_state(
-                "tasks", filters, limit=TIMELINE_PAGE, cursor=cursor, detail=True,
-                address=args.address,
-            )  # fmt: skip
-            rows += page
-            dropped = page.dropped
-            warnings += [w for w in page.warnings if not w.startswith("truncated")]
-            cursor = page.next_cursor
-            if not cursor:
-                break
-    except (ValueError, TypeError, ConnectionError, PermissionError) as e:
-        raise _fail("timeline", e)
+    while True:  # every page: the timeline leaves no task out
+        page = state.list_state(
+            "tasks", filters, limit=TIMELINE_PAGE, cursor=cursor, detail=True, address=address
+        )
+        rows += page
+        dropped = page.dropped
+        warnings += [w for w in page.warnings if not w.startswith("truncated")]
+        cursor = page.next_cursor
+        if not cursor:
+            break
     trace = timeline_events(rows, since, until)
     counts = trace.pop("counts")
     executions = sum(1 for e in trace["traceEvents"] if e["ph"] == "X")
@@ -370,10 +345,10 @@ def cmd_timeline(args: argparse.Namespace) -> int:
             "warnings": sorted(set(warnings)),
         }
     }
-    with open(args.output, "w", encoding="utf-8") as f:
+    with open(args.file, "w", encoding="utf-8") as f:
         json.dump(trace, f)
     print(
-        f"wrote {executions} task executions of {counts['tasks']} tasks to {args.output} "
+        f"wrote {executions} task executions of {counts['tasks']} tasks to {args.file} "
         "(open it in chrome://tracing or https://ui.perfetto.dev)"
     )
     if counts["not_drawn"]:
@@ -398,9 +373,8 @@ def pending_tasks_by_reason(address: str | None) -> dict[str, int] | None:
 
 
 def _common(p: argparse.ArgumentParser, filters: bool = True) -> None:
-    p.add_argument("--address", default=None, help="head HOST:PORT (default: newest local cluster)")
-    p.add_argument("--format", choices=("table", "json", "yaml"), default=None,
-                   help="output format (default: table on a terminal, JSON otherwise)")  # fmt: skip
+    common.add_address_option(p)
+    common.add_output_option(p)
     if filters:
         p.add_argument("--filter", action="append", metavar="KEY=VALUE",
                        help="keep rows matching: = != ~(RE2 regex) > < >= <= ; repeatable")  # fmt: skip
@@ -411,7 +385,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "list", help="list nodes, jobs, tasks, actors, objects, workers, placement groups, events"
     )
-    p.add_argument("kind", choices=kinds)
+    p.add_argument("kind", choices=[*kinds, *(k[:-1] for k in kinds)], metavar="KIND",
+                   help=f"one of {', '.join(kinds)} (singular works too)")  # fmt: skip
     _common(p)
     p.add_argument("--limit", type=int, default=state.DEFAULT_LIMIT, help="rows to show")
     p.add_argument("--cursor", default=None, help="next_cursor of a previous page")
@@ -420,19 +395,21 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "get", help="one node/job/task/actor/object/worker/placement group by id or id prefix"
     )
-    p.add_argument("kind", choices=[*kinds, *(k[:-1] for k in kinds)])
+    p.add_argument("kind", choices=[*kinds, *(k[:-1] for k in kinds)], metavar="KIND",
+                   help=f"one of {', '.join(kinds)} (singular works too)")  # fmt: skip
     p.add_argument("id")
     _common(p, filters=False)
     p.set_defaults(func=cmd_get)
     p = sub.add_parser("summary", help="task, actor or object counts")
-    p.add_argument("kind", choices=("tasks", "actors", "objects"))
+    p.add_argument("kind", choices=("tasks", "actors", "objects", "task", "actor", "object"),
+                   metavar="KIND", help="tasks, actors or objects")  # fmt: skip
     _common(p)
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("timeline", help="write task executions as a Chrome trace")
-    p.add_argument("-o", "--output", required=True, help="file to write (trace.json)")
+    p.add_argument("--file", required=True, help="file to write (trace.json)")
     p.add_argument("--job", default=None, help="only this job's tasks")
-    p.add_argument("--since", default=None, help="unix time, ISO-8601 or -5m")
-    p.add_argument("--until", default=None, help="unix time, ISO-8601 or -1m (default: now)")
-    p.add_argument("--address", default=None)
+    p.add_argument("--since", default=None, help="unix time, ISO-8601, or 5m ago")
+    p.add_argument("--until", default=None, help="unix time, ISO-8601, or 1m ago (default: now)")
+    common.add_address_option(p)
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="task filters")
     p.set_defaults(func=cmd_timeline)

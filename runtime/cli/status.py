@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from freight import _launcher
-from freight.config import settings
-from freight.util.grpc_auth import read_token
+from freight.client import access
+
+from . import common
 
 PENDING_GROUPS_SHOWN = 20  # pending placement groups listed by `freight status`
 
@@ -22,25 +21,6 @@ def _gib(n: float) -> str:
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return f"{int(n)} B"
-
-
-def resolve(address: str | None) -> tuple[str, str, str]:
-    """(head address, token, session dir) for ``address`` or the newest local cluster."""
-    if address and address != "auto":
-        session_dir = _launcher.find_session_for(address) or ""
-        token = settings.token or (read_token(session_dir) if session_dir else "")
-        return address, token, session_dir
-    try:
-        found = _launcher.auto_head()
-    except PermissionError as e:
-        raise SystemExit(str(e)) from None
-    if found is None:
-        raise SystemExit(
-            "freight: no running cluster found on this machine; pass --address HOST:PORT or "
-            "start one with `freight start --head`."
-        )
-    session_dir, info = found
-    return str(info["address"]), read_token(session_dir), session_dir
 
 
 def status_report(head_address: str, token: str) -> Any:
@@ -190,24 +170,18 @@ def render_status(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    address, token, _ = resolve(args.address)
-    try:
-        st = status_report(address, token)
-    except (ConnectionError, PermissionError) as e:
-        raise SystemExit(f"freight status: {e}")
+    target = common.target(args)
+    st = status_report(target.address, target.token)
     from .state_cmd import pending_tasks_by_reason  # tasks waiting, from the state API
 
-    pending = pending_tasks_by_reason(address)
-    groups = placement_group_demand(address)
-    if args.json:
-        from google.protobuf.json_format import MessageToDict
-
-        data = MessageToDict(st)
-        if pending is not None:
-            data["pendingTasksByReason"] = pending
-        if groups is not None:
-            data["placementGroups"] = {"byState": groups["by_state"], "pending": groups["pending"]}
-        print(json.dumps(data, indent=2))
+    pending = pending_tasks_by_reason(target.address)
+    groups = placement_group_demand(target.address)
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        data = access.record(st)
+        data["pending_tasks_by_reason"] = pending
+        data["placement_groups"] = groups
+        common.dump(data, fmt)
     else:
         render_status(st, placement_groups=groups)
         if pending:
@@ -220,6 +194,6 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "status", help="nodes, resources, object store, workers, pending tasks, placement groups"
     )
-    p.add_argument("--address", default=None, help="head HOST:PORT (default: newest local cluster)")
-    p.add_argument("--json", action="store_true")
+    common.add_address_option(p)
+    common.add_output_option(p)
     p.set_defaults(func=cmd_status)

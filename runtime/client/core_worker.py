@@ -274,14 +274,21 @@ class CoreWorker:
         except (ConnectionResetError, BrokenPipeError):
             pass  # the peer went away (it exited or was killed): not bad input
         except (frames.ProtocolError, OSError) as e:
-            print(f"freight: closed a connection after bad input: {e}", file=sys.stderr)
+            self._bad_peer(f"closed a connection after bad input: {e}")
         except Exception as e:
             # A well-formed frame whose fields do not fit its message: drop that peer only.
-            print(f"freight: closed a connection after an invalid message: {e!r}", file=sys.stderr)
+            self._bad_peer(f"closed a connection after an invalid message: {e!r}")
         finally:
             fs.close()
             if caller and caller in self._borrowers and not self.closed:
                 self._borrower_gone(caller)
+
+    def _bad_peer(self, what: str) -> None:
+        """Note a peer this process dropped: in a worker's log (its stderr). A driver's stderr
+        is its user's terminal, where a stranger's bad connection is noise: it is not printed
+        there."""
+        if not self.is_driver:
+            print(f"freight: {what}", file=sys.stderr)
 
     def _borrower_gone(self, borrower: str) -> None:
         """The connection of a process that borrowed objects from this one closed: it exited

@@ -24,8 +24,8 @@ from typing import Any
 
 from loguru import logger
 
+from freight.core.filters import TIME, Field
 from freight.head.control_store import ControlStore
-from freight.head.filters import TIME, Field
 from freight.observe.recorder import RECORDER, Recorder
 from freight.protocol.generated import freight_pb2 as pb
 
@@ -70,7 +70,7 @@ FIELDS: dict[str, Field] = {
     "exit_code": Field(),
     "signal": Field(),
 }
-"""Filterable keys of event rows, for the state service (:mod:`freight.head.filters`)."""
+"""Filterable keys of event rows, for the state service (:mod:`freight.core.filters`)."""
 MAX_BATCH = 1000
 MAX_MESSAGE = 4096
 MAX_IDS = 16

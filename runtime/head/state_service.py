@@ -20,13 +20,13 @@ from typing import Any, NamedTuple, TypeVar
 from grpc import aio
 
 from freight.config import settings
+from freight.core.filters import BOOL, NUMBER, TEXT, TIME, Field, compile_filters
 from freight.core.placement import PG_STRATEGIES
 from freight.head.rpc import rpc
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 
 from .control_store import ControlStore
-from .filters import BOOL, NUMBER, TEXT, TIME, Field, compile_filters
 from .nodes import NodeDirectory
 from .placement_groups import CREATED, PENDING, REMOVED, PlacementGroupDirectory
 from .task_store import TASK_FIELDS, TaskStore, compile_task_filters

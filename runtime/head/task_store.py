@@ -27,11 +27,10 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from freight.config import settings
+from freight.core.filters import BOOL, NUMBER, TEXT, TIME, Field, Predicate, compile_filters
 from freight.core.task_state import TaskState
 from freight.observe.recorder import RECORDER
 from freight.protocol import messages
-
-from .filters import BOOL, NUMBER, TEXT, TIME, Field, Predicate, compile_filters
 
 FINISHED = TaskState.FINISHED.value
 _FAILED = frozenset({TaskState.FAILED.value, TaskState.CANCELLED.value})

@@ -101,7 +101,7 @@ class Driver:
 
 
 def status_json(temp_dir: Path) -> dict[str, Any]:
-    proc = freight_cli(temp_dir, "status", "--json")
+    proc = freight_cli(temp_dir, "status", "-o", "json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert isinstance(data, dict)
@@ -163,9 +163,9 @@ def test_status_json_parses(cluster: dict[str, Any]) -> None:
     assert len(data["nodes"]) == 1
     node = data["nodes"][0]
     assert node["state"] == "ALIVE"
-    assert node["isHeadNode"] is True
+    assert node["is_head_node"] is True
     assert data["total"]["amounts"]["CPU"] == 2.0
-    assert int(node["stats"]["objectStoreCapacity"]) > 0
+    assert node["stats"]["object_store_capacity"] > 0  # snake_case, and a number
 
 
 def test_driver_joins_with_address_auto(cluster: dict[str, Any], tmp_path: Path) -> None:
@@ -254,9 +254,9 @@ def test_memory_lists_what_a_driver_holds(cluster: dict[str, Any], tmp_path: Pat
         out = driver.wait_for(driver.stdout, "ready")
         ids = dict(line.split() for line in out.splitlines() if line.startswith(("big", "small")))
 
-        proc = freight_cli(cluster["temp_dir"], "memory", "--group-by", "none", "--json")
+        proc = freight_cli(cluster["temp_dir"], "memory", "--group-by", "none", "-o", "json")
         assert proc.returncode == 0, proc.stderr
-        rows = {r["object_id"]: r for r in json.loads(proc.stdout)}
+        rows = {r["object_id"]: r for r in json.loads(proc.stdout)["items"]}
         big, small = rows[ids["big"]], rows[ids["small"]]
         assert 1024 * 1024 <= big["size"] < 1024 * 1024 + 4096, big
         assert big["where"] == "shared memory", big
@@ -308,12 +308,19 @@ def test_memory_groups_by_call_site(
     try:
         driver.wait_for(driver.stdout, "ready")
         proc = freight_cli(
-            cluster["temp_dir"], "memory", "--group-by", "callsite", "--sort-by", "count", "--json"
+            cluster["temp_dir"],
+            "memory",
+            "--group-by",
+            "callsite",
+            "--sort-by",
+            "count",
+            "-o",
+            "json",
         )
         assert proc.returncode == 0, proc.stderr
         groups = {
             g["group"]: g
-            for g in json.loads(proc.stdout)
+            for g in json.loads(proc.stdout)["items"]
             if any(o["process"] == f"driver pid={driver.proc.pid}" for o in g["objects"])
         }
         sites = sorted(groups)
@@ -323,7 +330,7 @@ def test_memory_groups_by_call_site(
         big = next(s for s in sites if len(groups[s]["objects"]) == 1 and s.startswith("put"))
         assert groups[big]["owned_bytes"] >= 200_000
         # count sort: the group with three objects comes first
-        assert len(json.loads(proc.stdout)[0]["objects"]) >= 3
+        assert len(json.loads(proc.stdout)["items"][0]["objects"]) >= 3
     finally:
         assert driver.finish() == 0, driver.stderr()[-4000:]
 
@@ -332,10 +339,10 @@ def test_objects_of_a_driver_that_exited_are_freed(cluster: dict[str, Any], tmp_
     """A driver's shared-memory objects do not outlive it on a long-running cluster."""
 
     def store(data: dict[str, Any]) -> tuple[int, int]:
-        stats = [n.get("stats", {}) for n in data["nodes"]]
+        stats = [n["stats"] for n in data["nodes"]]
         return (
-            sum(int(s.get("numObjects", 0)) for s in stats),
-            sum(int(s.get("objectStoreUsed", 0)) for s in stats),
+            sum(s["num_objects"] for s in stats),
+            sum(s["object_store_used"] for s in stats),
         )
 
     # Earlier tests' drivers have exited: their objects are freed first (figures lag by a
@@ -400,7 +407,7 @@ def test_second_node_joins(cluster: dict[str, Any]) -> None:
         "two nodes in `freight status --json`",
     )
     assert all(n["state"] == "ALIVE" for n in data["nodes"])
-    assert sorted(n.get("isHeadNode", False) for n in data["nodes"]) == [False, True]
+    assert sorted(n["is_head_node"] for n in data["nodes"]) == [False, True]
     assert data["total"]["amounts"]["CPU"] == 3.0
     agents = [p for p in processes_under(cluster["temp_dir"]) if "freight.node" in p.cmdline()]
     assert len(agents) == 2
@@ -415,7 +422,7 @@ def test_stop_stops_everything(cluster: dict[str, Any]) -> None:
     assert not left, [(p.pid, p.cmdline()) for p in left]
     proc = freight_cli(cluster["temp_dir"], "status")
     assert proc.returncode != 0
-    assert "no running cluster" in proc.stderr, proc.stderr
+    assert "no running freight cluster found" in proc.stderr, proc.stderr
 
 
 # -- bad input and the demo ---------------------------------------------------------------------
@@ -446,7 +453,7 @@ def test_start_needs_head_or_address(empty_temp_dir: Path) -> None:
 def test_status_without_a_cluster_says_so(empty_temp_dir: Path) -> None:
     proc = freight_cli(empty_temp_dir, "status")
     assert proc.returncode != 0
-    assert "no running cluster" in proc.stderr, proc.stderr
+    assert "no running freight cluster found" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
 
 

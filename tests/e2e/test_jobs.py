@@ -118,16 +118,16 @@ def submitted_id(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def status(cluster: dict[str, Any], job_id: str) -> dict[str, Any]:
-    proc = job(cluster, "status", job_id, "--format", "json")
+    proc = job(cluster, "status", job_id, "-o", "json")
     assert proc.returncode == 0, proc.stderr
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
 
 
 def listed(cluster: dict[str, Any]) -> list[dict[str, Any]]:
-    proc = job(cluster, "list", "--format", "json")
+    proc = job(cluster, "list", "-o", "json")
     assert proc.returncode == 0, proc.stderr
-    jobs: list[dict[str, Any]] = json.loads(proc.stdout)
+    jobs: list[dict[str, Any]] = json.loads(proc.stdout)["items"]
     return jobs
 
 
@@ -200,7 +200,7 @@ def test_a_failing_script_is_failed_with_its_exit_code(cluster: dict[str, Any]) 
     assert (got["state"], got["exit_code"]) == ("FAILED", 3)
     assert "code 3" in got["message"]
     assert job_id in {j["job_id"] for j in listed(cluster) if j["state"] == "FAILED"}
-    table = job(cluster, "list", "--format", "table")
+    table = job(cluster, "list", "-o", "table")
     assert table.returncode == 0 and job_id in table.stdout, table.stderr
 
 
@@ -314,7 +314,7 @@ def test_a_submission_without_the_right_token_runs_nothing(
         cluster, "submit", "--address", cluster["address"], "--", PYTHON, "-c",
         f"open({str(marker)!r}, 'w').close()", env=env,
     )  # fmt: skip
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # access denied
     assert "token is wrong or missing" in proc.stderr
     assert proc.stdout == ""
     assert listed(cluster) == jobs_before  # no record, so no process was started
@@ -325,7 +325,7 @@ def test_a_submission_without_the_right_token_runs_nothing(
 @pytest.mark.parametrize("args", [("list",), ("logs", "00000001", "--follow")])
 def test_reading_jobs_needs_the_token_too(cluster: dict[str, Any], args: tuple[str, ...]) -> None:
     proc = job(cluster, *args, "--address", cluster["address"], env={"FREIGHT_TOKEN": "0" * 64})
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     assert "token is wrong or missing" in proc.stderr
     assert proc.stdout == ""
 
@@ -347,8 +347,8 @@ def test_reading_jobs_needs_the_token_too(cluster: dict[str, Any], args: tuple[s
         (("submit", "--env", "MY_VAR\n=1", "--", PYTHON), 2, "is not valid"),
         (("submit", "--", "no-such-command-here"), 2, "was not found"),
         (("submit", "--working-dir", "/no/such/dir", "--", PYTHON), 2, "not a directory"),
-        (("submit", "--address", "127.0.0.1:1", "--", PYTHON), 1, "no freight head answered"),
-        (("status", "x", "--address", "nonsense"), 2, "host:port"),
+        (("submit", "--address", "127.0.0.1:1", "--", PYTHON), 3, "did not answer"),
+        (("status", "x", "--address", "nonsense"), 2, "HOST:PORT"),
     ],
     ids=[
         "unknown-status",

@@ -168,15 +168,17 @@ def driver(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def logs(cluster: dict[str, Any], *args: str) -> list[dict[str, Any]]:
-    proc = freight_cli(cluster["temp_dir"], "logs", "--tail", "0", *args)
+    proc = freight_cli(cluster["temp_dir"], "logs", "--tail", "0", "-o", "json", *args)
     assert proc.returncode == 0, proc.stderr
     return json_lines(proc.stdout)
 
 
 def events(cluster: dict[str, Any], *args: str) -> list[dict[str, Any]]:
-    proc = freight_cli(cluster["temp_dir"], "events", "--limit", "1000", *args)
+    proc = freight_cli(cluster["temp_dir"], "events", "--limit", "1000", "-o", "json", *args)
     assert proc.returncode == 0, proc.stderr
-    return json_lines(proc.stdout)
+    listing = json.loads(proc.stdout)
+    assert listing["kind"] == "events" and listing["returned"] == len(listing["items"])
+    return list(listing["items"])
 
 
 def test_logs_by_task_show_what_the_task_printed_with_its_ids(
@@ -201,7 +203,7 @@ def test_logs_by_task_show_what_the_task_printed_with_its_ids(
     # A prefix is enough, the job filter finds it too, and the text form shows it.
     assert marker in [r["message"] for r in logs(cluster, "--task", task_id[:20])]
     assert marker in [r["message"] for r in logs(cluster, "--job", job_id, "--component", "worker")]
-    proc = freight_cli(cluster["temp_dir"], "logs", "--task", task_id, "--format", "text")
+    proc = freight_cli(cluster["temp_dir"], "logs", "--task", task_id, "-o", "text")
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.endswith(f"| {marker}"))
     assert f"task={task_id}" in line and f"job={job_id}" in line and " INFO " in line, line
@@ -229,7 +231,7 @@ def test_follow_prints_new_lines_from_workers_started_after_it(
     out_path = tmp_path / "follow.out"
     with open(out_path, "w") as out:
         follower = subprocess.Popen(
-            [FREIGHT, "logs", "--follow", "--tail", "0", "--job", job_id],
+            [FREIGHT, "logs", "--follow", "--tail", "0", "--job", job_id, "-o", "json"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=cli_env(cluster["temp_dir"]),
@@ -316,7 +318,7 @@ def test_node_and_job_events_have_severities(cluster: dict[str, Any], tmp_path: 
     assert not [r for r in events(cluster, "--severity", "warning") if r["severity"] == "INFO"]
     newest = events(cluster, "--limit", "1")  # the last --limit wins: one event, the newest
     assert len(newest) == 1 and newest[0]["time"] >= rows[-1]["time"]
-    proc = freight_cli(cluster["temp_dir"], "events", "--format", "table")
+    proc = freight_cli(cluster["temp_dir"], "events", "-o", "table")
     assert proc.returncode == 0, proc.stderr
     assert "JOB_FINISHED" in proc.stdout and "NODE_JOINED" in proc.stdout, proc.stdout
 
@@ -365,14 +367,11 @@ def test_bad_logs_options_are_refused_clearly(cluster: dict[str, Any]) -> None:
 
 def test_without_a_cluster_both_commands_say_so() -> None:
     with short_temp_dir() as empty:
-        proc = freight_cli(empty, "events")
-        assert proc.returncode == 2
-        assert "no running cluster" in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
-        proc = freight_cli(empty, "logs")
-        assert proc.returncode == 2
-        assert "no freight session on this machine" in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+        for command in ("events", "logs"):
+            proc = freight_cli(empty, command)
+            assert proc.returncode == 3, proc.stderr  # no cluster
+            assert "no running freight cluster found" in proc.stderr, proc.stderr
+            assert "Traceback" not in proc.stderr
 
 
 def _default_sigint() -> None:

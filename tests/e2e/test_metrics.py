@@ -802,7 +802,7 @@ def test_a_real_prometheus_scrapes_the_cluster(cluster, tmp_path) -> None:
         cluster["address"],
         "--scrape-interval",
         "1s",
-        "-o",
+        "--file",
         str(config),
     )
     assert out.returncode == 0, out.stderr

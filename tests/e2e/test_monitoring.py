@@ -223,7 +223,7 @@ def test_no_cluster_is_a_clear_error() -> None:
     _require_servers()
     with short_temp_dir() as empty:
         out = run(empty, "monitoring", "up")
-        assert out.returncode != 0 and "no running cluster found" in out.stderr, out.stderr
+        assert out.returncode != 0 and "no running freight cluster found" in out.stderr, out.stderr
         for command in ("status", "down"):
             out = run(empty, "monitoring", command)
             assert out.returncode != 0 and "no session directory of a cluster" in out.stderr, (

@@ -61,7 +61,7 @@ DRIVER = """
     actor = ray.get(counter.add.remote(7), timeout=60)
     freight = os.path.join(os.path.dirname(sys.executable), "freight")
     status = subprocess.run(
-        [freight, "status", "--json", "--address", info["address"]],
+        [freight, "status", "-o", "json", "--address", info["address"]],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     # Without the file-SD fallback, so that only the head's /sd over HTTP can answer.

@@ -178,9 +178,11 @@ def test_freight_memory_says_which_objects_are_spilled(cluster: dict[str, Any]) 
     # The cluster's sessions live in a temp folder of their own: name it, as its user would.
     env = dict(os.environ, FREIGHT_TOKEN=w.token, FREIGHT_TEMP_DIR=os.path.dirname(w.session_dir))
     args = [cli, "memory", "--address", w.head_address, "--group-by", "none"]
-    proc = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [*args, "-o", "json"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert proc.returncode == 0, proc.stderr
-    rows = {r["object_id"]: r for r in json.loads(proc.stdout)}
+    rows = {r["object_id"]: r for r in json.loads(proc.stdout)["items"]}
     said = {ref.hex(): rows[ref.hex()]["where"] for ref in refs}
     # (Nothing reads them, so nothing comes back from disk: what was spilled then still is.)
     on_disk = {r["object_id"] for r in list_objects(filters=["spilled=true"], limit=1000)}

@@ -474,44 +474,45 @@ def run_cli(cluster: dict[str, Any], *args: str) -> Any:
 
 def test_cli_list_failed_tasks_as_json(cluster: dict[str, Any], workload: dict[str, Any]) -> None:
     out = json.loads(
-        run_cli(cluster, "list", "tasks", "--filter", "state=FAILED", "--format", "json").stdout
+        run_cli(cluster, "list", "tasks", "--filter", "state=FAILED", "-o", "json").stdout
     )
     assert out["matched"] == FAILED and out["returned"] == 100
     assert out["truncated"] is True and out["remaining"] == FAILED - 100 and out["next_cursor"]
-    assert all(r["state"] == "FAILED" for r in out["rows"])
+    assert all(r["state"] == "FAILED" for r in out["items"])
     nxt = run_cli(
-        cluster, "list", "tasks", "--filter", "state=FAILED", "--cursor", out["next_cursor"]
-    )
-    page2 = json.loads(nxt.stdout)  # JSON: stdout is not a terminal
-    assert not {r["task_id"] for r in page2["rows"]} & {r["task_id"] for r in out["rows"]}
+        cluster, "list", "task", "--filter", "state=FAILED", "--cursor", out["next_cursor"],
+        "-o", "json",
+    )  # fmt: skip
+    page2 = json.loads(nxt.stdout)
+    assert not {r["task_id"] for r in page2["items"]} & {r["task_id"] for r in out["items"]}
 
 
 def test_cli_list_as_yaml_and_table(cluster: dict[str, Any], workload: dict[str, Any]) -> None:
     import yaml
 
-    out = yaml.safe_load(run_cli(cluster, "list", "nodes", "--format", "yaml").stdout)
-    assert out["rows"][0]["node_id"] == cluster["node_id"]
+    out = yaml.safe_load(run_cli(cluster, "list", "nodes", "-o", "yaml").stdout)
+    assert out["items"][0]["node_id"] == cluster["node_id"]
     table = run_cli(
-        cluster, "list", "tasks", "--filter", "name=work", "--limit", "5", "--format", "table"
+        cluster, "list", "tasks", "--filter", "name=work", "--limit", "5", "-o", "table"
     )
     assert "work" in table.stdout and "next page" in table.stdout and "--cursor" in table.stdout
 
 
 def test_cli_get_task(cluster: dict[str, Any], workload: dict[str, Any]) -> None:
     task_id = next(iter(workload["flaky_ids"]))
-    row = json.loads(run_cli(cluster, "get", "task", task_id).stdout)
+    row = json.loads(run_cli(cluster, "get", "task", task_id, "-o", "json").stdout)
     assert row["task_id"] == task_id and row["attempt"] == 1
     assert [t["state"] for t in row["transitions"]][-1] == "FINISHED"
-    table = run_cli(cluster, "get", "task", task_id, "--format", "table").stdout
+    table = run_cli(cluster, "get", "task", task_id, "-o", "table").stdout
     assert "transitions" in table and "attempts" in table and "retry 1" in table
     missing = cli(cluster["temp_dir"], "get", "task", "f" * 32, "--address", cluster["address"])
-    assert missing.returncode != 0 and "no task with id" in missing.stderr
+    assert missing.returncode == 1 and "no task with id" in missing.stderr
 
 
 def test_cli_summary_tasks(cluster: dict[str, Any], workload: dict[str, Any]) -> None:
-    out = json.loads(run_cli(cluster, "summary", "tasks", "--format", "json").stdout)
+    out = json.loads(run_cli(cluster, "summary", "tasks", "-o", "json").stdout)
     assert out["by_name"]["work"]["states"]["FAILED"] == N_WORK // 10
-    table = run_cli(cluster, "summary", "tasks", "--format", "table").stdout
+    table = run_cli(cluster, "summary", "tasks", "-o", "table").stdout
     assert "work" in table and "ValueError: 1000" in table
 
 
@@ -525,7 +526,7 @@ def test_cli_bad_filter(cluster: dict[str, Any]) -> None:
         "--address",
         cluster["address"],
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # a usage error
     assert "unknown filter key 'colour'" in proc.stderr and "valid keys" in proc.stderr
 
 
@@ -533,7 +534,7 @@ def test_cli_timeline_has_every_finished_task(
     cluster: dict[str, Any], workload: dict[str, Any], tmp_path: Path
 ) -> None:
     out = tmp_path / "trace.json"
-    proc = run_cli(cluster, "timeline", "-o", str(out))
+    proc = run_cli(cluster, "timeline", "--file", str(out))
     trace = json.loads(out.read_text())
     complete = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     for e in complete[:100]:
@@ -553,15 +554,17 @@ def test_cli_timeline_window_and_job(
 ) -> None:
     out = tmp_path / "later.json"
     job_id = freight.get_runtime_context().get_job_id()
-    run_cli(cluster, "timeline", "-o", str(out), "--since", str(workload["mid"]), "--job", job_id)
+    run_cli(
+        cluster, "timeline", "--file", str(out), "--since", str(workload["mid"]), "--job", job_id
+    )
     complete = [e for e in json.loads(out.read_text())["traceEvents"] if e["ph"] == "X"]
     assert complete and all(e["ts"] + e["dur"] >= workload["mid"] * 1e6 - 1 for e in complete)
     assert not any(e["name"] == "work" for e in complete)
 
 
 def test_status_shows_the_state_figures(cluster: dict[str, Any]) -> None:
-    proc = run_cli(cluster, "status", "--json")
-    assert "pendingTasksByReason" in json.loads(proc.stdout)
+    proc = run_cli(cluster, "status", "-o", "json")
+    assert "pending_tasks_by_reason" in json.loads(proc.stdout)
 
 
 # -- placement groups ---------------------------------------------------------------------------
@@ -591,8 +594,8 @@ def groups(cluster: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def test_cli_lists_placement_groups_with_state_and_reason(
     cluster: dict[str, Any], groups: dict[str, Any]
 ) -> None:
-    out = json.loads(run_cli(cluster, "list", "placement_groups", "--format", "json").stdout)
-    rows = [r for r in out["rows"] if r["placement_group_id"] in groups.values()]
+    out = json.loads(run_cli(cluster, "list", "placement_groups", "-o", "json").stdout)
+    rows = [r for r in out["items"] if r["placement_group_id"] in groups.values()]
     assert [r["placement_group_id"] for r in rows] == [groups["fits"], groups["huge"]]
     fits, huge = rows
     assert fits["state"] == "CREATED" and fits["pending_reason"] == ""
@@ -603,7 +606,7 @@ def test_cli_lists_placement_groups_with_state_and_reason(
     assert huge["bundles"] == [{"CPU": 1000.0}, {"CPU": 1.0}] and huge["bundle_nodes"] == []
     assert fits["create_time"] <= huge["create_time"] <= time.time()
     assert not out["warnings"]
-    table = run_cli(cluster, "list", "placement_groups", "--format", "table").stdout
+    table = run_cli(cluster, "list", "placement_groups", "-o", "table").stdout
     assert groups["huge"] in table and "infeasible" in table
 
 
@@ -624,7 +627,9 @@ def test_placement_groups_filter_and_page(groups: dict[str, Any]) -> None:
 def test_cli_get_placement_group_by_id_prefix(
     cluster: dict[str, Any], groups: dict[str, Any]
 ) -> None:
-    row = json.loads(run_cli(cluster, "get", "placement_group", groups["huge"][:10]).stdout)
+    row = json.loads(
+        run_cli(cluster, "get", "placement_group", groups["huge"][:10], "-o", "json").stdout
+    )
     assert row["placement_group_id"] == groups["huge"] and row["state"] == "PENDING"
 
 
@@ -635,8 +640,8 @@ def test_status_shows_pending_placement_groups(
     assert "placement groups:" in text and "Infeasible demand" in text
     line = next(ln for ln in text.splitlines() if groups["huge"] in ln)
     assert "{CPU: 1000}, {CPU: 1}" in line and "infeasible" in line
-    data = json.loads(run_cli(cluster, "status", "--json").stdout)["placementGroups"]
-    assert data["byState"]["PENDING"] >= 1 and data["byState"]["CREATED"] >= 1
+    data = json.loads(run_cli(cluster, "status", "-o", "json").stdout)["placement_groups"]
+    assert data["by_state"]["PENDING"] >= 1 and data["by_state"]["CREATED"] >= 1
     assert groups["huge"] in [g["placement_group_id"] for g in data["pending"]]
 
 

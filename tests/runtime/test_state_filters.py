@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from freight.head.filters import (
+from freight.core.filters import (
     BOOL,
     NUMBER,
     TEXT,

@@ -28,7 +28,7 @@ TEXT, NUMBER, TIME, BOOL = "text", "number", "time", "bool"
 OPS = ("=", "!=", "~", ">", "<", ">=", "<=")
 _ORDER_OPS = (">", "<", ">=", "<=")
 _FILTER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|!=|==|=|~|>|<)(.*)$", re.S)
-_RELATIVE_RE = re.compile(r"^-\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_RELATIVE_RE = re.compile(r"^-?\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")  # "-5m" or "5m": ago
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _RE2_OPTIONS = re2.Options()
@@ -91,7 +91,8 @@ def normalize(item: Any) -> Filter:
 
 
 def parse_time(text: str, now: float | None = None) -> float:
-    """Unix seconds from ``"1700000000.5"``, ISO-8601 (naive: local time) or ``"-5m"`` (ago)."""
+    """Unix seconds from ``"1700000000.5"``, ISO-8601 (naive: local time), or a duration
+    ago: ``"5m"`` or ``"-5m"`` (``s``, ``m``, ``h``, ``d``)."""
     text = text.strip()
     try:
         return float(text)
