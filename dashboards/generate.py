@@ -38,7 +38,7 @@ from grafana_foundation_sdk.models import heatmap as heatmap_m
 from grafana_foundation_sdk.models import prometheus as prom_m
 
 from freight.cli.metrics_cmd import JOBS
-from freight.observe.catalogue import Type, metric
+from freight.observe.catalogue import BYTE_RESOURCES, Type, metric
 
 HERE = Path(__file__).resolve().parent
 DATASOURCE_UID = "freight-prometheus"
@@ -725,8 +725,9 @@ def oncall() -> dash_b.Dashboard:
 
 
 def _claimed(resource: str, node: bool = False) -> str:
-    cap = sel(m("freight_resources_capacity"), eq("resource", resource), node=node)
-    avail = sel(m("freight_resources_available"), eq("resource", resource), node=node)
+    unit = "_bytes" if resource in BYTE_RESOURCES else ""  # memory-like resources count bytes
+    cap = sel(m(f"freight_resources_capacity{unit}"), eq("resource", resource), node=node)
+    avail = sel(m(f"freight_resources_available{unit}"), eq("resource", resource), node=node)
     return f"1 - (max by ({NODE_LABEL}) ({avail}) / max by ({NODE_LABEL}) ({cap}))"
 
 

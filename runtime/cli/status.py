@@ -12,6 +12,7 @@ from rich.table import Table
 
 from freight import _launcher
 from freight.config import settings
+from freight.observe.catalogue import BYTE_RESOURCES
 from freight.util.grpc_auth import read_token
 
 PENDING_GROUPS_SHOWN = 20  # pending placement groups listed by `freight status`
@@ -127,7 +128,7 @@ def render_status(
     res.add_column("total", justify="right")
     for k in sorted(total):
         used = total[k] - avail.get(k, 0.0)
-        fmt = _gib if k in ("memory", "object_store_memory") else (lambda v: f"{v:g}")
+        fmt = _gib if k in BYTE_RESOURCES else (lambda v: f"{v:g}")
         res.add_row(k, fmt(used), fmt(total[k]))
     console.print(res)
     nodes = Table(title="Nodes")

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from freight import _launcher
 from freight.observe.catalogue import (
     BOUNDED,
+    BYTE_RESOURCES,
     CATALOGUE,
     PENDING_REASONS,
     SERIES_BUDGET,
@@ -239,6 +240,22 @@ def test_declared_label_values_are_series_from_the_start(cluster) -> None:
                 assert (series, labels) in have, f"{series}{dict(labels)} is missing from {url}"
     node = scrape(cluster["node_metrics"])
     assert value(node, "freight_memory_monitor_kills_total", kind="task") == 0
+
+
+def test_resource_gauges_keep_bytes_and_counts_in_separate_metrics(cluster) -> None:
+    """A series name holds one unit: CPU counts never share a metric with memory bytes."""
+    node = scrape(cluster["node_metrics"])
+    for name in ("freight_resources_capacity", "freight_resources_available"):
+        counted = {s.labels["resource"] for s in node if s.name == name}
+        in_bytes = {s.labels["resource"] for s in node if s.name == f"{name}_bytes"}
+        assert "CPU" in counted, (name, counted)
+        assert counted.isdisjoint(BYTE_RESOURCES), f"{name} mixes bytes in: {counted}"
+        assert in_bytes == set(BYTE_RESOURCES), f"{name}_bytes: {in_bytes}"
+    assert value(node, "freight_resources_capacity", resource="CPU") == 2
+    assert value(node, "freight_resources_capacity_bytes", resource="memory") > 2**20
+    assert value(node, "freight_resources_capacity_bytes", resource="object_store_memory") == (
+        value(node, "freight_object_store_capacity_bytes")
+    )
 
 
 # ---- counts against work done -------------------------------------------------------------------
@@ -636,7 +653,9 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
             s, "freight_object_store_in_memory_bytes"
         ) + value(s, "freight_object_store_bytes", state="spilled")
         capacity = value(s, "freight_object_store_capacity_bytes")
-        assert capacity == value(s, "freight_resources_capacity", resource="object_store_memory")
+        assert capacity == value(
+            s, "freight_resources_capacity_bytes", resource="object_store_memory"
+        )
         assert value(s, "freight_objects_created_total", where="shared_memory") == created + 1
         assert value(s, "freight_queue_depth", reason="infeasible") == 1
         h = scrape(head)
