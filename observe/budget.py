@@ -22,8 +22,6 @@ from .exposition import served_by
 OPEN_LABEL_LIMITS = {
     # counted node resources: CPU, GPU and the operator's custom ones (bytes ones are declared)
     "resource": 16,
-    # worker exit causes: exit_code_0..255 and the signal names
-    "cause": 256 + 64,
     "version": 1,  # one freight version per process
 }
 

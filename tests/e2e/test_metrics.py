@@ -421,7 +421,7 @@ def test_counts_of_workers_that_died_stay_and_replacements_count(cluster) -> Non
         "the killed workers counted as crashes",
     )
     after = scrape(node)
-    assert value(after, "freight_worker_crashes_total", cause="SIGKILL") >= len(victims)
+    assert value(after, "freight_worker_crashes_total", cause="sigkill") >= len(victims)
     for name in (
         "freight_tasks_started_total",
         "freight_tasks_submitted_total",
@@ -456,7 +456,7 @@ def test_counts_of_workers_that_died_stay_and_replacements_count(cluster) -> Non
 
 def test_a_worker_killed_under_its_task_is_a_system_failure_and_a_crash(cluster, tmp_path) -> None:
     node = cluster["node_metrics"]
-    crashes = value(scrape(node), "freight_worker_crashes_total", cause="SIGKILL")
+    crashes = value(scrape(node), "freight_worker_crashes_total", cause="sigkill")
     pid_file = tmp_path / "pid"
     driver = start_driver(
         cluster,
@@ -500,13 +500,13 @@ def test_a_worker_killed_under_its_task_is_a_system_failure_and_a_crash(cluster,
     wait_figures(
         lambda: (
             reached(node, "freight_tasks_finished_total", 1, **labels)
-            and value(scrape(node), "freight_worker_crashes_total", cause="SIGKILL") > crashes
+            and value(scrape(node), "freight_worker_crashes_total", cause="sigkill") > crashes
         ),
         30,
         "the crash on the node's /metrics",
     )
     s = scrape(node)
-    assert value(s, "freight_worker_crashes_total", cause="SIGKILL") == crashes + 1, [
+    assert value(s, "freight_worker_crashes_total", cause="sigkill") == crashes + 1, [
         x for x in s if "worker" in x.name
     ]
     assert value(s, "freight_tasks_finished_total", **labels, error_type="WorkerCrashedError") == 1
