@@ -580,15 +580,24 @@ def oncall() -> dash_b.Dashboard:
         ),
         panel(
             "timeseries",
-            "Heartbeat age",
-            "Age of the oldest last heartbeat among live nodes, and the p99 gap between "
-            "consecutive heartbeats the head received (agents send one a second).",
+            "Heartbeat lateness",
+            "How late each node's heartbeats are beyond the 1 s interval (its own endpoint), "
+            "the head's count of the most overdue node (it also sees a node that cannot be "
+            "scraped), and the p99 gap between consecutive heartbeats the head received. "
+            "FreightNodeHeartbeatAgeHigh fires above 10 s.",
             "s",
             [
-                Query(f"max({sel(m('freight_node_heartbeat_age_max_seconds'))})", "oldest age"),
+                Query(
+                    f"max by ({NODE_LABEL}) ({sel(m('freight_node_heartbeat_overdue_seconds'))})",
+                    f"{{{{{NODE_LABEL}}}}} overdue",
+                ),
+                Query(
+                    f"max({sel(m('freight_node_heartbeat_overdue_max_seconds'))})",
+                    "most overdue (head)",
+                ),
                 Query(quantile(0.99, "freight_node_heartbeat_lag_seconds"), "gap p99"),
             ],
-            above_bad(5.0, 2.0),
+            above_bad(10.0, 2.0),
         ),
         row("Node saturation"),
         panel(
