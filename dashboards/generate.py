@@ -38,7 +38,7 @@ from grafana_foundation_sdk.models import heatmap as heatmap_m
 from grafana_foundation_sdk.models import prometheus as prom_m
 
 from freight.cli.metrics_cmd import JOBS
-from freight.observe.catalogue import Type, metric
+from freight.observe.catalogue import BYTE_RESOURCES, Type, metric
 
 HERE = Path(__file__).resolve().parent
 DATASOURCE_UID = "freight-prometheus"
@@ -580,15 +580,24 @@ def oncall() -> dash_b.Dashboard:
         ),
         panel(
             "timeseries",
-            "Heartbeat age",
-            "Age of the oldest last heartbeat among live nodes, and the p99 gap between "
-            "consecutive heartbeats the head received (agents send one a second).",
+            "Heartbeat lateness",
+            "How late each node's heartbeats are beyond the 1 s interval (its own endpoint), "
+            "the head's count of the most overdue node (it also sees a node that cannot be "
+            "scraped), and the p99 gap between consecutive heartbeats the head received. "
+            "FreightNodeHeartbeatAgeHigh fires above 10 s.",
             "s",
             [
-                Query(f"max({sel(m('freight_node_heartbeat_age_max_seconds'))})", "oldest age"),
+                Query(
+                    f"max by ({NODE_LABEL}) ({sel(m('freight_node_heartbeat_overdue_seconds'))})",
+                    f"{{{{{NODE_LABEL}}}}} overdue",
+                ),
+                Query(
+                    f"max({sel(m('freight_node_heartbeat_overdue_max_seconds'))})",
+                    "most overdue (head)",
+                ),
                 Query(quantile(0.99, "freight_node_heartbeat_lag_seconds"), "gap p99"),
             ],
-            above_bad(5.0, 2.0),
+            above_bad(10.0, 2.0),
         ),
         row("Node saturation"),
         panel(
@@ -725,8 +734,9 @@ def oncall() -> dash_b.Dashboard:
 
 
 def _claimed(resource: str, node: bool = False) -> str:
-    cap = sel(m("freight_resources_capacity"), eq("resource", resource), node=node)
-    avail = sel(m("freight_resources_available"), eq("resource", resource), node=node)
+    unit = "_bytes" if resource in BYTE_RESOURCES else ""  # memory-like resources count bytes
+    cap = sel(m(f"freight_resources_capacity{unit}"), eq("resource", resource), node=node)
+    avail = sel(m(f"freight_resources_available{unit}"), eq("resource", resource), node=node)
     return f"1 - (max by ({NODE_LABEL}) ({avail}) / max by ({NODE_LABEL}) ({cap}))"
 
 

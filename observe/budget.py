@@ -20,10 +20,8 @@ from .exposition import served_by
 
 # Labels bounded by neither an enumeration nor top-N folding, with the limit the budget assumes.
 OPEN_LABEL_LIMITS = {
-    # node resources: CPU, GPU, memory, object_store_memory and the operator's custom ones
+    # counted node resources: CPU, GPU and the operator's custom ones (bytes ones are declared)
     "resource": 16,
-    # worker exit causes: exit_code_0..255 and the signal names
-    "cause": 256 + 64,
     "version": 1,  # one freight version per process
 }
 

@@ -83,6 +83,22 @@ RETRY_ERROR_KINDS = ("application", "system")
 PENDING_REASONS = ("waiting_for_args", "waiting_for_resources", "waiting_for_worker", "infeasible")
 ACTOR_DEATH_CAUSES = ("killed", "worker_died", "node_died", "creation_failed", "owner_died")
 OBJECT_STORE_STATES = ("being_written", "pinned_in_memory", "restored_in_memory", "spilled")
+# The node resources measured in bytes; every other resource (CPU, GPU, custom) is a count.
+BYTE_RESOURCES = ("memory", "object_store_memory")
+# Why a worker exited without being asked to: the signals and exit codes met in practice, in
+# lower case; any other signal or code counts as "other" (its WORKER_CRASHED event names it).
+WORKER_CRASH_SIGNALS = (
+    "sigkill",
+    "sigsegv",
+    "sigabrt",
+    "sigbus",
+    "sigill",
+    "sigfpe",
+    "sigterm",
+    "sigint",
+    "sighup",
+)
+WORKER_CRASH_CAUSES = (*WORKER_CRASH_SIGNALS, "exit_code_0", "exit_code_1", OTHER)
 TELEMETRY_KINDS = ("task_events", "spans", "task_records", "events", "label_values")
 # The gRPC status codes other than OK, in lower case, and the head's own verdicts.
 HEALTH_CHECK_REASONS = (
@@ -377,7 +393,12 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         ("cause",),
         NODE,
-        "Worker processes that exited without being asked to (cause: exit code or signal).",
+        "Worker processes that exited without being asked to, by cause: the signal that "
+        "killed it (sigkill: a kill -9 or the kernel's OOM killer; sigsegv, sigabrt, sigbus, "
+        "sigill, sigfpe: a crash in native code; sigterm, sigint, sighup: stopped by something "
+        "other than freight), exit_code_0 or exit_code_1 (it exited by itself), or other (any "
+        "other signal or exit code; the WORKER_CRASHED event names it).",
+        values=(("cause", WORKER_CRASH_CAUSES),),
     ),
     Metric(
         "freight_worker_restarts_total",
@@ -439,7 +460,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         ("resource",),
         NODE,
-        "The node's total amount of each resource.",
+        "The node's total amount of each counted resource: CPU, GPU and the custom ones. The "
+        "resources measured in bytes are in freight_resources_capacity_bytes.",
     ),
     Metric(
         "freight_resources_available",
@@ -447,7 +469,26 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         ("resource",),
         NODE,
-        "The node's unclaimed amount of each resource.",
+        "The node's unclaimed amount of each counted resource (CPU, GPU, custom).",
+    ),
+    Metric(
+        "freight_resources_capacity_bytes",
+        G,
+        "bytes",
+        ("resource",),
+        NODE,
+        "The node's total of each resource measured in bytes: memory (the logical memory "
+        "resource tasks ask for) and object_store_memory (the shared-memory store's capacity).",
+        values=(("resource", BYTE_RESOURCES),),
+    ),
+    Metric(
+        "freight_resources_available_bytes",
+        G,
+        "bytes",
+        ("resource",),
+        NODE,
+        "The node's unclaimed bytes of memory and object_store_memory.",
+        values=(("resource", BYTE_RESOURCES),),
     ),
     Metric(
         "freight_gc_pause_seconds",
@@ -730,7 +771,7 @@ BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOGUE}
 # The most series one endpoint may serve at the default FREIGHT_METRICS_TOP_N (50), worst case:
 # every bounded label at its top N plus "other", every enumeration complete, histograms at
 # their buckets plus +Inf, _sum and _count (freight.observe.budget computes it; a test holds
-# it). Today the node's worst case is 21,292 (freight_tasks_finished_total 6,732, job
+# it). Today the node's worst case is 20,988 (freight_tasks_finished_total 6,732, job
 # resource-seconds 5,202, gRPC latency 3,927, job cost 2,601, task latencies 1,071 each); the
 # head's 11,531 (gRPC latency 10,710). A toy load serves a few hundred (docs/metrics.md).
 SERIES_BUDGET = {Source.NODE: 21_500, Source.HEAD: 11_600}

@@ -29,7 +29,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("node", "node_id", "id"), ("state", "state", ""), ("host", "hostname", ""),
         ("head", "is_head_node", ""), ("workers", "num_workers", ""),
         ("objects", "num_objects", ""), ("store used", "object_store_used", "bytes"),
-        ("started", "start_time", "time"),
+        ("started", "start_time", "time"), ("last heartbeat", "last_heartbeat", "time"),
     ],
     "jobs": [
         ("job", "job_id", ""), ("state", "state", ""), ("namespace", "namespace", ""),

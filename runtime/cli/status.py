@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from freight.client import access
+from freight.observe.catalogue import BYTE_RESOURCES
 
 from . import common
 
@@ -107,7 +108,7 @@ def render_status(
     res.add_column("total", justify="right")
     for k in sorted(total):
         used = total[k] - avail.get(k, 0.0)
-        fmt = _gib if k in ("memory", "object_store_memory") else (lambda v: f"{v:g}")
+        fmt = _gib if k in BYTE_RESOURCES else (lambda v: f"{v:g}")
         res.add_row(k, fmt(used), fmt(total[k]))
     console.print(res)
     nodes = Table(title="Nodes")

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from freight.observe.catalogue import BYTE_RESOURCES
+
 EPS = 1e-9
 SPREAD_THRESHOLD = 0.5
 DEFAULT: tuple[Any, ...] = ("DEFAULT",)
@@ -63,7 +65,7 @@ def utilization(node: NodeState) -> float:
     """The most used share of any resource the node has (Ray's critical resource use)."""
     worst = 0.0
     for k, total in node.total.items():
-        if total > 0 and k not in ("memory", "object_store_memory"):
+        if total > 0 and k not in BYTE_RESOURCES:
             worst = max(worst, 1.0 - node.available.get(k, 0.0) / total)
     return worst
 

@@ -30,6 +30,7 @@ PENDING = "PENDING_CREATION"
 ALIVE = "ALIVE"
 RESTARTING = "RESTARTING"
 DEAD = "DEAD"
+ACTOR_STATES = (PENDING, ALIVE, RESTARTING, DEAD)
 # Creation specs by actor id: kept while an actor is being created, and for its whole life when
 # it may restart, so that a restarted head can finish creations and restart actors.
 SPECS_NS = "actor_specs"

@@ -27,6 +27,7 @@ from loguru import logger
 
 import freight
 from freight.config import HEARTBEAT_INTERVAL_S, settings
+from freight.head.actors import ACTOR_STATES
 from freight.observe.catalogue import Source
 from freight.observe.exposition import FiguresCollector
 from freight.observe.http import MetricsServer, loop_reader
@@ -43,7 +44,6 @@ KV_NAMESPACE = "freight"
 KV_KEY = "metrics"  # {"metrics_address", "file_sd", "cluster_name"}, for `freight metrics`
 
 NODE_STATES = ("ALIVE", "DEAD")
-ACTOR_STATES = ("PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD")
 JOB_STATES = ("RUNNING", "FINISHED", "FAILED")
 
 

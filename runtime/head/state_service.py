@@ -26,6 +26,7 @@ from freight.head.rpc import rpc
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 
+from .actors import ACTOR_STATES
 from .control_store import ControlStore
 from .nodes import NodeDirectory
 from .placement_groups import CREATED, PENDING, REMOVED, PlacementGroupDirectory
@@ -79,7 +80,7 @@ KINDS: dict[str, Kind] = {
         {
             **_ids("actor_id", "class_name", "name", "namespace", "job_id", "node_id"),
             **_ids("worker_id", "death_cause", "pending_reason"),
-            "state": Field(TEXT, ("PENDING_CREATION", "ALIVE", "DEAD")),
+            "state": Field(TEXT, ACTOR_STATES),
             "pid": Field(NUMBER),
             "detached": Field(BOOL),
             "start_time": Field(TIME),

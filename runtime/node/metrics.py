@@ -27,7 +27,7 @@ import freight
 from freight.config import HEARTBEAT_INTERVAL_S, settings
 from freight.objects.store import ObjectEntry
 from freight.observe.aggregate import Usage
-from freight.observe.catalogue import OBJECT_STORE_STATES, Source
+from freight.observe.catalogue import BYTE_RESOURCES, OBJECT_STORE_STATES, Source
 from freight.observe.exposition import FiguresCollector
 from freight.observe.http import MetricsServer, loop_reader
 from freight.observe.recorder import RECORDER, Snapshot
@@ -141,7 +141,9 @@ class NodeMetrics:
             amounts = stats[part]
             assert isinstance(amounts, dict)
             for res, amount in amounts.items():
-                g[(name, (str(res),))] = float(amount)
+                # One unit per metric: bytes and counts never share a series name.
+                unit = "_bytes" if res in BYTE_RESOURCES else ""
+                g[(name + unit, (str(res),))] = float(amount)
         store = agent.store.stats()
         # One state per object, so the states partition the store's bytes and sum() is the
         # whole store; in memory is every state but spilled (compare it with the capacity).

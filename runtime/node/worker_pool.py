@@ -13,6 +13,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 
+from freight.observe.catalogue import OTHER, WORKER_CRASH_CAUSES
 from freight.observe.recorder import RECORDER
 
 from . import fork_server as forks
@@ -146,10 +147,13 @@ class WorkerPool:
 
 
 def exit_cause(returncode: int) -> str:
-    """``-9`` -> ``SIGKILL``; ``1`` -> ``exit_code_1`` (the crash counter's cause label)."""
+    """The crash counter's cause label: ``-9`` -> ``sigkill``, ``1`` -> ``exit_code_1``, and
+    ``other`` for a signal or code outside the declared set, so the label stays bounded."""
     if returncode < 0:
         try:
-            return signal.Signals(-returncode).name
+            cause = signal.Signals(-returncode).name.lower()
         except ValueError:
-            return f"signal_{-returncode}"
-    return f"exit_code_{returncode}"
+            return OTHER
+    else:
+        cause = f"exit_code_{returncode}"
+    return cause if cause in WORKER_CRASH_CAUSES else OTHER

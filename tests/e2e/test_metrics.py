@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from freight import _launcher
 from freight.observe.catalogue import (
     BOUNDED,
+    BYTE_RESOURCES,
     CATALOGUE,
     PENDING_REASONS,
     SERIES_BUDGET,
@@ -241,6 +242,22 @@ def test_declared_label_values_are_series_from_the_start(cluster) -> None:
     assert value(node, "freight_memory_monitor_kills_total", kind="task") == 0
 
 
+def test_resource_gauges_keep_bytes_and_counts_in_separate_metrics(cluster) -> None:
+    """A series name holds one unit: CPU counts never share a metric with memory bytes."""
+    node = scrape(cluster["node_metrics"])
+    for name in ("freight_resources_capacity", "freight_resources_available"):
+        counted = {s.labels["resource"] for s in node if s.name == name}
+        in_bytes = {s.labels["resource"] for s in node if s.name == f"{name}_bytes"}
+        assert "CPU" in counted, (name, counted)
+        assert counted.isdisjoint(BYTE_RESOURCES), f"{name} mixes bytes in: {counted}"
+        assert in_bytes == set(BYTE_RESOURCES), f"{name}_bytes: {in_bytes}"
+    assert value(node, "freight_resources_capacity", resource="CPU") == 2
+    assert value(node, "freight_resources_capacity_bytes", resource="memory") > 2**20
+    assert value(node, "freight_resources_capacity_bytes", resource="object_store_memory") == (
+        value(node, "freight_object_store_capacity_bytes")
+    )
+
+
 # ---- counts against work done -------------------------------------------------------------------
 
 WORKLOAD = """
@@ -404,7 +421,7 @@ def test_counts_of_workers_that_died_stay_and_replacements_count(cluster) -> Non
         "the killed workers counted as crashes",
     )
     after = scrape(node)
-    assert value(after, "freight_worker_crashes_total", cause="SIGKILL") >= len(victims)
+    assert value(after, "freight_worker_crashes_total", cause="sigkill") >= len(victims)
     for name in (
         "freight_tasks_started_total",
         "freight_tasks_submitted_total",
@@ -439,7 +456,7 @@ def test_counts_of_workers_that_died_stay_and_replacements_count(cluster) -> Non
 
 def test_a_worker_killed_under_its_task_is_a_system_failure_and_a_crash(cluster, tmp_path) -> None:
     node = cluster["node_metrics"]
-    crashes = value(scrape(node), "freight_worker_crashes_total", cause="SIGKILL")
+    crashes = value(scrape(node), "freight_worker_crashes_total", cause="sigkill")
     pid_file = tmp_path / "pid"
     driver = start_driver(
         cluster,
@@ -483,13 +500,13 @@ def test_a_worker_killed_under_its_task_is_a_system_failure_and_a_crash(cluster,
     wait_figures(
         lambda: (
             reached(node, "freight_tasks_finished_total", 1, **labels)
-            and value(scrape(node), "freight_worker_crashes_total", cause="SIGKILL") > crashes
+            and value(scrape(node), "freight_worker_crashes_total", cause="sigkill") > crashes
         ),
         30,
         "the crash on the node's /metrics",
     )
     s = scrape(node)
-    assert value(s, "freight_worker_crashes_total", cause="SIGKILL") == crashes + 1, [
+    assert value(s, "freight_worker_crashes_total", cause="sigkill") == crashes + 1, [
         x for x in s if "worker" in x.name
     ]
     assert value(s, "freight_tasks_finished_total", **labels, error_type="WorkerCrashedError") == 1
@@ -636,7 +653,9 @@ def test_live_gauges_follow_what_the_cluster_holds(cluster, tmp_path) -> None:
             s, "freight_object_store_in_memory_bytes"
         ) + value(s, "freight_object_store_bytes", state="spilled")
         capacity = value(s, "freight_object_store_capacity_bytes")
-        assert capacity == value(s, "freight_resources_capacity", resource="object_store_memory")
+        assert capacity == value(
+            s, "freight_resources_capacity_bytes", resource="object_store_memory"
+        )
         assert value(s, "freight_objects_created_total", where="shared_memory") == created + 1
         assert value(s, "freight_queue_depth", reason="infeasible") == 1
         h = scrape(head)

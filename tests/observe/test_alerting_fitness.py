@@ -64,6 +64,7 @@ ZERO_FROM_START = (
     "freight_memory_monitor_kills_total",
     "freight_object_reconstructions_total",
     "freight_queue_depth",
+    "freight_worker_crashes_total",
 )
 
 

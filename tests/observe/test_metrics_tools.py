@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import signal
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 
 from freight.cli.metrics_cmd import prometheus_config
 from freight.node.worker_pool import exit_cause
-from freight.observe.catalogue import CATALOGUE
+from freight.observe.catalogue import BY_NAME, CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 INFO = {
@@ -59,7 +60,18 @@ def test_http_sd_config_points_at_the_heads_sd() -> None:
 
 
 def test_crash_cause_names_the_signal_or_exit_code() -> None:
-    assert exit_cause(-signal.SIGKILL) == "SIGKILL"
-    assert exit_cause(-signal.SIGSEGV) == "SIGSEGV"
+    assert exit_cause(-signal.SIGKILL) == "sigkill"
+    assert exit_cause(-signal.SIGSEGV) == "sigsegv"
     assert exit_cause(1) == "exit_code_1"
-    assert exit_cause(-200) == "signal_200"
+    assert exit_cause(0) == "exit_code_0"
+    # anything else is one bucket, so the label stays a short, bounded enumeration
+    assert exit_cause(-200) == "other"
+    assert exit_cause(-signal.SIGUSR1) == "other"
+    assert exit_cause(3) == "other"
+
+
+def test_every_crash_cause_is_a_declared_snake_case_value() -> None:
+    declared = BY_NAME["freight_worker_crashes_total"].allowed("cause")
+    causes = {exit_cause(rc) for rc in range(-255, 256)}
+    assert causes == set(declared)
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", c) for c in declared), declared
