@@ -67,13 +67,30 @@ def envelope(kind: str, items: list[Any], **meta: Any) -> dict[str, Any]:
 
 
 def dump(data: Any, fmt: str) -> None:
-    """Print ``data`` as JSON or YAML."""
+    """Print ``data`` as JSON or YAML, a line at a time: one large write to a pipe whose reader
+    has gone can end without an error, and the command must hear that it has."""
     if fmt == "yaml":
         import yaml
 
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+        text = yaml.safe_dump(data, sort_keys=False)
     else:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        text = json.dumps(data, indent=2, default=str) + "\n"
+    write = sys.stdout.write
+    for line in text.splitlines(keepends=True):
+        write(line)
+    sys.stdout.flush()
+
+
+def console() -> Any:
+    """A Rich console for tables, whose closed pipe ends the command as every closed pipe does
+    (``freight.cli.main``: quietly, exit code 141), not with Rich's own exit code 1."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console()
 
 
 def dump_line(data: Any) -> None:

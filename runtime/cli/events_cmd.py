@@ -95,7 +95,6 @@ def render(rows: list[dict[str, Any]], fmt: str) -> None:
         for row in rows:
             common.dump_line(row) if fmt == "json" else common.dump([row], fmt)
         return
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -108,7 +107,7 @@ def render(rows: list[dict[str, Any]], fmt: str) -> None:
         severity = f"[{color}]{row['severity']}[/]" if color else row["severity"]
         cells = (_when(row), row["source"], row["kind"], row["message"], _ids(row))
         table.add_row(cells[0], severity, *(escape(c) for c in cells[1:]))
-    Console().print(table)
+    common.console().print(table)
 
 
 def cmd_events(args: argparse.Namespace) -> int:

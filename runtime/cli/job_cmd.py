@@ -87,7 +87,6 @@ def _labels(labels: dict[str, str]) -> str:
 
 
 def _print_list(jobs: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"jobs ({len(jobs)})")
@@ -100,7 +99,7 @@ def _print_list(jobs: list[dict[str, Any]]) -> None:
             j["job_id"], j["kind"], j["state"], exit_code, _time(j["start_time"]),
             _time(j["end_time"]), _labels(j["labels"]), entry or "-",
         )  # fmt: skip
-    Console().print(table)
+    common.console().print(table)
 
 
 def _print_status(j: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ import os
 import sys
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from freight.client import access
@@ -123,12 +122,13 @@ def _owned_bytes(rows: list[dict[str, Any]]) -> int:
 
 def cmd_memory(args: argparse.Namespace) -> int:
     target = common.target(args)
+    # Asked first: an address that does not answer, or a wrong token, is said as such.
+    status_report(target.address, target.token)
     if not target.session_dir:
         raise access.CommandFailed(
             f"the cluster at {target.address} has no session folder on this machine: run "
             "`freight memory` on one of its nodes (it asks this machine's processes)."
         )
-    status_report(target.address, target.token)  # a wrong token is refused here, by the head
     rows = memory_rows(target.session_dir, target.token)
     warnings = [mark_spilled(rows, target.address)] if rows else []
     warnings = [w for w in warnings if w]
@@ -149,7 +149,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
         return 0
     for warning in warnings:
         print(f"freight memory: warning: {warning}", file=sys.stderr)
-    console = Console()
+    console = common.console()
     for name, members in groups:
         title = f"{args.group_by} {name}: " if args.group_by != "none" else ""
         table = Table(

@@ -102,9 +102,8 @@ def _cell(row: dict[str, Any], key: str, how: str, wide: bool = False) -> str:
 
 
 def _console() -> Any:
-    from rich.console import Console
 
-    return Console()
+    return common.console()
 
 
 def _notes(console: Any, warnings: list[str]) -> None:

@@ -99,7 +99,7 @@ def render_status(
     st: Any, console: Console | None = None, placement_groups: dict[str, Any] | None = None
 ) -> None:
     """Print the cluster summary; ``placement_groups`` is :func:`placement_group_demand`'s."""
-    console = console or Console()
+    console = console or common.console()
     console.print(f"[bold]freight cluster {st.cluster_name!r}[/bold]: {len(st.nodes)} node(s)")
     total, avail = dict(st.total.amounts), dict(st.available.amounts)
     res = Table(title="Resources (used / total)")

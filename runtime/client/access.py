@@ -161,11 +161,14 @@ def _connected() -> Target | None:
     return Target(w.head_address, w.token, w.session_dir or "", "this program")
 
 
-def rpc_error(e: grpc.RpcError, target: Target | None, what: str = "") -> Exception:
+def rpc_error(e: grpc.RpcError, target: Target | str | None, what: str = "") -> Exception:
     """The error a failed gRPC call means, in words a user can act on: the one mapping every
-    client uses. ``what`` names the thing asked for, for NOT_FOUND."""
+    client uses. ``target`` is the cluster called (or its address); ``what`` names the thing
+    asked for, for NOT_FOUND."""
     code = e.code() if hasattr(e, "code") else None
     details = e.details() if hasattr(e, "details") else str(e)
+    if isinstance(target, str):
+        target = Target(target, "", "", "--address")
     where = f"the freight cluster at {target.address}" if target else "the freight cluster"
     if target and target.source not in ("--address", "address="):
         where += f" ({target.source})"

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from freight.client import access
 from freight.config import settings
 from freight.observe import tracing
 from freight.protocol.generated import freight_pb2 as pb
@@ -16,7 +17,7 @@ from freight.util.grpc_tracing import traced_call
 _SERVICE = pb.DESCRIPTOR.services_by_name["HeadService"].full_name
 
 
-class HeadUnavailable(ConnectionError):
+class HeadUnavailable(access.ClusterUnreachable):
     """The head could not be reached (it is down, restarting, or went away during the call)."""
 
 
@@ -48,15 +49,11 @@ class HeadClient:
             )
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
-            if code == grpc.StatusCode.UNAUTHENTICATED:
-                raise PermissionError(exc.details()) from None
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                cls = HeadUnavailable if code == grpc.StatusCode.UNAVAILABLE else ConnectionError
-                raise cls(
-                    f"the freight head at {self.address} is not reachable ({code.name}): "
-                    f"{exc.details()}"
-                ) from None
-            raise
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise HeadUnavailable(str(access.rpc_error(exc, self.address))) from None
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise access.rpc_error(exc, self.address) from None
+            raise  # the caller's to handle (NOT_FOUND, INVALID_ARGUMENT, ...)
 
     def call_through_restarts(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
         """Call a method that is safe to repeat, riding out a head restart: wait for the head
