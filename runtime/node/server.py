@@ -355,7 +355,12 @@ async def amain(args: argparse.Namespace) -> None:
     metrics, metrics_http = serve_node_metrics(agent, head, args.bind, args.metrics_port)
     node.metrics_address = metrics_http.address(args.bind)
     fill_dynamic(node, agent)
-    registered = await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=10)
+    # The head answers as soon as it runs, but on a loaded machine its first connection can
+    # take longer than one attempt: keep trying (gRPC's wait_for_ready) until the start-up
+    # deadline, as the launcher waits for this agent that long.
+    registered = await head.RegisterNode(
+        pb.RegisterNodeRequest(node=node), timeout=settings.start_timeout_s, wait_for_ready=True
+    )
     metrics.cluster = registered.cluster_name
     agent.write_node_file(node.agent_address, head_address)
     if args.ready_fd >= 0:
