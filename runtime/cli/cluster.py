@@ -16,7 +16,11 @@ from freight import _launcher
 from freight.config import settings
 from freight.util.private_files import check_owned, write_private_file
 from freight.util.process import is_recorded_process
-from freight.util.tokens import TOKEN_FILE, read_storage_token, read_token, write_token
+from freight.util.tokens import (
+    read_storage_token,
+    read_token,
+    write_session_tokens,
+)
 
 
 def _resources(text: str | None) -> dict[str, float] | None:
@@ -104,7 +108,7 @@ def _start(args: argparse.Namespace) -> int:
         session_dir = survivor.session_dir
         port = _reattach_port(args.port, survivor, storage)
         if token and not settings.token:
-            write_token(os.path.join(session_dir, TOKEN_FILE), token)
+            write_session_tokens(session_dir, token)
         _, address = _launcher.start_head(
             session_dir,
             port,
@@ -125,7 +129,7 @@ def _start(args: argparse.Namespace) -> int:
         # address from the head itself).
         session_dir = _launcher.new_session_dir()
         if token and not settings.token:
-            write_token(os.path.join(session_dir, TOKEN_FILE), token)
+            write_session_tokens(session_dir, token)
         procs = _launcher.start_cluster(
             session_dir,
             num_cpus=args.num_cpus,
@@ -155,7 +159,7 @@ def _start(args: argparse.Namespace) -> int:
         # A node has a session folder of its own (sockets, logs, object store), also when it
         # joins a head on this same machine.
         session_dir = _launcher.new_session_dir()
-        write_token(os.path.join(session_dir, TOKEN_FILE), token)
+        write_session_tokens(session_dir, token)
         with open(os.path.join(session_dir, "head.json"), "w") as f:
             json.dump({"address": address, "remote": True}, f)
         _mark_started(session_dir)

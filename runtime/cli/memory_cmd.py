@@ -20,6 +20,7 @@ from rich.table import Table
 from freight.client import access
 from freight.protocol import frames
 from freight.protocol import messages as m
+from freight.util.tokens import read_token_file
 
 from . import common
 from .status import _gib, status_report
@@ -128,6 +129,12 @@ def cmd_memory(args: argparse.Namespace) -> int:
         raise access.CommandFailed(
             f"the cluster at {target.address} has no session folder on this machine: run "
             "`freight memory` on one of its nodes (it asks this machine's processes)."
+        )
+    if target.token != read_token_file(target.session_dir):
+        raise access.AccessDenied(
+            "`freight memory` asks the cluster's processes over their own sockets, which take "
+            "the admin token only, and FREIGHT_TOKEN is another (the read-only token?). Unset "
+            "it to use the session's admin token."
         )
     rows = memory_rows(target.session_dir, target.token)
     warnings = [mark_spilled(rows, target.address)] if rows else []

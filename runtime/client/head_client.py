@@ -51,7 +51,11 @@ class HeadClient:
             code = exc.code() if hasattr(exc, "code") else None
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise HeadUnavailable(str(access.rpc_error(exc, self.address))) from None
-            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if code in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            ):
                 raise access.rpc_error(exc, self.address) from None
             raise  # the caller's to handle (NOT_FOUND, INVALID_ARGUMENT, ...)
 

@@ -19,7 +19,7 @@ from loguru import logger
 
 from freight.observe.recorder import RECORDER
 from freight.util.grpc_tls import channel_credentials, channel_options
-from freight.util.tokens import TOKEN_FILE, create_token, read_token
+from freight.util.tokens import TOKEN_FILE, create_token, read_token, readonly_token
 
 TOKEN_METADATA_KEY = "x-freight-token"
 
@@ -46,6 +46,7 @@ _REFUSAL_MESSAGE = (
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "READ_ONLY_METHODS",
     "TOKEN_FILE",
     "TOKEN_METADATA_KEY",
     "TokenAuthInterceptor",
@@ -65,37 +66,82 @@ def _peer_host(peer: str) -> str:
     return head if sep and head else peer
 
 
-class TokenAuthInterceptor(aio.ServerInterceptor):
-    """Refuses calls whose ``x-freight-token`` metadata does not match ``token``.
+# Calls the read-only token may make: reading state, watching it, reading jobs and their logs,
+# the key/value reads service discovery uses, node figures. Every other call changes the cluster
+# (or runs code, or reads object data) and needs the admin token.
+READ_ONLY_METHODS = frozenset(
+    {
+        "/freight.v1.StateService/List",
+        "/freight.v1.StateService/Get",
+        "/freight.v1.StateService/Summary",
+        "/freight.v1.StateService/Watch",
+        "/freight.v1.HeadService/ClusterStatus",
+        "/freight.v1.HeadService/ListNodes",
+        "/freight.v1.HeadService/ListJobs",
+        "/freight.v1.HeadService/GetJob",
+        "/freight.v1.HeadService/JobLogs",
+        "/freight.v1.HeadService/ListActors",
+        "/freight.v1.HeadService/GetActor",
+        "/freight.v1.HeadService/GetPlacementGroup",
+        "/freight.v1.HeadService/ListPlacementGroups",
+        "/freight.v1.HeadService/KVGet",
+        "/freight.v1.NodeAgentService/GetNodeStats",
+        "/freight.v1.NodeAgentService/ListObjects",
+        "/freight.v1.NodeAgentService/ListWorkers",
+    }
+)
+_READ_ONLY_REFUSAL = (
+    "freight: {method} changes the cluster, and this is the cluster's read-only token (it reads "
+    "state, events, jobs and logs). Use the admin token: the 'token' file of the session "
+    "folder, not 'token.readonly'."
+)
 
-    The check runs before the request is deserialized. Refused calls end with
-    ``UNAUTHENTICATED``; each refusing peer is logged once, and :attr:`refused` counts them all.
+
+class TokenAuthInterceptor(aio.ServerInterceptor):
+    """Refuses calls whose ``x-freight-token`` metadata is neither ``token`` (the admin token)
+    nor, for the calls of :data:`READ_ONLY_METHODS`, the cluster's read-only token
+    (:func:`freight.util.tokens.readonly_token`).
+
+    The check runs before the request is deserialized. A wrong or missing token ends the call
+    with ``UNAUTHENTICATED``, the read-only token on any other call with ``PERMISSION_DENIED``;
+    each refusing peer is logged once, and :attr:`refused` counts them all.
     """
 
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("TokenAuthInterceptor needs a non-empty token")
         self._token = token.encode()
+        self._readonly = readonly_token(token).encode()
         self.refused = 0
         self._logged_peers: set[str] = set()
 
-    def _authorized(self, metadata: Any) -> bool:
+    def _role(self, metadata: Any) -> str:
+        """``admin``, ``read-only`` or "" (refused) for the token the call carries."""
         for key, value in metadata or ():
             if key == TOKEN_METADATA_KEY:
                 given = value.encode() if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(given, self._token)
-        return False
+                if hmac.compare_digest(given, self._token):
+                    return "admin"
+                if hmac.compare_digest(given, self._readonly):
+                    return "read-only"
+                return ""
+        return ""
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if self._authorized(handler_call_details.invocation_metadata):
+        role = self._role(handler_call_details.invocation_metadata)
+        method = handler_call_details.method
+        if role == "admin" or (role == "read-only" and method in READ_ONLY_METHODS):
             return await continuation(handler_call_details)
-        return self._refusal(handler_call_details.method)
+        if role == "read-only":
+            message = _READ_ONLY_REFUSAL.format(method=method.rpartition("/")[2])
+            return self._refusal(method, grpc.StatusCode.PERMISSION_DENIED, message)
+        return self._refusal(method, grpc.StatusCode.UNAUTHENTICATED, _REFUSAL_MESSAGE)
 
-    def _refusal(self, method: str) -> grpc.RpcMethodHandler:
+    def _refusal(self, method: str, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
         async def refuse(_request: Any, context: aio.ServicerContext) -> None:
             self.refused += 1
             RECORDER.inc("freight_auth_refused_total", ("grpc",))
@@ -103,14 +149,17 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
             if host not in self._logged_peers:
                 self._logged_peers.add(host)
                 logger.warning(
-                    "refused a gRPC call with a wrong or missing token",
+                    "refused a gRPC call: {}",
+                    "read-only token"
+                    if code == grpc.StatusCode.PERMISSION_DENIED
+                    else "wrong or missing token",
                     peer=host,
                     method=method,
                 )
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL_MESSAGE)
+            await context.abort(code, message)
 
-        # No request deserializer: the refused payload is never decoded. Every freight RPC is
-        # unary-unary; a unary handler also ends a streaming call with the same status.
+        # No request deserializer: the refused payload is never decoded. A unary handler also
+        # ends a streaming call with the same status.
         return grpc.unary_unary_rpc_method_handler(refuse)
 
 

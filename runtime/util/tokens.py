@@ -6,6 +6,8 @@ that only read or create the token do not load gRPC for it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 
@@ -13,14 +15,24 @@ from freight.config import settings
 from freight.util.private_files import write_private_file
 
 TOKEN_FILE = "token"
+# The read-only token (docs/decisions/0060-read-only-token.md): it reads state, watches, job logs
+# and service discovery, and every call that changes the cluster refuses it. It is derived from
+# the admin token, so every process that knows the admin token knows it too, and a cluster
+# restarted on its control store keeps it; the admin token cannot be found from it.
+READONLY_TOKEN_FILE = "token.readonly"
+_READONLY_KEY = b"freight read-only token v1"
 STORAGE_TOKEN_SUFFIX = ".token"  # <storage>.token: the token of the cluster a store holds
 
 __all__ = [
+    "READONLY_TOKEN_FILE",
     "TOKEN_FILE",
     "create_token",
     "read_storage_token",
     "read_token",
+    "read_token_file",
+    "readonly_token",
     "storage_token_path",
+    "write_session_tokens",
     "write_token",
 ]
 
@@ -49,8 +61,23 @@ def read_token(session_dir: str | os.PathLike[str] | None) -> str:
     return token
 
 
+def read_token_file(session_dir: str | os.PathLike[str]) -> str:
+    """The admin token in ``<session_dir>/token`` (whatever FREIGHT_TOKEN says), or ""."""
+    try:
+        with open(os.path.join(os.fspath(session_dir), TOKEN_FILE), encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def readonly_token(token: str) -> str:
+    """The read-only token of the cluster whose admin token is ``token``."""
+    return hmac.new(token.encode(), _READONLY_KEY, hashlib.sha256).hexdigest()
+
+
 def create_token(session_dir: str | os.PathLike[str]) -> str:
-    """Create a new random token in ``<session_dir>/token`` (mode 0600) and return it.
+    """Create a new random token in ``<session_dir>/token`` (mode 0600), and its read-only
+    token in ``token.readonly``; return the token.
 
     Raises ``FileExistsError`` if the session directory already has a token.
     """
@@ -60,7 +87,16 @@ def create_token(session_dir: str | os.PathLike[str]) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token)
+    write_private_file(
+        os.path.join(os.fspath(session_dir), READONLY_TOKEN_FILE), readonly_token(token)
+    )
     return token
+
+
+def write_session_tokens(session_dir: str | os.PathLike[str], token: str) -> None:
+    """Write ``token`` and its read-only token into ``session_dir`` (mode 0600, atomically)."""
+    write_token(os.path.join(os.fspath(session_dir), TOKEN_FILE), token)
+    write_token(os.path.join(os.fspath(session_dir), READONLY_TOKEN_FILE), readonly_token(token))
 
 
 def write_token(path: str | os.PathLike[str], token: str) -> None:

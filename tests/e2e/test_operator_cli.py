@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ import yaml
 
 from freight.testing import short_temp_dir
 from freight.testing import wait_for_condition as wait_until
+from freight.util.tokens import readonly_token
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
 TASKS = 600  # enough rows that `list tasks -o json` overflows a pipe's buffer
@@ -252,3 +254,72 @@ def test_the_summary_counts_the_failed_task(program: dict[str, Any]) -> None:
         "the failed task in the summary",
     )
     assert summary["by_name"]["fails"]["states"]["FAILED"] == 1
+
+
+# -- roles: the admin token and the read-only token -------------------------------------------
+
+
+def _tokens(program: dict[str, Any]) -> tuple[str, str, Path]:
+    (session,) = Path(program["temp_dir"]).glob("session_2*")
+    admin = (session / "token").read_text().strip()
+    return admin, (session / "token.readonly").read_text().strip(), session
+
+
+def test_a_cluster_has_a_read_only_token_only_its_user_can_read(program: dict[str, Any]) -> None:
+    admin, readonly, session = _tokens(program)
+    assert readonly == readonly_token(admin) and readonly != admin
+    assert stat.S_IMODE((session / "token.readonly").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("command", [c for c in READERS if c != "memory"])
+def test_the_read_only_token_reads_state_events_jobs_and_targets(
+    program: dict[str, Any], command: str
+) -> None:
+    _, readonly, _ = _tokens(program)
+    _ok(cli(program["temp_dir"], *READERS[command], FREIGHT_TOKEN=readonly))
+
+
+def test_the_read_only_token_changes_nothing(program: dict[str, Any], tmp_path: Path) -> None:
+    _, readonly, session = _tokens(program)
+    refused_before = _head_counter(session, "freight_auth_refused_total")
+    jobs_before = json.loads(cli(program["temp_dir"], "job", "list", "-o", "json").stdout)
+    marker = tmp_path / "ran"
+    proc = cli(
+        program["temp_dir"], "job", "submit", "--no-wait", "--", sys.executable, "-c",
+        f"open({str(marker)!r}, 'w').close()", FREIGHT_TOKEN=readonly,
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "read-only token" in proc.stderr and "admin token" in proc.stderr, proc.stderr
+    jobs_after = json.loads(cli(program["temp_dir"], "job", "list", "-o", "json").stdout)
+    assert jobs_after["items"] == jobs_before["items"] and not marker.exists()
+    # A program cannot join (and run code) with it either.
+    joined = subprocess.run(
+        [sys.executable, "-c", f"import freight; freight.init(address={program['address']!r})"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_for(program["temp_dir"], FREIGHT_TOKEN=readonly),
+    )
+    assert joined.returncode != 0 and "read-only token" in joined.stderr, joined.stderr
+    # The memory view talks to the processes themselves: admin only, said as such.
+    memory = cli(program["temp_dir"], "memory", FREIGHT_TOKEN=readonly)
+    assert memory.returncode == 4 and "admin token" in memory.stderr, memory.stderr
+    assert _head_counter(session, "freight_auth_refused_total") >= refused_before + 2
+
+
+def _head_counter(session: Path, name: str) -> float:
+    """The sum of a counter's series on the head's /metrics endpoint."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    address = json.loads((session / "head.json").read_text())["metrics_address"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{address}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    )

@@ -28,3 +28,21 @@ def test_committed_stubs_match_the_proto(tmp_path):
         f"the stubs in runtime/protocol/generated are stale (differ: {stale}, "
         f"not generated: {extra}); run `make proto` and commit the result"
     )
+
+
+def test_the_read_only_token_is_allowed_only_calls_that_exist_and_read() -> None:
+    from freight.protocol.generated import freight_pb2 as pb
+    from freight.util.grpc_auth import READ_ONLY_METHODS
+
+    methods = {
+        f"/{service.full_name}/{method.name}"
+        for service in pb.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    # Watch is the state stream, which a newer head serves.
+    assert READ_ONLY_METHODS - methods <= {"/freight.v1.StateService/Watch"}
+    changing = ("Kill", "Submit", "Stop", "Create", "Remove", "Put", "Del", "Shutdown",
+                "Register", "Report", "Reserve", "Return", "Free", "Start", "Finish", "Pull",
+                "Unregister", "Heartbeat", "CheckHealth")  # fmt: skip
+    for name in READ_ONLY_METHODS:
+        assert not name.rpartition("/")[2].startswith(changing), name
