@@ -348,6 +348,7 @@ class Telemetry:
                     rec.trace_id,
                     address,
                     last[3] if state == "FAILED" else "",
+                    rec.traceback if state == "FAILED" else "",
                     list(map(_WIRE, trs)),
                 )
             )

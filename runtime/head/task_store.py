@@ -41,6 +41,7 @@ _PUSHED = "pushed to worker "  # the cause of a dispatch, as freight.core.task_s
 _LIVE, _OK, _BAD = 0, 1, 2  # retention classes
 MAX_CAUSE = 300  # characters of a transition's cause kept
 MAX_ERROR = 4000  # characters of the error text kept
+MAX_TRACEBACK = 16_000  # characters of a failed task's traceback kept (its end: the raise)
 EVICTED_MEMORY = 10_000  # evicted ids remembered, so late events do not resurrect a record
 _intern = sys.intern
 
@@ -91,6 +92,7 @@ class TaskEntry:
         "state",
         "task_id",
         "trace_id",
+        "traceback",
         "transitions",
         "worker_id",
     )
@@ -109,6 +111,7 @@ class TaskEntry:
     pending_reason: str
     start_time: float
     trace_id: str
+    traceback: str
     worker_id: str
 
     def __init__(self, seq: int, task_id: str) -> None:
@@ -193,6 +196,7 @@ class TaskEntry:
         if detail:
             tr = self.transitions
             row["trace_id"] = self.trace_id
+            row["traceback"] = self.traceback
             row["owner_address"] = self.owner_address
             row["transitions"] = [
                 {"time": tr[i], "state": tr[i + 1], "cause": tr[i + 2]}
@@ -286,7 +290,7 @@ class TaskStore:
     def _apply_row(self, row: tuple[Any, ...]) -> int:
         """Apply one row; return how many of its transitions were lost."""
         tid = row[0]
-        flat = row[19]
+        flat = row[20]
         rec = self.records.get(tid)
         if rec is None:
             if not tid or tid in self._evicted:
@@ -303,7 +307,9 @@ class TaskStore:
         state = flat[-2]
         rec.last_time = flat[-3]
         rec.state = state
-        self._latest(rec, row[5], row[6], row[7], row[11], row[12], row[13], row[18], row[16])
+        self._latest(
+            rec, row[5], row[6], row[7], row[11], row[12], row[13], row[18], row[16], row[19]
+        )
         start = row[14]
         if start and rec.attempt and start < _last_dispatch(rec.transitions):
             start = 0.0  # the times of an earlier attempt (this one has not reported yet)
@@ -324,6 +330,7 @@ class TaskStore:
         error_kind: str,
         error: str,
         trace_id: str,
+        traceback: str = "",
     ) -> None:
         rec.node_id = _intern(node_id)
         rec.worker_id = _intern(worker_id)
@@ -335,6 +342,12 @@ class TaskStore:
             rec.error = error[:MAX_ERROR]
         if trace_id:
             rec.trace_id = trace_id
+        if traceback:
+            rec.traceback = (
+                traceback
+                if len(traceback) <= MAX_TRACEBACK
+                else "...\n" + traceback[-MAX_TRACEBACK:]
+            )
 
     def _apply_one(self, ev: Any) -> bool:
         tid = ev.task_id
@@ -371,6 +384,7 @@ class TaskStore:
             ev.error_kind,
             ev.error,
             ev.trace_id,
+            ev.traceback,
         )
         start = ev.start_time
         if start and rec.attempt and start < _last_dispatch(rec.transitions):
@@ -402,7 +416,7 @@ class TaskStore:
         rec.parent_task_id = parent.task_id if parent is not None else parent_id
         rec.owner_address = owner
         rec.node_id = rec.worker_id = rec.pending_reason = ""
-        rec.error_type = rec.error_kind = rec.error = rec.trace_id = ""
+        rec.error_type = rec.error_kind = rec.error = rec.trace_id = rec.traceback = ""
         rec.attempt = 0
         rec.start_time = rec.end_time = 0.0
         self.records[tid] = rec
