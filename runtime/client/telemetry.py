@@ -85,10 +85,12 @@ class Telemetry:
         # transitions, so a short task costs one row, not one event per state change.
         self.max_events = max(1, settings.task_events_buffer)
         self.sample = max(0, settings.task_rows_sample)
-        # Running tasks left out of a sample, oldest first (see _revisit), and the transitions of
-        # sampled-out tasks counted as dropped in this report.
+        # Running tasks left out of a sample, oldest first (see _revisit), and the successful
+        # tasks left out since the last report by (job id, name, actor task): the head counts
+        # them in its summaries, so they are exact although the records are a sample. Leaving
+        # a task out of the sample is by design, not a loss: it is not counted as dropped.
         self.unsent: deque[tuple[float, TaskRecord]] = deque()
-        self.left_out = 0
+        self.sampled_out: dict[tuple[str, str, bool], int] = {}
         # Cumulative resource-seconds by (job id, resource); the agent maps jobs to team/owner.
         self.usage: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
@@ -160,7 +162,6 @@ class Telemetry:
             self._collect_whole(whole, submitted, finished, sched, execs, usage)
         picked: list[tuple[TaskRecord, Any]] = []
         fresh: list[tuple[TaskRecord, Any]] = []  # first seen, still live: sampled too
-        dropped = 0
         for rec in rest:
             trs = rec.transitions[rec.reported :]
             if not trs:
@@ -186,7 +187,7 @@ class Telemetry:
                 finished[key] = finished.get(key, 0) + 1
             if rec.unsent:
                 if state == _FINISHED and not rec.attempt:
-                    dropped += len(rec.transitions)  # a sampled-out task that succeeded
+                    self._left_out(rec)  # a sampled-out task that succeeded
                 elif ended or rec.attempt:
                     # Failed, cancelled or retried: worth a record after all, whole (the
                     # state service has not seen it).
@@ -199,7 +200,7 @@ class Telemetry:
             else:
                 picked.append((rec, trs))
         sampled = self._sample(whole, fresh, picked)  # may add long-running tasks to picked
-        rows, more = self._rows(sampled, picked)
+        rows, dropped = self._rows(sampled, picked)
         r = self.rec
         for name, n in submitted.items():
             r.inc("freight_tasks_submitted_total", (name,), n)
@@ -213,7 +214,11 @@ class Telemetry:
             with self.lock:
                 for key, seconds in usage.items():
                     self.usage[key] = self.usage.get(key, 0.0) + seconds
-        return rows, dropped + more
+        return rows, dropped
+
+    def _left_out(self, rec: TaskRecord) -> None:
+        key = (rec.job_id, rec.name, bool(rec.actor_id))
+        self.sampled_out[key] = self.sampled_out.get(key, 0) + 1
 
     def _sample(
         self, whole: list[TaskRecord], fresh: list[tuple[TaskRecord, Any]], picked: list[Any]
@@ -221,9 +226,9 @@ class Telemetry:
         """The tasks first seen in this report that get a state-API row: all of them up to
         ``FREIGHT_TASK_ROWS_SAMPLE``, beyond it an evenly spread sample of that many (a million
         tiny tasks need no million records at the head). Whole successful lives left out are
-        counted as dropped at once; live tasks left out are marked ``unsent`` and sent after
-        all, whole, if they fail or are retried, or once they have run ``LONG_RUNNING_S``
-        (:meth:`_revisit`); their successes are counted as dropped when they come."""
+        counted in ``sampled_out`` at once; live tasks left out are marked ``unsent`` and sent
+        after all, whole, if they fail or are retried, or once they have run ``LONG_RUNNING_S``
+        (:meth:`_revisit`); their successes are counted in ``sampled_out`` when they come."""
         now = time.time()
         self._revisit(now, picked)
         n = len(whole) + len(fresh)
@@ -236,7 +241,7 @@ class Telemetry:
             if i in chosen:
                 out.append((rec, rec.transitions))
             else:
-                self.left_out += len(rec.transitions)
+                self._left_out(rec)
         base = len(whole)
         unsent = self.unsent
         running = S.SUBMITTED_TO_WORKER
@@ -314,8 +319,8 @@ class Telemetry:
         self, sampled: list[tuple[TaskRecord, Any]], picked: list[tuple[TaskRecord, Any]]
     ) -> tuple[list[tuple[Any, ...]], int]:
         """The state-API rows of the sampled new tasks and the other changed records (at most
-        ``max_events``), and how many transitions were left out (with the sample's)."""
-        dropped, self.left_out = self.left_out, 0
+        ``max_events``), and how many transitions were lost for want of room."""
+        dropped = 0
         todo = sampled + picked
         room = self.max_events
         if len(todo) > room:
@@ -404,13 +409,15 @@ class Telemetry:
         # Outside the lock: a transition appended meanwhile re-touches its task and goes with
         # the next report (``reported`` counts exactly what was sliced here).
         rows, dropped = self._collect(list(touched.values()))
+        counted = [(*key, n) for key, n in self.sampled_out.items()]
+        self.sampled_out = {}
         with self.lock:
             usage = dict(self.usage)
         snap = self.rec.snapshot()
         # Packed here, once: the agent forwards the bytes to the head without reading them.
         packed = m.pack_task_rows(rows) if rows else b""
         try:
-            self.cw.agent.send(m.Telemetry(snap, usage, packed, dropped, final, len(rows)))
+            self.cw.agent.send(m.Telemetry(snap, usage, packed, dropped, final, len(rows), counted))
         except OSError:
             pass  # the agent is gone; the process is going too
 

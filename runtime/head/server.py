@@ -300,6 +300,10 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             rows += got
             dropped += bad
         self.tasks.apply_rows(rows, dropped)
+        if request.sampled_out:
+            self.tasks.count_sampled_out(
+                (c.job_id, c.name, c.actor_task, c.count) for c in request.sampled_out
+            )
         if request.events:
             self.tasks.apply(list(request.events))
         return pb.ReportTaskEventsReply()

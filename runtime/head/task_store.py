@@ -5,6 +5,15 @@ time (batches from different agents may arrive out of order), and the task's lat
 name, job, actor, parent, node, worker, attempt, pending reason, error and the start/end of its
 last attempt; attempts that were retried are kept as well (the timeline draws every execution).
 
+Owners keep a sample of their short successful tasks as records (``FREIGHT_TASK_ROWS_SAMPLE``)
+and count the rest by job, name and kind; the store adds those counts (:meth:`TaskStore.
+count_sampled_out`) to its summaries, so counts are exact although the records are a sample.
+Leaving a record out of the sample is not a loss and is not counted as dropped.
+
+A job that has ended leaves no task behind: records still pending or running some time after
+their job ended (their owner went away before reporting an end) are closed as FAILED by
+:meth:`TaskStore.end_jobs`, as Ray's task manager does when a job finishes.
+
 Retention is bounded and honest: successful (FINISHED) records are capped by
 ``FREIGHT_STATE_TASKS_MAX`` and failed or cancelled ones by ``FREIGHT_STATE_FAILED_TASKS_MAX``, so
 failures outlive the successes around them; live (not yet finished) records are capped by the sum
@@ -43,6 +52,12 @@ MAX_CAUSE = 300  # characters of a transition's cause kept
 MAX_ERROR = 4000  # characters of the error text kept
 MAX_TRACEBACK = 16_000  # characters of a failed task's traceback kept (its end: the raise)
 EVICTED_MEMORY = 10_000  # evicted ids remembered, so late events do not resurrect a record
+JOB_ENDED = "JobEnded"  # error_type of the tasks closed because their job ended
+# The fields a summary can filter the tasks counted without a record on (what their count knows:
+# job, name, actor or not, and that they succeeded at the first attempt).
+COUNTED_FIELDS = frozenset(
+    {"job_id", "name", "state", "is_actor_task", "attempt", "error_type", "error_kind", "error"}
+)
 _intern = sys.intern
 
 TASK_FIELDS: dict[str, Field] = {
@@ -214,6 +229,23 @@ def _last_dispatch(tr: tuple[Any, ...]) -> float:
     return 0.0
 
 
+class _Counted(NamedTuple):
+    """What a summary filter sees of tasks counted without a record (see COUNTED_FIELDS)."""
+
+    job_id: str
+    name: str
+    actor_task: bool
+    state: str = FINISHED
+    attempt: int = 0
+    error_type: str = ""
+    error_kind: str = ""
+    error: str = ""
+
+    @property
+    def is_actor_task(self) -> bool:
+        return self.actor_task
+
+
 class Page(NamedTuple):
     rows: list[str]  # JSON objects
     total: int  # records held
@@ -251,6 +283,8 @@ class TaskStore:
         self._seq = itertools.count(1)
         self.dropped_records = 0
         self.dropped_events = 0
+        # Successful tasks owners left out of their samples, by (job id, name, actor task).
+        self.sampled_out: dict[tuple[str, str, bool], int] = {}
 
     @property
     def dropped(self) -> int:
@@ -286,6 +320,50 @@ class TaskStore:
         evicted = self.dropped_records - evicted_before
         if evicted:
             RECORDER.inc("freight_telemetry_dropped_total", ("task_records",), evicted)
+
+    def count_sampled_out(self, counts: Iterable[tuple[str, str, bool, int]]) -> None:
+        """Count successful tasks that have no record (left out of their owner's sample)."""
+        got = self.sampled_out
+        for job_id, name, actor_task, n in counts:
+            if n > 0:
+                key = (_intern(job_id), _intern(name), bool(actor_task))
+                got[key] = got.get(key, 0) + int(n)
+
+    @property
+    def num_sampled_out(self) -> int:
+        return sum(self.sampled_out.values())
+
+    def end_jobs(self, ended: dict[str, tuple[str, float]]) -> int:
+        """Close the live records of ended jobs (job id -> (state, end time)) as FAILED; return
+        how many. The caller passes only jobs that ended a while ago, so an owner's last report
+        (sent at its exit) had time to arrive and its real outcomes stand."""
+        if not ended or not self._sizes[_LIVE]:
+            return 0
+        closed = 0
+        for tid in list(self._queues[_LIVE]):
+            rec = self.records.get(tid)
+            if rec is None or self._class_of(rec.state) != _LIVE:
+                continue
+            job = ended.get(rec.job_id)
+            if job is None:
+                continue
+            state, end_time = job
+            cause = (
+                f"job {rec.job_id} ended ({state}) before this task did: its owner exited "
+                "without reporting an outcome"
+            )
+            old = rec.state
+            t = max(end_time, rec.last_time)
+            rec.transitions = (*rec.transitions, t, _intern("FAILED"), cause)
+            rec.last_time = t
+            rec.state = _intern("FAILED")
+            rec.pending_reason = ""
+            rec.error_type = JOB_ENDED
+            rec.error_kind = "system"
+            rec.error = cause
+            self._reclassify(rec, old)
+            closed += 1
+        return closed
 
     def _apply_row(self, row: tuple[Any, ...]) -> int:
         """Apply one row; return how many of its transitions were lost."""
@@ -508,8 +586,14 @@ class TaskStore:
             )
         return found[0] if found else None
 
-    def summary(self, pred: Predicate | None = None) -> dict[str, Any]:
-        """Counts by function name and state, by job, by error type and by pending reason."""
+    def summary(
+        self, pred: Predicate | None = None, with_sampled_out: bool = True
+    ) -> dict[str, Any]:
+        """Counts by function name and state, by job, by error type and by pending reason.
+
+        The successful tasks counted without a record are included when ``with_sampled_out``
+        (the caller decides whether ``pred`` filters only on :data:`COUNTED_FIELDS`);
+        ``recorded`` says how many of the tasks counted have a record."""
         by_name: dict[str, dict[str, Any]] = {}
         by_state: dict[str, int] = {}
         by_job: dict[str, dict[str, int]] = {}
@@ -540,8 +624,31 @@ class TaskStore:
             if st not in _TERMINAL and st != TaskState.SUBMITTED_TO_WORKER.value:
                 reason = rec.pending_reason or "unknown"
                 pending[reason] = pending.get(reason, 0) + 1
+        recorded = total
+        without = 0
+        if with_sampled_out:
+            for (job_id, name, actor_task), n in self.sampled_out.items():
+                if pred is not None and not pred(_Counted(job_id, name, actor_task)):
+                    continue
+                without += n
+                by_state[FINISHED] = by_state.get(FINISHED, 0) + n
+                entry = by_name.get(name)
+                if entry is None:
+                    entry = by_name[name] = {
+                        "total": 0,
+                        "states": {},
+                        "error_types": {},
+                        "actor_task": actor_task,
+                    }
+                entry["total"] += n
+                entry["states"][FINISHED] = entry["states"].get(FINISHED, 0) + n
+                jobs = by_job.setdefault(job_id, {})
+                jobs[FINISHED] = jobs.get(FINISHED, 0) + n
+        total += without
         return {
             "total": total,
+            "recorded": recorded,
+            "counted_without_record": without,
             "by_state": by_state,
             "by_name": by_name,
             "by_job": by_job,

@@ -63,6 +63,7 @@ STOP_GRACE_S = 2.0  # a worker asked to exit (its owner is gone) is killed if st
 # in the head's heartbeat replies (it may have just joined) before the task is unschedulable.
 NODE_AFFINITY_GRACE_S = 5.0
 FENCE_WAIT_S = 10.0  # how long fencing waits for the killed workers' exits to be seen
+MAX_SAMPLED_OUT_KEYS = 100_000  # (job, name, actor task) keys one telemetry report may count
 
 
 def check_strategy(strategy: Any) -> tuple[Any, ...]:
@@ -174,6 +175,8 @@ class NodeAgent:
         self.task_event_rows = 0
         self.max_task_rows = max(1, settings.task_events_buffer) * 4
         self.task_events_dropped = 0
+        # Successful tasks the owners left out of their samples, by (job, name, actor task).
+        self.task_sampled_out: dict[tuple[str, str, bool], int] = {}
         self.clean_exit: set[int] = set()  # connections that sent a final report
         self.job_labels: dict[str, dict[str, str]] = {}
         self.actor_usage = ActorUsage()  # resource-seconds of this node's actors, for job cost
@@ -577,6 +580,8 @@ class NodeAgent:
         ):
             raise ProtocolError("malformed task events in a telemetry report")
         self.task_events_dropped += max(0, msg.dropped)
+        if msg.sampled_out:
+            self._count_sampled_out(msg.sampled_out)
         rows = max(0, msg.task_rows)
         if msg.task_events and rows:
             # The rows stay packed: the head reads them, this process only forwards them.
@@ -589,14 +594,29 @@ class NodeAgent:
         if msg.final:
             self.clean_exit.add(conn.id)
 
-    def take_task_events(self) -> tuple[list[bytes], int]:
-        """The packed task-row batches received since the last call, and how many rows were
-        dropped."""
+    def _count_sampled_out(self, counts: Any) -> None:
+        if not isinstance(counts, list) or len(counts) > MAX_SAMPLED_OUT_KEYS:
+            raise ProtocolError("malformed sampled-out task counts in a telemetry report")
+        got = self.task_sampled_out
+        for item in counts:
+            if not (
+                type(item) is tuple
+                and tuple(map(type, item)) == (str, str, bool, int)
+                and item[3] > 0
+            ):
+                raise ProtocolError("malformed sampled-out task counts in a telemetry report")
+            key = item[:3]
+            got[key] = got.get(key, 0) + item[3]
+
+    def take_task_events(self) -> tuple[list[bytes], int, dict[tuple[str, str, bool], int]]:
+        """The packed task-row batches received since the last call, how many rows were
+        dropped, and the successful tasks left out of the owners' samples."""
         chunks = [chunk for _, chunk in self.task_events]
         self.task_events.clear()
         self.task_event_rows = 0
         dropped, self.task_events_dropped = self.task_events_dropped, 0
-        return chunks, dropped
+        counted, self.task_sampled_out = self.task_sampled_out, {}
+        return chunks, dropped, counted
 
     def _apply(self, actions: list[Any]) -> None:
         for act in actions:

@@ -249,14 +249,23 @@ async def task_event_loop(agent: NodeAgent, head: Any) -> None:
             await asyncio.wait_for(agent.stopping.wait(), timeout=interval)
         except TimeoutError:
             pass
-        chunks, dropped = agent.take_task_events()
-        if not chunks and not dropped:
+        chunks, dropped, counted = agent.take_task_events()
+        if not chunks and not dropped and not counted:
             continue
-        request = pb.ReportTaskEventsRequest(node_id=agent.node_id, packed=chunks, dropped=dropped)
+        request = pb.ReportTaskEventsRequest(
+            node_id=agent.node_id,
+            packed=chunks,
+            dropped=dropped,
+            sampled_out=[
+                pb.TaskCount(job_id=job, name=name, actor_task=actor, count=n)
+                for (job, name, actor), n in counted.items()
+            ],
+        )
         try:
             await head.ReportTaskEvents(request, timeout=10)
         except grpc.aio.AioRpcError as exc:
-            RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), len(chunks))
+            lost = len(chunks) + sum(counted.values())
+            RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), lost)
             logger.warning("could not send task events to the head: {}", exc.details())
 
 

@@ -444,6 +444,9 @@ class Telemetry(NamedTuple):
     dropped: int  # task events dropped since the last report
     final: bool  # the process is shutting down cleanly
     task_rows: int  # how many rows task_events holds
+    # Successful tasks left out of the sample of rows since the last report, as
+    # (job id, name, is an actor task, count): the head counts them without a record.
+    sampled_out: list[tuple[str, str, bool, int]] = []  # never mutated: a shared default is safe
 
 
 MESSAGE_TYPES: dict[int, type] = {
