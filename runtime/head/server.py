@@ -37,6 +37,9 @@ from freight.protocol.messages import load_task_rows
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
+from freight.util.grpc_tracing import KV_KEY as TRACING_KV_KEY
+from freight.util.grpc_tracing import KV_NAMESPACE as TRACING_KV_NAMESPACE
+from freight.util.grpc_tracing import published_config as published_tracing_config
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
 from freight.util.private_files import make_private_dir
 from freight.util.process import announce_ready, identity
@@ -353,6 +356,8 @@ async def run_head(config: HeadConfig) -> None:
     token = read_token(session_dir)
     check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     store = ControlStore(config.storage or os.path.join(session_dir, CONTROL_DB_FILE))
+    # The cluster's tracing configuration, for the drivers that join it (decision 0057).
+    store.kv_put(TRACING_KV_NAMESPACE, TRACING_KV_KEY, published_tracing_config())
     try:
         servicer = HeadServicer(config, store, token)  # reads all the store holds
     except BaseException:
