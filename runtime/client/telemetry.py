@@ -91,6 +91,9 @@ class Telemetry:
         # a task out of the sample is by design, not a loss: it is not counted as dropped.
         self.unsent: deque[tuple[float, TaskRecord]] = deque()
         self.sampled_out: dict[tuple[str, str, bool], int] = {}
+        # The live tasks left out of the sample now, by (job, name, actor task, state, pending
+        # reason): each report sends the whole snapshot, which replaces the previous one.
+        self.live_out: list[tuple[str, str, bool, str, str, int]] = []
         # Cumulative resource-seconds by (job id, resource); the agent maps jobs to team/owner.
         self.usage: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
@@ -378,10 +381,16 @@ class Telemetry:
         # A million queued tasks make this a noticeable scan: then refresh every tenth report.
         if len(live) > 100_000 and self._flushes % 10:
             return
+        out: dict[tuple[str, str, bool, str, str], int] = {}
         with self.cw.lock:
             for rec in list(live.values()):
                 by_state[rec.state] = by_state.get(rec.state, 0) + 1
+                if rec.unsent:
+                    job, name, actor = rec.job_id, rec.name, bool(rec.actor_id)
+                    key = (job, name, actor, rec.state.value, rec.pending_reason)
+                    out[key] = out.get(key, 0) + 1
             pending = tasks.pending_by_reason()
+        self.live_out = [(*key, n) for key, n in out.items()]
         r = self.rec
         r.clear_gauge("freight_tasks")
         for state, n in by_state.items():
@@ -399,7 +408,6 @@ class Telemetry:
         if not self.enabled:
             return
         self._flushes += 1
-        self._gauges()
         while self.gc_pauses:
             gen, pause = self.gc_pauses.popleft()
             self.rec.observe("freight_gc_pause_seconds", (gen,), pause)
@@ -409,6 +417,9 @@ class Telemetry:
         # Outside the lock: a transition appended meanwhile re-touches its task and goes with
         # the next report (``reported`` counts exactly what was sliced here).
         rows, dropped = self._collect(list(touched.values()))
+        # After _collect, which marks the tasks it leaves out of the sample: the snapshot of
+        # live left-out tasks then matches the successes counted in this report.
+        self._gauges()
         counted = [(*key, n) for key, n in self.sampled_out.items()]
         self.sampled_out = {}
         with self.lock:
@@ -417,7 +428,9 @@ class Telemetry:
         # Packed here, once: the agent forwards the bytes to the head without reading them.
         packed = m.pack_task_rows(rows) if rows else b""
         try:
-            self.cw.agent.send(m.Telemetry(snap, usage, packed, dropped, final, len(rows), counted))
+            self.cw.agent.send(
+                m.Telemetry(snap, usage, packed, dropped, final, len(rows), counted, self.live_out)
+            )
         except OSError:
             pass  # the agent is gone; the process is going too
 

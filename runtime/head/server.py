@@ -307,6 +307,18 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             self.tasks.count_sampled_out(
                 (c.job_id, c.name, c.actor_task, c.count) for c in request.sampled_out
             )
+        if request.owner_gone:
+            self.tasks.count_owner_gone(
+                (c.job_id, c.name, c.actor_task, c.error_type, c.count) for c in request.owner_gone
+            )
+        if request.live_counts:
+            self.tasks.set_live_sampled_out(
+                request.node_id,
+                [
+                    (c.job_id, c.name, c.actor_task, c.state, c.pending_reason, c.count)
+                    for c in request.live_sampled_out
+                ],
+            )
         if request.events:
             self.tasks.apply(list(request.events))
         return pb.ReportTaskEventsReply()

@@ -496,7 +496,11 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             pred = compile_task_filters(filters)
             self._close_ended_jobs()
             uncountable = sorted({key for key, _, _ in filters} - COUNTED_FIELDS)
-            summary = self.tasks.summary(pred, with_sampled_out=not uncountable)
+            summary = self.tasks.summary(
+                pred,
+                with_sampled_out=not uncountable,
+                live_nodes={n.node_id for n in self.nodes.alive()},
+            )
             warnings = [self._task_drop_note()] if self.tasks.dropped else []
             if self.tasks.sampled_out and uncountable:
                 warnings.append(

@@ -56,7 +56,10 @@ JOB_ENDED = "JobEnded"  # error_type of the tasks closed because their job ended
 # The fields a summary can filter the tasks counted without a record on (what their count knows:
 # job, name, actor or not, and that they succeeded at the first attempt).
 COUNTED_FIELDS = frozenset(
-    {"job_id", "name", "state", "is_actor_task", "attempt", "error_type", "error_kind", "error"}
+    {
+        *("job_id", "name", "state", "is_actor_task", "attempt", "pending_reason"),
+        *("error_type", "error_kind", "error"),
+    }
 )
 _intern = sys.intern
 
@@ -236,6 +239,7 @@ class _Counted(NamedTuple):
     name: str
     actor_task: bool
     state: str = FINISHED
+    pending_reason: str = ""
     attempt: int = 0
     error_type: str = ""
     error_kind: str = ""
@@ -283,8 +287,12 @@ class TaskStore:
         self._seq = itertools.count(1)
         self.dropped_records = 0
         self.dropped_events = 0
-        # Successful tasks owners left out of their samples, by (job id, name, actor task).
+        # Successful tasks owners left out of their samples, by (job id, name, actor task), and
+        # the live ones left out now, per node: (job, name, actor task, state, reason, count).
         self.sampled_out: dict[tuple[str, str, bool], int] = {}
+        self.live_sampled_out: dict[str, list[tuple[str, str, bool, str, str, int]]] = {}
+        # Live left-out tasks whose owner exited with them: FAILED, by (job, name, actor, why).
+        self.owner_gone: dict[tuple[str, str, bool, str], int] = {}
 
     @property
     def dropped(self) -> int:
@@ -329,9 +337,30 @@ class TaskStore:
                 key = (_intern(job_id), _intern(name), bool(actor_task))
                 got[key] = got.get(key, 0) + int(n)
 
+    def count_owner_gone(self, counts: Iterable[tuple[str, str, bool, str, int]]) -> None:
+        """Count live tasks without a record whose owner exited with them (they failed)."""
+        got = self.owner_gone
+        for job_id, name, actor_task, error_type, n in counts:
+            if n > 0:
+                key = (_intern(job_id), _intern(name), bool(actor_task), _intern(error_type))
+                got[key] = got.get(key, 0) + int(n)
+
+    def set_live_sampled_out(
+        self, node_id: str, counts: list[tuple[str, str, bool, str, str, int]]
+    ) -> None:
+        """Replace a node's snapshot of the live tasks its owners left out of their samples."""
+        if counts:
+            self.live_sampled_out[node_id] = [
+                (_intern(j), _intern(n), a, _intern(s), _intern(r), c)
+                for j, n, a, s, r, c in counts
+            ]
+        else:
+            self.live_sampled_out.pop(node_id, None)
+
     @property
     def num_sampled_out(self) -> int:
-        return sum(self.sampled_out.values())
+        live = sum(c[5] for counts in self.live_sampled_out.values() for c in counts)
+        return sum(self.sampled_out.values()) + sum(self.owner_gone.values()) + live
 
     def end_jobs(self, ended: dict[str, tuple[str, float]]) -> int:
         """Close the live records of ended jobs (job id -> (state, end time)) as FAILED; return
@@ -587,13 +616,17 @@ class TaskStore:
         return found[0] if found else None
 
     def summary(
-        self, pred: Predicate | None = None, with_sampled_out: bool = True
+        self,
+        pred: Predicate | None = None,
+        with_sampled_out: bool = True,
+        live_nodes: set[str] | None = None,
     ) -> dict[str, Any]:
         """Counts by function name and state, by job, by error type and by pending reason.
 
-        The successful tasks counted without a record are included when ``with_sampled_out``
-        (the caller decides whether ``pred`` filters only on :data:`COUNTED_FIELDS`);
-        ``recorded`` says how many of the tasks counted have a record."""
+        The tasks counted without a record (successes, and live tasks on ``live_nodes``: all
+        nodes when None) are included when ``with_sampled_out`` (the caller decides whether
+        ``pred`` filters only on :data:`COUNTED_FIELDS`); ``recorded`` says how many of the
+        tasks counted have a record."""
         by_name: dict[str, dict[str, Any]] = {}
         by_state: dict[str, int] = {}
         by_job: dict[str, dict[str, int]] = {}
@@ -627,23 +660,41 @@ class TaskStore:
         recorded = total
         without = 0
         if with_sampled_out:
-            for (job_id, name, actor_task), n in self.sampled_out.items():
-                if pred is not None and not pred(_Counted(job_id, name, actor_task)):
+            counted = [
+                (_Counted(job_id, name, actor_task), n)
+                for (job_id, name, actor_task), n in self.sampled_out.items()
+            ]
+            counted += [
+                (_Counted(j, n, a, "FAILED", error_type=e, error_kind="system"), c)
+                for (j, n, a, e), c in self.owner_gone.items()
+            ]
+            for node_id, counts in self.live_sampled_out.items():
+                if live_nodes is None or node_id in live_nodes:
+                    counted += [(_Counted(j, n, a, s, r), c) for j, n, a, s, r, c in counts]
+            for task, n in counted:
+                if pred is not None and not pred(task):
                     continue
                 without += n
-                by_state[FINISHED] = by_state.get(FINISHED, 0) + n
-                entry = by_name.get(name)
+                st = task.state
+                by_state[st] = by_state.get(st, 0) + n
+                entry = by_name.get(task.name)
                 if entry is None:
-                    entry = by_name[name] = {
+                    entry = by_name[task.name] = {
                         "total": 0,
                         "states": {},
                         "error_types": {},
-                        "actor_task": actor_task,
+                        "actor_task": task.actor_task,
                     }
                 entry["total"] += n
-                entry["states"][FINISHED] = entry["states"].get(FINISHED, 0) + n
-                jobs = by_job.setdefault(job_id, {})
-                jobs[FINISHED] = jobs.get(FINISHED, 0) + n
+                entry["states"][st] = entry["states"].get(st, 0) + n
+                if task.error_type:
+                    errors = entry["error_types"]
+                    errors[task.error_type] = errors.get(task.error_type, 0) + n
+                jobs = by_job.setdefault(task.job_id, {})
+                jobs[st] = jobs.get(st, 0) + n
+                if st not in _TERMINAL and st != _SUBMITTED:
+                    reason = task.pending_reason or "unknown"
+                    pending[reason] = pending.get(reason, 0) + n
         total += without
         return {
             "total": total,

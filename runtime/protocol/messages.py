@@ -447,6 +447,9 @@ class Telemetry(NamedTuple):
     # Successful tasks left out of the sample of rows since the last report, as
     # (job id, name, is an actor task, count): the head counts them without a record.
     sampled_out: list[tuple[str, str, bool, int]] = []  # never mutated: a shared default is safe
+    # The live tasks left out of the sample now, as (job id, name, is an actor task, state,
+    # pending reason, count): the whole snapshot, replacing the previous report's.
+    live_sampled_out: list[tuple[str, str, bool, str, str, int]] = []
 
 
 MESSAGE_TYPES: dict[int, type] = {

@@ -26,6 +26,8 @@ from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_c
 FREIGHT = str(Path(sys.executable).with_name("freight"))
 N_TASKS, N_FAILING = 500, 100
 
+N_QUEUED = 300  # more than one report's sample of task records (100 by default)
+
 WORKLOAD = textwrap.dedent(
     f"""\
     import sys
@@ -80,6 +82,28 @@ INFEASIBLE = textwrap.dedent(
     else:
         raise SystemExit("the pending tasks never reached the head")
     print("JOB", job)
+    """
+)
+
+
+# Submits more tasks than one report's sample, none of which can run, and keeps them queued
+# until its stdin closes.
+QUEUED = textwrap.dedent(
+    f"""\
+    import sys
+
+    import freight
+
+
+    @freight.remote(num_cpus=64)
+    def queued():
+        return 1
+
+
+    freight.init(address=sys.argv[1])
+    refs = [queued.remote() for _ in range({N_QUEUED})]
+    print("JOB", freight.get_runtime_context().get_job_id(), flush=True)
+    sys.stdin.read()
     """
 )
 
@@ -198,3 +222,37 @@ def test_a_finished_job_leaves_no_pending_demand(cluster: dict[str, Any]) -> Non
     )  # fmt: skip
     assert status.returncode == 0, status.stderr
     assert "pending tasks" not in status.stdout, status.stdout
+
+
+def test_queued_tasks_are_counted_exactly_while_their_driver_runs(cluster: dict[str, Any]) -> None:
+    path = cluster["tmp"] / "queued.py"
+    path.write_text(QUEUED)
+    with subprocess.Popen(
+        [sys.executable, str(path), cluster["address"]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as driver:  # fmt: skip
+        try:
+            assert driver.stdout is not None
+            job = driver.stdout.readline().split()[1]
+            s = wait_for_condition(
+                lambda: (
+                    (got := summary_of(cluster, job))["pending_by_reason"]
+                    == {"infeasible": N_QUEUED}
+                    and got
+                ),
+                30,
+                f"the {N_QUEUED} queued tasks of job {job} in its summary",
+            )
+            assert s["total"] == N_QUEUED and s["recorded"] < N_QUEUED  # a sample, counted all
+        finally:
+            assert driver.stdin is not None
+            driver.stdin.close()
+        assert driver.wait(timeout=60) == 0
+    # The driver has gone with its queued tasks: they failed with their job, every one counted.
+    ended = wait_for_condition(
+        lambda: (got := summary_of(cluster, job))["by_state"] == {"FAILED": N_QUEUED} and got,
+        30,
+        f"job {job}'s queued tasks counted as failed",
+    )
+    assert ended["pending_by_reason"] == {}
+    assert ended["by_name"]["queued"]["error_types"] == {"JobEnded": N_QUEUED}

@@ -377,3 +377,25 @@ def test_records_left_open_by_an_ended_job_are_closed_as_failed() -> None:
     # A real outcome reported after all is not overwritten by the closing.
     store.apply([event(1, "FINISHED", 25.0, cause="returned")])
     assert store.get(tid(1)).state == "FINISHED"
+
+
+def test_live_tasks_left_out_of_the_sample_are_counted_per_node() -> None:
+    store = TaskStore()
+    store.apply([event(1, "PENDING_NODE_ASSIGNMENT", 5.0, pending_reason="infeasible")])
+    store.set_live_sampled_out("n1", [("00000001", "fn1", False, "PENDING_NODE_ASSIGNMENT",
+                                       "infeasible", 199)])  # fmt: skip
+    store.set_live_sampled_out("n2", [("00000001", "fn1", False, "SUBMITTED_TO_WORKER", "", 7)])
+    s = store.summary()
+    assert s["total"] == 207 and s["recorded"] == 1
+    assert s["pending_by_reason"] == {"infeasible": 200}
+    assert s["by_state"] == {"PENDING_NODE_ASSIGNMENT": 200, "SUBMITTED_TO_WORKER": 7}
+    # A node that is gone counts no more; a new snapshot replaces the node's last one.
+    assert store.summary(live_nodes={"n1"})["total"] == 200
+    store.set_live_sampled_out("n1", [])
+    pending = store.summary(compile_task_filters([("state", "~", "^PENDING")]))
+    assert pending["pending_by_reason"] == {"infeasible": 1}
+    # Tasks whose owner exited with them count as failed, with why.
+    store.count_owner_gone([("00000001", "fn1", False, "JobEnded", 199)])
+    s = store.summary()
+    assert s["by_state"]["FAILED"] == 199
+    assert s["by_name"]["fn1"]["error_types"] == {"JobEnded": 199}
