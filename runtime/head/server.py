@@ -368,13 +368,14 @@ async def run_head(config: HeadConfig) -> None:
     token = read_token(session_dir)
     check_tls()  # a bad FREIGHT_TLS_* setting stops the start-up here, named
     store = ControlStore(config.storage or os.path.join(session_dir, CONTROL_DB_FILE))
-    # The cluster's tracing configuration, for the drivers that join it (decision 0057).
-    store.kv_put(TRACING_KV_NAMESPACE, TRACING_KV_KEY, published_tracing_config())
     try:
         servicer = HeadServicer(config, store, token)  # reads all the store holds
     except BaseException:
         store.close()
         raise
+    # The cluster's tracing configuration, for the drivers that join it (decision 0057); only
+    # once the store has been read and found sound (a damaged one is left as it was).
+    store.kv_put(TRACING_KV_NAMESPACE, TRACING_KV_KEY, published_tracing_config())
     if config.storage:
         # A head started again on this store (`freight start --head --storage`) takes this
         # token, so that the nodes and drivers of the cluster it carries on can still connect.
