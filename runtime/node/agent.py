@@ -643,9 +643,10 @@ class NodeAgent:
         return gone
 
     def take_live_sampled_out(self) -> dict[tuple[str, str, bool, str, str], int] | None:
-        """This node's owners' live tasks left out of their samples, summed, if they changed
-        since the last call (else None)."""
-        if not self.live_sampled_out_changed:
+        """This node's owners' live tasks left out of their samples, summed, if there are any or
+        they changed since the last call (else None). A snapshot is sent again while it has
+        counts: a restarted head, or one that missed a report, has it again at the next one."""
+        if not self.live_sampled_out_changed and not any(self.live_sampled_out.values()):
             return None
         self.live_sampled_out_changed = False
         total: dict[tuple[str, str, bool, str, str], int] = {}
