@@ -127,16 +127,21 @@ def _setup_sdk(component: str, node_id: str, cluster: str, worker_id: str) -> No
 
     _quiet_sdk_logging(OnceHandler(_warn_once))
     pid = os.getpid()
-    resource = Resource.create(
-        {
-            "service.name": f"freight-{component}",
-            "service.instance.id": f"{component}-{worker_id or uuid.uuid4().hex[:12]}-{pid}",
-            "process.pid": pid,
-            "freight.component": component,
-            "freight.node_id": node_id,
-            "freight.cluster": cluster,
-        }
-    )
+    attributes: dict[str, Any] = {
+        "service.name": f"freight-{component}",
+        "service.instance.id": f"{component}-{worker_id or uuid.uuid4().hex[:12]}-{pid}",
+        "process.pid": pid,
+        "freight.component": component,
+        "freight.node_id": node_id,
+        "freight.cluster": cluster,
+    }
+    if os.environ.get("OTEL_SERVICE_NAME", "").strip() or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
+        # The user named the service: Resource.create reads their name from the environment
+        # (the component stays in freight.component).
+        del attributes["service.name"]
+    resource = Resource.create(attributes)
     # shutdown_on_exit=False: the SDK's own exit hook may wait for a dead collector for tens
     # of seconds; ours (shutdown) flushes with a short deadline instead.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)

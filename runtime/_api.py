@@ -115,9 +115,15 @@ def init(
         except BaseException:
             _stop_private_cluster()
             raise
-        from freight.util.grpc_tracing import setup as setup_tracing
+        from freight.util.grpc_tracing import setup_driver as setup_tracing
 
-        setup_tracing("driver", _worker.session_dir, _worker.node_id, _worker.worker_id)
+        setup_tracing(
+            _worker.head,
+            _worker.session_dir,
+            _worker.node_id,
+            _worker.worker_id,
+            joined=_cluster is None,
+        )
         atexit.register(shutdown)
         return _context_info()
 

@@ -10,8 +10,6 @@ import threading
 import uuid
 from typing import Any
 
-import cloudpickle
-
 from freight import _api
 from freight._options import (
     ACTOR_OPTIONS,
@@ -26,6 +24,7 @@ from freight.client.submitter import TaskSpec
 from freight.core.lease import shape_key
 from freight.core.placement import DEFAULT, strategy_to_json
 from freight.exceptions import RayActorError
+from freight.objects.serialization import dumps_by_value
 from freight.observe import tracing
 from freight.protocol import frames
 from freight.util.scheduling_strategies import placed, placement_of
@@ -102,7 +101,7 @@ class RemoteFunction:
         with self._lock:
             if self._blob is None:
                 try:
-                    blob = cloudpickle.dumps(self._function, protocol=5)
+                    blob = dumps_by_value(self._function)
                 except Exception as e:
                     raise TypeError(
                         f"Could not serialize the function {self._name}: {e!r}. It probably "
@@ -243,7 +242,7 @@ class ActorClass:
         cw = _api._require_worker()
         if self._blob is None:
             try:
-                self._blob = cloudpickle.dumps(self._cls, protocol=5)
+                self._blob = dumps_by_value(self._cls)
             except Exception as e:
                 raise TypeError(f"Could not serialize the actor class {self._name}: {e!r}") from e
         # Inline, whatever their size: the head keeps the creation spec to restart the actor

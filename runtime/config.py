@@ -258,8 +258,9 @@ SETTINGS: dict[str, Setting] = {
             100,
             "Successful tasks whose whole life falls within one telemetry report each get a "
             "state-API record up to this many per report and process; beyond it an evenly "
-            "spread sample of this many is kept and the rest counted as dropped. Failed, "
-            "retried and long tasks are always kept, and metrics count every task. 0: keep all.",
+            "spread sample of this many is kept and the rest only counted (by job and name), so "
+            "summaries stay exact; sampling is not counted as loss. Failed, retried and long "
+            "tasks are always kept, and metrics count every task. 0: keep all.",
         ),
         Setting(
             "FREIGHT_JOB_LABELS",

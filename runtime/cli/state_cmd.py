@@ -166,7 +166,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in row.items():
-        if key in ("transitions", "attempts"):
+        if key in ("transitions", "attempts", "traceback"):
             continue
         how = "time" if key.endswith("_time") else "secs" if key == "duration" else ""
         shown = _cell(row, key, how) if how else value
@@ -191,6 +191,9 @@ def cmd_get(args: argparse.Namespace) -> int:
                 f"{took:.3f}s", a["outcome"],
             )  # fmt: skip
         console.print(at)
+    if row.get("traceback"):
+        console.print("traceback", style="bold")
+        console.print(row["traceback"].rstrip(), markup=False, highlight=False)
     return 0
 
 

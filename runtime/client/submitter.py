@@ -681,6 +681,7 @@ class TaskSubmitter:
                         app_retry,
                         type(cause).__name__,
                         "application" if msg.retryable else "system",
+                        getattr(error, "traceback_str", "") or "",
                     )
             if outcome is Outcome.RETRY and spec.actor_id:
                 cw.actors.call_again(spec)

@@ -85,10 +85,15 @@ class Telemetry:
         # transitions, so a short task costs one row, not one event per state change.
         self.max_events = max(1, settings.task_events_buffer)
         self.sample = max(0, settings.task_rows_sample)
-        # Running tasks left out of a sample, oldest first (see _revisit), and the transitions of
-        # sampled-out tasks counted as dropped in this report.
+        # Running tasks left out of a sample, oldest first (see _revisit), and the successful
+        # tasks left out since the last report by (job id, name, actor task): the head counts
+        # them in its summaries, so they are exact although the records are a sample. Leaving
+        # a task out of the sample is by design, not a loss: it is not counted as dropped.
         self.unsent: deque[tuple[float, TaskRecord]] = deque()
-        self.left_out = 0
+        self.sampled_out: dict[tuple[str, str, bool], int] = {}
+        # The live tasks left out of the sample now, by (job, name, actor task, state, pending
+        # reason): each report sends the whole snapshot, which replaces the previous one.
+        self.live_out: list[tuple[str, str, bool, str, str, int]] = []
         # Cumulative resource-seconds by (job id, resource); the agent maps jobs to team/owner.
         self.usage: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
@@ -160,7 +165,6 @@ class Telemetry:
             self._collect_whole(whole, submitted, finished, sched, execs, usage)
         picked: list[tuple[TaskRecord, Any]] = []
         fresh: list[tuple[TaskRecord, Any]] = []  # first seen, still live: sampled too
-        dropped = 0
         for rec in rest:
             trs = rec.transitions[rec.reported :]
             if not trs:
@@ -186,7 +190,7 @@ class Telemetry:
                 finished[key] = finished.get(key, 0) + 1
             if rec.unsent:
                 if state == _FINISHED and not rec.attempt:
-                    dropped += len(rec.transitions)  # a sampled-out task that succeeded
+                    self._left_out(rec)  # a sampled-out task that succeeded
                 elif ended or rec.attempt:
                     # Failed, cancelled or retried: worth a record after all, whole (the
                     # state service has not seen it).
@@ -199,7 +203,7 @@ class Telemetry:
             else:
                 picked.append((rec, trs))
         sampled = self._sample(whole, fresh, picked)  # may add long-running tasks to picked
-        rows, more = self._rows(sampled, picked)
+        rows, dropped = self._rows(sampled, picked)
         r = self.rec
         for name, n in submitted.items():
             r.inc("freight_tasks_submitted_total", (name,), n)
@@ -213,7 +217,11 @@ class Telemetry:
             with self.lock:
                 for key, seconds in usage.items():
                     self.usage[key] = self.usage.get(key, 0.0) + seconds
-        return rows, dropped + more
+        return rows, dropped
+
+    def _left_out(self, rec: TaskRecord) -> None:
+        key = (rec.job_id, rec.name, bool(rec.actor_id))
+        self.sampled_out[key] = self.sampled_out.get(key, 0) + 1
 
     def _sample(
         self, whole: list[TaskRecord], fresh: list[tuple[TaskRecord, Any]], picked: list[Any]
@@ -221,9 +229,9 @@ class Telemetry:
         """The tasks first seen in this report that get a state-API row: all of them up to
         ``FREIGHT_TASK_ROWS_SAMPLE``, beyond it an evenly spread sample of that many (a million
         tiny tasks need no million records at the head). Whole successful lives left out are
-        counted as dropped at once; live tasks left out are marked ``unsent`` and sent after
-        all, whole, if they fail or are retried, or once they have run ``LONG_RUNNING_S``
-        (:meth:`_revisit`); their successes are counted as dropped when they come."""
+        counted in ``sampled_out`` at once; live tasks left out are marked ``unsent`` and sent
+        after all, whole, if they fail or are retried, or once they have run ``LONG_RUNNING_S``
+        (:meth:`_revisit`); their successes are counted in ``sampled_out`` when they come."""
         now = time.time()
         self._revisit(now, picked)
         n = len(whole) + len(fresh)
@@ -236,7 +244,7 @@ class Telemetry:
             if i in chosen:
                 out.append((rec, rec.transitions))
             else:
-                self.left_out += len(rec.transitions)
+                self._left_out(rec)
         base = len(whole)
         unsent = self.unsent
         running = S.SUBMITTED_TO_WORKER
@@ -314,8 +322,8 @@ class Telemetry:
         self, sampled: list[tuple[TaskRecord, Any]], picked: list[tuple[TaskRecord, Any]]
     ) -> tuple[list[tuple[Any, ...]], int]:
         """The state-API rows of the sampled new tasks and the other changed records (at most
-        ``max_events``), and how many transitions were left out (with the sample's)."""
-        dropped, self.left_out = self.left_out, 0
+        ``max_events``), and how many transitions were lost for want of room."""
+        dropped = 0
         todo = sampled + picked
         room = self.max_events
         if len(todo) > room:
@@ -348,6 +356,7 @@ class Telemetry:
                     rec.trace_id,
                     address,
                     last[3] if state == "FAILED" else "",
+                    rec.traceback if state == "FAILED" else "",
                     list(map(_WIRE, trs)),
                 )
             )
@@ -372,10 +381,16 @@ class Telemetry:
         # A million queued tasks make this a noticeable scan: then refresh every tenth report.
         if len(live) > 100_000 and self._flushes % 10:
             return
+        out: dict[tuple[str, str, bool, str, str], int] = {}
         with self.cw.lock:
             for rec in list(live.values()):
                 by_state[rec.state] = by_state.get(rec.state, 0) + 1
+                if rec.unsent:
+                    job, name, actor = rec.job_id, rec.name, bool(rec.actor_id)
+                    key = (job, name, actor, rec.state.value, rec.pending_reason)
+                    out[key] = out.get(key, 0) + 1
             pending = tasks.pending_by_reason()
+        self.live_out = [(*key, n) for key, n in out.items()]
         r = self.rec
         r.clear_gauge("freight_tasks")
         for state, n in by_state.items():
@@ -393,7 +408,6 @@ class Telemetry:
         if not self.enabled:
             return
         self._flushes += 1
-        self._gauges()
         while self.gc_pauses:
             gen, pause = self.gc_pauses.popleft()
             self.rec.observe("freight_gc_pause_seconds", (gen,), pause)
@@ -403,13 +417,20 @@ class Telemetry:
         # Outside the lock: a transition appended meanwhile re-touches its task and goes with
         # the next report (``reported`` counts exactly what was sliced here).
         rows, dropped = self._collect(list(touched.values()))
+        # After _collect, which marks the tasks it leaves out of the sample: the snapshot of
+        # live left-out tasks then matches the successes counted in this report.
+        self._gauges()
+        counted = [(*key, n) for key, n in self.sampled_out.items()]
+        self.sampled_out = {}
         with self.lock:
             usage = dict(self.usage)
         snap = self.rec.snapshot()
         # Packed here, once: the agent forwards the bytes to the head without reading them.
         packed = m.pack_task_rows(rows) if rows else b""
         try:
-            self.cw.agent.send(m.Telemetry(snap, usage, packed, dropped, final, len(rows)))
+            self.cw.agent.send(
+                m.Telemetry(snap, usage, packed, dropped, final, len(rows), counted, self.live_out)
+            )
         except OSError:
             pass  # the agent is gone; the process is going too
 

@@ -65,6 +65,7 @@ class TaskRecord:
     end_time: float = 0.0
     error_type: str = ""
     error_kind: str = ""  # none | application | system | cancelled (set on FAILED/CANCELLED)
+    traceback: str = ""  # the remote traceback of the failed attempt, when there is one
     trace_id: str = ""
     resources: dict[str, float] | None = None
     reported: int = 0  # transitions already sent to the state service
@@ -173,13 +174,16 @@ class TaskTable:
         app_retryable: bool,
         error_type: str = "",
         error_kind: str = "",
+        traceback: str = "",
     ) -> Outcome:
         """A task attempt failed; decide whether it is retried (Ray's max_retries rules).
 
-        ``error_kind`` (application | system) defaults to what ``system_error`` says.
+        ``error_kind`` (application | system) defaults to what ``system_error`` says;
+        ``traceback`` is the remote traceback, kept for the state API.
         """
         rec = self.live[task_id]
         rec.error_type = error_type
+        rec.traceback = traceback
         rec.error_kind = error_kind or ("system" if system_error else "application")
         retry = (system_error or app_retryable) and (
             rec.max_retries < 0 or rec.attempt < rec.max_retries

@@ -37,6 +37,9 @@ from freight.protocol.messages import load_task_rows
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
+from freight.util.grpc_tracing import KV_KEY as TRACING_KV_KEY
+from freight.util.grpc_tracing import KV_NAMESPACE as TRACING_KV_NAMESPACE
+from freight.util.grpc_tracing import published_config as published_tracing_config
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
 from freight.util.private_files import make_private_dir
 from freight.util.process import announce_ready, identity
@@ -300,6 +303,22 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             rows += got
             dropped += bad
         self.tasks.apply_rows(rows, dropped)
+        if request.sampled_out:
+            self.tasks.count_sampled_out(
+                (c.job_id, c.name, c.actor_task, c.count) for c in request.sampled_out
+            )
+        if request.owner_gone:
+            self.tasks.count_owner_gone(
+                (c.job_id, c.name, c.actor_task, c.error_type, c.count) for c in request.owner_gone
+            )
+        if request.live_counts:
+            self.tasks.set_live_sampled_out(
+                request.node_id,
+                [
+                    (c.job_id, c.name, c.actor_task, c.state, c.pending_reason, c.count)
+                    for c in request.live_sampled_out
+                ],
+            )
         if request.events:
             self.tasks.apply(list(request.events))
         return pb.ReportTaskEventsReply()
@@ -354,6 +373,9 @@ async def run_head(config: HeadConfig) -> None:
     except BaseException:
         store.close()
         raise
+    # The cluster's tracing configuration, for the drivers that join it (decision 0057); only
+    # once the store has been read and found sound (a damaged one is left as it was).
+    store.kv_put(TRACING_KV_NAMESPACE, TRACING_KV_KEY, published_tracing_config())
     if config.storage:
         # A head started again on this store (`freight start --head --storage`) takes this
         # token, so that the nodes and drivers of the cluster it carries on can still connect.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -30,11 +31,18 @@ from .actors import ACTOR_STATES
 from .control_store import ControlStore
 from .nodes import NodeDirectory
 from .placement_groups import CREATED, PENDING, REMOVED, PlacementGroupDirectory
-from .task_store import TASK_FIELDS, TaskStore, compile_task_filters
+from .task_store import COUNTED_FIELDS, TASK_FIELDS, TaskStore, compile_task_filters
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000  # rows per reply; clients page for more
 _R = TypeVar("_R")
+_LIVE_JOB_STATES = ("PENDING", "RUNNING")
+
+
+def job_end_grace_s() -> float:
+    """How long after its job ended a task record may stay open: time for the owner's last
+    report to arrive (owners and agents each report every FREIGHT_TELEMETRY_INTERVAL_S)."""
+    return max(3.0, 3 * settings.telemetry_interval_s)
 
 
 class Kind(NamedTuple):
@@ -379,6 +387,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
         after = decode_cursor(name, request.cursor) if request.cursor else None
         if name == "tasks":
             pred = compile_task_filters(_filters(request))
+            self._close_ended_jobs()
             page = self.tasks.list(pred, limit, int(after or 0), request.detail)
             reply = pb.ListStateReply(
                 rows=page.rows,
@@ -391,6 +400,8 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
                 reply.next_cursor = encode_cursor(name, page.last_seq)
             if self.tasks.dropped:
                 warnings.append(self._task_drop_note())
+            if self.tasks.sampled_out:
+                warnings.append(self._task_sample_note())
         else:
             pred = compile_filters(_filters(request), kind.fields, name, _row_getter)
             src = await self._rows(name)
@@ -430,6 +441,22 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             "the head"
         )
 
+    def _task_sample_note(self) -> str:
+        return (
+            f"task records are a sample: {self.tasks.num_sampled_out} short successful tasks "
+            "have no record of their own (FREIGHT_TASK_ROWS_SAMPLE); summaries count them all"
+        )
+
+    def _close_ended_jobs(self) -> None:
+        """Close the records of tasks whose job ended a while ago without their outcome."""
+        cutoff = time.time() - job_end_grace_s()
+        ended = {
+            j.job_id: (j.state, j.end_time)
+            for j in self.store.list_jobs()
+            if j.state not in _LIVE_JOB_STATES and 0 < j.end_time <= cutoff
+        }
+        self.tasks.end_jobs(ended)
+
     @rpc
     async def Get(self, request, context):
         name = _plural(request.kind)
@@ -466,8 +493,29 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
                 f"summary covers {', '.join(SUMMARY_KINDS)}, not {name}; use list for {name}"
             )
         if name == "tasks":
-            summary = self.tasks.summary(compile_task_filters(_filters(request)))
+            filters = _filters(request)
+            pred = compile_task_filters(filters)
+            self._close_ended_jobs()
+            uncountable = sorted({key for key, _, _ in filters} - COUNTED_FIELDS)
+            summary = self.tasks.summary(
+                pred,
+                with_sampled_out=not uncountable,
+                live_nodes={n.node_id for n in self.nodes.alive()},
+            )
             warnings = [self._task_drop_note()] if self.tasks.dropped else []
+            if self.tasks.sampled_out and uncountable:
+                warnings.append(
+                    f"these counts cover only the tasks with a record: "
+                    f"{self.tasks.num_sampled_out} short successful tasks have none "
+                    f"(FREIGHT_TASK_ROWS_SAMPLE) and cannot be filtered by "
+                    f"{', '.join(uncountable)}"
+                )
+            elif summary["counted_without_record"]:
+                warnings.append(
+                    f"{summary['counted_without_record']} of these {summary['total']} tasks are "
+                    "counted without a record (short successful tasks are sampled: "
+                    "FREIGHT_TASK_ROWS_SAMPLE); `freight list tasks` shows the sample"
+                )
             return pb.SummaryReply(summary=json.dumps(summary), warnings=warnings)
         pred = compile_filters(_filters(request), kind.fields, name, _row_getter)
         src = await self._rows(name)

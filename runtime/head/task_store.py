@@ -5,6 +5,15 @@ time (batches from different agents may arrive out of order), and the task's lat
 name, job, actor, parent, node, worker, attempt, pending reason, error and the start/end of its
 last attempt; attempts that were retried are kept as well (the timeline draws every execution).
 
+Owners keep a sample of their short successful tasks as records (``FREIGHT_TASK_ROWS_SAMPLE``)
+and count the rest by job, name and kind; the store adds those counts (:meth:`TaskStore.
+count_sampled_out`) to its summaries, so counts are exact although the records are a sample.
+Leaving a record out of the sample is not a loss and is not counted as dropped.
+
+A job that has ended leaves no task behind: records still pending or running some time after
+their job ended (their owner went away before reporting an end) are closed as FAILED by
+:meth:`TaskStore.end_jobs`, as Ray's task manager does when a job finishes.
+
 Retention is bounded and honest: successful (FINISHED) records are capped by
 ``FREIGHT_STATE_TASKS_MAX`` and failed or cancelled ones by ``FREIGHT_STATE_FAILED_TASKS_MAX``, so
 failures outlive the successes around them; live (not yet finished) records are capped by the sum
@@ -40,7 +49,17 @@ _PUSHED = "pushed to worker "  # the cause of a dispatch, as freight.core.task_s
 _LIVE, _OK, _BAD = 0, 1, 2  # retention classes
 MAX_CAUSE = 300  # characters of a transition's cause kept
 MAX_ERROR = 4000  # characters of the error text kept
+MAX_TRACEBACK = 16_000  # characters of a failed task's traceback kept (its end: the raise)
 EVICTED_MEMORY = 10_000  # evicted ids remembered, so late events do not resurrect a record
+JOB_ENDED = "JobEnded"  # error_type of the tasks closed because their job ended
+# The fields a summary can filter the tasks counted without a record on (what their count knows:
+# job, name, actor or not, and that they succeeded at the first attempt).
+COUNTED_FIELDS = frozenset(
+    {
+        *("job_id", "name", "state", "is_actor_task", "attempt", "pending_reason"),
+        *("error_type", "error_kind", "error"),
+    }
+)
 _intern = sys.intern
 
 TASK_FIELDS: dict[str, Field] = {
@@ -90,6 +109,7 @@ class TaskEntry:
         "state",
         "task_id",
         "trace_id",
+        "traceback",
         "transitions",
         "worker_id",
     )
@@ -108,6 +128,7 @@ class TaskEntry:
     pending_reason: str
     start_time: float
     trace_id: str
+    traceback: str
     worker_id: str
 
     def __init__(self, seq: int, task_id: str) -> None:
@@ -192,6 +213,7 @@ class TaskEntry:
         if detail:
             tr = self.transitions
             row["trace_id"] = self.trace_id
+            row["traceback"] = self.traceback
             row["owner_address"] = self.owner_address
             row["transitions"] = [
                 {"time": tr[i], "state": tr[i + 1], "cause": tr[i + 2]}
@@ -207,6 +229,24 @@ def _last_dispatch(tr: tuple[Any, ...]) -> float:
         if tr[i + 1] == _SUBMITTED:
             return float(tr[i])
     return 0.0
+
+
+class _Counted(NamedTuple):
+    """What a summary filter sees of tasks counted without a record (see COUNTED_FIELDS)."""
+
+    job_id: str
+    name: str
+    actor_task: bool
+    state: str = FINISHED
+    pending_reason: str = ""
+    attempt: int = 0
+    error_type: str = ""
+    error_kind: str = ""
+    error: str = ""
+
+    @property
+    def is_actor_task(self) -> bool:
+        return self.actor_task
 
 
 class Page(NamedTuple):
@@ -246,6 +286,12 @@ class TaskStore:
         self._seq = itertools.count(1)
         self.dropped_records = 0
         self.dropped_events = 0
+        # Successful tasks owners left out of their samples, by (job id, name, actor task), and
+        # the live ones left out now, per node: (job, name, actor task, state, reason, count).
+        self.sampled_out: dict[tuple[str, str, bool], int] = {}
+        self.live_sampled_out: dict[str, list[tuple[str, str, bool, str, str, int]]] = {}
+        # Live left-out tasks whose owner exited with them: FAILED, by (job, name, actor, why).
+        self.owner_gone: dict[tuple[str, str, bool, str], int] = {}
 
     @property
     def dropped(self) -> int:
@@ -282,10 +328,75 @@ class TaskStore:
         if evicted:
             RECORDER.inc("freight_telemetry_dropped_total", ("task_records",), evicted)
 
+    def count_sampled_out(self, counts: Iterable[tuple[str, str, bool, int]]) -> None:
+        """Count successful tasks that have no record (left out of their owner's sample)."""
+        got = self.sampled_out
+        for job_id, name, actor_task, n in counts:
+            if n > 0:
+                key = (_intern(job_id), _intern(name), bool(actor_task))
+                got[key] = got.get(key, 0) + int(n)
+
+    def count_owner_gone(self, counts: Iterable[tuple[str, str, bool, str, int]]) -> None:
+        """Count live tasks without a record whose owner exited with them (they failed)."""
+        got = self.owner_gone
+        for job_id, name, actor_task, error_type, n in counts:
+            if n > 0:
+                key = (_intern(job_id), _intern(name), bool(actor_task), _intern(error_type))
+                got[key] = got.get(key, 0) + int(n)
+
+    def set_live_sampled_out(
+        self, node_id: str, counts: list[tuple[str, str, bool, str, str, int]]
+    ) -> None:
+        """Replace a node's snapshot of the live tasks its owners left out of their samples."""
+        if counts:
+            self.live_sampled_out[node_id] = [
+                (_intern(j), _intern(n), a, _intern(s), _intern(r), c)
+                for j, n, a, s, r, c in counts
+            ]
+        else:
+            self.live_sampled_out.pop(node_id, None)
+
+    @property
+    def num_sampled_out(self) -> int:
+        live = sum(c[5] for counts in self.live_sampled_out.values() for c in counts)
+        return sum(self.sampled_out.values()) + sum(self.owner_gone.values()) + live
+
+    def end_jobs(self, ended: dict[str, tuple[str, float]]) -> int:
+        """Close the live records of ended jobs (job id -> (state, end time)) as FAILED; return
+        how many. The caller passes only jobs that ended a while ago, so an owner's last report
+        (sent at its exit) had time to arrive and its real outcomes stand."""
+        if not ended or not self._sizes[_LIVE]:
+            return 0
+        closed = 0
+        for tid in list(self._queues[_LIVE]):
+            rec = self.records.get(tid)
+            if rec is None or self._class_of(rec.state) != _LIVE:
+                continue
+            job = ended.get(rec.job_id)
+            if job is None:
+                continue
+            state, end_time = job
+            cause = (
+                f"job {rec.job_id} ended ({state}) before this task did: its owner exited "
+                "without reporting an outcome"
+            )
+            old = rec.state
+            t = max(end_time, rec.last_time)
+            rec.transitions = (*rec.transitions, t, _intern("FAILED"), cause)
+            rec.last_time = t
+            rec.state = _intern("FAILED")
+            rec.pending_reason = ""
+            rec.error_type = JOB_ENDED
+            rec.error_kind = "system"
+            rec.error = cause
+            self._reclassify(rec, old)
+            closed += 1
+        return closed
+
     def _apply_row(self, row: tuple[Any, ...]) -> int:
         """Apply one row; return how many of its transitions were lost."""
         tid = row[0]
-        flat = row[19]
+        flat = row[20]
         rec = self.records.get(tid)
         if rec is None:
             if not tid or tid in self._evicted:
@@ -302,7 +413,9 @@ class TaskStore:
         state = flat[-2]
         rec.last_time = flat[-3]
         rec.state = state
-        self._latest(rec, row[5], row[6], row[7], row[11], row[12], row[13], row[18], row[16])
+        self._latest(
+            rec, row[5], row[6], row[7], row[11], row[12], row[13], row[18], row[16], row[19]
+        )
         start = row[14]
         if start and rec.attempt and start < _last_dispatch(rec.transitions):
             start = 0.0  # the times of an earlier attempt (this one has not reported yet)
@@ -323,6 +436,7 @@ class TaskStore:
         error_kind: str,
         error: str,
         trace_id: str,
+        traceback: str = "",
     ) -> None:
         rec.node_id = _intern(node_id)
         rec.worker_id = _intern(worker_id)
@@ -334,6 +448,12 @@ class TaskStore:
             rec.error = error[:MAX_ERROR]
         if trace_id:
             rec.trace_id = trace_id
+        if traceback:
+            rec.traceback = (
+                traceback
+                if len(traceback) <= MAX_TRACEBACK
+                else "...\n" + traceback[-MAX_TRACEBACK:]
+            )
 
     def _apply_one(self, ev: Any) -> bool:
         tid = ev.task_id
@@ -370,6 +490,7 @@ class TaskStore:
             ev.error_kind,
             ev.error,
             ev.trace_id,
+            ev.traceback,
         )
         start = ev.start_time
         if start and rec.attempt and start < _last_dispatch(rec.transitions):
@@ -401,7 +522,7 @@ class TaskStore:
         rec.parent_task_id = parent.task_id if parent is not None else parent_id
         rec.owner_address = owner
         rec.node_id = rec.worker_id = rec.pending_reason = ""
-        rec.error_type = rec.error_kind = rec.error = rec.trace_id = ""
+        rec.error_type = rec.error_kind = rec.error = rec.trace_id = rec.traceback = ""
         rec.attempt = 0
         rec.start_time = rec.end_time = 0.0
         self.records[tid] = rec
@@ -493,8 +614,18 @@ class TaskStore:
             )
         return found[0] if found else None
 
-    def summary(self, pred: Predicate | None = None) -> dict[str, Any]:
-        """Counts by function name and state, by job, by error type and by pending reason."""
+    def summary(
+        self,
+        pred: Predicate | None = None,
+        with_sampled_out: bool = True,
+        live_nodes: set[str] | None = None,
+    ) -> dict[str, Any]:
+        """Counts by function name and state, by job, by error type and by pending reason.
+
+        The tasks counted without a record (successes, and live tasks on ``live_nodes``: all
+        nodes when None) are included when ``with_sampled_out`` (the caller decides whether
+        ``pred`` filters only on :data:`COUNTED_FIELDS`); ``recorded`` says how many of the
+        tasks counted have a record."""
         by_name: dict[str, dict[str, Any]] = {}
         by_state: dict[str, int] = {}
         by_job: dict[str, dict[str, int]] = {}
@@ -525,8 +656,49 @@ class TaskStore:
             if st not in _TERMINAL and st != TaskState.SUBMITTED_TO_WORKER.value:
                 reason = rec.pending_reason or "unknown"
                 pending[reason] = pending.get(reason, 0) + 1
+        recorded = total
+        without = 0
+        if with_sampled_out:
+            counted = [
+                (_Counted(job_id, name, actor_task), n)
+                for (job_id, name, actor_task), n in self.sampled_out.items()
+            ]
+            counted += [
+                (_Counted(j, n, a, "FAILED", error_type=e, error_kind="system"), c)
+                for (j, n, a, e), c in self.owner_gone.items()
+            ]
+            for node_id, counts in self.live_sampled_out.items():
+                if live_nodes is None or node_id in live_nodes:
+                    counted += [(_Counted(j, n, a, s, r), c) for j, n, a, s, r, c in counts]
+            for task, n in counted:
+                if pred is not None and not pred(task):
+                    continue
+                without += n
+                st = task.state
+                by_state[st] = by_state.get(st, 0) + n
+                entry = by_name.get(task.name)
+                if entry is None:
+                    entry = by_name[task.name] = {
+                        "total": 0,
+                        "states": {},
+                        "error_types": {},
+                        "actor_task": task.actor_task,
+                    }
+                entry["total"] += n
+                entry["states"][st] = entry["states"].get(st, 0) + n
+                if task.error_type:
+                    errors = entry["error_types"]
+                    errors[task.error_type] = errors.get(task.error_type, 0) + n
+                jobs = by_job.setdefault(task.job_id, {})
+                jobs[st] = jobs.get(st, 0) + n
+                if st not in _TERMINAL and st != _SUBMITTED:
+                    reason = task.pending_reason or "unknown"
+                    pending[reason] = pending.get(reason, 0) + n
+        total += without
         return {
             "total": total,
+            "recorded": recorded,
+            "counted_without_record": without,
             "by_state": by_state,
             "by_name": by_name,
             "by_job": by_job,

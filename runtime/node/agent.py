@@ -63,6 +63,7 @@ STOP_GRACE_S = 2.0  # a worker asked to exit (its owner is gone) is killed if st
 # in the head's heartbeat replies (it may have just joined) before the task is unschedulable.
 NODE_AFFINITY_GRACE_S = 5.0
 FENCE_WAIT_S = 10.0  # how long fencing waits for the killed workers' exits to be seen
+MAX_SAMPLED_OUT_KEYS = 100_000  # (job, name, actor task) keys one telemetry report may count
 
 
 def check_strategy(strategy: Any) -> tuple[Any, ...]:
@@ -174,6 +175,13 @@ class NodeAgent:
         self.task_event_rows = 0
         self.max_task_rows = max(1, settings.task_events_buffer) * 4
         self.task_events_dropped = 0
+        # Successful tasks the owners left out of their samples, by (job, name, actor task),
+        # and each owner's latest snapshot of its live tasks left out (see Telemetry).
+        self.task_sampled_out: dict[tuple[str, str, bool], int] = {}
+        self.live_sampled_out: dict[int, list[tuple[str, str, bool, str, str, int]]] = {}
+        self.live_sampled_out_changed = False
+        # Live left-out tasks whose owner exited with them, by (job, name, actor task, why).
+        self.task_owner_gone: dict[tuple[str, str, bool, str], int] = {}
         self.clean_exit: set[int] = set()  # connections that sent a final report
         self.job_labels: dict[str, dict[str, str]] = {}
         self.actor_usage = ActorUsage()  # resource-seconds of this node's actors, for job cost
@@ -251,6 +259,14 @@ class NodeAgent:
 
     def _closed(self, conn: AioConn, error: BaseException | None) -> None:
         self.conns.pop(conn.id, None)
+        gone = self.live_sampled_out.pop(conn.id, None)
+        if gone:
+            # Its live tasks went with it: they end here, failed, as their records do.
+            self.live_sampled_out_changed = True
+            why = "JobEnded" if conn.role and conn.role[0] == "driver" else "OwnerDiedError"
+            for job, name, actor, _state, _reason, n in gone:
+                key = (job, name, actor, why)
+                self.task_owner_gone[key] = self.task_owner_gone.get(key, 0) + n
         self.figures.retire(conn.id)
         clean = conn.id in self.clean_exit
         self.clean_exit.discard(conn.id)
@@ -577,6 +593,9 @@ class NodeAgent:
         ):
             raise ProtocolError("malformed task events in a telemetry report")
         self.task_events_dropped += max(0, msg.dropped)
+        if msg.sampled_out:
+            self._count_sampled_out(msg.sampled_out)
+        self._live_sampled_out(conn.id, msg.live_sampled_out)
         rows = max(0, msg.task_rows)
         if msg.task_events and rows:
             # The rows stay packed: the head reads them, this process only forwards them.
@@ -589,14 +608,63 @@ class NodeAgent:
         if msg.final:
             self.clean_exit.add(conn.id)
 
-    def take_task_events(self) -> tuple[list[bytes], int]:
-        """The packed task-row batches received since the last call, and how many rows were
-        dropped."""
+    def _count_sampled_out(self, counts: Any) -> None:
+        if not isinstance(counts, list) or len(counts) > MAX_SAMPLED_OUT_KEYS:
+            raise ProtocolError("malformed sampled-out task counts in a telemetry report")
+        got = self.task_sampled_out
+        for item in counts:
+            if not (
+                type(item) is tuple
+                and tuple(map(type, item)) == (str, str, bool, int)
+                and item[3] > 0
+            ):
+                raise ProtocolError("malformed sampled-out task counts in a telemetry report")
+            key = item[:3]
+            got[key] = got.get(key, 0) + item[3]
+
+    def _live_sampled_out(self, conn_id: int, counts: Any) -> None:
+        if not isinstance(counts, list) or len(counts) > MAX_SAMPLED_OUT_KEYS:
+            raise ProtocolError("malformed live task counts in a telemetry report")
+        for item in counts:
+            if not (
+                type(item) is tuple
+                and tuple(map(type, item)) == (str, str, bool, str, str, int)
+                and item[5] > 0
+            ):
+                raise ProtocolError("malformed live task counts in a telemetry report")
+        if counts or self.live_sampled_out.get(conn_id):
+            self.live_sampled_out[conn_id] = counts
+            self.live_sampled_out_changed = True
+
+    def take_owner_gone(self) -> dict[tuple[str, str, bool, str], int]:
+        """Left-out live tasks whose owner exited since the last call, by (job, name, actor
+        task, error type)."""
+        gone, self.task_owner_gone = self.task_owner_gone, {}
+        return gone
+
+    def take_live_sampled_out(self) -> dict[tuple[str, str, bool, str, str], int] | None:
+        """This node's owners' live tasks left out of their samples, summed, if there are any or
+        they changed since the last call (else None). A snapshot is sent again while it has
+        counts: a restarted head, or one that missed a report, has it again at the next one."""
+        if not self.live_sampled_out_changed and not any(self.live_sampled_out.values()):
+            return None
+        self.live_sampled_out_changed = False
+        total: dict[tuple[str, str, bool, str, str], int] = {}
+        for counts in self.live_sampled_out.values():
+            for *key, n in counts:
+                k = tuple(key)
+                total[k] = total.get(k, 0) + n  # type: ignore[index]
+        return total  # type: ignore[return-value]
+
+    def take_task_events(self) -> tuple[list[bytes], int, dict[tuple[str, str, bool], int]]:
+        """The packed task-row batches received since the last call, how many rows were
+        dropped, and the successful tasks left out of the owners' samples."""
         chunks = [chunk for _, chunk in self.task_events]
         self.task_events.clear()
         self.task_event_rows = 0
         dropped, self.task_events_dropped = self.task_events_dropped, 0
-        return chunks, dropped
+        counted, self.task_sampled_out = self.task_sampled_out, {}
+        return chunks, dropped, counted
 
     def _apply(self, actions: list[Any]) -> None:
         for act in actions:

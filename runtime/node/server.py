@@ -249,14 +249,41 @@ async def task_event_loop(agent: NodeAgent, head: Any) -> None:
             await asyncio.wait_for(agent.stopping.wait(), timeout=interval)
         except TimeoutError:
             pass
-        chunks, dropped = agent.take_task_events()
-        if not chunks and not dropped:
+        chunks, dropped, counted = agent.take_task_events()
+        live = agent.take_live_sampled_out()
+        gone = agent.take_owner_gone()
+        if not chunks and not dropped and not counted and live is None and not gone:
             continue
-        request = pb.ReportTaskEventsRequest(node_id=agent.node_id, packed=chunks, dropped=dropped)
+        request = pb.ReportTaskEventsRequest(
+            node_id=agent.node_id,
+            packed=chunks,
+            dropped=dropped,
+            sampled_out=[
+                pb.TaskCount(job_id=job, name=name, actor_task=actor, count=n)
+                for (job, name, actor), n in counted.items()
+            ],
+            live_counts=live is not None,
+            live_sampled_out=[
+                pb.TaskCount(
+                    job_id=job,
+                    name=name,
+                    actor_task=actor,
+                    state=state,
+                    pending_reason=why,
+                    count=n,
+                )
+                for (job, name, actor, state, why), n in (live or {}).items()
+            ],
+            owner_gone=[
+                pb.TaskCount(job_id=job, name=name, actor_task=actor, error_type=why, count=n)
+                for (job, name, actor, why), n in gone.items()
+            ],
+        )
         try:
             await head.ReportTaskEvents(request, timeout=10)
         except grpc.aio.AioRpcError as exc:
-            RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), len(chunks))
+            lost = len(chunks) + sum(counted.values()) + sum(gone.values())
+            RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), lost)
             logger.warning("could not send task events to the head: {}", exc.details())
 
 

@@ -12,7 +12,9 @@ which costs about 4 µs even for an int; on the per-task hot path that is most o
 :func:`serialize` first tries the C pickler and keeps its output unless it failed or names the
 ``__main__`` module (the only case where pickling by reference succeeds here and then fails in
 another process); otherwise it pickles again with cloudpickle. Both produce ordinary pickle
-streams, read back by :func:`pickle.loads`.
+streams, read back by :func:`pickle.loads`. :func:`dumps_by_value` is the one cloudpickle entry
+point: functions and classes shipped to workers keep the file name of their code (cloudpickle
+writes ``<dynamic-code>``), so a remote traceback names the user's file and shows its lines.
 
 Packed layout (all integers little-endian)::
 
@@ -30,9 +32,12 @@ The same layout is sent inline in messages and written to shared-memory segments
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 import threading
+import types
+from collections import ChainMap
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +47,7 @@ __all__ = [
     "ALIGNMENT",
     "SerializedObject",
     "deserialize",
+    "dumps_by_value",
     "note_contained_ref",
     "pack",
     "pack_into",
@@ -67,7 +73,38 @@ _PLAIN_MAX_LEN = 16
 
 _dumps = pickle.dumps
 _loads = pickle.loads
-_cloud_dumps = cloudpickle.dumps
+
+# The position of co_filename among the code constructor's arguments, as cloudpickle's code
+# reducer returns them (argcount, posonlyargcount, kwonlyargcount, nlocals, stacksize, flags,
+# code, consts, names, varnames, filename, ...): stable since Python 3.8.
+_CO_FILENAME = 10
+_cloud_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _code_reduce(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, with the code's own file name kept.
+
+    cloudpickle replaces it with ``<dynamic-code>`` to make its output independent of where a
+    function was defined; here the name matters more: tracebacks and linecache read it (and
+    the line numbers, which cloudpickle keeps) to show the user's file and source lines."""
+    make, args = _cloud_code_reduce(code)
+    if len(args) > _CO_FILENAME and isinstance(args[_CO_FILENAME], str):
+        args = (*args[:_CO_FILENAME], code.co_filename, *args[_CO_FILENAME + 1 :])
+    return make, args
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+
+def dumps_by_value(obj: Any, protocol: int = 5, buffer_callback: Any = None) -> bytes:
+    """``cloudpickle.dumps`` keeping code objects' file names (see :func:`_code_reduce`)."""
+    with io.BytesIO() as f:
+        _Pickler(f, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
+        return f.getvalue()
+
+
+_cloud_dumps = dumps_by_value
 
 
 # Modules registered with cloudpickle.register_pickle_by_value must be pickled by value even though

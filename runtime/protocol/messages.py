@@ -320,6 +320,7 @@ class TaskEvent(NamedTuple):
     trace_id: str
     owner_address: str
     error: str
+    traceback: str = ""  # the remote traceback of a FAILED task, when there is one
 
 
 _EVENT_FIELDS = len(TaskEvent._fields)
@@ -338,7 +339,7 @@ def pack_task_rows(rows: list[tuple[Any, ...]]) -> bytes:
 
 
 # Positions in a task row (the TaskEvent fields, then the transitions) by the type they hold.
-_ROW_TEXT = (0, 1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 16, 17, 18)
+_ROW_TEXT = (0, 1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 16, 17, 18, 19)
 _ROW_NUMBERS = (9, 14, 15)
 _NUMBER = (int, float)
 # The exact types of a row as an owner packs it: checked in one comparison.
@@ -443,6 +444,12 @@ class Telemetry(NamedTuple):
     dropped: int  # task events dropped since the last report
     final: bool  # the process is shutting down cleanly
     task_rows: int  # how many rows task_events holds
+    # Successful tasks left out of the sample of rows since the last report, as
+    # (job id, name, is an actor task, count): the head counts them without a record.
+    sampled_out: list[tuple[str, str, bool, int]] = []  # never mutated: a shared default is safe
+    # The live tasks left out of the sample now, as (job id, name, is an actor task, state,
+    # pending reason, count): the whole snapshot, replacing the previous report's.
+    live_sampled_out: list[tuple[str, str, bool, str, str, int]] = []
 
 
 MESSAGE_TYPES: dict[int, type] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from freight.config import settings
 from freight.observe import tracing
+from freight.observe.tracing_env import TracingConfig, current, reconcile
 
 if TYPE_CHECKING:
     import grpc
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 _CONTEXT_KEYS = ("traceparent", "tracestate")
+# Where the head publishes its tracing configuration in the control store's KV.
+KV_NAMESPACE, KV_KEY = "freight", "tracing"
 
 
 def setup(
@@ -33,6 +37,7 @@ def setup(
     worker_id: str = "",
     cluster: str | None = None,
     background: bool = False,
+    mode: str | None = None,
 ) -> bool:
     """Switch tracing on for this process if the settings ask for it (see FREIGHT_TRACING).
 
@@ -42,35 +47,73 @@ def setup(
     """
     if not settings.instrumentation:
         return False
+    mode = settings.tracing if mode is None else mode
     if background:
         try:
-            if not tracing.wanted(settings.tracing):
+            if not tracing.wanted(mode):
                 return False
         except ValueError:
             pass  # configure() below reports it
         threading.Thread(
             target=setup,
-            args=(component, session_dir, node_id, worker_id, cluster),
+            args=(component, session_dir, node_id, worker_id, cluster, False, mode),
             name="freight-tracing-setup",
             daemon=True,
         ).start()
         return True
     if cluster is None:
-        cluster = settings.cluster_name
-    if not cluster:
-        try:
-            with open(os.path.join(session_dir, "head.json"), encoding="utf-8") as f:
-                cluster = str(json.load(f).get("cluster_name", ""))
-        except (OSError, ValueError, AttributeError):
-            pass  # the cluster name is a resource attribute; tracing works without it
+        cluster = cluster_name(session_dir)
     return tracing.configure(
         component,
-        mode=settings.tracing,
+        mode=mode,
         instrumentation=settings.instrumentation,
         node_id=node_id,
         cluster=cluster,
         worker_id=worker_id,
     )
+
+
+def cluster_name(session_dir: str) -> str:
+    """The cluster's name: FREIGHT_CLUSTER_NAME, else ``head.json`` of the session, else ""."""
+    if settings.cluster_name:
+        return settings.cluster_name
+    try:
+        with open(os.path.join(session_dir, "head.json"), encoding="utf-8") as f:
+            return str(json.load(f).get("cluster_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""  # the cluster name is a resource attribute; tracing works without it
+
+
+def published_config() -> bytes:
+    """This process's tracing configuration as the head publishes it for drivers."""
+    return current(os.environ, settings.instrumentation).to_json().encode()
+
+
+def setup_driver(head: Any, session_dir: str, node_id: str, worker_id: str, joined: bool) -> bool:
+    """Switch tracing on for a driver: its own settings, or (with none) those of the cluster it
+    ``joined``, whose head publishes them; a driver whose own settings differ from the
+    cluster's is told so in one line on stderr (decision 0057)."""
+    mode = None
+    if joined and settings.instrumentation:
+        try:
+            reply = head.call("KVGet", _kv_get_request(), timeout=5)
+            published = TracingConfig.from_json(reply.value) if reply.found else None
+        except Exception:  # a head that publishes none, or does not answer: own settings
+            published = None
+        if published is not None:
+            got = reconcile(os.environ, published, cluster_name(session_dir))
+            if got.warning:
+                print(got.warning, file=sys.stderr)
+            for key, value in got.adopt.items():
+                os.environ.setdefault(key, value)
+            mode = got.adopt.get("FREIGHT_TRACING")
+    return setup("driver", session_dir, node_id, worker_id, mode=mode)
+
+
+def _kv_get_request() -> Any:
+    from freight.protocol.generated import freight_pb2 as pb
+
+    return pb.KVGetRequest(ns=KV_NAMESPACE, key=KV_KEY)
 
 
 def traced_call(method: str, call: Callable[[list[tuple[str, str]] | None], _T]) -> _T:

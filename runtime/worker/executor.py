@@ -29,6 +29,7 @@ from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import frames
 from freight.protocol import messages as m
+from freight.worker import log_levels
 from freight.worker.checkpoint import Checkpointer, checkpoint_dir
 
 
@@ -487,6 +488,8 @@ class Executor:
 
     def _error_blob(self, name: str, e: BaseException) -> bytes:
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        # In the worker's log with the task's ids, so `freight logs --task` shows the failure.
+        logger.error("task {} failed:\n{}", name, tb.rstrip())
         if isinstance(e, exc.RayTaskError):
             err = e
         else:
@@ -530,7 +533,8 @@ class OutputForwarder:
         self.logging.active = True
         try:
             for line in lines.split("\n"):
-                self.log.log(self.level, line)
+                # A line a logging handler wrote keeps its record's level.
+                self.log.log(log_levels.level_of(line) or self.level, line)
         except Exception:
             pass  # the log is best effort; the driver still gets the line
         finally:
@@ -559,5 +563,6 @@ class OutputForwarder:
 
 
 def install_output_forwarding(cw: CoreWorker) -> None:
+    log_levels.install()
     sys.stdout = OutputForwarder(cw, sys.__stdout__, "stdout")
     sys.stderr = OutputForwarder(cw, sys.__stderr__, "stderr")

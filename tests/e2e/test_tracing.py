@@ -6,8 +6,10 @@ flushes every process of its private cluster), and the receiver collects what th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,10 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from freight.observe import tracing
 from freight.testing import OtlpReceiver, ReceivedSpan, short_temp_dir
+
+FREIGHT = str(Path(sys.executable).with_name("freight"))
 
 # driver -> task parent -> tasks leaf and boom (boom raises), an actor it creates and calls, an
 # async and a threaded actor whose methods submit tasks, a task whose worker dies, and a value it
@@ -373,6 +378,126 @@ def test_unreachable_receiver_does_not_break_tasks(temp_dir: Path) -> None:
     # Logged once, never a traceback or a warning per retry on the user's stderr.
     assert stderr.count("tracing problem") == 1, stderr
     assert "Traceback" not in stderr
+
+
+# -- a cluster started by `freight start`: whose configuration applies ------------------------
+
+JOINING = """
+    import json, sys
+    import freight
+    from freight.observe import tracing
+
+    @freight.remote
+    def leaf(x):
+        return x * 2
+
+    freight.init(address=sys.argv[1])
+    out = {"value": freight.get(leaf.remote(21)), "driver_enabled": tracing.ENABLED}
+    freight.shutdown()
+    print("RESULT " + json.dumps(out))
+"""
+
+
+@contextlib.contextmanager
+def started_cluster(**env: str) -> Iterator[tuple[Path, str]]:
+    """A cluster started by `freight start --head` with ``env`` (and no other tracing setting);
+    yields its temp folder and address, and stops its processes at the end."""
+    with short_temp_dir() as tmp:
+        started = subprocess.run(
+            [FREIGHT, "start", "--head", "--port", "0", "--num-cpus", "1"],
+            capture_output=True, text=True, timeout=120, env=_env(tmp, **env),
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        address = re.search(r"address:\s+(\S+)", started.stdout)
+        session = re.search(r"session dir:\s+(\S+)", started.stdout)
+        assert address and session, started.stdout
+        try:
+            yield tmp, address[1]
+        finally:
+            procs = []
+            for path in [Path(session[1]) / "head.json", *Path(session[1]).glob("nodes/*.json")]:
+                with contextlib.suppress(OSError, ValueError, psutil.NoSuchProcess):
+                    procs.append(psutil.Process(int(json.loads(path.read_text())["pid"])))
+            for p in procs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=10)
+            for p in alive:
+                p.kill()
+
+
+def run_joining(tmp: Path, address: str, **env: str) -> tuple[dict[str, Any], str]:
+    """Run a driver that joins the cluster at ``address``; return its report and stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(JOINING), address],
+        capture_output=True, text=True, timeout=120, env=_env(tmp, **env),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT ")), proc.stderr
+
+
+def tracing_warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("freight: tracing:")]
+
+
+def test_a_traced_cluster_traces_the_tasks_of_a_driver_without_settings(
+    receiver: OtlpReceiver,
+) -> None:
+    with started_cluster(**otlp_env(receiver, OTEL_SERVICE_NAME="batch-cluster")) as (tmp, addr):
+        out, stderr = run_joining(tmp, addr)
+        assert out == {"value": 42, "driver_enabled": True}
+        assert tracing_warnings(stderr) == []
+        spans = receiver.wait_for(
+            lambda s: s if {"submit leaf", "task leaf"} <= {x.name for x in s} else None,
+            timeout=60,
+            what="the driver's and the worker's spans",
+        )
+    submit, task = named(spans, "submit leaf"), named(spans, "task leaf")
+    assert task.trace_id == submit.trace_id
+    # OTEL_SERVICE_NAME names the cluster's processes; the component is kept beside it.
+    assert task.resource["service.name"] == "batch-cluster"
+    assert task.resource["freight.component"] == "worker"
+    # The driver's name is its own (it did not set one): the default.
+    assert submit.resource["service.name"] == "freight-driver"
+    assert submit.resource["freight.component"] == "driver"
+
+
+def test_a_driver_that_traces_on_an_untraced_cluster_is_told(receiver: OtlpReceiver) -> None:
+    with started_cluster() as (tmp, addr):
+        out, stderr = run_joining(tmp, addr, **otlp_env(receiver))
+        assert out == {"value": 42, "driver_enabled": True}
+        (warning,) = tracing_warnings(stderr)
+        assert f"this driver exports spans to {receiver.endpoint}" in warning
+        assert "has tracing off" in warning and "`freight start`" in warning
+        spans = receiver.wait_for(
+            lambda s: s if "submit leaf" in {x.name for x in s} else None,
+            timeout=60,
+            what="the driver's spans",
+        )
+    # Only the driver traces; the warning said so.
+    assert {s.resource["freight.component"] for s in spans} == {"driver"}
+
+
+def test_a_driver_with_another_exporter_than_its_cluster_is_told(
+    receiver: OtlpReceiver,
+) -> None:
+    with (
+        OtlpReceiver() as other,
+        started_cluster(**otlp_env(receiver)) as (tmp, addr),
+    ):
+        out, stderr = run_joining(tmp, addr, **otlp_env(other))
+        assert out == {"value": 42, "driver_enabled": True}
+        (warning,) = tracing_warnings(stderr)
+        assert f"this driver exports spans to {other.endpoint}" in warning
+        assert f"exports spans to {receiver.endpoint}" in warning
+        assert "unset" in warning
+        # Tracing switched off on purpose in a driver: told as well.
+        _, stderr = run_joining(tmp, addr, FREIGHT_TRACING="off")
+        (off,) = tracing_warnings(stderr)
+        assert "this driver has tracing off" in off and "start no trace" in off
 
 
 # -- the switch, without a cluster ------------------------------------------------------------

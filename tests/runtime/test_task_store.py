@@ -339,3 +339,63 @@ def test_records_stay_small() -> None:
         tracemalloc.stop()
     assert len(store) == n
     assert used / n < 800, f"{used / n:.0f} bytes per task record"
+
+
+def test_summaries_add_the_successes_counted_without_a_record() -> None:
+    store = TaskStore()
+    store.apply(
+        [ev for i in range(4) for ev in life(i, 10.0 + i, "FAILED" if i == 0 else "FINISHED")]
+    )
+    store.count_sampled_out([("00000001", "fn1", False, 90), ("00000002", "fn1", False, 5)])
+    s = store.summary()
+    assert s["total"] == 99 and s["recorded"] == 4 and s["counted_without_record"] == 95
+    assert s["by_state"] == {"FAILED": 1, "FINISHED": 98}
+    assert s["by_name"]["fn1"]["states"] == {"FINISHED": 96}
+    assert s["by_job"] == {"00000001": {"FAILED": 1, "FINISHED": 93}, "00000002": {"FINISHED": 5}}
+    assert s["dropped_events"] == 0  # counting is not losing
+    # Filters the counts know apply to them too.
+    job2 = store.summary(compile_task_filters([("job_id", "=", "00000002")]))
+    assert job2["total"] == 5 and job2["recorded"] == 0
+    failed = store.summary(compile_task_filters([("state", "=", "FAILED")]))
+    assert failed["total"] == 1 and failed["counted_without_record"] == 0
+    records_only = store.summary(with_sampled_out=False)
+    assert records_only["total"] == 4
+
+
+def test_records_left_open_by_an_ended_job_are_closed_as_failed() -> None:
+    store = TaskStore()
+    store.apply([event(1, "PENDING_ARGS_AVAIL", 5.0, cause="submitted")])
+    store.apply([event(2, "PENDING_ARGS_AVAIL", 5.0, cause="submitted", job_id="00000002")])
+    store.apply(life(3, 5.0))
+    assert store.end_jobs({"00000001": ("FINISHED", 20.0)}) == 1
+    closed = store.get(tid(1))
+    assert closed is not None and closed.state == "FAILED" and closed.error_type == "JobEnded"
+    assert "job 00000001 ended (FINISHED)" in closed.error
+    assert store.get(tid(2)).state == "PENDING_ARGS_AVAIL"  # another job's, still running
+    assert store.get(tid(3)).state == "FINISHED"  # an outcome stands
+    assert store.summary()["pending_by_reason"] == {"unknown": 1}
+    # A real outcome reported after all is not overwritten by the closing.
+    store.apply([event(1, "FINISHED", 25.0, cause="returned")])
+    assert store.get(tid(1)).state == "FINISHED"
+
+
+def test_live_tasks_left_out_of_the_sample_are_counted_per_node() -> None:
+    store = TaskStore()
+    store.apply([event(1, "PENDING_NODE_ASSIGNMENT", 5.0, pending_reason="infeasible")])
+    store.set_live_sampled_out("n1", [("00000001", "fn1", False, "PENDING_NODE_ASSIGNMENT",
+                                       "infeasible", 199)])  # fmt: skip
+    store.set_live_sampled_out("n2", [("00000001", "fn1", False, "SUBMITTED_TO_WORKER", "", 7)])
+    s = store.summary()
+    assert s["total"] == 207 and s["recorded"] == 1
+    assert s["pending_by_reason"] == {"infeasible": 200}
+    assert s["by_state"] == {"PENDING_NODE_ASSIGNMENT": 200, "SUBMITTED_TO_WORKER": 7}
+    # A node that is gone counts no more; a new snapshot replaces the node's last one.
+    assert store.summary(live_nodes={"n1"})["total"] == 200
+    store.set_live_sampled_out("n1", [])
+    pending = store.summary(compile_task_filters([("state", "~", "^PENDING")]))
+    assert pending["pending_by_reason"] == {"infeasible": 1}
+    # Tasks whose owner exited with them count as failed, with why.
+    store.count_owner_gone([("00000001", "fn1", False, "JobEnded", 199)])
+    s = store.summary()
+    assert s["by_state"]["FAILED"] == 199
+    assert s["by_name"]["fn1"]["error_types"] == {"JobEnded": 199}

@@ -622,7 +622,7 @@ class ShutdownReply(_message.Message):
     def __init__(self) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("task_id", "job_id", "name", "actor_id", "parent_task_id", "node_id", "worker_id", "attempt", "state", "time", "cause", "pending_reason", "error_type", "error_kind", "start_time", "end_time", "trace_id", "owner_address", "error")
+    __slots__ = ("task_id", "job_id", "name", "actor_id", "parent_task_id", "node_id", "worker_id", "attempt", "state", "time", "cause", "pending_reason", "error_type", "error_kind", "start_time", "end_time", "trace_id", "owner_address", "error", "traceback")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -642,6 +642,7 @@ class TaskEvent(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     name: str
@@ -661,19 +662,46 @@ class TaskEvent(_message.Message):
     trace_id: str
     owner_address: str
     error: str
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., name: _Optional[str] = ..., actor_id: _Optional[str] = ..., parent_task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., time: _Optional[float] = ..., cause: _Optional[str] = ..., pending_reason: _Optional[str] = ..., error_type: _Optional[str] = ..., error_kind: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., trace_id: _Optional[str] = ..., owner_address: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    traceback: str
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., name: _Optional[str] = ..., actor_id: _Optional[str] = ..., parent_task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., time: _Optional[float] = ..., cause: _Optional[str] = ..., pending_reason: _Optional[str] = ..., error_type: _Optional[str] = ..., error_kind: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., trace_id: _Optional[str] = ..., owner_address: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class ReportTaskEventsRequest(_message.Message):
-    __slots__ = ("node_id", "events", "dropped", "packed")
+    __slots__ = ("node_id", "events", "dropped", "packed", "sampled_out", "live_counts", "live_sampled_out", "owner_gone")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_OUT_FIELD_NUMBER: _ClassVar[int]
+    LIVE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SAMPLED_OUT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_GONE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
     dropped: int
     packed: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, node_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., dropped: _Optional[int] = ..., packed: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    sampled_out: _containers.RepeatedCompositeFieldContainer[TaskCount]
+    live_counts: bool
+    live_sampled_out: _containers.RepeatedCompositeFieldContainer[TaskCount]
+    owner_gone: _containers.RepeatedCompositeFieldContainer[TaskCount]
+    def __init__(self, node_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., dropped: _Optional[int] = ..., packed: _Optional[_Iterable[bytes]] = ..., sampled_out: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ..., live_counts: _Optional[bool] = ..., live_sampled_out: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ..., owner_gone: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ...) -> None: ...
+
+class TaskCount(_message.Message):
+    __slots__ = ("job_id", "name", "actor_task", "count", "state", "pending_reason", "error_type")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_TASK_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    actor_task: bool
+    count: int
+    state: str
+    pending_reason: str
+    error_type: str
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., actor_task: _Optional[bool] = ..., count: _Optional[int] = ..., state: _Optional[str] = ..., pending_reason: _Optional[str] = ..., error_type: _Optional[str] = ...) -> None: ...
 
 class ReportTaskEventsReply(_message.Message):
     __slots__ = ()
