@@ -133,8 +133,32 @@ def _webhooks(specs: list[str], receivers: list[str]) -> dict[str, str]:
     return out
 
 
-def alertmanager_config(webhooks: list[str]) -> dict[str, Any]:
-    """The shipped routing; receivers named by ``--webhook`` send to that URL instead."""
+def _pagerduty(url: str | None, key_file: str | None) -> dict[str, str]:
+    """``--pagerduty-url`` and ``--pagerduty-key-file`` as the PagerDuty settings they replace."""
+    out = {}
+    if url is not None:
+        if not url.startswith(("http://", "https://")):
+            raise _fail(
+                f"--pagerduty-url {url!r}: give the http(s) URL of a PagerDuty Events API v2 "
+                "endpoint, like https://events.eu.pagerduty.com/v2/enqueue."
+            )
+        out["url"] = url
+    if key_file is not None:
+        path = os.path.abspath(key_file)
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise _fail(
+                f"--pagerduty-key-file {key_file}: no readable file there; write the PagerDuty "
+                "routing key into it (one line), readable by you only (chmod 600)."
+            )
+        out["routing_key_file"] = path
+    return out
+
+
+def alertmanager_config(
+    webhooks: list[str], pagerduty_url: str | None = None, pagerduty_key_file: str | None = None
+) -> dict[str, Any]:
+    """The shipped routing; receivers named by ``--webhook`` send to that URL instead, and the
+    PagerDuty receivers send to ``pagerduty_url`` with the key of ``pagerduty_key_file``."""
     import yaml
 
     shipped = oncall_pack.alertmanager_file()
@@ -144,6 +168,7 @@ def alertmanager_config(webhooks: list[str]) -> dict[str, Any]:
         doc = yaml.safe_load(shipped.read_text(encoding="utf-8")) or {}
     receivers = doc.get("receivers") or []
     targets = _webhooks(webhooks, [r["name"] for r in receivers])
+    pagerduty = _pagerduty(pagerduty_url, pagerduty_key_file)
     for receiver in receivers:
         if receiver["name"] in targets:
             for key in [k for k in receiver if k.endswith("_configs")]:
@@ -151,6 +176,10 @@ def alertmanager_config(webhooks: list[str]) -> dict[str, Any]:
             receiver["webhook_configs"] = [
                 {"url": targets[receiver["name"]], "send_resolved": True}
             ]
+        for config in receiver.get("pagerduty_configs") or []:
+            if "routing_key_file" in pagerduty:  # one key source: the file given
+                config.pop("routing_key", None)
+            config.update(pagerduty)
     return doc
 
 
@@ -212,7 +241,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if running:
         urls = ", ".join(f"{s.name} {s.url}" for s in running)
         raise _fail(f"already running for this cluster ({urls}); `freight monitoring down` first.")
-    am_config = alertmanager_config(args.webhook)
+    am_config = alertmanager_config(args.webhook, args.pagerduty_url, args.pagerduty_key_file)
     _check_port(args.prometheus_port, "--prometheus-port")
     _check_port(args.alertmanager_port, "--alertmanager-port")
 
@@ -365,6 +394,17 @@ def add_parsers(sub: Any) -> None:
         metavar="[RECEIVER=]URL",
         help="send a receiver's notifications to this webhook (no RECEIVER: every receiver); "
         "repeatable",
+    )
+    up.add_argument(
+        "--pagerduty-url",
+        metavar="URL",
+        help="PagerDuty Events API v2 endpoint the paging receivers send to (default: "
+        "PagerDuty's; e.g. https://events.eu.pagerduty.com/v2/enqueue for an EU account)",
+    )
+    up.add_argument(
+        "--pagerduty-key-file",
+        metavar="FILE",
+        help="read the PagerDuty routing key from FILE instead of the path the routing names",
     )
     up.add_argument(
         "--scrape-interval", default="15s", help="scrape and rule evaluation interval (default 15s)"

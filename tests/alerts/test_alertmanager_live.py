@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 import yaml
 from alertfiles import ALERTS
 
-from freight.testing import wait_for_condition
+from freight.testing import WebhookReceiver, wait_for_condition
 
 TOKEN = "test-token-7d1"
 BASE = "https://freight.example.invalid/runbooks"
@@ -32,35 +30,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Hooks:
-    """A webhook server that keeps every request: (path, Authorization header, JSON body)."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str, Any]] = []
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hooks.received.append(
-                    (self.path, self.headers.get("Authorization", ""), json.loads(body))
-                )
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def on(self, path: str) -> list[tuple[str, Any]]:
-        return [(auth, body) for p, auth, body in self.received if p == path]
-
-
-def _config(tmp: Path, hooks: Hooks) -> Path:
+def _config(tmp: Path, hooks: WebhookReceiver) -> Path:
     """The shipped config with the receivers pointed at ``hooks``, the secrets in ``tmp``, and
     short group timers (the routing, matchers and inhibitions are left as shipped)."""
     config = yaml.safe_load((ALERTS / "alertmanager.yml").read_text())
@@ -81,8 +51,8 @@ def _config(tmp: Path, hooks: Hooks) -> Path:
 
 
 @pytest.fixture
-def alertmanager(alertmanager_server: str, tmp_path: Path) -> Iterator[tuple[str, Hooks]]:
-    hooks = Hooks()
+def alertmanager(alertmanager_server: str, tmp_path: Path) -> Iterator[tuple[str, WebhookReceiver]]:
+    hooks = WebhookReceiver()
     port = _free_port()
     config = _config(tmp_path, hooks)
     log = open(tmp_path / "alertmanager.log", "wb")  # noqa: SIM115
@@ -113,8 +83,7 @@ def alertmanager(alertmanager_server: str, tmp_path: Path) -> Iterator[tuple[str
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-        hooks.server.shutdown()
-        hooks.server.server_close()
+        hooks.stop()
 
 
 def _alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
@@ -145,7 +114,7 @@ def _state(url: str) -> dict[tuple[str, str, str], list[str]]:
     }
 
 
-def test_pages_tickets_heartbeat_and_inhibitions(alertmanager: tuple[str, Hooks]) -> None:
+def test_pages_tickets_heartbeat_and_inhibitions(alertmanager: tuple[str, WebhookReceiver]) -> None:
     url, hooks = alertmanager
     # The sources of inhibition first, then, once Alertmanager's inhibitor holds them (a probe
     # routed nowhere shows as inhibited), the rest: alerts that reach Alertmanager in the same
@@ -189,20 +158,23 @@ def test_pages_tickets_heartbeat_and_inhibitions(alertmanager: tuple[str, Hooks]
     }
 
     def delivered() -> bool:
-        return bool(hooks.on("/ticket") and hooks.on("/heartbeat") and len(hooks.on("/page")) >= 2)
+        return bool(
+            hooks.posts("/ticket") and hooks.posts("/heartbeat") and len(hooks.posts("/page")) >= 2
+        )
 
     wait_for_condition(delivered, 60, "the page, the ticket and the heartbeat")
     pages = {
         (b["payload"]["custom_details"]["cluster"], b["payload"]["custom_details"]["runbook_url"])
-        for _, b in hooks.on("/page")
+        for b in (p.body for p in hooks.posts("/page"))
     }
     assert pages == {
         ("c1", f"{BASE}/FreightHeadDown.md"),
         ("c2", f"{BASE}/FreightTaskErrorBudgetBurn.md"),
     }
-    assert {b["routing_key"] for _, b in hooks.on("/page")} == {"pd-key"}  # read from its file
-    tickets = [a["labels"]["alertname"] for _, b in hooks.on("/ticket") for a in b["alerts"]]
+    assert {p.body["routing_key"] for p in hooks.posts("/page")} == {"pd-key"}  # read from its file
+    tickets = [a["labels"]["alertname"] for p in hooks.posts("/ticket") for a in p.body["alerts"]]
     assert tickets == ["FreightObjectStoreFilling"]
-    beats = [a["labels"]["alertname"] for _, b in hooks.on("/heartbeat") for a in b["alerts"]]
+    beats = [a["labels"]["alertname"] for p in hooks.posts("/heartbeat") for a in p.body["alerts"]]
     assert set(beats) == {"FreightWatchdog"}
-    assert {auth for auth, _ in hooks.on("/ticket") + hooks.on("/heartbeat")} == {f"Bearer {TOKEN}"}
+    hooked = hooks.posts("/ticket") + hooks.posts("/heartbeat")
+    assert {p.authorization for p in hooked} == {f"Bearer {TOKEN}"}

@@ -105,5 +105,10 @@ def test_inhibitions() -> None:
     silenced = {a["alert"] for a in alerts() if pattern.fullmatch(a["alert"])}
     for kept in ("FreightHeadDown", "FreightHeadAvailabilityBudgetBurn", "FreightWatchdog"):
         assert kept not in silenced
-    for name in ("FreightNodeDead", "FreightActorRestartStorm", "FreightTaskErrorBudgetBurn"):
+    for name in (
+        "FreightNodeDead",
+        "FreightActorRestartStorm",
+        "FreightTaskErrorBudgetBurn",
+        "FreightTelemetryDropped",  # the agents drop what they cannot forward to the head
+    ):
         assert name in silenced

@@ -212,6 +212,17 @@ def test_an_unknown_webhook_receiver_lists_the_receivers(cluster) -> None:
     assert "no receiver 'pager'" in out.stderr and "paging, ticket, heartbeat" in out.stderr
 
 
+def test_pagerduty_options_are_checked_before_anything_starts(cluster, tmp_path) -> None:
+    out = run(cluster["temp_dir"], "monitoring", "up", "--pagerduty-url", "events.example")
+    assert out.returncode != 0
+    assert "--pagerduty-url 'events.example'" in out.stderr and "http(s) URL" in out.stderr
+    missing = tmp_path / "no-key"
+    out = run(cluster["temp_dir"], "monitoring", "up", "--pagerduty-key-file", str(missing))
+    assert out.returncode != 0
+    assert f"--pagerduty-key-file {missing}: no readable file" in out.stderr, out.stderr
+    assert not (cluster["session_dir"] / "monitoring" / "monitoring.json").exists()
+
+
 def test_missing_binaries_say_what_to_install(cluster) -> None:
     # A PATH with python's folder only: freight runs, Prometheus is not found.
     out = run(cluster["temp_dir"], "monitoring", "up", PATH=str(Path(sys.executable).parent))
