@@ -119,15 +119,15 @@ def test_tracebacks_name_the_users_file_and_lines(failed: dict[str, Any]) -> Non
 
 
 def test_get_task_prints_the_traceback(failed: dict[str, Any]) -> None:
-    out = cli("get", "task", failed["row"]["task_id"], "--address", failed["address"])
+    out = cli("get", "task", failed["row"]["task_id"], "--address", failed["address"], "-o", "json")
     assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)  # piped: JSON
+    got = json.loads(out.stdout)
     assert f'File "{failed["script"]}", line 16, in helper' in got["traceback"]
 
 
 def logs_of(failed: dict[str, Any]) -> list[dict[str, Any]]:
     task = failed["row"]["task_id"]
-    out = cli("logs", "--task", task, "--session-dir", failed["session_dir"])  # piped: JSON
+    out = cli("logs", "--task", task, "--session-dir", failed["session_dir"], "-o", "json")
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
