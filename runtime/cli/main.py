@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from freight.config import settings_table
+from freight.config import SettingsError, check_settings, settings_table
 
 # The module that defines each command; a command loads only its own module (`freight start`
 # does not load the state, metrics and log tools, nor rich or yaml).
@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(args_in)
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    try:
+        # Every command first checks every FREIGHT_* variable: `freight start` with a bad one
+        # stops here, before it starts any process.
+        check_settings()
+    except SettingsError as e:
+        print(f"freight: {e}", file=sys.stderr)
         return 2
     return int(args.func(args) or 0)
 

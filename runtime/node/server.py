@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from freight.config import HEARTBEAT_INTERVAL_S, settings
+from freight.config import HEARTBEAT_INTERVAL_S, SettingsError, check_settings, settings
 from freight.core.placement import NodeState
 from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
@@ -445,6 +445,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ready-fd", type=int, default=-1, help="pipe to announce readiness on")
     p.add_argument("--head-ready-fd", type=int, default=-1, help="pipe the head's address comes on")
     args = p.parse_args(argv)
+    try:
+        check_settings()  # never serve with a FREIGHT_* value that is not valid
+    except SettingsError as e:
+        print(f"freight node agent: {e}", file=sys.stderr)
+        sys.exit(2)
     if args.die_with_parent:
         set_parent_death_signal()
     setup_process_logging(
