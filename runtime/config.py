@@ -70,6 +70,7 @@ class Setting:
     le: float | None = None
     lt: float | None = None
     normalize: Callable[[str], str] | None = None  # applied to the text before validation
+    secret: bool = False  # never shown (`freight settings` says whether it is set)
 
     @property
     def name(self) -> str:
@@ -110,6 +111,7 @@ SETTINGS: dict[str, Setting] = {
             str,
             "",
             "Cluster token; when unset, read from the session dir.",
+            secret=True,
         ),
         Setting(
             "FREIGHT_CLUSTER_NAME",

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from freight.config import SettingsError, check_settings, settings_table
+from freight.config import SettingsError, check_settings
 
 # The module that defines each command; a command loads only its own module (`freight start`
 # does not load the state, metrics and log tools, nor rich or yaml).
@@ -22,6 +22,7 @@ MODULES = [
     "runbook_cmd",
     "monitoring_cmd",
     "demo",
+    "settings_cmd",
 ]
 COMMANDS = {
     "start": "cluster",
@@ -39,6 +40,7 @@ COMMANDS = {
     "runbook": "runbook_cmd",
     "monitoring": "monitoring_cmd",
     "demo": "demo",
+    "settings": "settings_cmd",
 }
 
 
@@ -47,7 +49,7 @@ def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="freight",
         description="freight: a task/actor runtime for Python, and the tools to operate it.",
-        epilog="Environment settings:\n" + settings_table(),
+        epilog="Environment settings: 'freight settings' lists every FREIGHT_* variable.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
