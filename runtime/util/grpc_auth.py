@@ -18,6 +18,7 @@ from grpc import aio
 from loguru import logger
 
 from freight.observe.recorder import RECORDER
+from freight.util.grpc_health import UNAUTHENTICATED_METHODS
 from freight.util.grpc_tls import channel_credentials, channel_options
 from freight.util.tokens import TOKEN_FILE, create_token, read_token
 
@@ -70,6 +71,9 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
 
     The check runs before the request is deserialized. Refused calls end with
     ``UNAUTHENTICATED``; each refusing peer is logged once, and :attr:`refused` counts them all.
+    The standard health check (``grpc.health.v1.Health/Check``) needs no token: Kubernetes
+    probes cannot send one, and it answers only SERVING or NOT_SERVING
+    (docs/decisions/0058-standard-grpc-health.md).
     """
 
     def __init__(self, token: str) -> None:
@@ -91,7 +95,9 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if self._authorized(handler_call_details.invocation_metadata):
+        if handler_call_details.method in UNAUTHENTICATED_METHODS or self._authorized(
+            handler_call_details.invocation_metadata
+        ):
             return await continuation(handler_call_details)
         return self._refusal(handler_call_details.method)
 
