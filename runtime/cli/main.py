@@ -59,20 +59,23 @@ def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
+    try:
+        # Every command first checks every FREIGHT_* variable (the modules of some read settings
+        # as they load): `freight start` with a bad one stops here, before it starts anything.
+        check_settings()
+        return _run(sys.argv[1:] if argv is None else argv)
+    except SettingsError as e:
+        print(f"freight: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args_in: list[str]) -> int:
     command = next((a for a in args_in if not a.startswith("-")), "")
     module = COMMANDS.get(command)
     parser = build_parser([module] if module else None)
     args = parser.parse_args(args_in)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        # Every command first checks every FREIGHT_* variable: `freight start` with a bad one
-        # stops here, before it starts any process.
-        check_settings()
-    except SettingsError as e:
-        print(f"freight: {e}", file=sys.stderr)
         return 2
     return int(args.func(args) or 0)
 

@@ -165,40 +165,49 @@ def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", [["status"], ["list", "nodes"], ["start", "--head"]])
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["list", "nodes"], ["memory"], ["demo"], ["settings"], ["start", "--head"]],
+)
 def test_the_cli_says_what_is_wrong_in_one_line_and_exits_2(command: list[str]) -> None:
     with short_temp_dir() as temp:
-        out = _run([FREIGHT, *command], FREIGHT_TEMP_DIR=str(temp), FREIGHT_START_TIMEOUT_S="-1")
+        env = {"FREIGHT_TEMP_DIR": str(temp), "FREIGHT_START_TIMEOUT_S": "-1"}
+        # Read as the modules of some commands load, too: reported the same way.
+        env["FREIGHT_MAX_FRAME_BYTES"] = "5"
+        out = _run([FREIGHT, *command], **env)
         assert out.returncode == 2, out
         assert out.stderr == (
-            "freight: FREIGHT_START_TIMEOUT_S='-1' is not valid: expected a number > 0\n"
+            "freight: FREIGHT_MAX_FRAME_BYTES='5' is not valid: expected an integer >= 1048576 "
+            "and < 4294967296; FREIGHT_START_TIMEOUT_S='-1' is not valid: expected a number > 0\n"
         )
         assert out.stdout == ""
         # `freight start` stopped before it made a session, so it started no process.
         assert not temp.exists() or list(temp.iterdir()) == []
 
 
+HEAD = ["-m", "freight.head", "--session-dir", "{dir}"]
+AGENT = ["-m", "freight.node", "--session-dir", "{dir}", "--node-id", "n1"]
+WORKER = ["-m", "freight.worker", "{dir}", "n1", "{dir}/agent.sock", "w1"]
+BAD_BOOL = ("ture", "is not valid: expected a boolean")
+BAD_FRAME = ("5", "is not valid: expected an integer >= 1048576")  # read as modules load
+
+
 @pytest.mark.parametrize(
-    ("argv", "env", "name"),
+    ("argv", "env", "bad", "name"),
     [
-        (["-m", "freight.head", "--session-dir", "{dir}"], "FREIGHT_USE_TLS", "freight head"),
-        (
-            ["-m", "freight.node", "--session-dir", "{dir}", "--node-id", "n1"],
-            "FREIGHT_FORK_SERVER",
-            "freight node agent",
-        ),
-        (
-            ["-m", "freight.worker", "{dir}", "n1", "{dir}/agent.sock", "w1"],
-            "FREIGHT_USE_TLS",
-            "freight worker",
-        ),
+        (HEAD, "FREIGHT_USE_TLS", BAD_BOOL, "freight head"),
+        (HEAD, "FREIGHT_MAX_FRAME_BYTES", BAD_FRAME, "freight head"),
+        (AGENT, "FREIGHT_FORK_SERVER", BAD_BOOL, "freight node agent"),
+        (AGENT, "FREIGHT_MAX_FRAME_BYTES", BAD_FRAME, "freight node agent"),
+        (WORKER, "FREIGHT_USE_TLS", BAD_BOOL, "freight worker"),
     ],
 )
 def test_the_processes_freight_starts_refuse_a_bad_value_before_they_serve(
-    tmp_path: Path, argv: list[str], env: str, name: str
+    tmp_path: Path, argv: list[str], env: str, bad: tuple[str, str], name: str
 ) -> None:
     args = [a.replace("{dir}", str(tmp_path)) for a in argv]
-    out = _run([sys.executable, *args], **{env: "ture"})
+    value, reason = bad
+    out = _run([sys.executable, *args], **{env: value})
     assert out.returncode == 2, out
-    assert f"{name}: {env}='ture' is not valid: expected a boolean" in out.stderr
+    assert f"{name}: {env}={value!r} {reason}" in out.stderr
     assert "Traceback" not in out.stderr
