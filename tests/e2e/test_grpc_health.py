@@ -7,6 +7,7 @@ NOT_SERVING once it stops; every other call (Watch included) still needs the tok
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -16,7 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
-from freight.testing import Cluster, connected_cluster, patched_environ, short_temp_dir
+from freight.testing import (
+    Cluster,
+    connected_cluster,
+    patched_environ,
+    short_temp_dir,
+    wait_for_condition,
+)
 from freight.util.grpc_auth import TOKEN_METADATA_KEY, read_token, sync_channel
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -85,14 +92,14 @@ def test_only_check_is_open_without_the_token(cluster: Cluster) -> None:
 class Watcher:
     """A Watch stream (with the token) and every status it has received, on a thread."""
 
-    def __init__(self, address: str, token: str) -> None:
+    def __init__(self, address: str, token: str, timeout: float = 60) -> None:
         self.statuses: list[int] = []
         self.ended = threading.Event()
         self._changed = threading.Condition()
         self._channel = grpc.insecure_channel(address)
         stub = health_pb2_grpc.HealthStub(self._channel)
         self._stream = stub.Watch(
-            health_pb2.HealthCheckRequest(), metadata=[(TOKEN_METADATA_KEY, token)], timeout=60
+            health_pb2.HealthCheckRequest(), metadata=[(TOKEN_METADATA_KEY, token)], timeout=timeout
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -146,3 +153,47 @@ def test_a_stopping_agent_and_a_stopping_head_report_not_serving() -> None:
         finally:
             head_watch.close()
             agent_watch.close()
+
+
+QUICK = {
+    "FREIGHT_HEALTH_CHECK_PERIOD_S": "0.2",
+    "FREIGHT_HEALTH_CHECK_TIMEOUT_S": "0.3",
+    "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD": "3",
+}
+
+
+def test_an_agent_reports_not_serving_while_it_fences_itself() -> None:
+    # SIGSTOP the agent until the head declares its node dead; once it runs again its heartbeat
+    # learns so, and it stops its workers and rejoins as a new incarnation (decision 0034).
+    with (
+        short_temp_dir() as tmp,
+        patched_environ(
+            FREIGHT_TEMP_DIR=str(tmp), FREIGHT_TOKEN=None, FREIGHT_ADDRESS=None, **QUICK
+        ),
+        Cluster() as cluster,
+    ):
+        cluster.add_node(num_cpus=1)
+        far = cluster.add_node(num_cpus=1)
+        token = read_token(cluster.session_dir)
+        agent = next(n.agent_address for n in nodes(cluster) if n.node_id == far.node_id)
+        watch = Watcher(agent, token, timeout=120)
+        try:
+            watch.wait_for(SERVING)
+            far.process.send_signal(signal.SIGSTOP)
+            try:
+                wait_for_condition(
+                    lambda: far.node_id not in cluster.alive_node_ids(), 60, "NODE_DEAD"
+                )
+            finally:
+                far.process.send_signal(signal.SIGCONT)
+            wait_for_condition(
+                lambda: far.node_id in cluster.alive_node_ids(), 60, "the node to rejoin"
+            )
+            watch.wait_for(NOT_SERVING)
+            wait_for_condition(
+                lambda: watch.statuses[-1:] == [SERVING], 60, "SERVING again after the fence"
+            )
+            assert watch.statuses == [SERVING, NOT_SERVING, SERVING]
+            assert check(agent) == SERVING
+        finally:
+            watch.close()
