@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from freight import _launcher
 from freight.client.refs import ObjectRef
-from freight.config import settings
+from freight.config import check_settings, settings
 from freight.util.tokens import read_token
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ def init(
             f"init() got unknown argument(s) {', '.join(sorted(unknown))}; "
             f"valid ones are: {INIT_OPTIONS}."
         )
+    # A FREIGHT_* variable with a value that is not valid stops init() here, named, before any
+    # process starts with it (the head and agents inherit this environment).
+    check_settings()
     with _lock:
         if _worker is not None:
             if ignore_reinit_error:

@@ -17,7 +17,9 @@ def render_settings() -> str:
     return (
         "# Settings\n\n"
         "Every `FREIGHT_*` environment variable freight reads, generated from `runtime/config.py`\n"
-        "by `python scripts/gen_docs.py`.\n\n" + settings_table() + "\n"
+        "by `python scripts/gen_docs.py`. `freight settings` shows the values in effect.\n\n"
+        + settings_table()
+        + "\n"
     )
 
 

@@ -376,6 +376,6 @@ def add_parsers(sub: Any) -> None:
         "--metrics-port", type=int, default=0, help="the head's /metrics port (0: any free port)"
     )
     p.set_defaults(func=cmd_start)
-    p = sub.add_parser("stop", help="stop every freight process started with `freight start`")
+    p = sub.add_parser("stop", help="stop every freight process started with 'freight start'")
     p.add_argument("--grace", type=float, default=5.0, help="seconds before SIGKILL")
     p.set_defaults(func=cmd_stop)

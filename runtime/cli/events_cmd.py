@@ -174,7 +174,12 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "events",
         help="cluster events: nodes joined/dead, workers crashed, jobs started/finished, ...",
-        description=__doc__,
+        description=(
+            "The cluster's events (node joined/dead, worker crashed, ...) from the head.\n\n"
+            "Events are read through the head's state service and shown oldest first: a table\n"
+            "on a terminal, JSON lines when piped. --follow asks again every second for events\n"
+            "newer than the last one shown, until Ctrl-C."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

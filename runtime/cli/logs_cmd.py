@@ -256,7 +256,14 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "logs",
         help="log lines of the cluster's processes on this machine, filtered by id",
-        description=__doc__,
+        description=(
+            "The JSON-lines logs of a cluster's processes on this machine, filtered by ids.\n\n"
+            "Every head, agent and worker writes <session>/logs/<name>.log; each line carries\n"
+            "the ids that applied when it was logged. This command merges the files by time,\n"
+            "keeps the lines whose ids start with the prefixes given, and prints them as text\n"
+            "on a terminal and as JSON lines when piped. --follow keeps reading every matching\n"
+            "file, including files created later (new workers), until Ctrl-C."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for flag in ID_FLAGS:

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from freight.client import access
-from freight.config import settings_table
+from freight.config import SettingsError, check_settings
 
 # The module that defines each command; a command loads only its own module (`freight start`
 # does not load the state, metrics and log tools, nor rich or yaml).
@@ -23,6 +23,7 @@ MODULES = [
     "runbook_cmd",
     "monitoring_cmd",
     "demo",
+    "settings_cmd",
 ]
 COMMANDS = {
     "start": "cluster",
@@ -40,6 +41,7 @@ COMMANDS = {
     "runbook": "runbook_cmd",
     "monitoring": "monitoring_cmd",
     "demo": "demo",
+    "settings": "settings_cmd",
 }
 
 
@@ -48,7 +50,7 @@ def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="freight",
         description="freight: a task/actor runtime for Python, and the tools to operate it.",
-        epilog="Environment settings:\n" + settings_table(),
+        epilog="Environment settings: 'freight settings' lists every FREIGHT_* variable.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -72,7 +74,17 @@ def _join_dash_values(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_in = _join_dash_values(sys.argv[1:] if argv is None else list(argv))
+    try:
+        # Every command first checks every FREIGHT_* variable (the modules of some read settings
+        # as they load): `freight start` with a bad one stops here, before it starts anything.
+        check_settings()
+        return _run(_join_dash_values(sys.argv[1:] if argv is None else list(argv)))
+    except SettingsError as e:
+        print(f"freight: {e}", file=sys.stderr)
+        return access.EXIT_USAGE
+
+
+def _run(args_in: list[str]) -> int:
     command = next((a for a in args_in if not a.startswith("-")), "")
     module = COMMANDS.get(command)
     parser = build_parser([module] if module else None)

@@ -15,7 +15,7 @@ import sys
 
 from loguru import logger
 
-from freight.config import settings
+from freight.config import SettingsError, check_settings, settings
 from freight.head.server import HeadConfig, run_head
 from freight.observe import logging as observe_logging
 from freight.util.grpc_tracing import setup as setup_tracing
@@ -86,6 +86,11 @@ def configure_logging(session_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        check_settings()  # never serve with a FREIGHT_* value that is not valid
+    except SettingsError as e:
+        print(f"freight head: {e}", file=sys.stderr)
+        return 2
     config = parse_args(argv)
     if config.die_with_parent:
         set_parent_death_signal()

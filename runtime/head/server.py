@@ -35,6 +35,7 @@ from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.protocol.messages import load_task_rows
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
+from freight.util.grpc_health import add_health
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import KV_KEY as TRACING_KV_KEY
@@ -389,6 +390,11 @@ async def run_head(config: HeadConfig) -> None:
         store, servicer.nodes, servicer.tasks, servicer.events, servicer.pgs
     )
     pb_grpc.add_StateServiceServicer_to_server(state, server)
+    # The standard health service: NOT_SERVING until the head serves, and again once it stops.
+    services = [
+        pb.DESCRIPTOR.services_by_name[name].full_name for name in ("HeadService", "StateService")
+    ]
+    serving = await add_health(server, services)
     health: asyncio.Task[None] | None = None
     lag: asyncio.Task[None] | None = None
     metrics_http = None
@@ -407,12 +413,14 @@ async def run_head(config: HeadConfig) -> None:
         health = asyncio.create_task(servicer.nodes.health_loop())
         lag = asyncio.create_task(watch_loop_lag("head"))
         metrics_http = servicer.metrics.serve(config.bind, config.metrics_port, host)
+        await serving.set_serving(True)
         write_head_info(session_dir, address, config.cluster_name, servicer.metrics.address)
         announce_ready(config.ready_fds, {"address": address})
         logger.info("head serving", address=address, cluster_name=config.cluster_name)
         await servicer.stopping.wait()
         logger.info("head stopping")
     finally:
+        await serving.shutting_down()  # probes see NOT_SERVING while the head winds down
         if health is not None:
             health.cancel()
             await asyncio.gather(health, return_exceptions=True)

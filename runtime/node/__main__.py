@@ -43,7 +43,20 @@ def _start_fork_server(argv: list[str]) -> None:
         return  # no fork server: the agent starts each worker as a new interpreter
 
 
+def _check_settings() -> None:
+    """Stop with the bad FREIGHT_* variables named before the agent's modules load (some read
+    settings as they load)."""
+    from freight.config import SettingsError, check_settings
+
+    try:
+        check_settings()
+    except SettingsError as e:
+        print(f"freight node agent: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 _start_fork_server(sys.argv[1:])
+_check_settings()
 
 from freight.node.server import main  # noqa: E402  (after the fork server started)
 

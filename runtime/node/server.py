@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from freight.config import HEARTBEAT_INTERVAL_S, settings
+from freight.config import HEARTBEAT_INTERVAL_S, SettingsError, check_settings, settings
 from freight.core.placement import NodeState
 from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
@@ -26,6 +26,7 @@ from freight.protocol.frames import ProtocolError
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, aio_channel, read_token
+from freight.util.grpc_health import HealthStatus, add_health
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
 from freight.util.grpc_tracing import setup as setup_tracing
@@ -163,10 +164,14 @@ def fill_dynamic(node: pb.NodeInfo, agent: NodeAgent) -> None:
     )
 
 
-async def fence_and_rejoin(agent: NodeAgent, node: pb.NodeInfo, head: Any, why: str) -> None:
+async def fence_and_rejoin(
+    agent: NodeAgent, node: pb.NodeInfo, head: Any, why: str, health: HealthStatus
+) -> None:
     """The head declared this incarnation dead: stop every worker, then register as a new
-    incarnation with a clean slate (docs/decisions/0034-a-dead-node-fences-itself.md)."""
+    incarnation with a clean slate (docs/decisions/0034-a-dead-node-fences-itself.md).
+    The node reports NOT_SERVING meanwhile."""
     logger.warning("{}: stopping every worker before the node rejoins", why)
+    await health.set_serving(False)
     old = node.incarnation
     pids = await agent.fence()
     node.incarnation = agent.incarnation
@@ -178,9 +183,12 @@ async def fence_and_rejoin(agent: NodeAgent, node: pb.NodeInfo, head: Any, why: 
         f"incarnation {node.incarnation[:12]} (was {old[:12]})",
     )
     await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=5)
+    await health.set_serving(True)
 
 
-async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None:
+async def heartbeat_loop(
+    agent: NodeAgent, node: pb.NodeInfo, head: Any, health: HealthStatus
+) -> None:
     while not agent.stopping.is_set():
         try:
             fill_dynamic(node, agent)
@@ -197,9 +205,10 @@ async def heartbeat_loop(agent: NodeAgent, node: pb.NodeInfo, head: Any) -> None
             )
             agent.heartbeat_accepted_at = time.monotonic()
             if reply.fence and incarnation == node.incarnation:
-                await fence_and_rejoin(agent, node, head, reply.fence_reason)
+                await fence_and_rejoin(agent, node, head, reply.fence_reason, health)
             elif reply.reregister:
                 await head.RegisterNode(pb.RegisterNodeRequest(node=node), timeout=5)
+                await health.set_serving(True)  # if a fence's registration failed midway
             elif reply.cluster:
                 agent.on_cluster_view(
                     [
@@ -346,6 +355,10 @@ async def amain(args: argparse.Namespace) -> None:
     node.total.amounts.update(resources)
     servicer = AgentServicer(agent, node)
     pb_grpc.add_NodeAgentServiceServicer_to_server(servicer, server)
+    # NOT_SERVING until the node has registered with the head.
+    health = await add_health(
+        server, [pb.DESCRIPTOR.services_by_name["NodeAgentService"].full_name]
+    )
     port = add_port(server, f"{args.bind}:0")  # TLS when FREIGHT_USE_TLS
     await server.start()
     node.agent_address = f"{args.bind}:{port}"
@@ -388,6 +401,7 @@ async def amain(args: argparse.Namespace) -> None:
     registered = await head.RegisterNode(
         pb.RegisterNodeRequest(node=node), timeout=settings.start_timeout_s, wait_for_ready=True
     )
+    await health.set_serving(True)
     metrics.cluster = registered.cluster_name
     agent.write_node_file(node.agent_address, head_address)
     if args.ready_fd >= 0:
@@ -398,7 +412,7 @@ async def amain(args: argparse.Namespace) -> None:
     logger.info("node agent {} up at {} ({})", args.node_id, node.agent_address, agent.data_socket)
 
     tasks = [
-        asyncio.ensure_future(heartbeat_loop(agent, node, head)),
+        asyncio.ensure_future(heartbeat_loop(agent, node, head, health)),
         asyncio.ensure_future(agent.reap_loop()),
         asyncio.ensure_future(watch_loop_lag("agent")),
         asyncio.ensure_future(task_event_loop(agent, head)),
@@ -407,6 +421,7 @@ async def amain(args: argparse.Namespace) -> None:
     if memory is not None:
         tasks.append(asyncio.ensure_future(monitor_loop(memory, agent, refresh_ms / 1000)))
     await agent.stopping.wait()
+    await health.shutting_down()
     try:
         await head.UnregisterNode(
             pb.UnregisterNodeRequest(node_id=args.node_id, reason="agent stopped"), timeout=2
@@ -477,6 +492,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ready-fd", type=int, default=-1, help="pipe to announce readiness on")
     p.add_argument("--head-ready-fd", type=int, default=-1, help="pipe the head's address comes on")
     args = p.parse_args(argv)
+    try:
+        check_settings()  # never serve with a FREIGHT_* value that is not valid
+    except SettingsError as e:
+        print(f"freight node agent: {e}", file=sys.stderr)
+        sys.exit(2)
     if args.die_with_parent:
         set_parent_death_signal()
     setup_process_logging(

@@ -30,24 +30,14 @@ from .messages import KIND_OF, build
 MAGIC = b"FRT1"
 HEADER = struct.Struct("<IB")
 HEADER_SIZE = HEADER.size
-MIN_FRAME = 1 << 20
 MAX_HELLO = 64 * 1024  # the unauthenticated first frame is small; never buffer more
 HELLO_KIND = 0
 _TOKEN_LEN = struct.Struct("<H")
 
 
-def _max_frame() -> int:
-    limit = int(settings.max_frame_bytes)
-    if limit < MIN_FRAME or limit >= 1 << 32:
-        raise ValueError(
-            f"FREIGHT_MAX_FRAME_BYTES={limit} is out of range: give a size in bytes from "
-            f"{MIN_FRAME} (1 MiB) to {(1 << 32) - 1} (the frame header holds 32 bits)."
-        )
-    return limit
-
-
-# Read once: every process of a cluster starts with the same environment.
-MAX_FRAME = _max_frame()
+# Read once: every process of a cluster starts with the same environment. The setting's
+# declaration keeps it between 1 MiB and the 32 bits of the frame header.
+MAX_FRAME: int = settings.max_frame_bytes
 
 
 class ProtocolError(Exception):

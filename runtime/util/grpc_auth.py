@@ -18,6 +18,7 @@ from grpc import aio
 from loguru import logger
 
 from freight.observe.recorder import RECORDER
+from freight.util.grpc_health import UNAUTHENTICATED_METHODS
 from freight.util.grpc_tls import channel_credentials, channel_options
 from freight.util.tokens import TOKEN_FILE, create_token, read_token, readonly_token
 
@@ -105,6 +106,9 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
     The check runs before the request is deserialized. A wrong or missing token ends the call
     with ``UNAUTHENTICATED``, the read-only token on any other call with ``PERMISSION_DENIED``;
     each refusing peer is logged once, and :attr:`refused` counts them all.
+    The standard health check (``grpc.health.v1.Health/Check``) needs no token: Kubernetes
+    probes cannot send one, and it answers only SERVING or NOT_SERVING
+    (docs/decisions/0058-standard-grpc-health.md).
     """
 
     def __init__(self, token: str) -> None:
@@ -132,8 +136,10 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        role = self._role(handler_call_details.invocation_metadata)
         method = handler_call_details.method
+        if method in UNAUTHENTICATED_METHODS:
+            return await continuation(handler_call_details)
+        role = self._role(handler_call_details.invocation_metadata)
         if role == "admin" or (role == "read-only" and method in READ_ONLY_METHODS):
             return await continuation(handler_call_details)
         if role == "read-only":

@@ -13,6 +13,7 @@ import sys
 
 from freight._launcher import read_json
 from freight.client.core_worker import CoreWorker
+from freight.config import SettingsError, check_settings
 from freight.protocol import messages as m
 from freight.util.grpc_tracing import setup as setup_tracing
 from freight.util.process import set_parent_death_signal, setup_process_logging
@@ -24,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     """Serve as the worker ``WORKER_ID`` of the node agent at ``AGENT_SOCKET``, until told to
     exit."""
     session_dir, node_id, agent_socket, worker_id = (sys.argv[1:] if argv is None else argv)[:4]
+    try:
+        check_settings()  # its agent checked the same environment; never run with a bad value
+    except SettingsError as e:
+        print(f"freight worker: {e}", file=sys.stderr)
+        sys.exit(2)
     set_parent_death_signal()
     # `kill -USR1 <pid>` writes every thread's stack to the worker's log: for stuck tasks.
     faulthandler.register(signal.SIGUSR1, all_threads=True)

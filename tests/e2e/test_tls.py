@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import freight
 from freight import _launcher
@@ -252,6 +253,24 @@ def test_a_tls_client_without_a_certificate_is_refused(cluster: Cluster, pki: Pk
             pb.ClusterStatusRequest(), metadata=[(TOKEN_METADATA_KEY, token)], timeout=10
         )
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("server", ["head", "agent"])
+def test_the_standard_health_check_answers_over_tls_without_a_token(
+    cluster: Cluster, pki: Pki, server: str
+) -> None:
+    # As grpc_health_probe -tls -tls-ca-cert -tls-client-cert -tls-client-key asks it: the
+    # cluster's mutual TLS, the stock health stub, no token.
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(pki.ca).read_bytes(),
+        private_key=Path(pki.key).read_bytes(),
+        certificate_chain=Path(pki.cert).read_bytes(),
+    )
+    with grpc.secure_channel(_addresses(cluster)[server], credentials) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # ---- settings ----------------------------------------------------------------------------------

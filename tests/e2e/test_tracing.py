@@ -353,12 +353,21 @@ def test_tracing_is_off_without_otlp_settings(temp_dir: Path, receiver: OtlpRece
     assert receiver.spans == []
 
 
-def test_bad_tracing_setting_is_reported_and_runs_untraced(
+def test_bad_tracing_setting_stops_init_with_the_setting_named(
     temp_dir: Path, receiver: OtlpReceiver
 ) -> None:
-    out, stderr = run_nested(temp_dir, FREIGHT_TRACING="sometimes", **otlp_env(receiver))
-    assert out["total"] == 42 and not out["driver_enabled"] and not out["enabled"]
-    assert "FREIGHT_TRACING='sometimes' is not one of auto, on, off" in stderr
+    # Like every FREIGHT_* setting, a value that is not valid stops init() before any process
+    # starts with it, rather than running untraced.
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NESTED)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_env(temp_dir, FREIGHT_TRACING="sometimes", **otlp_env(receiver)),
+    )
+    assert proc.returncode != 0
+    assert "FREIGHT_TRACING='sometimes' is not one of auto, on, off" in proc.stderr
+    assert "RESULT " not in proc.stdout
     assert receiver.spans == []
 
 

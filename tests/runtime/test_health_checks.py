@@ -90,9 +90,14 @@ def test_the_heartbeat_timeout_defaults_to_looser_than_the_health_checks():
 @pytest.mark.parametrize(
     ("env", "value", "message"),
     [
-        ("FREIGHT_HEALTH_CHECK_PERIOD_S", "0", "period must be positive"),
-        ("FREIGHT_HEALTH_CHECK_TIMEOUT_S", "-1", "timeout must be positive"),
-        ("FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD", "0", "threshold must be at least 1"),
+        # The settings' declarations refuse these, with the value and what is accepted.
+        ("FREIGHT_HEALTH_CHECK_PERIOD_S", "0", "='0' is not valid: expected a number > 0"),
+        ("FREIGHT_HEALTH_CHECK_TIMEOUT_S", "-1", "='-1' is not valid: expected a number > 0"),
+        (
+            "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD",
+            "0",
+            "='0' is not valid: expected an integer >= 1",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_variable(monkeypatch, env, value, message):
