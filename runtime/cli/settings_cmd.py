@@ -7,14 +7,16 @@ same declarations. Secret settings (the token) are never printed, only whether t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import textwrap
 from typing import Any
 
+from freight.client import access
 from freight.config import ENV_PREFIX, SETTINGS, Setting, settings
+
+from . import common
 
 _HIDDEN = "(hidden)"
 
@@ -100,10 +102,10 @@ def cmd_settings(args: argparse.Namespace) -> int:
     try:
         chosen = _select(args.names) if args.names else list(SETTINGS.values())
     except LookupError as e:
-        print(f"freight settings: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps([_record(s) for s in chosen], indent=2))
+        raise access.UsageError(str(e)) from None
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        common.dump(common.envelope("settings", [_record(s) for s in chosen]), fmt)
     elif args.names:
         _print_details(chosen)
     else:
@@ -125,5 +127,5 @@ def add_parsers(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="only these settings, in full")
-    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    common.add_output_option(p)
     p.set_defaults(func=cmd_settings)

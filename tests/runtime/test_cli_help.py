@@ -80,9 +80,9 @@ def test_freight_settings_lists_every_setting_with_its_value_in_effect() -> None
 
 
 def test_freight_settings_json_and_one_setting_in_full() -> None:
-    out = freight("settings", "--json", "use_tls", "FREIGHT_TOKEN", FREIGHT_USE_TLS="yes")
+    out = freight("settings", "-o", "json", "use_tls", "FREIGHT_TOKEN", FREIGHT_USE_TLS="yes")
     assert out.returncode == 0, out.stderr
-    records = json.loads(out.stdout)
+    records = json.loads(out.stdout)["items"]
     assert [r["variable"] for r in records] == ["FREIGHT_USE_TLS", "FREIGHT_TOKEN"]
     assert records[0]["value"] is True and records[0]["default"] is False and records[0]["set"]
     assert records[0]["accepted"].startswith("a boolean")
