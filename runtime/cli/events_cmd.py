@@ -1,8 +1,8 @@
 """`freight events`: the cluster's events (node joined/dead, worker crashed, ...) from the head.
 
 Events are read through the state service (``StateService.List`` with kind ``events``) and shown
-oldest first: a table on a terminal, JSON lines when piped. ``--follow`` asks again every second
-for events newer than the last one shown, until Ctrl-C.
+oldest first: a table on a terminal, JSON lines when piped. ``--follow`` then prints each new
+event as the head records it (a watch of the state service), until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,7 +17,6 @@ from typing import Any, NamedTuple
 
 from freight.head.events import KINDS, SEVERITIES
 
-POLL_S = 1.0
 PAGE = 10_000  # rows per List call: the state service's largest page
 COLUMNS = ("time", "severity", "source", "kind", "message", "ids")
 ID_KEYS = ("node_id", "job_id", "actor_id", "worker_id", "task_id")
@@ -172,34 +170,15 @@ def cmd_events(args: argparse.Namespace) -> int:
             )
         sys.stdout.flush()
         if args.follow:
-            follow(address, token, filters, page.rows, fmt)
+            from freight.cli.watch_cmd import follow_events
+
+            follow_events(address, filters, page.rows, render, fmt)
     except EventsError as e:
         print(f"freight events: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         return 0
     return 0
-
-
-def follow(
-    address: str,
-    token: str,
-    filters: list[tuple[str, str, str]],
-    shown: list[dict[str, Any]],
-    fmt: str,
-) -> None:
-    """Print events newer than those shown, every second, until interrupted."""
-    seen = {r["event_id"] for r in shown}
-    since = max((float(r["time"]) for r in shown), default=time.time() - 1.0)
-    while True:
-        time.sleep(POLL_S)  # polling the head: nothing to wait on but time
-        page = fetch_events(address, token, [*filters, ("time", ">=", repr(since))], PAGE)
-        new = [r for r in page.rows[::-1] if r["event_id"] not in seen]
-        if new:
-            render(new, fmt)
-            sys.stdout.flush()
-            seen.update(r["event_id"] for r in new)
-            since = max(since, *(float(r["time"]) for r in new))
 
 
 def add_parsers(sub: Any) -> None:

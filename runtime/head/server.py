@@ -31,6 +31,7 @@ from freight.head.placement_groups import MAX_PG_WAIT_S, PlacementGroupDirectory
 from freight.head.rpc import rpc
 from freight.head.state_service import StateServiceServicer
 from freight.head.task_store import TaskStore
+from freight.head.watch import WatchHub
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.protocol.messages import load_task_rows
@@ -366,6 +367,7 @@ async def run_head(config: HeadConfig) -> None:
     state = StateServiceServicer(
         store, servicer.nodes, servicer.tasks, servicer.events, servicer.pgs
     )
+    state.watches = watches = WatchHub(store, servicer.tasks, servicer.events, servicer.pgs)
     pb_grpc.add_StateServiceServicer_to_server(state, server)
     health: asyncio.Task[None] | None = None
     lag: asyncio.Task[None] | None = None
@@ -391,6 +393,7 @@ async def run_head(config: HeadConfig) -> None:
         await servicer.stopping.wait()
         logger.info("head stopping")
     finally:
+        watches.close()  # watch streams end now, not after the grace period below
         if health is not None:
             health.cancel()
             await asyncio.gather(health, return_exceptions=True)
