@@ -25,14 +25,11 @@ when it asks; ``list`` them again instead.
 from __future__ import annotations
 
 import asyncio
-import base64
-import itertools
 import json
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from freight.config import settings
 from freight.protocol.generated import freight_pb2 as pb
@@ -62,34 +59,44 @@ _QUIET_KEYS = {"nodes": ("last_heartbeat",)}
 _ID_KEYS = {name: KINDS[name].id_key for name in WATCHABLE}
 
 
-class Change(NamedTuple):
-    rev: int
-    key: str  # the row's id
-    text: str  # the row as sent (JSON); for a deletion, its last state
-    view: dict[str, Any] | None  # the row the filters read; None: deleted
-    prev: dict[str, Any] | None  # the row before this change; None: it is new
+class Change:
+    """One change of a row, as every watcher of its kind reads it."""
+
+    __slots__ = ("event", "key", "prev", "rev", "text", "view")
+
+    def __init__(
+        self,
+        rev: int,
+        key: str,
+        text: str,
+        view: dict[str, Any] | None,
+        prev: dict[str, Any] | None,
+    ) -> None:
+        self.rev = rev
+        self.key = key  # the row's id
+        self.text = text  # the row as sent (JSON); for a deletion, its last state
+        self.view = view  # the row the filters read; None: deleted
+        self.prev = prev  # the row before this change; None: it is new
+        # The event as a watcher without filters gets it, made by the first one to send it.
+        self.event: pb.WatchEvent | None = None
 
 
 def encode_cursor(kind: str, epoch: str, rev: int) -> str:
-    raw = json.dumps(["watch", kind, epoch, rev], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """An opaque-looking cursor; plain text, as one is made for every event of every watcher."""
+    return f"w1.{kind}.{epoch}.{rev}"
 
 
 def decode_cursor(kind: str, cursor: str) -> tuple[str, int]:
     """(epoch, revision) of a watch cursor; ValueError when it is not one of this kind."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        tag, got_kind, epoch, rev = json.loads(raw)
-        if tag != "watch" or not isinstance(epoch, str) or not isinstance(rev, int):
-            raise ValueError
-    except (ValueError, TypeError):
+    parts = cursor.split(".")
+    if len(parts) != 4 or parts[0] != "w1" or not parts[3].isdigit() or not parts[2].isalnum():
         raise ValueError(
             f"bad watch cursor {cursor[:40]!r}: pass the cursor of the last event received "
             "unchanged, or none to list from the start"
-        ) from None
-    if got_kind != kind:
-        raise ValueError(f"this cursor is from a watch of {got_kind}, not {kind}")
-    return epoch, rev
+        )
+    if parts[1] != kind:
+        raise ValueError(f"this cursor is from a watch of {parts[1]}, not {kind}")
+    return parts[2], int(parts[3])
 
 
 class ChangeLog:
@@ -101,7 +108,10 @@ class ChangeLog:
         self.size = size
         self.rev = 0  # revision of the newest change
         self.base = 0  # every change after this revision is held
-        self.changes: deque[Change] = deque()
+        # The ring: changes[_first:] are held, in revision order (a list trimmed in chunks, so
+        # a watcher finds its position by arithmetic).
+        self.changes: list[Change] = []
+        self._first = 0
         # Each row's latest view, for the next change's ``prev``: every row of the small kinds
         # (seeded when recording starts); for tasks, the rows whose latest change is held.
         self.latest: dict[str, dict[str, Any]] = {}
@@ -116,12 +126,14 @@ class ChangeLog:
         self.rev += 1
         self.base = self.rev
         self.changes.clear()
+        self._first = 0
         self.latest.clear()
         self.recording = True
 
     def stop(self) -> None:
         self.recording = False
         self.changes.clear()
+        self._first = 0
         self.latest.clear()
 
     def lingered(self) -> bool:
@@ -138,19 +150,27 @@ class ChangeLog:
                 self.latest.pop(key, None)
             else:
                 self.latest[key] = view
-        if len(self.changes) > self.size:
-            old = self.changes.popleft()
+        if len(self.changes) - self._first > self.size:
+            old = self.changes[self._first]
+            self._first += 1
             self.base = old.rev
             if self.kind == "tasks" and self.latest.get(old.key) is old.view:
                 del self.latest[old.key]  # tasks: only the rows whose change is still held
+            if self._first >= self.size:
+                del self.changes[: self._first]
+                self._first = 0
         if self._woken is not None:
             self._woken.set()
             self._woken = None
 
     def after(self, pos: int, limit: int) -> list[Change]:
         """Up to ``limit`` changes after revision ``pos`` (which must be >= ``base``)."""
-        start = pos - self.base  # revisions in the ring follow each other
-        return list(itertools.islice(self.changes, start, start + limit))
+        i = self._first + pos - self.base  # revisions in the ring follow each other
+        return self.changes[i : i + limit]
+
+    def __len__(self) -> int:
+        """Changes held."""
+        return len(self.changes) - self._first
 
     async def wait(self, pos: int, timeout: float) -> None:
         """Return once a change after ``pos`` is held, or after ``timeout`` seconds."""
@@ -434,7 +454,9 @@ class WatchHub:
                 )
                 return
             changes = log.after(pos, MAX_BATCH)
-            if not changes:
+            if changes:
+                last = changes[-1].rev
+            else:
                 await log.wait(pos, BOOKMARK_S)
                 if log.rev == pos and time.monotonic() - quiet_since >= BOOKMARK_S:
                     cursor = encode_cursor(name, self.epoch, pos)
@@ -444,6 +466,16 @@ class WatchHub:
                     quiet_since = time.monotonic()
                 continue
             events: list[pb.WatchEvent] = []
+            if pred is None and (sent is None or changes[0].rev > until):
+                # Without filters every change is sent as it is: the event is made once.
+                sent = None
+                for c in changes:
+                    if c.event is None:
+                        kind = DELETED if c.view is None else MODIFIED if c.prev else ADDED
+                        cursor = encode_cursor(name, self.epoch, c.rev)
+                        c.event = pb.WatchEvent(type=kind, row=c.text, cursor=cursor)
+                    events.append(c.event)
+                changes = []
             for c in changes:
                 if sent is not None and c.rev <= until:
                     was = c.key in sent
@@ -460,7 +492,7 @@ class WatchHub:
                     kind = (MODIFIED if was else ADDED) if now else DELETED
                     cursor = encode_cursor(name, self.epoch, c.rev)
                     events.append(pb.WatchEvent(type=kind, row=c.text, cursor=cursor))
-            pos = changes[-1].rev
+            pos = last
             if events:
                 await context.write(pb.WatchReply(events=events))
                 quiet_since = time.monotonic()
