@@ -31,7 +31,7 @@ def cmd_list_watch(args: argparse.Namespace) -> int:
 
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     columns = COLUMNS.get(state._kind(args.kind), [])
-    widths = [max(len(title), 12) for title, _, _ in columns]
+    widths = [max(len(title), 16) for title, _, _ in columns]  # ids cut to 12, states to 16
 
     def cells(row: dict[str, Any]) -> str:
         shown = (_cell(row, key, how) for _, key, how in columns)

@@ -51,7 +51,6 @@ WATCHABLE = ("nodes", "jobs", "tasks", "actors", "placement_groups", "events")
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 SYNCED, RESYNC, BOOKMARK = "SYNCED", "RESYNC", "BOOKMARK"
 MAX_BATCH = 500  # events per WatchReply
-SNAPSHOT_CHUNK = 2000  # task rows built between two writes of a listing
 BOOKMARK_S = 5.0  # a watcher that got nothing for this long gets a BOOKMARK
 LINGER_S = 120.0  # a kind's changes are still kept this long after its last watcher left
 # Keys whose change alone is no change for a watcher: heartbeats touch every node each second.
@@ -409,16 +408,16 @@ class WatchHub:
 
         if name == "tasks":
             task_pred = compile_task_filters(filters)
-            records = list(self.tasks.records.values())
-            for i in range(0, len(records), SNAPSHOT_CHUNK):
-                for rec in records[i : i + SNAPSHOT_CHUNK]:
-                    if task_pred is None or task_pred(rec):
-                        sent.add(rec.task_id)
-                        batch.append(
-                            pb.WatchEvent(type=ADDED, row=json.dumps(rec.row()), cursor=cursor)
-                        )
-                        if len(batch) >= MAX_BATCH:
-                            await flush()
+            # The head serves others between two messages (each write awaits), so the records
+            # are taken as they are now and their rows made as the listing goes.
+            for rec in list(self.tasks.records.values()):
+                if task_pred is None or task_pred(rec):
+                    sent.add(rec.task_id)
+                    batch.append(
+                        pb.WatchEvent(type=ADDED, row=json.dumps(rec.row()), cursor=cursor)
+                    )
+                    if len(batch) >= MAX_BATCH:
+                        await flush()
         else:
             src = await state._rows(name)
             for _, row in src.rows:
