@@ -197,3 +197,31 @@ def test_task_batches_become_changes_and_evictions_deletions(tmp_path: Path) -> 
         await head.stop(task)
 
     run(main)
+
+
+def test_recording_stops_a_while_after_the_last_watcher_left(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from freight.head import watch
+
+    async def main() -> None:
+        head = Head(tmp_path)
+        stream, task = await head.watch("tasks")
+        await until(lambda: stream.events, "the listing")
+        head.tasks.apply([_event("t1", "PENDING_ARGS_AVAIL", 1.0)])
+        await until(lambda: len(stream.events) == 2, "the change")
+        cursor = stream.events[-1].cursor
+        task.cancel()  # the client went away
+        await asyncio.gather(task, return_exceptions=True)
+        log = head.hub.logs["tasks"]
+        assert log.watchers == 0 and log.recording  # kept a while, for a reconnect
+        monkeypatch.setattr(watch, "LINGER_S", 0.0)
+        head.tasks.apply([_event("t1", "FINISHED", 2.0)])
+        assert not log.recording and head.tasks.feed is None and len(log) == 0
+        # A watcher coming back now cannot be told what it missed: it lists again.
+        again, task2 = await head.watch("tasks", cursor=cursor)
+        await until(lambda: again.events, "the answer")
+        assert again.events[0].type == "RESYNC"
+        await head.stop(task2)
+
+    run(main)
