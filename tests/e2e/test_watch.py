@@ -210,6 +210,29 @@ def test_actors_nodes_and_jobs_are_watched(cluster: Cluster, tmp_path: Path) -> 
             w.stop()
 
 
+def test_placement_groups_are_watched(cluster: Cluster) -> None:
+    from freight.util.placement_group import placement_group, remove_placement_group
+
+    w = Watcher("placement_groups")
+    try:
+        w.synced()
+        pg = placement_group([{"CPU": 1}], strategy="PACK")
+        assert pg.wait(timeout_seconds=60)
+        pg_id = pg.id
+        remove_placement_group(pg)
+        got = w.wait(
+            lambda _: (
+                (c := changes_of(w, "placement_group_id", {pg_id})[pg_id])
+                and c[-1][1] == "REMOVED"
+                and c
+            ),
+            "the group created, then removed, in the stream",
+        )
+        assert got[0][0] == ADDED and (MODIFIED, "CREATED") in got
+    finally:
+        w.stop()
+
+
 def test_filters_apply_to_changes(cluster: Cluster, tmp_path: Path) -> None:
     """A row that starts matching comes as ADDED, one that stops as DELETED; others never."""
     running = Watcher("tasks", ["state=SUBMITTED_TO_WORKER", "name~wait_for_file"])
