@@ -564,6 +564,14 @@ SETTINGS: dict[str, Setting] = {
             'in freight_telemetry_dropped_total{kind="events"}.',
             ge=1,
         ),
+        Setting(
+            "FREIGHT_WATCH_BUFFER",
+            int,
+            10_000,
+            "Changes the head keeps per watched kind (`freight list --watch`, "
+            "freight.state.watch): how far back a reconnecting watcher resumes from its "
+            "cursor, and how far a slow watcher may fall behind before it is told to list again.",
+        ),
     ]
 }
 

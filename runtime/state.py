@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -264,6 +265,117 @@ def _summarizer(kind: str) -> Any:
     return summarizer
 
 
+# -- watching ---------------------------------------------------------------------------------
+
+WATCH_KINDS = ("nodes", "jobs", "tasks", "actors", "placement_groups", "events")
+ADDED, MODIFIED, DELETED, SYNCED, RESYNC = "ADDED", "MODIFIED", "DELETED", "SYNCED", "RESYNC"
+_RECONNECT_S = (0.1, 2.0)  # first and longest wait between two attempts to reach the head
+
+
+class WatchEvent(NamedTuple):
+    """One event of :func:`watch`.
+
+    ``type`` is ``ADDED``, ``MODIFIED`` or ``DELETED`` (``row`` is the row, for DELETED its
+    last state), ``SYNCED`` (every row that existed when the watch began has been sent) or
+    ``RESYNC`` (forget the rows held: the head lists them again as ADDED, then SYNCED;
+    ``message`` says why). ``cursor`` resumes a later watch right after this event.
+    """
+
+    type: str
+    row: dict[str, Any] | None
+    cursor: str
+    message: str = ""
+
+
+def watch(
+    kind: str,
+    filters: Any = None,
+    *,
+    address: str | None = None,
+    cursor: str | None = None,
+    timeout: float | None = None,
+) -> Iterator[WatchEvent]:
+    """The rows of ``kind`` passing ``filters`` as they are now, then every change to them.
+
+    Without ``cursor`` the events begin with one ADDED per row and SYNCED; with the cursor of
+    an event received before, they resume after it. The connection is remade after the head
+    was unreachable, from the last cursor; when the head can no longer serve it (it restarted,
+    or this watcher fell too far behind) a RESYNC event comes, then the listing again. A row
+    that stops matching the filters comes as DELETED. ``timeout``: stop after this many seconds
+    (None: never). Kinds: nodes, jobs, tasks, actors, placement_groups, events. Raises
+    ``ValueError`` (a bad kind, filter or cursor) or ``PermissionError`` (a refused token)
+    when iterated::
+
+        for event in freight.state.watch("tasks", ["state=FAILED"]):
+            print(event.type, event.row["task_id"], event.row["error_type"])
+    """
+    kind = _kind(kind)
+    if kind not in WATCH_KINDS:
+        raise access.UsageError(
+            f"{kind} cannot be watched (the node agents hold them; list them again instead); "
+            f"watchable kinds: {', '.join(WATCH_KINDS)}"
+        )
+    if cursor is not None and not isinstance(cursor, str):
+        raise TypeError(f"cursor must be the cursor string of an event, got {cursor!r}")
+    if timeout is not None and not timeout > 0:
+        raise access.UsageError(
+            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
+    pb_filters = _filters(filters)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return _watch(kind, pb_filters, address, cursor or "", deadline)
+
+
+def _watch(
+    kind: str, filters: list[pb.Filter], address: str | None, cursor: str, deadline: float | None
+) -> Iterator[WatchEvent]:
+    synced = bool(cursor)  # a cursor stands after a listing; without one, the listing comes
+    listed = 0  # rows of an unfinished listing already given out
+    delay = _RECONNECT_S[0]
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        target, stub = _stub(address)
+        call = stub.Watch(pb.WatchRequest(kind=kind, filters=filters, cursor=cursor), timeout=left)
+        try:
+            for reply in call:
+                delay = _RECONNECT_S[0]
+                for ev in reply.events:
+                    if ev.type == "BOOKMARK":
+                        cursor = ev.cursor if synced else cursor
+                    elif ev.type == RESYNC:
+                        cursor, synced, listed = "", False, 0
+                        yield WatchEvent(RESYNC, None, "", ev.message)
+                    elif ev.type == SYNCED:
+                        cursor, synced, listed = ev.cursor, True, 0
+                        yield WatchEvent(SYNCED, None, ev.cursor)
+                    else:
+                        if synced:
+                            cursor = ev.cursor
+                        else:
+                            listed += 1
+                        yield WatchEvent(ev.type, json.loads(ev.row), ev.cursor)
+            # The stream ended without an error: the head is stopping, or it sent RESYNC.
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                return
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                raise access.ClusterUnreachable(
+                    f"the freight head at {target.address} does not serve watches"
+                ) from None
+            if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                raise access.rpc_error(exc, target) from None
+            time.sleep(delay)  # the head is away: try again, less and less often
+            delay = min(delay * 2, _RECONNECT_S[1])
+        finally:
+            call.cancel()
+        if listed:  # cut off in the middle of a listing: it starts again from the top
+            cursor, synced, listed = "", False, 0
+            yield WatchEvent(RESYNC, None, "", "the connection was lost during the listing")
+
+
 list_nodes = _lister("nodes")
 list_jobs = _lister("jobs")
 list_tasks = _lister("tasks")
@@ -286,6 +398,7 @@ summarize_objects = _summarizer("objects")
 __all__ = [
     "StateList",
     "StateSummary",
+    "WatchEvent",
     "close",
     "get_actor",
     "get_job",
@@ -308,4 +421,5 @@ __all__ = [
     "summarize_actors",
     "summarize_objects",
     "summarize_tasks",
+    "watch",
 ]

@@ -1,8 +1,8 @@
 """`freight events`: the cluster's events (node joined/dead, worker crashed, ...) from the head.
 
 Events are read through the state service (``StateService.List`` with kind ``events``) and shown
-oldest first: a table on a terminal, JSON when piped (one list, or with --follow one event per
-line). --follow asks again every second for events newer than the last one shown, until Ctrl-C.
+oldest first, or as JSON (one list, or with --follow one event per line). --follow then prints
+each new event as the head records it (a watch of the state service), until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,7 +20,6 @@ from freight.head.events import KINDS, SEVERITIES
 
 from . import common
 
-POLL_S = 1.0
 PAGE = 10_000  # rows per List call: the state service's largest page
 COLUMNS = ("time", "severity", "source", "kind", "message", "ids")
 ID_KEYS = ("node_id", "job_id", "actor_id", "worker_id", "task_id")
@@ -143,31 +141,13 @@ def cmd_events(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     sys.stdout.flush()
     if args.follow:
+        from freight.cli.watch_cmd import follow_events
+
         try:
-            follow(target, filters, page.rows, fmt)
+            follow_events(target.address, filters, page.rows, render, fmt)
         except KeyboardInterrupt:
             return 0
     return 0
-
-
-def follow(
-    target: access.Target,
-    filters: list[tuple[str, str, str]],
-    shown: list[dict[str, Any]],
-    fmt: str,
-) -> None:
-    """Print events newer than those shown, every second, until interrupted."""
-    seen = {r["event_id"] for r in shown}
-    since = max((float(r["time"]) for r in shown), default=time.time() - 1.0)
-    while True:
-        time.sleep(POLL_S)  # polling the head: nothing to wait on but time
-        page = fetch_events(target, [*filters, ("time", ">=", repr(since))], PAGE)
-        new = [r for r in page.rows[::-1] if r["event_id"] not in seen]
-        if new:
-            render(new, fmt)
-            sys.stdout.flush()
-            seen.update(r["event_id"] for r in new)
-            since = max(since, *(float(r["time"]) for r in new))
 
 
 def add_parsers(sub: Any) -> None:

@@ -112,6 +112,10 @@ def _notes(console: Any, warnings: list[str]) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", False):
+        from freight.cli.watch_cmd import cmd_list_watch
+
+        return cmd_list_watch(args)
     rows = state.list_state(
         args.kind,
         args.filter or None,
@@ -393,6 +397,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=state.DEFAULT_LIMIT, help="rows to show")
     p.add_argument("--cursor", default=None, help="next_cursor of a previous page")
     p.add_argument("--detail", action="store_true", help="heavy fields (task transitions)")
+    p.add_argument("--watch", "-w", action="store_true",
+                   help="print the rows, then a line per change until Ctrl-C")  # fmt: skip
     p.set_defaults(func=cmd_list)
     p = sub.add_parser(
         "get", help="one node/job/task/actor/object/worker/placement group by id or id prefix"

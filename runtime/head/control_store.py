@@ -69,6 +69,9 @@ class ControlStore:
         self._live_names: dict[tuple[str, str], str] = {}  # (namespace, name) -> actor_id
         self._kv: dict[tuple[str, str], bytes] = {}
         self._job_counter = 0
+        # Told of every node, job and actor written (kind, message): the head's watches
+        # (freight.head.watch). Others whose records live here call it too (placement groups).
+        self.feed: Callable[[str, Any], None] | None = None
         # Files private, the store this head's alone, checked before SQLite may replay its log.
         store_file.prepare(self.path, _SCHEMA)
         self._lock = store_file.lock(self.path)
@@ -161,6 +164,8 @@ class ControlStore:
             (node.node_id, node.state, node.SerializeToString()),
         )
         self._nodes[node.node_id] = _copy(node)
+        if self.feed is not None:
+            self.feed("nodes", node)
 
     def get_node(self, node_id: str) -> pb.NodeInfo | None:
         """The node with this id, or None."""
@@ -191,6 +196,8 @@ class ControlStore:
             (job.job_id, job.state, job.SerializeToString()),
         )
         self._jobs[job.job_id] = _copy(job)
+        if self.feed is not None:
+            self.feed("jobs", job)
 
     def get_job(self, job_id: str) -> pb.JobInfo | None:
         """The job with this id, or None."""
@@ -242,6 +249,8 @@ class ControlStore:
         if live:
             self._live_names[key] = actor.actor_id
         self._actors[actor.actor_id] = _copy(actor)
+        if self.feed is not None:
+            self.feed("actors", actor)
 
     def get_actor(self, actor_id: str) -> pb.ActorInfo | None:
         """The actor with this id (in any state), or None."""

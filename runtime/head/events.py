@@ -19,7 +19,7 @@ import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -130,6 +130,7 @@ class EventStore:
         self._db = store.connection
         self._db.executescript(_SCHEMA)
         self._rows: deque[tuple[int, dict[str, Any]]] = deque()  # (seq, row), oldest first
+        self.feed: Callable[[str, Any], None] | None = None  # told of each event added (watches)
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_DROPPED_KEY,)).fetchone()
         self.dropped = int(row[0]) if row else 0
         for seq, event_id, t, severity, source, kind, message, ids in self._db.execute(
@@ -220,6 +221,8 @@ class EventStore:
             raise
         for row in added:
             self._recorder.inc("freight_events_total", (row["severity"], row["kind"]))
+            if self.feed is not None:
+                self.feed("events", row)
         self._evict()
         return added
 

@@ -70,6 +70,8 @@ class PlacementGroupDirectory:
     def _save(self, pg: pb.PlacementGroupInfo) -> None:
         self.groups[pg.pg_id] = pg
         self._store.kv_put(KV_NAMESPACE, pg.pg_id, pg.SerializeToString(), True)
+        if self._store.feed is not None:
+            self._store.feed("placement_groups", pg)
         if pg.state != PENDING:
             self._settled.set()
             self._settled = asyncio.Event()

@@ -31,6 +31,7 @@ from freight.head.placement_groups import MAX_PG_WAIT_S, PlacementGroupDirectory
 from freight.head.rpc import rpc
 from freight.head.state_service import StateServiceServicer
 from freight.head.task_store import TaskStore
+from freight.head.watch import WatchHub
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.protocol.messages import load_task_rows
@@ -389,6 +390,7 @@ async def run_head(config: HeadConfig) -> None:
     state = StateServiceServicer(
         store, servicer.nodes, servicer.tasks, servicer.events, servicer.pgs
     )
+    state.watches = watches = WatchHub(store, servicer.tasks, servicer.events, servicer.pgs)
     pb_grpc.add_StateServiceServicer_to_server(state, server)
     # The standard health service: NOT_SERVING until the head serves, and again once it stops.
     services = [
@@ -421,6 +423,7 @@ async def run_head(config: HeadConfig) -> None:
         logger.info("head stopping")
     finally:
         await serving.shutting_down()  # probes see NOT_SERVING while the head winds down
+        watches.close()  # watch streams end now, not after the grace period below
         if health is not None:
             health.cancel()
             await asyncio.gather(health, return_exceptions=True)

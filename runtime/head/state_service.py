@@ -274,6 +274,8 @@ class Rows(NamedTuple):
 class StateServiceServicer(pb_grpc.StateServiceServicer):
     """Every ``StateService`` RPC."""
 
+    watches: Any = None  # the head's freight.head.watch.WatchHub, which serves Watch
+
     def __init__(
         self,
         store: ControlStore,
@@ -483,6 +485,13 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
         if not found:
             return pb.GetStateReply(found=False, warnings=src.warnings)
         return pb.GetStateReply(row=json.dumps(found[0]), found=True, warnings=src.warnings)
+
+    @rpc
+    async def Watch(self, request, context):
+        # Server streaming, written as it goes (a coroutine, so @rpc maps a bad request).
+        if self.watches is None:
+            raise ValueError("this head does not serve watches")
+        await self.watches.serve(self, request, context)
 
     @rpc
     async def Summary(self, request, context):

@@ -33,7 +33,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from freight.config import settings
 from freight.core.filters import BOOL, NUMBER, TEXT, TIME, Field, Predicate, compile_filters
@@ -266,6 +266,15 @@ def compile_task_filters(filters: Iterable[Any]) -> Predicate | None:
     return compile_filters(filters, TASK_FIELDS, "tasks", _getter)
 
 
+class ChangeFeed(Protocol):
+    """Told what each batch did to the records, while someone watches tasks
+    (:class:`freight.head.watch.TaskFeed`)."""
+
+    def begin(self, store: TaskStore, tids: list[str]) -> ChangeFeed | None: ...
+    def evicted(self, rec: TaskEntry) -> None: ...
+    def end(self, store: TaskStore) -> None: ...
+
+
 class TaskStore:
     """Task records by id, in the order the head first heard of them."""
 
@@ -292,6 +301,8 @@ class TaskStore:
         self.live_sampled_out: dict[str, list[tuple[str, str, bool, str, str, int]]] = {}
         # Live left-out tasks whose owner exited with them: FAILED, by (job, name, actor, why).
         self.owner_gone: dict[tuple[str, str, bool, str], int] = {}
+        # Set only while tasks are watched: without watchers a batch pays one test for it.
+        self.feed: ChangeFeed | None = None
 
     @property
     def dropped(self) -> int:
@@ -304,9 +315,15 @@ class TaskStore:
         """Fold a batch of ``TaskEvent`` messages in; ``dropped``: events lost on the way."""
         lost = max(0, int(dropped))
         evicted_before = self.dropped_records
+        feed = self.feed
+        if feed is not None:
+            events = list(events)
+            feed = feed.begin(self, [ev.task_id for ev in events])
         for ev in events:
             if not self._apply_one(ev):
                 lost += 1
+        if feed is not None:
+            feed.end(self)
         if lost:
             self.dropped_events += lost
             RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), lost)
@@ -319,8 +336,14 @@ class TaskStore:
         one per task, its latest fields and the flat transitions it gained."""
         lost = max(0, int(dropped))
         evicted_before = self.dropped_records
+        feed = self.feed
+        if feed is not None:
+            rows = list(rows)
+            feed = feed.begin(self, [row[0] for row in rows])
         for row in rows:
             lost += self._apply_row(row)
+        if feed is not None:
+            feed.end(self)
         if lost:
             self.dropped_events += lost
             RECORDER.inc("freight_telemetry_dropped_total", ("task_events",), lost)
@@ -562,6 +585,8 @@ class TaskStore:
             tid = queue.popleft()
             if not self._member(tid, cls):
                 continue  # stale: the record moved to another class
+            if self.feed is not None:
+                self.feed.evicted(self.records[tid])
             del self.records[tid]
             self._sizes[cls] -= 1
             self.dropped_records += 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import freight
+from freight import state
 from freight.objects import serialization as ser
 from freight.protocol.messages import FreeObjects
 from freight.testing import (
@@ -171,12 +172,10 @@ def test_objects_lost_with_a_killed_node_are_rebuilt_from_lineage(cluster: Clust
     made = [filled.options(scheduling_strategy=there).remote(i, 2 * MIB) for i in range(6)]
     # Chains whose first link's value is freed once the second has run: rebuilding the
     # second needs the first rebuilt too.
-    chained = [
-        doubled.options(scheduling_strategy=there).remote(
-            filled.options(scheduling_strategy=there).remote(100 + i, MIB)
-        )
-        for i in range(3)
-    ]
+    firsts = [filled.options(scheduling_strategy=there).remote(100 + i, MIB) for i in range(3)]
+    first_ids = [f.binary() for f in firsts]
+    chained = [doubled.options(scheduling_strategy=there).remote(f) for f in firsts]
+    del firsts
     # And chains whose first link is small, passed inline, and freed: its value travels in
     # the second's spec, so only the second runs again.
     seeded = [
@@ -186,10 +185,34 @@ def test_objects_lost_with_a_killed_node_are_rebuilt_from_lineage(cluster: Clust
     made += seeded
     ready, _ = freight.wait(made + chained, num_returns=12, fetch_local=False, timeout=120)
     assert len(ready) == 12
+    # The first links are freed once the second tasks have run, a moment later (the owner's
+    # housekeeping lets them go, then their stores delete them): wait for that, so the kill
+    # finds them gone and their rebuilds are the ones counted below.
+    w = freight._api._require_worker()
+    wait_for_condition(
+        lambda: (
+            not any(o in w.slots for o in first_ids)
+            and not state.list_objects(
+                [
+                    ("object_id", "~", "|".join(o.hex() for o in first_ids)),
+                    ("owner_address", "!=", ""),  # primaries: copies pulled elsewhere may stay
+                ]
+            )
+        ),
+        30,
+        "the chains' first links to be freed",
+    )
     lost_made = sum(_store_of(r) == doomed_store for r in made)
     lost_chained = sum(_store_of(r) == doomed_store for r in chained)
     assert lost_made + lost_chained, "nothing lay on the node: the test proves nothing"
     before = len(_rebuilt("filled")), len(_rebuilt("doubled")), len(_rebuilt("ident"))
+    lineage = w.submitter.lineage
+    task_of = {
+        oid: e.spec.task_id
+        for oid in [r.binary() for r in made + chained] + first_ids
+        if (e := lineage.spec_of(oid)) is not None
+    }
+    lost_ids = [r.binary() for r in made + chained if _store_of(r) == doomed_store]
     cluster.remove_node(doomed, graceful=False)
     killed = time.monotonic()
     futures = [ref.future() for ref in made]  # (what `await ref` waits on)
@@ -204,7 +227,17 @@ def test_objects_lost_with_a_killed_node_are_rebuilt_from_lineage(cluster: Clust
         assert v == bytes([100 + i]) * 2 * MIB
     # Each lost object was rebuilt once, by running its task again (on the nodes left: the
     # affinity was soft); a lost chain's freed first link was rebuilt for it.
-    assert len(_rebuilt("filled")) - before[0] == lost_made + lost_chained
+    rebuilt_tasks = {
+        r.task_id
+        for r in freight._api._require_worker().tasks.history
+        if r.name == "filled" and r.attempt > 0
+    }
+    debug = {
+        "lost": [(o.hex()[:10], task_of.get(o, b"").hex()[:10]) for o in lost_ids],
+        "firsts": [(o.hex()[:10], task_of.get(o, b"").hex()[:10]) for o in first_ids],
+        "rebuilt": sorted(t.hex()[:10] for t in rebuilt_tasks),
+    }
+    assert len(_rebuilt("filled")) - before[0] == lost_made + lost_chained, debug
     assert len(_rebuilt("doubled")) - before[1] == lost_chained
     assert len(_rebuilt("ident")) == before[2]
     assert all(_store_of(r) != doomed_store for r in made + chained)

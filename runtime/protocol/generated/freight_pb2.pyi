@@ -824,6 +824,34 @@ class SummaryReply(_message.Message):
     partial: bool
     def __init__(self, summary: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., partial: _Optional[bool] = ...) -> None: ...
 
+class WatchRequest(_message.Message):
+    __slots__ = ("kind", "filters", "cursor")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    cursor: str
+    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("type", "row", "cursor", "message")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    row: str
+    cursor: str
+    message: str
+    def __init__(self, type: _Optional[str] = ..., row: _Optional[str] = ..., cursor: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class WatchReply(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ...) -> None: ...
+
 class StartActorRequest(_message.Message):
     __slots__ = ("actor", "creation_spec")
     ACTOR_FIELD_NUMBER: _ClassVar[int]

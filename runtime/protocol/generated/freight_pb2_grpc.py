@@ -1239,6 +1239,11 @@ class StateServiceStub:
                 request_serializer=freight__pb2.SummaryRequest.SerializeToString,
                 response_deserializer=freight__pb2.SummaryReply.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/freight.v1.StateService/Watch',
+                request_serializer=freight__pb2.WatchRequest.SerializeToString,
+                response_deserializer=freight__pb2.WatchReply.FromString,
+                _registered_method=True)
 
 
 class StateServiceServicer:
@@ -1262,6 +1267,12 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1279,6 +1290,11 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.Summary,
                     request_deserializer=freight__pb2.SummaryRequest.FromString,
                     response_serializer=freight__pb2.SummaryReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=freight__pb2.WatchRequest.FromString,
+                    response_serializer=freight__pb2.WatchReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1362,6 +1378,33 @@ class StateService:
             '/freight.v1.StateService/Summary',
             freight__pb2.SummaryRequest.SerializeToString,
             freight__pb2.SummaryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/freight.v1.StateService/Watch',
+            freight__pb2.WatchRequest.SerializeToString,
+            freight__pb2.WatchReply.FromString,
             options,
             channel_credentials,
             insecure,
