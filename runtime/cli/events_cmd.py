@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from freight.client import access
-from freight.head.events import KINDS, SEVERITIES
+from freight.core.events import KINDS, SEVERITIES
 
 from . import common
 

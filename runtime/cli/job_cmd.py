@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from freight.client import access
-from freight.head.jobs import SUCCEEDED, TERMINAL, job_summary, parse_label
+from freight.core.jobs import SUCCEEDED, TERMINAL, job_summary, parse_label
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import sync_channel

@@ -24,34 +24,12 @@ from typing import Any
 
 from loguru import logger
 
+from freight.core.events import KINDS, SEVERITIES, SOURCES
 from freight.core.filters import TIME, Field
 from freight.head.control_store import ControlStore
 from freight.observe.recorder import RECORDER, Recorder
 from freight.protocol.generated import freight_pb2 as pb
 
-SEVERITIES = ("DEBUG", "INFO", "WARNING", "ERROR")
-SOURCES = ("head", "agent", "driver")
-KINDS = frozenset(
-    {
-        "NODE_JOINED",
-        "NODE_REMOVED",  # an agent unregistered (it was stopped)
-        "NODE_DEAD",  # a node missed its heartbeats
-        "NODE_FENCED",  # a node declared dead stopped its workers before it rejoined
-        "WORKER_CRASHED",
-        "OBJECT_STORE_FULL",
-        "ACTOR_CREATED",
-        "ACTOR_DEAD",
-        "ACTOR_RESTARTED",
-        "JOB_STARTED",
-        "JOB_FINISHED",
-        "DRIVER_DISCONNECTED",
-        "TASK_OOM_KILLED",
-        "OBJECT_SPILLED",
-        "AUTOSCALER_DECISION",
-        "PLACEMENT_GROUP_CREATED",
-        "PLACEMENT_GROUP_REMOVED",
-    }
-)
 ID_KEYS = ("node_id", "job_id", "actor_id", "worker_id", "task_id")
 """Ids every row carries (empty when they do not apply)."""
 

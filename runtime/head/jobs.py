@@ -33,10 +33,22 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from freight.core.jobs import (  # the vocabulary clients share
+    DRIVER,
+    FAILED,
+    HEAD_RESTARTED,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    SUBMISSION,
+    SUCCEEDED,
+    TERMINAL,
+    check_labels,
+)
 from freight.head.rpc import NotFoundError
 from freight.protocol.generated import freight_pb2 as pb
 
@@ -45,29 +57,16 @@ if TYPE_CHECKING:  # the CLI imports the checks below without the head's machine
     from freight.head.control_store import ControlStore
     from freight.head.events import EventStore
 
-# Kinds and states (JobInfo.kind / JobInfo.state).
-DRIVER = "DRIVER"
-SUBMISSION = "SUBMISSION"
-PENDING, RUNNING = "PENDING", "RUNNING"
-SUCCEEDED, FAILED, STOPPED = "SUCCEEDED", "FAILED", "STOPPED"
-TERMINAL = frozenset({SUCCEEDED, FAILED, STOPPED})
-
 STOP_REQUESTED = "stopped by `freight job stop`"
 HEAD_SHUT_DOWN = "stopped: the head shut down"
-HEAD_RESTARTED = (
-    "the head restarted while this job was running, and its supervisor had gone without "
-    "recording how the driver ended"
-)
 ENDED_WHILE_HEAD_DOWN = " (seen by the head after a restart)"
 # Set by the head in every submitted driver's environment; a submission may not override them.
 RESERVED_ENV = ("FREIGHT_ADDRESS", "FREIGHT_TOKEN", "FREIGHT_JOB_ID", "FREIGHT_JOB_LABELS")
 
 LOG_CHUNK = 64 * 1024
 LOG_POLL_S = 0.1  # how often a followed log is read again while its driver runs
-MAX_LABELS = 32
 # Each is matched whole (fullmatch): with `$`, a trailing newline would pass.
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -82,36 +81,6 @@ def check_job_id(job_id: str, what: str = "submission id") -> str:
             "starting with a letter or digit."
         )
     return job_id
-
-
-def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """Return ``labels`` as a dict if every key and value is usable; else raise ValueError.
-
-    Values travel to the driver as ``FREIGHT_JOB_LABELS=k=v,k=v``, hence no commas.
-    """
-    if len(labels) > MAX_LABELS:
-        raise ValueError(f"a job takes at most {MAX_LABELS} labels, got {len(labels)}.")
-    for key, value in labels.items():
-        if not _LABEL_KEY.fullmatch(key):
-            raise ValueError(
-                f"label key {key!r} is not valid: use letters, digits, '_', '.', '/' or '-' "
-                "(up to 63), starting with a letter or digit, as in team=ml."
-            )
-        if len(value) > 256 or any(c in value for c in ",\n\r\0"):
-            raise ValueError(
-                f"label {key}={value!r}: a value has at most 256 characters and no comma or "
-                "line break."
-            )
-    return dict(labels)
-
-
-def parse_label(text: str) -> tuple[str, str]:
-    """``"team=ml"`` -> ``("team", "ml")``; raise ValueError saying what is wrong."""
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise ValueError(f"label {text!r} is not KEY=VALUE (write it like team=ml).")
-    check_labels({key: value})
-    return key, value
 
 
 def check_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -170,17 +139,6 @@ def end_state(returncode: int, stop_reason: str) -> tuple[str, str]:
 def interrupted(job: pb.JobInfo) -> bool:
     """True for a submitted job that a previous head was running when it went away."""
     return job.kind == SUBMISSION and job.state not in TERMINAL
-
-
-def exit_code_known(job: pb.JobInfo) -> bool:
-    """True when ``job.exit_code`` is the driver's: a submission whose driver started and was
-    seen to end (a head that restarted did not see how its drivers ended)."""
-    return (
-        job.kind == SUBMISSION
-        and job.state in TERMINAL
-        and job.driver_pid != 0
-        and job.message != HEAD_RESTARTED
-    )
 
 
 def labels_env(labels: Mapping[str, str]) -> str:
@@ -676,22 +634,3 @@ class JobManager:
         for run, result in zip(runs, results, strict=True):
             if isinstance(result, BaseException):
                 logger.opt(exception=result).error("could not stop job {}", run.job_id)
-
-
-def job_summary(job: pb.JobInfo) -> dict[str, Any]:
-    """A job as a plain dict (what `freight job list --format json` prints)."""
-    return {
-        "job_id": job.job_id,
-        "kind": job.kind or DRIVER,
-        "state": job.state,
-        "entrypoint": job.entrypoint,
-        "labels": dict(job.labels),
-        "start_time": job.start_time or None,
-        "end_time": job.end_time or None,
-        "exit_code": job.exit_code if exit_code_known(job) else None,
-        "message": job.message,
-        "driver_pid": job.driver_pid or None,
-        "supervisor_pid": job.supervisor_pid or None,
-        "namespace": job.namespace,
-        "log_path": job.log_path,
-    }

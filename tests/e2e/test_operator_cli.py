@@ -323,3 +323,28 @@ def _head_counter(session: Path, name: str) -> float:
         for s in family.samples
         if s.name == name
     )
+
+
+def test_the_client_side_loads_none_of_the_heads_modules(program: dict[str, Any]) -> None:
+    """The CLI's reading commands, the state API and the client layer stand on their own: a
+    client machine needs none of the head's code (and a change there cannot break them)."""
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from freight.cli.main import main
+        import freight.state, freight.client.access
+        for args in {[list(a) for c, a in READERS.items() if c != "get"]!r}:
+            with contextlib.redirect_stdout(io.StringIO()):
+                assert main(args) == 0, args
+        print(sorted(m for m in sys.modules if m.startswith("freight.head")))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_for(program["temp_dir"]),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
