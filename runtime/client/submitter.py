@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 from freight import exceptions as exc
 from freight.config import settings
 from freight.core.lease import shape_key
-from freight.core.task_state import INFEASIBLE, WAITING_FOR_WORKER, Outcome, TaskRecord
+from freight.core.task_state import (
+    INFEASIBLE,
+    WAITING_FOR_RESOURCES,
+    WAITING_FOR_WORKER,
+    Outcome,
+    TaskRecord,
+)
 from freight.observe import tracing
 from freight.observe.recorder import RECORDER
 from freight.protocol import frames
@@ -155,6 +161,9 @@ class TaskSubmitter:
         self.borrowed_owner: dict[bytes, str] = {}
         self.pipeline = max(1, settings.lease_pipeline)
         self.warned_infeasible: set[str] = set()
+        # Shapes whose standing lease request an agent found infeasible: a task queued behind
+        # one is infeasible too (the agent says so once per request, not per task).
+        self.infeasible: set[str] = set()
         self.durations: dict[bytes, float] = {}  # mean run time per function (EWMA)
         self.lineage = Lineage(settings.lineage_max_bytes, cw._prefix)
         from .core_worker import Slot
@@ -216,6 +225,8 @@ class TaskSubmitter:
                     if q is None:
                         q = self.queues[spec.shape] = deque()
                     q.append(spec)
+                    if spec.shape in self.infeasible:
+                        rec.pending_reason = INFEASIBLE
             if actor is None:
                 self.pump(spec.shape)
             else:
@@ -248,6 +259,8 @@ class TaskSubmitter:
                 if actor is None:
                     spec.shape = self._shape_with_locality(spec, resolved)
                     self.queues.setdefault(spec.shape, deque()).append(spec)
+                    if spec.shape in self.infeasible:
+                        cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
             if actor is None:
                 self.pump(spec.shape)
             else:
@@ -335,6 +348,7 @@ class TaskSubmitter:
         its way is handed back on arrival, as for any request given up on."""
         req_id = next((r for r, s in self.requests.items() if s == shape), None)
         self.outstanding[shape] = 0
+        self.infeasible.discard(shape)
         if req_id is None:
             return None
         del self.requests[req_id]
@@ -427,6 +441,11 @@ class TaskSubmitter:
             shape = self.requests.get(msg.req_id)
             q = self.queues.get(shape or "")
             hops = self.request_agent.get(msg.req_id, (None, 0))[1]
+            if shape in self.infeasible:
+                # A node that can run them joined: they wait for it, no longer infeasible.
+                self.infeasible.discard(shape)
+                for spec in q or ():
+                    cw.tasks.set_pending_reason(spec.task_id, WAITING_FOR_RESOURCES)
         if shape is None:
             return
         if not q:  # nothing left to run: forget the request
@@ -489,6 +508,7 @@ class TaskSubmitter:
             self.requests.pop(req_id, None)
             self.request_agent.pop(req_id, None)
             self.outstanding[shape] = 0
+            self.infeasible.discard(shape)
             q = self.queues.get(shape)
             specs = list(q) if q else []
             if q:
@@ -527,6 +547,9 @@ class TaskSubmitter:
                 self._unschedulable(msg.req_id, shape, msg.reason)
                 return
             with cw.lock:
+                if self.requests.get(msg.req_id) != shape:
+                    return  # withdrawn or answered meanwhile
+                self.infeasible.add(shape)
                 for spec in self.queues.get(shape, ()):
                     cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
             if shape not in self.warned_infeasible:
@@ -542,6 +565,7 @@ class TaskSubmitter:
             self.request_agent.pop(msg.req_id, None)
             if shape is not None:
                 self.outstanding[shape] = 0
+                self.infeasible.discard(shape)
         agent = source
         if shape is None:  # a grant for a request given up on: hand the worker back
             (agent or cw.agent).send(m.ReturnLease(msg.worker_id, False))
@@ -857,6 +881,8 @@ class TaskSubmitter:
                 cw.tasks.cancelled(spec.task_id, "cancelled while waiting to be retried")
             elif spec.task_id in cw.tasks.live:
                 self.queues.setdefault(spec.shape, deque()).appendleft(spec)
+                if spec.shape in self.infeasible:
+                    cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
         if cancelled:
             err = exc.TaskCancelledError(spec.task_id.hex())
             self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])

@@ -47,6 +47,7 @@ QUEUE_REASONS = dict(
     )
 )
 _TERMINAL = frozenset(s.value for s in TERMINAL)
+_NOT_WAITING = _TERMINAL | {_SUBMITTED}
 # A task left out of a sample gets a state-API record after all once it has run this long.
 LONG_RUNNING_S = 10.0
 _BILLED = ("CPU", "GPU")  # the resources whose seconds are summed per job
@@ -168,6 +169,10 @@ class Telemetry:
         for rec in rest:
             trs = rec.transitions[rec.reported :]
             if not trs:
+                if rec.reported and not rec.unsent and rec.state.value not in _NOT_WAITING:
+                    # Only its pending reason changed (the agent found it infeasible, say): its
+                    # last transition again, which carries the new reason to its record.
+                    picked.append((rec, rec.transitions[rec.reported - 1 : rec.reported]))
                 continue
             rec.reported += len(trs)
             name = rec.name

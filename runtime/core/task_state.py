@@ -140,7 +140,12 @@ class TaskTable:
     def set_pending_reason(self, task_id: bytes, reason: str) -> None:
         rec = self.live.get(task_id)
         if rec is not None and rec.state is not S.SUBMITTED_TO_WORKER:
+            if rec.pending_reason == reason:
+                return
             rec.pending_reason = reason
+            if self.touched is not None and rec.reported and not rec.unsent:
+                # The state service holds its record with the old reason: send the new one.
+                self.touched[rec.task_id] = rec
 
     def dispatched(self, task_id: bytes, worker_id: str) -> None:
         rec = self.live[task_id]

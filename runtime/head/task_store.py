@@ -494,7 +494,11 @@ class TaskStore:
         while i and tr[i - 3] > t:  # nearly always appends: events of a task come in order
             i -= 3
         if i and tr[i - 3] == t and tr[i - 2] == state:
-            return True  # a repeated event
+            # A repeated event. An owner repeats a pending task's latest one to say that its
+            # pending reason changed (found infeasible after it was reported, say).
+            if i == len(tr) and state == rec.state and state not in _TERMINAL | {_SUBMITTED}:
+                rec.pending_reason = _intern(ev.pending_reason)
+            return True
         rec.transitions = (
             (*tr[:i], t, state, cause, *tr[i:]) if i < len(tr) else (*tr, t, state, cause)
         )

@@ -100,6 +100,22 @@ def test_repeated_events_are_recorded_once() -> None:
     assert len(rec.row(detail=True)["transitions"]) == 4
 
 
+def test_a_repeated_latest_event_updates_a_pending_reason() -> None:
+    """An owner repeats a queued task's latest event when only its pending reason changed (the
+    agent found it infeasible after the record was sent): the record takes the new reason."""
+    store = TaskStore()
+    queued = event(1, "PENDING_NODE_ASSIGNMENT", 1.1, pending_reason="waiting for resources")
+    store.apply([event(1, "PENDING_ARGS_AVAIL", 1.0, cause="submitted"), queued])
+    store.apply([queued._replace(pending_reason="infeasible")])
+    rec = store.get(tid(1))
+    assert rec is not None
+    assert (rec.pending_reason, len(rec.transitions) // 3) == ("infeasible", 2)
+    assert store.summary()["pending_by_reason"] == {"infeasible": 1}
+    # An older event repeated says nothing new: the latest reason stays.
+    store.apply([event(1, "PENDING_ARGS_AVAIL", 1.0, cause="submitted")])
+    assert rec.pending_reason == "infeasible"
+
+
 def test_a_retried_task_keeps_every_attempt() -> None:
     store = TaskStore()
     store.apply(
