@@ -67,6 +67,7 @@ READS = {
     ("job", "status"),
     ("job", "logs"),
     ("runbook",),
+    ("settings",),
     ("monitoring", "status"),
 }
 CHANGES = {
@@ -339,7 +340,8 @@ def test_runbook_command_works_on_a_cluster(
         assert "usage: freight" in shown, f"{where}: `{line} --help` printed no usage"
     said = f"{where}: `freight {shlex.join(argv)}` exited {code}\n{shown[-3000:]}\n{err[-3000:]}"
     assert code == 0, said
-    assert "Traceback" not in shown + err, said
+    # The command itself did not crash (log lines may carry the tracebacks of failed tasks).
+    assert not re.search(r'File "[^"]*/(runtime|freight)/cli/', shown + err), said
 
 
 def test_list_nodes_shows_the_last_heartbeat_the_runbook_points_at(
