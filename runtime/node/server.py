@@ -363,8 +363,13 @@ async def amain(args: argparse.Namespace) -> None:
     await server.start()
     node.agent_address = f"{args.bind}:{port}"
 
-    # Workers start and the servers listen before the head's address is needed.
-    head_address = await _head_address(args)
+    # Workers start and the servers listen before the head's address is needed; a start-up
+    # that fails from here stops them first, so none outlives it.
+    try:
+        head_address = await _head_address(args)
+    except BaseException:
+        await agent.stop()
+        raise
     channel = aio_channel(head_address, token)
     head = pb_grpc.HeadServiceStub(channel)
 
@@ -398,9 +403,15 @@ async def amain(args: argparse.Namespace) -> None:
     # The head answers as soon as it runs, but on a loaded machine its first connection can
     # take longer than one attempt: keep trying (gRPC's wait_for_ready) until the start-up
     # deadline, as the launcher waits for this agent that long.
-    registered = await head.RegisterNode(
-        pb.RegisterNodeRequest(node=node), timeout=settings.start_timeout_s, wait_for_ready=True
-    )
+    try:
+        registered = await head.RegisterNode(
+            pb.RegisterNodeRequest(node=node),
+            timeout=settings.start_timeout_s,
+            wait_for_ready=True,
+        )
+    except BaseException:
+        await agent.stop()
+        raise
     await health.set_serving(True)
     metrics.cluster = registered.cluster_name
     agent.write_node_file(node.agent_address, head_address)
