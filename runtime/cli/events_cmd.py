@@ -91,7 +91,10 @@ def render(rows: list[dict[str, Any]], fmt: str) -> None:
     ``--follow`` streams)."""
     if common.is_structured(fmt):
         for row in rows:
-            common.dump_line(row) if fmt == "json" else common.dump([row], fmt)
+            if fmt == "json":
+                common.dump_line(row)
+            else:
+                common.dump([row], fmt)
         return
     from rich.markup import escape
     from rich.table import Table
