@@ -13,6 +13,8 @@ import sys
 import uuid
 from dataclasses import dataclass
 
+import psutil
+
 from freight.observe.catalogue import OTHER, WORKER_CRASH_CAUSES
 from freight.observe.recorder import RECORDER
 
@@ -144,6 +146,21 @@ class WorkerPool:
                 p.popen.kill()
                 p.popen.wait()
         self.procs.clear()
+        if self.fork_server is not None:
+            # This agent is the subreaper: what is still its child now is a worker forked just
+            # before the fork server ended (whose pid never came back), or a worker's orphan.
+            _kill_children(timeout)
+
+
+def _kill_children(timeout: float) -> None:
+    """SIGKILL every child of this process and reap them."""
+    children = psutil.Process().children()
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=timeout)
 
 
 def exit_cause(returncode: int) -> str:
