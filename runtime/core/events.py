@@ -24,5 +24,8 @@ KINDS = frozenset(
         "AUTOSCALER_DECISION",
         "PLACEMENT_GROUP_CREATED",
         "PLACEMENT_GROUP_REMOVED",
+        # Someone acted on the cluster (freight cancel, kill, drain, job stop, ...): ids say
+        # the action, its target, the token's role, who called and the reason they gave.
+        "OPERATOR_ACTION",
     }
 )

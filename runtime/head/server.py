@@ -81,6 +81,7 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     def __init__(self, config: HeadConfig, store: ControlStore, token: str) -> None:
         self.config = config
+        self.token = token  # to tell the role of a call that acts (head/audit.py)
         self.start_time = time.time()
         self.stopping = asyncio.Event()
         self.store = store

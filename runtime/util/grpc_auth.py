@@ -23,6 +23,12 @@ from freight.util.grpc_tls import channel_credentials, channel_options
 from freight.util.tokens import TOKEN_FILE, create_token, read_token, readonly_token
 
 TOKEN_METADATA_KEY = "x-freight-token"
+# An action's caller and reason (binary: a reason may be any text), for its cluster event.
+BY_METADATA_KEY = "x-freight-by"
+REASON_METADATA_KEY = "x-freight-reason-bin"
+MAX_CALLER_TEXT = 1000
+ADMIN = "admin"
+READ_ONLY = "read-only"
 
 # Control-plane messages can carry pickled creation specs and object chunks.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
@@ -46,12 +52,17 @@ _REFUSAL_MESSAGE = (
 )
 
 __all__ = [
+    "ADMIN",
     "CHANNEL_OPTIONS",
+    "READ_ONLY",
     "READ_ONLY_METHODS",
     "TOKEN_FILE",
     "TOKEN_METADATA_KEY",
+    "Caller",
     "TokenAuthInterceptor",
+    "action_metadata",
     "aio_channel",
+    "caller",
     "create_token",
     "read_token",
     "sync_channel",
@@ -98,6 +109,47 @@ _READ_ONLY_REFUSAL = (
 )
 
 
+def _role_of(metadata: Any, admin: bytes, readonly: bytes) -> str:
+    for key, value in metadata or ():
+        if key == TOKEN_METADATA_KEY:
+            given = value.encode() if isinstance(value, str) else bytes(value)
+            if hmac.compare_digest(given, admin):
+                return ADMIN
+            if hmac.compare_digest(given, readonly):
+                return READ_ONLY
+            return ""
+    return ""
+
+
+class Caller(NamedTuple):
+    """Who made a call that acts on the cluster, as its cluster event records it."""
+
+    role: str  # "admin" or "read-only": the role of the token the call carried
+    by: str  # what the client says it is: "freight cancel (alice@host1)", "job 01000000"
+    reason: str  # the reason the client gave ("" when none)
+
+
+def caller(metadata: Any, token: str) -> Caller:
+    """The :class:`Caller` of a call that the interceptor let through, from its metadata."""
+    role = _role_of(metadata, token.encode(), readonly_token(token).encode())
+    by = reason = ""
+    for key, value in metadata or ():
+        if key == BY_METADATA_KEY:
+            by = value if isinstance(value, str) else bytes(value).decode(errors="replace")
+        elif key == REASON_METADATA_KEY:
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+            reason = raw.decode(errors="replace")
+    return Caller(role, by[:MAX_CALLER_TEXT], reason[:MAX_CALLER_TEXT])
+
+
+def action_metadata(by: str, reason: str) -> list[tuple[str, str | bytes]]:
+    """The metadata a client sends with an action: who it is and why (``--reason``)."""
+    md: list[tuple[str, str | bytes]] = [(BY_METADATA_KEY, by.encode("ascii", "replace").decode())]
+    if reason:
+        md.append((REASON_METADATA_KEY, reason.encode()))
+    return md
+
+
 class TokenAuthInterceptor(aio.ServerInterceptor):
     """Refuses calls whose ``x-freight-token`` metadata is neither ``token`` (the admin token)
     nor, for the calls of :data:`READ_ONLY_METHODS`, the cluster's read-only token
@@ -121,15 +173,7 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
 
     def _role(self, metadata: Any) -> str:
         """``admin``, ``read-only`` or "" (refused) for the token the call carries."""
-        for key, value in metadata or ():
-            if key == TOKEN_METADATA_KEY:
-                given = value.encode() if isinstance(value, str) else bytes(value)
-                if hmac.compare_digest(given, self._token):
-                    return "admin"
-                if hmac.compare_digest(given, self._readonly):
-                    return "read-only"
-                return ""
-        return ""
+        return _role_of(metadata, self._token, self._readonly)
 
     async def intercept_service(
         self,
@@ -140,9 +184,9 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
         if method in UNAUTHENTICATED_METHODS:
             return await continuation(handler_call_details)
         role = self._role(handler_call_details.invocation_metadata)
-        if role == "admin" or (role == "read-only" and method in READ_ONLY_METHODS):
+        if role == ADMIN or (role == READ_ONLY and method in READ_ONLY_METHODS):
             return await continuation(handler_call_details)
-        if role == "read-only":
+        if role == READ_ONLY:
             message = _READ_ONLY_REFUSAL.format(method=method.rpartition("/")[2])
             return self._refusal(method, grpc.StatusCode.PERMISSION_DENIED, message)
         return self._refusal(method, grpc.StatusCode.UNAUTHENTICATED, _REFUSAL_MESSAGE)
