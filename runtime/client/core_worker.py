@@ -969,7 +969,7 @@ class CoreWorker:
             value = None if slot is None else slot.value
             if value is None or value[0] != "s" or value[1] != path:
                 return None  # being rebuilt, or rebuilt already (elsewhere)
-        err = self.submitter.rebuild(oid, cause)
+        err = self.submitter.rebuild(oid, cause, value)
         if err is not None:
             self.store_value(oid, ("e", pickle.dumps(err)))  # every waiter hears why
         return err

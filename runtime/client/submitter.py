@@ -756,12 +756,17 @@ class TaskSubmitter:
                 self.lineage.keep(spec)
                 return
 
-    def rebuild(self, oid: bytes, cause: str = "") -> exc.ObjectLostError | None:
+    def rebuild(self, oid: bytes, cause: str = "", lost: Any = None) -> exc.ObjectLostError | None:
         """Run the task that made ``oid`` (an object this process owns, lost with its node, or
         as ``cause`` says) again; None once that is under way, else the error saying why it
-        cannot be rebuilt."""
+        cannot be rebuilt. ``lost`` is the value its caller found lost: when the object holds
+        another one by now (a rebuild ran and finished meanwhile), nothing is run again."""
         cw = self.cw
         with cw.lock:
+            if lost is not None:
+                slot = cw.slots.get(oid)
+                if slot is None or slot.value != lost:
+                    return None
             e = self.lineage.spec_of(oid)
             if e is None:
                 why = self.lineage.why_not(oid)
@@ -846,7 +851,7 @@ class TaskSubmitter:
             # The value the task was sent is the one it found lost, or the object was rebuilt
             # (or is being rebuilt) since another reader found it lost: just run it again.
             stale = slot is not None and slot.value == sent
-        err = self.rebuild(oid, str(error)) if stale else None
+        err = self.rebuild(oid, str(error), sent) if stale else None
         if err is not None:
             return err  # why the argument is gone for good
         with cw.lock:
