@@ -25,11 +25,10 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from freight import _launcher
-from freight.config import settings
+from freight.client import access
 from freight.util.process import identity, is_recorded_process
 
-from . import metrics_cmd, oncall_pack
+from . import common, metrics_cmd, oncall_pack
 
 INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
 # Debian names the Alertmanager binary prometheus-alertmanager; upstream's is alertmanager.
@@ -329,20 +328,7 @@ def _stop(servers: list[Server]) -> list[str]:
 def _session_dir(address: str | None) -> str:
     """The session whose monitoring ``status``/``down`` mean: found without asking the head, so
     they work while the head is down (which is when the alerts matter)."""
-    try:
-        if address and address != "auto":
-            session = _launcher.find_session_for(address)
-        else:
-            session = _launcher.latest_session()
-    except PermissionError as e:
-        raise _fail(str(e)) from None
-    if not session:
-        where = f"of the cluster at {address}" if address and address != "auto" else "of a cluster"
-        raise _fail(
-            f"no session directory {where} on this machine (FREIGHT_TEMP_DIR="
-            f"{settings.temp_dir}); `freight monitoring up` starts monitoring for one."
-        )
-    return session
+    return access.resolve_session(address)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -414,9 +400,7 @@ def add_parsers(sub: Any) -> None:
         msub.add_parser("status", help="whether Prometheus and Alertmanager run"),
         msub.add_parser("down", help="stop Prometheus and Alertmanager"),
     ):
-        q.add_argument(
-            "--address", default=None, help="head HOST:PORT (default: newest local cluster)"
-        )
+        common.add_address_option(q)
     up.set_defaults(func=cmd_up)
     msub.choices["status"].set_defaults(func=cmd_status)
     msub.choices["down"].set_defaults(func=cmd_down)

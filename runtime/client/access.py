@@ -138,6 +138,31 @@ def resolve(address: str | None = None, *, flag: str = "--address") -> Target:
     return Target(address, token, session, source)
 
 
+def resolve_session(address: str | None = None, *, flag: str = "--address") -> str:
+    """The session folder on this machine of the cluster ``address`` names, resolved in the
+    same order as :func:`resolve` but without needing its head to run: for what outlives a
+    head (its monitoring, its logs), which matters most when the head is down. ``auto`` is the
+    newest live cluster, else the session `freight start --head` made last."""
+    if not address:
+        address = settings.address or "auto"
+    if address != "auto":
+        target = resolve(address, flag=flag)  # checks the form
+        if target.session_dir:
+            return target.session_dir
+        raise ClusterNotFound(
+            f"no session folder of the cluster at {target.address} is on this machine "
+            f"(FREIGHT_TEMP_DIR={settings.temp_dir}); run this where its head runs."
+        )
+    try:
+        clusters = live_clusters()
+        session = clusters[0][0] if clusters else _launcher.latest_session()
+    except PermissionError as e:
+        raise AccessDenied(str(e)) from None
+    if not session:
+        raise ClusterNotFound(not_found_message(flag))
+    return session
+
+
 def not_found_message(flag: str = "--address") -> str:
     """The one "no cluster" message: what was tried, and what to do."""
     return (
