@@ -1,7 +1,8 @@
 """`freight events`: the cluster's events (node joined/dead, worker crashed, ...) from the head.
 
 Events are read through the state service (``StateService.List`` with kind ``events``) and shown
-oldest first, or as JSON (one list, or with --follow one event per line). --follow then prints
+oldest first, or as JSON (one list, or with --follow one event per line); ``--since`` and
+``--filter`` narrow them on the head. --follow then prints
 each new event as the head records it (a watch of the state service), until Ctrl-C.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 
 from freight.client import access
 from freight.core.events import KINDS, SEVERITIES
+from freight.core.filters import normalize, parse_time
 
 from . import common
 
@@ -120,6 +122,11 @@ def cmd_events(args: argparse.Namespace) -> int:
         filters.append(severity_filter(args.severity))
     if args.kind:
         filters.append(("kind", "=", args.kind))
+    if args.since:
+        filters.append(("time", ">=", repr(parse_time(args.since))))
+    for text in args.filter or ():
+        f = normalize(text)
+        filters.append((f.key, f.op, f.value))
     fmt = common.chosen(args)
     page = fetch_events(target, filters, args.limit)
     notes = list(page.warnings)
@@ -159,9 +166,10 @@ def add_parsers(sub: Any) -> None:
         help="cluster events: nodes joined/dead, workers crashed, jobs started/finished, ...",
         description=(
             "The cluster's events (node joined/dead, worker crashed, ...) from the head.\n\n"
-            "Events are read through the head's state service and shown oldest first: a table\n"
-            "on a terminal, JSON lines when piped. --follow asks again every second for events\n"
-            "newer than the last one shown, until Ctrl-C."
+            "Events are read through the head's state service and shown oldest first (-o json\n"
+            "or yaml: one list). --follow then prints each new event as the head records it,\n"
+            "until Ctrl-C (-o json: one JSON document per line). Actions people took (cancel,\n"
+            "kill, drain, stop) are OPERATOR_ACTION events naming the role, caller and reason."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -180,6 +188,12 @@ def add_parsers(sub: Any) -> None:
         metavar="KIND",
         help="only events of this kind: " + ", ".join(sorted(KINDS)),
     )
+    p.add_argument(
+        "--since", default=None, metavar="TIME", help="only events since: -5m, 2h, ISO-8601, unix"
+    )
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                   help="keep events matching: = != ~(RE2 regex) > < >= <= ; repeatable "
+                        "(e.g. action=cancel_task)")  # fmt: skip
     p.add_argument("--limit", type=int, default=100, help="the newest N events (default 100)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     common.add_output_option(p)
