@@ -137,8 +137,12 @@ def test_cluster_serves_after_cancel(tmp_path, wait_for):
 
 @rt.remote
 def start_sleeper_inside(marker):
-    # The sleeper's ref is owned by this task's worker, not by the driver that cancels it.
-    return [sleeper.remote(600, marker)]
+    # The sleeper's ref is owned by this task's worker, not by the driver that cancels it. It
+    # returns once the sleeper runs: the sleeper is then in another worker (an idle owner could
+    # otherwise be leased its own task, and a forced cancel would kill the owner with it).
+    ref = sleeper.remote(600, marker)
+    wait_until(lambda: os.path.exists(marker), 120, "the sleeper to start")
+    return [ref]
 
 
 @rt.remote
@@ -148,7 +152,9 @@ def wait_on_sleeper(marker):
 
 @rt.remote
 def start_waiter_inside(marker):
-    return [wait_on_sleeper.remote(marker)]
+    ref = wait_on_sleeper.remote(marker)
+    wait_until(lambda: os.path.exists(marker), 120, "the waiter's sleeper to start")
+    return [ref]
 
 
 def started_inside(starter, tmp_path, wait_for):
