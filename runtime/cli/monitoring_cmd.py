@@ -15,6 +15,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -289,6 +290,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                     f"--storage.tsdb.path={os.path.join(folder, 'prometheus-data')}",
                     f"--web.listen-address=127.0.0.1:{args.prometheus_port}",
                     f"--web.external-url={prom_url}",
+                    # Alerts that fire at the first evaluation go out before Prometheus has
+                    # found Alertmanager, and are sent again only after the resend delay (1m by
+                    # default): with a shorter interval, resend that often.
+                    f"--rules.alert.resend-delay={_resend_delay(args.scrape_interval)}",
                 ],
                 prom_url,
                 folder,
@@ -323,6 +328,14 @@ def _stop(servers: list[Server]) -> list[str]:
                 break
             time.sleep(0.05)  # waiting for another process's exit, bounded by the deadline
     return stopped
+
+
+def _resend_delay(interval: str) -> str:
+    """Prometheus's alert resend delay for a scrape and evaluation ``interval``: that interval,
+    up to Prometheus's default of 1m."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    seconds = sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h)", interval))
+    return interval if 0 < seconds < 60 else "1m"
 
 
 def _session_dir(address: str | None) -> str:

@@ -154,7 +154,10 @@ def test_up_scrapes_the_cluster_with_the_rules_and_routing_then_down_stops_both(
         assert alerts["FreightHeadDown"]["annotations"]["runbook_url"] == (
             f"{BASE_URL}/FreightHeadDown.md"
         )
-        # Prometheus sends to this Alertmanager.
+        # Prometheus sends to this Alertmanager, and resends firing alerts every interval (the
+        # first send can go out before it has found Alertmanager).
+        flags = get_json(f"{prom}/api/v1/status/flags")["data"]
+        assert flags["rules.alert.resend-delay"] == "1s", flags
         managers = get_json(f"{prom}/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
         assert [m["url"] for m in managers] == [f"{am}/api/v2/alerts"]
 
