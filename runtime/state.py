@@ -144,10 +144,12 @@ def list_state(
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
     detail: bool = False,
+    newest_first: bool = False,
     address: str | None = None,
     timeout: float = 30.0,
 ) -> StateList:
-    """Rows of ``kind`` passing ``filters``: the first ``limit`` after ``cursor``.
+    """Rows of ``kind`` passing ``filters``: the first ``limit`` after ``cursor``, oldest first
+    or ``newest_first`` (a cursor pages on in the order of the listing it came from).
 
     ``limit`` larger than one reply holds is fetched page by page. Raises ``ValueError`` for a
     bad kind, filter or cursor (with what is valid), ``ConnectionError`` when the head is away.
@@ -164,7 +166,12 @@ def list_state(
     while True:
         want = min(PAGE_MAX, limit - len(rows))
         request = pb.ListStateRequest(
-            kind=kind, filters=pb_filters, limit=want, cursor=next_cursor, detail=detail
+            kind=kind,
+            filters=pb_filters,
+            limit=want,
+            cursor=next_cursor,
+            detail=detail,
+            newest_first=newest_first,
         )
         reply = _call(address, "List", request, timeout)
         rows += [json.loads(r) for r in reply.rows]
@@ -219,6 +226,43 @@ def summarize(
     return StateSummary(json.loads(reply.summary), list(reply.warnings), reply.partial)
 
 
+class FieldSchema(NamedTuple):
+    """One filterable field of a kind."""
+
+    name: str
+    type: str  # text | number | time | bool
+    choices: tuple[str, ...]  # the values an enumeration takes (empty: any)
+
+
+class KindSchema(NamedTuple):
+    """What a kind's rows can be filtered on, and what serves it."""
+
+    kind: str
+    id_key: str  # the field get_state() takes (an id or a unique prefix of one)
+    fields: tuple[FieldSchema, ...]
+    watchable: bool
+    summarizable: bool
+
+
+def schema(
+    kind: str | None = None, *, address: str | None = None, timeout: float = 30.0
+) -> dict[str, KindSchema]:
+    """The filterable fields of ``kind`` (None: of every kind), as the head defines them; rows
+    carry more fields (resources, labels, ...) that filters cannot name."""
+    name = _kind(kind) if kind is not None else ""
+    reply = _call(address, "Schema", pb.SchemaRequest(kind=name), timeout)
+    return {
+        k.kind: KindSchema(
+            k.kind,
+            k.id_key,
+            tuple(FieldSchema(f.name, f.type, tuple(f.choices)) for f in k.fields),
+            k.watchable,
+            k.summarizable,
+        )
+        for k in reply.kinds
+    }
+
+
 def _lister(kind: str) -> Any:
     def lister(
         filters: Any = None,
@@ -226,6 +270,7 @@ def _lister(kind: str) -> Any:
         limit: int = DEFAULT_LIMIT,
         cursor: str | None = None,
         detail: bool = False,
+        newest_first: bool = False,
         address: str | None = None,
         timeout: float = 30.0,
     ) -> StateList:
@@ -235,6 +280,7 @@ def _lister(kind: str) -> Any:
             limit=limit,
             cursor=cursor,
             detail=detail,
+            newest_first=newest_first,
             address=address,
             timeout=timeout,
         )
@@ -396,6 +442,8 @@ summarize_actors = _summarizer("actors")
 summarize_objects = _summarizer("objects")
 
 __all__ = [
+    "FieldSchema",
+    "KindSchema",
     "StateList",
     "StateSummary",
     "WatchEvent",
@@ -417,6 +465,7 @@ __all__ = [
     "list_state",
     "list_tasks",
     "list_workers",
+    "schema",
     "summarize",
     "summarize_actors",
     "summarize_objects",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -48,14 +47,13 @@ def fetch_events(
 ) -> EventsPage:
     """The newest ``limit`` events passing ``filters`` (key, op, value), newest first.
 
-    The state service pages oldest first, so this reads every page and keeps the last rows.
     Raises what :func:`freight.client.access.rpc_error` maps a failed call to.
     """
     from freight.protocol.generated import freight_pb2 as pb
     from freight.protocol.generated import freight_pb2_grpc as pb_grpc
     from freight.util.grpc_auth import sync_channel
 
-    kept: deque[dict[str, Any]] = deque(maxlen=limit)
+    kept: list[dict[str, Any]] = []
     cursor = ""
     channel = sync_channel(target.address, target.token)
     try:
@@ -64,18 +62,19 @@ def fetch_events(
             request = pb.ListStateRequest(
                 kind="events",
                 filters=[pb.Filter(key=k, op=op, value=v) for k, op, v in filters],
-                limit=PAGE,
+                limit=min(PAGE, limit - len(kept)),
                 cursor=cursor,
+                newest_first=True,
             )
             reply = access.call(target, stub.List, request, 10)
             kept.extend(json.loads(r) for r in reply.rows)
-            if not reply.next_cursor:
+            if not reply.next_cursor or len(kept) >= limit:
                 break
             cursor = reply.next_cursor
     finally:
         channel.close()
     warnings = [w for w in reply.warnings if not w.startswith("truncated")]
-    return EventsPage(list(reversed(kept)), reply.matched, reply.dropped, warnings)
+    return EventsPage(kept, reply.matched, reply.dropped, warnings)
 
 
 def _when(row: dict[str, Any]) -> str:

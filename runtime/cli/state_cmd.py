@@ -27,6 +27,7 @@ _SHORT = 12
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "nodes": [
         ("node", "node_id", "id"), ("state", "state", ""), ("host", "hostname", ""),
+        ("agent", "agent_address", ""), ("pid", "pid", ""),
         ("head", "is_head_node", ""), ("workers", "num_workers", ""),
         ("objects", "num_objects", ""), ("store used", "object_store_used", "bytes"),
         ("started", "start_time", "time"), ("last heartbeat", "last_heartbeat", "time"),
@@ -111,6 +112,28 @@ def _notes(console: Any, warnings: list[str]) -> None:
         console.print(f"[yellow]note:[/yellow] {w}", highlight=False)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """The filterable fields of one kind or of every kind (as ``kubectl explain``)."""
+    kinds = state.schema(args.kind, address=common.target(args).address)
+    fmt = common.chosen(args)
+    if common.is_structured(fmt):
+        items = [{**k._asdict(), "fields": [f._asdict() for f in k.fields]} for k in kinds.values()]
+        common.dump(common.envelope("schemas", items), fmt)
+        return 0
+    from rich.table import Table
+
+    console = _console()
+    for k in kinds.values():
+        serves = ["list", "get"] + ["watch"] * k.watchable + ["summary"] * k.summarizable
+        table = Table(title=f"{k.kind} (id: {k.id_key}; {', '.join(serves)})")
+        for col in ("field", "type", "values"):
+            table.add_column(col, overflow="fold")
+        for f in k.fields:
+            table.add_row(f.name, f.type, ", ".join(f.choices) or "-")
+        console.print(table)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if getattr(args, "watch", False):
         from freight.cli.watch_cmd import cmd_list_watch
@@ -122,6 +145,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         limit=args.limit,
         cursor=args.cursor,
         detail=args.detail,
+        newest_first=args.newest,
         address=common.target(args).address,
     )
     fmt = common.chosen(args)
@@ -396,6 +420,8 @@ def add_parsers(sub: Any) -> None:
     _common(p)
     p.add_argument("--limit", type=int, default=state.DEFAULT_LIMIT, help="rows to show")
     p.add_argument("--cursor", default=None, help="next_cursor of a previous page")
+    p.add_argument("--newest", action="store_true",
+                   help="newest first (with --limit N: the N most recent)")  # fmt: skip
     p.add_argument("--detail", action="store_true", help="heavy fields (task transitions)")
     p.add_argument("--watch", "-w", action="store_true",
                    help="print the rows, then a line per change until Ctrl-C")  # fmt: skip
@@ -408,6 +434,15 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("id")
     _common(p, filters=False)
     p.set_defaults(func=cmd_get)
+    p = sub.add_parser(
+        "explain",
+        help="the fields of each kind that --filter can name: type and allowed values",
+    )
+    p.add_argument("kind", nargs="?", choices=[*kinds, *(k[:-1] for k in kinds)], metavar="KIND",
+                   help="one kind (default: every kind)")  # fmt: skip
+    common.add_address_option(p)
+    common.add_output_option(p)
+    p.set_defaults(func=cmd_explain)
     p = sub.add_parser("summary", help="task, actor or object counts")
     p.add_argument("kind", choices=("tasks", "actors", "objects", "task", "actor", "object"),
                    metavar="KIND", help="tasks, actors or objects")  # fmt: skip

@@ -159,13 +159,13 @@ def _one(f: Filter, field: Field, get: Callable[[Row], Any], kind: str) -> Predi
         value = _bool(key, raw)
     else:
         value = raw
-        if field.choices:
-            if raw.upper() not in field.choices:
+        if field.choices:  # matched without regard to case: state=failed means FAILED
+            value = next((c for c in field.choices if c.upper() == raw.upper()), None)
+            if value is None:
                 raise FilterError(
                     f"filter {key}{op}{raw}: {raw!r} is not a {kind} {key}; "
                     f"valid values: {', '.join(field.choices)}"
                 )
-            value = raw.upper()
     if op == "=":
         return lambda row: get(row) == value
     if op == "!=":

@@ -25,7 +25,6 @@ from typing import Any
 from loguru import logger
 
 from freight.core.events import KINDS, SEVERITIES, SOURCES
-from freight.core.filters import TIME, Field
 from freight.head.control_store import ControlStore
 from freight.observe.recorder import RECORDER, Recorder
 from freight.protocol.generated import freight_pb2 as pb
@@ -35,20 +34,6 @@ ID_KEYS = ("node_id", "job_id", "actor_id", "worker_id", "task_id")
 
 COLUMNS = ("event_id", "time", "severity", "source", "kind", "message")
 
-FIELDS: dict[str, Field] = {
-    "event_id": Field(),
-    "time": Field(TIME),
-    "severity": Field(choices=SEVERITIES),
-    "source": Field(choices=SOURCES),
-    "kind": Field(choices=tuple(sorted(KINDS))),
-    "message": Field(),
-    **{key: Field() for key in ID_KEYS},
-    # Reporters' extra ids (WORKER_CRASHED): text, as every id is.
-    "pid": Field(),
-    "exit_code": Field(),
-    "signal": Field(),
-}
-"""Filterable keys of event rows, for the state service (:mod:`freight.core.filters`)."""
 MAX_BATCH = 1000
 MAX_MESSAGE = 4096
 MAX_IDS = 16

@@ -21,6 +21,8 @@ from typing import Any, NamedTuple, TypeVar
 from grpc import aio
 
 from freight.config import settings
+from freight.core.events import KINDS as EVENT_KINDS
+from freight.core.events import SEVERITIES, SOURCES
 from freight.core.filters import BOOL, NUMBER, TEXT, TIME, Field, compile_filters
 from freight.core.placement import PG_STRATEGIES
 from freight.head.rpc import rpc
@@ -59,6 +61,8 @@ KINDS: dict[str, Kind] = {
         {
             **_ids("node_id", "hostname", "agent_address", "metrics_address"),
             "state": Field(TEXT, ("ALIVE", "DEAD")),
+            **_ids("node_ip", "data_address"),
+            "pid": Field(NUMBER),
             "is_head_node": Field(BOOL),
             "start_time": Field(TIME),
             "last_heartbeat": Field(TIME),
@@ -131,10 +135,14 @@ KINDS: dict[str, Kind] = {
     ),
     "events": Kind(
         {
-            **_ids("event_id", "source", "kind", "message"),
+            **_ids("event_id", "message"),
             **_ids("node_id", "job_id", "actor_id", "worker_id", "task_id"),
-            "severity": Field(TEXT, ("DEBUG", "INFO", "WARNING", "ERROR")),
+            "source": Field(TEXT, SOURCES),
+            "kind": Field(TEXT, tuple(sorted(EVENT_KINDS))),
+            "severity": Field(TEXT, SEVERITIES),
             "time": Field(TIME),
+            # What some kinds add: a crashed worker's exit; an action's who, what and why.
+            **_ids("pid", "exit_code", "signal", "action", "role", "by", "reason"),
         },
         "event_id",
     ),
@@ -169,7 +177,10 @@ def decode_cursor(kind: str, cursor: str) -> Any:
             f"bad cursor {cursor[:40]!r}: pass the next_cursor of the previous reply unchanged"
         ) from None
     if got_kind != kind:
-        raise ValueError(f"this cursor pages through {got_kind}, not {kind}")
+        raise ValueError(
+            f"this cursor pages through {got_kind}, not {kind}: pass it back with the kind "
+            "and order of the listing it came from"
+        )
     return key
 
 
@@ -188,6 +199,7 @@ def node_row(n: pb.NodeInfo) -> dict[str, Any]:
         "state": n.state,
         "hostname": n.hostname,
         "is_head_node": n.is_head_node,
+        "pid": n.pid,
         "agent_address": n.agent_address,
         "node_ip": n.node_ip,
         "data_address": n.data_address,
@@ -386,11 +398,14 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
         if limit > MAX_LIMIT:
             warnings.append(f"limit {limit} lowered to {MAX_LIMIT} rows per reply; page on")
             limit = MAX_LIMIT
-        after = decode_cursor(name, request.cursor) if request.cursor else None
+        order = f"{name} newest first" if request.newest_first else name
+        after = decode_cursor(order, request.cursor) if request.cursor else None
         if name == "tasks":
             pred = compile_task_filters(_filters(request))
             self._close_ended_jobs()
-            page = self.tasks.list(pred, limit, int(after or 0), request.detail)
+            page = self.tasks.list(
+                pred, limit, int(after or 0), request.detail, request.newest_first
+            )
             reply = pb.ListStateReply(
                 rows=page.rows,
                 total=page.total,
@@ -399,7 +414,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
                 dropped=self.tasks.dropped,
             )
             if page.remaining:
-                reply.next_cursor = encode_cursor(name, page.last_seq)
+                reply.next_cursor = encode_cursor(order, page.last_seq)
             if self.tasks.dropped:
                 warnings.append(self._task_drop_note())
             if self.tasks.sampled_out:
@@ -409,9 +424,15 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             src = await self._rows(name)
             warnings += src.warnings
             matched = [(k, r) for k, r in src.rows if pred is None or pred(r)]
+            if request.newest_first:
+                matched.reverse()
             start = 0
             if after is not None:
-                while start < len(matched) and matched[start][0] <= after:
+                while start < len(matched) and (
+                    matched[start][0] >= after
+                    if request.newest_first
+                    else matched[start][0] <= after
+                ):
                     start += 1
             chosen = matched[start : start + limit]
             remaining = len(matched) - start - len(chosen)
@@ -424,7 +445,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
                 partial=src.partial,
             )
             if remaining:
-                reply.next_cursor = encode_cursor(name, chosen[-1][0])
+                reply.next_cursor = encode_cursor(order, chosen[-1][0])
         reply.truncated = reply.remaining > 0
         if reply.truncated:
             warnings.append(
@@ -492,6 +513,30 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
         if self.watches is None:
             raise ValueError("this head does not serve watches")
         await self.watches.serve(self, request, context)
+
+    @rpc
+    async def Schema(self, request, context):
+        from .watch import WATCHABLE  # (watch builds on this module)
+
+        names = [_plural(request.kind)] if request.kind else list(KINDS)
+        if request.kind:
+            kind_of(request.kind)  # an unknown kind is a bad request, naming the valid ones
+        reply = pb.SchemaReply()
+        for name in names:
+            kind = KINDS[name]
+            reply.kinds.append(
+                pb.KindSchema(
+                    kind=name,
+                    id_key=kind.id_key,
+                    fields=[
+                        pb.FieldSchema(name=key, type=f.type, choices=list(f.choices))
+                        for key, f in kind.fields.items()
+                    ],
+                    watchable=name in WATCHABLE,
+                    summarizable=name in SUMMARY_KINDS,
+                )
+            )
+        return reply
 
     @rpc
     async def Summary(self, request, context):

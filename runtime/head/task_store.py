@@ -610,16 +610,23 @@ class TaskStore:
         return {"live": live, "finished": ok, "failed_or_cancelled": bad}
 
     def list(
-        self, pred: Predicate | None, limit: int, after_seq: int = 0, detail: bool = False
+        self,
+        pred: Predicate | None,
+        limit: int,
+        after_seq: int = 0,
+        detail: bool = False,
+        newest_first: bool = False,
     ) -> Page:
-        """Rows matching ``pred`` after position ``after_seq``, at most ``limit`` of them."""
+        """Rows matching ``pred`` after position ``after_seq`` (0: from the start), at most
+        ``limit`` of them, oldest first or ``newest_first``."""
         page: list[TaskEntry] = []
         matched = before = 0
-        for rec in self.records.values():
+        records = reversed(self.records.values()) if newest_first else self.records.values()
+        for rec in records:
             if pred is not None and not pred(rec):
                 continue
             matched += 1
-            if rec.seq <= after_seq:
+            if after_seq and (rec.seq >= after_seq if newest_first else rec.seq <= after_seq):
                 before += 1
             elif len(page) < limit:
                 page.append(rec)

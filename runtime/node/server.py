@@ -351,6 +351,7 @@ async def amain(args: argparse.Namespace) -> None:
         store_dir=agent.store.directory,
         labels=labels,
         incarnation=agent.incarnation,
+        pid=os.getpid(),
     )
     node.total.amounts.update(resources)
     servicer = AgentServicer(agent, node)

@@ -87,6 +87,7 @@ READ_ONLY_METHODS = frozenset(
         "/freight.v1.StateService/Get",
         "/freight.v1.StateService/Summary",
         "/freight.v1.StateService/Watch",
+        "/freight.v1.StateService/Schema",
         "/freight.v1.HeadService/ClusterStatus",
         "/freight.v1.HeadService/ListNodes",
         "/freight.v1.HeadService/ListJobs",

@@ -272,6 +272,62 @@ def test_pages_cover_every_match_exactly_once_while_tasks_arrive(workload: dict[
     freight.get(arriving)
 
 
+def test_newest_first_pages_the_same_rows_in_reverse(workload: dict[str, Any]) -> None:
+    oldest_first = [r["task_id"] for r in all_rows(["name=work", "state=FAILED"])]
+    newest: list[str] = []
+    cursor = None
+    while True:  # pages of 97 rows, newest first
+        page = state.list_tasks(
+            ["name=work", "state=FAILED"], limit=97, cursor=cursor, newest_first=True
+        )
+        newest += [r["task_id"] for r in page]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert len(oldest_first) == FAILED - 1 and newest == oldest_first[::-1]
+    # --limit N --newest: the N most recent; events and the other kinds too.
+    last = state.list_tasks(limit=1, newest_first=True)[0]
+    assert last["task_id"] == all_rows([])[-1]["task_id"]
+    events = state.list_events(limit=1000)
+    assert [e["event_id"] for e in state.list_events(limit=3, newest_first=True)] == [
+        e["event_id"] for e in events[::-1][:3]
+    ]
+    # A cursor pages on in the order it was made for.
+    page = state.list_tasks(limit=5, newest_first=True)
+    with pytest.raises(ValueError, match="newest first, not tasks"):
+        state.list_tasks(limit=5, cursor=page.next_cursor)
+
+
+def test_the_schema_names_every_kinds_filterable_fields(cluster: dict[str, Any]) -> None:
+    kinds = state.schema()
+    assert sorted(kinds) == sorted(state.KINDS)
+    tasks = kinds["tasks"]
+    assert tasks.id_key == "task_id" and tasks.watchable and tasks.summarizable
+    fields = {f.name: f for f in tasks.fields}
+    assert fields["state"].type == "text" and "FAILED" in fields["state"].choices
+    assert fields["attempt"].type == "number" and fields["start_time"].type == "time"
+    assert not kinds["objects"].watchable
+    actions = {f.name for f in kinds["events"].fields}
+    assert {"action", "role", "by", "reason"} <= actions
+    # Every field the schema names is one a filter may use.
+    for name, kind in kinds.items():
+        for f in kind.fields:
+            value = f.choices[0] if f.choices else ("1" if f.type != "text" else "x")
+            state.list_state(name, [(f.name, "=" if f.type != "time" else ">", value)], limit=1)
+    # The CLI: `freight explain`.
+    out = cli(cluster["temp_dir"], "explain", "task", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    (item,) = json.loads(out.stdout)["items"]
+    assert (
+        item["kind"] == "tasks"
+        and {"name": "attempt", "type": "number", "choices": []} in (item["fields"])
+    )
+    table = cli(cluster["temp_dir"], "explain", "nodes")
+    assert table.returncode == 0 and "node_id" in table.stdout and "DEAD" in table.stdout
+    bad = cli(cluster["temp_dir"], "explain", "bogus")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
 def test_truncation_counts_are_honest(workload: dict[str, Any]) -> None:
     first = state.list_tasks(limit=10)
     assert first.matched == first.total >= TOTAL
@@ -332,6 +388,10 @@ def test_list_nodes_jobs_actors(cluster: dict[str, Any], workload: dict[str, Any
     nodes = state.list_nodes(["state=ALIVE", "is_head_node=true"])
     assert [n["node_id"] for n in nodes] == [cluster["node_id"]]
     assert nodes[0]["resources_total"]["CPU"] == 2
+    # The agent's pid and addresses, to reach or signal it.
+    agent = psutil.Process(nodes[0]["pid"])
+    assert "freight.node" in " ".join(agent.cmdline())
+    assert nodes[0]["agent_address"] and nodes[0]["metrics_address"] and nodes[0]["data_address"]
     job_id = freight.get_runtime_context().get_job_id()
     jobs = state.list_jobs([f"job_id={job_id}"])
     assert len(jobs) == 1 and jobs[0]["state"] == "RUNNING" and jobs[0]["driver_pid"] == os.getpid()

@@ -20,7 +20,7 @@ class ResourceMap(_message.Message):
     def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address", "data_address", "node_ip", "store_dir", "incarnation")
+    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address", "data_address", "node_ip", "store_dir", "incarnation", "pid")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class NodeInfo(_message.Message):
     NODE_IP_FIELD_NUMBER: _ClassVar[int]
     STORE_DIR_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     agent_address: str
     data_socket: str
@@ -64,7 +65,8 @@ class NodeInfo(_message.Message):
     node_ip: str
     store_dir: str
     incarnation: str
-    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
+    pid: int
+    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ..., incarnation: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class NodeStats(_message.Message):
     __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes")
@@ -753,18 +755,20 @@ class Filter(_message.Message):
     def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class ListStateRequest(_message.Message):
-    __slots__ = ("kind", "filters", "limit", "cursor", "detail")
+    __slots__ = ("kind", "filters", "limit", "cursor", "detail", "newest_first")
     KIND_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     kind: str
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     limit: int
     cursor: str
     detail: bool
-    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ...) -> None: ...
+    newest_first: bool
+    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ..., newest_first: _Optional[bool] = ...) -> None: ...
 
 class ListStateReply(_message.Message):
     __slots__ = ("rows", "total", "matched", "next_cursor", "truncated", "warnings", "dropped", "partial", "remaining")
@@ -787,6 +791,42 @@ class ListStateReply(_message.Message):
     partial: bool
     remaining: int
     def __init__(self, rows: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., matched: _Optional[int] = ..., next_cursor: _Optional[str] = ..., truncated: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ..., partial: _Optional[bool] = ..., remaining: _Optional[int] = ...) -> None: ...
+
+class SchemaRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class FieldSchema(_message.Message):
+    __slots__ = ("name", "type", "choices")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class KindSchema(_message.Message):
+    __slots__ = ("kind", "id_key", "fields", "watchable", "summarizable")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_KEY_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    WATCHABLE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIZABLE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    id_key: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldSchema]
+    watchable: bool
+    summarizable: bool
+    def __init__(self, kind: _Optional[str] = ..., id_key: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldSchema, _Mapping]]] = ..., watchable: _Optional[bool] = ..., summarizable: _Optional[bool] = ...) -> None: ...
+
+class SchemaReply(_message.Message):
+    __slots__ = ("kinds",)
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedCompositeFieldContainer[KindSchema]
+    def __init__(self, kinds: _Optional[_Iterable[_Union[KindSchema, _Mapping]]] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ("kind", "id")

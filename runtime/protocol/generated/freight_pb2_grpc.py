@@ -1244,6 +1244,11 @@ class StateServiceStub:
                 request_serializer=freight__pb2.WatchRequest.SerializeToString,
                 response_deserializer=freight__pb2.WatchReply.FromString,
                 _registered_method=True)
+        self.Schema = channel.unary_unary(
+                '/freight.v1.StateService/Schema',
+                request_serializer=freight__pb2.SchemaRequest.SerializeToString,
+                response_deserializer=freight__pb2.SchemaReply.FromString,
+                _registered_method=True)
 
 
 class StateServiceServicer:
@@ -1273,6 +1278,12 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Schema(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1295,6 +1306,11 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=freight__pb2.WatchRequest.FromString,
                     response_serializer=freight__pb2.WatchReply.SerializeToString,
+            ),
+            'Schema': grpc.unary_unary_rpc_method_handler(
+                    servicer.Schema,
+                    request_deserializer=freight__pb2.SchemaRequest.FromString,
+                    response_serializer=freight__pb2.SchemaReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1405,6 +1421,33 @@ class StateService:
             '/freight.v1.StateService/Watch',
             freight__pb2.WatchRequest.SerializeToString,
             freight__pb2.WatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Schema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.StateService/Schema',
+            freight__pb2.SchemaRequest.SerializeToString,
+            freight__pb2.SchemaReply.FromString,
             options,
             channel_credentials,
             insecure,
