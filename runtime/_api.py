@@ -220,7 +220,11 @@ def _connect(
 
     head = HeadClient(head_address, token)
     try:
-        nodes = head.call("ListNodes", pb.ListNodesRequest()).nodes
+        # The head runs (it was just started, or it answered a ping): on a loaded machine a
+        # first connection can still fail once, so let gRPC try again until the start deadline.
+        nodes = head.call(
+            "ListNodes", pb.ListNodesRequest(), timeout=settings.start_timeout_s, wait=True
+        ).nodes
         local = [n for n in nodes if n.state == "ALIVE" and os.path.exists(n.data_socket)]
         if node_id:
             local = [n for n in local if n.node_id == node_id] or local
