@@ -186,7 +186,6 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             node = await self.nodes.set_draining(node.node_id, draining, reason)
         told = await self.nodes.tell_draining(node)  # again if unchanged: it may have missed it
         if changed:
-            self.metrics.nodes_changed()
             what = "drained: it takes no new work" if draining else "undrained: it takes work again"
             record_action(
                 self.events,
