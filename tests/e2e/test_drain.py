@@ -23,6 +23,11 @@ import freight
 from freight import actions, state
 from freight.client import access
 from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
 REASON = "kernel upgrade"
@@ -103,6 +108,10 @@ def test_a_drained_node_finishes_its_work_and_takes_no_new_work(cluster: dict[st
     actor = Where.remote()
     assert freight.get(actor.node.remote(), timeout=60) == other
     freight.kill(actor)
+    group = placement_group([{"CPU": 1}])
+    assert group.wait(60)
+    assert placement_group_table(group)["bundles_to_node_id"] == {0: other}
+    remove_placement_group(group)
     # Two more long tasks: the other node (one CPU) runs one, the second waits for it. When
     # the first long task ends, its worker on the drained node is given back, not reused.
     later = [hold.remote(str(tmp / f"started{i}"), str(tmp / "release2")) for i in range(2)]
@@ -164,6 +173,7 @@ def test_with_only_drained_nodes_new_work_waits_until_undrained(cluster: dict[st
     c.wait_for_nodes()
     ref = where.remote()
     actor = Where.remote()
+    group = placement_group([{"CPU": 1}])
 
     def waiting_task() -> Any:
         rows = state.list_tasks([("name", "=", "where"), ("state", "~", "^PENDING")])
@@ -174,6 +184,11 @@ def test_with_only_drained_nodes_new_work_waits_until_undrained(cluster: dict[st
         lambda: [a for a in state.list_actors() if a["pending_reason"] == WAITING_FOR_DRAINED],
         60,
         "the new actor to wait for the drained node",
+    )
+    wait_for_condition(
+        lambda: placement_group_table(group)["pending_reason"] == WAITING_FOR_DRAINED,
+        60,
+        "the new placement group to wait for the drained node",
     )
     status = cli(cluster, "status")
     assert WAITING_FOR_DRAINED in status.stdout, status.stdout
@@ -186,8 +201,10 @@ def test_with_only_drained_nodes_new_work_waits_until_undrained(cluster: dict[st
     assert f"node {head[:12]} undrained" in undrained.stdout
     assert freight.get(ref, timeout=60) == head
     assert freight.get(actor.node.remote(), timeout=60) == head
+    assert group.wait(60) and placement_group_table(group)["bundles_to_node_id"] == {0: head}
     assert node_row(cluster, head)["state"] == "ALIVE"
     freight.kill(actor)
+    remove_placement_group(group)
 
     # Draining the only node is allowed, with a warning that nothing else takes new work.
     alone = cli(cluster, "drain", head)
