@@ -2,8 +2,9 @@
 lets it run there again; recorded, refused with the read-only token, shown in every view.
 
 One cluster for the module: the head node (where this test's driver runs) and a second node.
-The tests run in order: the second node is removed near the end, to see work wait for a drained
-node, and the head is restarted last.
+The tests run in order: the second node is drained and undrained first, then the head node is
+drained; the second node is removed near the end, to see work wait for a drained node, and the
+head is restarted last.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from freight.util.placement_group import (
     placement_group_table,
     remove_placement_group,
 )
+from freight.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
 REASON = "kernel upgrade"
@@ -62,8 +64,12 @@ def cluster() -> Iterator[dict[str, Any]]:
         Cluster() as c,
     ):
         head = c.add_node(num_cpus=4)
-        other = c.add_node(num_cpus=1)
+        other = c.add_node(num_cpus=2)
         freight.init(address=c.address)
+        # Once this runs, the head node's agent has the other node in its view (a heartbeat
+        # reply after it joined), and chooses between the two.
+        on_other = NodeAffinitySchedulingStrategy(other.node_id, soft=False)
+        assert freight.get(where.options(scheduling_strategy=on_other).remote()) == other.node_id
         try:
             yield {"tmp": tmp, "cluster": c, "head": head.node_id, "other": other}
         finally:
@@ -89,6 +95,26 @@ def node_row(cluster: dict[str, Any], node_id: str) -> dict[str, Any]:
     return row
 
 
+def test_other_nodes_send_no_new_work_to_a_drained_node(cluster: dict[str, Any]) -> None:
+    head, other = cluster["head"], cluster["other"].node_id
+    tmp = Path(cluster["tmp"])
+    # The head node three quarters busy: its agent sends this driver's next requests to the
+    # other node.
+    on_head = hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
+    busy = [on_head.remote(str(tmp / f"busy{i}"), str(tmp / "done")) for i in range(3)]
+    wait_for_condition(
+        lambda: all((tmp / f"busy{i}").exists() for i in range(3)), 60, "the head node busy"
+    )
+    assert freight.get(where.options(num_cpus=0.5).remote(), timeout=60) == other
+    # Drained, the other node gets none: from the head node's agent's next view on, and before
+    # that (a request sent on an old view) from the drained node itself, which sends it back.
+    assert actions.drain_node(other, reason="rack move").changed
+    assert set(freight.get([where.remote() for _ in range(2)], timeout=60)) == {head}
+    (tmp / "done").touch()
+    assert freight.get(busy, timeout=60) == [head] * 3
+    assert actions.undrain_node(other).changed
+
+
 def test_a_drained_node_finishes_its_work_and_takes_no_new_work(cluster: dict[str, Any]) -> None:
     head, other = cluster["head"], cluster["other"].node_id
     tmp = Path(cluster["tmp"])
@@ -112,17 +138,19 @@ def test_a_drained_node_finishes_its_work_and_takes_no_new_work(cluster: dict[st
     assert group.wait(60)
     assert placement_group_table(group)["bundles_to_node_id"] == {0: other}
     remove_placement_group(group)
-    # Two more long tasks: the other node (one CPU) runs one, the second waits for it. When
+    # Three more long tasks: the other node (two CPUs) runs two, the third waits for them. When
     # the first long task ends, its worker on the drained node is given back, not reused.
-    later = [hold.remote(str(tmp / f"started{i}"), str(tmp / "release2")) for i in range(2)]
+    later = [hold.remote(str(tmp / f"started{i}"), str(tmp / "release2")) for i in range(3)]
     wait_for_condition(
-        lambda: any((tmp / f"started{i}").exists() for i in range(2)), 60, "a later task to start"
+        lambda: sum((tmp / f"started{i}").exists() for i in range(3)) == 2,
+        60,
+        "two later tasks to start",
     )
     assert not (tmp / "release").exists()
     (tmp / "release").touch()
     assert freight.get(running, timeout=60) == head  # it ran to its end where it was
     (tmp / "release2").touch()
-    assert freight.get(later, timeout=60) == [other, other]
+    assert freight.get(later, timeout=60) == [other] * 3
 
 
 def test_the_node_shows_as_draining(cluster: dict[str, Any]) -> None:
