@@ -363,9 +363,9 @@ def executive() -> dash_b.Dashboard:
         panel(
             "stat",
             "Nodes alive",
-            "Node agents the head counts as alive.",
+            "Node agents the head counts as alive, drained ones (freight drain) included.",
             "short",
-            [Query(f"sum({sel(m('freight_nodes'), eq('state', 'ALIVE'))})")],
+            [Query("sum(" + sel(m("freight_nodes"), 'state=~"ALIVE|DRAINING"') + ")")],
             below_bad(1),
             width=6,
             height=5,

@@ -13,9 +13,10 @@ import getpass
 import os
 import socket
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from freight.client import access
+from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import action_metadata, sync_channel
 
@@ -59,3 +60,53 @@ def _act(
         )
     finally:
         channel.close()
+
+
+# ---- nodes
+
+
+class Drain(NamedTuple):
+    """What :func:`drain_node` or :func:`undrain_node` did, and what it leaves."""
+
+    node_id: str
+    draining: bool  # the node's flag now
+    changed: bool  # False: it was so already
+    reason: str  # the reason the drain recorded ("" once undrained)
+    open_nodes: int  # other alive nodes that take new work
+    node_told: bool  # its agent confirmed; else it learns at its next heartbeat (a second)
+    running_tasks: int  # what runs there now and goes on (as its agent said)
+    running_actors: int
+    waiting: int  # lease requests waiting there for a node that takes work
+
+
+def _drain(node_id: str, undrain: bool, reason: str, address: str | None) -> Drain:
+    if not isinstance(node_id, str) or not node_id.strip():
+        raise access.UsageError(f"give the id (or a unique prefix) of a node, got {node_id!r}")
+    request = pb.DrainNodeRequest(node_id=node_id.strip(), undrain=undrain)
+    reply = _act(address, "DrainNode", request, reason)
+    node = reply.node
+    return Drain(
+        node.node_id,
+        node.draining,
+        reply.changed,
+        node.drain_reason,
+        reply.open_nodes,
+        reply.node_told,
+        reply.running_tasks,
+        reply.running_actors,
+        reply.waiting,
+    )
+
+
+def drain_node(node_id: str, reason: str = "", address: str | None = None) -> Drain:
+    """Drain a node (Ray's ``ray drain-node``, kubectl's cordon): it takes no new tasks, actors
+    or placement group bundles; what runs there goes on. Work only drained nodes could run
+    waits ("waiting: every feasible node is draining"). ``node_id`` may be a unique prefix; an
+    unknown or dead node raises :class:`freight.client.access.NotFound`. The drain outlives
+    agent and head restarts until :func:`undrain_node`."""
+    return _drain(node_id, False, reason, address)
+
+
+def undrain_node(node_id: str, reason: str = "", address: str | None = None) -> Drain:
+    """Open a drained node again: it takes new work, and what waited for it starts there."""
+    return _drain(node_id, True, reason, address)

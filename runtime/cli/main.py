@@ -24,6 +24,7 @@ MODULES = [
     "monitoring_cmd",
     "demo",
     "settings_cmd",
+    "node_cmd",
 ]
 COMMANDS = {
     "start": "cluster",
@@ -42,6 +43,8 @@ COMMANDS = {
     "monitoring": "monitoring_cmd",
     "demo": "demo",
     "settings": "settings_cmd",
+    "drain": "node_cmd",
+    "undrain": "node_cmd",
 }
 
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from freight.client import access
+from freight.core.nodes import node_state
 from freight.observe.catalogue import BYTE_RESOURCES
 
 from . import common
@@ -120,7 +121,7 @@ def render_status(
         pending = ", ".join(f"{v} {k}" for k, v in sorted(s.pending_by_reason.items())) or "-"
         nodes.add_row(
             n.node_id[:12] + (" (head)" if n.is_head_node else ""),
-            n.state,
+            node_state(n.state, n.draining),
             f"{_gib(s.object_store_used)} / {_gib(s.object_store_capacity)}",
             str(s.num_objects),
             str(s.num_workers),
@@ -130,6 +131,14 @@ def render_status(
         )
         infeasible += list(s.infeasible_shapes)
     console.print(nodes)
+    for n in st.nodes:
+        if n.draining:
+            why = f" ({n.drain_reason})" if n.drain_reason else ""
+            console.print(
+                f"node {n.node_id[:12]} is draining{escape(why)}: it takes no new work "
+                "(freight undrain opens it again)",
+                highlight=False,
+            )
     console.print(f"actors alive: {st.num_actors_alive}   jobs running: {st.num_jobs_running}")
     pending_groups = placement_groups["pending"] if placement_groups else []
     if placement_groups:
@@ -180,6 +189,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     fmt = common.chosen(args)
     if common.is_structured(fmt):
         data = access.record(st)
+        for node in data["nodes"]:
+            node["state"] = node_state(node["state"], node["draining"])
         data["pending_tasks_by_reason"] = pending
         data["placement_groups"] = groups
         common.dump(data, fmt)

@@ -375,6 +375,10 @@ class CoreWorker:
             self._resolve(msg.req_id, msg)
         elif t is m.LeaseGranted or t is m.LeaseRejected or t is m.LeaseSpillback:
             self.submitter.on_lease_reply(msg)
+        elif t is m.LeaseWaiting:
+            self.submitter.on_lease_waiting(msg)
+        elif t is m.RecallLease:
+            self.submitter.on_lease_recalled(msg)
         elif t is m.WorkerKilled:
             self.submitter.on_worker_killed(msg)
         elif self.on_agent_message is not None:
@@ -435,6 +439,10 @@ class CoreWorker:
                 t = type(msg)
                 if t is m.LeaseGranted or t is m.LeaseRejected or t is m.LeaseSpillback:
                     self.submitter.on_lease_reply(msg, fs)
+                elif t is m.LeaseWaiting:
+                    self.submitter.on_lease_waiting(msg)
+                elif t is m.RecallLease:
+                    self.submitter.on_lease_recalled(msg, fs)
                 elif t is m.WorkerKilled:
                     self.submitter.on_worker_killed(msg, fs)
                 else:

@@ -92,6 +92,7 @@ class Lease:
     expected: float = 0.0  # summed expected run time of the tasks in flight
     agent: frames.FrameSocket | None = None  # another node's agent that granted it (else ours)
     gpu_ids: tuple[int, ...] = ()  # its GPUs, sent with every task pushed on it
+    recalled: bool = False  # its node was drained: returned once the tasks in flight are done
 
 
 @dataclass(slots=True)
@@ -164,6 +165,9 @@ class TaskSubmitter:
         # Shapes whose standing lease request an agent found infeasible: a task queued behind
         # one is infeasible too (the agent says so once per request, not per task).
         self.infeasible: set[str] = set()
+        # Shapes whose standing request an agent holds for a reason of its own (every node
+        # that could run them is drained), and that reason: the pending reason of their tasks.
+        self.held: dict[str, str] = {}
         self.durations: dict[bytes, float] = {}  # mean run time per function (EWMA)
         self.lineage = Lineage(settings.lineage_max_bytes, cw._prefix)
         from .core_worker import Slot
@@ -225,8 +229,9 @@ class TaskSubmitter:
                     if q is None:
                         q = self.queues[spec.shape] = deque()
                     q.append(spec)
-                    if spec.shape in self.infeasible:
-                        rec.pending_reason = INFEASIBLE
+                    standing = self._standing_reason(spec.shape)
+                    if standing:
+                        rec.pending_reason = standing
             if actor is None:
                 self.pump(spec.shape)
             else:
@@ -259,8 +264,9 @@ class TaskSubmitter:
                 if actor is None:
                     spec.shape = self._shape_with_locality(spec, resolved)
                     self.queues.setdefault(spec.shape, deque()).append(spec)
-                    if spec.shape in self.infeasible:
-                        cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
+                    standing = self._standing_reason(spec.shape)
+                    if standing:
+                        cw.tasks.set_pending_reason(spec.task_id, standing)
             if actor is None:
                 self.pump(spec.shape)
             else:
@@ -349,6 +355,7 @@ class TaskSubmitter:
         req_id = next((r for r, s in self.requests.items() if s == shape), None)
         self.outstanding[shape] = 0
         self.infeasible.discard(shape)
+        self.held.pop(shape, None)
         if req_id is None:
             return None
         del self.requests[req_id]
@@ -441,8 +448,8 @@ class TaskSubmitter:
             shape = self.requests.get(msg.req_id)
             q = self.queues.get(shape or "")
             hops = self.request_agent.get(msg.req_id, (None, 0))[1]
-            if shape in self.infeasible:
-                # A node that can run them joined: they wait for it, no longer infeasible.
+            if shape in self.infeasible or self.held.pop(shape or "", None):
+                # A node that can run them joined (or was undrained): they wait for it.
                 self.infeasible.discard(shape)
                 for spec in q or ():
                     cw.tasks.set_pending_reason(spec.task_id, WAITING_FOR_RESOURCES)
@@ -550,6 +557,7 @@ class TaskSubmitter:
                 if self.requests.get(msg.req_id) != shape:
                     return  # withdrawn or answered meanwhile
                 self.infeasible.add(shape)
+                self.held.pop(shape, None)
                 for spec in self.queues.get(shape, ()):
                     cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
             if shape not in self.warned_infeasible:
@@ -566,6 +574,7 @@ class TaskSubmitter:
             if shape is not None:
                 self.outstanding[shape] = 0
                 self.infeasible.discard(shape)
+                self.held.pop(shape, None)
         agent = source
         if shape is None:  # a grant for a request given up on: hand the worker back
             (agent or cw.agent).send(m.ReturnLease(msg.worker_id, False))
@@ -588,6 +597,56 @@ class TaskSubmitter:
             self.leases.setdefault(shape, []).append(lease)
             self.lease_by_peer[peer.address] = lease
         self.pump(shape)
+
+    def on_lease_waiting(self, msg: m.LeaseWaiting) -> None:
+        """An agent holds a request for a reason of its own: its tasks show that reason."""
+        if not isinstance(msg.reason, str):
+            raise frames.ProtocolError("malformed LeaseWaiting")
+        cw = self.cw
+        with cw.lock:
+            shape = self.requests.get(msg.req_id)
+            if shape is None:
+                return  # withdrawn or answered meanwhile
+            self.held[shape] = msg.reason[:200]
+            for spec in self.queues.get(shape, ()):
+                cw.tasks.set_pending_reason(spec.task_id, self.held[shape])
+
+    def on_lease_recalled(
+        self, msg: m.RecallLease, source: frames.FrameSocket | None = None
+    ) -> None:
+        """The lease's node was drained: push no more tasks to its worker, and give it back
+        now, or once the tasks in flight there are done."""
+        cw = self.cw
+        with cw.lock:
+            lease = next(
+                (
+                    ls
+                    for ls in self.lease_by_peer.values()
+                    if ls.worker_id == msg.worker_id and ls.agent is source
+                ),
+                None,
+            )
+            if lease is None:
+                return  # returned already
+            lease.recalled = True
+            shape_leases = self.leases.get(lease.shape, [])
+            if lease in shape_leases:
+                shape_leases.remove(lease)
+            idle = not lease.inflight and self.lease_by_peer.pop(lease.peer.address, None)
+        if idle:
+            self._give_back(lease)
+        if self.queues.get(lease.shape):
+            self.pump(lease.shape)  # what waits asks for a lease elsewhere
+
+    def _give_back(self, lease: Lease) -> None:
+        """Return a recalled lease, once it is out of :attr:`lease_by_peer`."""
+        with contextlib.suppress(OSError):
+            (lease.agent or self.cw.agent).send(m.ReturnLease(lease.worker_id, False))
+
+    def _standing_reason(self, shape: str) -> str:
+        """Why a task queued behind the standing request of ``shape`` waits, when the agent
+        said ("" when it said nothing: the request is simply waiting)."""
+        return INFEASIBLE if shape in self.infeasible else self.held.get(shape, "")
 
     def return_idle_leases(self) -> None:
         cw = self.cw
@@ -612,6 +671,7 @@ class TaskSubmitter:
 
     def on_task_done(self, peer: Peer, msg: m.TaskDone) -> None:
         cw = self.cw
+        recalled = None  # a recalled lease whose last task this was: returned below
         with cw.lock:
             lease = self.lease_by_peer.get(peer.address)
             actor = None if lease is not None else cw.actors.by_peer.get(peer.address)
@@ -624,6 +684,8 @@ class TaskSubmitter:
                 if not lease.inflight:
                     lease.expected = 0.0
                     lease.idle_since = time.monotonic()
+                    if lease.recalled and self.lease_by_peer.pop(peer.address, None):
+                        recalled = lease
                 if not msg.error:
                     took = max(0.0, msg.end_time - msg.start_time)
                     old = self.durations.get(spec.function_id)
@@ -649,6 +711,8 @@ class TaskSubmitter:
                 cw._free(woken[1])
         else:
             self._task_done_slow(spec, msg)
+        if recalled is not None:
+            self._give_back(recalled)
         # Pump only when calls are queued: one queued after this check is pumped by its
         # submitter, and an idle pump here would contend with the woken caller's next submit.
         if lease is not None:
@@ -886,8 +950,9 @@ class TaskSubmitter:
                 cw.tasks.cancelled(spec.task_id, "cancelled while waiting to be retried")
             elif spec.task_id in cw.tasks.live:
                 self.queues.setdefault(spec.shape, deque()).appendleft(spec)
-                if spec.shape in self.infeasible:
-                    cw.tasks.set_pending_reason(spec.task_id, INFEASIBLE)
+                standing = self._standing_reason(spec.shape)
+                if standing:
+                    cw.tasks.set_pending_reason(spec.task_id, standing)
         if cancelled:
             err = exc.TaskCancelledError(spec.task_id.hex())
             self._finish(spec, [("e", pickle.dumps(err))] * len(spec.return_ids), [])

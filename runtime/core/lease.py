@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .placement import group_resources, is_cpu, labels_match
-from .task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
+from .task_state import INFEASIBLE, WAITING_FOR_DRAINED, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
 from .transitions import InvalidTransition, Transition, TransitionLog, now
 
 EPS = 1e-9
@@ -89,7 +89,14 @@ class Stop(NamedTuple):
     reason: str = "its owner is gone"
 
 
-Action = Grant | ActorClaim | StartWorkers | Infeasible | Stop
+class Held(NamedTuple):
+    """The request waits here, ungranted, because the node is drained: its owner is told why
+    (the tasks' pending reason)."""
+
+    req: LeaseRequest
+
+
+Action = Grant | ActorClaim | StartWorkers | Infeasible | Stop | Held
 
 
 def fits(need: dict[str, float], have: dict[str, float]) -> bool:
@@ -137,6 +144,8 @@ class LeaseManager:
         self.log = TransitionLog()
         self._validate = validate
         self.leases_granted = 0
+        # Drained (freight drain): no new lease is granted here; what holds one keeps it.
+        self.draining = False
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -180,6 +189,12 @@ class LeaseManager:
 
     def request(self, req: LeaseRequest) -> list[Action]:
         self.pending.append(req)
+        return self._dispatch()
+
+    def set_draining(self, draining: bool) -> list[Action]:
+        """Stop granting new leases (the requests queued here wait, or are sent on by the
+        agent), or grant them again."""
+        self.draining = draining
         return self._dispatch()
 
     def cancel(self, req_id: int, client: int) -> bool:
@@ -360,6 +375,11 @@ class LeaseManager:
                             f"{shape_key(req.resources)} and the node has {shape_key(self.total)}",
                         )
                     )
+                kept.append(req)
+            elif self.draining:
+                if req.reason != WAITING_FOR_DRAINED:
+                    req.reason = WAITING_FOR_DRAINED
+                    actions.append(Held(req))
                 kept.append(req)
             elif not fits(req.resources, self.available):
                 req.reason = WAITING_FOR_RESOURCES
@@ -562,4 +582,5 @@ class LeaseManager:
             "startup_limit": self.startup_limit,
             "starting_peak": self.starting_peak,
             "actors_waiting": len(self.actor_queue),
+            "draining": self.draining,
         }

@@ -18,6 +18,10 @@ Policies (``strategy`` is the wire form of a task's ``scheduling_strategy``):
 - ``("LABELS", hard, soft)``: only nodes whose labels match every ``hard`` constraint, preferring
   those that also match ``soft``; a constraint is ``(key, op, values)`` with op ``in``,
   ``not_in``, ``exists`` or ``does_not_exist``.
+
+A draining node (``freight drain``) is chosen only when no open node could ever run the request
+(a hard affinity to it, or only it has the resources): it holds the request, without granting it,
+until it is undrained (docs/decisions/0068-draining-nodes.md).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class NodeState:
     address: str = ""  # the agent's TCP data plane
     store_dir: str = ""  # its object store's folder
     agent_address: str = ""  # its agent's gRPC server
+    draining: bool = False  # takes no new work (freight drain)
+    drain_seq: int = 0  # which drain or undrain the flag comes from
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,11 @@ def strategy_from_json(text: str) -> tuple[Any, ...]:
     return _tuples(json.loads(text)) if text else DEFAULT
 
 
+def _open(nodes: list[NodeState]) -> list[NodeState]:
+    """The nodes that take new work (not drained)."""
+    return [n for n in nodes if not n.draining]
+
+
 def _hybrid(
     request: Mapping[str, float], local: str, candidates: list[NodeState]
 ) -> NodeState | None:
@@ -152,10 +163,12 @@ class ClusterView:
         if kind == "NODE":
             target, soft = str(strategy[1]), bool(strategy[2])
             node = self.nodes.get(target)
+            if node is not None and node.draining and soft:
+                node = None  # a soft affinity does not wait for a drained node
             if node is not None and covers(node.total, request):
                 if not soft or covers(node.available, request):
                     return Choice(node.node_id)
-                others = [n for n in feasible if covers(n.available, request)]
+                others = [n for n in _open(feasible) if covers(n.available, request)]
                 return Choice(node.node_id if not others else self._default(request, others))
             if not soft:
                 why = (
@@ -169,11 +182,15 @@ class ClusterView:
             feasible = [n for n in feasible if labels_match(n.labels, hard)]
             if not feasible:
                 return Choice("", f"infeasible: no node matches the labels {list(hard)}", True)
-            preferred = [n for n in feasible if labels_match(n.labels, soft_labels)]
+            preferred = [
+                n for n in _open(feasible) or feasible if labels_match(n.labels, soft_labels)
+            ]
             if preferred and any(covers(n.available, request) for n in preferred):
                 feasible = preferred
         if not feasible:
             return Choice("", "infeasible", True)
+        # Drained nodes only when no open node can ever run it: then it waits on one of them.
+        feasible = _open(feasible) or feasible
         if kind == "SPREAD":
             pool = [n for n in feasible if covers(n.available, request)] or feasible
             pool.sort(key=lambda n: n.node_id)

@@ -43,6 +43,8 @@ WAITING_FOR_ARGS = "waiting for arguments"
 WAITING_FOR_RESOURCES = "waiting for resources"
 WAITING_FOR_WORKER = "waiting for a worker to start"
 INFEASIBLE = "infeasible"
+# Only drained nodes (freight drain) could run it: it waits for one to be undrained.
+WAITING_FOR_DRAINED = "waiting: every feasible node is draining"
 
 
 @dataclass(slots=True)

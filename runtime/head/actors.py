@@ -19,7 +19,7 @@ import grpc
 from loguru import logger
 
 from freight.core.placement import labels_match, strategy_from_json
-from freight.core.task_state import WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
+from freight.core.task_state import WAITING_FOR_DRAINED, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
 from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
 from freight.head.nodes import NodeDirectory, covers, sum_amounts
@@ -53,6 +53,26 @@ class Placement:
 
 
 def place_actor_with(
+    strategy: tuple[Any, ...],
+    request: Mapping[str, float],
+    nodes: Sequence[pb.NodeInfo],
+    reserved: Mapping[str, Mapping[str, float]],
+    load: Mapping[str, int],
+) -> Placement:
+    """Where the actor goes among the nodes that take new work (not drained); an actor only
+    drained nodes could take waits for one to be undrained."""
+    open_nodes = [n for n in nodes if not n.draining]
+    got = _place_with(strategy, request, open_nodes, reserved, load)
+    if got.node_id or len(open_nodes) == len(nodes):
+        return got
+    if got.pending_reason not in ("", WAITING_FOR_NODE):
+        return got  # an open node can take it once it has room
+    if not _place_with(strategy, request, nodes, {}, {}).infeasible:
+        return Placement(pending_reason=WAITING_FOR_DRAINED)
+    return got
+
+
+def _place_with(
     strategy: tuple[Any, ...],
     request: Mapping[str, float],
     nodes: Sequence[pb.NodeInfo],

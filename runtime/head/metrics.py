@@ -27,6 +27,7 @@ from loguru import logger
 
 import freight
 from freight.config import HEARTBEAT_INTERVAL_S, settings
+from freight.core.nodes import NODE_STATES, node_state
 from freight.head.actors import ACTOR_STATES
 from freight.observe.catalogue import Source
 from freight.observe.exposition import FiguresCollector
@@ -43,7 +44,6 @@ ROLE_LABEL = "__freight_role"
 KV_NAMESPACE = "freight"
 KV_KEY = "metrics"  # {"metrics_address", "file_sd", "cluster_name"}, for `freight metrics`
 
-NODE_STATES = ("ALIVE", "DEAD")
 JOB_STATES = ("RUNNING", "FINISHED", "FAILED")
 
 
@@ -135,7 +135,8 @@ class HeadMetrics:
         c, g = snap["c"], snap["g"]
         store = self.store
         nodes = store.list_nodes(include_dead=True)
-        _by_state(g, "freight_nodes", NODE_STATES, [n.state for n in nodes])
+        states = [node_state(n.state, n.draining) for n in nodes]
+        _by_state(g, "freight_nodes", NODE_STATES, states)
         now = time.time()
         ages = [now - n.last_heartbeat for n in nodes if n.state == "ALIVE"]
         g[("freight_node_heartbeat_age_max_seconds", ())] = max(0.0, *ages) if ages else 0.0

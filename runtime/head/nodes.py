@@ -16,6 +16,10 @@ queued when it resumes, so the stall counts neither as heartbeat silence nor as 
 
 Every change to the node table notifies :attr:`NodeDirectory.changed`, which pending actor
 creations wait on.
+
+A node an operator drained (``freight drain``) stays ALIVE but takes no new work: actors and
+placement groups are placed on :meth:`NodeDirectory.open` nodes, and every agent learns the flag
+from the heartbeat replies (docs/decisions/0068-draining-nodes.md).
 """
 
 from __future__ import annotations
@@ -31,16 +35,14 @@ from grpc import aio
 from loguru import logger
 
 from freight.config import settings
+from freight.core.nodes import ALIVE, DEAD
 from freight.head.control_store import ControlStore
-from freight.head.rpc import FencedError
+from freight.head.rpc import FencedError, NotFoundError
 from freight.observe.catalogue import HEALTH_CHECK_REASONS
 from freight.observe.recorder import RECORDER
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import aio_channel
-
-ALIVE = "ALIVE"
-DEAD = "DEAD"
 
 HEALTH_CHECK_FAILURES = "freight_node_health_check_failures_total"
 # Without an explicit heartbeat timeout, heartbeat silence marks a node dead only after twice
@@ -312,6 +314,61 @@ class NodeDirectory:
         """Alive nodes, in registration order."""
         return self._store.list_nodes(include_dead=False)
 
+    def find(self, wanted: str) -> pb.NodeInfo:
+        """The alive node ``wanted`` names (its id or a unique id prefix); NotFoundError for a
+        node that is unknown or dead, ValueError for an ambiguous prefix."""
+        from freight.head.state_service import one_by_prefix  # the one prefix rule
+
+        wanted = wanted.strip()
+        if not wanted:
+            raise ValueError("give the id (or a unique id prefix) of a node")
+        nodes = self._store.list_nodes(include_dead=True)
+        node = one_by_prefix(nodes, lambda n: n.node_id, wanted, "nodes", "node_id")
+        if node is None:
+            raise NotFoundError(
+                f"no node {wanted!r} in this cluster; `freight list nodes` lists them"
+            )
+        if node.state != ALIVE:
+            raise NotFoundError(
+                f"node {node.node_id} is {node.state.lower()}: only an alive node can be drained "
+                "or undrained"
+            )
+        return node
+
+    async def set_draining(self, node_id: str, draining: bool, reason: str) -> pb.NodeInfo:
+        """Drain a node (no new work goes there) or open it again; the flag is kept in the
+        control store, so a restarted head keeps it. Returns the node as it is now."""
+        node = self._store.get_node(node_id)
+        if node is None or node.state != ALIVE:
+            raise NotFoundError(f"node {node_id} is not alive")
+        if node.draining == draining:
+            return node
+        node.draining = draining
+        node.drain_reason = reason if draining else ""
+        node.drain_time = time.time() if draining else 0.0
+        node.drain_seq += 1
+        self._store.upsert_node(node)
+        logger.info("node drained" if draining else "node undrained", node_id=node_id)
+        await self.notify()
+        return node
+
+    async def tell_draining(self, node: pb.NodeInfo) -> pb.SetDrainingReply | None:
+        """Tell the node's agent at once (it would learn at its next heartbeat); None when it
+        did not answer."""
+        try:
+            stub = await self.agent(node)
+            return await stub.SetDraining(
+                pb.SetDrainingRequest(
+                    draining=node.draining, seq=node.drain_seq, reason=node.drain_reason
+                ),
+                timeout=self.health.timeout_s,
+            )
+        except aio.AioRpcError as exc:
+            logger.warning(
+                "could not tell a node it is drained", node_id=node.node_id, error=exc.details()
+            )
+            return None
+
     def stale(self, node_id: str, incarnation: str) -> str:
         """Why requests of this incarnation of the node are refused ("" when they are not)."""
         if (node_id, incarnation) in self._dead_incarnations:
@@ -361,6 +418,10 @@ class NodeDirectory:
         now = time.time()
         record = pb.NodeInfo()
         record.CopyFrom(node)
+        old = self._store.get_node(node.node_id)
+        if old is not None:  # a drain outlives the agent: it is the operator's word on the node
+            record.draining, record.drain_reason = old.draining, old.drain_reason
+            record.drain_time, record.drain_seq = old.drain_time, old.drain_seq
         record.state = ALIVE
         record.start_time = node.start_time or now
         record.last_heartbeat = now

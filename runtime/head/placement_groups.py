@@ -21,6 +21,7 @@ import grpc
 from loguru import logger
 
 from freight.core.placement import PG_STRATEGIES, assign_bundles, covers
+from freight.core.task_state import WAITING_FOR_DRAINED
 from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
 from freight.head.nodes import NodeDirectory, sum_amounts
@@ -169,7 +170,8 @@ class PlacementGroupDirectory:
                 return
             bundles = check_group(pg)
             alive = self._nodes.alive()
-            free = {n.node_id: dict(n.available.amounts) for n in alive}
+            # Drained nodes take no new bundles (freight drain).
+            free = {n.node_id: dict(n.available.amounts) for n in alive if not n.draining}
             assignment = assign_bundles(bundles, pg.strategy, free)
             if assignment is not None and await self._reserve(pg_id, bundles, assignment):
                 pg = self.groups[pg_id]
@@ -209,6 +211,11 @@ class PlacementGroupDirectory:
         bundles: list[dict[str, float]], strategy: str, alive: list[pb.NodeInfo]
     ) -> str:
         totals = {n.node_id: dict(n.total.amounts) for n in alive}
+        open_totals = {n.node_id: dict(n.total.amounts) for n in alive if not n.draining}
+        if assign_bundles(bundles, strategy, totals) is not None and (
+            assign_bundles(bundles, strategy, open_totals) is None
+        ):
+            return WAITING_FOR_DRAINED
         if assign_bundles(bundles, strategy, totals) is None:
             need = sum_amounts(bundles)
             return (

@@ -22,6 +22,7 @@ from loguru import logger
 
 from freight.config import settings
 from freight.head.actors import ALIVE, ActorDirectory
+from freight.head.audit import record_action
 from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
 from freight.head.jobs import JobManager
@@ -35,7 +36,7 @@ from freight.head.watch import WatchHub
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.protocol.messages import load_task_rows
-from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, read_token
+from freight.util.grpc_auth import CHANNEL_OPTIONS, TokenAuthInterceptor, caller, read_token
 from freight.util.grpc_health import add_health
 from freight.util.grpc_metrics import GrpcMetricsInterceptor, watch_loop_lag
 from freight.util.grpc_tls import add_port, check_tls
@@ -155,6 +156,8 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
                 is_head_node=n.is_head_node,
                 store_dir=n.store_dir,
                 agent_address=n.agent_address,
+                draining=n.draining,
+                drain_seq=n.drain_seq,
             )
             for n in self.nodes.alive()
         ]
@@ -172,6 +175,36 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
     @rpc
     async def ListNodes(self, request, context):
         return pb.ListNodesReply(nodes=self.store.list_nodes(include_dead=request.include_dead))
+
+    @rpc
+    async def DrainNode(self, request, context):
+        node = self.nodes.find(request.node_id)
+        draining = not request.undrain
+        changed = node.draining != draining
+        if changed:
+            reason = caller(context.invocation_metadata(), self.token).reason
+            node = await self.nodes.set_draining(node.node_id, draining, reason)
+        told = await self.nodes.tell_draining(node)  # again if unchanged: it may have missed it
+        if changed:
+            what = "drained: it takes no new work" if draining else "undrained: it takes work again"
+            record_action(
+                self.events,
+                context,
+                self.token,
+                "drain_node" if draining else "undrain_node",
+                f"node {node.node_id[:12]} {what}",
+                node_id=node.node_id,
+            )
+        others = [n for n in self.nodes.alive() if n.node_id != node.node_id and not n.draining]
+        return pb.DrainNodeReply(
+            node=node,
+            changed=changed,
+            open_nodes=len(others),
+            node_told=told is not None,
+            running_tasks=told.running_tasks if told else 0,
+            running_actors=told.running_actors if told else 0,
+            waiting=told.waiting if told else 0,
+        )
 
     # ---- jobs --------------------------------------------------------------------------------
 

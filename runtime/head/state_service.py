@@ -24,6 +24,7 @@ from freight.config import settings
 from freight.core.events import KINDS as EVENT_KINDS
 from freight.core.events import SEVERITIES, SOURCES
 from freight.core.filters import BOOL, NUMBER, TEXT, TIME, Field, compile_filters
+from freight.core.nodes import NODE_STATES, node_state
 from freight.core.placement import PG_STRATEGIES
 from freight.head.rpc import rpc
 from freight.protocol.generated import freight_pb2 as pb
@@ -38,6 +39,7 @@ from .task_store import COUNTED_FIELDS, TASK_FIELDS, TaskStore, compile_task_fil
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000  # rows per reply; clients page for more
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 _LIVE_JOB_STATES = ("PENDING", "RUNNING")
 
 
@@ -60,10 +62,12 @@ KINDS: dict[str, Kind] = {
     "nodes": Kind(
         {
             **_ids("node_id", "hostname", "agent_address", "metrics_address"),
-            "state": Field(TEXT, ("ALIVE", "DEAD")),
+            "state": Field(TEXT, NODE_STATES),
             **_ids("node_ip", "data_address"),
             "pid": Field(NUMBER),
             "is_head_node": Field(BOOL),
+            "draining": Field(BOOL),
+            "drain_reason": Field(TEXT),
             "start_time": Field(TIME),
             "last_heartbeat": Field(TIME),
             "num_workers": Field(NUMBER),
@@ -188,6 +192,23 @@ def _filters(request: Any) -> list[tuple[str, str, str]]:
     return [(f.key, f.op, f.value) for f in request.filters]
 
 
+def one_by_prefix(
+    items: list[_T], key: Callable[[_T], str], wanted: str, name: str, id_key: str
+) -> _T | None:
+    """The item whose id (``key``) is ``wanted``, else the one whose id starts with it; None
+    when none does, ValueError naming the candidates when several do (``name``: what the items
+    are, plural; ``id_key``: what their id is called)."""
+    exact = [i for i in items if key(i) == wanted]
+    found = exact or [i for i in items if key(i).startswith(wanted)]
+    if len(found) > 1:
+        shown = ", ".join(key(i) for i in found[:5])
+        raise ValueError(
+            f"{id_key} prefix {wanted!r} matches {len(found)} {name} ({shown}); "
+            "give more characters"
+        )
+    return found[0] if found else None
+
+
 def _row_getter(key: str) -> Callable[[dict[str, Any]], Any]:
     return lambda row: row.get(key)
 
@@ -196,7 +217,12 @@ def node_row(n: pb.NodeInfo) -> dict[str, Any]:
     s = n.stats
     return {
         "node_id": n.node_id,
-        "state": n.state,
+        # DRAINING: alive, taking no new work (freight drain); `draining` stays set on a node
+        # that died drained.
+        "state": node_state(n.state, n.draining),
+        "draining": n.draining,
+        "drain_reason": n.drain_reason,
+        "drain_time": n.drain_time,
         "hostname": n.hostname,
         "is_head_node": n.is_head_node,
         "pid": n.pid,
@@ -495,17 +521,11 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             return pb.GetStateReply(row=json.dumps(rec.row(detail=True)), found=True)
         src = await self._rows(name)
         key = kind.id_key
-        exact = [r for _, r in src.rows if r.get(key) == wanted]
-        found = exact or [r for _, r in src.rows if str(r.get(key, "")).startswith(wanted)]
-        if len(found) > 1:
-            shown = ", ".join(str(r[key]) for r in found[:5])
-            raise ValueError(
-                f"{key} prefix {wanted!r} matches {len(found)} {name} ({shown}); "
-                "give more characters"
-            )
-        if not found:
+        rows = [r for _, r in src.rows]
+        row = one_by_prefix(rows, lambda r: str(r.get(key, "")), wanted, name, key)
+        if row is None:
             return pb.GetStateReply(found=False, warnings=src.warnings)
-        return pb.GetStateReply(row=json.dumps(found[0]), found=True, warnings=src.warnings)
+        return pb.GetStateReply(row=json.dumps(row), found=True, warnings=src.warnings)
 
     @rpc
     async def Watch(self, request, context):

@@ -26,6 +26,7 @@ from freight.core.lease import (
     ActorClaim,
     ActorRequest,
     Grant,
+    Held,
     Infeasible,
     LeaseManager,
     LeaseRequest,
@@ -35,7 +36,7 @@ from freight.core.lease import (
     fits,
 )
 from freight.core.placement import ClusterView, NodeState
-from freight.core.task_state import INFEASIBLE, WAITING_FOR_RESOURCES
+from freight.core.task_state import INFEASIBLE, WAITING_FOR_DRAINED, WAITING_FOR_RESOURCES
 from freight.exceptions import ObjectStoreFullError, OutOfDiskError
 from freight.objects.shm import segment_dir
 from freight.objects.spill import spill_directory
@@ -142,6 +143,7 @@ class NodeAgent:
         )
         # (its store folder is set below, once the store is made)
         self.spilled = 0  # lease requests sent on to other nodes
+        self.drain_seq = 0  # the head's latest word on draining this node (NodeInfo.drain_seq)
         session_name = os.path.basename(os.path.normpath(session_dir))
         store_dir = segment_dir(shm_root, session_name)
         self.store = ObjectStore(
@@ -338,7 +340,11 @@ class NodeAgent:
             strategy = check_strategy(msg.strategy)
             if not isinstance(msg.prefer, str):
                 raise ProtocolError("malformed RequestLease: prefer must be a store folder")
-            if not msg.spilled and (len(self.view.nodes) > 1 or strategy[0] != "DEFAULT"):
+            # A drained node decides again even for a request sent here: an open node takes it.
+            draining = self.leases.draining
+            if (not msg.spilled or draining) and (
+                len(self.view.nodes) > 1 or strategy[0] != "DEFAULT" or draining
+            ):
                 choice = self.view.pick(msg.resources, strategy, msg.prefer)
                 if choice.node_id and choice.node_id != self.node_id:
                     self._spill(conn, msg.req_id, msg.resources, choice.node_id, choice.near)
@@ -539,11 +545,65 @@ class NodeAgent:
         RECORDER.inc("freight_lease_spillbacks_total", ())
         conn.send(m.LeaseSpillback(req_id, node_id, node.address, near))
 
+    # -- draining (freight drain) -------------------------------------------------------------
+
+    def set_draining(self, draining: bool, seq: int) -> bool:
+        """The head drained this node (or opened it again): no new lease is granted here, the
+        owners of leases here give them back once their tasks in flight are done, and the
+        requests waiting here go to an open node that can run them; those only drained nodes
+        can run wait here. What runs here goes on. ``seq`` orders the head's words (a
+        heartbeat reply may carry an older one than a direct call); returns False for an old one.
+        """
+        if seq < self.drain_seq:
+            return False
+        self.drain_seq = seq
+        if draining == self.leases.draining:
+            return True
+        self.view.nodes[self.node_id].draining = draining
+        self.leases.draining = draining
+        logger.info("node {}", "drained: it takes no new work" if draining else "open again")
+        if draining:
+            # An owner would go on pushing tasks to the workers it leased here: it gives them
+            # back once their tasks in flight are done.
+            for w in self.leases.workers.values():
+                holder = self.conns.get(w.client) if w.state == "LEASED" else None
+                if holder is not None:
+                    holder.send(m.RecallLease(w.worker_id))
+        self._send_on_held()
+        self._apply(self.leases._dispatch())
+        return True
+
+    def _send_on_held(self) -> None:
+        """While this node is drained: send the requests waiting here to an open node that can
+        run them (room or not: it will grant them, this node will not)."""
+        if not self.leases.draining:
+            return
+        for req in list(self.leases.pending):
+            target = self.view.nodes.get(self.view.pick(req.resources, req.strategy).node_id)
+            if target is None or target.node_id == self.node_id or target.draining:
+                continue
+            conn = self.conns.get(req.client)
+            if conn is not None and self.leases.cancel(req.req_id, req.client):
+                self._spill(conn, req.req_id, req.resources, target.node_id)
+
+    def drain_figures(self) -> tuple[int, int, int]:
+        """Tasks and actors running here, and requests waiting here for a drained node."""
+        workers = self.leases.workers.values()
+        return (
+            sum(w.state == "LEASED" for w in workers),
+            sum(w.state == "ACTOR" for w in workers),
+            sum(r.reason == WAITING_FOR_DRAINED for r in self.leases.pending),
+        )
+
     def on_cluster_view(self, nodes: list[NodeState]) -> None:
         """The head's latest word on the nodes: keep it, and send requests waiting here to a
         node that has room for them now (or that joined and can run what nobody could)."""
         stores = {n.store_dir for n in self.view.nodes.values() if n.store_dir}
         self.view.update([n for n in nodes if n.address])
+        me = next((n for n in nodes if n.node_id == self.node_id), None)
+        if me is not None:  # a drain the head's direct call did not bring (or a restarted agent)
+            self.set_draining(me.draining, me.drain_seq)
+        self._send_on_held()
         now_stores = {n.store_dir for n in self.view.nodes.values()}
         gone_stores = self.puller.gone_stores
         gone_stores -= now_stores  # back (a view sent while the head restarted lacked it)
@@ -688,6 +748,10 @@ class NodeAgent:
             elif type(act) is Stop:
                 for wid in act.worker_ids:
                     self._stop_worker(wid, act.reason)
+            elif type(act) is Held:
+                conn = self.conns.get(act.req.client)
+                if conn is not None:
+                    conn.send(m.LeaseWaiting(act.req.req_id, act.req.reason))
             elif type(act) is Infeasible:
                 logger.warning(act.message)
                 conn = self.conns.get(act.req.client)
@@ -783,6 +847,8 @@ class NodeAgent:
             error, actions = self.leases.commit_bundles(pg_id)
             self._apply(actions)
             return error
+        if self.leases.draining:  # the head places no group here; a call sent before the drain
+            return f"node {self.node_id[:12]} is drained: it takes no new bundles"
         error, actions = self.leases.reserve_bundles(pg_id, bundles)
         self._apply(actions)
         if not error:

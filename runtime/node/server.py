@@ -138,6 +138,13 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
             node_id=self.node_info.node_id, incarnation=self.agent.incarnation
         )
 
+    async def SetDraining(
+        self, request: pb.SetDrainingRequest, context: Any
+    ) -> pb.SetDrainingReply:
+        self.agent.set_draining(request.draining, request.seq)
+        tasks, actors, waiting = self.agent.drain_figures()
+        return pb.SetDrainingReply(running_tasks=tasks, running_actors=actors, waiting=waiting)
+
     async def Shutdown(self, request: Any, context: Any) -> pb.ShutdownReply:
         logger.info("shutdown requested: {}", request.reason)
         self.agent.stopping.set()
@@ -220,6 +227,8 @@ async def heartbeat_loop(
                             v.data_address,
                             v.store_dir,
                             v.agent_address,
+                            v.draining,
+                            v.drain_seq,
                         )
                         for v in reply.cluster
                     ]

@@ -35,6 +35,8 @@ class Kind(IntEnum):
     WORKER_UNBLOCKED = 20
     # agent -> owner
     WORKER_KILLED = 24
+    LEASE_WAITING = 27
+    RECALL_LEASE = 28
     # worker -> agent
     REGISTER_WORKER = 30
     ACTOR_READY = 31
@@ -117,6 +119,21 @@ class WorkerKilled(NamedTuple):
 
     worker_id: str
     reason: str  # why, and the node's top memory users, for the OutOfMemoryError
+
+
+class LeaseWaiting(NamedTuple):
+    """The request waits at the agent for a reason the owner cannot see (its node, or every
+    node that could run it, is drained): the tasks' pending reason until it is answered."""
+
+    req_id: int
+    reason: str
+
+
+class RecallLease(NamedTuple):
+    """The node is drained: send the worker no more tasks, and return the lease once those in
+    flight are done (decisions/0068-draining-nodes.md)."""
+
+    worker_id: str
 
 
 class CancelLeaseRequest(NamedTuple):
@@ -471,6 +488,8 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.WORKER_BLOCKED: WorkerBlocked,
     Kind.WORKER_UNBLOCKED: WorkerUnblocked,
     Kind.WORKER_KILLED: WorkerKilled,
+    Kind.LEASE_WAITING: LeaseWaiting,
+    Kind.RECALL_LEASE: RecallLease,
     Kind.REGISTER_WORKER: RegisterWorker,
     Kind.ACTOR_READY: ActorReady,
     Kind.CREATE_ACTOR: CreateActor,

@@ -67,6 +67,8 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.WORKER_BLOCKED: m.WorkerBlocked("w1"),
     Kind.WORKER_UNBLOCKED: m.WorkerUnblocked("w1"),
     Kind.WORKER_KILLED: m.WorkerKilled("w1", "the node's memory use was above the threshold"),
+    Kind.LEASE_WAITING: m.LeaseWaiting(3, "waiting: every feasible node is draining"),
+    Kind.RECALL_LEASE: m.RecallLease("w1"),
     Kind.REGISTER_WORKER: m.RegisterWorker("w1", "/tmp/w1.sock", 4242),
     Kind.ACTOR_READY: m.ActorReady("a1", b""),
     Kind.CREATE_ACTOR: m.CreateActor("a1", b"spec-bytes", "job-1"),

@@ -11,6 +11,7 @@ from freight.core.lease import (
     ActorClaim,
     ActorRequest,
     Grant,
+    Held,
     Infeasible,
     LeaseManager,
     LeaseRequest,
@@ -18,7 +19,12 @@ from freight.core.lease import (
     Stop,
     WorkerSlot,
 )
-from freight.core.task_state import INFEASIBLE, WAITING_FOR_RESOURCES, WAITING_FOR_WORKER
+from freight.core.task_state import (
+    INFEASIBLE,
+    WAITING_FOR_DRAINED,
+    WAITING_FOR_RESOURCES,
+    WAITING_FOR_WORKER,
+)
 from freight.core.transitions import InvalidTransition
 
 _ids = itertools.count(1)
@@ -793,3 +799,36 @@ def test_bundles_set_aside_but_never_committed_come_back_whole(two_cpus: LeaseMa
     assert two_cpus.return_bundles("pg1") == ([], [])
     assert two_cpus.available == {"CPU": 2.0} and two_cpus.total == {"CPU": 2.0}
     assert "has no bundles" in two_cpus.commit_bundles("pg1")[0]
+
+
+# -- draining ---------------------------------------------------------------------------------
+
+
+def test_a_drained_node_grants_nothing_new_and_keeps_what_it_granted(
+    two_cpus: LeaseManager,
+) -> None:
+    idle_worker(two_cpus, "w1")
+    idle_worker(two_cpus, "w2")
+    running = req()
+    ((_, leased),) = grants(two_cpus.request(running))
+    assert two_cpus.set_draining(True) == []
+    waiting = req(client=2)
+    actions = two_cpus.request(waiting)
+    assert grants(actions) == [] and starts(actions) == 0
+    # The owner hears why its request waits, once.
+    assert [a.req for a in actions if isinstance(a, Held)] == [waiting]
+    assert not [
+        a for a in two_cpus.request(req(client=3)) if isinstance(a, Held) and a.req is waiting
+    ]
+    assert two_cpus.pending_by_reason() == {WAITING_FOR_DRAINED: 2}
+    assert two_cpus.workers[leased].state == "LEASED"  # what runs goes on
+    assert two_cpus.statistics()["draining"] is True
+    # Undrained: what waited is granted.
+    assert [r for r, _ in grants(two_cpus.set_draining(False))] == [waiting.req_id]
+
+
+def test_a_drained_node_still_says_what_no_node_can_run(two_cpus: LeaseManager) -> None:
+    two_cpus.set_draining(True)
+    actions = two_cpus.request(req(cpu=8))
+    assert [type(a) for a in actions] == [Infeasible]
+    assert two_cpus.pending_by_reason() == {INFEASIBLE: 1}

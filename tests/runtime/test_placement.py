@@ -242,3 +242,49 @@ def test_a_task_follows_only_arguments_big_enough_and_elsewhere() -> None:
     assert shape(("s", "/dev/shm/b/x", big), ("s", "/dev/shm/c/y", 2 * big)).endswith("/c")
     spec.strategy = ("SPREAD",)
     assert shape(("s", "/dev/shm/b/x", big)) == '{"CPU":1.0}'  # a strategy says where
+
+
+# -- drained nodes ----------------------------------------------------------------------------
+
+
+def drained(n: NodeState) -> NodeState:
+    n.draining = True
+    return n
+
+
+def test_a_drained_node_gets_no_new_work_while_an_open_node_can_run_it() -> None:
+    view = ClusterView(drained(node("a", 4)))
+    view.update([node("b", 2, free=0.0)])  # full, but open: the request waits there
+    assert view.pick({"CPU": 1}) == Choice("b")
+    assert view.pick({"CPU": 1}, ("SPREAD",)) == Choice("b")
+    assert view.pick({"CPU": 1}, ("NODE", "a", True)) == Choice("b")  # soft: not on a drain
+
+
+def test_work_only_drained_nodes_can_run_waits_on_one_of_them() -> None:
+    view = ClusterView(node("a", 1))
+    view.update([drained(node("b", 8, gpu_box=1))])
+    assert view.pick({"CPU": 4}) == Choice("b")
+    assert view.pick({"gpu_box": 1}) == Choice("b")
+    assert view.pick({"CPU": 1}, ("NODE", "b", False)) == Choice("b")  # a hard affinity waits
+    assert view.pick({"CPU": 1}) == Choice("a")
+
+
+def test_actors_go_to_open_nodes_and_wait_when_only_drained_ones_fit() -> None:
+    from freight.core.task_state import WAITING_FOR_DRAINED
+    from freight.head.actors import Placement, place_actor_with
+    from freight.protocol.generated import freight_pb2 as pb
+
+    def info(node_id: str, cpus: float, draining: bool = False) -> pb.NodeInfo:
+        amounts = pb.ResourceMap(amounts={"CPU": cpus})
+        return pb.NodeInfo(node_id=node_id, total=amounts, available=amounts, draining=draining)
+
+    nodes = [info("a", 8, draining=True), info("b", 2)]
+    assert place_actor_with(("DEFAULT",), {}, nodes, {}, {}) == Placement(node_id="b")
+    assert place_actor_with(("DEFAULT",), {"CPU": 4}, nodes, {}, {}) == Placement(
+        pending_reason=WAITING_FOR_DRAINED
+    )
+    assert place_actor_with(("NODE", "a", False), {}, nodes, {}, {}) == Placement(
+        pending_reason=WAITING_FOR_DRAINED
+    )
+    assert place_actor_with(("NODE", "a", True), {}, nodes, {}, {}) == Placement(node_id="b")
+    assert place_actor_with(("DEFAULT",), {"CPU": 16}, nodes, {}, {}).infeasible

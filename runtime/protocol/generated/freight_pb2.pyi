@@ -20,7 +20,7 @@ class ResourceMap(_message.Message):
     def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address", "data_address", "node_ip", "store_dir", "incarnation", "pid")
+    __slots__ = ("node_id", "agent_address", "data_socket", "session_dir", "total", "available", "labels", "state", "start_time", "last_heartbeat", "stats", "is_head_node", "hostname", "metrics_address", "data_address", "node_ip", "store_dir", "incarnation", "draining", "drain_reason", "drain_time", "drain_seq", "pid")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,10 @@ class NodeInfo(_message.Message):
     NODE_IP_FIELD_NUMBER: _ClassVar[int]
     STORE_DIR_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_REASON_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_TIME_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_SEQ_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     agent_address: str
@@ -65,8 +69,12 @@ class NodeInfo(_message.Message):
     node_ip: str
     store_dir: str
     incarnation: str
+    draining: bool
+    drain_reason: str
+    drain_time: float
+    drain_seq: int
     pid: int
-    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ..., incarnation: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ..., incarnation: _Optional[str] = ..., draining: _Optional[bool] = ..., drain_reason: _Optional[str] = ..., drain_time: _Optional[float] = ..., drain_seq: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class NodeStats(_message.Message):
     __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes")
@@ -122,7 +130,7 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class NodeView(_message.Message):
-    __slots__ = ("node_id", "data_address", "total", "available", "labels", "is_head_node", "store_dir", "agent_address")
+    __slots__ = ("node_id", "data_address", "total", "available", "labels", "is_head_node", "store_dir", "agent_address", "draining", "drain_seq")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +146,8 @@ class NodeView(_message.Message):
     IS_HEAD_NODE_FIELD_NUMBER: _ClassVar[int]
     STORE_DIR_FIELD_NUMBER: _ClassVar[int]
     AGENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_SEQ_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     data_address: str
     total: ResourceMap
@@ -146,7 +156,9 @@ class NodeView(_message.Message):
     is_head_node: bool
     store_dir: str
     agent_address: str
-    def __init__(self, node_id: _Optional[str] = ..., data_address: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., is_head_node: _Optional[bool] = ..., store_dir: _Optional[str] = ..., agent_address: _Optional[str] = ...) -> None: ...
+    draining: bool
+    drain_seq: int
+    def __init__(self, node_id: _Optional[str] = ..., data_address: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., is_head_node: _Optional[bool] = ..., store_dir: _Optional[str] = ..., agent_address: _Optional[str] = ..., draining: _Optional[bool] = ..., drain_seq: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("reregister", "cluster", "fence", "fence_reason")
@@ -744,6 +756,32 @@ class ReportEventsReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id", "undrain")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    UNDRAIN_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    undrain: bool
+    def __init__(self, node_id: _Optional[str] = ..., undrain: _Optional[bool] = ...) -> None: ...
+
+class DrainNodeReply(_message.Message):
+    __slots__ = ("node", "changed", "open_nodes", "node_told", "running_tasks", "running_actors", "waiting")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    OPEN_NODES_FIELD_NUMBER: _ClassVar[int]
+    NODE_TOLD_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_ACTORS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    changed: bool
+    open_nodes: int
+    node_told: bool
+    running_tasks: int
+    running_actors: int
+    waiting: int
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ..., changed: _Optional[bool] = ..., open_nodes: _Optional[int] = ..., node_told: _Optional[bool] = ..., running_tasks: _Optional[int] = ..., running_actors: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
+
 class Filter(_message.Message):
     __slots__ = ("key", "op", "value")
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1071,3 +1109,23 @@ class ObjectChunk(_message.Message):
     data: bytes
     size: int
     def __init__(self, data: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...
+
+class SetDrainingRequest(_message.Message):
+    __slots__ = ("draining", "seq", "reason")
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    draining: bool
+    seq: int
+    reason: str
+    def __init__(self, draining: _Optional[bool] = ..., seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetDrainingReply(_message.Message):
+    __slots__ = ("running_tasks", "running_actors", "waiting")
+    RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_ACTORS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    running_tasks: int
+    running_actors: int
+    waiting: int
+    def __init__(self, running_tasks: _Optional[int] = ..., running_actors: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...

@@ -169,6 +169,11 @@ class HeadServiceStub:
                 request_serializer=freight__pb2.ListPlacementGroupsRequest.SerializeToString,
                 response_deserializer=freight__pb2.ListPlacementGroupsReply.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/freight.v1.HeadService/DrainNode',
+                request_serializer=freight__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=freight__pb2.DrainNodeReply.FromString,
+                _registered_method=True)
 
 
 class HeadServiceServicer:
@@ -336,6 +341,12 @@ class HeadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -473,6 +484,11 @@ def add_HeadServiceServicer_to_server(servicer, server):
                     servicer.ListPlacementGroups,
                     request_deserializer=freight__pb2.ListPlacementGroupsRequest.FromString,
                     response_serializer=freight__pb2.ListPlacementGroupsReply.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=freight__pb2.DrainNodeRequest.FromString,
+                    response_serializer=freight__pb2.DrainNodeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1214,6 +1230,33 @@ class HeadService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/DrainNode',
+            freight__pb2.DrainNodeRequest.SerializeToString,
+            freight__pb2.DrainNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class StateServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -1523,6 +1566,11 @@ class NodeAgentServiceStub:
                 request_serializer=freight__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=freight__pb2.ShutdownReply.FromString,
                 _registered_method=True)
+        self.SetDraining = channel.unary_unary(
+                '/freight.v1.NodeAgentService/SetDraining',
+                request_serializer=freight__pb2.SetDrainingRequest.SerializeToString,
+                response_deserializer=freight__pb2.SetDrainingReply.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServiceServicer:
@@ -1594,6 +1642,12 @@ class NodeAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDraining(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1651,6 +1705,11 @@ def add_NodeAgentServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=freight__pb2.ShutdownRequest.FromString,
                     response_serializer=freight__pb2.ShutdownReply.SerializeToString,
+            ),
+            'SetDraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDraining,
+                    request_deserializer=freight__pb2.SetDrainingRequest.FromString,
+                    response_serializer=freight__pb2.SetDrainingReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1950,6 +2009,33 @@ class NodeAgentService:
             '/freight.v1.NodeAgentService/Shutdown',
             freight__pb2.ShutdownRequest.SerializeToString,
             freight__pb2.ShutdownReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/SetDraining',
+            freight__pb2.SetDrainingRequest.SerializeToString,
+            freight__pb2.SetDrainingReply.FromString,
             options,
             channel_credentials,
             insecure,
