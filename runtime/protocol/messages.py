@@ -35,6 +35,7 @@ class Kind(IntEnum):
     WORKER_UNBLOCKED = 20
     # agent -> owner
     WORKER_KILLED = 24
+    CANCEL_OWNED_TASK = 26
     # worker -> agent
     REGISTER_WORKER = 30
     ACTOR_READY = 31
@@ -243,6 +244,15 @@ class CancelObject(NamedTuple):
     reference another process owns: only the owner knows where that task runs)."""
 
     object_id: bytes
+    force: bool
+    recursive: bool
+
+
+class CancelOwnedTask(NamedTuple):
+    """The agent passes on a cancel the head was asked for (``freight cancel TASK_ID`` from any
+    process) to the process that owns the task: it cancels it as ``freight.cancel`` does."""
+
+    task_id: bytes
     force: bool
     recursive: bool
 
@@ -471,6 +481,7 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.WORKER_BLOCKED: WorkerBlocked,
     Kind.WORKER_UNBLOCKED: WorkerUnblocked,
     Kind.WORKER_KILLED: WorkerKilled,
+    Kind.CANCEL_OWNED_TASK: CancelOwnedTask,
     Kind.REGISTER_WORKER: RegisterWorker,
     Kind.ACTOR_READY: ActorReady,
     Kind.CREATE_ACTOR: CreateActor,
