@@ -62,8 +62,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "cancel",
         help="cancel a task by id, from any terminal",
-        description="Cancel the task TASK_ID names (its id or a unique prefix, as `freight get "
-        "task` takes): a pending task never runs; a running one gets TaskCancelledError "
+        description="Cancel the task TASK_ID names (its id or a unique prefix, as 'freight get "
+        "task' takes): a pending task never runs; a running one gets TaskCancelledError "
         "(KeyboardInterrupt in its code); --force kills its worker (not for actor tasks). "
         "The task's owner does it: the task ends shortly after this command returns, and its "
         "result raises TaskCancelledError. Exit 1 if the task had already ended or is unknown.",
@@ -102,7 +102,7 @@ def add_parsers(sub: Any) -> None:
         "worker",
         help="stop a worker process; its tasks are retried as after a crash",
         description="Stop the worker process WORKER_ID names (its id or a unique prefix; "
-        "`freight list workers` shows them), on whichever node runs it: asked to exit at once, "
+        "'freight list workers' shows them), on whichever node runs it: asked to exit at once, "
         "or with --force killed with SIGKILL. Its running tasks fail as after a worker crash and "
         "are retried under their max_retries; an actor on it restarts under its max_restarts.",
     )

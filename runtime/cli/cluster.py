@@ -439,7 +439,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "stop",
         help="stop what 'freight start' started, or one cluster (--address/--session)",
-        description="With no option: stop every freight process `freight start` started on "
+        description="With no option: stop every freight process 'freight start' started on "
         "this machine (a program's own init() cluster is left to that program). With --address: "
         "stop that cluster, wherever it runs: its head asks every live node's agent to stop "
         "(workers with it), records the action as a cluster event, then stops. With --session: "
