@@ -71,6 +71,15 @@ def retried(name):
     return n
 
 
+@freight.remote(max_retries=0)
+def parent(name):
+    # Owns the blocker it submits: a cancel of the child goes to this task's worker.
+    try:
+        return freight.get(blocker.remote(name))
+    except freight.exceptions.TaskCancelledError:
+        return "child cancelled"
+
+
 @freight.remote(resources={"absent": 1})
 def never():
     return 1
@@ -275,6 +284,15 @@ def test_cancel_a_running_task_from_another_process(cluster: dict[str, Any]) -> 
     (event,) = [e for e in actions(cluster, "cancel_task") if e["task_id"] == tid]
     _recorded(event, by="freight cancel")
     assert not (cluster["temp_dir"] / "work" / "run.go").exists()
+
+
+def test_cancel_a_task_a_worker_owns(cluster: dict[str, Any]) -> None:
+    driver = cluster["driver"]
+    driver.ask("refs.__setitem__('parent', parent.remote('child'))")
+    tid = driver.file("child.id")
+    wait_until(lambda: task(cluster, tid)["state"] == "SUBMITTED_TO_WORKER", 30, "it runs")
+    _ok(cli(cluster["temp_dir"], "cancel", tid, "--reason", "nested"))
+    assert driver.ask("outcome(refs['parent'])") == {"value": "child cancelled"}
 
 
 def test_cancel_a_pending_task(cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
