@@ -382,19 +382,22 @@ def test_a_drivers_kill_is_recorded_with_its_job(cluster: dict[str, Any]) -> Non
     assert event["role"] == "admin" and not event.get("reason"), event
 
 
-def test_kill_worker_retries_its_task(cluster: dict[str, Any]) -> None:
+@pytest.mark.parametrize("how", ["exit", "--force"])
+def test_kill_worker_retries_its_task(cluster: dict[str, Any], how: str) -> None:
     driver = cluster["driver"]
-    driver.ask("refs.__setitem__('retry', retried.remote('retry'))")
-    wid = driver.file("retry.attempt0")
+    name = f"retry{how.strip('-')}"
+    driver.ask(f"refs.__setitem__({name!r}, retried.remote({name!r}))")
+    wid = driver.file(f"{name}.attempt0")
     _refused(cli(cluster["temp_dir"], "kill", "worker", wid, FREIGHT_TOKEN=cluster["readonly"]))
-    assert not (cluster["temp_dir"] / "work" / "retry.attempt1").exists()
+    assert not (cluster["temp_dir"] / "work" / f"{name}.attempt1").exists()
 
-    out = _ok(cli(cluster["temp_dir"], "kill", "worker", wid[:10], "--reason", REASON))
-    assert wid in out, out
-    second = driver.file("retry.attempt1")
+    force = [how] if how == "--force" else []
+    out = _ok(cli(cluster["temp_dir"], "kill", "worker", wid[:10], *force, "--reason", REASON))
+    assert wid in out and ("SIGKILL" in out) == bool(force), out
+    second = driver.file(f"{name}.attempt1")
     assert second != wid
-    driver.go("retry")
-    assert driver.ask("outcome(refs['retry'])") == {"value": 1}
+    driver.go(name)
+    assert driver.ask(f"outcome(refs[{name!r}])") == {"value": 1}
     (event,) = [e for e in actions(cluster, "kill_worker") if e["worker_id"] == wid]
     _recorded(event, by="freight kill")
 
