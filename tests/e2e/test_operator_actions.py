@@ -113,10 +113,15 @@ for line in sys.stdin:
 """
 
 
+# The module's cluster: commands name it, as the tests start and stop other clusters beside it.
+ADDRESS: dict[str, str] = {}
+
+
 def env_for(temp_dir: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ, FREIGHT_TEMP_DIR=str(temp_dir), COLUMNS="200", NO_COLOR="1")
     env.pop("FREIGHT_TOKEN", None)
     env.pop("FREIGHT_ADDRESS", None)
+    env.update(ADDRESS)
     return {**env, **extra}
 
 
@@ -216,6 +221,7 @@ def cluster() -> Iterator[dict[str, Any]]:
         driver = None
         try:
             head = _start_head(Path(temp_dir))
+            ADDRESS["FREIGHT_ADDRESS"] = head["address"]
             driver = Driver(Path(temp_dir), work)
             session = Path(head["session_dir"])
             yield {
@@ -227,6 +233,7 @@ def cluster() -> Iterator[dict[str, Any]]:
         finally:
             if driver is not None:
                 driver.close()
+            ADDRESS.clear()
             cli(Path(temp_dir), "stop")
             for leftover in _leftovers(Path(temp_dir)):
                 with contextlib.suppress(psutil.NoSuchProcess):
@@ -442,8 +449,9 @@ def test_stop_address_stops_that_cluster_only(cluster: dict[str, Any]) -> None:
     _refused(cli(temp_dir, "stop", "--address", other["address"], FREIGHT_TOKEN=other_ro))
     _ok(cli(temp_dir, "status", "--address", other["address"]))
 
-    out = _ok(cli(temp_dir, "stop", "--address", other["address"], "--reason", REASON))
-    assert "1 node(s)" in out, out
+    stop = cli(temp_dir, "stop", "--address", other["address"], "--reason", REASON)
+    assert stop.returncode == 0, stop.stderr + _log_tail(session)
+    assert "1 node(s)" in stop.stdout, stop.stdout
     gone = cli(temp_dir, "status", "--address", other["address"])
     assert gone.returncode == 3, gone.stdout + gone.stderr
     wait_until(lambda: not _leftovers(session), 30, "the other cluster's processes to exit")
@@ -451,6 +459,15 @@ def test_stop_address_stops_that_cluster_only(cluster: dict[str, Any]) -> None:
     (ids,) = _stop_events(session)  # recorded before the head went down: in its store
     assert ids["action"] == "stop_cluster"
     _recorded(ids, by="freight stop")
+
+
+def _log_tail(session: Path) -> str:
+    """The last lines of a session's head and agent logs (what a failed stop was doing)."""
+    out = []
+    for log in sorted((session / "logs").glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-15:]
+        out.append(f"--- {log.name}\n" + "\n".join(line[:300] for line in lines))
+    return "\n".join(out)
 
 
 def _stop_events(session: Path) -> list[dict[str, str]]:
@@ -464,8 +481,9 @@ def test_stop_session_stops_that_folders_cluster(cluster: dict[str, Any]) -> Non
     temp_dir = cluster["temp_dir"]
     other = _start_head(temp_dir)
     session = Path(other["session_dir"])
-    out = _ok(cli(temp_dir, "stop", "--session", str(session), "--reason", REASON))
-    assert "1 node(s)" in out, out
+    stop = cli(temp_dir, "stop", "--session", str(session), "--reason", REASON)
+    assert stop.returncode == 0, stop.stderr + _log_tail(session)
+    assert "1 node(s)" in stop.stdout, stop.stdout
     wait_until(lambda: not _leftovers(session), 30, "the session's processes to exit")
     _ok(cli(temp_dir, "status", "--address", cluster["address"]))
     (ids,) = _stop_events(session)
