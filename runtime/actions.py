@@ -28,6 +28,9 @@ DEFAULT_TIMEOUT_S = 30.0
 # A job's driver gets FREIGHT_JOB_STOP_GRACE_S to exit after SIGTERM; the call waits that long.
 STOP_JOB_TIMEOUT_S = 120.0
 POLL_S = 0.1
+STATUS_TIMEOUT_S = 10.0
+# The head asks its agents to stop (each within 10 s, at once) before it answers.
+SHUTDOWN_TIMEOUT_S = 20.0
 _HEX = frozenset(string.hexdigits)
 
 
@@ -56,7 +59,7 @@ def caller_name() -> str:
 
 
 def _act(
-    address: str | None,
+    address: str | access.Target | None,
     method: str,
     request: Any,
     reason: str,
@@ -67,7 +70,10 @@ def _act(
     :mod:`freight.client.access`'s errors."""
     if not isinstance(reason, str):
         raise access.UsageError(f"reason must be text, got {type(reason).__name__}")
-    target = access.resolve(address, flag="address=")
+    if isinstance(address, access.Target):
+        target = address
+    else:
+        target = access.resolve(address, flag="address=")
     channel = sync_channel(target.address, target.token)
     try:
         stub = getattr(pb_grpc, f"{service}Stub")(channel)
@@ -188,11 +194,16 @@ def stop_cluster(
     which records the action before it goes down. Waits up to ``timeout`` seconds for the head
     to stop answering."""
     target = access.resolve(address, flag="address=")
-    request = pb.ShutdownRequest(reason=reason, stop_nodes=True)
-    reply = _act(target.address, "Shutdown", request, reason)
     channel = sync_channel(target.address, target.token)
     try:
         status = pb_grpc.HeadServiceStub(channel).ClusterStatus
+        # It answers now (else ClusterUnreachable, exit 3): silence after the request is its stop.
+        access.call(target, status, pb.ClusterStatusRequest(), STATUS_TIMEOUT_S)
+        request = pb.ShutdownRequest(reason=reason, stop_nodes=True)
+        try:
+            nodes = f"{_act(target, 'Shutdown', request, reason, SHUTDOWN_TIMEOUT_S).nodes_stopped}"
+        except access.ClusterUnreachable:
+            nodes = "its"  # it went down before its answer reached us: checked below
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -210,7 +221,7 @@ def stop_cluster(
     return ActionResult(
         "stop_cluster",
         target.address,
-        f"stopped the cluster at {target.address} ({reply.nodes_stopped} node(s) and its head)",
+        f"stopped the cluster at {target.address} ({nodes} node(s) and its head)",
     )
 
 
