@@ -391,9 +391,8 @@ def _stop_session(session_dir: str, args: argparse.Namespace) -> int:
     stopped_by_head = ""
     if head is not None and head.get("address") and is_recorded_process(head):
         try:
-            stopped_by_head = actions.stop_cluster(
-                str(head["address"]), reason=args.reason, timeout=args.grace
-            ).message
+            # Its own pace to wind down (as --address waits), then the signals below.
+            stopped_by_head = actions.stop_cluster(str(head["address"]), reason=args.reason).message
         except (ConnectionError, access.CommandFailed) as e:
             print(f"freight stop: the head did not stop on request ({e}); signalling it")
     procs = [info for _, info in reversed(_launcher.process_files(session_dir))]

@@ -234,10 +234,12 @@ def cluster() -> Iterator[dict[str, Any]]:
             if driver is not None:
                 driver.close()
             ADDRESS.clear()
-            cli(Path(temp_dir), "stop")
-            for leftover in _leftovers(Path(temp_dir)):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    leftover.kill()
+            try:
+                cli(Path(temp_dir), "stop")
+            finally:  # whatever a failed stop left behind
+                for leftover in _leftovers(Path(temp_dir)):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        leftover.kill()
 
 
 def actions(cluster: dict[str, Any], action: str) -> list[dict[str, str]]:
