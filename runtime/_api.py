@@ -410,14 +410,18 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     """
     from freight._remote import ActorHandle
     from freight.client.head_client import pb_module as pb
+    from freight.util.grpc_auth import action_metadata
 
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}.")
     w = _require_worker()
     aid = actor._freight_actor_id
+    # An action like `freight kill actor`: its cluster event names this driver's job.
+    by = f"freight.kill() in job {w.job_id} (pid {os.getpid()})"
     w.head.call(
         "KillActor",
         pb.KillActorRequest(actor_id=aid, no_restart=no_restart, cause="killed by freight.kill()"),
+        metadata=action_metadata(by, ""),
     )
     if no_restart:
         w.actors.created(aid, "", "the actor was killed by freight.kill()")

@@ -12,8 +12,12 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import string
 import sys
+import time
 from typing import Any, NamedTuple
+
+import grpc
 
 from freight.client import access
 from freight.protocol.generated import freight_pb2 as pb
@@ -21,6 +25,23 @@ from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import action_metadata, sync_channel
 
 DEFAULT_TIMEOUT_S = 30.0
+# A job's driver gets FREIGHT_JOB_STOP_GRACE_S to exit after SIGTERM; the call waits that long.
+STOP_JOB_TIMEOUT_S = 120.0
+POLL_S = 0.1
+STATUS_TIMEOUT_S = 10.0
+# The head asks its agents to stop (each within 10 s, at once) before it answers.
+SHUTDOWN_TIMEOUT_S = 20.0
+_HEX = frozenset(string.hexdigits)
+
+
+class ActionResult(NamedTuple):
+    """What an action did: ``action`` (``cancel_task``, ...), the whole id of what it acted on
+    (``target``), and a sentence saying what happened."""
+
+    action: str
+    target: str
+    message: str
+    done: bool = True  # False: there was nothing to do (a job that had already ended)
 
 
 def caller_name() -> str:
@@ -38,7 +59,7 @@ def caller_name() -> str:
 
 
 def _act(
-    address: str | None,
+    address: str | access.Target | None,
     method: str,
     request: Any,
     reason: str,
@@ -49,7 +70,10 @@ def _act(
     :mod:`freight.client.access`'s errors."""
     if not isinstance(reason, str):
         raise access.UsageError(f"reason must be text, got {type(reason).__name__}")
-    target = access.resolve(address, flag="address=")
+    if isinstance(address, access.Target):
+        target = address
+    else:
+        target = access.resolve(address, flag="address=")
     channel = sync_channel(target.address, target.token)
     try:
         stub = getattr(pb_grpc, f"{service}Stub")(channel)
@@ -60,6 +84,145 @@ def _act(
         )
     finally:
         channel.close()
+
+
+def _id(kind: str, value: Any) -> str:
+    """An id (or unique prefix) as given: text, hexadecimal; UsageError otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise access.UsageError(f"give a {kind} id (or a unique prefix of one), got {value!r}")
+    value = value.strip().lower()
+    if not set(value) <= _HEX:
+        raise access.UsageError(
+            f"{value!r} is not a {kind} id: ids are hexadecimal (`freight list {kind}s` shows them)"
+        )
+    return value
+
+
+def cancel_task(
+    task_id: str,
+    force: bool = False,
+    recursive: bool = True,
+    reason: str = "",
+    address: str | None = None,
+) -> ActionResult:
+    """Cancel the task ``task_id`` names (its id or a unique prefix) from any process, as its
+    owner's ``freight.cancel`` would: a pending task never runs, a running one gets
+    ``TaskCancelledError`` (``KeyboardInterrupt`` in its code); ``force`` kills its worker (not
+    allowed for actor tasks); ``recursive`` cancels the tasks it submitted too. The request is
+    passed to the owner: the task ends shortly after this returns.
+
+    Raises :class:`~freight.client.access.CommandFailed` when the task had already ended,
+    ``NotFound`` when the cluster has no such task, ``UsageError`` for a bad id or an ambiguous
+    prefix."""
+    tid = _id("task", task_id)
+    request = pb.CancelTaskRequest(task_id=tid, force=bool(force), recursive=bool(recursive))
+    reply = _act(address, "CancelTask", request, reason)
+    if not reply.requested:
+        raise access.CommandFailed(reply.message)
+    return ActionResult("cancel_task", reply.task_id, reply.message)
+
+
+def kill_actor(
+    actor_id: str, no_restart: bool = True, reason: str = "", address: str | None = None
+) -> ActionResult:
+    """Kill the actor ``actor_id`` names (its id or a unique prefix) at once, as
+    ``freight.kill`` does: calls in flight and later calls raise ``ActorDiedError``. With
+    ``no_restart=False`` an actor that has restarts left (``max_restarts``) restarts.
+
+    Raises ``CommandFailed`` when the actor is dead already, ``NotFound`` for an unknown one."""
+    aid = _id("actor", actor_id)
+    request = pb.KillActorRequest(actor_id=aid, no_restart=bool(no_restart))
+    reply = _act(address, "KillActor", request, reason)
+    aid = reply.actor_id or aid
+    if not reply.killed:
+        from freight import state
+
+        row = state.get_state("actors", aid, address=address)
+        if row is None:
+            raise access.NotFound(f"no actor {actor_id!r} (`freight list actors` shows them)")
+        raise access.CommandFailed(f"actor {aid} already {row.get('state')}: nothing to kill")
+    how = "killed" if no_restart else "killed; it restarts if it has restarts left"
+    return ActionResult("kill_actor", aid, f"actor {aid} {how}")
+
+
+def kill_worker(
+    worker_id: str, force: bool = False, reason: str = "", address: str | None = None
+) -> ActionResult:
+    """Stop the worker process ``worker_id`` names (its id or a unique prefix), on whichever
+    node runs it: asked to exit at once, or with ``force`` killed with SIGKILL. Its tasks fail
+    as after a worker crash and are retried under their ``max_retries``; an actor on it
+    restarts under its ``max_restarts``.
+
+    Raises ``NotFound`` when no live node runs such a worker."""
+    request = pb.KillWorkerByIdRequest(worker_id=_id("worker", worker_id), force=bool(force))
+    reply = _act(address, "KillWorker", request, reason)
+    if not reply.killed:
+        raise access.CommandFailed(f"worker {reply.worker_id} had already exited")
+    how = "killed (SIGKILL)" if force else "asked to exit"
+    return ActionResult(
+        "kill_worker", reply.worker_id, f"worker {reply.worker_id} on node {reply.node_id} {how}"
+    )
+
+
+def stop_job(job_id: str, reason: str = "", address: str | None = None) -> ActionResult:
+    """Stop a job ``freight job submit`` started (SIGTERM to its driver's process group,
+    SIGKILL after ``FREIGHT_JOB_STOP_GRACE_S``) and wait until it has ended.
+
+    A job that had already ended is left as it is (``done`` False); ``NotFound`` for an
+    unknown one."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise access.UsageError(f"give a job id, got {job_id!r}")
+    job_id = job_id.strip()
+    try:
+        reply = _act(
+            address, "StopJob", pb.StopJobRequest(job_id=job_id), reason, timeout=STOP_JOB_TIMEOUT_S
+        )
+    except access.NotFound as e:
+        raise access.NotFound(f"{e} (`freight job list` shows the jobs)") from None
+    job = _act(address, "GetJob", pb.GetJobRequest(job_id=job_id), "").job
+    if not reply.stopped:
+        return ActionResult(
+            "stop_job", job_id, f"job {job_id} had already ended: {job.state}", False
+        )
+    return ActionResult("stop_job", job_id, f"job {job_id} {job.state}: {job.message}")
+
+
+def stop_cluster(
+    address: str | None = None, reason: str = "", timeout: float = DEFAULT_TIMEOUT_S
+) -> ActionResult:
+    """Stop the cluster at ``address``: every live node's agent (and its workers), then the head,
+    which records the action before it goes down. Waits up to ``timeout`` seconds for the head
+    to stop answering."""
+    target = access.resolve(address, flag="address=")
+    channel = sync_channel(target.address, target.token)
+    try:
+        status = pb_grpc.HeadServiceStub(channel).ClusterStatus
+        # It answers now (else ClusterUnreachable, exit 3): silence after the request is its stop.
+        access.call(target, status, pb.ClusterStatusRequest(), STATUS_TIMEOUT_S)
+        request = pb.ShutdownRequest(reason=reason, stop_nodes=True)
+        try:
+            nodes = f"{_act(target, 'Shutdown', request, reason, SHUTDOWN_TIMEOUT_S).nodes_stopped}"
+        except access.ClusterUnreachable:
+            nodes = "its"  # it went down before its answer reached us: checked below
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status(pb.ClusterStatusRequest(), timeout=max(0.1, deadline - time.monotonic()))
+            except grpc.RpcError:
+                break  # it no longer answers: it has stopped
+            time.sleep(POLL_S)  # still winding down (its calls in flight get a grace period)
+        else:
+            raise access.CommandFailed(
+                f"the head at {target.address} was asked to stop, and still answers after "
+                f"{timeout:g} s"
+            )
+    finally:
+        channel.close()
+    return ActionResult(
+        "stop_cluster",
+        target.address,
+        f"stopped the cluster at {target.address} ({nodes} node(s) and its head)",
+    )
 
 
 # ---- nodes

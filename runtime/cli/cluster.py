@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from freight import _launcher
+from freight.client import access
 from freight.config import settings
 from freight.util.private_files import check_owned, write_private_file
 from freight.util.process import is_recorded_process
@@ -321,6 +322,12 @@ def _stop_monitoring(sessions: list[str]) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    if args.address is not None and args.session is not None:
+        raise access.UsageError("give --address or --session, not both")
+    if args.address is not None:
+        return _stop_named(args.address, args.reason)
+    if args.session is not None:
+        return _stop_session(args.session, args)
     root = settings.temp_dir
     if not os.path.isdir(root):
         print("freight stop: stopped 0 process(es).")
@@ -330,19 +337,71 @@ def cmd_stop(args: argparse.Namespace) -> int:
     except PermissionError as e:
         raise SystemExit(f"freight stop: {e}") from None
     sessions, procs = _started_processes(root)
+    _terminate(procs, args.grace)
+    for session_dir in sessions:
+        _launcher.remove_stale_files(session_dir)
+    print(f"freight stop: stopped {len(procs)} process(es).")
+    _stop_monitoring(sessions)
+    return 0
+
+
+def _terminate(procs: list[dict[str, Any]], grace: float) -> None:
+    """SIGTERM the recorded processes; SIGKILL those still alive after ``grace`` seconds."""
     for info in procs:
         _signal(info, signal.SIGTERM)
-    deadline = time.monotonic() + args.grace
+    deadline = time.monotonic() + grace
     for info in procs:
         pid = info["pid"]
         while _alive(pid) and time.monotonic() < deadline:
             _wait_exit(pid, max(0.0, deadline - time.monotonic()))
         if _alive(pid):
             _signal(info, signal.SIGKILL)
-    for session_dir in sessions:
-        _launcher.remove_stale_files(session_dir)
-    print(f"freight stop: stopped {len(procs)} process(es).")
-    _stop_monitoring(sessions)
+
+
+def _stop_named(address: str, reason: str) -> int:
+    """`freight stop --address`: the head stops every live node, records it, and stops."""
+    from freight import actions
+
+    result = actions.stop_cluster(address, reason=reason)
+    session = _launcher.find_session_for(result.target)
+    if session:
+        _launcher.remove_stale_files(session)
+    print(f"freight stop: {result.message}.")
+    return 0
+
+
+def _stop_session(session_dir: str, args: argparse.Namespace) -> int:
+    """`freight stop --session DIR`: the cluster of one session folder on this machine, started
+    by `freight start` or by a program's init(). Its head, while it answers, stops its nodes and
+    records the action; the processes the folder records are then signalled as plain `freight
+    stop` does (those of a head that no longer answers too)."""
+    from freight import actions
+
+    session_dir = os.path.abspath(session_dir)
+    if not os.path.isfile(os.path.join(session_dir, "token")):
+        raise access.UsageError(
+            f"{session_dir} is not a freight session folder (no token file in it); the folders "
+            f"are {settings.temp_dir}/session_* (FREIGHT_TEMP_DIR)"
+        )
+    try:
+        check_owned(session_dir, "the session folder")
+    except OSError as e:
+        raise access.AccessDenied(str(e)) from None
+    head = _launcher.read_trusted_json(os.path.join(session_dir, "head.json"))
+    stopped_by_head = ""
+    if head is not None and head.get("address") and is_recorded_process(head):
+        try:
+            # Its own pace to wind down (as --address waits), then the signals below.
+            stopped_by_head = actions.stop_cluster(str(head["address"]), reason=args.reason).message
+        except (ConnectionError, access.CommandFailed) as e:
+            print(f"freight stop: the head did not stop on request ({e}); signalling it")
+    procs = [info for _, info in reversed(_launcher.process_files(session_dir))]
+    procs = [info for info in procs if is_recorded_process(info)]
+    _terminate(procs, args.grace)
+    _launcher.remove_stale_files(session_dir)
+    if stopped_by_head:
+        print(f"freight stop: {stopped_by_head}.")
+    print(f"freight stop: stopped {len(procs)} more process(es) of {session_dir}.")
     return 0
 
 
@@ -376,6 +435,29 @@ def add_parsers(sub: Any) -> None:
         "--metrics-port", type=int, default=0, help="the head's /metrics port (0: any free port)"
     )
     p.set_defaults(func=cmd_start)
-    p = sub.add_parser("stop", help="stop every freight process started with 'freight start'")
+    p = sub.add_parser(
+        "stop",
+        help="stop what 'freight start' started, or one cluster (--address/--session)",
+        description="With no option: stop every freight process 'freight start' started on "
+        "this machine (a program's own init() cluster is left to that program). With --address: "
+        "stop that cluster, wherever it runs: its head asks every live node's agent to stop "
+        "(workers with it), records the action as a cluster event, then stops. With --session: "
+        "the cluster of that session folder on this machine (init() clusters too).",
+    )
     p.add_argument("--grace", type=float, default=5.0, help="seconds before SIGKILL")
+    p.add_argument(
+        "--address", default=None, metavar="HOST:PORT", help="stop the cluster whose head this is"
+    )
+    p.add_argument(
+        "--session",
+        default=None,
+        metavar="DIR",
+        help="stop the cluster of this session folder (FREIGHT_TEMP_DIR/session_*)",
+    )
+    p.add_argument(
+        "--reason",
+        default="",
+        metavar="TEXT",
+        help="why (recorded in the cluster event of a stop through the head)",
+    )
     p.set_defaults(func=cmd_stop)

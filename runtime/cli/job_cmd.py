@@ -22,15 +22,15 @@ from typing import Any
 import grpc
 
 from freight.client import access
-from freight.core.jobs import SUCCEEDED, TERMINAL, job_summary, parse_label
+from freight.core.jobs import SUCCEEDED, job_summary, parse_label
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.util.grpc_auth import sync_channel
 
 from . import common
+from .actions_cmd import add_reason_option
 
 CALL_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 120.0  # the head answers once the driver has gone (SIGKILL after the grace)
 
 
 class HeadJobs:
@@ -212,14 +212,9 @@ def logs(head: HeadJobs, args: argparse.Namespace) -> int:
 
 
 def stop(head: HeadJobs, args: argparse.Namespace) -> int:
-    stopped = head.call(
-        "StopJob", pb.StopJobRequest(job_id=args.job_id), timeout=STOP_TIMEOUT_S
-    ).stopped
-    job = head.job(args.job_id)
-    if stopped:
-        print(f"job {job.job_id} {job.state}: {job.message}")
-    elif job.state in TERMINAL:
-        print(f"job {job.job_id} had already ended: {job.state}")
+    from freight import actions
+
+    print(actions.stop_job(args.job_id, reason=args.reason, address=args.address).message)
     return 0
 
 
@@ -312,5 +307,6 @@ def add_parsers(sub: Any) -> None:
         "stop", help="SIGTERM the job's process group, SIGKILL after FREIGHT_JOB_STOP_GRACE_S"
     )
     p.add_argument("job_id")
+    add_reason_option(p)
     _address(p)
     p.set_defaults(func=lambda args: _run("stop", args))

@@ -381,6 +381,8 @@ class CoreWorker:
             self.submitter.on_lease_recalled(msg)
         elif t is m.WorkerKilled:
             self.submitter.on_worker_killed(msg)
+        elif t is m.CancelOwnedTask:
+            self.submitter.cancel_owned(msg.task_id, msg.force, msg.recursive)
         elif self.on_agent_message is not None:
             self.on_agent_message(msg)
 

@@ -28,17 +28,27 @@ class HeadClient:
         self.stub = pb_grpc.HeadServiceStub(self.channel)
 
     def call(
-        self, method: str, request: Any, timeout: float | None = 30.0, wait: bool = False
+        self,
+        method: str,
+        request: Any,
+        timeout: float | None = 30.0,
+        wait: bool = False,
+        metadata: list[tuple[str, str | bytes]] | None = None,
     ) -> Any:
         """Call one HeadService method; turn transport failures into ConnectionError.
 
         ``wait``: while the head is unreachable, wait for it (up to ``timeout``) instead of
-        failing at once (gRPC's wait_for_ready)."""
+        failing at once (gRPC's wait_for_ready). ``metadata``: sent along (an action's caller
+        and reason, :func:`freight.util.grpc_auth.action_metadata`)."""
+        extra = list(metadata or ())
         if tracing.ENABLED:  # a client span, when the call is part of a trace
             return traced_call(
-                f"{_SERVICE}/{method}", lambda md: self._call(method, request, timeout, md, wait)
+                f"{_SERVICE}/{method}",
+                lambda md: self._call(
+                    method, request, timeout, [*(md or ()), *extra] or None, wait
+                ),
             )
-        return self._call(method, request, timeout, None, wait)
+        return self._call(method, request, timeout, extra or None, wait)
 
     def _call(
         self, method: str, request: Any, timeout: float | None, metadata: Any, wait: bool

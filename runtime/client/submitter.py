@@ -1119,6 +1119,19 @@ class TaskSubmitter:
         for rid, actor_call in children:
             self.cancel(rid, force and not actor_call, True)
 
+    def cancel_owned(self, task_id: bytes, force: bool, recursive: bool) -> bool:
+        """Cancel a task this process owns, named by its id (``freight cancel TASK_ID`` from
+        another process, passed on by the head and this node's agent); False when this process
+        holds no such task (it has ended meanwhile)."""
+        with self.cw.lock:
+            oid = next(
+                (rid for rid, spec in self.return_to_task.items() if spec.task_id == task_id), None
+            )
+        if oid is None:
+            return False
+        self.cancel_asked(oid, force, recursive)
+        return True
+
     def cancel_asked(self, oid: bytes, force: bool, recursive: bool) -> None:
         """Another process asked to cancel the task that makes ``oid``, which this one owns.
         It cannot hear an error from here: an actor call asked to be forced is cancelled

@@ -21,11 +21,13 @@ from grpc import aio
 from loguru import logger
 
 from freight.config import settings
+from freight.core.task_state import TERMINAL
+from freight.head import operator_actions
 from freight.head.actors import ALIVE, ActorDirectory
 from freight.head.audit import record_action
 from freight.head.control_store import ControlStore
 from freight.head.events import EventStore
-from freight.head.jobs import JobManager
+from freight.head.jobs import STOP_REQUESTED, JobManager
 from freight.head.metrics import HeadMetrics
 from freight.head.nodes import HealthCheckPolicy, NodeDirectory, sum_amounts
 from freight.head.placement_groups import MAX_PG_WAIT_S, PlacementGroupDirectory
@@ -233,7 +235,15 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def StopJob(self, request, context):
-        return pb.StopJobReply(stopped=await self.jobs.stop(request.job_id))
+        who = caller(context.invocation_metadata(), self.token)
+        why = STOP_REQUESTED + (f" (reason: {who.reason})" if who.reason else "")
+        stopped = await self.jobs.stop(request.job_id, why)
+        if stopped:
+            record_action(
+                self.events, context, self.token, "stop_job", f"job {request.job_id} stopped",
+                job_id=request.job_id,
+            )  # fmt: skip
+        return pb.StopJobReply(stopped=stopped)
 
     @rpc
     async def JobLogs(self, request, context):
@@ -254,9 +264,82 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
 
     @rpc
     async def KillActor(self, request, context):
+        who = caller(context.invocation_metadata(), self.token)
+        acting = bool(who.by or who.reason)  # `freight kill actor`, freight.kill(): an action
+        actor_id = request.actor_id
+        if acting:  # an id or a unique prefix, as `freight get actor` takes
+            actor_id = operator_actions.actor_named(self.store.list_actors(True), actor_id)
         cause = request.cause or "killed by freight.kill"
-        killed = await self.actors.kill(request.actor_id, cause, no_restart=request.no_restart)
-        return pb.KillActorReply(killed=killed)
+        if acting:
+            cause = f"{cause} (by {who.by or 'a client'}" + (
+                f", reason: {who.reason})" if who.reason else ")"
+            )
+        killed = await self.actors.kill(actor_id, cause, no_restart=request.no_restart)
+        if killed and acting:
+            restart = "" if request.no_restart else ", may restart"
+            record_action(
+                self.events,
+                context,
+                self.token,
+                "kill_actor",
+                f"actor {actor_id} killed{restart}",
+                actor_id=actor_id,
+            )
+        return pb.KillActorReply(killed=killed, actor_id=actor_id)
+
+    @rpc
+    async def CancelTask(self, request, context):
+        rec = operator_actions.task_to_cancel(self.tasks, request.task_id, request.force)
+        what = f"task {rec.task_id}" + (f" ({rec.name})" if rec.name else "")
+        if rec.state in TERMINAL:
+            return pb.CancelTaskReply(
+                task_id=rec.task_id,
+                state=rec.state,
+                message=f"{what} already {rec.state}: nothing to cancel",
+            )
+        node_id = await operator_actions.ask_owner_to_cancel(
+            self.nodes, rec, request.force, request.recursive
+        )
+        how = " (force: its worker is killed)" if request.force else ""
+        record_action(
+            self.events,
+            context,
+            self.token,
+            "cancel_task",
+            f"cancel of {what}, {rec.state}, sent to its owner{how}",
+            task_id=rec.task_id,
+            job_id=rec.job_id,
+            node_id=node_id,
+        )
+        return pb.CancelTaskReply(
+            task_id=rec.task_id,
+            state=rec.state,
+            requested=True,
+            message=f"cancel of {what} ({rec.state}) sent to its owner{how}",
+        )
+
+    @rpc
+    async def KillWorker(self, request, context):
+        node, worker_id = await operator_actions.find_worker(self.nodes, request.worker_id)
+        stub = await self.nodes.agent(node)
+        reply = await stub.KillWorker(
+            pb.KillWorkerRequest(worker_id=worker_id, force=request.force),
+            timeout=operator_actions.AGENT_TIMEOUT_S,
+        )
+        if reply.killed:
+            how = "killed (SIGKILL)" if request.force else "asked to exit"
+            record_action(
+                self.events,
+                context,
+                self.token,
+                "kill_worker",
+                f"worker {worker_id} {how}",
+                worker_id=worker_id,
+                node_id=node.node_id,
+            )
+        return pb.KillWorkerByIdReply(
+            worker_id=worker_id, node_id=node.node_id, killed=reply.killed
+        )
 
     @rpc
     async def ListActors(self, request, context):
@@ -362,8 +445,22 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
     @rpc
     async def Shutdown(self, request, context):
         logger.info("shutdown requested", reason=request.reason)
+        # Recorded first: the event is in the store before the head goes down.
+        who = record_action(
+            self.events,
+            context,
+            self.token,
+            "stop_cluster",
+            f"cluster {self.config.cluster_name} stopping"
+            + (" with its nodes" if request.stop_nodes else ""),
+        )
+        stopped = 0
+        if request.stop_nodes:
+            stopped = await operator_actions.stop_nodes(
+                self.nodes, f"the cluster was stopped by {who.by or 'a client'}"
+            )
         self.stopping.set()
-        return pb.ShutdownReply()
+        return pb.ShutdownReply(nodes_stopped=stopped)
 
 
 def write_head_info(

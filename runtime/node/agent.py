@@ -46,7 +46,7 @@ from freight.observe.aggregate import NodeFigures
 from freight.observe.recorder import RECORDER
 from freight.protocol import messages as m
 from freight.protocol.aio import AioConn, serve_connection
-from freight.protocol.frames import ProtocolError
+from freight.protocol.frames import ProtocolError, split_address
 from freight.util.process import identity
 
 from .events import STORE_FULL_INTERVAL_S, EventOutbox, WorkerExits
@@ -862,6 +862,26 @@ class NodeAgent:
             self.kill_worker(worker_id=wid, force=True)
         self._apply(actions)
         return len(doomed)
+
+    def cancel_owned_task(self, owner: str, task_id: bytes, force: bool, recursive: bool) -> bool:
+        """Pass a cancel on to the driver or worker of this node whose data-plane address is
+        ``owner`` (the task's owner); False when none of them is connected here."""
+        path = split_address(owner)[0] or owner
+        for conn in list(self.conns.values()):
+            role = conn.role
+            if len(role) < 2:
+                continue
+            if role[0] == "driver":
+                address = str(role[1])
+            elif role[0] == "worker":
+                slot = self.leases.workers.get(role[1])
+                address = slot.address if slot is not None else ""
+            else:
+                continue  # an owner of another node holding leases here: not its node
+            if address and (split_address(address)[0] or address) == path:
+                conn.send(m.CancelOwnedTask(task_id, force, recursive))
+                return True
+        return False
 
     def kill_worker(self, worker_id: str = "", actor_id: str = "", force: bool = True) -> bool:
         if not worker_id and actor_id:

@@ -105,6 +105,20 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
         killed = self.agent.kill_worker(request.worker_id, request.actor_id, request.force)
         return pb.KillWorkerReply(killed=killed)
 
+    async def CancelOwnedTask(
+        self, request: pb.CancelOwnedTaskRequest, context: Any
+    ) -> pb.CancelOwnedTaskReply:
+        try:
+            task_id = bytes.fromhex(request.task_id)
+        except ValueError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"task id {request.task_id!r} is not hex"
+            )
+        delivered = self.agent.cancel_owned_task(
+            request.owner_address, task_id, request.force, request.recursive
+        )
+        return pb.CancelOwnedTaskReply(delivered=delivered)
+
     async def GetNodeStats(self, request: Any, context: Any) -> pb.GetNodeStatsReply:
         node = pb.NodeInfo()
         node.CopyFrom(self.node_info)

@@ -35,6 +35,7 @@ class Kind(IntEnum):
     WORKER_UNBLOCKED = 20
     # agent -> owner
     WORKER_KILLED = 24
+    CANCEL_OWNED_TASK = 26
     LEASE_WAITING = 27
     RECALL_LEASE = 28
     # worker -> agent
@@ -264,6 +265,15 @@ class CancelObject(NamedTuple):
     recursive: bool
 
 
+class CancelOwnedTask(NamedTuple):
+    """The agent passes on a cancel the head was asked for (``freight cancel TASK_ID`` from any
+    process) to the process that owns the task: it cancels it as ``freight.cancel`` does."""
+
+    task_id: bytes
+    force: bool
+    recursive: bool
+
+
 class GetObject(NamedTuple):
     req_id: int
     object_id: bytes
@@ -488,6 +498,7 @@ MESSAGE_TYPES: dict[int, type] = {
     Kind.WORKER_BLOCKED: WorkerBlocked,
     Kind.WORKER_UNBLOCKED: WorkerUnblocked,
     Kind.WORKER_KILLED: WorkerKilled,
+    Kind.CANCEL_OWNED_TASK: CancelOwnedTask,
     Kind.LEASE_WAITING: LeaseWaiting,
     Kind.RECALL_LEASE: RecallLease,
     Kind.REGISTER_WORKER: RegisterWorker,

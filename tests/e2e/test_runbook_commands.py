@@ -73,6 +73,9 @@ READS = {
 CHANGES = {
     ("start",),
     ("stop",),
+    ("cancel",),
+    ("kill", "actor"),
+    ("kill", "worker"),
     ("demo",),
     ("job", "submit"),
     ("job", "stop"),

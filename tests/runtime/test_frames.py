@@ -104,6 +104,7 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.RELEASE_BORROW: m.ReleaseBorrow([b"o" * 20], "/tmp/b.sock"),
     Kind.BORROW_ACK: m.BorrowAck(10, []),
     Kind.CANCEL_OBJECT: m.CancelObject(b"o" * 20, False, True),
+    Kind.CANCEL_OWNED_TASK: m.CancelOwnedTask(b"t" * 16, False, True),
     Kind.LOG_LINES: m.LogLines("(f pid=1)", "stdout", "hello\nworld"),
     Kind.MEMORY_REQUEST: m.MemoryRequest(11),
     Kind.MEMORY_REPLY: m.MemoryReply(

@@ -43,6 +43,6 @@ def test_the_read_only_token_is_allowed_only_calls_that_exist_and_read() -> None
     assert READ_ONLY_METHODS - methods <= {"/freight.v1.StateService/Watch"}
     changing = ("Kill", "Submit", "Stop", "Create", "Remove", "Put", "Del", "Shutdown",
                 "Register", "Report", "Reserve", "Return", "Free", "Start", "Finish", "Pull",
-                "Unregister", "Heartbeat", "CheckHealth")  # fmt: skip
+                "Unregister", "Heartbeat", "CheckHealth", "Cancel")  # fmt: skip
     for name in READ_ONLY_METHODS:
         assert not name.rpartition("/")[2].startswith(changing), name

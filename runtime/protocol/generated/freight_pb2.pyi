@@ -440,10 +440,52 @@ class KillActorRequest(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ..., cause: _Optional[str] = ...) -> None: ...
 
 class KillActorReply(_message.Message):
-    __slots__ = ("killed",)
+    __slots__ = ("killed", "actor_id")
     KILLED_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     killed: bool
-    def __init__(self, killed: _Optional[bool] = ...) -> None: ...
+    actor_id: str
+    def __init__(self, killed: _Optional[bool] = ..., actor_id: _Optional[str] = ...) -> None: ...
+
+class CancelTaskRequest(_message.Message):
+    __slots__ = ("task_id", "force", "recursive")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    force: bool
+    recursive: bool
+    def __init__(self, task_id: _Optional[str] = ..., force: _Optional[bool] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class CancelTaskReply(_message.Message):
+    __slots__ = ("task_id", "state", "requested", "message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    state: str
+    requested: bool
+    message: str
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[str] = ..., requested: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class KillWorkerByIdRequest(_message.Message):
+    __slots__ = ("worker_id", "force")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    force: bool
+    def __init__(self, worker_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class KillWorkerByIdReply(_message.Message):
+    __slots__ = ("worker_id", "node_id", "killed")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    node_id: str
+    killed: bool
+    def __init__(self, worker_id: _Optional[str] = ..., node_id: _Optional[str] = ..., killed: _Optional[bool] = ...) -> None: ...
 
 class ListActorsRequest(_message.Message):
     __slots__ = ("include_dead",)
@@ -626,14 +668,18 @@ class ClusterStatusReply(_message.Message):
     def __init__(self, cluster_name: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., num_actors_alive: _Optional[int] = ..., num_jobs_running: _Optional[int] = ..., head_start_time: _Optional[float] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "stop_nodes")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STOP_NODES_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    stop_nodes: bool
+    def __init__(self, reason: _Optional[str] = ..., stop_nodes: _Optional[bool] = ...) -> None: ...
 
 class ShutdownReply(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("nodes_stopped",)
+    NODES_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    nodes_stopped: int
+    def __init__(self, nodes_stopped: _Optional[int] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("task_id", "job_id", "name", "actor_id", "parent_task_id", "node_id", "worker_id", "attempt", "state", "time", "cause", "pending_reason", "error_type", "error_kind", "start_time", "end_time", "trace_id", "owner_address", "error", "traceback")
@@ -967,6 +1013,24 @@ class KillWorkerReply(_message.Message):
     KILLED_FIELD_NUMBER: _ClassVar[int]
     killed: bool
     def __init__(self, killed: _Optional[bool] = ...) -> None: ...
+
+class CancelOwnedTaskRequest(_message.Message):
+    __slots__ = ("owner_address", "task_id", "force", "recursive")
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    owner_address: str
+    task_id: str
+    force: bool
+    recursive: bool
+    def __init__(self, owner_address: _Optional[str] = ..., task_id: _Optional[str] = ..., force: _Optional[bool] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class CancelOwnedTaskReply(_message.Message):
+    __slots__ = ("delivered",)
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    delivered: bool
+    def __init__(self, delivered: _Optional[bool] = ...) -> None: ...
 
 class GetNodeStatsRequest(_message.Message):
     __slots__ = ()

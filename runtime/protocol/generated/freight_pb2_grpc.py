@@ -104,6 +104,16 @@ class HeadServiceStub:
                 request_serializer=freight__pb2.KillActorRequest.SerializeToString,
                 response_deserializer=freight__pb2.KillActorReply.FromString,
                 _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/freight.v1.HeadService/CancelTask',
+                request_serializer=freight__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=freight__pb2.CancelTaskReply.FromString,
+                _registered_method=True)
+        self.KillWorker = channel.unary_unary(
+                '/freight.v1.HeadService/KillWorker',
+                request_serializer=freight__pb2.KillWorkerByIdRequest.SerializeToString,
+                response_deserializer=freight__pb2.KillWorkerByIdReply.FromString,
+                _registered_method=True)
         self.ListActors = channel.unary_unary(
                 '/freight.v1.HeadService/ListActors',
                 request_serializer=freight__pb2.ListActorsRequest.SerializeToString,
@@ -258,6 +268,18 @@ class HeadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def KillActor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillWorker(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -419,6 +441,16 @@ def add_HeadServiceServicer_to_server(servicer, server):
                     servicer.KillActor,
                     request_deserializer=freight__pb2.KillActorRequest.FromString,
                     response_serializer=freight__pb2.KillActorReply.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=freight__pb2.CancelTaskRequest.FromString,
+                    response_serializer=freight__pb2.CancelTaskReply.SerializeToString,
+            ),
+            'KillWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillWorker,
+                    request_deserializer=freight__pb2.KillWorkerByIdRequest.FromString,
+                    response_serializer=freight__pb2.KillWorkerByIdReply.SerializeToString,
             ),
             'ListActors': grpc.unary_unary_rpc_method_handler(
                     servicer.ListActors,
@@ -869,6 +901,60 @@ class HeadService:
             '/freight.v1.HeadService/KillActor',
             freight__pb2.KillActorRequest.SerializeToString,
             freight__pb2.KillActorReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/CancelTask',
+            freight__pb2.CancelTaskRequest.SerializeToString,
+            freight__pb2.CancelTaskReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/KillWorker',
+            freight__pb2.KillWorkerByIdRequest.SerializeToString,
+            freight__pb2.KillWorkerByIdReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1521,6 +1607,11 @@ class NodeAgentServiceStub:
                 request_serializer=freight__pb2.KillWorkerRequest.SerializeToString,
                 response_deserializer=freight__pb2.KillWorkerReply.FromString,
                 _registered_method=True)
+        self.CancelOwnedTask = channel.unary_unary(
+                '/freight.v1.NodeAgentService/CancelOwnedTask',
+                request_serializer=freight__pb2.CancelOwnedTaskRequest.SerializeToString,
+                response_deserializer=freight__pb2.CancelOwnedTaskReply.FromString,
+                _registered_method=True)
         self.GetNodeStats = channel.unary_unary(
                 '/freight.v1.NodeAgentService/GetNodeStats',
                 request_serializer=freight__pb2.GetNodeStatsRequest.SerializeToString,
@@ -1583,6 +1674,12 @@ class NodeAgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def KillWorker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOwnedTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1660,6 +1757,11 @@ def add_NodeAgentServiceServicer_to_server(servicer, server):
                     servicer.KillWorker,
                     request_deserializer=freight__pb2.KillWorkerRequest.FromString,
                     response_serializer=freight__pb2.KillWorkerReply.SerializeToString,
+            ),
+            'CancelOwnedTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOwnedTask,
+                    request_deserializer=freight__pb2.CancelOwnedTaskRequest.FromString,
+                    response_serializer=freight__pb2.CancelOwnedTaskReply.SerializeToString,
             ),
             'GetNodeStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNodeStats,
@@ -1766,6 +1868,33 @@ class NodeAgentService:
             '/freight.v1.NodeAgentService/KillWorker',
             freight__pb2.KillWorkerRequest.SerializeToString,
             freight__pb2.KillWorkerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOwnedTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/CancelOwnedTask',
+            freight__pb2.CancelOwnedTaskRequest.SerializeToString,
+            freight__pb2.CancelOwnedTaskReply.FromString,
             options,
             channel_credentials,
             insecure,
