@@ -771,11 +771,12 @@ BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOGUE}
 # The most series one endpoint may serve at the default FREIGHT_METRICS_TOP_N (50), worst case:
 # every bounded label at its top N plus "other", every enumeration complete, histograms at
 # their buckets plus +Inf, _sum and _count (freight.observe.budget computes it; a test holds
-# it). Today the node's worst case is 20,988 (freight_tasks_finished_total 6,732, job
-# resource-seconds 5,202, gRPC latency 3,927, job cost 2,601, task latencies 1,071 each); the
+# it). Today the node's worst case is 21,702 (freight_tasks_finished_total 6,732, job
+# resource-seconds 5,202, gRPC latency 4,641 with ReadLogs and Memory, job cost 2,601, task
+# latencies 1,071 each); the
 # head's 11,888 (gRPC latency 11,067: every method of its services, Watch included). A toy
 # load serves a few hundred (docs/metrics.md).
-SERIES_BUDGET = {Source.NODE: 21_500, Source.HEAD: 12_000}
+SERIES_BUDGET = {Source.NODE: 22_000, Source.HEAD: 12_000}
 
 
 def metric(name: str) -> Metric:
