@@ -7,7 +7,10 @@ was logged. Every alive node's agent reads its folder with the filters applied t
 lines with ``-o json``. ``--follow`` keeps every node's stream open and prints new lines as they
 come (from workers started later too, and from nodes that join) until Ctrl-C. A node that does
 not answer is named in a warning; the rest is printed and the exit code is 5 (partial).
-``--session-dir`` reads a folder on this machine instead, e.g. of a cluster that has stopped.
+``--worker ID --process-output`` prints what that worker process wrote to its stdout and stderr
+itself (``worker-<id>.out``: a native crash's message, a fatal error, output of C code and child
+processes), wherever it ran. ``--session-dir`` reads a folder on this machine instead, e.g. of a
+cluster that has stopped.
 """
 
 from __future__ import annotations
@@ -21,12 +24,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from freight import _launcher
 from freight.client import access, agents
 from freight.config import settings
-from freight.core.logs import COMPONENTS, ID_FLAGS, Reader, Selection, by_time, last
+from freight.core.logs import (
+    COMPONENTS,
+    ID_FLAGS,
+    Selection,
+    by_time,
+    last,
+    open_reader,
+    output_worker,
+)
 from freight.protocol.generated import freight_pb2 as pb
 
 from . import common
@@ -57,20 +69,35 @@ def render_json(rec: dict[str, Any]) -> str:
     return json.dumps(out, default=str)
 
 
+def render_output(rec: dict[str, Any]) -> str:
+    return str(rec["message"])
+
+
+def render_output_json(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, default=str)
+
+
 def selection_for(args: argparse.Namespace) -> Selection:
     """The filters of the command line, or raise ``UsageError`` saying which one is wrong."""
     ids = {f"{flag}_id": getattr(args, flag) for flag in ID_FLAGS if getattr(args, flag)}
     try:
         if args.tail < 0:
             raise ValueError(f"--tail must be 0 (everything) or more, not {args.tail}")
-        return Selection.checked(ids, args.component)
+        selection = Selection.checked(ids, args.component)
+        if args.process_output:
+            output_worker(selection)
+        return selection
     except ValueError as e:
         raise access.UsageError(str(e)) from None
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     selection = selection_for(args)
-    render = render_text if (args.output or "text") == "text" else render_json
+    text = (args.output or "text") == "text"
+    if args.process_output:
+        render = render_output if text else render_output_json
+    else:
+        render = render_text if text else render_json
     if args.session_dir:
         return local_logs(checked_session_dir(args.session_dir), selection, args, render)
     try:
@@ -101,7 +128,7 @@ def local_logs(
     session_dir: str, selection: Selection, args: argparse.Namespace, render: Any
 ) -> int:
     """The logs of one session folder on this machine (a stopped cluster's, say)."""
-    reader = Reader(session_dir, selection)
+    reader = open_reader(session_dir, selection, args.process_output)
     try:
         _print(reader.history(args.tail), render)
         while args.follow:
@@ -146,7 +173,10 @@ class NodeStream:
         if isinstance(item, BaseException):
             self.error = self.error or item
             return []
-        return [json.loads(r) for r in item.records]
+        records = [json.loads(r) for r in item.records]
+        for rec in records:  # the node whose folder holds the line (the head's lines too)
+            rec.setdefault("node_id", item.node_id)
+        return records
 
     def history(self) -> Iterator[dict[str, Any]]:
         """The node's lines written before the call, in time order; stops at its end, or when
@@ -202,19 +232,24 @@ def cluster_logs(
             tail=args.tail,
             follow=args.follow,
             since=since,
+            process_output=args.process_output,
         )
 
     streams = [NodeStream(a, target.token, request(), wake) for a in agents.alive_agents(target)]
     warned: set[str] = set()
     try:
-        _print(last(by_time(s.history() for s in streams), args.tail), render)
+        histories = [s.history() for s in streams]
+        # A worker's own output has no times: node after node, each file's lines in order.
+        merged = chain(*histories) if args.process_output else by_time(histories)
+        _print(last(merged, args.tail), render)
         _warn(streams, warned)
         next_look = time.monotonic() + NODES_EVERY_S
         while args.follow:
             wake.wait(timeout=NODES_EVERY_S)
             wake.clear()
             batch = [rec for s in streams for rec in s.new_records()]
-            batch.sort(key=lambda r: r["timestamp"])
+            if not args.process_output:
+                batch.sort(key=lambda r: r["timestamp"])
             _print(batch, render)
             _warn(streams, warned)
             if time.monotonic() >= next_look:
@@ -261,6 +296,7 @@ def add_parsers(sub: Any) -> None:
             "and prints them as text (-o json: one JSON record per line). --follow keeps\n"
             "printing new lines of every node (new workers and nodes too) until Ctrl-C.\n"
             "A node that does not answer is named in a warning, and the command exits with 5.\n"
+            "--worker ID --process-output: what that worker wrote to stdout/stderr itself.\n"
             "--session-dir reads a folder on this machine instead (a stopped cluster's)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -269,6 +305,12 @@ def add_parsers(sub: Any) -> None:
         p.add_argument(f"--{flag}", default=None, metavar="ID", help=f"{flag} id or prefix")
     p.add_argument("--component", choices=COMPONENTS, default=None, help="only this process kind")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    p.add_argument(
+        "--process-output",
+        action="store_true",
+        help="with --worker ID: what the worker process wrote to its stdout/stderr itself "
+        "(worker-<id>.out: crash messages, fatal errors, output of C code and child processes)",
+    )
     p.add_argument(
         "--tail", type=int, default=1000, help="print the last N matching lines (0: all)"
     )

@@ -40,6 +40,9 @@ class LogFile:
     def lines(self) -> Iterator[bytes]:
         """The complete lines written since the last call (reads up to the current end)."""
         try:
+            # A followed folder is read four times a second: a stat is cheaper than an open.
+            if os.stat(self.path).st_size == self.offset:
+                return
             with open(self.path, "rb") as f:
                 end = os.fstat(f.fileno()).st_size
                 if end < self.offset:  # truncated: start over
@@ -140,11 +143,11 @@ class Selection:
         return all(str(rec.get(k, "")).startswith(v) for k, v in self.ids.items())
 
 
-def discover(logs_dir: str, known: dict[int, LogFile]) -> list[LogFile]:
-    """Track every ``*.log`` file of the folder (by inode, so a rotated file is not re-read);
+def discover(logs_dir: str, known: dict[int, LogFile], pattern: str = "*.log") -> list[LogFile]:
+    """Track every ``pattern`` file of the folder (by inode, so a rotated file is not re-read);
     return the files seen for the first time."""
     new = []
-    for path in sorted(glob.glob(os.path.join(logs_dir, "*.log"))):
+    for path in sorted(glob.glob(os.path.join(logs_dir, pattern))):
         try:
             inode = os.stat(path).st_ino
         except FileNotFoundError:
@@ -193,3 +196,51 @@ class Reader:
             del self.known[inode]  # removed by retention
         batch.sort(key=lambda r: r["timestamp"])
         return batch
+
+
+class OutputReader:
+    """What the workers whose ids start with ``worker_prefix`` wrote to their stdout and stderr
+    themselves: ``logs/worker-<id>.out``, where a native crash's message, a Python fatal error,
+    and the output of C code and child processes land (a task's ``print`` is in the JSON log
+    too, with its ids). The file has no times and no ids: records are its lines, in order, with
+    the worker id and the file name. Same interface as :class:`Reader`."""
+
+    def __init__(self, session_dir: str, worker_prefix: str) -> None:
+        self.logs_dir = os.path.join(session_dir, "logs")
+        self.pattern = f"worker-{worker_prefix}*.out"
+        self.known: dict[int, LogFile] = {}
+
+    def _records(self, log: LogFile) -> Iterator[dict[str, Any]]:
+        name = os.path.basename(log.path)
+        worker = name[len("worker-") : -len(".out")]
+        for line in log.lines():
+            text = line.decode(errors="replace").rstrip("\r")
+            yield {"worker_id": worker, "file": name, "message": text}
+
+    def history(self, tail: int) -> Iterable[dict[str, Any]]:
+        files = discover(self.logs_dir, self.known, self.pattern)
+        return last((rec for f in files for rec in self._records(f)), tail)
+
+    def new_records(self) -> list[dict[str, Any]]:
+        discover(self.logs_dir, self.known, self.pattern)
+        return [rec for log in list(self.known.values()) for rec in self._records(log)]
+
+
+def output_worker(selection: Selection) -> str:
+    """The worker id prefix whose own output a selection reads; ``ValueError`` if it names
+    anything else (the output file has no ids to filter by)."""
+    worker = selection.ids.get("worker_id")
+    if not worker or len(selection.ids) > 1 or selection.component:
+        raise ValueError(
+            "a worker's own output (worker-<id>.out) has no ids to filter by: name the worker, "
+            "and only the worker (--worker ID; the WORKER_CRASHED event names it)"
+        )
+    return worker
+
+
+def open_reader(session_dir: str, selection: Selection, process_output: bool) -> Any:
+    """A :class:`Reader` of the selection, or with ``process_output`` an :class:`OutputReader`
+    of its worker (``ValueError`` from :func:`output_worker`)."""
+    if process_output:
+        return OutputReader(session_dir, output_worker(selection))
+    return Reader(session_dir, selection)

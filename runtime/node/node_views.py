@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from freight.core.logs import Reader, Selection
+from freight.core.logs import OutputReader, Reader
 from freight.core.references import ANSWER_TIMEOUT_S, ask_processes, rows_of
 from freight.protocol.generated import freight_pb2 as pb
 
@@ -61,7 +61,7 @@ class LogService:
         self.followers = 0
 
     async def read(
-        self, selection: Selection, tail: int, follow: bool
+        self, reader: Reader | OutputReader, tail: int, follow: bool
     ) -> AsyncIterator[pb.ReadLogsReply]:
         """The matching lines written so far (the last ``tail``; all for 0) in time order, a
         reply marked ``caught_up``, then, with ``follow``, new lines until cancelled."""
@@ -70,7 +70,6 @@ class LogService:
                 f"node {self.node_id[:12]} already serves {MAX_FOLLOWERS} followed log streams; "
                 "stop one of them (or read without --follow)"
             )
-        reader = Reader(self.session_dir, selection)
         if follow:
             self.followers += 1
         try:

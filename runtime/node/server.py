@@ -17,7 +17,7 @@ import grpc
 from loguru import logger
 
 from freight.config import HEARTBEAT_INTERVAL_S, SettingsError, check_settings, settings
-from freight.core.logs import Selection
+from freight.core.logs import Selection, open_reader
 from freight.core.placement import NodeState
 from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
@@ -146,10 +146,11 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
             selection = Selection.checked(dict(request.ids), request.component, request.since)
             if request.tail < 0:
                 raise ValueError(f"tail must be 0 (everything) or more, not {request.tail}")
+            reader = open_reader(self.agent.session_dir, selection, request.process_output)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            async for reply in self.logs.read(selection, request.tail, request.follow):
+            async for reply in self.logs.read(reader, request.tail, request.follow):
                 yield reply
         except TooManyFollowers as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

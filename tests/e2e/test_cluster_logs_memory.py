@@ -53,6 +53,15 @@ def print_near(marker: str) -> str:
     return freight.get_runtime_context().get_node_id()
 
 
+@freight.remote(resources=FAR)
+def write_below_python(marker: str) -> str:
+    """Writes to its stdout's file descriptor, and runs a child that writes there: neither
+    passes through Python's sys.stdout, so neither is a log record."""
+    os.write(1, f"{marker}-fd\n".encode())
+    subprocess.run(["echo", f"{marker}-child"], check=True)
+    return freight.get_runtime_context().get_worker_id()
+
+
 @freight.remote(resources=FAR, num_cpus=0)
 class Holder:
     """Holds an object it put, on the second node."""
@@ -182,6 +191,36 @@ def test_follow_prints_lines_of_every_node_written_after_it_started(
     assert code == 0, err
     assert seen[far_marker]["node_id"] == cluster.nodes[1].node_id
     assert seen[near_marker]["node_id"] == cluster.nodes[0].node_id
+
+
+def test_process_output_shows_what_a_worker_on_another_node_wrote_itself(
+    cluster: Cluster,
+) -> None:
+    marker = f"raw-{uuid.uuid4().hex[:8]}"
+    worker = freight.get(write_below_python.remote(marker))
+    records = cli(cluster, "logs", "--worker", worker, "--tail", "0", "-o", "json")
+    assert records.returncode == 0, records.stderr
+    assert f"{marker}-fd" not in [r["message"] for r in json_lines(records.stdout)]
+    wanted = [f"{marker}-fd", f"{marker}-child"]
+    text = wait_until(
+        lambda: (
+            (p := cli(cluster, "logs", "--worker", worker, "--process-output", "--tail", "0"))
+            and all(w in p.stdout.splitlines() for w in wanted)
+            and p
+        ),
+        30,
+        "the worker's own output lines",
+    )
+    assert text.returncode == 0, text.stderr
+    as_json = cli(cluster, "logs", "--worker", worker, "--process-output", "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    lines = [r for r in json_lines(as_json.stdout) if r["message"] in wanted]
+    assert [r["message"] for r in lines] == wanted
+    assert all(r["node_id"] == cluster.nodes[1].node_id for r in lines), lines
+    assert all(r["worker_id"].startswith(worker) for r in lines), lines
+    for bad in (("--process-output",), ("--worker", worker, "--task", "ab", "--process-output")):
+        proc = cli(cluster, "logs", *bad)
+        assert proc.returncode == 2 and "--worker ID" in proc.stderr, proc.stderr
 
 
 def _alive(proc: subprocess.Popen[bytes]) -> bool:

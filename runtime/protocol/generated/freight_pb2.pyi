@@ -961,7 +961,7 @@ class ListWorkersReply(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
 
 class ReadLogsRequest(_message.Message):
-    __slots__ = ("ids", "component", "tail", "follow", "since")
+    __slots__ = ("ids", "component", "tail", "follow", "since", "process_output")
     class IdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -974,12 +974,14 @@ class ReadLogsRequest(_message.Message):
     TAIL_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.ScalarMap[str, str]
     component: str
     tail: int
     follow: bool
     since: float
-    def __init__(self, ids: _Optional[_Mapping[str, str]] = ..., component: _Optional[str] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ..., since: _Optional[float] = ...) -> None: ...
+    process_output: bool
+    def __init__(self, ids: _Optional[_Mapping[str, str]] = ..., component: _Optional[str] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ..., since: _Optional[float] = ..., process_output: _Optional[bool] = ...) -> None: ...
 
 class ReadLogsReply(_message.Message):
     __slots__ = ("node_id", "records", "caught_up")
