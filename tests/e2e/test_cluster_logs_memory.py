@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 import freight
@@ -223,6 +224,113 @@ def test_process_output_shows_what_a_worker_on_another_node_wrote_itself(
         assert proc.returncode == 2 and "--worker ID" in proc.stderr, proc.stderr
 
 
+def test_follow_reads_a_node_that_joined_after_it_started(cluster: Cluster, tmp_path: Path) -> None:
+    job_id = freight.get_runtime_context().get_job_id()
+    out_path = tmp_path / "follow.out"
+    with open(out_path, "w") as out:
+        follower = subprocess.Popen(
+            [FREIGHT, "logs", "-f", "--tail", "1", "--job", job_id, "-o", "json",
+             "--address", cluster.address],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_default_sigint,
+        )  # fmt: skip
+    late = None
+    try:
+        wait_until(
+            lambda: _alive(follower) and json_lines(out_path.read_text()),
+            60,
+            "the history's last line from `freight logs -f`",
+        )
+        late = cluster.add_node(num_cpus=1, resources={"late": 1.0})
+        marker = f"late-{uuid.uuid4().hex[:8]}"
+        ran_on = freight.get(print_near.options(resources={"late": 1.0}).remote(marker))
+        assert ran_on == late.node_id
+        seen = wait_until(
+            lambda: (
+                _alive(follower)
+                and (got := {r["message"]: r for r in json_lines(out_path.read_text())})
+                and marker in got
+                and got
+            ),
+            60,
+            "the joined node's line in the `freight logs -f` output",
+        )
+        assert seen[marker]["node_id"] == late.node_id
+    finally:
+        follower.send_signal(signal.SIGINT)
+        code = follower.wait(timeout=30)
+        assert follower.stderr is not None
+        err = follower.stderr.read().decode()
+        follower.stderr.close()
+        if late is not None:
+            cluster.remove_node(late)
+            cluster.wait_for_nodes()
+    assert code == 0, err
+
+
+def test_an_agent_follows_a_bounded_number_of_streams(cluster: Cluster) -> None:
+    from freight.node.node_views import MAX_FOLLOWERS
+    from freight.protocol.generated import freight_pb2 as pb
+    from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+    from freight.util.grpc_auth import sync_channel
+
+    (far,) = [n for n in _nodes(cluster) if n.node_id == cluster.nodes[1].node_id]
+    channel = sync_channel(far.agent_address, _session_token(cluster))
+    stub = pb_grpc.NodeAgentServiceStub(channel)
+    request = pb.ReadLogsRequest(ids={"task_id": "ffff"}, follow=True)
+    calls = []
+    try:
+        for _ in range(MAX_FOLLOWERS):
+            calls.append(stub.ReadLogs(request))
+            while not next(calls[-1]).caught_up:  # following from here on
+                pass
+        refused = stub.ReadLogs(request)
+        with pytest.raises(grpc.RpcError) as err:
+            next(refused)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"already serves {MAX_FOLLOWERS} followed log streams" in err.value.details()
+        calls.pop().cancel()
+        again = wait_until(
+            lambda: _first_reply(stub.ReadLogs(request)), 30, "a follow slot after a cancel"
+        )
+        assert again.caught_up
+        bad = stub.ReadLogs(pb.ReadLogsRequest(ids={"task_id": "xyz!"}))
+        with pytest.raises(grpc.RpcError) as err:
+            next(bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "hex id" in err.value.details()
+    finally:
+        for call in calls:
+            call.cancel()
+        channel.close()
+
+
+def _nodes(cluster: Cluster) -> Any:
+    from freight.client.head_client import HeadClient
+    from freight.client.head_client import pb_module as pb
+
+    head = HeadClient(cluster.address, _session_token(cluster))
+    try:
+        return head.call("ListNodes", pb.ListNodesRequest()).nodes
+    finally:
+        head.close()
+
+
+def _first_reply(call: Any) -> Any:
+    """The stream's first reply, or None when the agent refused it for now."""
+    try:
+        return next(call)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise
+        return None
+    finally:
+        call.cancel()
+
+
 def _alive(proc: subprocess.Popen[bytes]) -> bool:
     if proc.poll() is not None:
         pytest.fail(f"`freight logs -f` exited with {proc.returncode}")
@@ -295,7 +403,7 @@ def test_a_node_that_does_not_answer_is_named_and_the_rest_printed(
     far = cluster.nodes[1]
     marker = f"near-{uuid.uuid4().hex[:8]}"
     assert freight.get(print_near.remote(marker)) == cluster.nodes[0].node_id
-    env = {"FREIGHT_STATE_AGENT_TIMEOUT_S": "1"}
+    env = {"FREIGHT_STATE_AGENT_TIMEOUT_S": "2"}
     os.kill(far.process.pid, signal.SIGSTOP)
     try:
         logs = cli(cluster, "logs", "--tail", "0", "-o", "json", **env)
