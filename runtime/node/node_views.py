@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -47,6 +48,16 @@ def _take(records: Iterator[dict[str, Any]]) -> tuple[list[str], bool]:
     return out, True
 
 
+def _fill(records: Iterator[dict[str, Any]], window: deque[dict[str, Any]]) -> bool:
+    """Move records into ``window`` for up to :data:`BATCH_S`; whether they have ended."""
+    deadline = time.monotonic() + BATCH_S
+    for rec in records:
+        window.append(rec)
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
 def _batches(texts: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(texts), BATCH_RECORDS):
         yield texts[i : i + BATCH_RECORDS]
@@ -73,7 +84,14 @@ class LogService:
         if follow:
             self.followers += 1
         try:
-            history = iter(await asyncio.to_thread(reader.history, tail))
+            history = iter(await asyncio.to_thread(reader.history, 0))
+            if tail:
+                # The last lines come after every line is read: meanwhile the caller hears
+                # from the node (empty replies), as it does while a filter finds nothing.
+                window: deque[dict[str, Any]] = deque(maxlen=tail)
+                while not await asyncio.to_thread(_fill, history, window):
+                    yield pb.ReadLogsReply(node_id=self.node_id)
+                history = iter(window)
             ended = False
             while not ended:
                 batch, ended = await asyncio.to_thread(_take, history)
