@@ -46,6 +46,7 @@ from . import common
 POLL_S = 0.25  # --session-dir --follow: how often the files are read again
 NODES_EVERY_S = 5.0  # --follow: how often to look for nodes that joined
 QUEUED_REPLIES = 64  # replies held per node before its stream waits for this command
+CLOSE_S = 5.0  # how long closing waits for a stream's pump to end
 _END = object()
 
 
@@ -147,13 +148,19 @@ class NodeStream:
         self, agent: agents.Agent, token: str, request: pb.ReadLogsRequest, wake: threading.Event
     ) -> None:
         self.agent = agent
+        self.follow = request.follow
         self.replies: queue.Queue[Any] = queue.Queue(QUEUED_REPLIES)
         self.error: BaseException | None = None
         self.done = False
+        self.caught_up = False  # every line written before the call has come
+        self.closed = False
         self.wake = wake
         self.channel = agents.AgentChannel(agent, token)
         self.call = self.channel.stub.ReadLogs(request)
-        threading.Thread(target=self._pump, daemon=True, name=f"logs-{agent.node_id[:8]}").start()
+        self.pump = threading.Thread(
+            target=self._pump, daemon=True, name=f"logs-{agent.node_id[:8]}"
+        )
+        self.pump.start()
 
     def _pump(self) -> None:
         try:
@@ -169,10 +176,13 @@ class NodeStream:
         """The records of one queued item; None at the end of the stream."""
         if item is _END:
             self.done = True
+            if self.follow and self.error is None:  # a followed stream ends only with its node
+                self.error = ConnectionError("its agent ended the stream")
             return None
         if isinstance(item, BaseException):
             self.error = self.error or item
             return []
+        self.caught_up = self.caught_up or item.caught_up
         records = [json.loads(r) for r in item.records]
         for rec in records:  # the node whose folder holds the line (the head's lines too)
             rec.setdefault("node_id", item.node_id)
@@ -197,7 +207,7 @@ class NodeStream:
             if records is None:
                 return
             yield from records
-            if not isinstance(item, BaseException) and item.caught_up:
+            if self.caught_up:
                 return
 
     def new_records(self) -> list[dict[str, Any]]:
@@ -214,7 +224,20 @@ class NodeStream:
         return out
 
     def close(self) -> None:
+        """Cancel the stream and wait for its pump to end: a daemon thread stopped by the
+        interpreter's exit while it holds the call's lock hangs the exit (the call's
+        finalizer waits for that lock)."""
+        if self.closed:
+            return
+        self.closed = True
         self.call.cancel()
+        deadline = time.monotonic() + CLOSE_S
+        while self.pump.is_alive() and time.monotonic() < deadline:
+            try:
+                self.replies.get_nowait()  # a pump waiting for room in the queue goes on
+            except queue.Empty:
+                pass
+            self.pump.join(timeout=0.05)
         self.channel.close()
 
 
@@ -252,9 +275,14 @@ def cluster_logs(
                 batch.sort(key=lambda r: r["timestamp"])
             _print(batch, render)
             _warn(streams, warned)
-            if time.monotonic() >= next_look:
+            ended = all(s.done for s in streams)
+            if ended or time.monotonic() >= next_look:
                 next_look = time.monotonic() + NODES_EVERY_S
-                streams += _joined(target, streams, request(started), wake)
+                joined = _joined(target, streams, request(started), wake)
+                streams += joined
+                if ended and not joined:  # the cluster stopped, say (kubectl's pod ended)
+                    print("freight logs: no node is left to follow", file=sys.stderr)
+                    break
     except KeyboardInterrupt:
         pass
     finally:
@@ -268,7 +296,13 @@ def _warn(streams: list[NodeStream], warned: set[str]) -> None:
     for s in streams:
         if s.error is not None and s.agent.node_id not in warned:
             warned.add(s.agent.node_id)
-            text = agents.did_not_answer(s.agent, s.error, "its log lines")
+            if s.caught_up:  # followed, then gone: its node stopped or left, say
+                text = (
+                    f"{s.agent.name} stopped answering ({agents.why(s.error)}): its lines "
+                    "from then on are missing"
+                )
+            else:
+                text = agents.did_not_answer(s.agent, s.error, "its log lines")
             print(f"freight logs: warning: {text}", file=sys.stderr, flush=True)
 
 

@@ -62,13 +62,16 @@ class AgentChannel:
         self.channel.close()
 
 
+def why(e: BaseException) -> str:
+    """A failed call's reason, short: ``UNAVAILABLE: ...``."""
+    if isinstance(e, grpc.RpcError) and hasattr(e, "code"):
+        return f"{e.code().name}: {e.details()}"
+    return str(e) or type(e).__name__
+
+
 def did_not_answer(agent: Agent, e: BaseException, what: str) -> str:
     """The warning for a node whose ``what`` (its logs, its references) are missing."""
-    if isinstance(e, grpc.RpcError) and hasattr(e, "code"):
-        why = f"{e.code().name}: {e.details()}"
-    else:
-        why = str(e) or type(e).__name__
-    return f"{agent.name} did not answer ({why}): {what} are missing from this answer"
+    return f"{agent.name} did not answer ({why(e)}): {what} are missing from this answer"
 
 
 def ask_all(agents: list[Agent], token: str, ask: Any) -> list[tuple[Agent, Any, Any]]:

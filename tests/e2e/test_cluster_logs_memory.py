@@ -259,6 +259,17 @@ def test_follow_reads_a_node_that_joined_after_it_started(cluster: Cluster, tmp_
             "the joined node's line in the `freight logs -f` output",
         )
         assert seen[marker]["node_id"] == late.node_id
+        # A node that leaves is named; the others are still followed.
+        cluster.remove_node(late)
+        late = None
+        cluster.wait_for_nodes()
+        after = f"after-{uuid.uuid4().hex[:8]}"
+        freight.get(print_near.remote(after))
+        wait_until(
+            lambda: _alive(follower) and after in out_path.read_text(),
+            60,
+            "a line of the head's node after the late node left",
+        )
     finally:
         follower.send_signal(signal.SIGINT)
         code = follower.wait(timeout=30)
@@ -268,7 +279,29 @@ def test_follow_reads_a_node_that_joined_after_it_started(cluster: Cluster, tmp_
         if late is not None:
             cluster.remove_node(late)
             cluster.wait_for_nodes()
-    assert code == 0, err
+    assert code == 5, err  # partial: one node's lines stopped coming
+    assert f"node {seen[marker]['node_id'][:12]}" in err and "stopped answering" in err, err
+
+
+def test_follow_ends_when_no_node_is_left(cluster: Cluster, tmp_path: Path) -> None:
+    """A cluster that stops (a program's own, say) ends `logs -f` following it."""
+    with Cluster(initialize_head=True) as other:
+        follower = subprocess.Popen(
+            [FREIGHT, "logs", "-f", "--tail", "1", "--address", other.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+        )
+        assert follower.stdout is not None and follower.stderr is not None
+        assert follower.stdout.readline()  # the history: following from here on
+        other.shutdown()
+        code = follower.wait(timeout=60)
+    err = follower.stderr.read().decode()
+    follower.stdout.close()
+    follower.stderr.close()
+    assert code == 5, err
+    assert "no node is left to follow" in err and "stopped answering" in err, err
 
 
 def test_an_agent_follows_a_bounded_number_of_streams(cluster: Cluster) -> None:
