@@ -477,8 +477,9 @@ SETTINGS: dict[str, Setting] = {
             "FREIGHT_STATE_AGENT_TIMEOUT_S",
             float,
             3.0,
-            "How long the state API waits for each node agent (workers, objects) before it answers "
-            "without that node and marks the answer partial.",
+            "How long the state API, `freight logs` and `freight memory` wait for each node agent "
+            "(workers, objects, log lines, references) before they answer without that node and "
+            "mark the answer partial.",
             gt=0,
         ),
         Setting(

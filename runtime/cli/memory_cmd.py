@@ -1,84 +1,65 @@
 """`freight memory`: every live object reference, who holds it and why, grouped and sorted.
 
-Each driver and worker of the session is asked over its owner socket what it refers to (its
-reference table: local references, pending task arguments, containing objects, borrowers,
-pins), so the answer is exact for this machine's processes. Where an object lies comes from the
-owner ("inline", "shared memory"), and the stores (through the state API) say which objects are
-spilled to disk now.
+Every alive node's agent asks its drivers and workers over their owner sockets what they refer
+to (their reference tables: local references, pending task arguments, containing objects,
+borrowers, pins; the ``Memory`` RPC), so the answer is exact for the whole cluster. Where an
+object lies comes from the owner ("inline", "shared memory"), and the stores (through the state
+API) say which objects are spilled to disk now. A node that does not answer is named in a
+warning; the rest is printed and the exit code is 5 (partial).
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import os
 import sys
 from typing import Any
 
 from rich.table import Table
 
-from freight.client import access
-from freight.protocol import frames
-from freight.protocol import messages as m
-from freight.util.tokens import read_token_file
+from freight.client import access, agents
+from freight.config import settings
+from freight.core.references import reference_types
+from freight.protocol.generated import freight_pb2 as pb
 
 from . import common
-from .status import _gib, status_report
+from .status import _gib
 
-# The reference types Ray's `ray memory` shows, from the holder descriptions of the table.
-REFERENCE_TYPES = (
-    ("local reference", "LOCAL_REFERENCE"),
-    ("pending task argument", "USED_BY_PENDING_TASK"),
-    ("contained in", "CAPTURED_IN_OBJECT"),
-    ("borrowed by", "BORROWED"),
-    ("pinned", "PINNED_IN_MEMORY"),
-)
 GROUPS = ("node", "callsite", "process", "none")
 SPILLED = "spilled to disk"
 SPILLED_LIMIT = 1_000_000  # spilled objects asked for (the state API pages through them)
 SORTS = ("size", "count", "object")
 
 
-def reference_types(held_by: list[str]) -> list[str]:
-    out = [name for prefix, name in REFERENCE_TYPES if any(h.startswith(prefix) for h in held_by)]
-    return out or ["UNREFERENCED"]
-
-
-def memory_rows(session_dir: str, token: str) -> list[dict[str, Any]]:
-    """Ask every driver and worker of the session what it holds."""
+def cluster_rows(target: access.Target) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every alive node's references, and a warning per node that did not answer."""
+    alive = agents.alive_agents(target)
+    answers = agents.ask_all(
+        alive,
+        target.token,
+        lambda stub: stub.Memory(pb.NodeMemoryRequest(), timeout=settings.state_agent_timeout_s),
+    )
     rows: list[dict[str, Any]] = []
-    for sock in sorted(glob.glob(os.path.join(session_dir, "sockets", "*.sock"))):
-        if os.path.basename(sock).startswith("agent-"):
+    warnings: list[str] = []
+    for agent, reply, error in answers:
+        if error is not None:
+            warnings.append(agents.did_not_answer(agent, error, "its processes' references"))
             continue
-        try:
-            fs = frames.connect_unix(sock, token, ("cli", ""), timeout=2)
-        except ConnectionError:
-            continue  # a process that exited since the listing
-        try:
-            fs.sock.settimeout(5)
-            fs.send(m.MemoryRequest(1))
-            reply = fs.recv()
-        except (OSError, frames.ProtocolError):
-            continue
-        finally:
-            fs.close()
-        if type(reply) is not m.MemoryReply:
-            continue
-        for oid, size, where, owned, holders, site in reply.rows:
+        for r in reply.references:
+            held_by = list(r.held_by)
             rows.append(
                 {
-                    "object_id": oid,
-                    "size": size,
-                    "where": where,
+                    "object_id": r.object_id,
+                    "size": r.size,
+                    "where": r.where,
                     "node_id": reply.node_id,
-                    "process": f"{reply.role} pid={reply.pid}",
-                    "owner": owned,
-                    "held_by": holders,
-                    "reference_types": reference_types(holders),
-                    "call_site": site,
+                    "process": r.process,
+                    "owner": r.owner,
+                    "held_by": held_by,
+                    "reference_types": reference_types(held_by),
+                    "call_site": r.call_site,
                 }
             )
-    return rows
+    return rows, warnings
 
 
 def mark_spilled(rows: list[dict[str, Any]], address: str) -> str:
@@ -123,23 +104,12 @@ def _owned_bytes(rows: list[dict[str, Any]]) -> int:
 
 def cmd_memory(args: argparse.Namespace) -> int:
     target = common.target(args)
-    # Asked first: an address that does not answer, or a wrong token, is said as such.
-    status_report(target.address, target.token)
-    if not target.session_dir:
-        raise access.CommandFailed(
-            f"the cluster at {target.address} has no session folder on this machine: run "
-            "`freight memory` on one of its nodes (it asks this machine's processes)."
-        )
-    if target.token != read_token_file(target.session_dir):
-        raise access.AccessDenied(
-            "`freight memory` asks the cluster's processes over their own sockets, which take "
-            "the admin token only, and FREIGHT_TOKEN is another (the read-only token?). Unset "
-            "it to use the session's admin token."
-        )
-    rows = memory_rows(target.session_dir, target.token)
-    warnings = [mark_spilled(rows, target.address)] if rows else []
-    warnings = [w for w in warnings if w]
+    rows, partial = cluster_rows(target)
+    spilled_warning = mark_spilled(rows, target.address) if rows else ""
+    warnings = [*partial, *([spilled_warning] if spilled_warning else [])]
     groups = group_rows(rows, args.group_by, args.sort_by)
+    for warning in warnings:  # also with -o json: the envelope is for scripts, this for people
+        print(f"freight memory: warning: {warning}", file=sys.stderr)
     fmt = common.chosen(args)
     if common.is_structured(fmt):
         items = [{"group": g, "owned_bytes": _owned_bytes(rs), "objects": rs} for g, rs in groups]
@@ -149,13 +119,12 @@ def cmd_memory(args: argparse.Namespace) -> int:
                 rows if args.group_by == "none" else items,
                 group_by=args.group_by,
                 owned_bytes=_owned_bytes(rows),
+                partial=bool(partial),
                 warnings=warnings,
             ),
             fmt,
         )
-        return 0
-    for warning in warnings:
-        print(f"freight memory: warning: {warning}", file=sys.stderr)
+        return access.EXIT_PARTIAL if partial else 0
     console = common.console()
     for name, members in groups:
         title = f"{args.group_by} {name}: " if args.group_by != "none" else ""
@@ -181,11 +150,13 @@ def cmd_memory(args: argparse.Namespace) -> int:
         f"total owned: {_gib(_owned_bytes(rows))} in {len(owned)} object(s)"
         + (f", {_gib(_owned_bytes(spilled))} of it in {len(spilled)} spilled" if spilled else "")
     )
-    return 0
+    return access.EXIT_PARTIAL if partial else 0
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("memory", help="every live object: size, owner, what keeps it alive")
+    p = sub.add_parser(
+        "memory", help="every live object of the cluster: size, owner, what keeps it alive"
+    )
     common.add_address_option(p)
     p.add_argument("--group-by", choices=GROUPS, default="node")
     p.add_argument("--sort-by", choices=SORTS, default="size")

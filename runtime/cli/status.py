@@ -40,25 +40,20 @@ def status_report(head_address: str, token: str) -> Any:
 
 def _refresh_nodes(st: Any, token: str) -> None:
     """Replace each node's heartbeat figures (up to a second old) with its agent's own."""
-    import grpc
-
+    from freight.client import agents
     from freight.client.head_client import pb_module as pb
-    from freight.protocol.generated import freight_pb2_grpc as pb_grpc
-    from freight.util.grpc_auth import sync_channel
 
+    asked = [agents.Agent(n.node_id, n.agent_address, n.is_head_node) for n in st.nodes]
+    answers = agents.ask_all(
+        asked, token, lambda stub: stub.GetNodeStats(pb.GetNodeStatsRequest(), timeout=2)
+    )
+    fresh = {agent.node_id: reply for agent, reply, error in answers if error is None}
     available: dict[str, float] = {}
     for node in st.nodes:
-        channel = sync_channel(node.agent_address, token)
-        try:
-            fresh = pb_grpc.NodeAgentServiceStub(channel).GetNodeStats(
-                pb.GetNodeStatsRequest(), timeout=2
-            )
-            node.available.CopyFrom(fresh.node.available)
-            node.stats.CopyFrom(fresh.node.stats)
-        except grpc.RpcError:
-            pass  # keep the heartbeat figures of a node that does not answer
-        finally:
-            channel.close()
+        got = fresh.get(node.node_id)
+        if got is not None:  # a node that does not answer keeps its heartbeat figures
+            node.available.CopyFrom(got.node.available)
+            node.stats.CopyFrom(got.node.stats)
         for k, v in node.available.amounts.items():
             available[k] = available.get(k, 0.0) + v
     st.available.amounts.clear()

@@ -34,6 +34,7 @@ EXIT_FAILED = 1  # the command ran and failed: not found, refused by the cluster
 EXIT_USAGE = 2  # a bad option, argument, filter or setting: nothing was done
 EXIT_UNREACHABLE = 3  # no cluster found, or it did not answer
 EXIT_DENIED = 4  # the token is wrong, or its role may not do this
+EXIT_PARTIAL = 5  # printed what answered; a warning names the nodes that did not
 EXIT_BROKEN_PIPE = 141  # the reader of the output went away (128 + SIGPIPE, as `yes | head`)
 
 

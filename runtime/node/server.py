@@ -17,6 +17,7 @@ import grpc
 from loguru import logger
 
 from freight.config import HEARTBEAT_INTERVAL_S, SettingsError, check_settings, settings
+from freight.core.logs import Selection, open_reader
 from freight.core.placement import NodeState
 from freight.objects.store import default_capacity, total_memory
 from freight.observe import tracing
@@ -41,6 +42,7 @@ from .agent import NodeAgent, check_resources
 from .events import event_loop
 from .memory_monitor import MemoryMonitor, monitor_loop
 from .metrics import serve_node_metrics
+from .node_views import LogService, TooManyFollowers, node_memory
 from .transfer import serve_chunks
 from .worker_info import WorkerInfoSource
 
@@ -52,6 +54,7 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
         self.agent = agent
         self.node_info = node_info
         self.worker_info = WorkerInfoSource()  # rows of ListWorkers
+        self.logs = LogService(node_info.node_id, agent.session_dir)
 
     async def StartActor(self, request: pb.StartActorRequest, context: Any) -> pb.StartActorReply:
         actor = request.actor
@@ -158,6 +161,28 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
         self.agent.set_draining(request.draining, request.seq)
         tasks, actors, waiting = self.agent.drain_figures()
         return pb.SetDrainingReply(running_tasks=tasks, running_actors=actors, waiting=waiting)
+
+    async def ReadLogs(self, request: pb.ReadLogsRequest, context: Any) -> Any:
+        try:
+            selection = Selection.checked(dict(request.ids), request.component, request.since)
+            if request.tail < 0:
+                raise ValueError(f"tail must be 0 (everything) or more, not {request.tail}")
+            reader = open_reader(self.agent.session_dir, selection, request.process_output)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            async for reply in self.logs.read(reader, request.tail, request.follow):
+                yield reply
+        except TooManyFollowers as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+
+    async def Memory(self, request: Any, context: Any) -> pb.NodeMemoryReply:
+        return await node_memory(
+            self.node_info.node_id,
+            self.agent.session_dir,
+            self.agent.token,
+            context.time_remaining(),
+        )
 
     async def Shutdown(self, request: Any, context: Any) -> pb.ShutdownReply:
         logger.info("shutdown requested: {}", request.reason)

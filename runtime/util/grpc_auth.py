@@ -79,7 +79,8 @@ def _peer_host(peer: str) -> str:
 
 
 # Calls the read-only token may make: reading state, watching it, reading jobs and their logs,
-# the key/value reads service discovery uses, node figures. Every other call changes the cluster
+# the key/value reads service discovery uses, node figures, a node's logs and its processes'
+# reference tables (ids, sizes and reasons; never object data). Every other call changes the cluster
 # (or runs code, or reads object data) and needs the admin token.
 READ_ONLY_METHODS = frozenset(
     {
@@ -101,6 +102,8 @@ READ_ONLY_METHODS = frozenset(
         "/freight.v1.NodeAgentService/GetNodeStats",
         "/freight.v1.NodeAgentService/ListObjects",
         "/freight.v1.NodeAgentService/ListWorkers",
+        "/freight.v1.NodeAgentService/ReadLogs",
+        "/freight.v1.NodeAgentService/Memory",
     }
 )
 _READ_ONLY_REFUSAL = (

@@ -26,8 +26,8 @@ import pytest
 
 import freight
 from freight._api import _require_worker
-from freight.cli.memory_cmd import memory_rows
 from freight.config import settings
+from freight.core.references import memory_rows
 from freight.testing import local_cluster, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 

@@ -14,8 +14,8 @@ import pytest
 
 import freight
 from freight._api import _require_worker
-from freight.cli.memory_cmd import memory_rows
 from freight.cli.status import status_report
+from freight.core.references import memory_rows
 from freight.exceptions import ObjectStoreFullError
 from freight.testing import local_cluster
 from freight.testing import wait_for_condition as wait_until

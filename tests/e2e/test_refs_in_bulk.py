@@ -14,7 +14,7 @@ import cloudpickle
 import pytest
 
 import freight
-from freight.cli.memory_cmd import memory_rows
+from freight.core.references import memory_rows
 from freight.testing import wait_for_condition as wait_until
 
 # Workers cannot import this test module: ship the remote functions below by value.

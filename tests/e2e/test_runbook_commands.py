@@ -46,6 +46,7 @@ PLACEHOLDERS = {
     "node-id": "0123456789abcdef0123456789abcdef",
     "job-id": "00000001",
     "actor-id": "0123456789abcdef01234567",
+    "worker-id": "0123456789abcdef",
     "head-address": "127.0.0.1:6390",
     "control-store-file": "/var/lib/freight/control.db",
 }
@@ -190,6 +191,9 @@ class Holder:
     def whoami(self):
         return freight.get_runtime_context().get_actor_id()
 
+    def worker(self):
+        return freight.get_runtime_context().get_worker_id()
+
     def crash(self):
         os._exit(1)
 
@@ -202,6 +206,7 @@ except Exception:
 pending = never_fits.remote()
 holder = Holder.remote()
 actor_id = freight.get(holder.whoami.remote())
+crashed_worker = freight.get(holder.worker.remote())
 try:
     freight.get(holder.crash.remote())
 except Exception:
@@ -210,6 +215,7 @@ assert freight.get(holder.whoami.remote()) == actor_id  # restarted
 held = freight.put(b"x" * (2 << 20))
 print("job", freight.get_runtime_context().get_job_id())
 print("actor", actor_id)
+print("worker", crashed_worker)
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -308,6 +314,7 @@ def cluster() -> Iterator[dict[str, Any]]:
                     "node-id": node_id,
                     "job-id": ids["job"],
                     "actor-id": ids["actor"],
+                    "worker-id": ids["worker"],
                     "head-address": address,
                     "control-store-file": str(Path(session) / "control.db"),
                 },

@@ -1102,6 +1102,71 @@ class ListWorkersReply(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
 
+class ReadLogsRequest(_message.Message):
+    __slots__ = ("ids", "component", "tail", "follow", "since", "process_output")
+    class IdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.ScalarMap[str, str]
+    component: str
+    tail: int
+    follow: bool
+    since: float
+    process_output: bool
+    def __init__(self, ids: _Optional[_Mapping[str, str]] = ..., component: _Optional[str] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ..., since: _Optional[float] = ..., process_output: _Optional[bool] = ...) -> None: ...
+
+class ReadLogsReply(_message.Message):
+    __slots__ = ("node_id", "records", "caught_up")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    records: _containers.RepeatedScalarFieldContainer[str]
+    caught_up: bool
+    def __init__(self, node_id: _Optional[str] = ..., records: _Optional[_Iterable[str]] = ..., caught_up: _Optional[bool] = ...) -> None: ...
+
+class ObjectReference(_message.Message):
+    __slots__ = ("object_id", "size", "where", "process", "owner", "held_by", "call_site")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
+    CALL_SITE_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    size: int
+    where: str
+    process: str
+    owner: bool
+    held_by: _containers.RepeatedScalarFieldContainer[str]
+    call_site: str
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., where: _Optional[str] = ..., process: _Optional[str] = ..., owner: _Optional[bool] = ..., held_by: _Optional[_Iterable[str]] = ..., call_site: _Optional[str] = ...) -> None: ...
+
+class NodeMemoryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeMemoryReply(_message.Message):
+    __slots__ = ("node_id", "references", "processes")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    references: _containers.RepeatedCompositeFieldContainer[ObjectReference]
+    processes: int
+    def __init__(self, node_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ObjectReference, _Mapping]]] = ..., processes: _Optional[int] = ...) -> None: ...
+
 class CheckHealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -1662,6 +1662,16 @@ class NodeAgentServiceStub:
                 request_serializer=freight__pb2.SetDrainingRequest.SerializeToString,
                 response_deserializer=freight__pb2.SetDrainingReply.FromString,
                 _registered_method=True)
+        self.ReadLogs = channel.unary_stream(
+                '/freight.v1.NodeAgentService/ReadLogs',
+                request_serializer=freight__pb2.ReadLogsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ReadLogsReply.FromString,
+                _registered_method=True)
+        self.Memory = channel.unary_unary(
+                '/freight.v1.NodeAgentService/Memory',
+                request_serializer=freight__pb2.NodeMemoryRequest.SerializeToString,
+                response_deserializer=freight__pb2.NodeMemoryReply.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServiceServicer:
@@ -1745,6 +1755,18 @@ class NodeAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Memory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1812,6 +1834,16 @@ def add_NodeAgentServiceServicer_to_server(servicer, server):
                     servicer.SetDraining,
                     request_deserializer=freight__pb2.SetDrainingRequest.FromString,
                     response_serializer=freight__pb2.SetDrainingReply.SerializeToString,
+            ),
+            'ReadLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadLogs,
+                    request_deserializer=freight__pb2.ReadLogsRequest.FromString,
+                    response_serializer=freight__pb2.ReadLogsReply.SerializeToString,
+            ),
+            'Memory': grpc.unary_unary_rpc_method_handler(
+                    servicer.Memory,
+                    request_deserializer=freight__pb2.NodeMemoryRequest.FromString,
+                    response_serializer=freight__pb2.NodeMemoryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2165,6 +2197,60 @@ class NodeAgentService:
             '/freight.v1.NodeAgentService/SetDraining',
             freight__pb2.SetDrainingRequest.SerializeToString,
             freight__pb2.SetDrainingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/ReadLogs',
+            freight__pb2.ReadLogsRequest.SerializeToString,
+            freight__pb2.ReadLogsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Memory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/Memory',
+            freight__pb2.NodeMemoryRequest.SerializeToString,
+            freight__pb2.NodeMemoryReply.FromString,
             options,
             channel_credentials,
             insecure,
