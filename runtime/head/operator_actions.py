@@ -12,7 +12,6 @@ import grpc
 from loguru import logger
 
 from freight.core.task_state import TERMINAL
-from freight.protocol.frames import split_address
 from freight.protocol.generated import freight_pb2 as pb
 
 from .nodes import NodeDirectory
@@ -74,6 +73,10 @@ def actor_named(actors: list[pb.ActorInfo], actor_id: str) -> str:
 def _owner_nodes(nodes: list[pb.NodeInfo], owner: str) -> list[pb.NodeInfo]:
     """The nodes the owner may be connected to: the one whose socket folder holds the owner's
     Unix socket (a process's data-plane socket lies beside its agent's), else every node."""
+    # (Imported here: frames reads FREIGHT_MAX_FRAME_BYTES when imported, and the head checks
+    # its settings before it imports what reads them.)
+    from freight.protocol.frames import split_address
+
     path = split_address(owner)[0]
     folder = os.path.dirname(path) if path else ""
     mine = [n for n in nodes if folder and os.path.dirname(n.data_socket) == folder]
