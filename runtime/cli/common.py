@@ -46,7 +46,7 @@ def add_output_option(p: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         default=None,
         metavar="FORMAT",
-        help="table (default), wide (ids and texts whole), json or yaml",
+        help="table (default), wide (more columns, ids and texts whole), json or yaml",
     )
 
 

@@ -71,6 +71,10 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
 }  # fmt: skip
 
 
+# Columns only `-o wide` shows (as kubectl's wide adds the IP and node columns).
+WIDE_ONLY: dict[str, tuple[str, ...]] = {"nodes": ("agent_address", "pid")}
+
+
 def _bytes(n: float) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
@@ -160,7 +164,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     console = _console()
     kind = rows.kind
     table = Table(title=f"{kind} ({len(rows)} of {rows.matched} matching, {rows.total} held)")
-    columns = COLUMNS.get(kind, [])
+    columns = [c for c in COLUMNS.get(kind, []) if wide or c[1] not in WIDE_ONLY.get(kind, ())]
     for title, _, _ in columns:
         table.add_column(title)
     for row in rows:

@@ -556,6 +556,11 @@ def test_cli_list_as_yaml_and_table(cluster: dict[str, Any], workload: dict[str,
         cluster, "list", "tasks", "--filter", "name=work", "--limit", "5", "-o", "table"
     )
     assert "work" in table.stdout and "next page" in table.stdout and "--cursor" in table.stdout
+    # -o wide adds columns (kubectl's convention): a node's agent address and pid.
+    nodes, wide = (run_cli(cluster, "list", "nodes", *o).stdout for o in ([], ["-o", "wide"]))
+    assert " pid " not in nodes and " agent " not in nodes, nodes
+    assert " pid " in wide and f" {out['items'][0]['pid']} " in wide and " agent " in wide, wide
+    assert cluster["node_id"] in wide  # and ids whole
 
 
 def test_cli_get_task(cluster: dict[str, Any], workload: dict[str, Any]) -> None:
