@@ -24,6 +24,7 @@ MODULES = [
     "monitoring_cmd",
     "demo",
     "settings_cmd",
+    "top_cmd",
 ]
 COMMANDS = {
     "start": "cluster",
@@ -42,6 +43,7 @@ COMMANDS = {
     "monitoring": "monitoring_cmd",
     "demo": "demo",
     "settings": "settings_cmd",
+    "top": "top_cmd",
 }
 
 

@@ -1,0 +1,408 @@
+"""`freight top`: the terminal inspector (Textual), keyboard-first as k9s.
+
+One view at a time: a table of one kind's rows, fed by a :class:`~freight.tui.feed.Feed` whose
+threads talk to the head, so no key ever waits on the network. Every ``refresh`` seconds the
+screen takes the feed's batch and changes the table row by row, by id: only the cells that
+changed are redrawn. A view shows at most ``max_rows`` rows and says so ("showing N of M").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from freight import state
+from freight.cli.state_cmd import COLUMNS, _cell
+
+from .commands import ALIASES, CommandError, parse_command, parse_filters
+from .feed import Batch, Feed
+
+MAX_ROWS = 1000  # rows a table holds; beyond them the view says "showing N of M"
+VIEWS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
+
+
+@dataclass(frozen=True)
+class View:
+    """What the main screen shows: a kind and its filters (state-API filter strings)."""
+
+    kind: str
+    filters: tuple[str, ...] = ()
+
+    def title(self) -> str:
+        return " ".join((self.kind, *self.filters))
+
+
+def id_keys(address: str) -> dict[str, str]:
+    """The id field of each kind, as the head defines it (one call; it also proves the head
+    answers before the screen opens)."""
+    return {k: s.id_key for k, s in state.schema(address=address).items()}
+
+
+def cells(kind: str, row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(_cell(row, key, how) for _, key, how in COLUMNS[kind])
+
+
+def _rows(n: int) -> str:
+    return "1 row" if n == 1 else f"{n} rows"
+
+
+def _when(t: float | None) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
+
+
+class TopApp(App[None]):
+    """The inspector. ``address`` is a resolved head address, ``id_keys`` from :func:`id_keys`."""
+
+    TITLE = "freight top"
+    CSS = """
+    #status { height: 1; background: $boost; padding: 0 1; }
+    #status.stale { background: $error; color: $text; }
+    #prompt { display: none; }
+    #prompt.open { display: block; }
+    DataTable { height: 1fr; }
+    """
+    BINDINGS: ClassVar[list[Any]] = [
+        Binding("colon", "command", "command"),
+        Binding("slash", "filter", "filter"),
+        Binding("enter", "describe", "describe", show=True, priority=False),
+        Binding("escape", "go_back", "back"),
+        Binding("question_mark", "help", "help"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(
+        self,
+        address: str,
+        id_keys: dict[str, str],
+        *,
+        view: View | None = None,
+        read_only: bool = False,
+        refresh: float = 1.0,
+        max_rows: int = MAX_ROWS,
+    ) -> None:
+        super().__init__()
+        self.address = address
+        self.id_keys = id_keys
+        self.read_only = read_only
+        self.refresh_s = refresh
+        self.max_rows = max_rows
+        self.view = view or View("tasks")
+        self.history: list[View] = []
+        self.feed: Feed | None = None
+        self.rows: dict[str, dict[str, Any]] = {}  # every row the feed sent, by id
+        self.shown: dict[str, tuple[str, ...]] = {}  # the table's rows, by id: their cells
+        self.last: Batch | None = None
+        self.prompt_mode = ""  # ":" or "/" while the prompt is open
+        self.refused = ""  # why the head refused the last view asked for
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Input(id="prompt", select_on_focus=False)
+        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.open_view(self.view, remember=False)
+        self.table.focus()
+        self.set_interval(self.refresh_s, self.tick)
+
+    def on_unmount(self) -> None:
+        if self.feed is not None:
+            self.feed.stop()
+
+    @property
+    def table(self) -> DataTable[str]:
+        return self.query_one("#table", DataTable)
+
+    # -- views --------------------------------------------------------------------------------
+
+    def open_view(self, view: View, *, remember: bool = True) -> None:
+        """Show ``view`` (a new feed, an empty table); ``remember``: esc comes back here."""
+        if remember and view != self.view:
+            self.history.append(self.view)
+        if self.feed is not None:
+            self.feed.stop()
+        self.view, self.rows, self.shown, self.last, self.refused = view, {}, {}, None, ""
+        self.feed = Feed(
+            view.kind,
+            list(view.filters),
+            address=self.address,
+            id_key=self.id_keys.get(view.kind, f"{view.kind[:-1]}_id"),
+            refresh=self.refresh_s,
+            limit=self.max_rows,
+        ).start()
+        table = self.table
+        table.clear(columns=True)
+        for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
+            table.add_column(title, key=str(i))
+        self.render_status()
+
+    def tick(self) -> None:
+        """Apply what the feed gathered since the last tick: row by row, by id."""
+        if self.feed is None:
+            return
+        batch = self.feed.take()
+        if batch.error and not self.refused:
+            self.refused = batch.error
+            self.notify(f"{self.view.title()}: {batch.error}", severity="error", timeout=10)
+            if self.history:  # a refused filter or view: back to the one that worked
+                self.open_view(self.history.pop(), remember=False)
+                return
+        self.apply(batch.changes)
+        self.last = batch
+        self.render_status()
+
+    def apply(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        table, kind = self.table, self.view.kind
+        for key, row in changes.items():
+            if row is None:
+                self.rows.pop(key, None)
+                if self.shown.pop(key, None) is not None:
+                    table.remove_row(key)
+                continue
+            self.rows[key] = row
+            new = cells(kind, row)
+            old = self.shown.get(key)
+            if old is not None:
+                for i, (a, b) in enumerate(zip(old, new, strict=True)):
+                    if a != b:
+                        table.update_cell(key, str(i), b)
+                self.shown[key] = new
+            elif len(self.shown) < self.max_rows:
+                table.add_row(*new, key=key)
+                self.shown[key] = new
+        if len(self.shown) < min(self.max_rows, len(self.rows)):  # room freed: fill it
+            for key, row in self.rows.items():
+                if len(self.shown) >= self.max_rows:
+                    break
+                if key not in self.shown:
+                    self.shown[key] = cells(kind, row)
+                    table.add_row(*self.shown[key], key=key)
+
+    # -- the status line ----------------------------------------------------------------------
+
+    @property
+    def stale(self) -> bool:
+        return self.last is not None and self.last.stale_since is not None
+
+    def counts(self) -> str:
+        """``showing N of M`` when the table holds part of what matches; ``N rows`` otherwise."""
+        b = self.last
+        shown = len(self.shown)
+        matched = max(len(self.rows), b.matched if b and b.matched is not None else 0)
+        if b is None or not b.synced:
+            return f"{_rows(shown)} (listing...)"
+        text = f"showing {shown} of {matched}" if shown < matched else _rows(shown)
+        if b.total is not None and self.view.filters:
+            text += f" ({b.total} in all)"
+        return text
+
+    def status_text(self) -> str:
+        # What matters first comes first: a narrow terminal cuts the end of the line.
+        parts = [self.view.title(), self.counts()]
+        if self.last is not None and self.last.stale_since is not None:
+            parts.append(
+                f"STALE since {_when(self.last.stale_since)}: {self.last.stale_reason} "
+                "(reconnecting)"
+            )
+        if self.read_only:
+            parts.append("read-only")
+        parts.append(f"freight top {self.address}")
+        return "  |  ".join(parts)
+
+    def render_status(self) -> None:
+        status = self.query_one("#status", Static)
+        status.update(escape(self.status_text()))
+        status.set_class(self.stale, "stale")
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _open_prompt(self, mode: str, value: str = "") -> None:
+        self.prompt_mode = mode
+        prompt = self.query_one("#prompt", Input)
+        prompt.placeholder = (
+            "view and filters: tasks, actors state=ALIVE, q (enter to run, esc to cancel)"
+            if mode == ":"
+            else f"filters: field=value, field~regex, or a regex on {self.view.kind}' text"
+        )
+        prompt.value = value
+        prompt.cursor_position = len(value)
+        prompt.add_class("open")
+        # Focus now, not at the next idle moment: the keys typed right after ':' are the
+        # command's (Widget.focus() would leave them to the table).
+        prompt.display = True
+        self.screen.set_focus(prompt)
+
+    def _close_prompt(self) -> None:
+        self.prompt_mode = ""
+        prompt = self.query_one("#prompt", Input)
+        prompt.remove_class("open")
+        prompt.display = False
+        self.screen.set_focus(self.table)
+
+    def action_command(self) -> None:
+        self._open_prompt(":")
+
+    def action_filter(self) -> None:
+        # The view's filters, ready to be added to or edited.
+        self._open_prompt("/", "".join(f"{f} " for f in self.view.filters))
+
+    def action_go_back(self) -> None:
+        if self.prompt_mode:
+            self._close_prompt()
+        elif self.history:
+            self.open_view(self.history.pop(), remember=False)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_describe(self) -> None:
+        table = self.table
+        if not self.shown or table.cursor_row < 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is not None:
+            self.push_screen(DetailScreen(self.address, self.view.kind, key, self.rows.get(key)))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_describe()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        mode, text = self.prompt_mode, event.value
+        if not mode:
+            return
+        self._close_prompt()
+        if mode == "/":
+            self.open_view(View(self.view.kind, tuple(parse_filters(self.view.kind, text))))
+            return
+        try:
+            command = parse_command(text)
+        except CommandError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        if command.quit:
+            self.exit()
+        else:
+            self.open_view(View(command.kind, tuple(command.filters)))
+
+
+class HelpScreen(ModalScreen[None]):
+    """``?``: the keys and the commands."""
+
+    BINDINGS: ClassVar[list[Any]] = [
+        Binding("escape,question_mark,q", "dismiss", "close"),
+    ]
+    CSS = "HelpScreen { align: center middle; } #help { width: 80; height: auto; border: round $accent; padding: 1 2; background: $surface; }"
+
+    def compose(self) -> ComposeResult:
+        names: dict[str, list[str]] = {}
+        for name, kind in ALIASES.items():
+            if name != kind:
+                names.setdefault(kind, []).append(name)
+        views = "\n".join(f"  :{k:<17} also :{', :'.join(names.get(k, []))}" for k in VIEWS)
+        yield Static(
+            escape(
+                "freight top: keys\n\n"
+                "  :        command: a view and filters (:actors state=ALIVE), :q quits\n"
+                "  /        filter this view: field=value, field~regex, field>n, !=, <=...;\n"
+                "           a bare word is a regex on the kind's main text (task names...)\n"
+                "  enter    describe the row: every field; a task's transitions and error\n"
+                "  esc      back: close the prompt, a detail, or return to the last view\n"
+                "  ?        this help;   q  quit\n\n"
+                f"views:\n{views}\n\n"
+                "Filters are evaluated by the head; a view shows at most its first rows\n"
+                "and says 'showing N of M'. STALE in the status line: the head does not\n"
+                "answer; the rows are as last seen, and the view reconnects by itself."
+            ),
+            id="help",
+        )
+
+
+def describe(kind: str, row: dict[str, Any]) -> str:
+    """A record as text: its fields, then for a task its transitions, pending reason and
+    error with traceback."""
+    long_keys = ("transitions", "attempts", "traceback", "error")
+    width = max((len(k) for k in row), default=0)
+    lines = []
+    for key, value in row.items():
+        if key in long_keys and kind == "tasks":
+            continue
+        if isinstance(value, float) and (
+            key.endswith("_time") or key in ("time", "last_heartbeat")
+        ):
+            shown = f"{datetime.fromtimestamp(value).isoformat(sep=' ', timespec='milliseconds')}"
+            shown = shown if value else "-"
+        else:
+            shown = str(value) if value not in (None, "") else "-"
+        lines.append(f"{key:<{width}}  {shown}")
+    if kind == "tasks":
+        lines.append("")
+        transitions = row.get("transitions") or []
+        lines.append(f"state transitions ({len(transitions)}):")
+        first = transitions[0]["time"] if transitions else 0.0
+        for t in transitions:
+            when = datetime.fromtimestamp(t["time"]).strftime("%H:%M:%S.%f")[:-3]
+            cause = f"  ({t['cause']})" if t.get("cause") else ""
+            lines.append(f"  {when}  +{t['time'] - first:8.3f}s  {t['state']}{cause}")
+        if row.get("pending_reason"):
+            lines += ["", f"pending reason: {row['pending_reason']}"]
+        if row.get("error"):
+            lines += ["", f"error ({row.get('error_type') or '-'}): {row['error']}"]
+        if row.get("traceback"):
+            lines += ["", "traceback:", row["traceback"].rstrip()]
+    return "\n".join(lines)
+
+
+class DetailScreen(Screen[None]):
+    """Enter on a row: the record with every field, read again with detail from the head (in a
+    thread); the row the table holds is shown until it comes."""
+
+    BINDINGS: ClassVar[list[Any]] = [
+        Binding("escape", "app.pop_screen", "back"),
+        Binding("q", "app.quit", "quit"),
+    ]
+    CSS = "#detail-title { height: 1; background: $boost; padding: 0 1; }"
+
+    def __init__(self, address: str, kind: str, key: str, row: dict[str, Any] | None) -> None:
+        super().__init__()
+        self.address, self.kind, self.key = address, kind, key
+        self.row = row or {}
+        self.detailed = False
+        self.error = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(escape(f"{self.kind[:-1]} {self.key}"), id="detail-title")
+        with VerticalScroll():
+            yield Static(escape(describe(self.kind, self.row)), id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_worker(self._load, thread=True, exit_on_error=False)
+
+    def _load(self) -> None:
+        try:
+            row = state.get_state(self.kind, self.key, address=self.address, timeout=10)
+        except (ConnectionError, ValueError, PermissionError) as e:
+            self.app.call_from_thread(self._show, None, f"{e} (showing the row as last listed)")
+            return
+        self.app.call_from_thread(self._show, row, "" if row else "no longer in the cluster")
+
+    def _show(self, row: dict[str, Any] | None, error: str) -> None:
+        self.error = error
+        if row is not None:
+            self.row, self.detailed = row, True
+        text = describe(self.kind, self.row)
+        if error:
+            text = f"note: {error}\n\n{text}"
+        self.query_one("#detail", Static).update(escape(text))
