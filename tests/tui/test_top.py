@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 from textual.pilot import Pilot
 
 import freight
-from freight.testing import Cluster, connected_cluster
+from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.tui.app import DetailScreen, HelpScreen, TopApp, View, id_keys
 
 REFRESH = 0.1
@@ -250,6 +251,67 @@ def test_the_cli_refuses_what_it_cannot_use(cluster: Cluster) -> None:
         [cli, "top", "--address", cluster.address], capture_output=True, text=True, env=env
     )
     assert pipe.returncode == 2 and "needs a terminal" in pipe.stderr
+
+
+def test_freight_top_in_a_real_terminal(cluster: Cluster, actor: Any, tmp_path: Path) -> None:
+    """The real command in tmux: the tasks on screen, `:` to the actors with a filter, `/` to
+    filter them, esc back, enter to describe, esc, q to quit with exit code 0."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tmux is missing; CI must run this test: scripts/install-system-deps.sh")
+        pytest.skip("tmux is not installed (scripts/install-system-deps.sh installs it)")
+    server = [tmux, "-L", f"freight-top-{os.getpid()}", "-f", "/dev/null"]
+    cli = Path(sys.executable).with_name("freight")
+    rc = tmp_path / "rc"
+    top = f"{cli} top --address {cluster.address} --refresh 0.2; echo $? > {rc}"
+
+    def tm(*args: str) -> str:
+        return subprocess.run([*server, *args], check=True, capture_output=True, text=True).stdout
+
+    def screen_shows(*texts: str) -> bool:
+        shown = tm("capture-pane", "-p", "-t", "top")
+        return all(t in shown for t in texts)
+
+    def wait_shows(what: str, *texts: str) -> None:
+        try:
+            wait_for_condition(lambda: screen_shows(*texts), 30, what)
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; the screen:\n{tm('capture-pane', '-p', '-t', 'top')}")
+
+    def prompt(key: str) -> None:
+        """Open the ':' or '/' prompt and wait until it has the keyboard (the footer then
+        lists the prompt's keys, not the list's): keys typed sooner may reach the list."""
+        keys(key)
+        wait_for_condition(lambda: not screen_shows(": command"), 30, f"the {key} prompt")
+
+    def keys(*keys: str, literal: bool = False) -> None:
+        tm("send-keys", "-t", "top", *(["-l"] if literal else []), *keys)
+
+    env = ["-e", f"FREIGHT_TOKEN={cluster._token()}", "-e", "TERM=xterm-256color"]
+    tm("new-session", "-d", "-s", "top", "-x", "160", "-y", "40", *env, "sh", "-c", top)
+    try:
+        wait_shows("the tasks on screen", "tui_square", " rows")
+        prompt(":")
+        keys("actors state=ALIVE", literal=True)
+        keys("Enter")
+        # The footer lists the list's keys again once the prompt has let go of the keyboard.
+        wait_shows("the actors", "TuiCounter", "state=ALIVE", ": command")
+        prompt("/")
+        keys("NoSuchClass", literal=True)
+        keys("Enter")
+        wait_shows("the filter added", "state=ALIVE class_name~NoSuchClass", "0 rows", ": command")
+        keys("Escape")
+        wait_shows("esc back", "TuiCounter", "state=ALIVE  |")
+        keys("Enter")
+        wait_shows("the actor's detail", "class_name", "num_restarts")
+        keys("Escape")
+        wait_for_condition(lambda: not screen_shows("num_restarts"), 30, "the list again")
+        keys("q")
+        wait_for_condition(lambda: rc.exists() and rc.read_text().strip(), 30, "the end")
+        assert rc.read_text().strip() == "0"
+    finally:
+        subprocess.run([*server, "kill-server"], capture_output=True)
 
 
 def test_a_lost_head_shows_as_stale_until_it_is_back(cluster: Cluster, actor: Any) -> None:
