@@ -11,15 +11,17 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from textual.pilot import Pilot
 
 import freight
-from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.testing import Cluster, connected_cluster, short_temp_dir, wait_for_condition
 from freight.tui.app import DetailScreen, HelpScreen, TopApp, View, id_keys
 
 REFRESH = 0.1
@@ -253,65 +255,121 @@ def test_the_cli_refuses_what_it_cannot_use(cluster: Cluster) -> None:
     assert pipe.returncode == 2 and "needs a terminal" in pipe.stderr
 
 
+class Tmux:
+    """A private tmux server running one command in a 160x40 terminal: keys in, screen out."""
+
+    def __init__(self, command: str, env: dict[str, str]) -> None:
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail(
+                    "tmux is missing; CI must run this test: scripts/install-system-deps.sh"
+                )
+            pytest.skip("tmux is not installed (scripts/install-system-deps.sh installs it)")
+        self.server = [
+            tmux,
+            "-L",
+            f"freight-top-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            "-f",
+            "/dev/null",
+        ]
+        flags = [f"-e{k}={v}" for k, v in {"TERM": "xterm-256color", **env}.items()]
+        # The pane stays after the command ends, so its last screen can still be read.
+        self.run(
+            *("new-session", "-d", "-s", "top", "-x", "160", "-y", "40", *flags, command),
+            *(";", "set-option", "-t", "top", "remain-on-exit", "on"),
+        )
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(
+            [*self.server, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "top")
+
+    def shows(self, *texts: str) -> bool:
+        shown = self.screen()
+        return all(t in shown for t in texts)
+
+    def wait_shows(self, what: str, *texts: str, timeout: float = 30) -> None:
+        try:
+            wait_for_condition(lambda: self.shows(*texts), timeout, what)
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; the screen:\n{self.screen()}") from None
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.run("send-keys", "-t", "top", *(["-l"] if literal else []), *keys)
+
+    def prompt(self, key: str) -> None:
+        """Open the ':' or '/' prompt and wait until it has the keyboard (the footer then lists
+        the prompt's keys, not the list's): keys typed sooner may reach the list."""
+        self.keys(key)
+        wait_for_condition(lambda: not self.shows(": command"), 30, f"the {key} prompt")
+
+    def close(self) -> None:
+        subprocess.run([*self.server, "kill-server"], capture_output=True)
+
+
 def test_freight_top_in_a_real_terminal(cluster: Cluster, actor: Any, tmp_path: Path) -> None:
     """The real command in tmux: the tasks on screen, `:` to the actors with a filter, `/` to
     filter them, esc back, enter to describe, esc, q to quit with exit code 0."""
-    tmux = shutil.which("tmux")
-    if tmux is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tmux is missing; CI must run this test: scripts/install-system-deps.sh")
-        pytest.skip("tmux is not installed (scripts/install-system-deps.sh installs it)")
-    server = [tmux, "-L", f"freight-top-{os.getpid()}", "-f", "/dev/null"]
     cli = Path(sys.executable).with_name("freight")
     rc = tmp_path / "rc"
     top = f"{cli} top --address {cluster.address} --refresh 0.2; echo $? > {rc}"
-
-    def tm(*args: str) -> str:
-        return subprocess.run([*server, *args], check=True, capture_output=True, text=True).stdout
-
-    def screen_shows(*texts: str) -> bool:
-        shown = tm("capture-pane", "-p", "-t", "top")
-        return all(t in shown for t in texts)
-
-    def wait_shows(what: str, *texts: str) -> None:
-        try:
-            wait_for_condition(lambda: screen_shows(*texts), 30, what)
-        except TimeoutError as e:
-            raise AssertionError(f"{e}; the screen:\n{tm('capture-pane', '-p', '-t', 'top')}")
-
-    def prompt(key: str) -> None:
-        """Open the ':' or '/' prompt and wait until it has the keyboard (the footer then
-        lists the prompt's keys, not the list's): keys typed sooner may reach the list."""
-        keys(key)
-        wait_for_condition(lambda: not screen_shows(": command"), 30, f"the {key} prompt")
-
-    def keys(*keys: str, literal: bool = False) -> None:
-        tm("send-keys", "-t", "top", *(["-l"] if literal else []), *keys)
-
-    env = ["-e", f"FREIGHT_TOKEN={cluster._token()}", "-e", "TERM=xterm-256color"]
-    tm("new-session", "-d", "-s", "top", "-x", "160", "-y", "40", *env, "sh", "-c", top)
+    term = Tmux(top, {"FREIGHT_TOKEN": cluster._token()})
     try:
-        wait_shows("the tasks on screen", "tui_square", " rows")
-        prompt(":")
-        keys("actors state=ALIVE", literal=True)
-        keys("Enter")
+        term.wait_shows("the tasks on screen", "tui_square", " rows")
+        term.prompt(":")
+        term.keys("actors state=ALIVE", literal=True)
+        term.keys("Enter")
         # The footer lists the list's keys again once the prompt has let go of the keyboard.
-        wait_shows("the actors", "TuiCounter", "state=ALIVE", ": command")
-        prompt("/")
-        keys("NoSuchClass", literal=True)
-        keys("Enter")
-        wait_shows("the filter added", "state=ALIVE class_name~NoSuchClass", "0 rows", ": command")
-        keys("Escape")
-        wait_shows("esc back", "TuiCounter", "state=ALIVE  |")
-        keys("Enter")
-        wait_shows("the actor's detail", "class_name", "num_restarts")
-        keys("Escape")
-        wait_for_condition(lambda: not screen_shows("num_restarts"), 30, "the list again")
-        keys("q")
+        term.wait_shows("the actors", "TuiCounter", "state=ALIVE", ": command")
+        term.prompt("/")
+        term.keys("NoSuchClass", literal=True)
+        term.keys("Enter")
+        term.wait_shows("the filter", "state=ALIVE class_name~NoSuchClass", "0 rows", ": command")
+        term.keys("Escape")
+        term.wait_shows("esc back", "TuiCounter", "state=ALIVE  |")
+        term.keys("Enter")
+        term.wait_shows("the actor's detail", "class_name", "num_restarts")
+        term.keys("Escape")
+        wait_for_condition(lambda: not term.shows("num_restarts"), 30, "the list again")
+        term.keys("q")
         wait_for_condition(lambda: rc.exists() and rc.read_text().strip(), 30, "the end")
         assert rc.read_text().strip() == "0"
     finally:
-        subprocess.run([*server, "kill-server"], capture_output=True)
+        term.close()
+
+
+def test_make_run_opens_the_inspector_on_a_terminal(tmp_path: Path) -> None:
+    """`freight demo` (what `make run` runs) on a terminal: the workload, then the inspector on
+    its cluster; q quits and the cluster stops, leaving no process behind."""
+    cli = Path(sys.executable).with_name("freight")
+    rc, out = tmp_path / "rc", tmp_path / "out"
+    with short_temp_dir() as temp:
+        demo = f"{cli} demo --num-cpus 2; echo $? > {rc}"
+        term = Tmux(demo, {"FREIGHT_TEMP_DIR": str(temp)})
+        try:
+            term.wait_shows("the inspector on the demo's tasks", "square", "tasks  |", timeout=120)
+            term.keys("q")
+            wait_for_condition(lambda: rc.exists() and rc.read_text().strip(), 60, "the end")
+            out.write_text(term.screen())
+            assert rc.read_text().strip() == "0", out.read_text()
+            assert "cluster stopped" in out.read_text()
+            wait_for_condition(
+                lambda: (
+                    not any(
+                        str(temp) in " ".join(p.info["cmdline"] or ())
+                        for p in psutil.process_iter(["cmdline", "name"])
+                        if not (p.info["name"] or "").startswith("tmux")  # it names the folder
+                    )
+                ),
+                30,
+                "the demo's processes to end",
+            )
+        finally:
+            term.close()
 
 
 def test_a_lost_head_shows_as_stale_until_it_is_back(cluster: Cluster, actor: Any) -> None:
