@@ -25,6 +25,15 @@ from freight.cli.state_cmd import COLUMNS, _cell
 from .commands import ALIASES, CommandError, parse_command, parse_filters
 from .feed import Batch, Feed
 
+# What "failures only" (f) adds to a view's filters: the rows an on-call engineer looks at first.
+FAILURES = {
+    "nodes": "state=DEAD",
+    "jobs": "state=FAILED",
+    "tasks": "state=FAILED",
+    "actors": "state~^(DEAD|RESTARTING)$",
+    "placement_groups": "state=PENDING",
+    "events": "severity~^(WARNING|ERROR)$",
+}
 MAX_ROWS = 1000  # rows a table holds; beyond them the view says "showing N of M"
 VIEWS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
 
@@ -74,6 +83,7 @@ class TopApp(App[None]):
         Binding("slash", "filter", "filter"),
         Binding("enter", "describe", "describe", show=True, priority=False),
         Binding("escape", "go_back", "back"),
+        Binding("f", "failures", "failures only"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
     ]
@@ -263,6 +273,19 @@ class TopApp(App[None]):
         elif self.history:
             self.open_view(self.history.pop(), remember=False)
 
+    def action_failures(self) -> None:
+        """Toggle the view's "failures only" filter (kinds without failures: a note)."""
+        failure = FAILURES.get(self.view.kind)
+        if failure is None:
+            self.notify(f"{self.view.kind} have no failure state to show alone", timeout=5)
+            return
+        filters = self.view.filters
+        if failure in filters:
+            filters = tuple(f for f in filters if f != failure)
+        else:
+            filters = (*filters, failure)
+        self.open_view(View(self.view.kind, filters))
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -317,6 +340,8 @@ class HelpScreen(ModalScreen[None]):
                 "  :        command: a view and filters (:actors state=ALIVE), :q quits\n"
                 "  /        filter this view: field=value, field~regex, field>n, !=, <=...;\n"
                 "           a bare word is a regex on the kind's main text (task names...)\n"
+                "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
+                "           restarting actors, pending placement groups, warnings and errors\n"
                 "  enter    describe the row: every field; a task's transitions and error\n"
                 "  esc      back: close the prompt, a detail, or return to the last view\n"
                 "  ?        this help;   q  quit\n\n"

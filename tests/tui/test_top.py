@@ -164,8 +164,16 @@ def test_filters_are_evaluated_by_the_head_and_a_bad_one_is_refused(cluster: Clu
         await command(pilot, "no_such_field=1", key="/")
         await until(pilot, lambda: app.view == View("tasks", ("name~^tui_sq",)), "the way back")
         assert "no_such_field" in app.refused or app.refused == ""  # reset by the view reopened
+        await command(pilot, "tasks")
+        await pilot.press("f")  # failures only, then all again
+        assert app.view == View("tasks", ("state=FAILED",))
+        await until(pilot, lambda: app.last and app.last.synced and app.rows, "failed tasks")
+        assert names(app) == {"tui_fails"}
+        await pilot.press("f")
+        assert app.view == View("tasks")
+        await until(pilot, lambda: "tui_square" in names(app), "every task again")
         await command(pilot, "nonsense")
-        assert app.view == View("tasks", ("name~^tui_sq",))  # an unknown command changes nothing
+        assert app.view == View("tasks")  # an unknown command changes nothing
 
     app = app_for(cluster)
     notes: list[str] = []
