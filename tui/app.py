@@ -63,6 +63,15 @@ def _rows(n: int) -> str:
     return "1 row" if n == 1 else f"{n} rows"
 
 
+def _sort_key(cell: Any) -> tuple[int, float, str]:
+    """Numbers (and durations like 0.5s) before text, each in its own order."""
+    text = str(cell)
+    try:
+        return (0, float(text.removesuffix("s")), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
 
@@ -84,6 +93,8 @@ class TopApp(App[None]):
         Binding("enter", "describe", "describe", show=True, priority=False),
         Binding("escape", "go_back", "back"),
         Binding("f", "failures", "failures only"),
+        Binding("s", "sort", "sort"),
+        Binding("S", "reverse", "reverse", show=False),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
     ]
@@ -112,6 +123,8 @@ class TopApp(App[None]):
         self.last: Batch | None = None
         self.prompt_mode = ""  # ":" or "/" while the prompt is open
         self.refused = ""  # why the head refused the last view asked for
+        self.sort_column: int | None = None  # the column the rows are sorted by (None: as listed)
+        self.sort_reverse = False
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -124,9 +137,10 @@ class TopApp(App[None]):
     def on_mount(self) -> None:
         self.open_view(self.view, remember=False)
         self.table.focus()
-        self.set_interval(self.refresh_s, self.tick)
+        self.ticker = self.set_interval(self.refresh_s, self.tick)
 
     def on_unmount(self) -> None:
+        self.ticker.stop()
         if self.feed is not None:
             self.feed.stop()
 
@@ -143,6 +157,9 @@ class TopApp(App[None]):
         if self.feed is not None:
             self.feed.stop()
         self.view, self.rows, self.shown, self.last, self.refused = view, {}, {}, None, ""
+        if view.kind != getattr(self, "_sorted_kind", view.kind):
+            self.sort_column, self.sort_reverse = None, False
+        self._sorted_kind = view.kind
         self.feed = Feed(
             view.kind,
             list(view.filters),
@@ -159,7 +176,7 @@ class TopApp(App[None]):
 
     def tick(self) -> None:
         """Apply what the feed gathered since the last tick: row by row, by id."""
-        if self.feed is None:
+        if self.feed is None or not self.is_running:
             return
         batch = self.feed.take()
         if batch.error and not self.refused:
@@ -169,6 +186,8 @@ class TopApp(App[None]):
                 self.open_view(self.history.pop(), remember=False)
                 return
         self.apply(batch.changes)
+        if batch.changes and self.sort_column is not None:
+            self.sort_rows()
         self.last = batch
         self.render_status()
 
@@ -225,6 +244,9 @@ class TopApp(App[None]):
                 f"STALE since {_when(self.last.stale_since)}: {self.last.stale_reason} "
                 "(reconnecting)"
             )
+        if self.sort_column is not None:
+            title = COLUMNS[self.view.kind][self.sort_column][0]
+            parts.append(f"sorted by {title}{' (reversed)' if self.sort_reverse else ''}")
         if self.read_only:
             parts.append("read-only")
         parts.append(f"freight top {self.address}")
@@ -286,6 +308,27 @@ class TopApp(App[None]):
             filters = (*filters, failure)
         self.open_view(View(self.view.kind, filters))
 
+    def sort_rows(self) -> None:
+        """Order the table's rows by the sort column: numbers as numbers, the rest as text."""
+        if self.sort_column is None:
+            return
+        self.table.sort(str(self.sort_column), key=_sort_key, reverse=self.sort_reverse)
+
+    def action_sort(self) -> None:
+        """Sort by the next column (after the last: as listed)."""
+        n = len(COLUMNS[self.view.kind])
+        column = 0 if self.sort_column is None else self.sort_column + 1
+        self.sort_column = column if column < n else None
+        self.sort_reverse = False
+        self.sort_rows()
+        self.render_status()
+
+    def action_reverse(self) -> None:
+        if self.sort_column is not None:
+            self.sort_reverse = not self.sort_reverse
+            self.sort_rows()
+            self.render_status()
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -342,6 +385,7 @@ class HelpScreen(ModalScreen[None]):
                 "           a bare word is a regex on the kind's main text (task names...)\n"
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
+                "  s / S    sort by the next column (then as listed) / reverse the order\n"
                 "  enter    describe the row: every field; a task's transitions and error\n"
                 "  esc      back: close the prompt, a detail, or return to the last view\n"
                 "  ?        this help;   q  quit\n\n"

@@ -208,6 +208,23 @@ def test_rows_change_in_place_by_id_and_a_partial_view_says_so(cluster: Cluster)
 
     run(app_for(cluster, View("actors")), body)
 
+    async def sorted_(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        await until(pilot, lambda: {"tui_square", "tui_fails"} <= names(app), "the tasks")
+        await pilot.press("s", "s")  # the second column: the task's name
+        assert "sorted by name" in app.status_text()
+
+        def column() -> list[str]:
+            return [str(app.table.get_row_at(i)[1]) for i in range(app.table.row_count)]
+
+        assert column() == sorted(column()) and column() != sorted(column(), reverse=True)
+        await pilot.press("S")
+        assert "sorted by name (reversed)" in app.status_text()
+        assert column() == sorted(column(), reverse=True)
+
+    run(app_for(cluster, View("tasks")), sorted_)
+
     async def partial(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, TopApp)
