@@ -8,6 +8,7 @@ changed are redrawn. A view shows at most ``max_rows`` rows and says so ("showin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -91,6 +92,8 @@ class TopApp(App[None]):
         Binding("colon", "command", "command"),
         Binding("slash", "filter", "filter"),
         Binding("enter", "describe", "describe", show=True, priority=False),
+        Binding("d", "describe", "describe", show=False),
+        Binding("y", "raw", "raw record"),
         Binding("escape", "go_back", "back"),
         Binding("f", "failures", "failures only"),
         Binding("s", "sort", "sort"),
@@ -332,13 +335,18 @@ class TopApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    def action_describe(self) -> None:
+    def action_describe(self, raw: bool = False) -> None:
         table = self.table
         if not self.shown or table.cursor_row < 0:
             return
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         if key is not None:
-            self.push_screen(DetailScreen(self.address, self.view.kind, key, self.rows.get(key)))
+            row = self.rows.get(key)
+            self.push_screen(DetailScreen(self.address, self.view.kind, key, row, raw=raw))
+
+    def action_raw(self) -> None:
+        """``y``: the record as the state API gives it (JSON), as ``freight get -o json``."""
+        self.action_describe(raw=True)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -386,6 +394,7 @@ class HelpScreen(ModalScreen[None]):
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
                 "  s / S    sort by the next column (then as listed) / reverse the order\n"
+                "  y        the row's raw record (JSON, with detail)\n"
                 "  enter    describe the row: every field; a task's transitions and error\n"
                 "  esc      back: close the prompt, a detail, or return to the last view\n"
                 "  ?        this help;   q  quit\n\n"
@@ -443,8 +452,17 @@ class DetailScreen(Screen[None]):
     ]
     CSS = "#detail-title { height: 1; background: $boost; padding: 0 1; }"
 
-    def __init__(self, address: str, kind: str, key: str, row: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        address: str,
+        kind: str,
+        key: str,
+        row: dict[str, Any] | None,
+        *,
+        raw: bool = False,
+    ) -> None:
         super().__init__()
+        self.raw = raw
         self.address, self.kind, self.key = address, kind, key
         self.row = row or {}
         self.detailed = False
@@ -453,7 +471,7 @@ class DetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(escape(f"{self.kind[:-1]} {self.key}"), id="detail-title")
         with VerticalScroll():
-            yield Static(escape(describe(self.kind, self.row)), id="detail")
+            yield Static(escape(self.text()), id="detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -467,11 +485,16 @@ class DetailScreen(Screen[None]):
             return
         self.app.call_from_thread(self._show, row, "" if row else "no longer in the cluster")
 
+    def text(self) -> str:
+        if self.raw:
+            return json.dumps(self.row, indent=2, default=str)
+        return describe(self.kind, self.row)
+
     def _show(self, row: dict[str, Any] | None, error: str) -> None:
         self.error = error
         if row is not None:
             self.row, self.detailed = row, True
-        text = describe(self.kind, self.row)
+        text = self.text()
         if error:
             text = f"note: {error}\n\n{text}"
         self.query_one("#detail", Static).update(escape(text))

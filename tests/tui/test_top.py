@@ -6,6 +6,7 @@ loss shown as stale then cleared after a restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -253,6 +254,15 @@ def test_enter_describes_a_failed_task(cluster: Cluster) -> None:
         assert "state transitions" in text and "FAILED" in text and "SUBMITTED_TO_WORKER" in text
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, DetailScreen), "back to the list")
+        await pilot.press("y")  # the raw record: JSON as the state API gives it
+        screen = await until(
+            pilot,
+            lambda: isinstance(app.screen, DetailScreen) and app.screen.detailed and app.screen,
+            "the raw record",
+        )
+        raw = json.loads(str(screen.query_one("#detail").render()))
+        assert raw["name"] == "tui_fails" and raw["state"] == "FAILED" and raw["transitions"]
+        await pilot.press("escape")
 
     run(app_for(cluster, View("tasks", ("state=FAILED",))), body)
 
