@@ -94,6 +94,7 @@ class TopApp(App[None]):
         Binding("enter", "describe", "describe", show=True, priority=False),
         Binding("d", "describe", "describe", show=False),
         Binding("y", "raw", "raw record"),
+        Binding("c", "copy_id", "copy id"),
         Binding("escape", "go_back", "back"),
         Binding("f", "failures", "failures only"),
         Binding("s", "sort", "sort"),
@@ -344,6 +345,16 @@ class TopApp(App[None]):
             row = self.rows.get(key)
             self.push_screen(DetailScreen(self.address, self.view.kind, key, row, raw=raw))
 
+    def action_copy_id(self) -> None:
+        """``c``: the row's id to the terminal's clipboard (OSC 52), for a command line."""
+        table = self.table
+        if not self.shown or table.cursor_row < 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is not None:
+            self.copy_to_clipboard(key)
+            self.notify(f"copied {key}", timeout=3)
+
     def action_raw(self) -> None:
         """``y``: the record as the state API gives it (JSON), as ``freight get -o json``."""
         self.action_describe(raw=True)
@@ -394,6 +405,7 @@ class HelpScreen(ModalScreen[None]):
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
                 "  s / S    sort by the next column (then as listed) / reverse the order\n"
+                "  c        copy the row's id to the clipboard\n"
                 "  y        the row's raw record (JSON, with detail)\n"
                 "  enter    describe the row: every field; a task's transitions and error\n"
                 "  esc      back: close the prompt, a detail, or return to the last view\n"

@@ -254,6 +254,8 @@ def test_enter_describes_a_failed_task(cluster: Cluster) -> None:
         assert "state transitions" in text and "FAILED" in text and "SUBMITTED_TO_WORKER" in text
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, DetailScreen), "back to the list")
+        await pilot.press("c")  # its id, copied
+        assert app.clipboard == raw_key()
         await pilot.press("y")  # the raw record: JSON as the state API gives it
         screen = await until(
             pilot,
@@ -262,7 +264,12 @@ def test_enter_describes_a_failed_task(cluster: Cluster) -> None:
         )
         raw = json.loads(str(screen.query_one("#detail").render()))
         assert raw["name"] == "tui_fails" and raw["state"] == "FAILED" and raw["transitions"]
+        assert raw["task_id"] == app.clipboard
         await pilot.press("escape")
+
+    def raw_key() -> str:
+        (failed,) = freight.state.list_tasks(["state=FAILED", "name=tui_fails"])
+        return str(failed["task_id"])
 
     run(app_for(cluster, View("tasks", ("state=FAILED",))), body)
 
