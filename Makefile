@@ -23,7 +23,8 @@ install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	$(COMPILE)
 
-# Start a private local cluster, run the sample workload, print the status summary.
+# Start a private local cluster, run the sample workload, print the status summary; on a
+# terminal, then open the inspector on it (q quits and stops the cluster).
 run: install
 	$(BIN)/freight demo
 

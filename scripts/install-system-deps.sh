@@ -6,8 +6,9 @@
 # `freight monitoring up` and its tests run its binary.
 # iproute2: tests/runtime/test_netns.py puts test hosts in network namespaces with `ip netns`
 # (freight.util.netns); the tests need root too.
+# tmux: tests/tui run `freight top` in a real terminal and read its screen (capture-pane).
 set -euo pipefail
-packages=(prometheus prometheus-alertmanager iproute2)
+packages=(prometheus prometheus-alertmanager iproute2 tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,8 +1,10 @@
-"""`freight demo`: the embedded default. A local cluster, a sample workload, a status summary."""
+"""`freight demo`: the embedded default. A local cluster, a sample workload, a status summary,
+then on a terminal the inspector (`freight top`) on it until q."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -73,6 +75,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run_workload(console)
         w = freight._api._require_worker()
         render_status(status_report(w.head_address, w.token), console)
+        if args.inspector and sys.stdin.isatty() and sys.stdout.isatty():
+            from freight.tui.app import TopApp, id_keys
+
+            TopApp(w.head_address, id_keys(w.head_address)).run()  # q quits, then stop
     finally:
         freight.shutdown()
     console.print("cluster stopped; nothing left running.")
@@ -80,6 +86,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("demo", help="start a local cluster, run a sample workload, show status")
+    p = sub.add_parser(
+        "demo",
+        help="start a local cluster, run a sample workload, show status (and on a terminal, "
+        "freight top until q)",
+    )
     p.add_argument("--num-cpus", type=float, default=None)
+    p.add_argument(
+        "--no-inspector",
+        dest="inspector",
+        action="store_false",
+        help="on a terminal too, stop after the status summary (no freight top)",
+    )
     p.set_defaults(func=cmd_demo)

@@ -26,6 +26,7 @@ MODULES = [
     "demo",
     "settings_cmd",
     "node_cmd",
+    "top_cmd",
 ]
 COMMANDS = {
     "start": "cluster",
@@ -48,6 +49,7 @@ COMMANDS = {
     "settings": "settings_cmd",
     "drain": "node_cmd",
     "undrain": "node_cmd",
+    "top": "top_cmd",
 }
 
 

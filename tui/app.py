@@ -1,0 +1,512 @@
+"""`freight top`: the terminal inspector (Textual), keyboard-first as k9s.
+
+One view at a time: a table of one kind's rows, fed by a :class:`~freight.tui.feed.Feed` whose
+threads talk to the head, so no key ever waits on the network. Every ``refresh`` seconds the
+screen takes the feed's batch and changes the table row by row, by id: only the cells that
+changed are redrawn. A view shows at most ``max_rows`` rows and says so ("showing N of M").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from freight import state
+from freight.cli.state_cmd import COLUMNS, _cell
+
+from .commands import ALIASES, CommandError, parse_command, parse_filters
+from .feed import Batch, Feed
+
+# What "failures only" (f) adds to a view's filters: the rows an on-call engineer looks at first.
+FAILURES = {
+    "nodes": "state=DEAD",
+    "jobs": "state=FAILED",
+    "tasks": "state=FAILED",
+    "actors": "state~^(DEAD|RESTARTING)$",
+    "placement_groups": "state=PENDING",
+    "events": "severity~^(WARNING|ERROR)$",
+}
+MAX_ROWS = 1000  # rows a table holds; beyond them the view says "showing N of M"
+VIEWS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
+
+
+@dataclass(frozen=True)
+class View:
+    """What the main screen shows: a kind and its filters (state-API filter strings)."""
+
+    kind: str
+    filters: tuple[str, ...] = ()
+
+    def title(self) -> str:
+        return " ".join((self.kind, *self.filters))
+
+
+def id_keys(address: str) -> dict[str, str]:
+    """The id field of each kind, as the head defines it (one call; it also proves the head
+    answers before the screen opens)."""
+    return {k: s.id_key for k, s in state.schema(address=address).items()}
+
+
+def cells(kind: str, row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(_cell(row, key, how) for _, key, how in COLUMNS[kind])
+
+
+def _rows(n: int) -> str:
+    return "1 row" if n == 1 else f"{n} rows"
+
+
+def _sort_key(cell: Any) -> tuple[int, float, str]:
+    """Numbers (and durations like 0.5s) before text, each in its own order."""
+    text = str(cell)
+    try:
+        return (0, float(text.removesuffix("s")), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _when(t: float | None) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
+
+
+class TopApp(App[None]):
+    """The inspector. ``address`` is a resolved head address, ``id_keys`` from :func:`id_keys`."""
+
+    TITLE = "freight top"
+    CSS = """
+    #status { height: 1; background: $boost; padding: 0 1; }
+    #status.stale { background: $error; color: $text; }
+    #prompt { display: none; }
+    #prompt.open { display: block; }
+    DataTable { height: 1fr; }
+    """
+    BINDINGS: ClassVar[list[Any]] = [
+        Binding("colon", "command", "command"),
+        Binding("slash", "filter", "filter"),
+        Binding("enter", "describe", "describe", show=True, priority=False),
+        Binding("d", "describe", "describe", show=False),
+        Binding("y", "raw", "raw record"),
+        Binding("c", "copy_id", "copy id"),
+        Binding("escape", "go_back", "back"),
+        Binding("f", "failures", "failures only"),
+        Binding("s", "sort", "sort"),
+        Binding("S", "reverse", "reverse", show=False),
+        Binding("question_mark", "help", "help"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(
+        self,
+        address: str,
+        id_keys: dict[str, str],
+        *,
+        view: View | None = None,
+        read_only: bool = False,
+        refresh: float = 1.0,
+        max_rows: int = MAX_ROWS,
+    ) -> None:
+        super().__init__()
+        self.address = address
+        self.id_keys = id_keys
+        self.read_only = read_only
+        self.refresh_s = refresh
+        self.max_rows = max_rows
+        self.view = view or View("tasks")
+        self.history: list[View] = []
+        self.feed: Feed | None = None
+        self.rows: dict[str, dict[str, Any]] = {}  # every row the feed sent, by id
+        self.shown: dict[str, tuple[str, ...]] = {}  # the table's rows, by id: their cells
+        self.last: Batch | None = None
+        self.prompt_mode = ""  # ":" or "/" while the prompt is open
+        self.refused = ""  # why the head refused the last view asked for
+        self.sort_column: int | None = None  # the column the rows are sorted by (None: as listed)
+        self.sort_reverse = False
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Input(id="prompt", select_on_focus=False)
+        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.open_view(self.view, remember=False)
+        self.table.focus()
+        self.ticker = self.set_interval(self.refresh_s, self.tick)
+
+    def on_unmount(self) -> None:
+        self.ticker.stop()
+        if self.feed is not None:
+            self.feed.stop()
+
+    @property
+    def table(self) -> DataTable[str]:
+        return self.query_one("#table", DataTable)
+
+    # -- views --------------------------------------------------------------------------------
+
+    def open_view(self, view: View, *, remember: bool = True) -> None:
+        """Show ``view`` (a new feed, an empty table); ``remember``: esc comes back here."""
+        if remember and view != self.view:
+            self.history.append(self.view)
+        if self.feed is not None:
+            self.feed.stop()
+        self.view, self.rows, self.shown, self.last, self.refused = view, {}, {}, None, ""
+        if view.kind != getattr(self, "_sorted_kind", view.kind):
+            self.sort_column, self.sort_reverse = None, False
+        self._sorted_kind = view.kind
+        self.feed = Feed(
+            view.kind,
+            list(view.filters),
+            address=self.address,
+            id_key=self.id_keys.get(view.kind, f"{view.kind[:-1]}_id"),
+            refresh=self.refresh_s,
+            limit=self.max_rows,
+        ).start()
+        table = self.table
+        table.clear(columns=True)
+        for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
+            table.add_column(title, key=str(i))
+        self.render_status()
+
+    def tick(self) -> None:
+        """Apply what the feed gathered since the last tick: row by row, by id."""
+        if self.feed is None or not self.is_running:
+            return
+        batch = self.feed.take()
+        if batch.error and not self.refused:
+            self.refused = batch.error
+            self.notify(f"{self.view.title()}: {batch.error}", severity="error", timeout=10)
+            if self.history:  # a refused filter or view: back to the one that worked
+                self.open_view(self.history.pop(), remember=False)
+                return
+        self.apply(batch.changes)
+        if batch.changes and self.sort_column is not None:
+            self.sort_rows()
+        self.last = batch
+        self.render_status()
+
+    def apply(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        table, kind = self.table, self.view.kind
+        for key, row in changes.items():
+            if row is None:
+                self.rows.pop(key, None)
+                if self.shown.pop(key, None) is not None:
+                    table.remove_row(key)
+                continue
+            self.rows[key] = row
+            new = cells(kind, row)
+            old = self.shown.get(key)
+            if old is not None:
+                for i, (a, b) in enumerate(zip(old, new, strict=True)):
+                    if a != b:
+                        table.update_cell(key, str(i), b)
+                self.shown[key] = new
+            elif len(self.shown) < self.max_rows:
+                table.add_row(*new, key=key)
+                self.shown[key] = new
+        if len(self.shown) < min(self.max_rows, len(self.rows)):  # room freed: fill it
+            for key, row in self.rows.items():
+                if len(self.shown) >= self.max_rows:
+                    break
+                if key not in self.shown:
+                    self.shown[key] = cells(kind, row)
+                    table.add_row(*self.shown[key], key=key)
+
+    # -- the status line ----------------------------------------------------------------------
+
+    @property
+    def stale(self) -> bool:
+        return self.last is not None and self.last.stale_since is not None
+
+    def counts(self) -> str:
+        """``showing N of M`` when the table holds part of what matches; ``N rows`` otherwise."""
+        b = self.last
+        shown = len(self.shown)
+        matched = max(len(self.rows), b.matched if b and b.matched is not None else 0)
+        if b is None or not b.synced:
+            return f"{_rows(shown)} (listing...)"
+        text = f"showing {shown} of {matched}" if shown < matched else _rows(shown)
+        if b.total is not None and self.view.filters:
+            text += f" ({b.total} in all)"
+        return text
+
+    def status_text(self) -> str:
+        # What matters first comes first: a narrow terminal cuts the end of the line.
+        parts = [self.view.title(), self.counts()]
+        if self.last is not None and self.last.stale_since is not None:
+            parts.append(
+                f"STALE since {_when(self.last.stale_since)}: {self.last.stale_reason} "
+                "(reconnecting)"
+            )
+        if self.sort_column is not None:
+            title = COLUMNS[self.view.kind][self.sort_column][0]
+            parts.append(f"sorted by {title}{' (reversed)' if self.sort_reverse else ''}")
+        if self.read_only:
+            parts.append("read-only")
+        parts.append(f"freight top {self.address}")
+        return "  |  ".join(parts)
+
+    def render_status(self) -> None:
+        status = self.query_one("#status", Static)
+        status.update(escape(self.status_text()))
+        status.set_class(self.stale, "stale")
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _open_prompt(self, mode: str, value: str = "") -> None:
+        self.prompt_mode = mode
+        prompt = self.query_one("#prompt", Input)
+        prompt.placeholder = (
+            "view and filters: tasks, actors state=ALIVE, q (enter to run, esc to cancel)"
+            if mode == ":"
+            else f"filters: field=value, field~regex, or a regex on {self.view.kind}' text"
+        )
+        prompt.value = value
+        prompt.cursor_position = len(value)
+        prompt.add_class("open")
+        # Focus now, not at the next idle moment: the keys typed right after ':' are the
+        # command's (Widget.focus() would leave them to the table).
+        prompt.display = True
+        self.screen.set_focus(prompt)
+
+    def _close_prompt(self) -> None:
+        self.prompt_mode = ""
+        prompt = self.query_one("#prompt", Input)
+        prompt.remove_class("open")
+        prompt.display = False
+        self.screen.set_focus(self.table)
+
+    def action_command(self) -> None:
+        self._open_prompt(":")
+
+    def action_filter(self) -> None:
+        # The view's filters, ready to be added to or edited.
+        self._open_prompt("/", "".join(f"{f} " for f in self.view.filters))
+
+    def action_go_back(self) -> None:
+        if self.prompt_mode:
+            self._close_prompt()
+        elif self.history:
+            self.open_view(self.history.pop(), remember=False)
+
+    def action_failures(self) -> None:
+        """Toggle the view's "failures only" filter (kinds without failures: a note)."""
+        failure = FAILURES.get(self.view.kind)
+        if failure is None:
+            self.notify(f"{self.view.kind} have no failure state to show alone", timeout=5)
+            return
+        filters = self.view.filters
+        if failure in filters:
+            filters = tuple(f for f in filters if f != failure)
+        else:
+            filters = (*filters, failure)
+        self.open_view(View(self.view.kind, filters))
+
+    def sort_rows(self) -> None:
+        """Order the table's rows by the sort column: numbers as numbers, the rest as text."""
+        if self.sort_column is None:
+            return
+        self.table.sort(str(self.sort_column), key=_sort_key, reverse=self.sort_reverse)
+
+    def action_sort(self) -> None:
+        """Sort by the next column (after the last: as listed)."""
+        n = len(COLUMNS[self.view.kind])
+        column = 0 if self.sort_column is None else self.sort_column + 1
+        self.sort_column = column if column < n else None
+        self.sort_reverse = False
+        self.sort_rows()
+        self.render_status()
+
+    def action_reverse(self) -> None:
+        if self.sort_column is not None:
+            self.sort_reverse = not self.sort_reverse
+            self.sort_rows()
+            self.render_status()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_describe(self, raw: bool = False) -> None:
+        table = self.table
+        if not self.shown or table.cursor_row < 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is not None:
+            row = self.rows.get(key)
+            self.push_screen(DetailScreen(self.address, self.view.kind, key, row, raw=raw))
+
+    def action_copy_id(self) -> None:
+        """``c``: the row's id to the terminal's clipboard (OSC 52), for a command line."""
+        table = self.table
+        if not self.shown or table.cursor_row < 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is not None:
+            self.copy_to_clipboard(key)
+            self.notify(f"copied {key}", timeout=3)
+
+    def action_raw(self) -> None:
+        """``y``: the record as the state API gives it (JSON), as ``freight get -o json``."""
+        self.action_describe(raw=True)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_describe()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        mode, text = self.prompt_mode, event.value
+        if not mode:
+            return
+        self._close_prompt()
+        if mode == "/":
+            self.open_view(View(self.view.kind, tuple(parse_filters(self.view.kind, text))))
+            return
+        try:
+            command = parse_command(text)
+        except CommandError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        if command.quit:
+            self.exit()
+        else:
+            self.open_view(View(command.kind, tuple(command.filters)))
+
+
+class HelpScreen(ModalScreen[None]):
+    """``?``: the keys and the commands."""
+
+    BINDINGS: ClassVar[list[Any]] = [
+        Binding("escape,question_mark,q", "dismiss", "close"),
+    ]
+    CSS = "HelpScreen { align: center middle; } #help { width: 80; height: auto; border: round $accent; padding: 1 2; background: $surface; }"
+
+    def compose(self) -> ComposeResult:
+        names: dict[str, list[str]] = {}
+        for name, kind in ALIASES.items():
+            if name != kind:
+                names.setdefault(kind, []).append(name)
+        views = "\n".join(f"  :{k:<17} also :{', :'.join(names.get(k, []))}" for k in VIEWS)
+        yield Static(
+            escape(
+                "freight top: keys\n\n"
+                "  :        command: a view and filters (:actors state=ALIVE), :q quits\n"
+                "  /        filter this view: field=value, field~regex, field>n, !=, <=...;\n"
+                "           a bare word is a regex on the kind's main text (task names...)\n"
+                "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
+                "           restarting actors, pending placement groups, warnings and errors\n"
+                "  s / S    sort by the next column (then as listed) / reverse the order\n"
+                "  c        copy the row's id to the clipboard\n"
+                "  y        the row's raw record (JSON, with detail)\n"
+                "  enter    describe the row: every field; a task's transitions and error\n"
+                "  esc      back: close the prompt, a detail, or return to the last view\n"
+                "  ?        this help;   q  quit\n\n"
+                f"views:\n{views}\n\n"
+                "Filters are evaluated by the head; a view shows at most its first rows\n"
+                "and says 'showing N of M'. STALE in the status line: the head does not\n"
+                "answer; the rows are as last seen, and the view reconnects by itself."
+            ),
+            id="help",
+        )
+
+
+def describe(kind: str, row: dict[str, Any]) -> str:
+    """A record as text: its fields, then for a task its transitions, pending reason and
+    error with traceback."""
+    long_keys = ("transitions", "attempts", "traceback", "error")
+    width = max((len(k) for k in row), default=0)
+    lines = []
+    for key, value in row.items():
+        if key in long_keys and kind == "tasks":
+            continue
+        if isinstance(value, float) and (
+            key.endswith("_time") or key in ("time", "last_heartbeat")
+        ):
+            shown = f"{datetime.fromtimestamp(value).isoformat(sep=' ', timespec='milliseconds')}"
+            shown = shown if value else "-"
+        else:
+            shown = str(value) if value not in (None, "") else "-"
+        lines.append(f"{key:<{width}}  {shown}")
+    if kind == "tasks":
+        lines.append("")
+        transitions = row.get("transitions") or []
+        lines.append(f"state transitions ({len(transitions)}):")
+        first = transitions[0]["time"] if transitions else 0.0
+        for t in transitions:
+            when = datetime.fromtimestamp(t["time"]).strftime("%H:%M:%S.%f")[:-3]
+            cause = f"  ({t['cause']})" if t.get("cause") else ""
+            lines.append(f"  {when}  +{t['time'] - first:8.3f}s  {t['state']}{cause}")
+        if row.get("pending_reason"):
+            lines += ["", f"pending reason: {row['pending_reason']}"]
+        if row.get("error"):
+            lines += ["", f"error ({row.get('error_type') or '-'}): {row['error']}"]
+        if row.get("traceback"):
+            lines += ["", "traceback:", row["traceback"].rstrip()]
+    return "\n".join(lines)
+
+
+class DetailScreen(Screen[None]):
+    """Enter on a row: the record with every field, read again with detail from the head (in a
+    thread); the row the table holds is shown until it comes."""
+
+    BINDINGS: ClassVar[list[Any]] = [
+        Binding("escape", "app.pop_screen", "back"),
+        Binding("q", "app.quit", "quit"),
+    ]
+    CSS = "#detail-title { height: 1; background: $boost; padding: 0 1; }"
+
+    def __init__(
+        self,
+        address: str,
+        kind: str,
+        key: str,
+        row: dict[str, Any] | None,
+        *,
+        raw: bool = False,
+    ) -> None:
+        super().__init__()
+        self.raw = raw
+        self.address, self.kind, self.key = address, kind, key
+        self.row = row or {}
+        self.detailed = False
+        self.error = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(escape(f"{self.kind[:-1]} {self.key}"), id="detail-title")
+        with VerticalScroll():
+            yield Static(escape(self.text()), id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_worker(self._load, thread=True, exit_on_error=False)
+
+    def _load(self) -> None:
+        try:
+            row = state.get_state(self.kind, self.key, address=self.address, timeout=10)
+        except (ConnectionError, ValueError, PermissionError) as e:
+            self.app.call_from_thread(self._show, None, f"{e} (showing the row as last listed)")
+            return
+        self.app.call_from_thread(self._show, row, "" if row else "no longer in the cluster")
+
+    def text(self) -> str:
+        if self.raw:
+            return json.dumps(self.row, indent=2, default=str)
+        return describe(self.kind, self.row)
+
+    def _show(self, row: dict[str, Any] | None, error: str) -> None:
+        self.error = error
+        if row is not None:
+            self.row, self.detailed = row, True
+        text = self.text()
+        if error:
+            text = f"note: {error}\n\n{text}"
+        self.query_one("#detail", Static).update(escape(text))
