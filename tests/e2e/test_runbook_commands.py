@@ -62,6 +62,7 @@ READS = {
     ("get",),
     ("summary",),
     ("explain",),
+    ("top",),
     ("timeline",),
     ("metrics", "prometheus-config"),
     ("metrics", "targets"),
