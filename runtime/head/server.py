@@ -463,6 +463,9 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
         return pb.ShutdownReply(nodes_stopped=stopped)
 
 
+STOP_TIMEOUT_S = 15.0  # how long a stopping head may take to wind down before it just ends
+
+
 def write_head_info(
     session_dir: str, address: str, cluster_name: str, metrics_address: str = ""
 ) -> str:
@@ -553,20 +556,35 @@ async def run_head(config: HeadConfig) -> None:
         await servicer.stopping.wait()
         logger.info("head stopping")
     finally:
-        await serving.shutting_down()  # probes see NOT_SERVING while the head winds down
-        watches.close()  # watch streams end now, not after the grace period below
-        if health is not None:
-            health.cancel()
-            await asyncio.gather(health, return_exceptions=True)
-        if lag is not None:
-            lag.cancel()
-        if metrics_http is not None:
-            await asyncio.to_thread(metrics_http.stop)
-        _remove_head_info(session_dir)
-        await servicer.jobs.close()  # a head that stops stops its drivers (docs/jobs.md)
-        await server.stop(grace=2.0)
-        await servicer.actors.close()
-        await servicer.pgs.close()
-        await servicer.nodes.close()
+        step = ["health"]
+
+        async def wind_down() -> None:
+            await serving.shutting_down()  # probes see NOT_SERVING while the head winds down
+            watches.close()  # watch streams end now, not after the grace period below
+            if health is not None:
+                health.cancel()
+                await asyncio.gather(health, return_exceptions=True)
+            if lag is not None:
+                lag.cancel()
+            step[0] = "metrics endpoint"
+            if metrics_http is not None:
+                await asyncio.to_thread(metrics_http.stop)
+            _remove_head_info(session_dir)
+            step[0] = "jobs"
+            await servicer.jobs.close()  # a head that stops stops its drivers (docs/jobs.md)
+            step[0] = "gRPC server"
+            await server.stop(grace=2.0)
+            step[0] = "directories"
+            await servicer.actors.close()
+            await servicer.pgs.close()
+            await servicer.nodes.close()
+
+        # A head asked to stop is gone within the bound, whatever one step waits on: clients
+        # take a head that still answers for one that has not stopped.
+        try:
+            await asyncio.wait_for(wind_down(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            logger.error("the head's stop waited too long; ending it", step=step[0])
+            await server.stop(grace=None)
         store.close()
         logger.info("head stopped")
