@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets.data_table import ColumnKey
 
 from freight import state
 from freight.cli.state_cmd import COLUMNS, _cell
@@ -54,6 +55,9 @@ def id_keys(address: str) -> dict[str, str]:
     """The id field of each kind, as the head defines it (one call; it also proves the head
     answers before the screen opens)."""
     return {k: s.id_key for k, s in state.schema(address=address).items()}
+
+
+MAX_COLUMN_WIDTH = 60  # a longer cell is cut; `d` and `y` show it whole
 
 
 def cells(kind: str, row: dict[str, Any]) -> tuple[str, ...]:
@@ -221,6 +225,22 @@ class TopApp(App[None]):
                 if key not in self.shown:
                     self.shown[key] = cells(kind, row)
                     table.add_row(*self.shown[key], key=key)
+        if changes:
+            self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Size each column to the widest cell shown, now. (DataTable's own fitting happens
+        when the app is idle, and leaves the rows it rendered in between cut at the old widths
+        until a cell changes: a row that never changes would stay cut.)"""
+        table, titles = self.table, [title for title, _, _ in COLUMNS[self.view.kind]]
+        widths = [len(t) for t in titles]
+        for row in self.shown.values():
+            for i, text in enumerate(row):
+                widths[i] = max(widths[i], min(len(text), MAX_COLUMN_WIDTH))
+        for i, width in enumerate(widths):
+            column = table.columns.get(ColumnKey(str(i)))
+            if column is not None and (column.auto_width or column.width != width):
+                column.auto_width, column.width = False, width
 
     # -- the status line ----------------------------------------------------------------------
 
