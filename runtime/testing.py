@@ -37,6 +37,25 @@ def wait_for_condition(
         time.sleep(interval)  # poll interval; the deadline above bounds the wait
 
 
+def head_counter(session_dir: str | Path, name: str) -> float:
+    """The sum of a counter's series on the /metrics endpoint of the head of ``session_dir``."""
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    address = json.loads((Path(session_dir) / "head.json").read_text())["metrics_address"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{address}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    )
+
+
 @contextlib.contextmanager
 def short_temp_dir() -> Iterator[Path]:
     """A fresh folder for FREIGHT_TEMP_DIR, short enough for the Unix socket paths below it.

@@ -23,7 +23,13 @@ import pytest
 import freight
 from freight import actions, state
 from freight.client import access
-from freight.testing import Cluster, patched_environ, short_temp_dir, wait_for_condition
+from freight.testing import (
+    Cluster,
+    head_counter,
+    patched_environ,
+    short_temp_dir,
+    wait_for_condition,
+)
 from freight.util.placement_group import (
     placement_group,
     placement_group_table,
@@ -177,12 +183,12 @@ def test_the_read_only_token_cannot_drain(cluster: dict[str, Any]) -> None:
     session = Path(cluster["cluster"].session_dir)
     readonly = (session / "token.readonly").read_text().strip()
     other = cluster["other"].node_id
-    refused_before = _head_counter(session, "freight_auth_refused_total")
+    refused_before = head_counter(session, "freight_auth_refused_total")
     proc = cli(cluster, "drain", other, FREIGHT_TOKEN=readonly)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "read-only token" in proc.stderr and "admin token" in proc.stderr, proc.stderr
     assert node_row(cluster, other)["state"] == "ALIVE"
-    assert _head_counter(session, "freight_auth_refused_total") >= refused_before + 1
+    assert head_counter(session, "freight_auth_refused_total") >= refused_before + 1
 
 
 def test_an_unknown_node_is_an_error(cluster: dict[str, Any]) -> None:
@@ -280,21 +286,3 @@ def test_a_drain_outlives_a_head_restart(cluster: dict[str, Any]) -> None:
     )
     actions.undrain_node(head)
     assert freight.get(ref, timeout=60) == head
-
-
-def _head_counter(session: Path, name: str) -> float:
-    """The sum of a counter's series on the head's /metrics endpoint."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    address = json.loads((session / "head.json").read_text())["metrics_address"]
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{address}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    )

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
-from freight.testing import short_temp_dir
+from freight.testing import head_counter, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 from freight.util.tokens import readonly_token
 
@@ -498,7 +498,7 @@ def test_stop_session_stops_that_folders_cluster(cluster: dict[str, Any]) -> Non
 def test_every_action_is_refused_to_the_read_only_token_and_counted(
     cluster: dict[str, Any],
 ) -> None:
-    before = _head_counter(Path(cluster["session_dir"]), "freight_auth_refused_total")
+    before = head_counter(Path(cluster["session_dir"]), "freight_auth_refused_total")
     for args in (
         ("cancel", "ab" * 16),
         ("kill", "actor", "ab" * 12),
@@ -507,27 +507,9 @@ def test_every_action_is_refused_to_the_read_only_token_and_counted(
         ("stop", "--address", cluster["address"]),
     ):
         _refused(cli(cluster["temp_dir"], *args, FREIGHT_TOKEN=cluster["readonly"]))
-    after = _head_counter(Path(cluster["session_dir"]), "freight_auth_refused_total")
+    after = head_counter(Path(cluster["session_dir"]), "freight_auth_refused_total")
     assert after >= before + 5
     _ok(cli(cluster["temp_dir"], "status"))  # still up
-
-
-def _head_counter(session: Path, name: str) -> float:
-    """The sum of a counter's series on the head's /metrics endpoint."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    address = json.loads((session / "head.json").read_text())["metrics_address"]
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{address}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    )
 
 
 def test_actions_are_not_read_only_methods() -> None:

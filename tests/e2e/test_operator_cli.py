@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from freight.testing import short_temp_dir
+from freight.testing import head_counter, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 from freight.util.tokens import readonly_token
 
@@ -297,7 +297,7 @@ def test_the_read_only_token_reads_state_events_jobs_targets_and_memory(
 
 def test_the_read_only_token_changes_nothing(program: dict[str, Any], tmp_path: Path) -> None:
     _, readonly, session = _tokens(program)
-    refused_before = _head_counter(session, "freight_auth_refused_total")
+    refused_before = head_counter(session, "freight_auth_refused_total")
     jobs_before = json.loads(cli(program["temp_dir"], "job", "list", "-o", "json").stdout)
     marker = tmp_path / "ran"
     proc = cli(
@@ -317,25 +317,7 @@ def test_the_read_only_token_changes_nothing(program: dict[str, Any], tmp_path: 
         env=env_for(program["temp_dir"], FREIGHT_TOKEN=readonly),
     )
     assert joined.returncode != 0 and "read-only token" in joined.stderr, joined.stderr
-    assert _head_counter(session, "freight_auth_refused_total") >= refused_before + 2
-
-
-def _head_counter(session: Path, name: str) -> float:
-    """The sum of a counter's series on the head's /metrics endpoint."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    address = json.loads((session / "head.json").read_text())["metrics_address"]
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{address}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    )
+    assert head_counter(session, "freight_auth_refused_total") >= refused_before + 2
 
 
 def test_the_client_side_loads_none_of_the_heads_modules(program: dict[str, Any]) -> None:
