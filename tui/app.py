@@ -9,9 +9,10 @@ changed are redrawn. A view shows at most ``max_rows`` rows and says so ("showin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.markup import escape
 from textual.app import App, ComposeResult
@@ -26,6 +27,9 @@ from freight.cli.state_cmd import COLUMNS, _cell
 
 from .commands import ALIASES, CommandError, parse_command, parse_filters
 from .feed import Batch, Feed
+from .source import Source
+
+S = TypeVar("S", bound=Source)
 
 # What "failures only" (f) adds to a view's filters: the rows an on-call engineer looks at first.
 FAILURES = {
@@ -158,6 +162,11 @@ class TopApp(App[None]):
 
     # -- views --------------------------------------------------------------------------------
 
+    def source(self, name: str, make: Callable[[], S]) -> S:
+        """A started source for what ``name`` says (see :mod:`freight.tui.source`): every
+        screen gets its data here, so that one place decides where data comes from."""
+        return make().start()  # type: ignore[return-value]
+
     def open_view(self, view: View, *, remember: bool = True) -> None:
         """Show ``view`` (a new feed, an empty table); ``remember``: esc comes back here."""
         if remember and view != self.view:
@@ -168,14 +177,17 @@ class TopApp(App[None]):
         if view.kind != getattr(self, "_sorted_kind", view.kind):
             self.sort_column, self.sort_reverse = None, False
         self._sorted_kind = view.kind
-        self.feed = Feed(
-            view.kind,
-            list(view.filters),
-            address=self.address,
-            id_key=self.id_keys.get(view.kind, f"{view.kind[:-1]}_id"),
-            refresh=self.refresh_s,
-            limit=self.max_rows,
-        ).start()
+        self.feed = self.source(
+            view.title(),
+            lambda: Feed(
+                view.kind,
+                list(view.filters),
+                address=self.address,
+                id_key=self.id_keys.get(view.kind, f"{view.kind[:-1]}_id"),
+                refresh=self.refresh_s,
+                limit=self.max_rows,
+            ),
+        )
         table = self.table
         table.clear(columns=True)
         for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
