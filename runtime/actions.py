@@ -243,9 +243,7 @@ class Drain(NamedTuple):
 
 
 def _drain(node_id: str, undrain: bool, reason: str, address: str | None) -> Drain:
-    if not isinstance(node_id, str) or not node_id.strip():
-        raise access.UsageError(f"give the id (or a unique prefix) of a node, got {node_id!r}")
-    request = pb.DrainNodeRequest(node_id=node_id.strip(), undrain=undrain)
+    request = pb.DrainNodeRequest(node_id=_id("node", node_id), undrain=undrain)
     reply = _act(address, "DrainNode", request, reason)
     node = reply.node
     return Drain(

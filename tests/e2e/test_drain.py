@@ -200,6 +200,16 @@ def test_an_unknown_node_is_an_error(cluster: dict[str, Any]) -> None:
         actions.undrain_node("ffffffffffff")
 
 
+def test_a_node_id_that_is_not_hexadecimal_is_a_usage_error(cluster: dict[str, Any]) -> None:
+    """As for cancel and kill: a mistyped id is the caller's usage error (exit 2), not a
+    failed search (exit 1)."""
+    proc = cli(cluster, "drain", "node-1")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "hexadecimal" in proc.stderr and "freight list nodes" in proc.stderr, proc.stderr
+    with pytest.raises(access.UsageError):
+        actions.undrain_node("node-1")
+
+
 def test_with_only_drained_nodes_new_work_waits_until_undrained(cluster: dict[str, Any]) -> None:
     c, head = cluster["cluster"], cluster["head"]
     other = cluster["other"]
