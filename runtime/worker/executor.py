@@ -246,7 +246,7 @@ class Executor:
             tracing.finish(span, e)
             error = self._error_blob(f"{self.actor_class}.__init__", e)
         finally:
-            self.cw.reset_current_task(token)
+            self._end_task(token)
             if span is not None:
                 tracing.finish(span)
         is_async = spec.get("is_async", False)
@@ -297,6 +297,13 @@ class Executor:
                 raise _ArgumentLost(e) from None
             raise
         return substitute(args, kwargs, values)
+
+    def _end_task(self, token: Any) -> None:
+        """After a task (or an actor's creation): its unfinished output line is its own."""
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, OutputForwarder):
+                stream.end_task()
+        self.cw.reset_current_task(token)
 
     def _begin(self, msg: m.PushTask, caller: str) -> tuple[Any, TaskContext]:
         started = self.started.get(msg.name)
@@ -368,7 +375,7 @@ class Executor:
                 msg.task_id, None, self._error_blob(msg.name, e), True, [], start, time.time()
             )
         finally:
-            self.cw.reset_current_task(token)
+            self._end_task(token)
             if span is not None:  # end it before the reply: the owner may exit once it has it
                 tracing.finish(span)
         self._reply(fs, done)
@@ -397,7 +404,7 @@ class Executor:
                     msg.task_id, None, self._error_blob(msg.name, e), True, [], start, time.time()
                 )
             finally:
-                self.cw.reset_current_task(token)
+                self._end_task(token)
                 if span is not None:
                     tracing.finish(span)
         self._reply(fs, done)
@@ -551,6 +558,15 @@ class OutputForwarder:
             cw.peer(cw.driver_address).fs.send(m.LogLines(prefix, self.name, lines))
         except (ConnectionError, OSError):
             pass
+
+    def end_task(self) -> None:
+        """The running task ends: what it wrote after its last newline is a line of its own,
+        with its ids (else the next task's first line would carry it, under the next ids)."""
+        with self.lock:
+            rest, self.buf = self.buf, ""
+        if rest:
+            self._log(rest)
+            self._send(rest)
 
     def flush(self) -> None:
         self.stream.flush()

@@ -112,6 +112,12 @@ def shout(marker):
     print(marker + "-err", file=sys.stderr)
     return freight.get_runtime_context().get_task_id()
 
+@freight.remote
+def half(marker):
+    import freight
+    print(marker, end="")  # no newline: the task ends with the line open
+    return freight.get_runtime_context().get_task_id()
+
 @freight.remote(num_cpus=0)
 class Speaker:
     def say(self, marker):
@@ -129,6 +135,8 @@ for line in sys.stdin:
     cmd, _, arg = line.strip().partition(" ")
     if cmd == "task":
         say("task", freight.get(shout.remote(arg)))
+    elif cmd == "half":
+        say("half", freight.get(half.remote(arg)))
     elif cmd == "actor":
         speakers.append(Speaker.remote())
         actor, worker, pid = freight.get(speakers[-1].say.remote(arg))
@@ -207,6 +215,22 @@ def test_logs_by_task_show_what_the_task_printed_with_its_ids(
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.endswith(f"| {marker}"))
     assert f"task={task_id}" in line and f"job={job_id}" in line and " INFO " in line, line
+
+
+def test_a_line_left_open_when_a_task_ends_is_that_tasks_line(
+    cluster: dict[str, Any], driver: Driver
+) -> None:
+    """print(x, end="") as a task's last output is logged when the task ends, with its ids; not
+    held until another task's newline and logged under that task's ids."""
+    marker = f"open-line-{uuid.uuid4().hex[:8]}"
+    driver.send(f"half {marker}")
+    task_id = driver.value("half")
+    lines = wait_until(
+        lambda: [r for r in logs(cluster, "--task", task_id) if r["message"] == marker],
+        30,
+        "the open line in the task's log",
+    )
+    assert lines[0]["task_id"] == task_id
 
 
 def test_logs_by_actor_show_the_method_output(cluster: dict[str, Any], driver: Driver) -> None:
