@@ -93,8 +93,12 @@ _lock = threading.Lock()
 _clients: dict[tuple[str, str], tuple[grpc.Channel, pb_grpc.StateServiceStub]] = {}
 
 
-def _stub(address: str | None) -> tuple[access.Target, pb_grpc.StateServiceStub]:
-    target = access.resolve(address, flag="address=")
+def _stub(address: str | access.Target | None) -> tuple[access.Target, pb_grpc.StateServiceStub]:
+    # A Target is a cluster already found (the CLI's), kept whole so messages say how.
+    if isinstance(address, access.Target):
+        target = address
+    else:
+        target = access.resolve(address, flag="address=")
     with _lock:
         got = _clients.get((target.address, target.token))
         if got is None:
@@ -114,7 +118,7 @@ def close() -> None:
         _clients.clear()
 
 
-def _call(address: str | None, method: str, request: Any, timeout: float) -> Any:
+def _call(address: str | access.Target | None, method: str, request: Any, timeout: float) -> Any:
     target, stub = _stub(address)
     return access.call(target, getattr(stub, method), request, timeout)
 
@@ -145,7 +149,7 @@ def list_state(
     cursor: str | None = None,
     detail: bool = False,
     newest_first: bool = False,
-    address: str | None = None,
+    address: str | access.Target | None = None,
     timeout: float = 30.0,
 ) -> StateList:
     """Rows of ``kind`` passing ``filters``: the first ``limit`` after ``cursor``, oldest first
@@ -202,7 +206,7 @@ def list_state(
 
 
 def get_state(
-    kind: str, id: str, *, address: str | None = None, timeout: float = 30.0
+    kind: str, id: str, *, address: str | access.Target | None = None, timeout: float = 30.0
 ) -> dict[str, Any] | None:
     """The row of ``kind`` whose id is ``id`` (or starts with it), with detail; None if unknown.
 
@@ -216,7 +220,11 @@ def get_state(
 
 
 def summarize(
-    kind: str, filters: Any = None, *, address: str | None = None, timeout: float = 30.0
+    kind: str,
+    filters: Any = None,
+    *,
+    address: str | access.Target | None = None,
+    timeout: float = 30.0,
 ) -> StateSummary:
     """Counts of tasks (by name, state, job, error type, pending reason), actors or objects."""
     kind = _kind(kind)
@@ -245,7 +253,7 @@ class KindSchema(NamedTuple):
 
 
 def schema(
-    kind: str | None = None, *, address: str | None = None, timeout: float = 30.0
+    kind: str | None = None, *, address: str | access.Target | None = None, timeout: float = 30.0
 ) -> dict[str, KindSchema]:
     """The filterable fields of ``kind`` (None: of every kind), as the head defines them; rows
     carry more fields (resources, labels, ...) that filters cannot name."""
@@ -271,7 +279,7 @@ def _lister(kind: str) -> Any:
         cursor: str | None = None,
         detail: bool = False,
         newest_first: bool = False,
-        address: str | None = None,
+        address: str | access.Target | None = None,
         timeout: float = 30.0,
     ) -> StateList:
         return list_state(
@@ -291,7 +299,9 @@ def _lister(kind: str) -> Any:
 
 
 def _getter(kind: str) -> Any:
-    def getter(id: str, *, address: str | None = None, timeout: float = 30.0) -> Any:
+    def getter(
+        id: str, *, address: str | access.Target | None = None, timeout: float = 30.0
+    ) -> Any:
         return get_state(kind, id, address=address, timeout=timeout)
 
     name = kind[:-1]
@@ -302,7 +312,7 @@ def _getter(kind: str) -> Any:
 
 def _summarizer(kind: str) -> Any:
     def summarizer(
-        filters: Any = None, *, address: str | None = None, timeout: float = 30.0
+        filters: Any = None, *, address: str | access.Target | None = None, timeout: float = 30.0
     ) -> StateSummary:
         return summarize(kind, filters, address=address, timeout=timeout)
 
@@ -337,7 +347,7 @@ def watch(
     kind: str,
     filters: Any = None,
     *,
-    address: str | None = None,
+    address: str | access.Target | None = None,
     cursor: str | None = None,
     timeout: float | None = None,
 ) -> Iterator[WatchEvent]:
@@ -373,7 +383,11 @@ def watch(
 
 
 def _watch(
-    kind: str, filters: list[pb.Filter], address: str | None, cursor: str, deadline: float | None
+    kind: str,
+    filters: list[pb.Filter],
+    address: str | access.Target | None,
+    cursor: str,
+    deadline: float | None,
 ) -> Iterator[WatchEvent]:
     synced = bool(cursor)  # a cursor stands after a listing; without one, the listing comes
     listed = 0  # rows of an unfinished listing already given out

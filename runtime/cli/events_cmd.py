@@ -153,7 +153,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         from freight.cli.watch_cmd import follow_events
 
         try:
-            follow_events(target.address, filters, page.rows, render, fmt)
+            follow_events(target, filters, page.rows, render, fmt)
         except KeyboardInterrupt:
             return 0
     return 0

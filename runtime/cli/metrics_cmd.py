@@ -43,7 +43,7 @@ def metrics_info(address: str | None) -> dict[str, str]:
 
     target = access.resolve(address)
     head_address, session_dir = target.address, target.session_dir
-    client = HeadClient(head_address, target.token)
+    client = HeadClient(head_address, target.token, target.source)
     try:
         reply = client.call("KVGet", pb.KVGetRequest(ns="freight", key="metrics"), timeout=10)
     finally:

@@ -118,7 +118,7 @@ def _notes(console: Any, warnings: list[str]) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """The filterable fields of one kind or of every kind (as ``kubectl explain``)."""
-    kinds = state.schema(args.kind, address=common.target(args).address)
+    kinds = state.schema(args.kind, address=common.target(args))
     fmt = common.chosen(args)
     if common.is_structured(fmt):
         items = [{**k._asdict(), "fields": [f._asdict() for f in k.fields]} for k in kinds.values()]
@@ -150,7 +150,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         cursor=args.cursor,
         detail=args.detail,
         newest_first=args.newest,
-        address=common.target(args).address,
+        address=common.target(args),
     )
     fmt = common.chosen(args)
     if common.is_structured(fmt):
@@ -177,7 +177,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    row = state.get_state(args.kind, args.id, address=common.target(args).address)
+    row = state.get_state(args.kind, args.id, address=common.target(args))
     if row is None:
         kind = args.kind.rstrip("s")
         hint = (
@@ -230,7 +230,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    summary = state.summarize(args.kind, args.filter or None, address=common.target(args).address)
+    summary = state.summarize(args.kind, args.filter or None, address=common.target(args))
     fmt = common.chosen(args)
     if common.is_structured(fmt):
         common.dump({**summary, "warnings": summary.warnings, "partial": summary.partial}, fmt)
@@ -344,7 +344,7 @@ def timeline_events(rows: list[dict[str, Any]], since: float, until: float) -> d
 def cmd_timeline(args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else 0.0
     until = parse_time(args.until) if args.until else time.time()
-    address = common.target(args).address
+    address = common.target(args)
     filters = [*(args.filter or []), f"submit_time<={until!r}"]
     if since:
         filters.append(f"end_time>={since!r}")
@@ -397,7 +397,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def pending_tasks_by_reason(address: str | None) -> dict[str, int] | None:
+def pending_tasks_by_reason(address: str | access.Target | None) -> dict[str, int] | None:
     """Tasks waiting to run by pending reason, from the state API (None if it did not answer)."""
     try:
         summary = state.summarize("tasks", ["state~^PENDING"], address=address, timeout=5)

@@ -25,11 +25,12 @@ def _gib(n: float) -> str:
     return f"{int(n)} B"
 
 
-def status_report(head_address: str, token: str) -> Any:
+def status_report(head_address: str, token: str, source: str = "") -> Any:
+    """The cluster's status; ``source`` says how its address was found (for messages)."""
     from freight.client.head_client import HeadClient
     from freight.client.head_client import pb_module as pb
 
-    client = HeadClient(head_address, token)
+    client = HeadClient(head_address, token, source)
     try:
         st = client.call("ClusterStatus", pb.ClusterStatusRequest(), timeout=10)
     finally:
@@ -60,7 +61,7 @@ def _refresh_nodes(st: Any, token: str) -> None:
     st.available.amounts.update(available)
 
 
-def placement_group_demand(address: str | None) -> dict[str, Any] | None:
+def placement_group_demand(address: str | access.Target | None) -> dict[str, Any] | None:
     """Placement groups counted by state, and the first pending ones (bundles, reason), from the
     state API; None if it did not answer."""
     from freight import state
@@ -176,11 +177,11 @@ def render_status(
 
 def cmd_status(args: argparse.Namespace) -> int:
     target = common.target(args)
-    st = status_report(target.address, target.token)
+    st = status_report(target.address, target.token, target.source)
     from .state_cmd import pending_tasks_by_reason  # tasks waiting, from the state API
 
-    pending = pending_tasks_by_reason(target.address)
-    groups = placement_group_demand(target.address)
+    pending = pending_tasks_by_reason(target)
+    groups = placement_group_demand(target)
     fmt = common.chosen(args)
     if common.is_structured(fmt):
         data = access.record(st)

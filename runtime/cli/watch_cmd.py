@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from freight import state
+from freight.client import access
 
 from . import common
 
@@ -42,7 +43,7 @@ def cmd_list_watch(args: argparse.Namespace) -> int:
     listing: list[dict[str, Any]] = []
     synced = False
     try:
-        address = common.target(args).address
+        address = common.target(args)
         for ev in state.watch(args.kind, args.filter or None, address=address):
             if common.is_structured(fmt):
                 _print(json.dumps({"type": ev.type, "row": ev.row, "cursor": ev.cursor}))
@@ -67,7 +68,7 @@ def cmd_list_watch(args: argparse.Namespace) -> int:
 
 
 def follow_events(
-    address: str | None,
+    address: str | access.Target | None,
     filters: list[tuple[str, str, str]],
     shown: list[dict[str, Any]],
     render: Callable[[list[dict[str, Any]], str], None],

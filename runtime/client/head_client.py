@@ -22,8 +22,12 @@ class HeadUnavailable(access.ClusterUnreachable):
 
 
 class HeadClient:
-    def __init__(self, address: str, token: str) -> None:
+    def __init__(self, address: str, token: str, source: str = "") -> None:
         self.address = address
+        # How the address was found ("FREIGHT_ADDRESS"...), named in messages (access.Target).
+        self.target: access.Target | str = (
+            access.Target(address, "", "", source) if source else address
+        )
         self.channel = sync_channel(address, token)
         self.stub = pb_grpc.HeadServiceStub(self.channel)
 
@@ -60,13 +64,13 @@ class HeadClient:
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code == grpc.StatusCode.UNAVAILABLE:
-                raise HeadUnavailable(str(access.rpc_error(exc, self.address))) from None
+                raise HeadUnavailable(str(access.rpc_error(exc, self.target))) from None
             if code in (
                 grpc.StatusCode.UNAUTHENTICATED,
                 grpc.StatusCode.PERMISSION_DENIED,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
             ):
-                raise access.rpc_error(exc, self.address) from None
+                raise access.rpc_error(exc, self.target) from None
             raise  # the caller's to handle (NOT_FOUND, INVALID_ARGUMENT, ...)
 
     def call_through_restarts(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:

@@ -188,7 +188,8 @@ def test_an_address_that_does_not_answer_is_said_never_another_cluster_shown(
     program: dict[str, Any], command: str, via: str
 ) -> None:
     """With a live cluster on the machine, a named address that does not answer is an error:
-    not a silent answer from the local cluster."""
+    not a silent answer from the local cluster; one taken from FREIGHT_ADDRESS says so, as the
+    user may not know it is set."""
     args = READERS.get(command) or (command, "--file", "/dev/null")
     dead = "127.0.0.1:1"
     if via == "--address":
@@ -197,6 +198,8 @@ def test_an_address_that_does_not_answer_is_said_never_another_cluster_shown(
         proc = cli(program["temp_dir"], *args, FREIGHT_ADDRESS=dead)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert f"the freight cluster at {dead}" in proc.stderr and "did not answer" in proc.stderr
+    if via == "FREIGHT_ADDRESS":
+        assert f"{dead} (FREIGHT_ADDRESS)" in proc.stderr, proc.stderr
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr, proc.stderr
 
