@@ -1,0 +1,347 @@
+"""The inspector's Overview (`:overview`, `freight top overview`) driven by Textual's Pilot
+against a real cluster of two nodes and a real Alertmanager: every node with its meters, the
+sparklines after tasks run, a firing alert, the newest events, an unreachable Alertmanager named
+while the rest keeps working, Enter on a node and esc back. Then the arithmetic on its own:
+counter increases across resets, quantiles from buckets, error budget left, threshold colours,
+and the SLOs agreeing with the shipped alert rules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_top import app_for, run, until
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Sparkline
+
+import freight
+from freight.cli.top_cmd import add_parsers
+from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.tui import overview as ov
+from freight.tui.app import TopApp, View
+from freight.tui.commands import CommandError, parse_command
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@freight.remote
+def ov_work(x: int) -> int:
+    return x + 1
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    env = {"FREIGHT_HEALTH_CHECK_PERIOD_S": "0.3", "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD": "2"}
+    with connected_cluster({"num_cpus": 2}, {"num_cpus": 1, "num_gpus": 1}, env=env) as c:
+        yield c
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Alertmanager (Debian's prometheus-alertmanager) with a config that notifies no
+    one: alerts are posted to its API as Prometheus would."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        reason = (
+            "prometheus-alertmanager is not installed (scripts/install-system-deps.sh installs it)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("alertmanager")
+    config = tmp / "alertmanager.yml"
+    config.write_text(
+        yaml.safe_dump({"route": {"receiver": "none"}, "receivers": [{"name": "none"}]})
+    )
+    url = f"http://127.0.0.1:{_free_port()}"
+    log = open(tmp / "alertmanager.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp / 'data'}",
+            f"--web.listen-address={url.removeprefix('http://')}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for_condition(ready, 30, "Alertmanager ready")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _post_alert(url: str, name: str) -> None:
+    alert = {
+        "labels": {"alertname": name, "severity": "critical", "cluster": "c"},
+        "annotations": {"summary": f"{name} is firing."},
+    }
+    req = urllib.request.Request(
+        f"{url}/api/v2/alerts",
+        data=json.dumps([alert]).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+
+
+def _screen(app: TopApp) -> ov.OverviewScreen:
+    assert isinstance(app.screen, ov.OverviewScreen)
+    return app.screen
+
+
+def _cell_text(table: DataTable[Any], key: str, column: int) -> str:
+    return str(table.get_cell(key, str(column)))
+
+
+def test_the_overview_shows_nodes_rates_slos_alerts_and_events(
+    cluster: Cluster, alertmanager: str
+) -> None:
+    node_ids = {n["node_id"] for n in freight.state.list_nodes()}
+    assert len(node_ids) == 2
+    _post_alert(alertmanager, "OverviewTestAlert")
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "the overview")
+        screen = _screen(app)
+        table = screen.query_one("#ov-nodes", DataTable)
+        await until(pilot, lambda: set(screen.shown) == node_ids, "every node in the table")
+        await until(
+            pilot,
+            lambda: all(n.memory_total > 0 for n in screen.last.nodes),
+            "the nodes' memory, from their agents",
+        )
+        for n in screen.last.nodes:
+            assert n.store_total > 0 and n.cpu_total in (1.0, 2.0) and n.state == "ALIVE"
+            assert 0 < n.memory_used <= n.memory_total
+            for column in (3, 5, 6):  # CPU, memory, object store: a bar and a percentage
+                assert "%" in _cell_text(table, n.node_id, column)
+            gpu = _cell_text(table, n.node_id, 4)
+            assert ("%" in gpu) == (n.gpu_total == 1.0), gpu
+        # A firing alert from the real Alertmanager, and the newest events.
+        await until(
+            pilot, lambda: any(a.name == "OverviewTestAlert" for a in screen.last.alerts), "alert"
+        )
+        alerts = str(screen.query_one("#ov-alerts").render())
+        assert "OverviewTestAlert" in alerts and "Alerts firing: 1" in alerts
+        await until(pilot, lambda: screen.last.events, "the newest events")
+        assert any(
+            e.kind == "NODE_ADDED" or "node" in e.message.lower() for e in screen.last.events
+        )
+        assert "Recent events" in str(screen.query_one("#ov-events").render())
+        # Tasks run: the throughput sparkline gets values above zero; the SLOs, no Prometheus
+        # here, are the counters' since start.
+        await until(pilot, lambda: screen.last.scrapes >= 2, "two scrapes")
+        assert freight.get([ov_work.remote(i) for i in range(20)]) == list(range(1, 21))
+        await until(pilot, lambda: any(v > 0 for v in screen.last.throughput), "a throughput")
+        spark = screen.query_one("#ov-throughput", Sparkline)
+        assert spark.data is not None and max(spark.data) > 0
+        assert screen.last.slo_basis.startswith("since start, no Prometheus")
+        task_slo = next(s for s in screen.last.slos if s.name == "task_system_errors")
+        assert task_slo.bad_ratio == 0.0 and task_slo.budget_left == 1.0
+        assert "since start, no Prometheus" in str(screen.query_one("#ov-slo").render())
+        # Enter on a node: the nodes view on it; esc comes back to the overview, esc again
+        # to the nodes view below it.
+        table.focus()
+        table.move_cursor(row=0)
+        first = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, ov.OverviewScreen), "the jump")
+        assert app.view == View("nodes", (f"node_id={first}",))
+        await until(pilot, lambda: set(app.shown) == {first}, "the node alone")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "overview again")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, ov.OverviewScreen), "esc")
+        assert app.view.kind == "nodes"
+        await pilot.press("q")
+
+    app = app_for(cluster, View("overview"), alertmanager=alertmanager)
+    run(app, body)
+    assert app.return_code == 0
+
+
+def test_an_unreachable_alertmanager_is_named_and_the_rest_still_shows(cluster: Cluster) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        await until(pilot, lambda: "tasks" in app.status_text(), "the tasks view")
+        await pilot.press("colon")
+        await until(pilot, lambda: app.prompt_mode == ":", "the prompt")
+        app.query_one("#prompt").value = "ov"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "the overview")
+        screen = _screen(app)
+        await until(pilot, lambda: "unreachable" in screen.last.alerts_note, "the note")
+        assert dead in screen.last.alerts_note
+        assert dead in str(screen.query_one("#ov-alerts").render())
+        await until(pilot, lambda: len(screen.shown) == 2 and screen.last.events, "the rest")
+        await until(pilot, lambda: screen.last.slos, "the SLOs")
+        await pilot.press("escape")  # back to the view it was opened from
+        await until(pilot, lambda: not isinstance(app.screen, ov.OverviewScreen), "esc")
+        assert app.view == View("tasks")
+
+    run(app_for(cluster, alertmanager=dead), body)
+
+
+# -- without a cluster ------------------------------------------------------------------------
+
+
+def test_overview_commands_and_the_alertmanager_option() -> None:
+    assert parse_command("overview").kind == parse_command("ov").kind == "overview"
+    assert parse_command("o").kind == "objects"
+    with pytest.raises(CommandError, match="the overview takes no filters"):
+        parse_command("overview state=ALIVE")
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    args = parser.parse_args(["top", "overview", "--alertmanager", "http://127.0.0.1:9093/"])
+    assert args.view == "overview" and args.alertmanager == "http://127.0.0.1:9093"
+    assert parser.parse_args(["top"]).alertmanager == ""
+    with pytest.raises(SystemExit):
+        parser.parse_args(["top", "--alertmanager", "127.0.0.1:9093"])
+
+
+EXPOSITION = """\
+# TYPE freight_tasks_finished_total counter
+freight_tasks_finished_total{cluster="c",name="f",state="FINISHED",error_kind="none",error_type=""} 90
+freight_tasks_finished_total{cluster="c",name="f",state="FAILED",error_kind="application",error_type="E"} 6
+freight_tasks_finished_total{cluster="c",name="f",state="FAILED",error_kind="system",error_type="W"} 2
+freight_tasks_finished_total{cluster="c",name="f",state="CANCELLED",error_kind="cancelled",error_type=""} 2
+# TYPE freight_task_scheduling_latency_seconds histogram
+freight_task_scheduling_latency_seconds_bucket{cluster="c",name="f",le="0.1"} 50
+freight_task_scheduling_latency_seconds_bucket{cluster="c",name="f",le="0.2"} 90
+freight_task_scheduling_latency_seconds_bucket{cluster="c",name="f",le="1.0"} 100
+freight_task_scheduling_latency_seconds_bucket{cluster="c",name="f",le="+Inf"} 100
+freight_task_scheduling_latency_seconds_count{cluster="c",name="f"} 100
+freight_task_scheduling_latency_seconds_sum{cluster="c",name="f"} 12.5
+"""
+
+
+def test_counters_parse_and_increase_across_a_reset() -> None:
+    c = ov.parse_counts(EXPOSITION)
+    assert (c.finished, c.failed, c.system_errors, c.judged) == (100, 8, 2, 98)
+    assert c.scheduled == 100 and c.scheduled_fast == 90
+    assert c.buckets == {0.1: 50, 0.2: 90, 1.0: 100, math.inf: 100}
+    later = ov.Counts(finished=130, failed=9, system_errors=2, judged=128, scheduled=130)
+    later.buckets = {0.1: 70, 0.2: 120, 1.0: 130, math.inf: 130}
+    inc = ov.increase(c, later)
+    assert (inc.finished, inc.failed, inc.scheduled) == (30, 1, 30)
+    assert inc.buckets == {0.1: 20, 0.2: 30, 1.0: 30, math.inf: 30}
+    # The agent restarted: its counters start again from zero, and all they hold is new.
+    restarted = ov.Counts(finished=5, failed=1, judged=5, scheduled=5, buckets={math.inf: 5})
+    inc = ov.increase(c, restarted)
+    assert (inc.finished, inc.failed, inc.scheduled, inc.buckets) == (5, 1, 5, {math.inf: 5})
+    assert ov.increase(None, c).finished == 0  # a new endpoint: nothing known to be new
+    both = ov.add([c, restarted])
+    assert both.finished == 105 and both.buckets[math.inf] == 105
+    rates = ov.Rates()
+    rates.add(1000.0, 2.0, ov.increase(c, later))
+    assert rates.points[-1][1:3] == (15.0, 0.5)
+    rates.add(1000.0 + ov.HISTORY_S + 1, 2.0, ov.Counts())
+    assert len(rates.points) == 1  # older than the sparklines' ten minutes: gone
+
+
+def test_quantiles_from_buckets() -> None:
+    buckets = {0.1: 50.0, 0.2: 90.0, 1.0: 100.0, math.inf: 100.0}
+    assert ov.quantile(0.5, buckets) == pytest.approx(0.1)
+    assert ov.quantile(0.7, buckets) == pytest.approx(0.15)  # linear within (0.1, 0.2]
+    assert ov.quantile(0.95, buckets) == pytest.approx(0.6)
+    assert ov.quantile(0.99, {0.1: 1.0, math.inf: 10.0}) == 0.1  # the highest finite bound
+    assert ov.quantile(0.5, {0.1: 0.0, math.inf: 0.0}) is None
+    assert ov.quantile(0.5, {}) is None
+
+
+def test_error_budget_left_and_the_since_start_ratios() -> None:
+    assert ov.budget_left(0.0, 0.999) == 1.0
+    assert ov.budget_left(0.0005, 0.999) == pytest.approx(0.5)
+    assert ov.budget_left(0.001, 0.999) == pytest.approx(0.0)
+    assert ov.budget_left(0.003, 0.999) == pytest.approx(-2.0)
+    assert ov.budget_left(None, 0.99) is None
+    r = ov.since_start_ratios(ov.parse_counts(EXPOSITION), head_scrapes=40, head_failed=1)
+    assert r["task_system_errors"] == pytest.approx(2 / 98)
+    assert r["task_scheduling_slow"] == pytest.approx(0.1)
+    assert r["head_unavailable"] == pytest.approx(0.025)
+    assert ov.since_start_ratios(ov.Counts(), 0, 0) == dict.fromkeys(r)
+
+
+def test_meter_colours_follow_the_thresholds() -> None:
+    assert [ov.level(f) for f in (0.0, 0.69, 0.7, 0.89, 0.9, 1.0)] == [
+        "green",
+        "green",
+        "yellow",
+        "yellow",
+        "red",
+        "red",
+    ]
+    text = ov.bar(1.8, 2.0, "1.8/2")
+    assert text.plain == "█████████░  90% 1.8/2" and text.spans[0].style == "red"
+    assert ov.bar(1, 0).plain == "-"  # no such resource on the node
+    row = {
+        "node_id": "n1",
+        "state": "DRAINING",
+        "resources_total": {"CPU": 4.0},
+        "resources_available": {"CPU": 1.0},
+        "memory_used": 3,
+        "memory_total": 4,
+        "object_store_used": 1,
+        "object_store_capacity": 8,
+    }
+    m = ov.meters(row)
+    assert (m.cpu_used, m.cpu_total, m.gpu_total, m.memory_used, m.store_total) == (3, 4, 0, 3, 8)
+    assert ov.node_cells(m)[2].plain == "DRAINING"  # type: ignore[union-attr]
+
+
+def test_the_slos_are_the_alert_rules() -> None:
+    """Each SLO's objective is the one freight-alerts.yml burns against, and its recording
+    rule over the budget window exists in freight-recording.yml."""
+    rules = ROOT / "alerts" / "rules"
+    recorded = {
+        r["record"]
+        for g in yaml.safe_load((rules / "freight-recording.yml").read_text())["groups"]
+        for r in g["rules"]
+    }
+    exprs = [
+        r["expr"]
+        for g in yaml.safe_load((rules / "freight-alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    for slo in ov.SLOS:
+        assert f"freight:{slo.name}:ratio_rate{ov.BUDGET_WINDOW}" in recorded
+        burn = rf"freight:{slo.name}:ratio_rate{ov.BUDGET_WINDOW} > \(1 \* ([0-9.]+)\)"
+        found = [m.group(1) for e in exprs if (m := re.search(burn, e))]
+        assert found and float(found[0]) == pytest.approx(1 - slo.objective), slo
