@@ -15,6 +15,8 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -345,3 +347,74 @@ def test_the_slos_are_the_alert_rules() -> None:
         burn = rf"freight:{slo.name}:ratio_rate{ov.BUDGET_WINDOW} > \(1 \* ([0-9.]+)\)"
         found = [m.group(1) for e in exprs if (m := re.search(burn, e))]
         assert found and float(found[0]) == pytest.approx(1 - slo.objective), slo
+
+
+def test_with_monitoring_up_the_slos_come_from_prometheus_and_the_alerts_from_its_alertmanager(
+    cluster: Cluster,
+) -> None:
+    """`freight monitoring up` runs for the cluster: the overview finds both servers through the
+    session's monitoring.json, reads the SLO ratios from Prometheus's recording rules and the
+    alerts (the always-firing FreightWatchdog) from that Alertmanager. Last in this file: the
+    servers are stopped after it."""
+    missing = [b for b in ("prometheus", "prometheus-alertmanager") if shutil.which(b) is None]
+    if missing:
+        reason = f"{', '.join(missing)} not installed (scripts/install-system-deps.sh installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cli = str(Path(sys.executable).with_name("freight"))
+    prom, am = f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
+    up = subprocess.run(
+        [
+            cli,
+            "monitoring",
+            "up",
+            "--address",
+            cluster.address,
+            "--prometheus-port",
+            prom.rsplit(":", 1)[1],
+            "--alertmanager-port",
+            am.rsplit(":", 1)[1],
+            "--scrape-interval",
+            "1s",
+            "--webhook",
+            "http://127.0.0.1:9/all",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert up.returncode == 0, up.stderr
+    try:
+
+        def head_scraped() -> bool:
+            query = urllib.parse.urlencode({"query": "freight:head_unavailable:ratio_rate3d"})
+            with urllib.request.urlopen(f"{prom}/api/v1/query?{query}", timeout=10) as r:
+                return bool(json.load(r)["data"]["result"])
+
+        wait_for_condition(head_scraped, 60, "Prometheus to record the head's availability")
+
+        async def body(pilot: Pilot[None]) -> None:
+            app = pilot.app
+            assert isinstance(app, TopApp)
+            await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "overview")
+            screen = _screen(app)
+            await until(
+                pilot,
+                lambda: screen.last.slo_basis == f"Prometheus {prom}, over 3d",
+                "the SLOs from Prometheus",
+            )
+            head = next(s for s in screen.last.slos if s.name == "head_unavailable")
+            assert head.bad_ratio == 0.0 and head.budget_left == 1.0
+            assert f"Prometheus {prom}, over 3d" in str(screen.query_one("#ov-slo").render())
+            await until(
+                pilot,
+                lambda: any(a.name == "FreightWatchdog" for a in screen.last.alerts),
+                "the Watchdog from monitoring up's Alertmanager",
+            )
+            assert screen.last.alertmanager == am and not screen.last.alerts_note
+
+        run(app_for(cluster, View("overview")), body)
+    finally:
+        subprocess.run([cli, "monitoring", "down", "--address", cluster.address], timeout=60)
