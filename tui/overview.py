@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -144,6 +144,23 @@ class Overview:
     events: list[EventRow] = field(default_factory=list)
     stale_since: float | None = None  # when the head stopped answering
     stale_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (what a recording keeps)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Overview:
+        """An overview from :meth:`to_dict`'s data (what a replay shows)."""
+        nested = {"nodes": NodeMeters, "slos": SloFigure, "alerts": AlertRow, "events": EventRow}
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in nested:
+                values[key] = [nested[key](**x) for x in value]
+            elif key in known:
+                values[key] = value
+        return cls(**values)
 
 
 # -- the arithmetic ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Sparkline
 
 import freight
+import freight.actions
 from freight.cli.top_cmd import add_parsers
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.tui import overview as ov
@@ -195,6 +196,28 @@ def test_the_overview_shows_nodes_rates_slos_alerts_and_events(
     assert app.return_code == 0
 
 
+def test_a_draining_node_shows_as_draining(cluster: Cluster) -> None:
+    other = next(n["node_id"] for n in freight.state.list_nodes() if not n["is_head_node"])
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "the overview")
+        screen = _screen(app)
+        table = screen.query_one("#ov-nodes", DataTable)
+        await until(pilot, lambda: other in screen.shown, "the node")
+        assert _cell_text(table, other, 2) == "ALIVE"
+        freight.actions.drain_node(other, reason="overview test")
+        try:
+            await until(pilot, lambda: _cell_text(table, other, 2) == "DRAINING", "DRAINING")
+            assert table.get_cell(other, "2").style == "yellow"
+        finally:
+            freight.actions.undrain_node(other, reason="overview test")
+        await until(pilot, lambda: _cell_text(table, other, 2) == "ALIVE", "ALIVE again")
+
+    run(app_for(cluster, View("overview")), body)
+
+
 def test_an_unreachable_alertmanager_is_named_and_the_rest_still_shows(cluster: Cluster) -> None:
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
 
@@ -251,6 +274,18 @@ freight_task_scheduling_latency_seconds_bucket{cluster="c",name="f",le="+Inf"} 1
 freight_task_scheduling_latency_seconds_count{cluster="c",name="f"} 100
 freight_task_scheduling_latency_seconds_sum{cluster="c",name="f"} 12.5
 """
+
+
+def test_an_overview_goes_through_json_and_back() -> None:
+    o = ov.Overview(
+        nodes=[ov.meters({"node_id": "n1", "state": "ALIVE", "resources_total": {"CPU": 2.0}})],
+        throughput=[1.0, 2.5],
+        slos=[ov.SloFigure("head_unavailable", "head availability", 0.999, 0.0, 1.0)],
+        alerts=ov.alert_rows([{"labels": {"alertname": "A", "severity": "critical"}}]),
+        events=[ov.EventRow(1.5, "INFO", "NODE_JOINED", "node joined")],
+        alerts_note="no Alertmanager",
+    )
+    assert ov.Overview.from_dict(json.loads(json.dumps(o.to_dict()))) == o
 
 
 def test_counters_parse_and_increase_across_a_reset() -> None:
