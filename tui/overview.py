@@ -134,7 +134,8 @@ class Overview:
     failures: list[float] = field(default_factory=list)  # tasks failed per second
     latency_p95: list[float] = field(default_factory=list)  # scheduling latency, seconds
     latency_p50: float | None = None  # the last interval's
-    scrapes: int = 0  # scrape rounds so far (the sparklines have scrapes - 1 points)
+    scrapes: int = 0  # scrape rounds so far
+    history_points: int = 0  # the sparklines' points from Prometheus, from before the opening
     metrics_note: str = ""  # why the rates are missing or partial
     slos: list[SloFigure] = field(default_factory=list)
     slo_basis: str = ""  # where the ratios come from, said on screen
@@ -305,6 +306,41 @@ class Rates:
         while self.points and self.points[0][0] < now - HISTORY_S:
             self.points.popleft()
 
+    def seed(self, history: list[tuple[float, float, float, float | None, float | None]]) -> None:
+        """Points from before the overview opened (Prometheus's), older than any of ours."""
+        first = self.points[0][0] if self.points else math.inf
+        self.points.extendleft(reversed([p for p in history if p[0] < first]))
+
+
+# What Prometheus is asked for the sparklines' past, by point field; {c} is the cluster. The
+# rate window spans a few scrapes at `freight monitoring up`'s default 15 s interval.
+HISTORY_QUERIES = (
+    'sum(rate(freight_tasks_finished_total{{cluster="{c}"}}[1m]))',
+    'sum(rate(freight_tasks_finished_total{{cluster="{c}",state="FAILED"}}[1m]))',
+    "histogram_quantile(0.95, sum by (le) "
+    '(rate(freight_task_scheduling_latency_seconds_bucket{{cluster="{c}"}}[1m])))',
+    "histogram_quantile(0.5, sum by (le) "
+    '(rate(freight_task_scheduling_latency_seconds_bucket{{cluster="{c}"}}[1m])))',
+)
+HISTORY_STEP_S = 5.0
+PROMETHEUS_EVERY_S = 5.0  # its ratios over days move slowly: asked this often, not per scrape
+
+
+def merge_history(
+    series: list[list[list[Any]]],
+) -> list[tuple[float, float, float, float | None, float | None]]:
+    """The sparklines' points from the answers to :data:`HISTORY_QUERIES` (each a matrix's
+    ``values``, ``[[time, "value"], ...]``), by time: no task finished is 0/s, no scheduling
+    no latency."""
+    by_time: dict[float, list[float | None]] = {}
+    for i, values in enumerate(series):
+        for t, v in values:
+            value = float(v)
+            by_time.setdefault(float(t), [None] * len(series))[i] = (
+                None if math.isnan(value) else value
+            )
+    return [(t, row[0] or 0.0, row[1] or 0.0, row[2], row[3]) for t, row in sorted(by_time.items())]
+
 
 # -- reading the cluster ----------------------------------------------------------------------
 
@@ -411,6 +447,7 @@ class OverviewSource:
                 latency_p95=[x[3] or 0.0 for x in p],
                 latency_p50=p[-1][4] if p else None,
                 scrapes=o.scrapes,
+                history_points=o.history_points,
                 metrics_note=o.metrics_note,
                 slos=list(o.slos),
                 slo_basis=o.slo_basis,
@@ -479,6 +516,9 @@ class OverviewSource:
         last: dict[str, Counts] = {}  # each endpoint's counters at the previous round
         last_time: float | None = None
         head_scrapes = head_failed = 0
+        seeded = False
+        asked_at = -math.inf  # Prometheus's SLO ratios are asked now and then: when, and what
+        answer: tuple[str, dict[str, float | None] | None] = ("", None)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -488,6 +528,12 @@ class OverviewSource:
                 self._note(f"no metrics: {e}")
                 self._stop.wait(self.scrape_s)
                 continue
+            if not seeded:  # the last ten minutes from Prometheus, once, when it runs
+                seeded = True
+                history = self._prometheus_history(info.get("cluster_name", ""))
+                with self._lock:
+                    self._rates.seed(history)
+                    self._out.history_points = len(history)
             now: dict[str, Counts] = {}
             failed: list[str] = []
             for group in groups:
@@ -511,7 +557,9 @@ class OverviewSource:
                 self._out.scrapes += 1
                 self._out.metrics_note = f"not scraped: {', '.join(failed)}" if failed else ""
             last, last_time = {**last, **now}, at
-            basis, ratios = self._prometheus_ratios(info.get("cluster_name", ""))
+            if time.monotonic() - asked_at >= PROMETHEUS_EVERY_S:
+                asked_at, answer = time.monotonic(), self._prometheus_ratios(info["cluster_name"])
+            basis, ratios = answer
             if ratios is None:
                 basis = "since start, no Prometheus" + (f" ({basis})" if basis else "")
                 ratios = since_start_ratios(add(last.values()), head_scrapes, head_failed)
@@ -532,6 +580,29 @@ class OverviewSource:
     def _note(self, text: str) -> None:
         with self._lock:
             self._out.metrics_note = text
+
+    def _prometheus_history(
+        self, cluster: str
+    ) -> list[tuple[float, float, float, float | None, float | None]]:
+        url = monitoring_urls(self.address).get("prometheus", "")
+        if not url:
+            return []
+        end = time.time()
+        series = []
+        for query in HISTORY_QUERIES:
+            args = {
+                "query": query.format(c=cluster),
+                "start": end - HISTORY_S,
+                "end": end,
+                "step": HISTORY_STEP_S,
+            }
+            try:
+                reply = json.loads(_get(f"{url}/api/v1/query_range?{urllib.parse.urlencode(args)}"))
+            except (OSError, ValueError):
+                return []  # the ratios' query says why Prometheus is missing
+            results = reply.get("data", {}).get("result", [])
+            series.append(results[0]["values"] if results else [])
+        return merge_history(series)
 
     def _prometheus_ratios(self, cluster: str) -> tuple[str, dict[str, float | None] | None]:
         """The SLO ratios over the budget window from Prometheus's recording rules, when
@@ -761,7 +832,12 @@ class OverviewScreen(Screen[None]):
                 o.throughput,
                 f"tasks finished/s, last {HISTORY_S / 60:.0f} min: {_last(o.throughput, '{:.1f}')}",
             ),
-            ("failures", o.failures, f"tasks failed/s: {_last(o.failures, '{:.1f}')}"),
+            (
+                "failures",
+                o.failures,
+                f"tasks failed/s: {_last(o.failures, '{:.1f}')}"
+                + (" (before opening: Prometheus)" if o.history_points else ""),
+            ),
             (
                 "latency",
                 o.latency_p95,

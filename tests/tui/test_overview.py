@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -312,6 +313,21 @@ def test_counters_parse_and_increase_across_a_reset() -> None:
     assert len(rates.points) == 1  # older than the sparklines' ten minutes: gone
 
 
+def test_prometheus_history_merges_by_time_and_comes_before_the_live_points() -> None:
+    series = [
+        [[100, "2"], [105, "3"]],  # finished/s
+        [[105, "0.5"]],  # failed/s: no series at 100
+        [[100, "NaN"], [105, "0.2"]],  # p95: nothing scheduled at 100
+        [],  # p50: no answer
+    ]
+    history = ov.merge_history(series)
+    assert history == [(100.0, 2.0, 0.0, None, None), (105.0, 3.0, 0.5, 0.2, None)]
+    rates = ov.Rates()
+    rates.add(106.0, 1.0, ov.Counts(finished=4))
+    rates.seed([*history, (107.0, 9.0, 0.0, None, None)])  # not older than ours: left out
+    assert [p[0] for p in rates.points] == [100.0, 105.0, 106.0]
+
+
 def test_quantiles_from_buckets() -> None:
     buckets = {0.1: 50.0, 0.2: 90.0, 1.0: 100.0, math.inf: 100.0}
     assert ov.quantile(0.5, buckets) == pytest.approx(0.1)
@@ -430,6 +446,16 @@ def test_with_monitoring_up_the_slos_come_from_prometheus_and_the_alerts_from_it
 
         wait_for_condition(head_scraped, 60, "Prometheus to record the head's availability")
 
+        def has_history() -> bool:
+            query = ov.HISTORY_QUERIES[0].format(c="freight")
+            now = time.time()
+            args = {"query": query, "start": now - 60, "end": now, "step": 1}
+            url = f"{prom}/api/v1/query_range?{urllib.parse.urlencode(args)}"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return bool(json.load(r)["data"]["result"])
+
+        wait_for_condition(has_history, 60, "Prometheus to hold a rate of finished tasks")
+
         async def body(pilot: Pilot[None]) -> None:
             app = pilot.app
             assert isinstance(app, TopApp)
@@ -440,6 +466,9 @@ def test_with_monitoring_up_the_slos_come_from_prometheus_and_the_alerts_from_it
                 lambda: screen.last.slo_basis == f"Prometheus {prom}, over 3d",
                 "the SLOs from Prometheus",
             )
+            # The sparklines start with Prometheus's past, before the overview's own points.
+            await until(pilot, lambda: screen.last.history_points > 0, "Prometheus's history")
+            assert len(screen.last.throughput) >= screen.last.history_points
             head = next(s for s in screen.last.slos if s.name == "head_unavailable")
             assert head.bad_ratio == 0.0 and head.budget_left == 1.0
             assert f"Prometheus {prom}, over 3d" in str(screen.query_one("#ov-slo").render())
