@@ -526,6 +526,7 @@ class OverviewSource:
                 groups = fetch_targets(info)
             except (ConnectionError, access.CommandFailed, OSError, ValueError) as e:
                 self._note(f"no metrics: {e}")
+                info = None  # a restarted head may serve its metrics elsewhere: ask again
                 self._stop.wait(self.scrape_s)
                 continue
             if not seeded:  # the last ten minutes from Prometheus, once, when it runs

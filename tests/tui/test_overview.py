@@ -8,6 +8,7 @@ and the SLOs agreeing with the shipped alert rules."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -242,6 +243,28 @@ def test_an_unreachable_alertmanager_is_named_and_the_rest_still_shows(cluster: 
         assert app.view == View("tasks")
 
     run(app_for(cluster, alertmanager=dead), body)
+
+
+def test_a_lost_head_shows_as_stale_and_the_overview_recovers(cluster: Cluster) -> None:
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "the overview")
+        screen = _screen(app)
+        status = screen.query_one("#ov-status")
+        await until(pilot, lambda: len(screen.shown) == 2, "the nodes")
+        await asyncio.to_thread(cluster.kill_head)
+        await until(pilot, lambda: screen.last.stale_since is not None, "the stale marker")
+        assert "STALE since" in str(status.render()) and status.has_class("stale")
+        assert len(screen.shown) == 2  # the nodes stay, as last seen
+        # From this (the main) thread: the head dies with the thread that started it, and the
+        # later tests of this module use it.
+        cluster.restart_head()
+        await until(pilot, lambda: screen.last.stale_since is None, "the marker cleared")
+        assert not status.has_class("stale")
+        await until(pilot, lambda: len(screen.shown) == 2, "the nodes listed again")
+
+    run(app_for(cluster, View("overview")), body)
 
 
 # -- without a cluster ------------------------------------------------------------------------
