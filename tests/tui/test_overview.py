@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -218,6 +219,11 @@ def test_a_draining_node_shows_as_draining(cluster: Cluster) -> None:
         await until(pilot, lambda: _cell_text(table, other, 2) == "ALIVE", "ALIVE again")
 
     run(app_for(cluster, View("overview")), body)
+    wait_for_condition(
+        lambda: not any(t.name.startswith("overview-") for t in threading.enumerate()),
+        30,
+        "the overview's threads to end with the app",
+    )
 
 
 def test_an_unreachable_alertmanager_is_named_and_the_rest_still_shows(cluster: Cluster) -> None:
@@ -238,6 +244,12 @@ def test_an_unreachable_alertmanager_is_named_and_the_rest_still_shows(cluster: 
         assert dead in str(screen.query_one("#ov-alerts").render())
         await until(pilot, lambda: len(screen.shown) == 2 and screen.last.events, "the rest")
         await until(pilot, lambda: screen.last.slos, "the SLOs")
+        await pilot.press("colon")  # the prompt of the view below, the overview closed
+        await until(pilot, lambda: app.prompt_mode == ":", "the prompt")
+        assert not isinstance(app.screen, ov.OverviewScreen)
+        app.query_one("#prompt").value = "overview"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "the overview")
         await pilot.press("escape")  # back to the view it was opened from
         await until(pilot, lambda: not isinstance(app.screen, ov.OverviewScreen), "esc")
         assert app.view == View("tasks")
