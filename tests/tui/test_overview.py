@@ -36,7 +36,7 @@ import freight.actions
 from freight.cli.top_cmd import add_parsers
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.tui import overview as ov
-from freight.tui.app import TopApp, View
+from freight.tui.app import HelpScreen, TopApp, View
 from freight.tui.commands import CommandError, parse_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,6 +244,11 @@ def test_an_unreachable_alertmanager_is_named_and_the_rest_still_shows(cluster: 
         assert dead in str(screen.query_one("#ov-alerts").render())
         await until(pilot, lambda: len(screen.shown) == 2 and screen.last.events, "the rest")
         await until(pilot, lambda: screen.last.slos, "the SLOs")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+        assert ":overview" in str(app.screen.query_one("#help").render())
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "help closed")
         await pilot.press("colon")  # the prompt of the view below, the overview closed
         await until(pilot, lambda: app.prompt_mode == ":", "the prompt")
         assert not isinstance(app.screen, ov.OverviewScreen)
