@@ -27,6 +27,7 @@ from freight.cli.state_cmd import COLUMNS, _cell
 
 from .commands import ALIASES, CommandError, parse_command, parse_filters
 from .feed import Batch, Feed
+from .overview import OVERVIEW, OverviewScreen
 from .source import Source
 
 S = TypeVar("S", bound=Source)
@@ -120,6 +121,7 @@ class TopApp(App[None]):
         read_only: bool = False,
         refresh: float = 1.0,
         max_rows: int = MAX_ROWS,
+        alertmanager: str = "",
     ) -> None:
         super().__init__()
         self.address = address
@@ -127,6 +129,7 @@ class TopApp(App[None]):
         self.read_only = read_only
         self.refresh_s = refresh
         self.max_rows = max_rows
+        self.alertmanager = alertmanager  # the overview's; "" : the one monitoring up runs
         self.view = view or View("tasks")
         self.history: list[View] = []
         self.feed: Feed | None = None
@@ -147,7 +150,10 @@ class TopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.open_view(self.view, remember=False)
+        first, self.view = self.view, View("nodes") if self.view.kind == OVERVIEW else self.view
+        self.open_view(self.view, remember=False)  # the overview opens over the nodes
+        if first.kind == OVERVIEW:
+            self.open_view(first)
         self.table.focus()
         self.ticker = self.set_interval(self.refresh_s, self.tick)
 
@@ -169,6 +175,9 @@ class TopApp(App[None]):
 
     def open_view(self, view: View, *, remember: bool = True) -> None:
         """Show ``view`` (a new feed, an empty table); ``remember``: esc comes back here."""
+        if view.kind == OVERVIEW:  # a screen of its own, over the table view; esc pops it
+            self.push_screen(OverviewScreen())
+            return
         if remember and view != self.view:
             self.history.append(self.view)
         if self.feed is not None:
@@ -442,7 +451,8 @@ class HelpScreen(ModalScreen[None]):
                 "  enter    describe the row: every field; a task's transitions and error\n"
                 "  esc      back: close the prompt, a detail, or return to the last view\n"
                 "  ?        this help;   q  quit\n\n"
-                f"views:\n{views}\n\n"
+                f"views:\n{views}\n"
+                "  :overview          also :ov: nodes' meters, rates, SLOs, alerts, events\n\n"
                 "Filters are evaluated by the head; a view shows at most its first rows\n"
                 "and says 'showing N of M'. STALE in the status line: the head does not\n"
                 "answer; the rows are as last seen, and the view reconnects by itself."

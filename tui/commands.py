@@ -29,6 +29,7 @@ for _kind, _short in (
     ALIASES[_kind] = _kind
     for _name in _short:
         ALIASES[_name] = _kind
+ALIASES.update(overview="overview", ov="overview")  # a screen of its own, not a kind
 QUIT = ("q", "quit", "q!")
 
 _HAS_OP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*(>=|<=|!=|==|=|~|>|<)")
@@ -66,7 +67,9 @@ def parse_command(text: str) -> Command:
     kind = ALIASES.get(name)
     if kind is None:
         raise CommandError(
-            f"unknown command {words[0]!r}: open a view with :{', :'.join(KINDS)} "
+            f"unknown command {words[0]!r}: open a view with :{', :'.join(KINDS)}, :overview "
             "(optionally followed by filters), or :q to quit; ? lists the keys"
         )
+    if kind == "overview" and len(words) > 1:
+        raise CommandError(f"the overview takes no filters, got {words[1]!r}; type :overview")
     return Command(kind, parse_filters(kind, words[1] if len(words) > 1 else ""))

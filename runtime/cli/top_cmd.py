@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import urllib.parse
 from typing import Any
 
 from freight.client import access
@@ -19,6 +20,17 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"give a positive number of seconds, got {text!r}")
     return value
+
+
+def _url(text: str) -> str:
+    if not text:
+        return ""  # argparse passes the default through here too
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise argparse.ArgumentTypeError(
+            f"give Alertmanager's base URL, like http://127.0.0.1:9093, got {text!r}"
+        )
+    return text.rstrip("/")
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -37,7 +49,14 @@ def cmd_top(args: argparse.Namespace) -> int:
             "'freight list KIND --watch'"
         )
     view = View(first.kind, tuple(first.filters)) if first and not first.quit else None
-    TopApp(target.address, keys, view=view, read_only=args.read_only, refresh=args.refresh).run()
+    TopApp(
+        target.address,
+        keys,
+        view=view,
+        read_only=args.read_only,
+        refresh=args.refresh,
+        alertmanager=args.alertmanager,
+    ).run()
     return 0
 
 
@@ -55,7 +74,8 @@ def add_parsers(sub: Any) -> None:
         nargs="?",
         default="",
         metavar="VIEW",
-        help="the first view, as after ':' (default: tasks); quote filters: 'actors state=ALIVE'",
+        help="the first view, as after ':' (default: tasks); quote filters: 'actors state=ALIVE'; "
+        "overview: the nodes' meters, rates, SLOs, alerts and events",
     )
     p.add_argument(
         "--read-only",
@@ -68,5 +88,13 @@ def add_parsers(sub: Any) -> None:
         default=1.0,
         metavar="S",
         help="seconds between two repaints and two checks that the head answers (default 1)",
+    )
+    p.add_argument(
+        "--alertmanager",
+        type=_url,
+        default="",
+        metavar="URL",
+        help="the Alertmanager whose firing alerts the overview shows (default: the one "
+        "'freight monitoring up' runs for the cluster, if any)",
     )
     p.set_defaults(func=cmd_top)

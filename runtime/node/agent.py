@@ -50,7 +50,7 @@ from freight.protocol.frames import ProtocolError, split_address
 from freight.util.process import identity
 
 from .events import STORE_FULL_INTERVAL_S, EventOutbox, WorkerExits
-from .memory_monitor import Candidate, WorkLedger
+from .memory_monitor import Candidate, WorkLedger, memory_usage
 from .metrics import ActorUsage
 from .transfer import ObjectPuller
 from .worker_pool import WorkerPool
@@ -990,6 +990,7 @@ class NodeAgent:
         lease_stats = self.leases.statistics()
         workers = lease_stats["workers"]
         assert isinstance(workers, dict)
+        memory = memory_usage()
         return {
             "object_store_used": st.used_bytes,
             "object_store_capacity": st.capacity,
@@ -999,6 +1000,8 @@ class NodeAgent:
             "num_actor_workers": workers.get("ACTOR", 0),
             "pending_by_reason": self.leases.pending_by_reason(),
             "infeasible_shapes": self.leases.infeasible_shapes(),
+            "memory_used": memory.used,
+            "memory_total": memory.total,
         }
 
     def write_node_file(self, agent_address: str, head_address: str = "") -> None:

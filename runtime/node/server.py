@@ -206,6 +206,8 @@ def fill_dynamic(node: pb.NodeInfo, agent: NodeAgent) -> None:
             num_actor_workers=st["num_actor_workers"],
             pending_by_reason=st["pending_by_reason"],
             infeasible_shapes=st["infeasible_shapes"],
+            memory_used=st["memory_used"],
+            memory_total=st["memory_total"],
         )
     )
 

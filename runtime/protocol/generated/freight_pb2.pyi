@@ -77,7 +77,7 @@ class NodeInfo(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., agent_address: _Optional[str] = ..., data_socket: _Optional[str] = ..., session_dir: _Optional[str] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., stats: _Optional[_Union[NodeStats, _Mapping]] = ..., is_head_node: _Optional[bool] = ..., hostname: _Optional[str] = ..., metrics_address: _Optional[str] = ..., data_address: _Optional[str] = ..., node_ip: _Optional[str] = ..., store_dir: _Optional[str] = ..., incarnation: _Optional[str] = ..., draining: _Optional[bool] = ..., drain_reason: _Optional[str] = ..., drain_time: _Optional[float] = ..., drain_seq: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class NodeStats(_message.Message):
-    __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes")
+    __slots__ = ("object_store_used", "object_store_capacity", "num_objects", "num_workers", "num_idle_workers", "num_actor_workers", "pending_by_reason", "infeasible_shapes", "memory_used", "memory_total")
     class PendingByReasonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,8 @@ class NodeStats(_message.Message):
     NUM_ACTOR_WORKERS_FIELD_NUMBER: _ClassVar[int]
     PENDING_BY_REASON_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_FIELD_NUMBER: _ClassVar[int]
     object_store_used: int
     object_store_capacity: int
     num_objects: int
@@ -101,7 +103,9 @@ class NodeStats(_message.Message):
     num_actor_workers: int
     pending_by_reason: _containers.ScalarMap[str, int]
     infeasible_shapes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., num_objects: _Optional[int] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., num_actor_workers: _Optional[int] = ..., pending_by_reason: _Optional[_Mapping[str, int]] = ..., infeasible_shapes: _Optional[_Iterable[str]] = ...) -> None: ...
+    memory_used: int
+    memory_total: int
+    def __init__(self, object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., num_objects: _Optional[int] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., num_actor_workers: _Optional[int] = ..., pending_by_reason: _Optional[_Mapping[str, int]] = ..., infeasible_shapes: _Optional[_Iterable[str]] = ..., memory_used: _Optional[int] = ..., memory_total: _Optional[int] = ...) -> None: ...
 
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("node",)
