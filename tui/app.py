@@ -434,6 +434,7 @@ class HelpScreen(ModalScreen[None]):
                 "  :        command: a view and filters (:actors state=ALIVE), :q quits\n"
                 "  /        filter this view: field=value, field~regex, field>n, !=, <=...;\n"
                 "           a bare word is a regex on the kind's main text (task names...)\n"
+                "           a leading ! inverts: !train, !state=FAILED, !name~^tr\n"
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
                 "  s / S    sort by the next column (then as listed) / reverse the order\n"
