@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.text import Text
 from test_top import REFRESH, command, run, until
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -22,7 +23,7 @@ import freight
 import freight.actions
 import freight.state
 from freight.testing import Cluster, connected_cluster, wait_for_condition
-from freight.tui.actions import READ_ONLY_REFUSAL, ConfirmScreen, token_is_read_only
+from freight.tui.actions import MARK_STYLE, READ_ONLY_REFUSAL, ConfirmScreen, token_is_read_only
 from freight.tui.app import HelpScreen, TopApp, View, id_keys
 from freight.util.tokens import readonly_token
 
@@ -127,7 +128,7 @@ def test_two_marked_tasks_are_cancelled_after_confirming(cluster: Cluster) -> No
         await pilot.press("space")
         assert app.marks == set(ids) and "2 marked" in app.status_text()
         await pilot.press("s")  # sorted, the marks stay with their rows
-        assert app.marks == set(ids)
+        assert app.marks == set(ids) and all(drawn_marked(app, t) for t in ids)
         await pilot.press("x")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
         text = str(app.screen.query_one("#confirm", Static).render())
@@ -149,6 +150,39 @@ def test_two_marked_tasks_are_cancelled_after_confirming(cluster: Cluster) -> No
     for tid in ids:
         assert events[tid]["reason"] == f"freight top by {getpass.getuser()}"
         assert events[tid]["role"] == "admin"
+
+
+def drawn_marked(app: TopApp, key: str) -> bool:
+    """Whether the table draws the row ``key`` as marked (every cell in the mark's style)."""
+    cells = app.table.get_row(key)
+    return all(isinstance(c, Text) and c.style == MARK_STYLE for c in cells)
+
+
+def test_marks_stay_on_rows_that_change_and_go_with_the_view(cluster: Cluster) -> None:
+    (tid,) = stuck_tasks(1, "repaint")
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, Recording)
+        await cursor_to(pilot, tid)
+        await pilot.press("space")
+        assert app.marks == {tid} and drawn_marked(app, tid) and "1 marked" in app.status_text()
+        freight.actions.cancel_task(tid, address=cluster.address)  # its row changes
+        await until(
+            pilot, lambda: app.rows[tid]["state"] in ("CANCELLED", "FAILED"), "the row changed"
+        )
+        assert app.shown[tid] != () and drawn_marked(app, tid) and app.marks == {tid}
+        await cursor_to(pilot, tid)
+        await pilot.press("space")  # unmarked: drawn plain again
+        assert not app.marks and not drawn_marked(app, tid)
+        await pilot.press("space")
+        await command(pilot, "actors")
+        assert not app.marks and "marked" not in app.status_text()
+        await pilot.press("escape")
+        await cursor_to(pilot, tid)
+        assert not app.marks and not drawn_marked(app, tid)
+
+    run(app_for(cluster, View("tasks", ("name=tui_stuck_repaint",))), body)
 
 
 def test_a_declined_cancel_changes_nothing(cluster: Cluster) -> None:
@@ -259,6 +293,7 @@ def test_read_only_hides_the_action_keys_and_refuses_them(cluster: Cluster) -> N
     run(app_for(cluster, View("tasks", ("name=tui_stuck_readonly",))), admin)
     assert task_state(tid) not in ("CANCELLED", "FAILED")
     assert not [e for e in action_events("cancel_task") if e["task_id"] == tid]
+    freight.actions.cancel_task(tid, address=cluster.address)  # it would wait forever
 
 
 def test_a_read_only_token_is_refused_clearly(
