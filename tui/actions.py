@@ -355,9 +355,14 @@ class Acting(Screenful):
             self.table.update_cell(key, str(i), cell)
 
     def repaint_marks(self, changes: dict[str, Any]) -> None:
-        """After rows changed: the marked ones among them drawn as marked again."""
-        for key in changes:
-            if key in self.marks:
+        """After rows changed: the marked ones among them drawn as marked again; a marked row
+        that left the view is no longer marked."""
+        for key, row in changes.items():
+            if key not in self.marks:
+                continue
+            if row is None:
+                self.marks.discard(key)
+            else:
                 self.paint_mark(key)
 
     def action_toggle_mark(self) -> None:
@@ -412,11 +417,9 @@ class Acting(Screenful):
             lambda: Run(action, targets, address=self.address),
         )
         outcomes: list[Outcome] = []
-        kind = self.view.kind
-        for key in [k for k in targets if k in self.marks]:
+        for key in [k for k in targets if k in self.marks]:  # acted on: no longer marked
             self.marks.discard(key)
-            if self.view.kind == kind:
-                self.paint_mark(key)
+            self.paint_mark(key)
         self.render_status()
 
         def poll() -> None:

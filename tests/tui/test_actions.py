@@ -17,7 +17,7 @@ import pytest
 from rich.text import Text
 from test_top import REFRESH, command, run, until
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 import freight
 import freight.actions
@@ -176,6 +176,11 @@ def test_marks_stay_on_rows_that_change_and_go_with_the_view(cluster: Cluster) -
         await pilot.press("space")  # unmarked: drawn plain again
         assert not app.marks and not drawn_marked(app, tid)
         await pilot.press("space")
+        await pilot.press("slash")  # in the prompt, space is a space
+        await until(pilot, lambda: app.prompt_mode == "/", "the filter prompt")
+        await pilot.press("a", "space", "b")
+        assert app.query_one("#prompt", Input).value.endswith("a b") and app.marks == {tid}
+        await pilot.press("escape")
         await command(pilot, "actors")
         assert not app.marks and "marked" not in app.status_text()
         await pilot.press("escape")
@@ -183,6 +188,23 @@ def test_marks_stay_on_rows_that_change_and_go_with_the_view(cluster: Cluster) -
         assert not app.marks and not drawn_marked(app, tid)
 
     run(app_for(cluster, View("tasks", ("name=tui_stuck_repaint",))), body)
+
+
+def test_a_marked_row_that_leaves_the_view_is_no_longer_marked(cluster: Cluster) -> None:
+    (tid,) = stuck_tasks(1, "leaves")
+    waiting = task_state(tid)
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, Recording)
+        await cursor_to(pilot, tid)
+        await pilot.press("space")
+        assert app.marks == {tid}
+        freight.actions.cancel_task(tid, address=cluster.address)  # it leaves the view
+        await until(pilot, lambda: tid not in app.shown, "the row gone")
+        assert not app.marks and "marked" not in app.status_text()
+
+    run(app_for(cluster, View("tasks", ("name=tui_stuck_leaves", f"state={waiting}"))), body)
 
 
 def test_a_declined_cancel_changes_nothing(cluster: Cluster) -> None:
@@ -227,6 +249,30 @@ def test_kill_an_actor(cluster: Cluster) -> None:
         await until(pilot, lambda: app.rows[aid]["state"] == "DEAD", "the actor shown dead")
 
     run(app_for(cluster, View("actors", ("name=tui-victim",))), body)
+
+
+def test_stop_a_submitted_job(cluster: Cluster) -> None:
+    code = "import signal; signal.pause()"
+    submit = [FREIGHT, "job", "submit", "--no-wait", "--address", cluster.address, "--"]
+    proc = subprocess.run(
+        [*submit, sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, Recording)
+        await until(pilot, lambda: app.rows.get(job_id, {}).get("state") == "RUNNING", "running")
+        await cursor_to(pilot, job_id)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
+        assert f"stop 1 job?\n\n  {job_id}" in str(app.screen.query_one("#confirm").render())
+        await pilot.press("y")
+        await until(pilot, lambda: any("stop: done" in s for s in app.said), "stopped")
+        await until(pilot, lambda: app.rows[job_id]["state"] == "STOPPED", "shown stopped")
+
+    run(app_for(cluster, View("jobs", (f"job_id={job_id}",))), body)
 
 
 def test_drain_then_undrain_a_node(cluster: Cluster) -> None:
@@ -438,6 +484,7 @@ def test_the_objects_view_shows_a_pinned_object_and_its_holder(cluster: Cluster)
         assert app.view == View("jobs", (f"driver_pid={os.getpid()}",))
         await until(pilot, lambda: app.rows, "the driver's job")
         await pilot.press("escape")
+        await cursor_to(pilot, oid)  # the objects listed again
         await pilot.press("o")
         assert app.view == View("jobs", (f"driver_pid={os.getpid()}",))
 
