@@ -5,9 +5,9 @@ process is connected to, else ``FREIGHT_ADDRESS``, else the newest cluster start
 machine), ``"auto"`` or ``"host:port"``.
 
 Filters are ``"key=value"`` strings or ``(key, op, value)`` triples, with ``op`` one of
-``= != ~ > < >= <=`` (``~`` is a regular-expression search; numbers and times compare
-numerically; times are unix seconds, ISO-8601 or relative like ``-5m``). They are applied by the
-head before truncation. Lists come back as :class:`StateList`, a list of plain dicts that also
+``= != ~ !~ > < >= <=`` (``~`` is a regular-expression search, ``!~`` its negation; numbers and
+times compare numerically; times are unix seconds, ISO-8601 or relative like ``-5m``). They are
+applied by the head before truncation. Lists come back as :class:`StateList`, a list of plain dicts that also
 says how complete it is::
 
     failed = freight.state.list_tasks(filters=["state=FAILED"], limit=50)

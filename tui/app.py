@@ -23,10 +23,12 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import ColumnKey
 
 from freight import state
-from freight.cli.state_cmd import COLUMNS, _cell
+from freight.cli.state_cmd import _cell
 
+from . import actions, jumps
 from .commands import ALIASES, CommandError, parse_command, parse_filters
 from .feed import Batch, Feed
+from .objects import COLUMNS, ObjectFeed
 from .overview import OVERVIEW, OverviewScreen
 from .source import Source
 
@@ -86,7 +88,7 @@ def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
 
 
-class TopApp(App[None]):
+class TopApp(actions.Acting, jumps.Jumping, App[None]):
     """The inspector. ``address`` is a resolved head address, ``id_keys`` from :func:`id_keys`."""
 
     TITLE = "freight top"
@@ -110,6 +112,8 @@ class TopApp(App[None]):
         Binding("S", "reverse", "reverse", show=False),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
+        *actions.BINDINGS,
+        *jumps.BINDINGS,
     ]
 
     def __init__(
@@ -140,6 +144,7 @@ class TopApp(App[None]):
         self.refused = ""  # why the head refused the last view asked for
         self.sort_column: int | None = None  # the column the rows are sorted by (None: as listed)
         self.sort_reverse = False
+        self.marks: set[str] = set()  # the ids marked (space) in this view
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -183,12 +188,13 @@ class TopApp(App[None]):
         if self.feed is not None:
             self.feed.stop()
         self.view, self.rows, self.shown, self.last, self.refused = view, {}, {}, None, ""
+        self.marks = set()
         if view.kind != getattr(self, "_sorted_kind", view.kind):
             self.sort_column, self.sort_reverse = None, False
         self._sorted_kind = view.kind
         self.feed = self.source(
             view.title(),
-            lambda: Feed(
+            lambda: (ObjectFeed if view.kind == "objects" else Feed)(
                 view.kind,
                 list(view.filters),
                 address=self.address,
@@ -201,6 +207,7 @@ class TopApp(App[None]):
         table.clear(columns=True)
         for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
             table.add_column(title, key=str(i))
+        self.refresh_bindings()  # the footer shows this view's actions and jumps
         self.render_status()
 
     def tick(self) -> None:
@@ -248,6 +255,7 @@ class TopApp(App[None]):
                     table.add_row(*self.shown[key], key=key)
         if changes:
             self.fit_columns()
+            self.repaint_marks(changes)
 
     def fit_columns(self) -> None:
         """Size each column to the widest cell shown, now. (DataTable's own fitting happens
@@ -292,6 +300,8 @@ class TopApp(App[None]):
         if self.sort_column is not None:
             title = COLUMNS[self.view.kind][self.sort_column][0]
             parts.append(f"sorted by {title}{' (reversed)' if self.sort_reverse else ''}")
+        if self.marks:
+            parts.append(f"{len(self.marks)} marked")
         if self.read_only:
             parts.append("read-only")
         parts.append(f"freight top {self.address}")
@@ -443,6 +453,7 @@ class HelpScreen(ModalScreen[None]):
                 "  :        command: a view and filters (:actors state=ALIVE), :q quits\n"
                 "  /        filter this view: field=value, field~regex, field>n, !=, <=...;\n"
                 "           a bare word is a regex on the kind's main text (task names...)\n"
+                "           a leading ! inverts: !train, !state=FAILED, !name~^tr\n"
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
                 "  s / S    sort by the next column (then as listed) / reverse the order\n"
@@ -455,7 +466,8 @@ class HelpScreen(ModalScreen[None]):
                 "  :overview          also :ov: nodes' meters, rates, SLOs, alerts, events\n\n"
                 "Filters are evaluated by the head; a view shows at most its first rows\n"
                 "and says 'showing N of M'. STALE in the status line: the head does not\n"
-                "answer; the rows are as last seen, and the view reconnects by itself."
+                "answer; the rows are as last seen, and the view reconnects by itself.\n\n"
+                + actions.more_help(getattr(self.app, "read_only", False))
             ),
             id="help",
         )

@@ -32,7 +32,9 @@ for _kind, _short in (
 ALIASES.update(overview="overview", ov="overview")  # a screen of its own, not a kind
 QUIT = ("q", "quit", "q!")
 
-_HAS_OP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*(>=|<=|!=|==|=|~|>|<)")
+_HAS_OP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*(>=|<=|!=|!~|==|=|~|>|<)")
+# `!field=value` and `!field~re`: the rows that do not match (the state API's != and !~).
+_NEGATE = {"=": "!=", "==": "!=", "~": "!~", "!=": "=", "!~": "~"}
 
 
 class Command(NamedTuple):
@@ -49,10 +51,21 @@ class CommandError(ValueError):
 
 def parse_filters(kind: str, text: str) -> list[str]:
     """The state-API filters of a ``/`` line: ``field=value`` (any operator of the state API)
-    as it is, a bare word as a regular expression on the kind's main text field."""
+    as it is, a bare word as a regular expression on the kind's main text field. A leading
+    ``!`` inverts: ``!word`` is ``TEXTFIELD!~word``, ``!field=value`` is ``field!=value``,
+    ``!field~re`` is ``field!~re`` (the head evaluates them as any other filter)."""
     out = []
     for word in text.split():
-        out.append(word if _HAS_OP.match(word) else f"{TEXT_FIELD[kind]}~{word}")
+        negate = word.startswith("!") and len(word) > 1
+        body = word[1:] if negate else word
+        found = _HAS_OP.match(body)
+        if not found:
+            out.append(f"{TEXT_FIELD[kind]}{'!~' if negate else '~'}{body}")
+        elif negate and found.group(1) in _NEGATE:
+            op = found.group(1)
+            out.append(f"{body[: found.start(1)]}{_NEGATE[op]}{body[found.end(1) :]}")
+        else:
+            out.append(word)  # !attempt>0 and the like: the head says what it cannot parse
     return out
 
 

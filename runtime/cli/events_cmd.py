@@ -191,7 +191,7 @@ def add_parsers(sub: Any) -> None:
         "--since", default=None, metavar="TIME", help="only events since: -5m, 2h, ISO-8601, unix"
     )
     p.add_argument("--filter", action="append", metavar="KEY=VALUE",
-                   help="keep events matching: = != ~(RE2 regex) > < >= <= ; repeatable "
+                   help="keep events matching: = != ~(RE2 regex) !~ > < >= <= ; repeatable "
                         "(e.g. action=cancel_task)")  # fmt: skip
     p.add_argument("--limit", type=int, default=100, help="the newest N events (default 100)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")

@@ -16,10 +16,8 @@ from typing import Any
 
 from rich.table import Table
 
-from freight.client import access, agents
-from freight.config import settings
-from freight.core.references import reference_types
-from freight.protocol.generated import freight_pb2 as pb
+from freight.client import access
+from freight.client.memory import cluster_rows
 
 from . import common
 from .status import _gib
@@ -28,38 +26,6 @@ GROUPS = ("node", "callsite", "process", "none")
 SPILLED = "spilled to disk"
 SPILLED_LIMIT = 1_000_000  # spilled objects asked for (the state API pages through them)
 SORTS = ("size", "count", "object")
-
-
-def cluster_rows(target: access.Target) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every alive node's references, and a warning per node that did not answer."""
-    alive = agents.alive_agents(target)
-    answers = agents.ask_all(
-        alive,
-        target.token,
-        lambda stub: stub.Memory(pb.NodeMemoryRequest(), timeout=settings.state_agent_timeout_s),
-    )
-    rows: list[dict[str, Any]] = []
-    warnings: list[str] = []
-    for agent, reply, error in answers:
-        if error is not None:
-            warnings.append(agents.did_not_answer(agent, error, "its processes' references"))
-            continue
-        for r in reply.references:
-            held_by = list(r.held_by)
-            rows.append(
-                {
-                    "object_id": r.object_id,
-                    "size": r.size,
-                    "where": r.where,
-                    "node_id": reply.node_id,
-                    "process": r.process,
-                    "owner": r.owner,
-                    "held_by": held_by,
-                    "reference_types": reference_types(held_by),
-                    "call_site": r.call_site,
-                }
-            )
-    return rows, warnings
 
 
 def mark_spilled(rows: list[dict[str, Any]], address: str) -> str:

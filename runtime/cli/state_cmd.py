@@ -411,7 +411,7 @@ def _common(p: argparse.ArgumentParser, filters: bool = True) -> None:
     common.add_output_option(p)
     if filters:
         p.add_argument("--filter", action="append", metavar="KEY=VALUE",
-                       help="keep rows matching: = != ~(RE2 regex) > < >= <= ; repeatable")  # fmt: skip
+                       help="keep rows matching: = != ~(RE2 regex) !~ > < >= <= ; repeatable")  # fmt: skip
 
 
 def add_parsers(sub: Any) -> None:

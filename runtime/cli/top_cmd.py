@@ -34,6 +34,7 @@ def _url(text: str) -> str:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
+    from freight.tui.actions import token_is_read_only
     from freight.tui.app import TopApp, View, id_keys
     from freight.tui.commands import CommandError, parse_command
 
@@ -49,11 +50,13 @@ def cmd_top(args: argparse.Namespace) -> int:
             "'freight list KIND --watch'"
         )
     view = View(first.kind, tuple(first.filters)) if first and not first.quit else None
+    # A read-only token hides the action keys as --read-only does (the cluster would refuse them).
+    read_only = args.read_only or token_is_read_only(target.address)
     TopApp(
         target.address,
         keys,
         view=view,
-        read_only=args.read_only,
+        read_only=read_only,
         refresh=args.refresh,
         alertmanager=args.alertmanager,
     ).run()
@@ -80,7 +83,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--read-only",
         action="store_true",
-        help="inspect only: no action on the cluster is offered",
+        help="inspect only: no action on the cluster is offered (as with a read-only token)",
     )
     p.add_argument(
         "--refresh",

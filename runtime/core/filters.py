@@ -1,8 +1,9 @@
 """State API filters: parse ``key=value`` style conditions and compile them into one predicate.
 
 A filter is ``key op value`` with ``op`` one of ``=`` (or ``==``), ``!=``, ``~`` (regular
-expression search), ``>``, ``<``, ``>=``, ``<=``. Each kind of state row declares its keys and
-their types (:class:`Field`): text keys take ``=``, ``!=`` and ``~``; number and time keys compare
+expression search), ``!~`` (the rows the regular expression does not find), ``>``, ``<``, ``>=``,
+``<=``. Each kind of state row declares its keys and their types (:class:`Field`): text keys take
+``=``, ``!=``, ``~`` and ``!~``; number and time keys compare
 numerically (times as unix seconds, ISO-8601, or relative to now like ``-5m``); bool keys take
 ``=``/``!=`` with true/false. Regular expressions run on RE2, whose time is linear in the text:
 any token holder may send one, and a backtracking engine would let ``^(a+)+b`` over a few long
@@ -25,9 +26,10 @@ from typing import Any, NamedTuple
 import re2
 
 TEXT, NUMBER, TIME, BOOL = "text", "number", "time", "bool"
-OPS = ("=", "!=", "~", ">", "<", ">=", "<=")
+OPS = ("=", "!=", "~", "!~", ">", "<", ">=", "<=")
+_REGEX_OPS = ("~", "!~")
 _ORDER_OPS = (">", "<", ">=", "<=")
-_FILTER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|!=|==|=|~|>|<)(.*)$", re.S)
+_FILTER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|!=|!~|==|=|~|>|<)(.*)$", re.S)
 _RELATIVE_RE = re.compile(r"^-?\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")  # "-5m" or "5m": ago
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -65,7 +67,7 @@ def parse_filter(text: str) -> Filter:
     if not found:
         raise FilterError(
             f"cannot parse filter {text!r}: write KEY OP VALUE with OP one of "
-            f"{' '.join(OPS)} (for example state=FAILED, name~^train, attempt>0)"
+            f"{' '.join(OPS)} (for example state=FAILED, name~^train, name!~^train, attempt>0)"
         )
     key, op, value = found.groups()
     return Filter(key, "=" if op == "==" else op, value.strip())
@@ -124,31 +126,34 @@ def _bool(key: str, value: str) -> bool:
     raise FilterError(f"filter {key}: {value!r} is not true or false")
 
 
-def compile_regex(key: str, pattern: str) -> Callable[[str], Any]:
+def compile_regex(key: str, pattern: str, op: str = "~") -> Callable[[str], Any]:
     """The ``search`` of ``pattern`` compiled by RE2 (linear time, whatever the pattern)."""
     try:
         return re2.compile(pattern, options=_RE2_OPTIONS).search  # type: ignore[no-any-return]
     except re2.error as e:
         why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else e
         raise FilterError(
-            f"filter {key}~{pattern}: bad regular expression: {why} (patterns are RE2 syntax: "
+            f"filter {key}{op}{pattern}: bad regular expression: {why} (patterns are RE2 syntax: "
             "no backreferences or lookarounds; see https://github.com/google/re2/wiki/Syntax)"
         ) from None
 
 
 def _one(f: Filter, field: Field, get: Callable[[Row], Any], kind: str) -> Predicate:
     key, op, raw = f
-    if op == "~":
+    if op in _REGEX_OPS:
         if field.type != TEXT:
             raise FilterError(
-                f"filter {key}~...: ~ (regex) applies to text keys; {key} is a {field.type}"
+                f"filter {key}{op}...: {op} ({'negated ' if op == '!~' else ''}regex) applies "
+                f"to text keys; {key} is a {field.type}"
             )
-        search = compile_regex(key, raw)
+        search = compile_regex(key, raw, op)
+        if op == "!~":
+            return lambda row: search(get(row) or "") is None
         return lambda row: search(get(row) or "") is not None
     if op in _ORDER_OPS and field.type not in (NUMBER, TIME):
         raise FilterError(
             f"filter {key}{op}{raw}: {op} compares numbers and times, and {key} is a {field.type}; "
-            f"use = != or ~ on it"
+            f"use = != ~ or !~ on it"
         )
     value: Any
     if field.type == NUMBER:

@@ -46,6 +46,7 @@ def select(*filters: object) -> list[str]:
         ("state==FAILED", Filter("state", "=", "FAILED")),
         ("state!=FAILED", Filter("state", "!=", "FAILED")),
         ("name~^tr", Filter("name", "~", "^tr")),
+        ("name!~^tr", Filter("name", "!~", "^tr")),
         ("attempt>0", Filter("attempt", ">", "0")),
         ("attempt>=1", Filter("attempt", ">=", "1")),
         ("attempt<=1", Filter("attempt", "<=", "1")),
@@ -67,6 +68,20 @@ def test_equality_inequality_and_regex() -> None:
     assert select("state!=FAILED") == ["train_a"]
     assert select("name~^train") == ["train_a", "train_b"]
     assert select("name~_b$", "state=FAILED") == ["train_b"]
+
+
+def test_negated_regex_keeps_the_rows_it_does_not_find() -> None:
+    assert select("name!~^train") == ["eval"]
+    assert select("name!~_b$", "state=FAILED") == ["eval"]
+    assert select(("name", "!~", "a")) == []
+    with pytest.raises(
+        FilterError, match=r"!~ \(negated regex\) applies to text keys; attempt is a number"
+    ):
+        select("attempt!~1")
+    with pytest.raises(FilterError, match=r"name!~\(: bad regular expression"):
+        select("name!~(")
+    with pytest.raises(FilterError, match=r"KEY OP VALUE with OP one of .*!~"):
+        parse_filter("name")
 
 
 def test_enumerated_values_are_case_insensitive_and_checked() -> None:

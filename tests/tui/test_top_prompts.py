@@ -39,6 +39,14 @@ def test_filters_pass_operators_and_make_bare_words_regexes() -> None:
     assert parse_filters("events", "") == []
 
 
+def test_a_leading_bang_inverts_a_filter() -> None:
+    assert parse_filters("tasks", "!train") == ["name!~train"]
+    assert parse_filters("tasks", "!state=FAILED !name~^tr") == ["state!=FAILED", "name!~^tr"]
+    assert parse_filters("actors", "!Counter name!~x") == ["class_name!~Counter", "name!~x"]
+    assert parse_filters("tasks", "!state!=FAILED") == ["state=FAILED"]
+    assert parse_command("tasks !tui_sq") == Command("tasks", ["name!~tui_sq"])
+
+
 def test_a_task_detail_shows_transitions_pending_reason_and_traceback() -> None:
     row = {
         "task_id": "abc",
