@@ -1,0 +1,346 @@
+"""`freight top --replay FILE`: a recording (:mod:`freight.tui.record`) shown again, no cluster.
+
+:class:`ReplayApp` is the inspector whose :meth:`source` hands out :class:`ReplaySource`\\ s:
+each gives the payloads its name recorded whose time is at or before the replay's
+:class:`Clock`, as one take (:meth:`~freight.tui.record.Payload.merge`), from the last session
+of that name opened at or before the clock (after the session closed: what it showed last, and
+the status line says "as last seen"). The clock plays in real time or stands still; the time
+slider moves it, and moving it rebuilds the view from the start of its session, so going back
+shows the earlier state. A view the recording never showed (or not yet at the clock) stays
+empty and says "not recorded".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+import typing
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer
+
+from .app import TopApp
+from .record import FORMAT, open_text, quiet
+from .slider import TimeSlider
+from .source import Source
+
+S = TypeVar("S", bound=Source)
+STEP_S = 10.0  # what < and > move the clock by
+
+
+class RecordingError(ValueError):
+    """A file that cannot be replayed; the message names the line and what to do."""
+
+
+@dataclass
+class Session:
+    """One source's life in the recording: opened, the payloads it gave, closed."""
+
+    number: int
+    name: str
+    opened: float
+    closed: float | None = None
+    entries: list[tuple[float, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Recording:
+    path: Path
+    address: str
+    id_keys: dict[str, str]
+    start: float
+    end: float
+    sessions: dict[int, Session]
+
+    def named(self, name: str) -> list[Session]:
+        return [s for s in self.sessions.values() if s.name == name]
+
+
+def _payload_type(name: str, where: str) -> type[Any]:
+    module, _, qualname = name.partition(":")
+    # A recording names the type its payloads are rebuilt as: only freight's own dataclasses.
+    if not module.startswith("freight.") or not qualname:
+        raise RecordingError(f"{where}: payload type {name!r} is not one of freight's")
+    try:
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError):
+        raise RecordingError(
+            f"{where}: payload type {name!r} does not exist in this freight (the recording was "
+            "made by another version: replay it with that version)"
+        ) from None
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise RecordingError(f"{where}: payload type {name!r} is not a record type")
+    return cls
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    try:
+        with open_text(path, "r") as f:
+            lines: list[tuple[int, str]] = []
+            try:
+                for number, line in enumerate(f, 1):
+                    lines.append((number, line))
+            except (EOFError, OSError, zlib.error, UnicodeDecodeError) as e:
+                raise RecordingError(
+                    f"{path}: unreadable after line {len(lines)} ({e}): the recording was cut "
+                    "or is not a freight top recording; a cut .gz keeps its start: "
+                    f"`zcat {path} | head -n {len(lines)} > fixed.jsonl` and replay that"
+                ) from None
+    except FileNotFoundError:
+        raise RecordingError(
+            f"no recording at {path} (give a file written by 'freight top --record FILE')"
+        ) from None
+    except IsADirectoryError:
+        raise RecordingError(f"{path} is a directory; give a file written by --record") from None
+    return lines
+
+
+def load(path: str | Path) -> Recording:
+    """Read and check a whole recording; :class:`RecordingError` names the first bad line."""
+    path = Path(path)
+    lines = _lines(path)
+    if not lines:
+        raise RecordingError(f"{path} is empty: nothing was recorded")
+    recording: Recording | None = None
+    for number, text in lines:
+        where = f"{path} line {number}"
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not text.endswith("\n"):
+                raise RecordingError(
+                    f"{where} is cut short (the recording stopped mid-write): remove that line "
+                    "to replay the rest"
+                ) from None
+            raise RecordingError(f"{where} is not JSON ({e.msg}): not a recording, or edited")
+        if not isinstance(line, dict) or not isinstance(line.get("t"), int | float):
+            raise RecordingError(f"{where} has no time 't': not a recording, or edited")
+        t = float(line["t"])
+        if recording is None:
+            if line.get("recording") != FORMAT:
+                raise RecordingError(
+                    f"{where}: not a freight top recording of format {FORMAT} (its first line "
+                    "names the format); record one with 'freight top --record FILE'"
+                )
+            recording = Recording(
+                path, str(line.get("address", "")), dict(line.get("id_keys") or {}), t, t, {}
+            )
+            continue
+        recording.end = max(recording.end, t)
+        _add(recording, line, t, where)
+    assert recording is not None
+    return recording
+
+
+def _add(recording: Recording, line: dict[str, Any], t: float, where: str) -> None:
+    if line.get("beat"):
+        return
+    number = line.get("session")
+    if not isinstance(number, int):
+        raise RecordingError(f"{where} names no session: not a recording, or edited")
+    if line.get("open"):
+        recording.sessions[number] = Session(number, str(line.get("source", "")), t)
+        return
+    session = recording.sessions.get(number)
+    if session is None:
+        raise RecordingError(f"{where}: session {number} was never opened (lines missing?)")
+    if line.get("close"):
+        session.closed = t
+        return
+    if "payload" not in line:
+        raise RecordingError(f"{where} carries no payload: not a recording, or edited")
+    payload = line["payload"]
+    if line.get("type"):
+        cls = _payload_type(str(line["type"]), where)
+        try:
+            payload = cls(**payload)
+        except TypeError as e:
+            raise RecordingError(
+                f"{where}: the payload does not fit {line['type']} ({e}): the recording was "
+                "made by another version of freight"
+            ) from None
+    session.entries.append((t, payload))
+
+
+class Clock:
+    """The replay's time: it plays in real time from ``at`` or stands still."""
+
+    def __init__(self, start: float, end: float, at: float | None, playing: bool) -> None:
+        self.start, self.end = start, end
+        self.t = start
+        self.seek(start if at is None else at)
+        self.playing = playing
+        self._last = time.monotonic()
+
+    def seek(self, t: float) -> None:
+        self.t = min(max(t, self.start), self.end)
+
+    def advance(self) -> None:
+        now = time.monotonic()
+        if self.playing:
+            self.seek(self.t + (now - self._last))
+            if self.t >= self.end:
+                self.playing = False
+        self._last = now
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S")
+
+
+class ReplaySource:
+    """What source ``name`` gave at or before the clock (see the module)."""
+
+    def __init__(self, recording: Recording, clock: Clock, name: str, kind: type[Any] | None):
+        self.clock, self.name = clock, name
+        self.sessions = sorted(recording.named(name), key=lambda s: s.opened)
+        self.end = recording.end
+        known = [p for s in self.sessions for _, p in s.entries[:1]]
+        self.kind = type(known[0]) if known else kind
+        self.serving = self.current()
+        self._sent = 0
+        self._last: Any = None
+
+    def start(self) -> ReplaySource:
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def current(self) -> Session | None:
+        """The last session opened at or before the clock: what was seen then, or last seen."""
+        found = None
+        for s in self.sessions:
+            if s.opened <= self.clock.t:
+                found = s
+        return found
+
+    def moved(self) -> bool:
+        """The clock left the session this source serves: its screen must start again."""
+        return self.current() is not self.serving
+
+    @property
+    def note(self) -> str:
+        """What the replay cannot show at the clock ("" when it shows what was seen then)."""
+        s = self.serving
+        if s is None and not self.sessions:
+            return f"not recorded: the recording never showed {self.name}"
+        if s is None:
+            return f"not recorded before {_when(self.sessions[0].opened)}"
+        if s.closed is not None and s.closed < self.clock.t:
+            return f"as last seen at {_when(s.closed)} (not recorded after)"
+        return ""
+
+    def _nothing(self) -> Any:
+        make = getattr(self.kind, "nothing", None)
+        return make(self.note) if callable(make) else None
+
+    def take(self) -> Any:
+        s = self.serving
+        if s is None:
+            return self._nothing()
+        new: list[Any] = []
+        while self._sent < len(s.entries) and s.entries[self._sent][0] <= self.clock.t:
+            new.append(s.entries[self._sent][1])
+            self._sent += 1
+        if not new:
+            return self._nothing() if self._last is None else quiet(self._last)
+        merge = getattr(self.kind, "merge", None)
+        self._last = merge(new) if callable(merge) else new[-1]
+        return self._last
+
+
+def _gives(make: Callable[[], Source]) -> type[Any] | None:
+    """The payload type a source's ``take()`` is declared to give (building a source starts
+    nothing: its threads start at ``start()``)."""
+    try:
+        hint = typing.get_type_hints(type(make()).take).get("return")
+    except Exception:
+        return None  # unannotated: a never-recorded view of it then shows nothing at all
+    return hint if isinstance(hint, type) else None
+
+
+class ReplayApp(TopApp):
+    """The inspector over a recording: REPLAY and the recorded time in the status line, and a
+    time slider (``<`` ``>`` step 10 s, ``p`` play/pause, ``home`` ``end``)."""
+
+    BINDINGS: ClassVar[list[Any]] = [
+        *TopApp.BINDINGS,
+        Binding("less_than_sign", "step(-1)", "-10s"),
+        Binding("greater_than_sign", "step(1)", "+10s"),
+        Binding("p", "play", "play/pause"),
+        # The table scrolls with ctrl+home/ctrl+end still; home and end move the clock.
+        Binding("home", "seek_to(0)", "start", show=False, priority=True),
+        Binding("end", "seek_to(1)", "end", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        at: float | None = None,
+        playing: bool = True,
+        **kw: Any,
+    ) -> None:
+        # Read-only: an action would reach the recorded cluster, which is not what is shown.
+        kw["read_only"] = True
+        super().__init__(recording.address, recording.id_keys, **kw)
+        self.recording = recording
+        self.clock = Clock(recording.start, recording.end, at, playing)
+
+    def compose(self) -> ComposeResult:
+        for widget in super().compose():
+            if isinstance(widget, Footer):
+                yield TimeSlider(self.clock, id="slider")
+            yield widget
+
+    def source(self, name: str, make: Callable[[], S]) -> S:
+        return ReplaySource(self.recording, self.clock, name, _gives(make))  # type: ignore[return-value]
+
+    def tick(self) -> None:
+        self.clock.advance()
+        feed = self.feed
+        if isinstance(feed, ReplaySource) and feed.moved():
+            self.open_view(self.view, remember=False)
+        super().tick()
+        if self.is_running:
+            self.query_one(TimeSlider).refresh()
+
+    def seek(self, t: float) -> None:
+        """Move the clock and show the view as it was then, rebuilt from its session's start."""
+        self.clock.seek(t)
+        self.open_view(self.view, remember=False)
+        self.tick()
+
+    def action_step(self, direction: int) -> None:
+        self.seek(self.clock.t + direction * STEP_S)
+
+    def action_seek_to(self, end: int) -> None:
+        self.seek(self.clock.end if end else self.clock.start)
+
+    def action_play(self) -> None:
+        if not self.clock.playing and self.clock.t >= self.clock.end:
+            self.clock.seek(self.clock.start)  # play again from the start
+            self.open_view(self.view, remember=False)
+        self.clock.playing = not self.clock.playing
+        self.clock.advance()
+        self.query_one(TimeSlider).refresh()
+
+    def status_text(self) -> str:
+        stamp = datetime.fromtimestamp(self.clock.t).strftime("%Y-%m-%d %H:%M:%S")
+        parts = [f"REPLAY {stamp}"]
+        feed = self.feed
+        if isinstance(feed, ReplaySource) and feed.note:
+            parts.append(feed.note)
+        return "  |  ".join([*parts, super().status_text()])
