@@ -70,8 +70,9 @@ def type_name(payload: Any) -> str | None:
 
 
 def to_json(payload: Any) -> Any:
+    """A payload as JSON-able data (records within it as objects too)."""
     if dataclasses.is_dataclass(payload) and not isinstance(payload, type):
-        return {f.name: getattr(payload, f.name) for f in dataclasses.fields(payload)}
+        return dataclasses.asdict(payload)
     return payload
 
 

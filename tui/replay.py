@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import json
 import time
+import types
 import typing
 import zlib
 from collections.abc import Callable
@@ -82,6 +83,33 @@ def _payload_type(name: str, where: str) -> type[Any]:
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise RecordingError(f"{where}: payload type {name!r} is not a record type")
     return cls
+
+
+def build(cls: type[Any], data: Any) -> Any:
+    """``data`` (as :func:`freight.tui.record.to_json` wrote it) as a ``cls`` again, with its
+    fields that are records (or lists, tuples, dicts of them, or optional ones) rebuilt too."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} needs an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _value(hints.get(k, Any), v) for k, v in data.items()})
+
+
+def _value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return build(hint, value)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple) and args and isinstance(value, list):
+        items = [_value(args[0], v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {k: _value(args[1], v) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        records = [a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        if len(records) == 1 and isinstance(value, dict):
+            return build(records[0], value)
+    return value
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -164,8 +192,8 @@ def _add(recording: Recording, line: dict[str, Any], t: float, where: str) -> No
     if line.get("type"):
         cls = _payload_type(str(line["type"]), where)
         try:
-            payload = cls(**payload)
-        except TypeError as e:
+            payload = build(cls, payload)
+        except (TypeError, ValueError) as e:
             raise RecordingError(
                 f"{where}: the payload does not fit {line['type']} ({e}): the recording was "
                 "made by another version of freight"
@@ -202,12 +230,12 @@ def _when(t: float) -> str:
 class ReplaySource:
     """What source ``name`` gave at or before the clock (see the module)."""
 
-    def __init__(self, recording: Recording, clock: Clock, name: str, kind: type[Any] | None):
+    def __init__(self, recording: Recording, clock: Clock, name: str, gives: type[Any] | None):
         self.clock, self.name = clock, name
         self.sessions = sorted(recording.named(name), key=lambda s: s.opened)
         self.end = recording.end
         known = [p for s in self.sessions for _, p in s.entries[:1]]
-        self.kind = type(known[0]) if known else kind
+        self.gives = type(known[0]) if known else gives  # the payload type
         self.serving = self.current()
         self._sent = 0
         self._last: Any = None
@@ -243,7 +271,7 @@ class ReplaySource:
         return ""
 
     def _nothing(self) -> Any:
-        make = getattr(self.kind, "nothing", None)
+        make = getattr(self.gives, "nothing", None)
         return make(self.note) if callable(make) else None
 
     def take(self) -> Any:
@@ -256,7 +284,7 @@ class ReplaySource:
             self._sent += 1
         if not new:
             return self._nothing() if self._last is None else quiet(self._last)
-        merge = getattr(self.kind, "merge", None)
+        merge = getattr(self.gives, "merge", None)
         self._last = merge(new) if callable(merge) else new[-1]
         return self._last
 

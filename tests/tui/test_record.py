@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_top import Tmux  # the terminal test's tmux driver
 from textual.pilot import Pilot
 
 import freight
-from freight.testing import Cluster, connected_cluster
+from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.tui.app import DetailScreen, TopApp, View, id_keys
 from freight.tui.record import Recorder, RecordingApp, RecordingSource
 from freight.tui.replay import ReplayApp, load
@@ -142,3 +144,42 @@ def test_a_recorded_session_replays_the_rows_and_detail_seen_live(
         assert "rec_fails" not in names(app)
 
     run(ReplayApp(recording, at=recording.end, playing=False, refresh=0.1), replay)
+
+
+def test_the_real_command_records_then_replays_in_a_terminal(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`freight top --record` in tmux against the cluster, q; then `freight top --replay` of the
+    file in tmux, with no cluster named: the same tasks, REPLAY, the slider's keys, q."""
+    cli = Path(sys.executable).with_name("freight")
+    path, rc = tmp_path / "top.jsonl.gz", tmp_path / "rc"
+    env = {"FREIGHT_TOKEN": cluster._token(), "TZ": "UTC"}
+    top = f"{cli} top --address {cluster.address} --refresh 0.2 --record {path}; echo $? > {rc}"
+    term = Tmux(top, env)
+    try:
+        term.wait_shows("the tasks on screen", "rec_square", " rows")
+        term.keys("q")
+        wait_for_condition(lambda: rc.exists() and rc.read_text().strip(), 30, "the end")
+        assert rc.read_text().strip() == "0", term.screen()
+    finally:
+        term.close()
+    recording = load(path)
+    (tasks,) = [s for s in recording.sessions.values() if s.name == "tasks"]
+    assert tasks.closed is not None and tasks.entries  # stopped at q, the file closed whole
+    rc.unlink()
+    replay = f"{cli} top --replay {path} --refresh 0.2; echo $? > {rc}"
+    term = Tmux(replay, {"TZ": "UTC", "FREIGHT_TEMP_DIR": str(tmp_path / "no-cluster")})
+    try:
+        term.wait_shows("the recorded tasks", "rec_square", "REPLAY", "read-only")
+        term.keys("End")
+        end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(recording.end))
+        term.wait_shows("the clock at the end", f"REPLAY {end}")
+        term.keys("<")
+        back = time.gmtime(max(recording.end - 10, recording.start))
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", back)
+        term.wait_shows("the clock 10 s back", f"REPLAY {stamp}")
+        term.keys("q")
+        wait_for_condition(lambda: rc.exists() and rc.read_text().strip(), 30, "the end")
+        assert rc.read_text().strip() == "0", term.screen()
+    finally:
+        term.close()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,26 @@ from textual.pilot import Pilot
 
 from freight.tui.app import TopApp, View
 from freight.tui.feed import Batch
-from freight.tui.record import Recorder, RecordingSource
-from freight.tui.replay import RecordingError, ReplayApp, ReplaySource, load
+from freight.tui.record import Recorder, RecordingSource, to_json
+from freight.tui.replay import RecordingError, ReplayApp, ReplaySource, build, load
 
 T0 = make_recording.T0
+
+
+@dataclass
+class Meter:
+    name: str
+    used: float
+
+
+@dataclass
+class Figures:
+    """A payload with records within it, as a view's figures may be."""
+
+    meters: list[Meter]
+    by_node: dict[str, Meter]
+    worst: Meter | None
+    spans: tuple[Meter, ...] = ()
 
 
 @pytest.fixture(autouse=True)
@@ -214,11 +231,14 @@ def test_recording_writes_changes_only_and_a_heartbeat_in_quiet_stretches(
     assert load(beating).end == beats[-1]["t"]  # the timeline runs to the last heartbeat
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+FREIGHT = [str(Path(sys.executable).with_name("freight"))]
+
+
+def cli(*args: str, command: list[str] = FREIGHT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FREIGHT_TEMP_DIR": str(Path("/nonexistent-freight-sessions"))}
     env.pop("FREIGHT_ADDRESS", None)
     return subprocess.run(
-        [str(Path(sys.executable).with_name("freight")), "top", *args],
+        [*command, "top", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -228,9 +248,10 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_command_refuses_missing_bad_and_contradictory_arguments(tmp_path: Path) -> None:
-    missing = cli("--replay", str(tmp_path / "missing"))
-    assert missing.returncode == 2
-    assert "no recording at" in missing.stderr and "freight top --record" in missing.stderr
+    for command in (FREIGHT, [sys.executable, "-m", "freight"]):
+        missing = cli("--replay", str(tmp_path / "missing"), command=command)
+        assert missing.returncode == 2, missing.stderr
+        assert "no recording at" in missing.stderr and "freight top --record" in missing.stderr
     both = cli("--record", str(tmp_path / "r.jsonl"), "--replay", str(shots.RECORDING))
     assert both.returncode == 2 and "--record and --replay go apart" in both.stderr
     bad = cli("--replay", str(write(tmp_path, [*good_lines()[:3], "{\n", *good_lines()[3:]])))
@@ -238,3 +259,13 @@ def test_the_command_refuses_missing_bad_and_contradictory_arguments(tmp_path: P
     # A good recording needs no cluster (none runs here): only the terminal is missing.
     good = cli("--replay", str(shots.RECORDING))
     assert good.returncode == 2 and "needs a terminal" in good.stderr, good.stderr
+
+
+def test_a_payload_with_records_within_comes_back_as_it_was_written() -> None:
+    figures = Figures([Meter("cpu", 0.5)], {"n1": Meter("mem", 0.25)}, None, (Meter("gpu", 1.0),))
+    again = build(Figures, json.loads(json.dumps(to_json(figures))))
+    assert again == figures
+    worst = build(Figures, {**to_json(figures), "worst": {"name": "cpu", "used": 0.9}})
+    assert worst.worst == Meter("cpu", 0.9)
+    with pytest.raises(TypeError):
+        build(Figures, {"meters": []})  # fields missing: refused, not half-built

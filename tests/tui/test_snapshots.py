@@ -34,3 +34,13 @@ def test_the_committed_recording_is_what_its_script_writes() -> None:
         "run: python tests/tui/make_recording.py"
     )
     assert shots.T0 == make_recording.T0
+
+
+def test_every_shot_is_a_picture_of_the_docs() -> None:
+    docs = shots.RECORDING.parents[3] / "docs"
+    page = (docs / "inspector.md").read_text()
+    for name in shots.SHOTS:
+        assert (docs / "inspector" / f"{name}.svg").is_file(), (
+            "run: python scripts/inspector_screenshots.py"
+        )
+        assert f"(inspector/{name}.svg)" in page, f"docs/inspector.md shows no {name}.svg"
