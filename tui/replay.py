@@ -12,12 +12,14 @@ empty and says "not recorded".
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import importlib
 import json
 import time
 import types
 import typing
+import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from typing import Any, ClassVar, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Footer
 
 from .app import TopApp
@@ -239,12 +242,13 @@ class ReplaySource:
         self.serving = self.current()
         self._sent = 0
         self._last: Any = None
+        self.stopped = False
 
     def start(self) -> ReplaySource:
         return self
 
     def stop(self) -> None:
-        pass
+        self.stopped = True
 
     def current(self) -> Session | None:
         """The last session opened at or before the clock: what was seen then, or last seen."""
@@ -274,7 +278,14 @@ class ReplaySource:
         make = getattr(self.gives, "nothing", None)
         return make(self.note) if callable(make) else None
 
+    @property
+    def changes(self) -> bool:
+        """Its payloads are changes (merged); otherwise each is the whole state."""
+        return callable(getattr(self.gives, "merge", None))
+
     def take(self) -> Any:
+        if not self.changes:
+            return self._now()
         s = self.serving
         if s is None:
             return self._nothing()
@@ -284,9 +295,17 @@ class ReplaySource:
             self._sent += 1
         if not new:
             return self._nothing() if self._last is None else quiet(self._last)
-        merge = getattr(self.gives, "merge", None)
-        self._last = merge(new) if callable(merge) else new[-1]
+        self._last = self.gives.merge(new)  # type: ignore[union-attr]
         return self._last
+
+    def _now(self) -> Any:
+        """A whole-state payload: the last one at or before the clock, wherever it moved."""
+        self.serving = self.current()
+        if self.serving is None:
+            return self._nothing()
+        times = [t for t, _ in self.serving.entries]
+        at = bisect.bisect_right(times, self.clock.t)
+        return self.serving.entries[at - 1][1] if at else self._nothing()
 
 
 def _gives(make: Callable[[], Source]) -> type[Any] | None:
@@ -326,6 +345,7 @@ class ReplayApp(TopApp):
         super().__init__(recording.address, recording.id_keys, **kw)
         self.recording = recording
         self.clock = Clock(recording.start, recording.end, at, playing)
+        self.handed: weakref.WeakSet[ReplaySource] = weakref.WeakSet()  # sources of changes
 
     def compose(self) -> ComposeResult:
         for widget in super().compose():
@@ -333,22 +353,37 @@ class ReplayApp(TopApp):
                 yield TimeSlider(self.clock, id="slider")
             yield widget
 
+    class Seeked(Message):
+        """The clock jumped, or left the session of a source of changes: a screen that holds
+        such a source (other than the main view's, which the app rebuilds) asks for it again
+        and starts empty. Sources of whole states need nothing: they follow the clock."""
+
     def source(self, name: str, make: Callable[[], S]) -> S:
-        return ReplaySource(self.recording, self.clock, name, _gives(make))  # type: ignore[return-value]
+        source = ReplaySource(self.recording, self.clock, name, _gives(make))
+        if source.changes:
+            self.handed.add(source)
+        return source  # type: ignore[return-value]
 
     def tick(self) -> None:
         self.clock.advance()
-        feed = self.feed
-        if isinstance(feed, ReplaySource) and feed.moved():
+        moved = [s for s in self.handed if not s.stopped and s.moved()]
+        if self.feed in moved:
             self.open_view(self.view, remember=False)
+        if any(s is not self.feed for s in moved):
+            self._tell_screens()
         super().tick()
         if self.is_running:
             self.query_one(TimeSlider).refresh()
+
+    def _tell_screens(self) -> None:
+        for screen in self.screen_stack:
+            screen.post_message(self.Seeked())
 
     def seek(self, t: float) -> None:
         """Move the clock and show the view as it was then, rebuilt from its session's start."""
         self.clock.seek(t)
         self.open_view(self.view, remember=False)
+        self._tell_screens()
         self.tick()
 
     def action_step(self, direction: int) -> None:

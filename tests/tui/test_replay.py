@@ -20,9 +20,11 @@ import make_recording
 import pytest
 import shots
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from freight.tui.app import TopApp, View
 from freight.tui.feed import Batch
+from freight.tui.lookup import Lookup
 from freight.tui.record import Recorder, RecordingSource, to_json
 from freight.tui.replay import RecordingError, ReplayApp, ReplaySource, build, load
 
@@ -142,6 +144,12 @@ def test_a_closed_session_shows_what_it_showed_last_and_says_so(tmp_path: Path) 
     app.clock.seek(T0 + 20)
     before = ReplaySource(recording, app.clock, name, None)
     assert before.note == "not recorded before 12:00:50"
+    # A whole-state payload follows the clock wherever it moves, the same source.
+    assert source.take() == Lookup(done=True, error="not recorded before 12:00:50")
+    app.clock.seek(T0 + 50.01)  # opened, the answer not in yet
+    assert source.take() == Lookup(done=False)
+    app.clock.seek(T0 + 80)
+    assert source.take() == got
 
 
 def write(tmp_path: Path, lines: list[str], name: str = "bad.jsonl") -> Path:
@@ -188,22 +196,6 @@ def test_a_bad_recording_is_refused_naming_the_line(tmp_path: Path) -> None:
 def test_recording_writes_changes_only_and_a_heartbeat_in_quiet_stretches(
     tmp_path: Path,
 ) -> None:
-    class Constant:
-        """A source whose every take is the same batch: one change, then none."""
-
-        def __init__(self) -> None:
-            self.changes: dict[str, dict[str, Any] | None] = {"a": {"id": "a"}}
-
-        def start(self) -> Constant:
-            return self
-
-        def stop(self) -> None:
-            pass
-
-        def take(self) -> Batch:
-            changes, self.changes = self.changes, {}
-            return Batch(changes, True, 1, 1, None, "", "")
-
     def lines_of(path: Path) -> list[dict[str, Any]]:
         with gzip.open(path, "rt") as f:
             return [json.loads(line) for line in f]
@@ -269,3 +261,51 @@ def test_a_payload_with_records_within_comes_back_as_it_was_written() -> None:
     assert worst.worst == Meter("cpu", 0.9)
     with pytest.raises(TypeError):
         build(Figures, {"meters": []})  # fields missing: refused, not half-built
+
+
+class ChangesScreen(Screen[None]):
+    """A screen of its own that reads a source of changes, as a later view would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeked = 0
+
+    def on_mount(self) -> None:
+        app = self.app
+        assert isinstance(app, TopApp)
+        self.events = app.source("events", lambda: Constant())
+
+    def on_replay_app_seeked(self, message: ReplayApp.Seeked) -> None:
+        self.seeked += 1
+
+
+class Constant:
+    """A source whose every take is the same batch: one change, then none."""
+
+    def __init__(self) -> None:
+        self.changes: dict[str, dict[str, Any] | None] = {"a": {"id": "a"}}
+
+    def start(self) -> Constant:
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def take(self) -> Batch:
+        changes, self.changes = self.changes, {}
+        return Batch(changes, True, 1, 1, None, "", "")
+
+
+def test_a_screen_with_a_source_of_changes_is_told_when_the_clock_jumps() -> None:
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, ReplayApp)
+        screen = ChangesScreen()
+        await app.push_screen(screen)
+        await until(pilot, lambda: hasattr(screen, "events"), "the screen's source")
+        assert screen.events.take().changes  # the events as listed at T0+1
+        assert screen.seeked == 0
+        await pilot.press("less_than_sign")
+        await until(pilot, lambda: screen.seeked == 1, "the screen told")
+
+    replay(body, at=T0 + 60)
