@@ -111,15 +111,27 @@ class Recorder:
         self._lock = threading.Lock()
         self._sessions = 0
         self._last_write = 0.0
+        self.failed = ""  # why the recording stopped early (the inspector goes on)
         self._write({"recording": FORMAT, "address": address, "id_keys": id_keys})
+        if self.failed:
+            raise ValueError(f"cannot record to {self.path}: {self.failed} (give a writable path)")
 
     def _write(self, line: dict[str, Any]) -> None:
         now = time.time()
         with self._lock:
             if self._file.closed:
                 return
-            self._file.write(json.dumps({"t": now, **line}, default=str) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps({"t": now, **line}, default=str) + "\n")
+                self._file.flush()
+            except OSError as e:
+                # A full disk ends the recording, not the inspector (the status line says so).
+                self.failed = e.strerror or str(e)
+                try:
+                    self._file.close()
+                except OSError:
+                    pass  # what could not be flushed is lost either way
+                return
             self._last_write = now
 
     def heartbeat(self) -> None:
@@ -189,3 +201,8 @@ class RecordingApp(TopApp):
 
     def source(self, name: str, make: Callable[[], S]) -> S:
         return RecordingSource(self.recorder, name, make()).start()  # type: ignore[return-value]
+
+    def status_text(self) -> str:
+        r = self.recorder
+        rec = f"REC STOPPED: {r.failed}" if r.failed else f"REC {r.path.name}"
+        return f"{rec}  |  {super().status_text()}"

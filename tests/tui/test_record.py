@@ -87,6 +87,7 @@ def test_a_recorded_session_replays_the_rows_and_detail_seen_live(
 
     async def record(pilot: Pilot[None]) -> None:
         await until(pilot, lambda: names(live).count("rec_square") == 4, "the first tasks")
+        assert live.status_text().startswith("REC session.jsonl.gz  |  tasks")
         seen["before"] = {k: dict(v) for k, v in live.rows.items()}
         seen["before_t"] = time.time()  # every take shown so far was written before this
         # Changes while recording: new tasks come, one fails.

@@ -309,3 +309,20 @@ def test_a_screen_with_a_source_of_changes_is_told_when_the_clock_jumps() -> Non
         await until(pilot, lambda: screen.seeked == 1, "the screen told")
 
     replay(body, at=T0 + 60)
+
+
+def test_a_recording_that_cannot_be_written_stops_without_stopping_the_inspector(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match=r"cannot record to /dev/full: No space left on device"):
+        Recorder("/dev/full", address="h:1", id_keys={})
+    path = tmp_path / "r.jsonl"
+    recorder = Recorder(path, address="h:1", id_keys={})
+    source = RecordingSource(recorder, "things", Constant()).start()
+    recorder._file.close()
+    recorder._file = open("/dev/full", "w")  # the disk fills up mid-session  # noqa: SIM115
+    assert source.take().changes == {"a": {"id": "a"}}  # the screen still gets its data
+    assert recorder.failed == "No space left on device"
+    source.take()
+    recorder.close()
+    assert len(load(path).sessions) == 1  # what was written before stays readable
