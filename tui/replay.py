@@ -32,7 +32,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Footer
 
-from .app import TopApp
+from .app import TopApp, View
+from .commands import CommandError, parse_command
 from .record import FORMAT, open_text, quiet
 from .slider import TimeSlider
 from .source import Source
@@ -318,6 +319,18 @@ def _gives(make: Callable[[], Source]) -> type[Any] | None:
     return hint if isinstance(hint, type) else None
 
 
+def first_view(recording: Recording) -> View | None:
+    """The view the recording began with (a replay opens it unless told another)."""
+    for s in sorted(recording.sessions.values(), key=lambda s: s.opened):
+        try:
+            command = parse_command(s.name)
+        except CommandError:
+            continue  # not a view's source (a record's detail...)
+        if not command.quit:
+            return View(command.kind, tuple(command.filters))
+    return None
+
+
 class ReplayApp(TopApp):
     """The inspector over a recording: REPLAY and the recorded time in the status line, and a
     time slider (``<`` ``>`` step 10 s, ``p`` play/pause, ``home`` ``end``)."""
@@ -342,6 +355,8 @@ class ReplayApp(TopApp):
     ) -> None:
         # Read-only: an action would reach the recorded cluster, which is not what is shown.
         kw["read_only"] = True
+        if kw.get("view") is None:
+            kw["view"] = first_view(recording)
         super().__init__(recording.address, recording.id_keys, **kw)
         self.recording = recording
         self.clock = Clock(recording.start, recording.end, at, playing)

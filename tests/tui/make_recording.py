@@ -207,10 +207,10 @@ def batch(rows: dict[str, dict[str, Any] | None], total: int) -> dict[str, Any]:
 def lines() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"t": T0, "recording": 1, "address": ADDRESS, "id_keys": ID_KEYS}]
     batch_type = "freight.tui.feed:Batch"
-    views = {
+    views = {  # tasks first: the view a replay of this opens
+        "tasks": TASKS_AT_START,
         "nodes": NODES,
         "jobs": JOBS,
-        "tasks": TASKS_AT_START,
         "actors": ACTORS,
         "objects": OBJECTS,
         "workers": WORKERS,

@@ -326,3 +326,14 @@ def test_a_recording_that_cannot_be_written_stops_without_stopping_the_inspector
     source.take()
     recorder.close()
     assert len(load(path).sessions) == 1  # what was written before stays readable
+
+
+def test_a_replay_opens_the_view_the_recording_began_with(tmp_path: Path) -> None:
+    path = tmp_path / "actors.jsonl"
+    recorder = Recorder(path, address="h:1", id_keys={})
+    RecordingSource(recorder, f"get tasks {make_recording.TASK_FAILED}", Constant()).start()
+    RecordingSource(recorder, "actors state=ALIVE", Constant()).start()
+    RecordingSource(recorder, "tasks", Constant()).start()
+    recorder.close()
+    assert ReplayApp(load(path)).view == View("actors", ("state=ALIVE",))
+    assert ReplayApp(load(path), view=View("tasks")).view == View("tasks")
