@@ -40,6 +40,7 @@ from .source import Source
 
 S = TypeVar("S", bound=Source)
 STEP_S = 10.0  # what < and > move the clock by
+SPEEDS = (1, 10, 60)  # play speeds, times real time (+ and - move along them)
 
 
 class RecordingError(ValueError):
@@ -206,14 +207,20 @@ def _add(recording: Recording, line: dict[str, Any], t: float, where: str) -> No
 
 
 class Clock:
-    """The replay's time: it plays in real time from ``at`` or stands still."""
+    """The replay's time: it plays from ``at`` at ``speed`` times real time, or stands still."""
 
     def __init__(self, start: float, end: float, at: float | None, playing: bool) -> None:
         self.start, self.end = start, end
         self.t = start
         self.seek(start if at is None else at)
         self.playing = playing
+        self.speed = 1
         self._last = time.monotonic()
+
+    def faster(self, steps: int) -> None:
+        """``steps`` along :data:`SPEEDS` (a long recording is read faster than it happened)."""
+        at = SPEEDS.index(self.speed) + steps
+        self.speed = SPEEDS[min(max(at, 0), len(SPEEDS) - 1)]
 
     def seek(self, t: float) -> None:
         self.t = min(max(t, self.start), self.end)
@@ -221,7 +228,7 @@ class Clock:
     def advance(self) -> None:
         now = time.monotonic()
         if self.playing:
-            self.seek(self.t + (now - self._last))
+            self.seek(self.t + (now - self._last) * self.speed)
             if self.t >= self.end:
                 self.playing = False
         self._last = now
@@ -333,13 +340,15 @@ def first_view(recording: Recording) -> View | None:
 
 class ReplayApp(TopApp):
     """The inspector over a recording: REPLAY and the recorded time in the status line, and a
-    time slider (``<`` ``>`` step 10 s, ``p`` play/pause, ``home`` ``end``)."""
+    time slider (``<`` ``>`` step 10 s, ``p`` play/pause, ``+`` ``-`` speed, ``home`` ``end``)."""
 
     BINDINGS: ClassVar[list[Any]] = [
         *TopApp.BINDINGS,
         Binding("less_than_sign", "step(-1)", "-10s"),
         Binding("greater_than_sign", "step(1)", "+10s"),
         Binding("p", "play", "play/pause"),
+        Binding("plus", "speed(1)", "faster"),
+        Binding("minus", "speed(-1)", "slower", show=False),
         # The table scrolls with ctrl+home/ctrl+end still; home and end move the clock.
         Binding("home", "seek_to(0)", "start", show=False, priority=True),
         Binding("end", "seek_to(1)", "end", show=False, priority=True),
@@ -406,6 +415,11 @@ class ReplayApp(TopApp):
 
     def action_seek_to(self, end: int) -> None:
         self.seek(self.clock.end if end else self.clock.start)
+
+    def action_speed(self, steps: int) -> None:
+        self.clock.advance()  # the time played so far, at the speed it played at
+        self.clock.faster(steps)
+        self.query_one(TimeSlider).refresh()
 
     def action_play(self) -> None:
         if not self.clock.playing and self.clock.t >= self.clock.end:

@@ -14,6 +14,7 @@ class Timeline(Protocol):
     end: float
     t: float
     playing: bool
+    speed: int
 
 
 def _hms(t: float) -> str:
@@ -36,7 +37,7 @@ class TimeSlider(Widget):
 
     def render(self) -> Text:
         c = self.clock
-        mark = "▶" if c.playing else "⏸"
+        mark = ("▶" if c.playing else "⏸") + (f" {c.speed}x" if c.speed != 1 else "")
         span = max(c.end - c.start, 0.0)
         left = f"{mark} {_hms(c.start)} "
         right = f" {_hms(c.end)}  +{_span(c.t - c.start)} of {_span(span)}"

@@ -27,6 +27,7 @@ from freight.tui.feed import Batch
 from freight.tui.lookup import Lookup
 from freight.tui.record import Recorder, RecordingSource, to_json
 from freight.tui.replay import RecordingError, ReplayApp, ReplaySource, build, load
+from freight.tui.slider import TimeSlider
 
 T0 = make_recording.T0
 
@@ -111,6 +112,11 @@ def test_the_slider_moves_the_clock_and_going_back_shows_the_earlier_state() -> 
         await until(pilot, lambda: len(app.rows) == 6, "the first listing, played")
         await pilot.press("p")
         assert not app.clock.playing
+        await pilot.press("plus", "plus", "plus")  # 10x, 60x, and no faster
+        assert app.clock.speed == 60
+        assert "⏸ 60x 12:00:00" in str(app.query_one(TimeSlider).render())
+        await pilot.press("minus", "minus", "minus")
+        assert app.clock.speed == 1
 
     replay(body, at=T0 + 60)
 
