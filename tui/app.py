@@ -28,6 +28,7 @@ from freight.cli.state_cmd import _cell
 from . import actions, jumps
 from .commands import ALIASES, CommandError, parse_command, parse_filters
 from .feed import Batch, Feed
+from .lookup import Get
 from .objects import COLUMNS, ObjectFeed
 from .overview import OVERVIEW, OverviewScreen
 from .source import Source
@@ -43,6 +44,7 @@ FAILURES = {
     "placement_groups": "state=PENDING",
     "events": "severity~^(WARNING|ERROR)$",
 }
+LOOKUP_POLL_S = 0.05  # how often the detail screen looks whether its record came
 MAX_ROWS = 1000  # rows a table holds; beyond them the view says "showing N of M"
 VIEWS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
 
@@ -541,15 +543,24 @@ class DetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.run_worker(self._load, thread=True, exit_on_error=False)
+        app = self.app
+        assert isinstance(app, TopApp)
+        kind, key, address = self.kind, self.key, self.address
+        self.lookup = app.source(f"get {kind} {key}", lambda: Get(kind, key, address=address))
+        self.waiting = self.set_interval(LOOKUP_POLL_S, self._load)
+
+    def on_unmount(self) -> None:
+        self.lookup.stop()
 
     def _load(self) -> None:
-        try:
-            row = state.get_state(self.kind, self.key, address=self.address, timeout=10)
-        except (ConnectionError, ValueError, PermissionError) as e:
-            self.app.call_from_thread(self._show, None, f"{e} (showing the row as last listed)")
+        got = self.lookup.take()
+        if not got.done:
             return
-        self.app.call_from_thread(self._show, row, "" if row else "no longer in the cluster")
+        self.waiting.stop()
+        if got.error:
+            self._show(None, f"{got.error} (showing the row as last listed)")
+            return
+        self._show(got.row, "" if got.row else "no longer in the cluster")
 
     def text(self) -> str:
         if self.raw:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from freight import state
@@ -55,6 +55,21 @@ class Batch:
     stale_since: float | None  # when the head stopped answering (None: it answers)
     stale_reason: str
     error: str  # a refusal that stopped the feed (a bad filter, a denied token)
+
+    # What recording and replay need of a payload of changes (freight.tui.record.Payload).
+    def quiet(self) -> Batch:
+        return replace(self, changes={})
+
+    @classmethod
+    def merge(cls, batches: list[Batch]) -> Batch:
+        changes: dict[str, dict[str, Any] | None] = {}
+        for b in batches:
+            changes.update(b.changes)
+        return replace(batches[-1], changes=changes)
+
+    @classmethod
+    def nothing(cls, note: str) -> Batch:
+        return cls({}, False, None, None, None, "", "")
 
 
 @dataclass

@@ -42,24 +42,55 @@ def cmd_top(args: argparse.Namespace) -> int:
         first = parse_command(args.view) if args.view else None
     except CommandError as e:
         raise access.UsageError(str(e)) from None
+    view = View(first.kind, tuple(first.filters)) if first and not first.quit else None
+    kw: dict[str, Any] = {"view": view, "read_only": args.read_only, "refresh": args.refresh}
+    if args.replay is not None:
+        return _replay(args, kw)
     target = common.target(args)
     keys = id_keys(target.address)  # the head answers, or the command ends here with why
+    _need_terminal()
+    # A read-only token hides the action keys as --read-only does (the cluster would refuse them).
+    kw["read_only"] = args.read_only or token_is_read_only(target.address)
+    kw["alertmanager"] = args.alertmanager
+    if args.record is None:
+        TopApp(target.address, keys, **kw).run()
+        return 0
+    from freight.tui.record import Recorder, RecordingApp
+
+    try:
+        recorder = Recorder(args.record, address=target.address, id_keys=keys)
+    except ValueError as e:
+        raise access.UsageError(str(e)) from None
+    try:
+        RecordingApp(recorder, target.address, keys, **kw).run()
+    finally:
+        recorder.close()
+    return 0
+
+
+def _need_terminal() -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise access.UsageError(
             "freight top needs a terminal; in a script, use 'freight status' or "
             "'freight list KIND --watch'"
         )
-    view = View(first.kind, tuple(first.filters)) if first and not first.quit else None
-    # A read-only token hides the action keys as --read-only does (the cluster would refuse them).
-    read_only = args.read_only or token_is_read_only(target.address)
-    TopApp(
-        target.address,
-        keys,
-        view=view,
-        read_only=read_only,
-        refresh=args.refresh,
-        alertmanager=args.alertmanager,
-    ).run()
+
+
+def _replay(args: argparse.Namespace, kw: dict[str, Any]) -> int:
+    from freight.tui.replay import RecordingError, ReplayApp, load
+
+    if args.record is not None:
+        raise access.UsageError(
+            "--record and --replay go apart: a replay shows a recording, it records nothing"
+        )
+    if args.address is not None:
+        raise access.UsageError("--replay needs no cluster: drop --address")
+    try:
+        recording = load(args.replay)  # every line checked before the screen opens
+    except RecordingError as e:
+        raise access.UsageError(str(e)) from None
+    _need_terminal()
+    ReplayApp(recording, **kw).run()
     return 0
 
 
@@ -99,5 +130,19 @@ def add_parsers(sub: Any) -> None:
         metavar="URL",
         help="the Alertmanager whose firing alerts the overview shows (default: the one "
         "'freight monitoring up' runs for the cluster, if any)",
+    )
+    p.add_argument(
+        "--record",
+        metavar="FILE",
+        default=None,
+        help="keep what the screens show, as JSON lines (gzip when FILE ends in .gz), for "
+        "--replay later",
+    )
+    p.add_argument(
+        "--replay",
+        metavar="FILE",
+        default=None,
+        help="show a recording made with --record (no cluster needed), with a time slider: "
+        "< and > step 10 s, p plays or pauses, home and end jump",
     )
     p.set_defaults(func=cmd_top)

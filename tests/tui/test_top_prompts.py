@@ -73,7 +73,8 @@ def test_a_task_detail_shows_transitions_pending_reason_and_traceback() -> None:
 def test_the_inspector_loads_none_of_the_heads_modules() -> None:
     """The inspector is a client of the state API: nothing of the head's code."""
     script = (
-        "import sys, freight.tui.app, freight.tui.feed, freight.cli.top_cmd\n"
+        "import sys, freight.tui.app, freight.tui.feed, freight.cli.top_cmd, freight.tui.record\n"
+        "import freight.tui.replay, freight.tui.lookup\n"
         "print(sorted(m for m in sys.modules if m.startswith('freight.head')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -1,0 +1,89 @@
+"""The inspector's views as pictures: the committed recording replayed at a fixed time, one shot
+per view. The snapshot tests (``test_snapshots.py``) and ``scripts/inspector_screenshots.py``
+(the SVGs of ``docs/inspector/``) take the same shots. A new view is one more :data:`SHOTS` entry
+(and, if it reads a new source, its payloads in ``make_recording.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from freight.tui.app import TopApp, View
+from freight.tui.replay import ReplayApp, load
+
+RECORDING = Path(__file__).parent / "recordings" / "session.jsonl"
+T0 = 1767268800.0  # the recording's start (make_recording.T0)
+AT = T0 + 60  # the replay's clock in every shot: after the failed task's detail was read
+SIZE = (150, 36)
+
+
+@dataclass(frozen=True)
+class Shot:
+    view: str  # the kind the replay opens
+    keys: tuple[str, ...] = ()  # pressed once its rows are shown
+    row: str = ""  # the row (id) the cursor is moved to before the keys
+
+
+SHOTS: dict[str, Shot] = {
+    "tasks": Shot("tasks"),
+    "actors": Shot("actors"),
+    "nodes": Shot("nodes"),
+    "jobs": Shot("jobs"),
+    "objects": Shot("objects"),
+    "workers": Shot("workers"),
+    "placement-groups": Shot("placement_groups"),
+    "events": Shot("events"),
+    "task-detail": Shot("tasks", ("enter",), row="t" + "0" * 22 + "5"),
+    "help": Shot("tasks", ("question_mark",)),
+}
+
+
+@contextmanager
+def utc() -> Iterator[None]:
+    """Times drawn in UTC, whatever the host's timezone."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+def app(shot: Shot) -> ReplayApp:
+    """The replay standing still at :data:`AT`."""
+    return ReplayApp(load(RECORDING), at=AT, playing=False, view=View(shot.view), refresh=0.05)
+
+
+async def prepare(pilot: Pilot[None], shot: Shot) -> None:
+    """Wait for the view's rows, then move to the shot's row and press its keys."""
+    top = pilot.app
+    assert isinstance(top, TopApp)
+    deadline = time.monotonic() + 30
+    while not (top.last is not None and top.last.synced and top.table.row_count):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the replay never showed the {shot.view} rows")
+        await pilot.pause(0.02)
+    if shot.row:
+        top.table.move_cursor(row=top.table.get_row_index(shot.row))
+    for key in shot.keys:
+        await pilot.press(key)
+    await pilot.pause()
+    screen = top.screen
+    if hasattr(screen, "lookup"):  # a detail: wait until the recorded record is shown
+        while not getattr(screen, "detailed", False) and not getattr(screen, "error", ""):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the detail never showed its record")
+            await pilot.pause(0.02)
+    await pilot.pause()
