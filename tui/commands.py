@@ -67,6 +67,7 @@ def parse_command(text: str) -> Command:
     if kind is None:
         raise CommandError(
             f"unknown command {words[0]!r}: open a view with :{', :'.join(KINDS)} "
-            "(optionally followed by filters), or :q to quit; ? lists the keys"
+            "(optionally followed by filters), :logs, :traces TASK_ID, or :q to quit; "
+            "? lists the keys"
         )
     return Command(kind, parse_filters(kind, words[1] if len(words) > 1 else ""))

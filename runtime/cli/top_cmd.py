@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import urllib.parse
 from typing import Any
 
 from freight.client import access
@@ -19,6 +20,15 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"give a positive number of seconds, got {text!r}")
     return value
+
+
+def _http_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"give the Jaeger query service's URL, as http://HOST:16686, got {text!r}"
+        )
+    return text.strip().rstrip("/")
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -37,7 +47,14 @@ def cmd_top(args: argparse.Namespace) -> int:
             "'freight list KIND --watch'"
         )
     view = View(first.kind, tuple(first.filters)) if first and not first.quit else None
-    TopApp(target.address, keys, view=view, read_only=args.read_only, refresh=args.refresh).run()
+    TopApp(
+        target.address,
+        keys,
+        view=view,
+        read_only=args.read_only,
+        refresh=args.refresh,
+        traces=args.traces or "",
+    ).run()
     return 0
 
 
@@ -68,5 +85,13 @@ def add_parsers(sub: Any) -> None:
         default=1.0,
         metavar="S",
         help="seconds between two repaints and two checks that the head answers (default 1)",
+    )
+    p.add_argument(
+        "--traces",
+        type=_http_url,
+        default=None,
+        metavar="URL",
+        help="a Jaeger query service (http://host:16686): a task's trace view shows its spans "
+        "from there; without it, the task's state transitions",
     )
     p.set_defaults(func=cmd_top)
