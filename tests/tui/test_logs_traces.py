@@ -8,6 +8,8 @@ as Jaeger's query API documents it."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +31,7 @@ from freight.tui.traces import TracesScreen, jaeger_rows
 REFRESH = 0.1
 
 
-@freight.remote
+@freight.remote(resources={"near": 1.0})  # on the head's node
 def lt_prints(marker: str) -> str:
     print(marker)
     print(f"{marker} second line")
@@ -62,23 +64,32 @@ def lt_parent() -> list[int | None]:
     return out
 
 
+@freight.remote(resources={"far": 1.0})
+def lt_prints_far(marker: str) -> str:
+    print(marker)
+    return freight.get_runtime_context().get_node_id()
+
+
 MARKER = f"lt-marker-{uuid.uuid4().hex[:8]}"
+FAR_MARKER = f"lt-far-{uuid.uuid4().hex[:8]}"
+FAR = {"far": 1.0}  # the second node's resource
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    env = {
-        "FREIGHT_TASK_ROWS_SAMPLE": "0",  # every task gets its record
-        "FREIGHT_HEALTH_CHECK_PERIOD_S": "0.3",
-        "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD": "2",
-    }
-    with connected_cluster({"num_cpus": 2}, env=env) as c:
+    # Two nodes: lines come from each; the second one's agent is stopped a moment in the last
+    # test (the health checks keep their defaults, far longer than that moment).
+    env = {"FREIGHT_TASK_ROWS_SAMPLE": "0"}  # every task gets its record
+    with connected_cluster(
+        {"num_cpus": 2, "resources": {"near": 1.0}}, {"num_cpus": 1, "resources": FAR}, env=env
+    ) as c:
         assert freight.get(lt_prints.remote(MARKER)) == MARKER
         assert freight.get(lt_parent.remote()) == [0, 1, None]
+        assert freight.get(lt_prints_far.remote(FAR_MARKER)) == c.nodes[1].node_id
         # Owners report their tasks' records in batches: the views read them once they came.
         wait_for_condition(
-            lambda: len(freight.state.list_tasks(["state~^(FINISHED|FAILED)$"])) == 5,
-            what="the five tasks' records",
+            lambda: len(freight.state.list_tasks(["state~^(FINISHED|FAILED)$"])) == 6,
+            what="the six tasks' records",
         )
         yield c
 
@@ -425,6 +436,44 @@ def test_jaeger_spans_become_timeline_rows_parent_first() -> None:
     assert rows[1]["service"] == "freight-worker" and rows[1]["parent"] == "00f067aa0ba902b7"
     with pytest.raises(ValueError, match="not a Jaeger trace answer"):
         jaeger_rows({"data": [{"spans": [{"spanID": "x"}]}]})
+
+
+def test_lines_come_from_every_node_and_one_that_does_not_answer_is_named(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last of the cluster's tests: it stops the second node's agent for a few seconds."""
+    far = cluster.nodes[1]
+    job_id = freight.get_runtime_context().get_job_id()
+    monkeypatch.setenv("FREIGHT_STATE_AGENT_TIMEOUT_S", "2")
+
+    def has(screen: LogsScreen, text: str) -> bool:
+        return any(r.endswith(f"| {text}") for r in screen.records)
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        app.push_screen(LogsScreen(selection([f"job_id={job_id}"])))
+        screen = await until(pilot, lambda: logs_screen(app), "the logs view")
+        await until(pilot, lambda: has(screen, FAR_MARKER) and has(screen, MARKER), "both")
+        assert not screen.warnings
+        await pilot.press("escape")
+        await until(pilot, lambda: not logs_screen(app), "the view closed")
+
+        os.kill(far.process.pid, signal.SIGSTOP)
+        try:
+            app.push_screen(LogsScreen(selection([f"job_id={job_id}"])))
+            screen = await until(pilot, lambda: logs_screen(app), "the logs view")
+            await until(pilot, lambda: screen.warnings, "the silent node named")
+        finally:
+            os.kill(far.process.pid, signal.SIGCONT)
+        (warning,) = screen.warnings
+        assert f"node {far.node_id[:12]}" in warning and "did not answer" in warning
+        assert warning in screen.status_text()
+        # lt_prints ran on the head's node: its lines show, the far task's are missing
+        await until(pilot, lambda: has(screen, MARKER), "the other node's lines")
+        assert not has(screen, FAR_MARKER)
+
+    run(app_for(cluster, View("jobs")), body)
 
 
 def test_freight_top_refuses_a_traces_url_it_cannot_use() -> None:
