@@ -8,13 +8,16 @@ as Jaeger's query API documents it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,13 @@ import pytest
 from textual.pilot import Pilot
 
 import freight
-from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.testing import (
+    Cluster,
+    OtlpReceiver,
+    ReceivedSpan,
+    connected_cluster,
+    wait_for_condition,
+)
 from freight.tui.app import DetailScreen, TopApp, View, id_keys
 from freight.tui.commands import CommandError
 from freight.tui.logs import HIGHLIGHT, DetailLogs, LineFilter, LogsScreen, selection
@@ -436,6 +445,158 @@ def test_jaeger_spans_become_timeline_rows_parent_first() -> None:
     assert rows[1]["service"] == "freight-worker" and rows[1]["parent"] == "00f067aa0ba902b7"
     with pytest.raises(ValueError, match="not a Jaeger trace answer"):
         jaeger_rows({"data": [{"spans": [{"spanID": "x"}]}]})
+
+
+TRACED_DRIVER = """
+import sys, freight
+
+@freight.remote
+def lt_traced() -> int:
+    return 1
+
+freight.init(address=sys.argv[1])
+assert freight.get(lt_traced.remote()) == 1
+freight.shutdown()
+"""
+
+
+def as_jaeger(spans: list[ReceivedSpan]) -> dict[str, Any]:
+    """Spans an OTLP receiver got, in the shape of Jaeger's ``GET /api/traces/{id}`` answer."""
+    processes: dict[str, dict[str, Any]] = {}
+    out = []
+    for sp in spans:
+        service = str(sp.resource.get("service.name", ""))
+        pid = next((k for k, v in processes.items() if v["serviceName"] == service), None)
+        if pid is None:
+            pid = f"p{len(processes) + 1}"
+            processes[pid] = {"serviceName": service, "tags": []}
+        tags = [{"key": k, "type": "string", "value": str(v)} for k, v in sp.attributes.items()]
+        if sp.status == "ERROR":
+            tags.append({"key": "error", "type": "bool", "value": True})
+        refs = [{"refType": "CHILD_OF", "traceID": sp.trace_id, "spanID": sp.parent_span_id}]
+        out.append(
+            {
+                "traceID": sp.trace_id,
+                "spanID": sp.span_id,
+                "operationName": sp.name,
+                "references": refs if sp.parent_span_id else [],
+                "startTime": sp.start_time_ns // 1000,
+                "duration": (sp.end_time_ns - sp.start_time_ns) // 1000,
+                "tags": tags,
+                "logs": [],
+                "processID": pid,
+                "warnings": None,
+            }
+        )
+    trace = {"traceID": spans[0].trace_id, "spans": out, "processes": processes, "warnings": None}
+    return {"data": [trace], "total": 0, "limit": 0, "offset": 0, "errors": None}
+
+
+class JaegerStandIn:
+    """An HTTP server on 127.0.0.1 answering ``GET /api/traces/{id}`` as Jaeger's query service
+    does, from the spans an OTLP receiver got (404 with Jaeger's error shape for others)."""
+
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        receiver_ = receiver
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                trace_id = self.path.removeprefix("/api/traces/")
+                spans = [s for s in receiver_.spans if s.trace_id == trace_id]
+                body: dict[str, Any] = (
+                    as_jaeger(spans)
+                    if spans and self.path.startswith("/api/traces/")
+                    else {"data": None, "errors": [{"code": 404, "msg": "trace not found"}]}
+                )
+                data = json.dumps(body).encode()
+                self.send_response(200 if spans else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_traced_task_shows_its_spans_from_the_trace_backend(cluster: Cluster) -> None:
+    """A driver that traces (its own OTLP settings) submits a task: its record carries the trace
+    id, and with ``--traces URL`` the view shows that trace's spans, read over HTTP in Jaeger's
+    answer shape from a stand-in serving the spans the driver exported (no Jaeger server can run
+    here). A URL that has no such trace gives the state transitions, saying why."""
+    with OtlpReceiver() as receiver:
+        env = dict(
+            os.environ,
+            FREIGHT_TOKEN=cluster._token(),
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", TRACED_DRIVER, cluster.address],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        row = wait_for_condition(
+            lambda: next(iter(freight.state.list_tasks(["name=lt_traced"])), None),
+            what="the traced task's record",
+        )
+        record = freight.state.get_state("tasks", row["task_id"])
+        assert record and record["trace_id"], record
+        trace_id = record["trace_id"]
+        spans = receiver.wait_for(
+            lambda got: [s for s in got if s.trace_id == trace_id], what="the trace's spans"
+        )
+        jaeger = JaegerStandIn(receiver)
+        try:
+
+            async def body(pilot: Pilot[None]) -> None:
+                app = pilot.app
+                assert isinstance(app, TopApp)
+                await until(pilot, lambda: row["task_id"] in app.shown, "the task's row")
+                app.table.focus()
+                await pilot.press("t")
+                screen = await until(
+                    pilot, lambda: isinstance(app.screen, TracesScreen) and app.screen, "traces"
+                )
+                await until(pilot, lambda: screen.timeline and screen.timeline.final, "spans")
+                assert screen.timeline.origin == f"jaeger {jaeger.url}"
+                assert {r["name"] for r in screen.timeline.rows} == {s.name for s in spans}
+                assert any(r["name"] == "submit lt_traced" for r in screen.timeline.rows)
+                assert f"rows from the jaeger {jaeger.url}" in screen.status_text(screen.timeline)
+
+            app = app_for(cluster, View("tasks", ("name=lt_traced",)), traces=jaeger.url)
+            run(app, body)
+            receiver.clear()  # the stand-in knows the trace no more: the transitions instead
+
+            async def fallback(pilot: Pilot[None]) -> None:
+                app = pilot.app
+                assert isinstance(app, TopApp)
+                app.push_screen(TracesScreen(row["task_id"]))
+                screen = await until(
+                    pilot, lambda: isinstance(app.screen, TracesScreen) and app.screen, "traces"
+                )
+                await until(pilot, lambda: screen.timeline and screen.timeline.final, "rows")
+                assert screen.timeline.origin == "state transitions"
+                assert [r["name"] for r in screen.timeline.rows] == ["lt_traced"]
+                status = screen.status_text(screen.timeline)
+                assert f"{jaeger.url} gave no spans (HTTP Error 404" in status, status
+
+            run(app_for(cluster, View("tasks"), traces=jaeger.url), fallback)
+        finally:
+            jaeger.close()
 
 
 def test_lines_come_from_every_node_and_one_that_does_not_answer_is_named(
