@@ -132,6 +132,13 @@ class LogSource:
                 setattr(self._shared, key, value)
 
     def _run(self) -> None:
+        try:
+            self._connect_and_read()
+        except Exception as e:  # a bug: the screen says so, its traceback goes to the hook
+            self._put(error=f"the log reader stopped: {type(e).__name__}: {e}", done=True)
+            raise
+
+    def _connect_and_read(self) -> None:
         while not self._stop.is_set():
             try:
                 logs = ClusterLogs(

@@ -252,6 +252,13 @@ class TraceSource:
             self._shared.latest = timeline
 
     def _run(self) -> None:
+        try:
+            self._read_until_final()
+        except Exception as e:  # a bug: the screen says so, its traceback goes to the hook
+            self._put(Timeline([], "", error=f"{type(e).__name__}: {e}", final=True))
+            raise
+
+    def _read_until_final(self) -> None:
         while not self._stop.is_set():
             timeline = self.read()
             self._put(timeline)
@@ -381,7 +388,8 @@ class TracesScreen(ModalScreen[None]):
     def status_text(self, timeline: Timeline) -> str:
         parts = [f"trace of task {self.task_id}"]
         shown = self.timeline.rows if self.timeline else []
-        parts.append(f"{len(shown)} rows from the {timeline.origin}")
+        if timeline.origin:
+            parts.append(f"{len(shown)} rows from the {timeline.origin}")
         if timeline.note:
             parts.append(timeline.note)
         if timeline.error:
