@@ -474,7 +474,7 @@ class HelpScreen(ModalScreen[None]):
                 "  c        copy the row's id to the clipboard\n"
                 "  l        the row's logs (task, actor, job, worker, node), live from\n"
                 "           every node; there F: follow or not, /: regex (!: inverted)\n"
-                "  t        a task's trace: it and its child tasks as a timeline\n"
+                "  t        a task and its child tasks on a timeline (enter: their detail)\n"
                 "  :logs    task_id=.. actor_id=.. job_id=.. node_id=.. worker_id=..\n"
                 "           component=head|agent|worker (also :log, :l)\n"
                 "  :traces  TASK_ID (also :trace, :tr)\n"

@@ -385,6 +385,17 @@ class TracesScreen(ModalScreen[None]):
                 key=f"{r['id']}:{i}",
             )
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a task's row: its detail (transitions, error, log lines); spans have none."""
+        event.stop()
+        timeline, key = self.timeline, event.row_key.value
+        if timeline is None or key is None or timeline.origin != "state transitions":
+            return
+        from .app import DetailScreen  # the app imports this module
+
+        app: Any = self.app
+        self.app.push_screen(DetailScreen(app.address, "tasks", key.rsplit(":", 1)[0], None))
+
     def status_text(self, timeline: Timeline) -> str:
         parts = [f"trace of task {self.task_id}"]
         shown = self.timeline.rows if self.timeline else []

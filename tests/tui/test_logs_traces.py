@@ -323,6 +323,18 @@ def test_the_traces_view_shows_a_task_and_each_child_with_its_state(cluster: Clu
         status = str(screen.query_one("#traces-status").render())
         assert "4 rows from the state transitions" in status
         assert "no trace backend (freight top --traces URL" in status
+        failed = next(i for i, r in enumerate(screen.timeline.rows) if r["state"] == "FAILED")
+        table = screen.query_one("#traces-table")
+        table.move_cursor(row=failed)  # type: ignore[attr-defined]
+        await pilot.press("enter")  # the failed child's detail, over the trace
+        detail = await until(
+            pilot,
+            lambda: isinstance(app.screen, DetailScreen) and app.screen.detailed and app.screen,
+            "the child's detail",
+        )
+        assert detail.row["name"] == "lt_child" and "lt-child-2 fails" in detail.row["error"]
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "back to the trace")
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, TracesScreen), "back")
 
