@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,6 +38,8 @@ POLL_S = 0.5  # how long one wait for new lines lasts (the source's stop is seen
 NAMES = ("logs", "log", "l")  # `:logs`, `:log`, `:l`
 LOG_KINDS = ("tasks", "actors", "jobs", "workers", "nodes")  # `l` on a row of these
 HIGHLIGHT = "bold black on yellow"
+WRITE_BUDGET_S = 0.03  # the longest the view writes lines before letting keys in
+WRITE_CHUNK = 50  # lines written between two looks at the clock
 
 
 def selection(words: list[str]) -> Selection:
@@ -232,6 +235,9 @@ class LogsScreen(ModalScreen[None]):
         self.warnings: list[str] = []
         self.last: LogBatch | None = None
         self.source: LogSource | None = None
+        self.backlog: deque[dict[str, Any]] = deque(maxlen=MAX_LINES)  # taken, not yet written
+        self.rewrite: deque[str] = deque()  # kept lines to write again (a new filter)
+        self._drain_timer: Any = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="logs-status")
@@ -264,18 +270,37 @@ class LogsScreen(ModalScreen[None]):
         batch = self.source.take()
         self.warnings += batch.warnings
         self.last = batch
-        self.add([render_text(rec) for rec in batch.lines])
+        self.backlog.extend(batch.lines)
+        self.drain()
+
+    def drain(self) -> None:
+        """Write what waits, for at most :data:`WRITE_BUDGET_S`, then let keys and repaints in
+        and go on soon after: 10,000 lines (a long history, a new filter) written at once would
+        hold the screen for seconds."""
+        self._drain_timer = None
+        rewriting = bool(self.rewrite)
+        deadline = time.monotonic() + WRITE_BUDGET_S
+        while (self.rewrite or self.backlog) and time.monotonic() < deadline:
+            if self.rewrite:
+                n = min(WRITE_CHUNK, len(self.rewrite))
+                self.write([self.rewrite.popleft() for _ in range(n)])
+            else:
+                n = min(WRITE_CHUNK, len(self.backlog))
+                lines = [render_text(self.backlog.popleft()) for _ in range(n)]
+                self.records.extend(lines)
+                self.write(lines)
+        if rewriting and not self.rewrite and self.following:  # a new filter's lines, all out
+            self.lines_log.scroll_end(animate=False, immediate=False, x_axis=False)
+        if (self.rewrite or self.backlog) and self._drain_timer is None:
+            self._drain_timer = self.set_timer(0.01, self.drain)
         self.render_status()
 
-    def add(self, lines: list[str]) -> None:
-        """New lines: kept, and written when the filter shows them; the view scrolls with them
-        when following and at the bottom (a user who scrolled up reads on undisturbed)."""
-        if not lines:
-            return
+    def write(self, lines: list[str]) -> None:
+        """Lines written when the filter shows them; the view scrolls with them when following
+        and at the bottom (a user who scrolled up reads on undisturbed)."""
         log = self.lines_log
         at_end = log.scroll_y >= log.max_scroll_y
         for line in lines:
-            self.records.append(line)
             shown = self.line_filter.show(line)
             if shown is not None:
                 self.shown_lines.append(shown)
@@ -284,16 +309,17 @@ class LogsScreen(ModalScreen[None]):
             log.scroll_end(animate=False, immediate=False, x_axis=False)
 
     def refilter(self) -> None:
-        """Write the kept lines again through the filter (a new filter)."""
-        log = self.lines_log
-        log.clear()
+        """Write the kept lines again through the filter (a new filter), from the top."""
+        self.lines_log.clear()
         self.shown_lines.clear()
-        for line in self.records:
-            shown = self.line_filter.show(line)
-            if shown is not None:
-                self.shown_lines.append(shown)
-                log.write(shown, scroll_end=False)
-        log.scroll_end(animate=False, immediate=False, x_axis=False)
+        self.rewrite = deque(self.records)
+        self.lines_log.scroll_home(animate=False, immediate=True)
+        self.drain()
+
+    @property
+    def busy(self) -> bool:
+        """Lines wait to be written (or read)."""
+        return bool(self.rewrite or self.backlog) or self.last is None or not self.last.caught_up
 
     def status_text(self) -> str:
         parts = [self.title_text]
@@ -302,7 +328,7 @@ class LogsScreen(ModalScreen[None]):
             parts.append(f"{len(self.shown_lines)} of {kept} lines match /{self.line_filter.text}")
         else:
             parts.append(f"{kept} lines" if kept != 1 else "1 line")
-        if self.last is None or not self.last.caught_up:
+        if self.busy:
             parts[-1] += " (reading...)"
         parts.append("following" if self.following else "paused (F follows)")
         if self.last is not None and self.last.error:
