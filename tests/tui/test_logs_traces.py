@@ -34,7 +34,14 @@ from freight.testing import (
 )
 from freight.tui.app import DetailScreen, TopApp, View, id_keys
 from freight.tui.commands import CommandError
-from freight.tui.logs import HIGHLIGHT, DetailLogs, LineFilter, LogsScreen, selection
+from freight.tui.logs import (
+    HIGHLIGHT,
+    MAX_LINES,
+    DetailLogs,
+    LineFilter,
+    LogsScreen,
+    selection,
+)
 from freight.tui.traces import TracesScreen, jaeger_rows
 
 REFRESH = 0.1
@@ -287,6 +294,31 @@ def test_a_tasks_and_an_actors_detail_end_with_their_log_lines(
         assert any(line.endswith(f"| {said}") for line in logs.log_lines)
 
     run(app_for(cluster, View("tasks", ("name=lt_prints",))), body)
+
+
+def test_a_long_history_is_written_in_slices_that_leave_keys_answered(cluster: Cluster) -> None:
+    """10,000 lines taken at once are written a slice at a time (the loop free in between), all
+    of them in the end, the status saying it is still reading meanwhile."""
+    many = [
+        {"timestamp": 1.7e9 + i, "level": "INFO", "component": "worker", "message": f"many {i}"}
+        for i in range(MAX_LINES)
+    ]
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        app.push_screen(LogsScreen(selection(["task_id=ffffffff"])))  # no line has this id
+        screen = await until(pilot, lambda: logs_screen(app), "the logs view")
+        await until(pilot, lambda: not screen.busy, "the (empty) history read")
+        screen.backlog.extend(many)  # as if the source had handed them over in one tick
+        screen.drain()
+        assert 0 < len(screen.records) < MAX_LINES  # one slice, then keys and repaints
+        assert "(reading...)" in screen.status_text()
+        await until(pilot, lambda: len(screen.records) == MAX_LINES, "every line written")
+        assert not screen.busy and "(reading...)" not in screen.status_text()
+        assert screen.shown_lines[-1].plain.endswith(f"| many {MAX_LINES - 1}")
+
+    run(app_for(cluster, View("jobs")), body)
 
 
 def trace_rows(screen: TracesScreen) -> dict[str, str]:
