@@ -386,6 +386,8 @@ class Acting(Screenful):
 
             jump = find(self.view.kind, str(parameters[0]))
             return jump is not None and jump.name == parameters[1]
+        if action == "trace":  # t on a task: its trace; elsewhere t is a jump to tasks
+            return self.view.kind == "tasks"
         return True
 
     def on_key(self, event: Any) -> None:

@@ -25,7 +25,7 @@ from textual.widgets.data_table import ColumnKey
 from freight import state
 from freight.cli.state_cmd import _cell
 
-from . import actions, jumps
+from . import actions, jumps, logs, traces
 from .commands import ALIASES, CommandError, parse_command, parse_filters
 from .feed import Batch, Feed
 from .lookup import Get
@@ -108,6 +108,8 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         Binding("d", "describe", "describe", show=False),
         Binding("y", "raw", "raw record"),
         Binding("c", "copy_id", "copy id"),
+        Binding("l", "logs", "logs"),
+        Binding("t", "trace", "trace"),
         Binding("escape", "go_back", "back"),
         Binding("f", "failures", "failures only"),
         Binding("s", "sort", "sort"),
@@ -128,8 +130,10 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         refresh: float = 1.0,
         max_rows: int = MAX_ROWS,
         alertmanager: str = "",
+        traces: str = "",
     ) -> None:
         super().__init__()
+        self.traces_url = traces  # a Jaeger query service ("": a task's state transitions)
         self.address = address
         self.id_keys = id_keys
         self.read_only = read_only
@@ -408,6 +412,31 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             self.copy_to_clipboard(key)
             self.notify(f"copied {key}", timeout=3)
 
+    def _selected(self) -> str | None:
+        table = self.table
+        if not self.shown or table.cursor_row < 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def action_logs(self) -> None:
+        """``l``: the log lines of the selected task, actor, job, worker or node."""
+        key = self._selected()
+        if key is not None:
+            try:
+                self.push_screen(logs.row_screen(self.view.kind, key))
+            except CommandError as e:
+                self.notify(str(e), severity="error", timeout=5)
+
+    def action_trace(self) -> None:
+        """``t``: the selected task and its children as a timeline."""
+        key = self._selected()
+        if key is None:
+            return
+        if self.view.kind != "tasks":
+            self.notify("t shows a task's trace: press it on a row of :tasks", timeout=5)
+            return
+        self.push_screen(traces.TracesScreen(key))
+
     def action_raw(self) -> None:
         """``y``: the record as the state API gives it (JSON), as ``freight get -o json``."""
         self.action_describe(raw=True)
@@ -425,6 +454,10 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             self.open_view(View(self.view.kind, tuple(parse_filters(self.view.kind, text))))
             return
         try:
+            screen = logs.command_screen(text) or traces.command_screen(text)
+            if screen is not None:  # :logs and :traces open screens of their own
+                self.push_screen(screen)
+                return
             command = parse_command(text)
         except CommandError as e:
             self.notify(str(e), severity="error", timeout=8)
@@ -460,6 +493,12 @@ class HelpScreen(ModalScreen[None]):
                 "           restarting actors, pending placement groups, warnings and errors\n"
                 "  s / S    sort by the next column (then as listed) / reverse the order\n"
                 "  c        copy the row's id to the clipboard\n"
+                "  l        the row's logs (task, actor, job, worker, node), live from\n"
+                "           every node; there F: follow or not, /: regex (!: inverted)\n"
+                "  t        a task and its child tasks on a timeline (enter: their detail)\n"
+                "  :logs    task_id=.. actor_id=.. job_id=.. node_id=.. worker_id=..\n"
+                "           component=head|agent|worker (also :log, :l)\n"
+                "  :traces  TASK_ID (also :trace, :tr)\n"
                 "  y        the row's raw record (JSON, with detail)\n"
                 "  enter    describe the row: every field; a task's transitions and error\n"
                 "  esc      back: close the prompt, a detail, or return to the last view\n"
@@ -540,6 +579,8 @@ class DetailScreen(Screen[None]):
         yield Static(escape(f"{self.kind[:-1]} {self.key}"), id="detail-title")
         with VerticalScroll():
             yield Static(escape(self.text()), id="detail")
+            if self.kind in ("tasks", "actors") and not self.raw:
+                yield logs.DetailLogs(self.kind, self.key)
         yield Footer()
 
     def on_mount(self) -> None:

@@ -80,8 +80,9 @@ def parse_command(text: str) -> Command:
     kind = ALIASES.get(name)
     if kind is None:
         raise CommandError(
-            f"unknown command {words[0]!r}: open a view with :{', :'.join(KINDS)}, :overview "
-            "(optionally followed by filters), or :q to quit; ? lists the keys"
+            f"unknown command {words[0]!r}: open a view with :{', :'.join(KINDS)} "
+            "(optionally followed by filters), :overview, :logs, :traces TASK_ID, or :q to "
+            "quit; ? lists the keys"
         )
     if kind == "overview" and len(words) > 1:
         raise CommandError(f"the overview takes no filters, got {words[1]!r}; type :overview")

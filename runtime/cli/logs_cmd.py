@@ -18,51 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from itertools import chain
 from typing import Any
 
 from freight import _launcher
-from freight.client import access, agents
-from freight.config import settings
-from freight.core.logs import (
-    COMPONENTS,
-    ID_FLAGS,
-    Selection,
-    by_time,
-    last,
-    open_reader,
-    output_worker,
-)
-from freight.protocol.generated import freight_pb2 as pb
+from freight.client import access
+from freight.client.logs import ClusterLogs, render_text
+from freight.core.logs import COMPONENTS, ID_FLAGS, Selection, open_reader, output_worker
 
 from . import common
 
 POLL_S = 0.25  # --session-dir --follow: how often the files are read again
-NODES_EVERY_S = 5.0  # --follow: how often to look for nodes that joined
-QUEUED_REPLIES = 64  # replies held per node before its stream waits for this command
-CLOSE_S = 5.0  # how long closing waits for a stream's pump to end
-_END = object()
-
-
-def render_text(rec: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(rec["timestamp"]).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    # Task ids share their owner's prefix: show them whole; the others are unique early.
-    ids = " ".join(
-        f"{k}={rec[f'{k}_id'] if k == 'task' else str(rec[f'{k}_id'])[:12]}"
-        for k in ID_FLAGS
-        if rec.get(f"{k}_id")
-    )
-    text = f"{when} {rec['level']:<8} {rec['component']:<6} {ids + ' ' if ids else ''}| "
-    text += rec["message"]
-    if rec.get("exception"):
-        text += "\n" + rec["exception"]
-    return text
 
 
 def render_json(rec: dict[str, Any]) -> str:
@@ -140,182 +109,37 @@ def local_logs(
     return 0
 
 
-class NodeStream:
-    """One node's ``ReadLogs`` stream, pumped by a thread into a bounded queue (so a node
-    waits for this command rather than this command holding its lines without bound)."""
-
-    def __init__(
-        self, agent: agents.Agent, token: str, request: pb.ReadLogsRequest, wake: threading.Event
-    ) -> None:
-        self.agent = agent
-        self.follow = request.follow
-        self.replies: queue.Queue[Any] = queue.Queue(QUEUED_REPLIES)
-        self.error: BaseException | None = None
-        self.done = False
-        self.caught_up = False  # every line written before the call has come
-        self.closed = False
-        self.wake = wake
-        self.channel = agents.AgentChannel(agent, token)
-        self.call = self.channel.stub.ReadLogs(request)
-        self.pump = threading.Thread(
-            target=self._pump, daemon=True, name=f"logs-{agent.node_id[:8]}"
-        )
-        self.pump.start()
-
-    def _pump(self) -> None:
-        try:
-            for reply in self.call:
-                self.replies.put(reply)
-                self.wake.set()
-        except Exception as e:  # the stream broke (or was cancelled): the reader says why
-            self.replies.put(e)
-        self.replies.put(_END)
-        self.wake.set()
-
-    def _got(self, item: Any) -> list[dict[str, Any]] | None:
-        """The records of one queued item; None at the end of the stream."""
-        if item is _END:
-            self.done = True
-            if self.follow and self.error is None:  # a followed stream ends only with its node
-                self.error = ConnectionError("its agent ended the stream")
-            return None
-        if isinstance(item, BaseException):
-            self.error = self.error or item
-            return []
-        self.caught_up = self.caught_up or item.caught_up
-        records = [json.loads(r) for r in item.records]
-        for rec in records:  # the node whose folder holds the line (the head's lines too)
-            rec.setdefault("node_id", item.node_id)
-        return records
-
-    def history(self) -> Iterator[dict[str, Any]]:
-        """The node's lines written before the call, in time order; stops at its end, or when
-        the node stays silent for ``FREIGHT_STATE_AGENT_TIMEOUT_S`` (then :attr:`error` says
-        so)."""
-        while not self.done:
-            try:
-                # A node sends a reply at least every half second while it reads its files.
-                item = self.replies.get(timeout=settings.state_agent_timeout_s)
-            except queue.Empty:
-                self.error = TimeoutError(
-                    f"nothing came for {settings.state_agent_timeout_s:g} s "
-                    "(FREIGHT_STATE_AGENT_TIMEOUT_S)"
-                )
-                self.close()
-                return
-            records = self._got(item)
-            if records is None:
-                return
-            yield from records
-            if self.caught_up:
-                return
-
-    def new_records(self) -> list[dict[str, Any]]:
-        """What arrived since the last call (not waiting)."""
-        out: list[dict[str, Any]] = []
-        while not self.done:
-            try:
-                item = self.replies.get_nowait()
-            except queue.Empty:
-                break
-            records = self._got(item)
-            if records:
-                out += records
-        return out
-
-    def close(self) -> None:
-        """Cancel the stream and wait for its pump to end: a daemon thread stopped by the
-        interpreter's exit while it holds the call's lock hangs the exit (the call's
-        finalizer waits for that lock)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.call.cancel()
-        deadline = time.monotonic() + CLOSE_S
-        while self.pump.is_alive() and time.monotonic() < deadline:
-            try:
-                self.replies.get_nowait()  # a pump waiting for room in the queue goes on
-            except queue.Empty:
-                pass
-            self.pump.join(timeout=0.05)
-        self.channel.close()
-
-
 def cluster_logs(
     target: access.Target, selection: Selection, args: argparse.Namespace, render: Any
 ) -> int:
     """Every alive node's lines merged by time; with ``--follow``, new lines until Ctrl-C."""
-    started = time.time()
-    wake = threading.Event()
-
-    def request(since: float = 0.0) -> pb.ReadLogsRequest:
-        return pb.ReadLogsRequest(
-            ids=selection.ids,
-            component=selection.component or "",
-            tail=args.tail,
-            follow=args.follow,
-            since=since,
-            process_output=args.process_output,
-        )
-
-    streams = [NodeStream(a, target.token, request(), wake) for a in agents.alive_agents(target)]
-    warned: set[str] = set()
+    logs = ClusterLogs(
+        target,
+        selection,
+        tail=args.tail,
+        follow=args.follow,
+        process_output=args.process_output,
+    )
     try:
-        histories = [s.history() for s in streams]
-        # A worker's own output has no times: node after node, each file's lines in order.
-        merged = chain(*histories) if args.process_output else by_time(histories)
-        _print(last(merged, args.tail), render)
-        _warn(streams, warned)
-        next_look = time.monotonic() + NODES_EVERY_S
+        _print(logs.history(), render)
+        _warn(logs)
         while args.follow:
-            wake.wait(timeout=NODES_EVERY_S)
-            wake.clear()
-            batch = [rec for s in streams for rec in s.new_records()]
-            if not args.process_output:
-                batch.sort(key=lambda r: r["timestamp"])
-            _print(batch, render)
-            _warn(streams, warned)
-            ended = all(s.done for s in streams)
-            if ended or time.monotonic() >= next_look:
-                next_look = time.monotonic() + NODES_EVERY_S
-                joined = _joined(target, streams, request(started), wake)
-                streams += joined
-                if ended and not joined:  # the cluster stopped, say (kubectl's pod ended)
-                    print("freight logs: no node is left to follow", file=sys.stderr)
-                    break
+            _print(logs.poll(), render)
+            _warn(logs)
+            if logs.ended:  # the cluster stopped, say (kubectl's pod ended)
+                print("freight logs: no node is left to follow", file=sys.stderr)
+                break
     except KeyboardInterrupt:
         pass
     finally:
-        for s in streams:
-            s.close()
-    return access.EXIT_PARTIAL if warned else 0
+        logs.close()
+    return access.EXIT_PARTIAL if logs.warned else 0
 
 
-def _warn(streams: list[NodeStream], warned: set[str]) -> None:
+def _warn(logs: ClusterLogs) -> None:
     """Name each node whose stream failed, once."""
-    for s in streams:
-        if s.error is not None and s.agent.node_id not in warned:
-            warned.add(s.agent.node_id)
-            if s.caught_up:  # followed, then gone: its node stopped or left, say
-                text = (
-                    f"{s.agent.name} stopped answering ({agents.why(s.error)}): its lines "
-                    "from then on are missing"
-                )
-            else:
-                text = agents.did_not_answer(s.agent, s.error, "its log lines")
-            print(f"freight logs: warning: {text}", file=sys.stderr, flush=True)
-
-
-def _joined(
-    target: access.Target, streams: list[NodeStream], request: pb.ReadLogsRequest, wake: Any
-) -> list[NodeStream]:
-    """Streams of the nodes that joined since the command started (their lines since then)."""
-    try:
-        alive = agents.alive_agents(target)
-    except (ConnectionError, PermissionError):
-        return []  # the head is away for now: the nodes already followed keep streaming
-    known = {s.agent.node_id for s in streams}
-    return [NodeStream(a, target.token, request, wake) for a in alive if a.node_id not in known]
+    for text in logs.warnings():
+        print(f"freight logs: warning: {text}", file=sys.stderr, flush=True)
 
 
 def add_parsers(sub: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from freight.client import access
@@ -22,15 +23,18 @@ def _positive(text: str) -> float:
     return value
 
 
-def _url(text: str) -> str:
-    if not text:
-        return ""  # argparse passes the default through here too
-    parsed = urllib.parse.urlsplit(text)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise argparse.ArgumentTypeError(
-            f"give Alertmanager's base URL, like http://127.0.0.1:9093, got {text!r}"
-        )
-    return text.rstrip("/")
+def _url_of(service: str, example: str) -> Callable[[str], str]:
+    """An argparse type: an http(s) URL of ``service``, without its trailing slash."""
+
+    def parse(text: str) -> str:
+        if not text:
+            return ""  # argparse passes the default through here too
+        parts = urllib.parse.urlsplit(text.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise argparse.ArgumentTypeError(f"give {service}'s URL, like {example}, got {text!r}")
+        return text.strip().rstrip("/")
+
+    return parse
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -52,6 +56,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     # A read-only token hides the action keys as --read-only does (the cluster would refuse them).
     kw["read_only"] = args.read_only or token_is_read_only(target.address)
     kw["alertmanager"] = args.alertmanager
+    kw["traces"] = args.traces or ""
     if args.record is None:
         TopApp(target.address, keys, **kw).run()
         return 0
@@ -125,7 +130,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument(
         "--alertmanager",
-        type=_url,
+        type=_url_of("Alertmanager", "http://127.0.0.1:9093"),
         default="",
         metavar="URL",
         help="the Alertmanager whose firing alerts the overview shows (default: the one "
@@ -144,5 +149,13 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="show a recording made with --record (no cluster needed), with a time slider: "
         "< and > step 10 s, p plays or pauses, home and end jump",
+    )
+    p.add_argument(
+        "--traces",
+        type=_url_of("the Jaeger query service", "http://HOST:16686"),
+        default=None,
+        metavar="URL",
+        help="a Jaeger query service (http://host:16686): a task's trace view shows its spans "
+        "from there; without it, the task's state transitions",
     )
     p.set_defaults(func=cmd_top)
