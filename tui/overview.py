@@ -184,10 +184,23 @@ class Counts:
         return self.buckets.get(SLOW_BUCKET, 0.0)
 
 
+READ = ("freight_tasks_finished", "freight_task_scheduling_latency_seconds")
+
+
+def _wanted(line: str) -> bool:
+    """A line of the families the overview reads (their samples, # HELP and # TYPE)."""
+    if line.startswith("#"):
+        words = line.split(" ", 3)
+        return len(words) > 2 and words[2].startswith(READ)
+    return line.startswith(READ)
+
+
 def parse_counts(text: str) -> Counts:
-    """The overview's counters from one endpoint's exposition text."""
+    """The overview's counters from one endpoint's exposition text. Only the lines of the
+    families read are parsed: an endpoint's whole text takes ten times longer."""
     c = Counts()
-    for family in text_string_to_metric_families(text):
+    lines = "\n".join(line for line in text.splitlines() if _wanted(line))
+    for family in text_string_to_metric_families(lines):
         if family.name == "freight_tasks_finished":
             for s in family.samples:
                 if s.name != "freight_tasks_finished_total":

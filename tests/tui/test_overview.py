@@ -302,6 +302,10 @@ def test_overview_commands_and_the_alertmanager_option() -> None:
 
 
 EXPOSITION = """\
+# HELP freight_tasks_started_total Task attempts that began to run on a worker.
+# TYPE freight_tasks_started_total counter
+freight_tasks_started_total{cluster="c",name="f"} 1000
+# HELP freight_tasks_finished_total Tasks that reached a final state.
 # TYPE freight_tasks_finished_total counter
 freight_tasks_finished_total{cluster="c",name="f",state="FINISHED",error_kind="none",error_type=""} 90
 freight_tasks_finished_total{cluster="c",name="f",state="FAILED",error_kind="application",error_type="E"} 6
