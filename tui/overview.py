@@ -859,7 +859,7 @@ class OverviewScreen(Screen[None]):
                 f"{_ms(o.latency_p50)}/{_ms(o.latency_p95[-1] if o.latency_p95 else None)}",
             ),
         ):
-            self.query_one(f"#ov-{name}", Sparkline).data = data or [0.0]
+            self.query_one(f"#ov-{name}", Sparkline).data = from_zero(data)
             self.query_one(f"#ov-{name}-label", Static).update(escape(label))
         self.query_one("#ov-slo", Static).update(slo_text(o))
         self.query_one("#ov-alerts", Static).update(alerts_text(o))
@@ -907,6 +907,12 @@ class OverviewScreen(Screen[None]):
             app.pop_screen()
             app.open_view(View("nodes", (f"node_id={node_id}",)))
             app.history.append(View(OVERVIEW))
+
+
+def from_zero(values: list[float]) -> list[float]:
+    """A sparkline's data drawn from zero: Textual scales bars from the smallest value, which
+    would draw a steady 200 tasks/s as a flat line at the bottom; a leading 0 anchors them."""
+    return [0.0, *values]
 
 
 def _last(values: list[float], fmt: str) -> str:

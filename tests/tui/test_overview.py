@@ -407,6 +407,7 @@ def test_meter_colours_follow_the_thresholds() -> None:
     text = ov.bar(1.8, 2.0, "1.8/2")
     assert text.plain == "█████████░  90% 1.8/2" and text.spans[0].style == "red"
     assert ov.bar(1, 0).plain == "-"  # no such resource on the node
+    assert ov.from_zero([200.0, 201.0]) == [0.0, 200.0, 201.0] and ov.from_zero([]) == [0.0]
     row = {
         "node_id": "n1",
         "state": "DRAINING",
