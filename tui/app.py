@@ -149,7 +149,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         yield Static(id="status")
         yield Input(id="prompt", select_on_focus=False)
         yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)  # every key of a view fits 160 columns
 
     def on_mount(self) -> None:
         self.open_view(self.view, remember=False)
