@@ -246,7 +246,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
                     table.add_row(*self.shown[key], key=key)
         if changes:
             self.fit_columns()
-            self.repaint_marks(changes)
+            self.rows_changed(changes)
 
     def fit_columns(self) -> None:
         """Size each column to the widest cell shown, now. (DataTable's own fitting happens

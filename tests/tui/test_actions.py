@@ -429,7 +429,7 @@ def test_jumps_land_on_the_related_rows(cluster: Cluster) -> None:
             await until(pilot, lambda: row in app.shown, f"{row} in {view}")
         await pilot.press("escape")
         assert app.view == before
-        await cursor_to(pilot, start)
+        await until(pilot, lambda: app.cursor_key() == start, "the cursor back on its row")
 
     async def body(pilot: Pilot[None]) -> None:
         app = pilot.app
