@@ -334,6 +334,18 @@ class Screenful(App[None]):
     def render_status(self) -> None:
         raise NotImplementedError
 
+    # Where esc from a jump puts the cursor back: the view jumped from, and the row.
+    come_back: tuple[View, str] | None = None
+
+    def return_cursor(self, changes: dict[str, Any]) -> None:
+        """Back in the view a jump left, the cursor on the row it left from, once listed."""
+        if self.come_back is None:
+            return
+        view, key = self.come_back
+        if self.view == view and key in changes and key in self.shown:
+            self.table.move_cursor(row=self.table.get_row_index(key))
+            self.come_back = None
+
     def cursor_key(self) -> str | None:
         """The id of the row under the cursor (None: the table is empty)."""
         table = self.table
@@ -353,6 +365,11 @@ class Acting(Screenful):
         shown: list[Any] = marked(cells) if key in self.marks else list(cells)
         for i, cell in enumerate(shown):
             self.table.update_cell(key, str(i), cell)
+
+    def rows_changed(self, changes: dict[str, Any]) -> None:
+        """After the table applied ``changes`` (by id)."""
+        self.repaint_marks(changes)
+        self.return_cursor(changes)
 
     def repaint_marks(self, changes: dict[str, Any]) -> None:
         """After rows changed: the marked ones among them drawn as marked again; a marked row

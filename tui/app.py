@@ -158,7 +158,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         yield Static(id="status")
         yield Input(id="prompt", select_on_focus=False)
         yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)  # every key of a view fits 160 columns
 
     def on_mount(self) -> None:
         first, self.view = self.view, View("nodes") if self.view.kind == OVERVIEW else self.view
@@ -261,7 +261,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
                     table.add_row(*self.shown[key], key=key)
         if changes:
             self.fit_columns()
-            self.repaint_marks(changes)
+            self.rows_changed(changes)
 
     def fit_columns(self) -> None:
         """Size each column to the widest cell shown, now. (DataTable's own fitting happens

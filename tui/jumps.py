@@ -130,4 +130,5 @@ class Jumping(Screenful):
         if target is None:
             self.notify(f"no {jump.name} to go to: {jump.missing}", timeout=5)
             return
+        self.come_back = (self.view, row_key)  # esc returns to this row
         self.open_view(View(*target))

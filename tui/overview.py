@@ -184,10 +184,23 @@ class Counts:
         return self.buckets.get(SLOW_BUCKET, 0.0)
 
 
+READ = ("freight_tasks_finished", "freight_task_scheduling_latency_seconds")
+
+
+def _wanted(line: str) -> bool:
+    """A line of the families the overview reads (their samples, # HELP and # TYPE)."""
+    if line.startswith("#"):
+        words = line.split(" ", 3)
+        return len(words) > 2 and words[2].startswith(READ)
+    return line.startswith(READ)
+
+
 def parse_counts(text: str) -> Counts:
-    """The overview's counters from one endpoint's exposition text."""
+    """The overview's counters from one endpoint's exposition text. Only the lines of the
+    families read are parsed: an endpoint's whole text takes ten times longer."""
     c = Counts()
-    for family in text_string_to_metric_families(text):
+    lines = "\n".join(line for line in text.splitlines() if _wanted(line))
+    for family in text_string_to_metric_families(lines):
         if family.name == "freight_tasks_finished":
             for s in family.samples:
                 if s.name != "freight_tasks_finished_total":
@@ -846,7 +859,7 @@ class OverviewScreen(Screen[None]):
                 f"{_ms(o.latency_p50)}/{_ms(o.latency_p95[-1] if o.latency_p95 else None)}",
             ),
         ):
-            self.query_one(f"#ov-{name}", Sparkline).data = data or [0.0]
+            self.query_one(f"#ov-{name}", Sparkline).data = from_zero(data)
             self.query_one(f"#ov-{name}-label", Static).update(escape(label))
         self.query_one("#ov-slo", Static).update(slo_text(o))
         self.query_one("#ov-alerts", Static).update(alerts_text(o))
@@ -894,6 +907,12 @@ class OverviewScreen(Screen[None]):
             app.pop_screen()
             app.open_view(View("nodes", (f"node_id={node_id}",)))
             app.history.append(View(OVERVIEW))
+
+
+def from_zero(values: list[float]) -> list[float]:
+    """A sparkline's data drawn from zero: Textual scales bars from the smallest value, which
+    would draw a steady 200 tasks/s as a flat line at the bottom; a leading 0 anchors them."""
+    return [0.0, *values]
 
 
 def _last(values: list[float], fmt: str) -> str:

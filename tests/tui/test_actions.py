@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from rich.text import Text
-from test_top import REFRESH, command, run, until
+from test_top import REFRESH, Tmux, command, run, until
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
@@ -429,7 +429,7 @@ def test_jumps_land_on_the_related_rows(cluster: Cluster) -> None:
             await until(pilot, lambda: row in app.shown, f"{row} in {view}")
         await pilot.press("escape")
         assert app.view == before
-        await cursor_to(pilot, start)
+        await until(pilot, lambda: app.cursor_key() == start, "the cursor back on its row")
 
     async def body(pilot: Pilot[None]) -> None:
         app = pilot.app
@@ -490,3 +490,23 @@ def test_the_objects_view_shows_a_pinned_object_and_its_holder(cluster: Cluster)
 
     run(app_for(cluster, View("objects", (f"object_id={oid}",))), body)
     del big
+
+
+def test_freight_top_with_the_read_only_token_starts_read_only(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The real command in tmux, given the read-only token, starts read-only (the status line
+    says so; what read-only hides and says is tested with Pilot above)."""
+    stuck_tasks(1, "terminal")
+    rc = tmp_path / "rc"
+    top = f"{FREIGHT} top 'tasks name=tui_stuck_terminal' --address {cluster.address}"
+    term = Tmux(
+        f"{top} --refresh 0.2; echo $? > {rc}", {"FREIGHT_TOKEN": readonly_token(cluster._token())}
+    )
+    try:
+        term.wait_shows("the task, read-only", "tui_stuck_terminal", "|  read-only  |")
+        term.keys("q")
+        wait_for_condition(lambda: rc.exists() and rc.read_text().strip(), 30, "the end")
+        assert rc.read_text().strip() == "0"
+    finally:
+        term.close()

@@ -302,6 +302,10 @@ def test_overview_commands_and_the_alertmanager_option() -> None:
 
 
 EXPOSITION = """\
+# HELP freight_tasks_started_total Task attempts that began to run on a worker.
+# TYPE freight_tasks_started_total counter
+freight_tasks_started_total{cluster="c",name="f"} 1000
+# HELP freight_tasks_finished_total Tasks that reached a final state.
 # TYPE freight_tasks_finished_total counter
 freight_tasks_finished_total{cluster="c",name="f",state="FINISHED",error_kind="none",error_type=""} 90
 freight_tasks_finished_total{cluster="c",name="f",state="FAILED",error_kind="application",error_type="E"} 6
@@ -403,6 +407,7 @@ def test_meter_colours_follow_the_thresholds() -> None:
     text = ov.bar(1.8, 2.0, "1.8/2")
     assert text.plain == "█████████░  90% 1.8/2" and text.spans[0].style == "red"
     assert ov.bar(1, 0).plain == "-"  # no such resource on the node
+    assert ov.from_zero([200.0, 201.0]) == [0.0, 200.0, 201.0] and ov.from_zero([]) == [0.0]
     row = {
         "node_id": "n1",
         "state": "DRAINING",
