@@ -152,6 +152,29 @@ def test_two_marked_tasks_are_cancelled_after_confirming(cluster: Cluster) -> No
         assert events[tid]["role"] == "admin"
 
 
+def test_a_partial_result_names_the_ids_not_done(cluster: Cluster) -> None:
+    (stuck,) = stuck_tasks(1, "partial")
+    ended = one("tasks", "name=tui_double", "state=FINISHED")["task_id"]
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, Recording)
+        for key in (stuck, ended):
+            await cursor_to(pilot, key)
+            await pilot.press("space")
+        assert app.marks == {stuck, ended}
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
+        await pilot.press("y")
+        await until(pilot, lambda: any("1 of 2 tasks done" in s for s in app.said), "summary")
+        (summary,) = [s for s in app.said if "1 of 2 tasks done" in s]
+        assert f"not done: {ended} (refused: " in summary and stuck not in summary, summary
+        assert any(s.startswith("cancel: done") and stuck in s for s in app.said), app.said
+
+    view = View("tasks", ("name~^tui_(double|stuck_partial)$",))
+    run(app_for(cluster, view), body)
+
+
 def drawn_marked(app: TopApp, key: str) -> bool:
     """Whether the table draws the row ``key`` as marked (every cell in the mark's style)."""
     cells = app.table.get_row(key)
