@@ -305,6 +305,13 @@ def help_lines(kind_actions: dict[str, list[Action]], read_only: bool) -> str:
 
 # -- the app's side: marks, the action keys, read-only ----------------------------------------
 
+# The app's keys that work on the table's rows, and those of them a row's detail keeps.
+TABLE_KEYS = frozenset(
+    ("act", "jump", "toggle_mark", "trace", "logs", "failures", "sort", "reverse", "raw",
+     "copy_id", "filter", "describe", "next_page", "previous_page")
+)  # fmt: skip
+DETAIL_KEYS = frozenset(("act", "trace", "logs", "copy_id", "raw"))
+
 BINDINGS: list[Binding] = [
     Binding("space", "toggle_mark", "mark"),
     *(Binding(a.key, f"act('{a.name}')", a.verb) for a in ACTIONS),
@@ -394,7 +401,14 @@ class Acting(Screenful):
         self.render_status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Show (and run) only the current view's actions and jumps; no action when read-only."""
+        """Show (and run) only the current view's actions and jumps; no action when read-only.
+        Over the table (the overview, a detail) the table's keys are off: they would act on
+        rows not on screen. A detail keeps those that concern the row it describes."""
+        if action in TABLE_KEYS and len(self.screen_stack) > 1:
+            from .app import DetailScreen
+
+            if not (isinstance(self.screen, DetailScreen) and action in DETAIL_KEYS):
+                return False
         if action == "act":
             a = BY_NAME.get(str(parameters[0]))
             return a is not None and a.kind == self.view.kind and not self.read_only

@@ -226,6 +226,31 @@ def test_a_draining_node_shows_as_draining(cluster: Cluster) -> None:
     )
 
 
+def test_the_table_keys_do_not_act_on_the_rows_under_the_overview(cluster: Cluster) -> None:
+    """The overview opens over the nodes view: x (drain), space (mark), a jump or l (logs)
+    pressed there must neither act on the hidden table's row nor be offered in the footer."""
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        await until(pilot, lambda: isinstance(app.screen, ov.OverviewScreen), "the overview")
+        await until(pilot, lambda: len(app.shown) == 2, "the nodes view below, listed")
+        offered = {b.binding.action for b in app.screen.active_bindings.values()}
+        assert not {a for a in offered if a.startswith(("act", "jump", "toggle_mark", "logs"))}
+        for key in ("x", "space", "w", "l", "t"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, ov.OverviewScreen), key
+        assert not app.marks
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, ov.OverviewScreen), "esc")
+        offered = {b.binding.action for b in app.screen.active_bindings.values()}
+        assert "act('drain_nodes')" in offered and "toggle_mark" in offered
+
+    run(app_for(cluster, View("overview")), body)
+    assert all(n["state"] == "ALIVE" for n in freight.state.list_nodes())
+
+
 def test_an_unreachable_alertmanager_is_named_and_the_rest_still_shows(cluster: Cluster) -> None:
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
 
