@@ -127,7 +127,10 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
         async def timed(name: str, keys: tuple[str, ...], done: Callable[[], Any]) -> None:
             t = time.perf_counter()
             await pilot.press(*keys)
-            await _until(pilot, done, name)
+            try:
+                await _until(pilot, done, name)
+            except TimeoutError as e:
+                raise TimeoutError(f"{e}; the status line: {app.status_text()}") from None
             lat.setdefault(name, []).append(time.perf_counter() - t)
 
         for _ in range(args.presses):  # a key nothing is bound to: Pilot's own cost per press

@@ -3,7 +3,8 @@
 One view at a time: a table of one kind's rows, fed by a :class:`~freight.tui.feed.Feed` whose
 threads talk to the head, so no key ever waits on the network. Every ``refresh`` seconds the
 screen takes the feed's batch and changes the table row by row, by id: only the cells that
-changed are redrawn. A view shows at most ``max_rows`` rows and says so ("showing N of M").
+changed are redrawn. A view shows one page of at most ``max_rows`` rows, listed by the head,
+and says which ("showing 1,000 of 100,000 (rows 1,001-2,000)"); ``]`` and ``[`` page on and back.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import ColumnKey
 
@@ -40,7 +42,8 @@ FAILURES = {
     "placement_groups": "state=PENDING",
     "events": "severity~^(WARNING|ERROR)$",
 }
-MAX_ROWS = 1000  # rows a table holds; beyond them the view says "showing N of M"
+MAX_ROWS = 1000  # rows a page holds; beyond them the view says "showing N of M" and pages
+FIRST_TICK_S = 0.05  # how often a view waiting for its first rows looks for them
 VIEWS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
 
 
@@ -107,6 +110,8 @@ class TopApp(App[None]):
         Binding("f", "failures", "failures only"),
         Binding("s", "sort", "sort"),
         Binding("S", "reverse", "reverse", show=False),
+        Binding("right_square_bracket,ctrl+f", "next_page", "next page"),
+        Binding("left_square_bracket,ctrl+b", "previous_page", "previous page", show=False),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
     ]
@@ -137,6 +142,8 @@ class TopApp(App[None]):
         self.refused = ""  # why the head refused the last view asked for
         self.sort_column: int | None = None  # the column the rows are sorted by (None: as listed)
         self.sort_reverse = False
+        self.pages: list[str | None] = [None]  # where each page up to this one starts
+        self.first_ticker: Timer | None = None
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -171,14 +178,25 @@ class TopApp(App[None]):
         """Show ``view`` (a new feed, an empty table); ``remember``: esc comes back here."""
         if remember and view != self.view:
             self.history.append(self.view)
-        if self.feed is not None:
-            self.feed.stop()
-        self.view, self.rows, self.shown, self.last, self.refused = view, {}, {}, None, ""
+        self.view, self.refused, self.pages = view, "", [None]
         if view.kind != getattr(self, "_sorted_kind", view.kind):
             self.sort_column, self.sort_reverse = None, False
         self._sorted_kind = view.kind
+        table = self.table
+        table.clear(columns=True)
+        for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
+            table.add_column(title, key=str(i))
+        self.follow()
+
+    def follow(self) -> None:
+        """Follow the view's current page (``self.pages[-1]``): a new feed, an empty table."""
+        if self.feed is not None:
+            self.feed.stop()
+        view, cursor = self.view, self.pages[-1]
+        self.rows, self.shown, self.last = {}, {}, None
+        self.table.clear()
         self.feed = self.source(
-            view.title(),
+            view.title() + (f" after={cursor}" if cursor else ""),
             lambda: Feed(
                 view.kind,
                 list(view.filters),
@@ -186,13 +204,39 @@ class TopApp(App[None]):
                 id_key=self.id_keys.get(view.kind, f"{view.kind[:-1]}_id"),
                 refresh=self.refresh_s,
                 limit=self.max_rows,
+                cursor=cursor,
             ),
         )
-        table = self.table
-        table.clear(columns=True)
-        for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
-            table.add_column(title, key=str(i))
+        # The first rows are shown as soon as they come, not at the next tick.
+        if self.first_ticker is not None:
+            self.first_ticker.stop()
+        self.first_ticker = self.set_interval(FIRST_TICK_S, self.first_tick)
         self.render_status()
+
+    def first_tick(self) -> None:
+        if self.last is not None and (self.last.synced or self.last.error):
+            if self.first_ticker is not None:
+                self.first_ticker.stop()
+        else:
+            self.tick()
+
+    def page_start(self) -> int:
+        """The position of the first row shown among the rows that match (from 1)."""
+        return self.last.first if self.last is not None else 1
+
+    def action_next_page(self) -> None:
+        if self.last is None or not self.last.next_cursor:
+            self.notify("this is the last page", timeout=3)
+            return
+        self.pages.append(self.last.next_cursor)
+        self.follow()
+
+    def action_previous_page(self) -> None:
+        if len(self.pages) == 1:
+            self.notify("this is the first page", timeout=3)
+            return
+        self.pages.pop()
+        self.follow()
 
     def tick(self) -> None:
         """Apply what the feed gathered since the last tick: row by row, by id."""
@@ -261,15 +305,20 @@ class TopApp(App[None]):
         return self.last is not None and self.last.stale_since is not None
 
     def counts(self) -> str:
-        """``showing N of M`` when the table holds part of what matches; ``N rows`` otherwise."""
+        """``showing N of M (rows A-B)`` when the table holds part of what matches; ``N rows``
+        otherwise."""
         b = self.last
         shown = len(self.shown)
         matched = max(len(self.rows), b.matched if b and b.matched is not None else 0)
         if b is None or not b.synced:
             return f"{_rows(shown)} (listing...)"
-        text = f"showing {shown} of {matched}" if shown < matched else _rows(shown)
+        if shown < matched:
+            text = f"showing {shown:,} of {matched:,}"
+            text += f" (rows {b.first:,}\u2013{b.first + shown - 1:,})" if shown else " (none here)"
+        else:
+            text = _rows(shown)
         if b.total is not None and self.view.filters:
-            text += f" ({b.total} in all)"
+            text += f" ({b.total:,} in all)"
         return text
 
     def status_text(self) -> str:
@@ -283,6 +332,9 @@ class TopApp(App[None]):
         if self.sort_column is not None:
             title = COLUMNS[self.view.kind][self.sort_column][0]
             parts.append(f"sorted by {title}{' (reversed)' if self.sort_reverse else ''}")
+            if self.last is not None and len(self.shown) < (self.last.matched or 0):
+                # The state service lists in one order; the sort orders this page's rows.
+                parts[-1] += ", this page only"
         if self.read_only:
             parts.append("read-only")
         parts.append(f"freight top {self.address}")
@@ -290,7 +342,10 @@ class TopApp(App[None]):
 
     def render_status(self) -> None:
         status = self.query_one("#status", Static)
-        status.update(escape(self.status_text()))
+        text = escape(self.status_text())
+        if text != getattr(self, "_status_shown", None):  # an update lays the screen out again
+            self._status_shown = text
+            status.update(text)
         status.set_class(self.stale, "stale")
 
     # -- keys ---------------------------------------------------------------------------------
@@ -437,15 +492,18 @@ class HelpScreen(ModalScreen[None]):
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
                 "  s / S    sort by the next column (then as listed) / reverse the order\n"
+                "           (the rows of the page shown: the head lists in one order)\n"
+                "  ] / [    next / previous page (also ctrl+f / ctrl+b)\n"
                 "  c        copy the row's id to the clipboard\n"
                 "  y        the row's raw record (JSON, with detail)\n"
                 "  enter    describe the row: every field; a task's transitions and error\n"
                 "  esc      back: close the prompt, a detail, or return to the last view\n"
                 "  ?        this help;   q  quit\n\n"
                 f"views:\n{views}\n\n"
-                "Filters are evaluated by the head; a view shows at most its first rows\n"
-                "and says 'showing N of M'. STALE in the status line: the head does not\n"
-                "answer; the rows are as last seen, and the view reconnects by itself."
+                "Filters are evaluated by the head; a view shows one page of rows and says\n"
+                "which: 'showing N of M (rows A-B)'. STALE in the status line: the head\n"
+                "does not answer; the rows are as last seen, and the view reconnects by\n"
+                "itself."
             ),
             id="help",
         )
