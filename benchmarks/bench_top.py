@@ -110,6 +110,11 @@ async def _until(pilot: Any, predicate: Callable[[], Any], what: str, limit: flo
     await pilot.pause()  # the repaint the change asked for
 
 
+def loaded(app: Any) -> bool:
+    """The view shows its page as listed (not the empty table of a page being listed)."""
+    return app.last is not None and app.last.synced and app.table.row_count > 0
+
+
 async def measure(args: argparse.Namespace, address: str, driver: subprocess.Popen[str]) -> None:
     from freight.tui.app import TopApp, View, id_keys
 
@@ -130,7 +135,8 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
             try:
                 await _until(pilot, done, name)
             except TimeoutError as e:
-                raise TimeoutError(f"{e}; the status line: {app.status_text()}") from None
+                notes = [str(n.message) for n in app._notifications]
+                raise TimeoutError(f"{e}; the status line: {app.status_text()}; {notes}") from None
             lat.setdefault(name, []).append(time.perf_counter() - t)
 
         for _ in range(args.presses):  # a key nothing is bound to: Pilot's own cost per press
@@ -175,7 +181,9 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
             for i in range(args.presses):
                 key = "right_square_bracket" if i % 2 == 0 else "left_square_bracket"
                 first = 1 + app.max_rows * (1 if i % 2 == 0 else 0)
-                await timed("] / [ (page)", (key,), lambda f=first: app.page_start() == f)
+                await timed(
+                    "] / [ (page)", (key,), lambda f=first: loaded(app) and app.page_start() == f
+                )
 
         # CPU while the cluster is quiet, then while tasks finish at a steady rate.
         await asyncio.sleep(2 * args.refresh)

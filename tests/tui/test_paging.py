@@ -130,3 +130,27 @@ def test_paging_forward_and_back_shows_every_row_once(cluster: Cluster) -> None:
 
 def notes(app: TopApp) -> str:
     return " ".join(str(n.message) for n in app._notifications)
+
+
+def test_a_cell_shows_its_text_as_it_is(cluster: Cluster) -> None:
+    """A task named like markup is shown by its name, not styled by it (DataTable reads a str
+    cell as markup)."""
+    name = "paging[bold]marked[/bold]"
+    assert freight.get(paging_noop.options(name=name).remote(1)) == 1
+
+    async def body(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, TopApp)
+        await until(pilot, lambda: app.table.row_count == 1, "the task")
+        cell = app.table.get_row_at(0)[1]
+        assert cell == name and str(cell) == name
+        rendered = app.table.render_line(1).text  # line 0 is the header
+        assert name in rendered, rendered
+
+    app = TopApp(
+        cluster.address,
+        id_keys(cluster.address),
+        view=View("tasks", ("name~^paging\\[",)),
+        refresh=REFRESH,
+    )
+    run(app, body)
