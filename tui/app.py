@@ -173,7 +173,9 @@ class TopApp(App[None]):
 
     def on_mount(self) -> None:
         self.open_view(self.view, remember=False)
-        self.table.focus()
+        # Now, not later: Widget.focus() is a callback that can land after ':' has given the
+        # prompt the keyboard (the first rows come within 50 ms), sending its keys to the table.
+        self.screen.set_focus(self.table)
         self.ticker = self.set_interval(self.refresh_s, self.tick)
 
     def on_unmount(self) -> None:
