@@ -63,5 +63,10 @@ bench: install bench-venv
 	$(BIN)/python benchmarks/compare.py --ray-python $(BENCH_VENV)/bin/python \
 		--dask-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
+# freight top with 100,000 tasks and 1,000 actors: first rows, key-to-repaint latency, CPU.
+# Options through BENCH_ARGS, e.g. make bench-top BENCH_ARGS="--tasks 5000 --presses 10".
+bench-top: install-test
+	$(BIN)/python benchmarks/bench_top.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

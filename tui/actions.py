@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from rich.markup import escape
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Static
@@ -281,7 +281,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.action, self.targets = action, targets
 
     def compose(self) -> ComposeResult:
-        yield Static(escape(dialog_text(self.action, self.targets)), id="confirm")
+        yield Static(Content(dialog_text(self.action, self.targets)), id="confirm")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

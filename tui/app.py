@@ -3,7 +3,8 @@
 One view at a time: a table of one kind's rows, fed by a :class:`~freight.tui.feed.Feed` whose
 threads talk to the head, so no key ever waits on the network. Every ``refresh`` seconds the
 screen takes the feed's batch and changes the table row by row, by id: only the cells that
-changed are redrawn. A view shows at most ``max_rows`` rows and says so ("showing N of M").
+changed are redrawn. A view shows one page of at most ``max_rows`` rows, listed by the head,
+and says which ("showing 1,000 of 100,000 (rows 1,001-2,000)"); ``]`` and ``[`` page on and back.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from rich.markup import escape
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import ColumnKey
 
@@ -45,7 +48,8 @@ FAILURES = {
     "events": "severity~^(WARNING|ERROR)$",
 }
 LOOKUP_POLL_S = 0.05  # how often the detail screen looks whether its record came
-MAX_ROWS = 1000  # rows a table holds; beyond them the view says "showing N of M"
+MAX_ROWS = 1000  # rows a page holds; beyond them the view says "showing N of M" and pages
+FIRST_TICK_S = 0.05  # how often a view waiting for its first rows looks for them
 VIEWS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
 
 
@@ -67,6 +71,23 @@ def id_keys(address: str) -> dict[str, str]:
 
 
 MAX_COLUMN_WIDTH = 60  # a longer cell is cut; `d` and `y` show it whole
+
+
+class Cell(Text):
+    """A table cell: its text as it is. (DataTable reads a ``str`` cell as markup: a name with
+    brackets would be mangled, and parsing and measuring 1,000 rows of markup takes most of a
+    second on a page change.) It equals its text, as the ``str`` cells it replaces did."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, no_wrap=True, end="")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.plain == other
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(self.plain)
 
 
 def cells(kind: str, row: dict[str, Any]) -> tuple[str, ...]:
@@ -114,6 +135,8 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         Binding("f", "failures", "failures only"),
         Binding("s", "sort", "sort"),
         Binding("S", "reverse", "reverse", show=False),
+        Binding("right_square_bracket,ctrl+f", "next_page", "next page"),
+        Binding("left_square_bracket,ctrl+b", "previous_page", "previous page", show=False),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
         *actions.BINDINGS,
@@ -151,6 +174,8 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         self.sort_column: int | None = None  # the column the rows are sorted by (None: as listed)
         self.sort_reverse = False
         self.marks: set[str] = set()  # the ids marked (space) in this view
+        self.pages: list[str | None] = [None]  # where each page up to this one starts
+        self.first_ticker: Timer | None = None
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -165,7 +190,9 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         self.open_view(self.view, remember=False)  # the overview opens over the nodes
         if first.kind == OVERVIEW:
             self.open_view(first)
-        self.table.focus()
+        # Now, not later: Widget.focus() is a callback that can land after ':' has given the
+        # prompt the keyboard (the first rows come within 50 ms), sending its keys to the table.
+        self.table.screen.set_focus(self.table)
         self.ticker = self.set_interval(self.refresh_s, self.tick)
 
     def on_unmount(self) -> None:
@@ -174,7 +201,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             self.feed.stop()
 
     @property
-    def table(self) -> DataTable[str]:
+    def table(self) -> DataTable[Any]:  # cells are Cell (Text)
         return self.query_one("#table", DataTable)
 
     # -- views --------------------------------------------------------------------------------
@@ -191,15 +218,27 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             return
         if remember and view != self.view:
             self.history.append(self.view)
-        if self.feed is not None:
-            self.feed.stop()
-        self.view, self.rows, self.shown, self.last, self.refused = view, {}, {}, None, ""
+        self.view, self.refused, self.pages = view, "", [None]
         self.marks = set()
         if view.kind != getattr(self, "_sorted_kind", view.kind):
             self.sort_column, self.sort_reverse = None, False
         self._sorted_kind = view.kind
+        table = self.table
+        table.clear(columns=True)
+        for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
+            table.add_column(title, key=str(i))
+        self.refresh_bindings()  # the footer shows this view's actions and jumps
+        self.follow()
+
+    def follow(self) -> None:
+        """Follow the view's current page (``self.pages[-1]``): a new feed, an empty table."""
+        if self.feed is not None:
+            self.feed.stop()
+        view, cursor = self.view, self.pages[-1]
+        self.rows, self.shown, self.last = {}, {}, None
+        self.table.clear()
         self.feed = self.source(
-            view.title(),
+            view.title() + (f" after={cursor}" if cursor else ""),
             lambda: (ObjectFeed if view.kind == "objects" else Feed)(
                 view.kind,
                 list(view.filters),
@@ -207,14 +246,42 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
                 id_key=self.id_keys.get(view.kind, f"{view.kind[:-1]}_id"),
                 refresh=self.refresh_s,
                 limit=self.max_rows,
+                cursor=cursor,
             ),
         )
-        table = self.table
-        table.clear(columns=True)
-        for i, (title, _, _) in enumerate(COLUMNS[view.kind]):
-            table.add_column(title, key=str(i))
-        self.refresh_bindings()  # the footer shows this view's actions and jumps
+        # The first rows are shown as soon as they come, not at the next tick.
+        if self.first_ticker is not None:
+            self.first_ticker.stop()
+        self.first_ticker = self.set_interval(FIRST_TICK_S, self.first_tick)
         self.render_status()
+
+    def first_tick(self) -> None:
+        if self.last is not None and (self.last.synced or self.last.error):
+            if self.first_ticker is not None:
+                self.first_ticker.stop()
+        else:
+            self.tick()
+
+    def page_start(self) -> int:
+        """The position of the first row shown among the rows that match (from 1)."""
+        return self.last.first if self.last is not None else 1
+
+    def action_next_page(self) -> None:
+        if self.last is None or not self.last.synced:
+            self.notify("this page is still being listed", timeout=3)
+            return
+        if not self.last.next_cursor:
+            self.notify("this is the last page", timeout=3)
+            return
+        self.pages.append(self.last.next_cursor)
+        self.follow()
+
+    def action_previous_page(self) -> None:
+        if len(self.pages) == 1:
+            self.notify("this is the first page", timeout=3)
+            return
+        self.pages.pop()
+        self.follow()
 
     def tick(self) -> None:
         """Apply what the feed gathered since the last tick: row by row, by id."""
@@ -247,10 +314,10 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             if old is not None:
                 for i, (a, b) in enumerate(zip(old, new, strict=True)):
                     if a != b:
-                        table.update_cell(key, str(i), b)
+                        table.update_cell(key, str(i), Cell(b))
                 self.shown[key] = new
             elif len(self.shown) < self.max_rows:
-                table.add_row(*new, key=key)
+                table.add_row(*map(Cell, new), key=key)
                 self.shown[key] = new
         if len(self.shown) < min(self.max_rows, len(self.rows)):  # room freed: fill it
             for key, row in self.rows.items():
@@ -258,7 +325,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
                     break
                 if key not in self.shown:
                     self.shown[key] = cells(kind, row)
-                    table.add_row(*self.shown[key], key=key)
+                    table.add_row(*map(Cell, self.shown[key]), key=key)
         if changes:
             self.fit_columns()
             self.rows_changed(changes)
@@ -284,15 +351,20 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         return self.last is not None and self.last.stale_since is not None
 
     def counts(self) -> str:
-        """``showing N of M`` when the table holds part of what matches; ``N rows`` otherwise."""
+        """``showing N of M (rows A-B)`` when the table holds part of what matches; ``N rows``
+        otherwise."""
         b = self.last
         shown = len(self.shown)
         matched = max(len(self.rows), b.matched if b and b.matched is not None else 0)
         if b is None or not b.synced:
             return f"{_rows(shown)} (listing...)"
-        text = f"showing {shown} of {matched}" if shown < matched else _rows(shown)
+        if shown < matched:
+            text = f"showing {shown:,} of {matched:,}"
+            text += f" (rows {b.first:,}\u2013{b.first + shown - 1:,})" if shown else " (none here)"
+        else:
+            text = _rows(shown)
         if b.total is not None and self.view.filters:
-            text += f" ({b.total} in all)"
+            text += f" ({b.total:,} in all)"
         return text
 
     def status_text(self) -> str:
@@ -306,6 +378,9 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         if self.sort_column is not None:
             title = COLUMNS[self.view.kind][self.sort_column][0]
             parts.append(f"sorted by {title}{' (reversed)' if self.sort_reverse else ''}")
+            if self.last is not None and len(self.shown) < (self.last.matched or 0):
+                # The state service lists in one order; the sort orders this page's rows.
+                parts[-1] += ", this page only"
         if self.marks:
             parts.append(f"{len(self.marks)} marked")
         if self.read_only:
@@ -315,7 +390,10 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
 
     def render_status(self) -> None:
         status = self.query_one("#status", Static)
-        status.update(escape(self.status_text()))
+        text = Content(self.status_text())
+        if text != getattr(self, "_status_shown", None):  # an update lays the screen out again
+            self._status_shown = text
+            status.update(text)
         status.set_class(self.stale, "stale")
 
     # -- keys ---------------------------------------------------------------------------------
@@ -483,7 +561,7 @@ class HelpScreen(ModalScreen[None]):
                 names.setdefault(kind, []).append(name)
         views = "\n".join(f"  :{k:<17} also :{', :'.join(names.get(k, []))}" for k in VIEWS)
         yield Static(
-            escape(
+            Content(
                 "freight top: keys\n\n"
                 "  :        command: a view and filters (:actors state=ALIVE), :q quits\n"
                 "  /        filter this view: field=value, field~regex, field>n, !=, <=...;\n"
@@ -492,6 +570,8 @@ class HelpScreen(ModalScreen[None]):
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
                 "  s / S    sort by the next column (then as listed) / reverse the order\n"
+                "           (the rows of the page shown: the head lists in one order)\n"
+                "  ] / [    next / previous page (also ctrl+f / ctrl+b)\n"
                 "  c        copy the row's id to the clipboard\n"
                 "  l        the row's logs (task, actor, job, worker, node), live from\n"
                 "           every node; there F: follow or not, /: regex (!: inverted)\n"
@@ -505,10 +585,10 @@ class HelpScreen(ModalScreen[None]):
                 "  ?        this help;   q  quit\n\n"
                 f"views:\n{views}\n"
                 "  :overview          also :ov: nodes' meters, rates, SLOs, alerts, events\n\n"
-                "Filters are evaluated by the head; a view shows at most its first rows\n"
-                "and says 'showing N of M'. STALE in the status line: the head does not\n"
-                "answer; the rows are as last seen, and the view reconnects by itself.\n\n"
-                + actions.more_help(getattr(self.app, "read_only", False))
+                "Filters are evaluated by the head; a view shows one page of rows and says\n"
+                "which: 'showing N of M (rows A-B)'. STALE in the status line: the head\n"
+                "does not answer; the rows are as last seen, and the view reconnects by\n"
+                "itself.\n\n" + actions.more_help(getattr(self.app, "read_only", False))
             ),
             id="help",
         )
@@ -576,9 +656,9 @@ class DetailScreen(Screen[None]):
         self.error = ""
 
     def compose(self) -> ComposeResult:
-        yield Static(escape(f"{self.kind[:-1]} {self.key}"), id="detail-title")
+        yield Static(Content(f"{self.kind[:-1]} {self.key}"), id="detail-title")
         with VerticalScroll():
-            yield Static(escape(self.text()), id="detail")
+            yield Static(Content(self.text()), id="detail")
             if self.kind in ("tasks", "actors") and not self.raw:
                 yield logs.DetailLogs(self.kind, self.key)
         yield Footer()
@@ -615,4 +695,4 @@ class DetailScreen(Screen[None]):
         text = self.text()
         if error:
             text = f"note: {error}\n\n{text}"
-        self.query_one("#detail", Static).update(escape(text))
+        self.query_one("#detail", Static).update(Content(text))

@@ -1,14 +1,15 @@
-"""The inspector's data layer: the live rows of one kind, read through :mod:`freight.state` only.
+"""The inspector's data layer: one window of a kind's rows, read through :mod:`freight.state` only.
 
-A :class:`Feed` runs in a thread of its own. Watchable kinds follow ``state.watch`` (the listing,
-then each change); objects and workers, which the head cannot watch, are listed again every
-``refresh`` seconds and compared with the rows held. Either way the changes gather, keyed by the
-kind's id, until the screen takes them as one :class:`Batch` (``take()``, which never blocks):
-a row changed ten times between two repaints is drawn once.
+A :class:`Feed` runs in a thread of its own and lists its window every ``refresh`` seconds: at
+most ``limit`` rows passing the view's filters, from the row after ``cursor`` (the page's start;
+None: the first row), as ``freight list`` pages. Each listing is compared by the kind's id with
+the rows held, and the changes gather until the screen takes them as one :class:`Batch`
+(``take()``, which never blocks): a row changed ten times between two repaints is drawn once.
 
-Each round also lists one row of the kind with the view's filters, which is how the inspector
-learns how many rows match and the kind holds (``showing N of M``) and whether the head answers
-(the stale marker): ``state.watch`` itself waits out an unreachable head silently.
+Only the window crosses the network and is held, whatever the kind holds (a watch would send
+every matching row: 100,000 tasks). The same listing says how many rows match and the kind holds
+(``showing N of M``), where the window starts among them, where the next page starts, and whether
+the head answers (the stale marker).
 """
 
 from __future__ import annotations
@@ -23,12 +24,7 @@ from freight import state
 from freight.client import access
 from freight.core.filters import FilterError
 
-# A synced watch is resumed from its cursor after this many seconds, so a feed that was stopped
-# (the view changed) lets go of its stream within that time even when nothing changes.
-WATCH_SLICE_S = 5.0
-LISTING_SLICE_S = 60.0  # a watch still listing (100,000 tasks take seconds) is given longer
-PROBE_TIMEOUT_S = 5.0
-KEEP_EVENTS = 5_000  # events held by the Events view; older ones leave it as new ones come
+LIST_TIMEOUT_S = 5.0
 
 # The field of each kind a bare word in the filter (`/train`) searches as a regular expression.
 TEXT_FIELD = {
@@ -55,6 +51,8 @@ class Batch:
     stale_since: float | None  # when the head stopped answering (None: it answers)
     stale_reason: str
     error: str  # a refusal that stopped the feed (a bad filter, a denied token)
+    first: int = 1  # the position of the window's first row among the matching rows (from 1)
+    next_cursor: str = ""  # where the next page starts ("": the window reaches the last row)
 
     # What recording and replay need of a payload of changes (freight.tui.record.Payload).
     def quiet(self) -> Batch:
@@ -81,10 +79,13 @@ class _Shared:
     stale_since: float | None = None
     stale_reason: str = ""
     error: str = ""
+    first: int = 1
+    next_cursor: str = ""
 
 
 class Feed:
-    """The live rows of ``kind`` passing ``filters`` (filter strings, evaluated by the head)."""
+    """The live rows of ``kind`` passing ``filters`` (filter strings, evaluated by the head): at
+    most ``limit`` of them, from the row after ``cursor`` (None: from the first)."""
 
     def __init__(
         self,
@@ -95,21 +96,20 @@ class Feed:
         id_key: str,
         refresh: float,
         limit: int,
+        cursor: str | None = None,
     ) -> None:
         self.kind = kind
         self.filters = list(filters)
         self.address = address
         self.id_key = id_key
         self.refresh = refresh
-        self.limit = limit  # rows listed per round for kinds that cannot be watched
-        self.watchable = kind in state.WATCH_KINDS
+        self.limit = limit  # the window: rows listed per round
+        self.cursor = cursor
         self._lock = threading.Lock()
         self._shared = _Shared()
         self._rows: dict[str, dict[str, Any]] = {}  # the feed thread's own copy
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._guard(self._probe), daemon=True)]
-        main = self._watch if self.watchable else self._poll
-        self._threads.append(threading.Thread(target=self._guard(main), daemon=True))
+        self._threads = [threading.Thread(target=self._guard(self._poll), daemon=True)]
 
     # -- the screen's side --------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ class Feed:
         return self
 
     def stop(self) -> None:
-        """Stop following (the threads end at their next event or round)."""
+        """Stop following (the thread ends at its next round)."""
         self._stop.set()
 
     @property
@@ -132,7 +132,15 @@ class Feed:
             s = self._shared
             changes, s.pending = s.pending, {}
             return Batch(
-                changes, s.synced, s.matched, s.total, s.stale_since, s.stale_reason, s.error
+                changes,
+                s.synced,
+                s.matched,
+                s.total,
+                s.stale_since,
+                s.stale_reason,
+                s.error,
+                s.first,
+                s.next_cursor,
             )
 
     # -- the feed's threads -------------------------------------------------------------------
@@ -144,7 +152,7 @@ class Feed:
                     run()
                     return
                 except ConnectionError:
-                    self._stop.wait(self.refresh)  # the probe shows the head as away; again
+                    self._stop.wait(self.refresh)  # no head to list from (yet): again
                 except (access.UsageError, FilterError, PermissionError) as e:
                     self._fail(str(e))  # the request itself was refused: retrying cannot help
                 except Exception as e:
@@ -169,36 +177,25 @@ class Feed:
             self._rows[key] = row
         self._shared.pending[key] = row
 
-    def _replace(self, rows: dict[str, dict[str, Any]]) -> None:
-        """Make ``rows`` the feed's rows, recording only what differs."""
+    def _shape(self, rows: state.StateList) -> list[dict[str, Any]]:
+        """The listed rows as the view shows them (a kind may join more in: objects)."""
+        return list(rows)
+
+    def _replace(self, got: state.StateList) -> None:
+        """Make the listing ``got`` the feed's rows, recording only what differs, and its
+        counts the feed's (at once: a batch never pairs new rows with old counts)."""
+        rows = {self._key(r): r for r in self._shape(got)}
         with self._lock:
             for key in [k for k in self._rows if k not in rows]:
                 self._put(key, None)
             for key, row in rows.items():
                 if self._rows.get(key) != row:
                     self._put(key, row)
-            self._shared.synced = True
-
-    def _probe(self) -> None:
-        while not self._stop.is_set():
-            try:
-                got = state.list_state(
-                    self.kind,
-                    self.filters,
-                    limit=1,
-                    address=self.address,
-                    timeout=PROBE_TIMEOUT_S,
-                )
-            except ConnectionError as e:
-                with self._lock:
-                    if self._shared.stale_since is None:
-                        self._shared.stale_since = time.time()
-                    self._shared.stale_reason = str(e)
-            else:
-                with self._lock:
-                    self._shared.matched, self._shared.total = got.matched, got.total
-                    self._shared.stale_since, self._shared.stale_reason = None, ""
-            self._stop.wait(self.refresh)
+            s = self._shared
+            s.synced = True
+            s.matched, s.total, s.next_cursor = got.matched, got.total, got.next_cursor
+            s.first = got.matched - got.remaining - len(got) + 1
+            s.stale_since, s.stale_reason = None, ""
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -207,47 +204,15 @@ class Feed:
                     self.kind,
                     self.filters,
                     limit=self.limit,
+                    cursor=self.cursor,
                     address=self.address,
-                    timeout=PROBE_TIMEOUT_S,
+                    timeout=LIST_TIMEOUT_S,
                 )
-            except ConnectionError:
-                pass  # the probe shows the head as away; the rows held stay on screen
+            except ConnectionError as e:  # the rows held stay on screen, marked stale
+                with self._lock:
+                    if self._shared.stale_since is None:
+                        self._shared.stale_since = time.time()
+                    self._shared.stale_reason = str(e)
             else:
-                self._replace({self._key(r): r for r in got})
+                self._replace(got)
             self._stop.wait(self.refresh)
-
-    def _watch(self) -> None:
-        cursor: str | None = None  # where a synced watch resumes
-        listing: dict[str, dict[str, Any]] | None = None  # a listing again, until SYNCED
-        while not self._stop.is_set():
-            slice_s = WATCH_SLICE_S if cursor else LISTING_SLICE_S
-            if cursor is None and self._rows:
-                listing = {}  # a listing cut off, or a fresh one: compare it with what is held
-            for ev in state.watch(
-                self.kind, self.filters, address=self.address, cursor=cursor, timeout=slice_s
-            ):
-                if self._stop.is_set():
-                    return
-                if ev.type == state.RESYNC:
-                    cursor, listing = None, {}
-                elif ev.type == state.SYNCED:
-                    cursor = ev.cursor
-                    if listing is not None:
-                        self._replace(listing)
-                        listing = None
-                    else:
-                        with self._lock:
-                            self._shared.synced = True
-                elif ev.row is not None:
-                    key = self._key(ev.row)
-                    if cursor:
-                        cursor = ev.cursor
-                    if listing is not None:
-                        listing[key] = ev.row
-                        continue
-                    with self._lock:
-                        self._put(key, None if ev.type == state.DELETED else ev.row)
-                        if self.kind == "events" and len(self._rows) > KEEP_EVENTS:
-                            self._put(next(iter(self._rows)), None)
-            # The slice ended: a synced watch resumes from its cursor; one cut off in its
-            # listing lists again from the top, compared with the rows held (above).

@@ -18,10 +18,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, RichLog, Static
 
@@ -338,7 +338,7 @@ class LogsScreen(ModalScreen[None]):
 
     def render_status(self) -> None:
         status = self.query_one("#logs-status", Static)
-        status.update(escape(self.status_text()))
+        status.update(Content(self.status_text()))
         status.set_class(bool(self.warnings or (self.last and self.last.error)), "warn")
 
     # -- keys ---------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ class DetailLogs(Static):
     read once in the source's thread."""
 
     def __init__(self, kind: str, key: str) -> None:
-        super().__init__(escape("log lines: reading..."), id="detail-logs")
+        super().__init__(Content("log lines: reading..."), id="detail-logs")
         self.selection = selection([f"{kind[:-1]}_id={key}"])
         self.log_lines: list[str] = []
         self.warnings: list[str] = []
@@ -443,4 +443,4 @@ class DetailLogs(Static):
             head += " reading..."
         notes = [f"note: {w}" for w in ([self.error] if self.error else []) + self.warnings]
         body = self.log_lines or (["(none)"] if self.done else [])
-        self.update(escape("\n".join(["", head, *notes, *body])))
+        self.update(Content("\n".join(["", head, *notes, *body])))

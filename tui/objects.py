@@ -17,7 +17,7 @@ from freight.cli.state_cmd import COLUMNS as STATE_COLUMNS
 from freight.client import access
 from freight.client.memory import cluster_rows
 
-from .feed import PROBE_TIMEOUT_S, Feed
+from .feed import Feed
 
 HOLDERS_EVERY_S = 1.0  # the agents ask every process of their node: not at every repaint
 
@@ -73,29 +73,15 @@ class ObjectFeed(Feed):
             by_id.setdefault(r["object_id"], []).append(r)
         return by_id
 
-    def _poll(self) -> None:
-        refs: dict[str, list[dict[str, Any]]] | None = None
-        asked = 0.0
-        while not self._stop.is_set():
-            try:
-                got = state.list_state(
-                    self.kind,
-                    self.filters,
-                    limit=self.limit,
-                    address=self.address,
-                    timeout=PROBE_TIMEOUT_S,
-                )
-            except ConnectionError:
-                pass  # the probe shows the head as away; the rows held stay on screen
-            else:
-                if refs is None or time.monotonic() - asked >= max(self.refresh, HOLDERS_EVERY_S):
-                    refs, asked = self._references(), time.monotonic()
-                self._replace(
-                    {
-                        self._key(r): join(
-                            r, None if refs is None else refs.get(r["object_id"], [])
-                        )
-                        for r in got
-                    }
-                )
-            self._stop.wait(self.refresh)
+    _refs: dict[str, list[dict[str, Any]]] | None = None
+    _asked = 0.0
+
+    def _shape(self, rows: state.StateList) -> list[dict[str, Any]]:
+        """Each object joined with its holders, asked of the agents at most every
+        HOLDERS_EVERY_S (in the feed's thread)."""
+        if self._refs is None or time.monotonic() - self._asked >= max(
+            self.refresh, HOLDERS_EVERY_S
+        ):
+            self._refs, self._asked = self._references(), time.monotonic()
+        refs = self._refs
+        return [join(r, None if refs is None else refs.get(r["object_id"], [])) for r in rows]

@@ -36,11 +36,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
-from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
@@ -860,12 +860,12 @@ class OverviewScreen(Screen[None]):
             ),
         ):
             self.query_one(f"#ov-{name}", Sparkline).data = from_zero(data)
-            self.query_one(f"#ov-{name}-label", Static).update(escape(label))
+            self.query_one(f"#ov-{name}-label", Static).update(Content(label))
         self.query_one("#ov-slo", Static).update(slo_text(o))
         self.query_one("#ov-alerts", Static).update(alerts_text(o))
         self.query_one("#ov-events", Static).update(events_text(o))
         status = self.query_one("#ov-status", Static)
-        status.update(escape(status_text(o, self.top.address)))
+        status.update(Content(status_text(o, self.top.address)))
         status.set_class(o.stale_since is not None, "stale")
 
     def show_nodes(self, nodes: list[NodeMeters]) -> None:

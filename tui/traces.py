@@ -25,10 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
@@ -328,7 +328,7 @@ class TracesScreen(ModalScreen[None]):
         self.source: TraceSource | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(escape(f"trace of task {self.task_id}: reading..."), id="traces-status")
+        yield Static(Content(f"trace of task {self.task_id}: reading..."), id="traces-status")
         yield DataTable(id="traces-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -410,7 +410,7 @@ class TracesScreen(ModalScreen[None]):
         return "  |  ".join(parts)
 
     def render_status(self, timeline: Timeline) -> None:
-        self.query_one("#traces-status", Static).update(escape(self.status_text(timeline)))
+        self.query_one("#traces-status", Static).update(Content(self.status_text(timeline)))
 
 
 def command_screen(text: str) -> TracesScreen | None:
