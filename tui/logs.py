@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -86,6 +86,20 @@ class LogBatch:
     caught_up: bool  # every node's history has come (the lines since are new)
     done: bool  # the source has nothing more to give (not following, or no node is left)
     error: str  # why no line can come now (the head is away...); empty when reading
+
+    # New lines are changes (freight.tui.record.Payload): a replay hands each line out once.
+    def quiet(self) -> LogBatch:
+        return replace(self, lines=[], warnings=[])
+
+    @classmethod
+    def merge(cls, batches: list[LogBatch]) -> LogBatch:
+        lines = [line for b in batches for line in b.lines]
+        warnings = [w for b in batches for w in b.warnings]
+        return replace(batches[-1], lines=lines, warnings=warnings)
+
+    @classmethod
+    def nothing(cls, note: str) -> LogBatch:
+        return cls([], [], False, False, note)
 
 
 @dataclass
@@ -251,10 +265,7 @@ class LogsScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         app: Any = self.app
-        address, sel = app.address, self.selection
-        self.source = app.source(
-            self.title_text, lambda: LogSource(address, sel, tail=MAX_LINES, follow=True)
-        )
+        self.open_source()
         self.ticker = self.set_interval(app.refresh_s, self.tick)
         self.lines_log.focus()
         self.render_status()
@@ -263,6 +274,25 @@ class LogsScreen(ModalScreen[None]):
         self.ticker.stop()
         if self.source is not None:
             self.source.stop()
+
+    def on_replay_app_seeked(self, _message: Any) -> None:
+        """A replay's clock jumped: the lines as of then, from the start."""
+        if self.source is not None:
+            self.source.stop()
+        self.records.clear()
+        self.shown_lines.clear()
+        self.backlog.clear()
+        self.rewrite.clear()
+        self.warnings = []
+        self.lines_log.clear()
+        self.open_source()
+
+    def open_source(self) -> None:
+        app: Any = self.app
+        address, sel = app.address, self.selection
+        self.source = app.source(
+            self.title_text, lambda: LogSource(address, sel, tail=MAX_LINES, follow=True)
+        )
 
     def tick(self) -> None:
         if self.source is None:

@@ -34,13 +34,14 @@ ID_KEYS = {
 HEAD, NODE2 = "a1" * 16, "b2" * 16
 W1, W2, W3 = "c3c3c3c3c3c3c3c1", "c3c3c3c3c3c3c3c2", "c3c3c3c3c3c3c3c3"
 JOB = "00000001"
-TASK_RUN = "t" + "0" * 22 + "4"  # SUBMITTED_TO_WORKER, then FINISHED at T0+30
-TASK_FAILED = "t" + "0" * 22 + "5"
+TASKS = "ae54f3760ac0992c"  # task ids: the job's prefix, then a counter (as freight's)
+TASK_RUN = f"{TASKS}{4:016x}"  # SUBMITTED_TO_WORKER, then FINISHED at T0+30
+TASK_FAILED = f"{TASKS}{5:016x}"
 
 
 def task(n: int, name: str, state: str, **kw: Any) -> dict[str, Any]:
     row = {
-        "task_id": f"t{n:023d}",
+        "task_id": f"{TASKS}{n:016x}",
         "name": name,
         "state": state,
         "job_id": JOB,
@@ -192,6 +193,90 @@ def event_rows() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+GIB = 1 << 30
+
+
+def overview() -> dict[str, Any]:
+    """The overview at T0+1: two nodes (the head's store nearly full), ten minutes of rates,
+    the SLOs, one alert firing and the newest events."""
+    meters = [
+        {"node_id": HEAD, "hostname": "head-0", "state": "ALIVE", "is_head_node": True,
+         "cpu_used": 2.0, "cpu_total": 2.0, "gpu_used": 0.0, "gpu_total": 0.0,
+         "memory_used": 14 * GIB, "memory_total": 16 * GIB,
+         "store_used": 7 * GIB + GIB // 2, "store_total": 8 * GIB},
+        {"node_id": NODE2, "hostname": "worker-1", "state": "DRAINING", "is_head_node": False,
+         "cpu_used": 1.0, "cpu_total": 4.0, "gpu_used": 1.0, "gpu_total": 1.0,
+         "memory_used": 5 * GIB, "memory_total": 16 * GIB,
+         "store_used": GIB // 2, "store_total": 8 * GIB},
+    ]  # fmt: skip
+    wave = [0, 1, 2, 3, 5, 8, 9, 8, 6, 4, 3, 2, 2, 3, 4, 6, 8, 9, 7, 5]
+    return {
+        "nodes": meters,
+        "nodes_listed": True,
+        "throughput": [float(40 + 3 * w) for w in wave * 3],
+        "failures": [float(w // 4) for w in wave * 3],
+        "latency_p95": [0.05 + 0.01 * w for w in wave * 3],
+        "latency_p50": 0.012,
+        "scrapes": 60,
+        "history_points": 0,
+        "metrics_note": "",
+        "slos": [
+            {"name": "task_system_errors", "title": "task success", "objective": 0.999,
+             "bad_ratio": 0.0004, "budget_left": 0.6},
+            {"name": "task_scheduling_slow", "title": "scheduling < 200 ms", "objective": 0.99,
+             "bad_ratio": 0.013, "budget_left": -0.3},
+            {"name": "head_unavailable", "title": "head availability", "objective": 0.999,
+             "bad_ratio": 0.0, "budget_left": 1.0},
+        ],
+        "slo_basis": "since start, no Prometheus",
+        "alerts": [
+            {"name": "FreightObjectStoreNearlyFull", "severity": "page", "state": "active",
+             "summary": "node head-0's object store is 94% full", "starts_at": "11:58:00",
+             "cluster": "prod"},
+        ],
+        "alertmanager": "http://10.0.0.1:9093",
+        "alerts_note": "",
+        "events": [
+            {"time": t, "severity": sev, "kind": kind, "message": msg}
+            for t, sev, _, kind, msg in reversed(EVENTS)
+        ],
+        "stale_since": None,
+        "stale_reason": "",
+    }  # fmt: skip
+
+
+def log_lines() -> list[dict[str, Any]]:
+    """What the failed task wrote, as `freight logs -o json` gives it."""
+    base = {"component": "worker", "job_id": JOB, "task_id": TASK_FAILED, "node_id": NODE2,
+            "worker_id": W2, "actor_id": ""}  # fmt: skip
+    said = [
+        (T0 - 3.9, "INFO", "preprocess: reading shard 7 from s3://data/day=2025-12-31/"),
+        (T0 - 3.2, "WARNING", "preprocess: shard 7 is empty [0 rows, 0 bytes]"),
+        (T0 - 2.76, "ERROR", "task preprocess failed:"),
+    ]
+    return [
+        {**base, "timestamp": t, "level": level, "message": message,
+         "exception": TRACEBACK if level == "ERROR" else ""}
+        for t, level, message in said
+    ]  # fmt: skip
+
+
+def timeline() -> dict[str, Any]:
+    """The trace of the running train_step and its children (state transitions)."""
+    rows = [
+        {"id": TASK_RUN, "parent": "", "name": "train_step", "depth": 0,
+         "state": "RUNNING", "queued": T0 - 6, "start": T0 - 5, "end": 0.0},
+        {"id": f"{TASKS}{0x41:016x}", "parent": TASK_RUN, "name": "load_batch",
+         "depth": 1, "state": "FINISHED", "queued": T0 - 5, "start": T0 - 4.8, "end": T0 - 3},
+        {"id": f"{TASKS}{0x42:016x}", "parent": TASK_RUN, "name": "forward",
+         "depth": 1, "state": "FINISHED", "queued": T0 - 3, "start": T0 - 2.9, "end": T0 - 1},
+        {"id": f"{TASKS}{0x43:016x}", "parent": TASK_RUN, "name": "backward",
+         "depth": 1, "state": "RUNNING", "queued": T0 - 1, "start": T0 - 0.8, "end": 0.0},
+    ]  # fmt: skip
+    return {"rows": rows, "origin": "state transitions", "note": "", "error": "",
+            "read_at": T0 + 1, "final": False}  # fmt: skip
+
+
 def batch(rows: dict[str, dict[str, Any] | None], total: int) -> dict[str, Any]:
     return {
         "changes": rows,
@@ -225,6 +310,20 @@ def lines() -> list[dict[str, Any]]:
         out.append({"t": T0 + 1, "session": n, "type": batch_type,
                     "payload": batch(listed, len(rows))})  # fmt: skip
     tasks = session["tasks"]
+    # Screens of their own, each read once: the overview, the failed task's logs (its view and
+    # its detail's tail), the running task's trace.
+    logs_batch = {"lines": log_lines(), "warnings": [], "caught_up": True, "done": False,
+                  "error": ""}  # fmt: skip
+    screens = [
+        ("overview", "freight.tui.overview:Overview", overview()),
+        (f"logs task_id={TASK_FAILED}", "freight.tui.logs:LogBatch", logs_batch),
+        (f"logs task_id={TASK_FAILED} tail=50", "freight.tui.logs:LogBatch",
+         dict(logs_batch, done=True)),
+        (f"traces task_id={TASK_RUN}", "freight.tui.traces:Timeline", timeline()),
+    ]  # fmt: skip
+    for n, (name, payload_type, payload) in enumerate(screens, len(views) + 10):
+        out.append({"t": T0 + 0.5, "session": n, "source": name, "open": True})
+        out.append({"t": T0 + 1, "session": n, "type": payload_type, "payload": payload})
 
     def tasks_change(t: float, rows: list[dict[str, Any]], total: int) -> None:
         changes = {r["task_id"]: r for r in rows}

@@ -22,6 +22,8 @@ RECORDING = Path(__file__).parent / "recordings" / "session.jsonl"
 T0 = 1767268800.0  # the recording's start (make_recording.T0)
 AT = T0 + 60  # the replay's clock in every shot: after the failed task's detail was read
 SIZE = (150, 36)
+TASK_RUN = "ae54f3760ac0992c0000000000000004"  # make_recording.TASK_RUN: running, with children
+TASK_FAILED = "ae54f3760ac0992c0000000000000005"  # make_recording.TASK_FAILED
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,11 @@ SHOTS: dict[str, Shot] = {
     "workers": Shot("workers"),
     "placement-groups": Shot("placement_groups"),
     "events": Shot("events"),
-    "task-detail": Shot("tasks", ("enter",), row="t" + "0" * 22 + "5"),
+    "task-detail": Shot("tasks", ("enter",), row=TASK_FAILED),
     "help": Shot("tasks", ("question_mark",)),
+    "overview": Shot("overview"),
+    "logs": Shot("tasks", ("l",), row=TASK_FAILED),
+    "trace": Shot("tasks", ("t",), row=TASK_RUN),
 }
 
 

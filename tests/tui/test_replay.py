@@ -102,7 +102,9 @@ def test_the_slider_moves_the_clock_and_going_back_shows_the_earlier_state() -> 
         await until(pilot, lambda: state_of(app, running) == "FINISHED", "finished again")
         assert app.clock.t == T0 + 30
         await pilot.press("end")
-        await until(pilot, lambda: state_of(app, "t" + "0" * 22 + "6") == "FINISHED", "the end")
+        await until(
+            pilot, lambda: state_of(app, f"{make_recording.TASKS}{6:016x}") == "FINISHED", "the end"
+        )
         assert app.clock.t == T0 + 90
         await pilot.press("home")  # the start: before the first listing, nothing yet
         await until(pilot, lambda: app.clock.t == T0 and not app.rows, "the start")
