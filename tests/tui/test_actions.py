@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pilot import REFRESH, run, until
 from rich.text import Text
-from test_top import REFRESH, Tmux, command, run, until
+from test_top import Tmux, command
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 

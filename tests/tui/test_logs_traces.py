@@ -7,21 +7,20 @@ as Jaeger's query API documents it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pilot import app_for, run, until
 from textual.pilot import Pilot
 
 import freight
@@ -32,7 +31,7 @@ from freight.testing import (
     connected_cluster,
     wait_for_condition,
 )
-from freight.tui.app import DetailScreen, TopApp, View, id_keys
+from freight.tui.app import DetailScreen, TopApp, View
 from freight.tui.commands import CommandError
 from freight.tui.logs import (
     HIGHLIGHT,
@@ -43,8 +42,6 @@ from freight.tui.logs import (
     selection,
 )
 from freight.tui.traces import TracesScreen, jaeger_rows
-
-REFRESH = 0.1
 
 
 @freight.remote(resources={"near": 1.0})  # on the head's node
@@ -115,31 +112,6 @@ def talker(cluster: Cluster) -> Any:
     actor = LtTalker.remote()
     assert freight.get(actor.say.remote("lt-talker-ready")) == "lt-talker-ready"
     return actor
-
-
-def run(app: TopApp, body: Callable[[Pilot[None]], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=(160, 40)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def until(pilot: Pilot[None], predicate: Callable[[], Any], what: str) -> Any:
-    """Let the app process its messages until ``predicate()`` holds (a deadline bounds it)."""
-    deadline = time.monotonic() + 30
-    while True:
-        await pilot.pause()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)  # the poll interval; the deadline above bounds the wait
-
-
-def app_for(cluster: Cluster, view: View | None = None, **kw: Any) -> TopApp:
-    return TopApp(cluster.address, id_keys(cluster.address), view=view, refresh=REFRESH, **kw)
 
 
 def task_id(name: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_top import app_for, run, until
+from pilot import app_for, run, until
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Sparkline
 

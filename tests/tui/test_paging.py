@@ -4,12 +4,10 @@ says it orders the page shown."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from pilot import REFRESH, run, until
 from textual.pilot import Pilot
 
 import freight
@@ -19,7 +17,6 @@ from freight.tui.app import TopApp, View, id_keys
 
 TASKS = 2_000
 PAGE = 150  # 14 pages, the last one short
-REFRESH = 0.1
 
 
 @freight.remote
@@ -39,27 +36,6 @@ def cluster() -> Iterator[Cluster]:
             what="every task's record finished at the head",
         )
         yield c
-
-
-def run(app: TopApp, body: Callable[[Pilot[None]], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=(160, 40)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def until(pilot: Pilot[None], predicate: Callable[[], Any], what: str) -> Any:
-    """Let the app process its messages until ``predicate()`` holds (a deadline bounds it)."""
-    deadline = time.monotonic() + 30
-    while True:
-        await pilot.pause()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)  # the poll interval; the deadline above bounds the wait
 
 
 def test_paging_forward_and_back_shows_every_row_once(cluster: Cluster) -> None:

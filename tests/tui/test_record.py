@@ -4,16 +4,16 @@ not with ticks."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pilot import run, until
 from test_top import Tmux  # the terminal test's tmux driver
 from textual.pilot import Pilot
 
@@ -40,26 +40,6 @@ def cluster() -> Iterator[Cluster]:
     with connected_cluster({"num_cpus": 2}, env=env) as c:
         assert freight.get([rec_square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
         yield c
-
-
-def run(app: TopApp, body: Callable[[Pilot[None]], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=(160, 40)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def until(pilot: Pilot[None], predicate: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + 30
-    while True:
-        await pilot.pause()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)  # the poll interval; the deadline above bounds it
 
 
 def names(app: TopApp) -> list[str]:

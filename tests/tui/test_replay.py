@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import make_recording
 import pytest
 import shots
+from pilot import until
 from textual.pilot import Pilot
 from textual.screen import Screen
 
@@ -64,18 +64,6 @@ def replay(body: Callable[[Pilot[None]], Awaitable[None]], **kw: Any) -> ReplayA
 
     asyncio.run(main())
     return app
-
-
-async def until(pilot: Pilot[None], predicate: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + 30
-    while True:
-        await pilot.pause()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)  # the poll interval; the deadline above bounds it
 
 
 def state_of(app: TopApp, task_id: str) -> str | None:

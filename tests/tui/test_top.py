@@ -11,21 +11,19 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from pilot import app_for, run, until
 from textual.pilot import Pilot
 
 import freight
 from freight.testing import Cluster, connected_cluster, short_temp_dir, wait_for_condition
-from freight.tui.app import DetailScreen, HelpScreen, TopApp, View, id_keys
-
-REFRESH = 0.1
+from freight.tui.app import DetailScreen, HelpScreen, TopApp, View
 
 
 @freight.remote
@@ -67,31 +65,6 @@ def actor(cluster: Cluster) -> Any:
     counter = TuiCounter.options(name="tui-counter").remote()
     assert freight.get(counter.add.remote()) == 1
     return counter
-
-
-def run(app: TopApp, body: Callable[[Pilot[None]], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=(160, 40)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def until(pilot: Pilot[None], predicate: Callable[[], Any], what: str) -> Any:
-    """Let the app process its messages until ``predicate()`` holds (a deadline bounds it)."""
-    deadline = time.monotonic() + 30
-    while True:
-        await pilot.pause()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)  # the poll interval; the deadline above bounds the wait
-
-
-def app_for(cluster: Cluster, view: View | None = None, **kw: Any) -> TopApp:
-    return TopApp(cluster.address, id_keys(cluster.address), view=view, refresh=REFRESH, **kw)
 
 
 def names(app: TopApp) -> set[str]:
