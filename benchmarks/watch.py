@@ -192,14 +192,15 @@ def changes_throughput(tasks: int) -> dict[str, float]:
 
 
 def latency(probes: int) -> dict[str, float]:
-    from freight import state
+    from freight.client import access
     from freight.protocol.generated import freight_pb2 as pb
     from freight.protocol.generated import freight_pb2_grpc as pb_grpc
     from freight.util.grpc_auth import sync_channel
 
     reader = _spawn(LATENCY_READER)
     assert reader.stdout is not None
-    head, token = state.resolve_address(None)
+    target = access.resolve(None)
+    head, token = target.address, target.token
     channel = sync_channel(head, token)
     stub = pb_grpc.HeadServiceStub(channel)
     delays: list[float] = []
@@ -237,10 +238,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fw-", dir="/tmp") as tmp:
         os.environ["FREIGHT_TEMP_DIR"] = tmp
         freight.init(num_cpus=2)
-        from freight import state
+        from freight.client import access
 
         # The watcher processes join this cluster by its address and token.
-        os.environ["FREIGHT_ADDRESS"], os.environ["FREIGHT_TOKEN"] = state.resolve_address(None)
+        target = access.resolve(None)
+        os.environ["FREIGHT_ADDRESS"], os.environ["FREIGHT_TOKEN"] = target.address, target.token
         try:
             cpu = cpu_figures(args.tasks, args.watchers)
             listing = throughput()
