@@ -127,8 +127,9 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         Binding("slash", "filter", "filter"),
         Binding("enter", "describe", "describe", show=True, priority=False),
         Binding("d", "describe", "describe", show=False),
-        Binding("y", "raw", "raw record"),
-        Binding("c", "copy_id", "copy id"),
+        # In the help (?), not the footer: a view's actions and jumps need its width.
+        Binding("y", "raw", "raw record", show=False),
+        Binding("c", "copy_id", "copy id", show=False),
         Binding("l", "logs", "logs"),
         Binding("t", "trace", "trace"),
         Binding("escape", "go_back", "back"),
