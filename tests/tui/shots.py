@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from textual.pilot import Pilot
 
@@ -68,7 +69,7 @@ def utc() -> Iterator[None]:
 
 def app(shot: Shot) -> ReplayApp:
     """The replay standing still at :data:`AT`."""
-    return ReplayApp(load(RECORDING), at=AT, playing=False, view=View(shot.view), refresh=0.05)
+    return ReplayApp(load(RECORDING), at=AT, playing=False, view=View(shot.view), refresh=0.5)
 
 
 async def prepare(pilot: Pilot[None], shot: Shot) -> None:
@@ -86,9 +87,27 @@ async def prepare(pilot: Pilot[None], shot: Shot) -> None:
         await pilot.press(key)
     await pilot.pause()
     screen = top.screen
-    if hasattr(screen, "lookup"):  # a detail: wait until the recorded record is shown
-        while not getattr(screen, "detailed", False) and not getattr(screen, "error", ""):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the detail never showed its record")
-            await pilot.pause(0.02)
+    while not shown(screen):  # the screen's recorded data, all of it drawn
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{type(screen).__name__} never showed what was recorded")
+        await pilot.pause(0.02)
     await pilot.pause()
+
+
+def shown(screen: Any) -> bool:
+    """Whether ``screen`` shows all it will: a detail its record and log lines, the logs view
+    its lines written, a trace its timeline, the overview its figures."""
+    from freight.tui.logs import DetailLogs
+
+    if hasattr(screen, "lookup") and not (screen.detailed or screen.error):
+        return False
+    if not all(logs.done for logs in screen.query(DetailLogs)):
+        return False
+    if hasattr(screen, "backlog"):  # the logs view
+        last = screen.last
+        return bool(last and last.caught_up and not screen.backlog and not screen.rewrite)
+    if hasattr(screen, "timeline"):  # a trace
+        return screen.timeline is not None
+    if hasattr(screen, "last") and hasattr(screen.last, "nodes_listed"):  # the overview
+        return bool(screen.last.nodes_listed)
+    return True
