@@ -15,8 +15,8 @@ from freight import state
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.tui.app import TopApp, View, id_keys
 
-TASKS = 2_000
-PAGE = 150  # 14 pages, the last one short
+TASKS = 700
+PAGE = 60  # 12 pages, the last one short
 
 
 @freight.remote
