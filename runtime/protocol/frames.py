@@ -231,9 +231,7 @@ def connect_unix(
         sock.close()
         raise ConnectionError(f"cannot connect to freight socket {path}: {exc}") from None
     sock.settimeout(None)
-    fs = FrameSocket(sock)
-    fs.send_raw(encode_hello(token, role))
-    return fs
+    return _hello(FrameSocket(sock), token, role, path)
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -255,8 +253,17 @@ def connect_tcp(
         raise ConnectionError(f"cannot connect to freight at {host_port}: {exc}") from None
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # frames are whole messages
-    fs = FrameSocket(sock)
-    fs.send_raw(encode_hello(token, role))
+    return _hello(FrameSocket(sock), token, role, host_port)
+
+
+def _hello(fs: FrameSocket, token: str, role: tuple[Any, ...], where: str) -> FrameSocket:
+    """Send the hello on a new connection; the peer may be gone already (it exited between
+    our connect and this write): then the socket is closed here, not left to the collector."""
+    try:
+        fs.send_raw(encode_hello(token, role))
+    except OSError as exc:
+        fs.close()
+        raise ConnectionError(f"freight at {where} closed the connection: {exc}") from None
     return fs
 
 

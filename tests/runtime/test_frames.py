@@ -736,3 +736,36 @@ def test_agent_refuses_a_lease_with_an_impossible_amount(
     assert reply is None or type(reply) is m.LeaseRejected, f"{{'CPU': {amount}}}: {reply}"
     c.leases_returned()
     c.still_works()
+
+
+def test_a_peer_gone_before_the_hello_is_a_connection_error_and_the_socket_is_closed(
+    tmp_path: Any,
+) -> None:
+    """A process that exits between our connect and the hello (its listening socket closed
+    with our connection still queued): ConnectionError, and no socket left open for the
+    collector to find (a ResourceWarning, an error in this suite)."""
+    import gc
+    import warnings
+
+    from freight.protocol.frames import connect_unix
+
+    path = str(tmp_path / "gone.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    real_connect = socket.socket.connect
+
+    def connect_then_peer_exits(sock: socket.socket, address: Any) -> None:
+        real_connect(sock, address)
+        server.close()  # the queued connection is reset: the hello cannot be written
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        socket.socket.connect = connect_then_peer_exits  # type: ignore[method-assign]
+        try:
+            with pytest.raises(ConnectionError, match="closed the connection"):
+                connect_unix(path, "token", ("cli", ""), timeout=2)
+        finally:
+            socket.socket.connect = real_connect  # type: ignore[method-assign]
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
