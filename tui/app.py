@@ -25,12 +25,12 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import ColumnKey
 
-from freight import state
 from freight.cli.state_cmd import _cell
 
 from . import actions, jumps, logs, traces
-from .commands import ALIASES, CommandError, parse_command, parse_filters
+from .commands import ALIASES, SCREENS, CommandError, parse_command, parse_filters, selection
 from .feed import Batch, Feed
+from .feed import id_keys as id_keys  # where callers have found it
 from .lookup import Get
 from .objects import COLUMNS, ObjectFeed
 from .overview import OVERVIEW, OverviewScreen
@@ -62,12 +62,6 @@ class View:
 
     def title(self) -> str:
         return " ".join((self.kind, *self.filters))
-
-
-def id_keys(address: str) -> dict[str, str]:
-    """The id field of each kind, as the head defines it (one call; it also proves the head
-    answers before the screen opens)."""
-    return {k: s.id_key for k, s in state.schema(address=address).items()}
 
 
 MAX_COLUMN_WIDTH = 60  # a longer cell is cut; `d` and `y` show it whole
@@ -187,9 +181,11 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         yield Footer(compact=True)  # every key of a view fits 160 columns
 
     def on_mount(self) -> None:
-        first, self.view = self.view, View("nodes") if self.view.kind == OVERVIEW else self.view
-        self.open_view(self.view, remember=False)  # the overview opens over the nodes
-        if first.kind == OVERVIEW:
+        first = self.view
+        if first.kind in SCREENS:  # the overview opens over the nodes, logs and traces over tasks
+            self.view = View("nodes" if first.kind == OVERVIEW else "tasks")
+        self.open_view(self.view, remember=False)
+        if first.kind in SCREENS:
             self.open_view(first)
         # Now, not later: Widget.focus() is a callback that can land after ':' has given the
         # prompt the keyboard (the first rows come within 50 ms), sending its keys to the table.
@@ -214,8 +210,8 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
 
     def open_view(self, view: View, *, remember: bool = True) -> None:
         """Show ``view`` (a new feed, an empty table); ``remember``: esc comes back here."""
-        if view.kind == OVERVIEW:  # a screen of its own, over the table view; esc pops it
-            self.push_screen(OverviewScreen())
+        if view.kind in SCREENS:  # a screen of its own, over the table view; esc pops it
+            self.push_screen(self.screen_for(view))
             return
         if remember and view != self.view:
             self.history.append(self.view)
@@ -230,6 +226,15 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             table.add_column(title, key=str(i))
         self.refresh_bindings()  # the footer shows this view's actions and jumps
         self.follow()
+
+    def screen_for(self, view: View) -> Screen[None]:
+        """The screen of a :data:`~freight.tui.commands.SCREENS` command (its arguments checked
+        by :func:`~freight.tui.commands.parse_command`)."""
+        if view.kind == "logs":
+            return logs.LogsScreen(selection(list(view.filters)))
+        if view.kind == "traces":
+            return traces.TracesScreen(view.filters[0])
+        return OverviewScreen()
 
     def follow(self) -> None:
         """Follow the view's current page (``self.pages[-1]``): a new feed, an empty table."""
@@ -533,10 +538,6 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             self.open_view(View(self.view.kind, tuple(parse_filters(self.view.kind, text))))
             return
         try:
-            screen = logs.command_screen(text) or traces.command_screen(text)
-            if screen is not None:  # :logs and :traces open screens of their own
-                self.push_screen(screen)
-                return
             command = parse_command(text)
         except CommandError as e:
             self.notify(str(e), severity="error", timeout=8)

@@ -1,8 +1,9 @@
 """What the inspector's prompts mean: ``:`` commands with their aliases, and ``/`` filters.
 
-Both are parsed here, without the screen, so they are tested on their own. Filters are passed to
-the state service as they are typed (it evaluates them, and refuses a bad one with a message);
-a word without an operator searches the kind's main text field as a regular expression.
+Both are parsed here, without the screen, so they are tested on their own; ``freight top VIEW``
+takes the same commands. Filters are passed to the state service as they are typed (it evaluates
+them, and refuses a bad one with a message); a word without an operator searches the kind's main
+text field as a regular expression.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from freight.core.logs import COMPONENTS, ID_KEYS, Selection
 from freight.state import KINDS
 
 from .feed import TEXT_FIELD
@@ -29,7 +31,12 @@ for _kind, _short in (
     ALIASES[_kind] = _kind
     for _name in _short:
         ALIASES[_name] = _kind
-ALIASES.update(overview="overview", ov="overview")  # a screen of its own, not a kind
+# Screens of their own over the table view, not kinds: `:overview`, `:logs task_id=..`,
+# `:traces TASK_ID`.
+ALIASES.update(overview="overview", ov="overview")
+ALIASES.update(logs="logs", log="logs", l="logs")
+ALIASES.update(traces="traces", trace="traces", tr="traces")
+SCREENS = ("overview", "logs", "traces")
 QUIT = ("q", "quit", "q!")
 
 _HAS_OP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*(>=|<=|!=|!~|==|=|~|>|<)")
@@ -38,7 +45,9 @@ _NEGATE = {"=": "!=", "==": "!=", "~": "!~", "!=": "=", "!~": "~"}
 
 
 class Command(NamedTuple):
-    """A parsed ``:`` command: open ``kind`` with ``filters``, or quit."""
+    """A parsed ``:`` command: open ``kind`` with ``filters``, or quit. For the screens of
+    :data:`SCREENS`, ``filters`` are their arguments: ``logs`` its ids and component as
+    ``key=value`` (:func:`selection` reads them), ``traces`` the task id."""
 
     kind: str
     filters: list[str]
@@ -84,6 +93,52 @@ def parse_command(text: str) -> Command:
             "(optionally followed by filters), :overview, :logs, :traces TASK_ID, or :q to "
             "quit; ? lists the keys"
         )
-    if kind == "overview" and len(words) > 1:
+    rest = words[1].split() if len(words) > 1 else []
+    if kind == "overview" and rest:
         raise CommandError(f"the overview takes no filters, got {words[1]!r}; type :overview")
-    return Command(kind, parse_filters(kind, words[1] if len(words) > 1 else ""))
+    if kind == "logs":
+        return Command(kind, selection_words(selection(rest)))
+    if kind == "traces":
+        return Command(kind, [trace_task(rest)])
+    return Command(kind, parse_filters(kind, " ".join(rest)))
+
+
+def selection(words: list[str]) -> Selection:
+    """The ids and component of ``:logs task_id=ab12 component=worker``; a CommandError saying
+    what is accepted otherwise."""
+    ids: dict[str, str] = {}
+    component = None
+    for word in words:
+        key, eq, value = word.partition("=")
+        key = key.lower()
+        if key != "component" and not key.endswith("_id"):
+            key += "_id"  # task=ab12 as task_id=ab12
+        if not eq or not value or key not in ("component", *ID_KEYS):
+            raise CommandError(
+                f"{word!r}: logs are filtered by {'=.., '.join(ID_KEYS)}=.. or "
+                f"component={'|'.join(COMPONENTS)} (:logs task_id=ab12)"
+            )
+        if key == "component":
+            component = value
+        else:
+            ids[key] = value
+    try:
+        return Selection.checked(ids, component)
+    except ValueError as e:
+        raise CommandError(str(e).replace("--", "")) from None
+
+
+def selection_words(sel: Selection) -> list[str]:
+    """``sel`` as :func:`selection` reads it: ``["task_id=ab12", "component=worker"]``."""
+    words = [f"{k}={v}" for k, v in sel.ids.items()]
+    return words + ([f"component={sel.component}"] if sel.component else [])
+
+
+def trace_task(words: list[str]) -> str:
+    """The task id of ``:traces TASK_ID`` (or ``:traces task_id=..``, as its source is named)."""
+    if len(words) != 1:
+        raise CommandError("give one task id: :traces TASK_ID (or press t on a task row)")
+    key, eq, value = words[0].partition("=")
+    if eq and (key.lower() not in ("task", "task_id") or not value):
+        raise CommandError(f"{words[0]!r}: a trace is a task's: :traces TASK_ID")
+    return value if eq else words[0]

@@ -24,6 +24,13 @@ from freight import state
 from freight.client import access
 from freight.core.filters import FilterError
 
+
+def id_keys(address: str) -> dict[str, str]:
+    """The id field of each kind, as the head defines it (one call; it also proves the head
+    answers before the screen opens)."""
+    return {k: s.id_key for k, s in state.schema(address=address).items()}
+
+
 LIST_TIMEOUT_S = 5.0
 
 # The field of each kind a bare word in the filter (`/train`) searches as a regular expression.

@@ -15,64 +15,36 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, RichLog, Static
+from textual.widget import Widget
+from textual.widgets import Input, RichLog, Static
 
 from freight.client import access
 from freight.client.logs import ClusterLogs, render_text
-from freight.core.logs import COMPONENTS, ID_KEYS, Selection
+from freight.core.logs import Selection
 
-from .commands import CommandError
+from .commands import CommandError, selection, selection_words
+from .modal import BACK_AND_QUIT, SourceScreen
 
 MAX_LINES = 10_000  # lines the view keeps; older ones leave as new ones come
 DETAIL_TAIL = 50  # a task's or an actor's last lines under its detail
 RETRY_S = 2.0  # the head did not answer: how long before asking again
 POLL_S = 0.5  # how long one wait for new lines lasts (the source's stop is seen this often)
-NAMES = ("logs", "log", "l")  # `:logs`, `:log`, `:l`
 LOG_KINDS = ("tasks", "actors", "jobs", "workers", "nodes")  # `l` on a row of these
 HIGHLIGHT = "bold black on yellow"
 WRITE_BUDGET_S = 0.03  # the longest the view writes lines before letting keys in
 WRITE_CHUNK = 50  # lines written between two looks at the clock
 
 
-def selection(words: list[str]) -> Selection:
-    """The ids and component of ``:logs task_id=ab12 component=worker``; a CommandError saying
-    what is accepted otherwise."""
-    ids: dict[str, str] = {}
-    component = None
-    for word in words:
-        key, eq, value = word.partition("=")
-        key = key.lower()
-        if key != "component" and not key.endswith("_id"):
-            key += "_id"  # task=ab12 as task_id=ab12
-        if not eq or not value or key not in ("component", *ID_KEYS):
-            raise CommandError(
-                f"{word!r}: logs are filtered by {'=.., '.join(ID_KEYS)}=.. or "
-                f"component={'|'.join(COMPONENTS)} (:logs task_id=ab12)"
-            )
-        if key == "component":
-            component = value
-        else:
-            ids[key] = value
-    try:
-        return Selection.checked(ids, component)
-    except ValueError as e:
-        raise CommandError(str(e).replace("--", "")) from None
-
-
 def title(sel: Selection) -> str:
     """The source's name and the view's title: ``logs task_id=ab12 component=worker``."""
-    parts = [f"{k}={v}" for k, v in sel.ids.items()]
-    if sel.component:
-        parts.append(f"component={sel.component}")
-    return " ".join(("logs", *parts))
+    return " ".join(("logs", *selection_words(sel)))
 
 
 @dataclass
@@ -220,23 +192,19 @@ class LineFilter:
         return text
 
 
-class LogsScreen(ModalScreen[None]):
+class LogsScreen(SourceScreen):
     """``:logs ...`` or ``l`` on a row: the lines of every node matching the ids, live."""
 
     BINDINGS: ClassVar[list[Any]] = [
         Binding("F", "follow", "follow on/off"),
         Binding("slash", "filter", "filter"),
-        Binding("escape", "back", "back"),
-        Binding("q", "app.quit", "quit"),
+        *BACK_AND_QUIT,
     ]
     CSS = """
-    LogsScreen { background: $background; }
-    #logs-status { height: 1; background: $boost; padding: 0 1; }
-    #logs-status.warn { background: $error; color: $text; }
     #logs-prompt { display: none; }
     #logs-prompt.open { display: block; }
-    #logs-lines { height: 1fr; }
     """
+    STATUS_ID = "logs-status"
 
     def __init__(self, sel: Selection) -> None:
         super().__init__()
@@ -253,27 +221,17 @@ class LogsScreen(ModalScreen[None]):
         self.rewrite: deque[str] = deque()  # kept lines to write again (a new filter)
         self._drain_timer: Any = None
 
-    def compose(self) -> ComposeResult:
-        yield Static(id="logs-status")
+    def body(self) -> Iterable[Widget]:
         yield Input(id="logs-prompt", select_on_focus=False)
-        yield RichLog(id="logs-lines", max_lines=MAX_LINES, auto_scroll=False)
-        yield Footer()
+        yield RichLog(id="logs-lines", classes="body", max_lines=MAX_LINES, auto_scroll=False)
 
     @property
     def lines_log(self) -> RichLog:
         return self.query_one("#logs-lines", RichLog)
 
-    def on_mount(self) -> None:
-        app: Any = self.app
-        self.open_source()
-        self.ticker = self.set_interval(app.refresh_s, self.tick)
+    def ready(self) -> None:
         self.lines_log.focus()
         self.render_status()
-
-    def on_unmount(self) -> None:
-        self.ticker.stop()
-        if self.source is not None:
-            self.source.stop()
 
     def on_replay_app_seeked(self, _message: Any) -> None:
         """A replay's clock jumped: the lines as of then, from the start."""
@@ -367,7 +325,7 @@ class LogsScreen(ModalScreen[None]):
         return "  |  ".join(parts)
 
     def render_status(self) -> None:
-        status = self.query_one("#logs-status", Static)
+        status = self.status
         status.update(Content(self.status_text()))
         status.set_class(bool(self.warnings or (self.last and self.last.error)), "warn")
 
@@ -402,7 +360,7 @@ class LogsScreen(ModalScreen[None]):
         if self.prompt_open:
             self._close_prompt()
         else:
-            self.app.pop_screen()
+            super().action_back()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -414,14 +372,6 @@ class LogsScreen(ModalScreen[None]):
             return
         self.refilter()
         self.render_status()
-
-
-def command_screen(text: str) -> LogsScreen | None:
-    """The screen ``:logs task_id=..`` opens; None for a command that is not about logs."""
-    words = text.split()
-    if not words or words[0].lower() not in NAMES:
-        return None
-    return LogsScreen(selection(words[1:]))
 
 
 def row_screen(kind: str, key: str) -> LogsScreen:

@@ -62,6 +62,11 @@ def join(row: dict[str, Any], refs: list[dict[str, Any]] | None) -> dict[str, An
 class ObjectFeed(Feed):
     """The objects of the stores passing the view's filters, each joined with its holders."""
 
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._refs: dict[str, list[dict[str, Any]]] | None = None  # the agents' last answer
+        self._asked = 0.0  # when they were asked (time.monotonic())
+
     def _references(self) -> dict[str, list[dict[str, Any]]] | None:
         """Every object's reference rows, by object id (None: the agents could not be asked)."""
         try:
@@ -72,9 +77,6 @@ class ObjectFeed(Feed):
         for r in rows:
             by_id.setdefault(r["object_id"], []).append(r)
         return by_id
-
-    _refs: dict[str, list[dict[str, Any]]] | None = None
-    _asked = 0.0
 
     def _shape(self, rows: state.StateList) -> list[dict[str, Any]]:
         """Each object joined with its holders, asked of the agents at most every

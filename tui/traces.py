@@ -26,19 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Static
+from textual.widget import Widget
+from textual.widgets import DataTable
 
 from freight import state
 from freight.client import access
 from freight.core.filters import FilterError
 
-from .commands import CommandError
+from .modal import BACK_AND_QUIT, SourceScreen
 
-NAMES = ("traces", "trace", "tr")  # `:traces TASK_ID`
 MAX_TASKS = 500  # rows of a timeline built from the state transitions
 HTTP_TIMEOUT_S = 10.0
 BAR_WIDTH = 60
@@ -308,18 +305,11 @@ def bar(row: dict[str, Any], t0: float, t1: float, width: int = BAR_WIDTH) -> Te
     return text
 
 
-class TracesScreen(ModalScreen[None]):
+class TracesScreen(SourceScreen):
     """``:traces TASK_ID`` or ``t`` on a task row: the task and its children over time."""
 
-    BINDINGS: ClassVar[list[Any]] = [
-        Binding("escape", "app.pop_screen", "back"),
-        Binding("q", "app.quit", "quit"),
-    ]
-    CSS = """
-    TracesScreen { background: $background; }
-    #traces-status { height: 1; background: $boost; padding: 0 1; }
-    #traces-table { height: 1fr; }
-    """
+    BINDINGS: ClassVar[list[Any]] = BACK_AND_QUIT
+    STATUS_ID = "traces-status"
 
     def __init__(self, task_id: str) -> None:
         super().__init__()
@@ -327,28 +317,25 @@ class TracesScreen(ModalScreen[None]):
         self.timeline: Timeline | None = None
         self.source: TraceSource | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Static(Content(f"trace of task {self.task_id}: reading..."), id="traces-status")
-        yield DataTable(id="traces-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+    def first_status(self) -> str:
+        return f"trace of task {self.task_id}: reading..."
 
-    def on_mount(self) -> None:
+    def body(self) -> Iterable[Widget]:
+        yield DataTable(id="traces-table", classes="body", cursor_type="row", zebra_stripes=True)
+
+    def open_source(self) -> None:
         app: Any = self.app
         address, task_id = app.address, self.task_id
         url, refresh = getattr(app, "traces_url", ""), app.refresh_s
         self.source = app.source(
             f"traces task_id={task_id}", lambda: TraceSource(address, task_id, url, refresh)
         )
+
+    def ready(self) -> None:
         table = self.query_one(DataTable)
         for name in ("task", "state", "start", "duration", "timeline"):
             table.add_column(name, key=name)
         table.focus()
-        self.ticker = self.set_interval(app.refresh_s, self.tick)
-
-    def on_unmount(self) -> None:
-        self.ticker.stop()
-        if self.source is not None:
-            self.source.stop()
 
     def tick(self) -> None:
         if self.source is None:
@@ -410,14 +397,4 @@ class TracesScreen(ModalScreen[None]):
         return "  |  ".join(parts)
 
     def render_status(self, timeline: Timeline) -> None:
-        self.query_one("#traces-status", Static).update(Content(self.status_text(timeline)))
-
-
-def command_screen(text: str) -> TracesScreen | None:
-    """The screen ``:traces TASK_ID`` opens; None for a command that is not about traces."""
-    words = text.split()
-    if not words or words[0].lower() not in NAMES:
-        return None
-    if len(words) != 2:
-        raise CommandError("give one task id: :traces TASK_ID (or press t on a task row)")
-    return TracesScreen(words[1])
+        self.status.update(Content(self.status_text(timeline)))

@@ -38,21 +38,23 @@ def _url_of(service: str, example: str) -> Callable[[str], str]:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from freight.tui.actions import token_is_read_only
-    from freight.tui.app import TopApp, View, id_keys
+    # What can be refused is checked before the screen's modules (Textual) are loaded.
     from freight.tui.commands import CommandError, parse_command
+    from freight.tui.feed import id_keys
 
     try:
         first = parse_command(args.view) if args.view else None
     except CommandError as e:
         raise access.UsageError(str(e)) from None
-    view = View(first.kind, tuple(first.filters)) if first and not first.quit else None
-    kw: dict[str, Any] = {"view": view, "read_only": args.read_only, "refresh": args.refresh}
     if args.replay is not None:
-        return _replay(args, kw)
+        return _replay(args, _options(args, first))
     target = common.target(args)
     keys = id_keys(target.address)  # the head answers, or the command ends here with why
     _need_terminal()
+    from freight.tui.actions import token_is_read_only
+    from freight.tui.app import TopApp
+
+    kw = _options(args, first)
     # A read-only token hides the action keys as --read-only does (the cluster would refuse them).
     kw["read_only"] = args.read_only or token_is_read_only(target.address)
     kw["alertmanager"] = args.alertmanager
@@ -71,6 +73,14 @@ def cmd_top(args: argparse.Namespace) -> int:
     finally:
         recorder.close()
     return 0
+
+
+def _options(args: argparse.Namespace, first: Any) -> dict[str, Any]:
+    """The app's options common to a live view and a replay; ``first``: the parsed VIEW."""
+    from freight.tui.app import View
+
+    view = View(first.kind, tuple(first.filters)) if first and not first.quit else None
+    return {"view": view, "read_only": args.read_only, "refresh": args.refresh}
 
 
 def _need_terminal() -> None:
@@ -113,8 +123,9 @@ def add_parsers(sub: Any) -> None:
         nargs="?",
         default="",
         metavar="VIEW",
-        help="the first view, as after ':' (default: tasks); quote filters: 'actors state=ALIVE'; "
-        "overview: the nodes' meters, rates, SLOs, alerts and events",
+        help="the first view, any command typed after ':' (default: tasks); quote filters: "
+        "'actors state=ALIVE'; overview: the nodes' meters, rates, SLOs, alerts and events; "
+        "'logs task_id=ID': a task's log lines; 'traces ID': a task's timeline",
     )
     p.add_argument(
         "--read-only",
