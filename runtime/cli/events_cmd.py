@@ -9,7 +9,6 @@ each new event as the head records it (a watch of the state service), until Ctrl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,7 +20,6 @@ from freight.core.filters import normalize, parse_time
 
 from . import common
 
-PAGE = 10_000  # rows per List call: the state service's largest page
 COLUMNS = ("time", "severity", "source", "kind", "message", "ids")
 ID_KEYS = ("node_id", "job_id", "actor_id", "worker_id", "task_id")
 _BASE = {"event_id", "time", "severity", "source", "kind", "message"}
@@ -45,36 +43,19 @@ def severity_filter(severity: str) -> tuple[str, str, str]:
 def fetch_events(
     target: access.Target, filters: Sequence[tuple[str, str, str]], limit: int
 ) -> EventsPage:
-    """The newest ``limit`` events passing ``filters`` (key, op, value), newest first.
+    """The newest ``limit`` events passing ``filters`` (key, op, value), newest first, paged
+    through :func:`freight.state.list_state`.
 
     Raises what :func:`freight.client.access.rpc_error` maps a failed call to.
     """
-    from freight.protocol.generated import freight_pb2 as pb
-    from freight.protocol.generated import freight_pb2_grpc as pb_grpc
-    from freight.util.grpc_auth import sync_channel
+    from freight import state
 
-    kept: list[dict[str, Any]] = []
-    cursor = ""
-    channel = sync_channel(target.address, target.token)
-    try:
-        stub = pb_grpc.StateServiceStub(channel)
-        while True:
-            request = pb.ListStateRequest(
-                kind="events",
-                filters=[pb.Filter(key=k, op=op, value=v) for k, op, v in filters],
-                limit=min(PAGE, limit - len(kept)),
-                cursor=cursor,
-                newest_first=True,
-            )
-            reply = access.call(target, stub.List, request, 10)
-            kept.extend(json.loads(r) for r in reply.rows)
-            if not reply.next_cursor or len(kept) >= limit:
-                break
-            cursor = reply.next_cursor
-    finally:
-        channel.close()
-    warnings = [w for w in reply.warnings if not w.startswith("truncated")]
-    return EventsPage(kept, reply.matched, reply.dropped, warnings)
+    rows = state.list_state(
+        "events", list(filters), limit=limit, newest_first=True, address=target, timeout=10
+    )
+    # "showing the newest N of M" says it in the command's words.
+    warnings = [w for w in rows.warnings if not w.startswith("truncated")]
+    return EventsPage(list(rows), rows.matched, rows.dropped, warnings)
 
 
 def _when(row: dict[str, Any]) -> str:

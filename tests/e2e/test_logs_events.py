@@ -368,6 +368,26 @@ def test_the_head_counts_events_by_severity_and_kind(cluster: dict[str, Any]) ->
     assert counted[("INFO", "NODE_JOINED")] >= 1
 
 
+def test_events_are_read_through_the_state_module(cluster: dict[str, Any]) -> None:
+    """`freight events` calls the state service as every client does (freight.state: its
+    connections, its paging), with the rows, counts and severity filter of the command."""
+    from freight import state
+    from freight.cli.events_cmd import fetch_events, severity_filter
+    from freight.client import access
+    from freight.testing import patched_environ
+
+    with patched_environ(FREIGHT_TEMP_DIR=str(cluster["temp_dir"]), FREIGHT_ADDRESS=None):
+        target = access.resolve(None)
+    state.close()
+    page = fetch_events(target, [("kind", "=", "NODE_JOINED")], 1)
+    assert (target.address, target.token) in state._clients  # the state module's channel
+    assert [r["node_id"] for r in page.rows] == [cluster["node"]] and page.matched == 1
+    assert not page.warnings  # the command says "showing N of M" itself
+    warnings = fetch_events(target, [severity_filter("WARNING")], 1000).rows
+    assert all(r["severity"] in ("WARNING", "ERROR") for r in warnings)
+    state.close()
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 
