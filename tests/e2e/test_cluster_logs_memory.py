@@ -12,6 +12,7 @@ named while the rest is printed (exit 5).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -146,13 +147,28 @@ def test_logs_of_a_task_on_another_node_show_its_lines_and_traceback(
     assert 'raise ValueError(f"failed on purpose' in text.stdout, text.stdout
 
 
-def test_follow_prints_lines_of_every_node_written_after_it_started(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+class Follower:
+    """`freight logs -f` of this driver's job, as JSON lines; once open, the history has come:
+    whatever it prints next came through the followed streams."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out_path: Path) -> None:
+        self.proc, self.out_path = proc, out_path
+        self.code: int | None = None  # once closed: its exit code and what it wrote on stderr
+        self.err = ""
+
+    def seen(self) -> dict[str, dict[str, Any]]:
+        """The lines printed so far, by message (it must still run)."""
+        _alive(self.proc)
+        return {r["message"]: r for r in json_lines(self.out_path.read_text())}
+
+
+@contextlib.contextmanager
+def following(cluster: Cluster, tmp_path: Path) -> Iterator[Follower]:
+    """A :class:`Follower` for the block; interrupted (SIGINT) as it ends, as Ctrl-C would."""
     job_id = freight.get_runtime_context().get_job_id()
     out_path = tmp_path / "follow.out"
     with open(out_path, "w") as out:
-        follower = subprocess.Popen(
+        proc = subprocess.Popen(
             [FREIGHT, "logs", "-f", "--tail", "1", "--job", job_id, "-o", "json",
              "--address", cluster.address],
             stdout=out,
@@ -161,35 +177,32 @@ def test_follow_prints_lines_of_every_node_written_after_it_started(
             stdin=subprocess.DEVNULL,
             preexec_fn=_default_sigint,
         )  # fmt: skip
+    follower = Follower(proc, out_path)
     try:
-        # The last line of the history comes once every node has sent its history: from then
-        # on, whatever is printed came through the followed streams.
-        wait_until(
-            lambda: _alive(follower) and json_lines(out_path.read_text()),
-            60,
-            "the history's last line from `freight logs -f`",
-        )
+        # The last line of the history comes once every node has sent its history.
+        wait_until(follower.seen, 60, "the history's last line from `freight logs -f`")
+        yield follower
+    finally:
+        proc.send_signal(signal.SIGINT)
+        follower.code = proc.wait(timeout=30)
+        assert proc.stderr is not None
+        follower.err = proc.stderr.read().decode()
+        proc.stderr.close()
+
+
+def test_follow_prints_lines_of_every_node_written_after_it_started(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    with following(cluster, tmp_path) as follower:
         far_marker, near_marker = (f"{w}-{uuid.uuid4().hex[:8]}" for w in ("far", "near"))
         assert freight.get(print_far.remote(far_marker)) == cluster.nodes[1].node_id
         assert freight.get(print_near.remote(near_marker)) == cluster.nodes[0].node_id
         seen = wait_until(
-            lambda: (
-                _alive(follower)
-                and (got := {r["message"]: r for r in json_lines(out_path.read_text())})
-                and far_marker in got
-                and near_marker in got
-                and got
-            ),
+            lambda: (got := follower.seen()) and far_marker in got and near_marker in got and got,
             60,
             "both markers in the `freight logs -f` output",
         )
-    finally:
-        follower.send_signal(signal.SIGINT)
-        code = follower.wait(timeout=30)
-        assert follower.stderr is not None
-        err = follower.stderr.read().decode()
-        follower.stderr.close()
-    assert code == 0, err
+    assert follower.code == 0, follower.err
     assert seen[far_marker]["node_id"] == cluster.nodes[1].node_id
     assert seen[near_marker]["node_id"] == cluster.nodes[0].node_id
 
@@ -225,62 +238,37 @@ def test_process_output_shows_what_a_worker_on_another_node_wrote_itself(
 
 
 def test_follow_reads_a_node_that_joined_after_it_started(cluster: Cluster, tmp_path: Path) -> None:
-    job_id = freight.get_runtime_context().get_job_id()
-    out_path = tmp_path / "follow.out"
-    with open(out_path, "w") as out:
-        follower = subprocess.Popen(
-            [FREIGHT, "logs", "-f", "--tail", "1", "--job", job_id, "-o", "json",
-             "--address", cluster.address],
-            stdout=out,
-            stderr=subprocess.PIPE,
-            env=dict(os.environ),
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_default_sigint,
-        )  # fmt: skip
     late = None
     try:
-        wait_until(
-            lambda: _alive(follower) and json_lines(out_path.read_text()),
-            60,
-            "the history's last line from `freight logs -f`",
-        )
-        late = cluster.add_node(num_cpus=1, resources={"late": 1.0})
-        marker = f"late-{uuid.uuid4().hex[:8]}"
-        ran_on = freight.get(print_near.options(resources={"late": 1.0}).remote(marker))
-        assert ran_on == late.node_id
-        seen = wait_until(
-            lambda: (
-                _alive(follower)
-                and (got := {r["message"]: r for r in json_lines(out_path.read_text())})
-                and marker in got
-                and got
-            ),
-            60,
-            "the joined node's line in the `freight logs -f` output",
-        )
-        assert seen[marker]["node_id"] == late.node_id
-        # A node that leaves is named; the others are still followed.
-        cluster.remove_node(late)
-        late = None
-        cluster.wait_for_nodes()
-        after = f"after-{uuid.uuid4().hex[:8]}"
-        freight.get(print_near.remote(after))
-        wait_until(
-            lambda: _alive(follower) and after in out_path.read_text(),
-            60,
-            "a line of the head's node after the late node left",
-        )
+        with following(cluster, tmp_path) as follower:
+            late = cluster.add_node(num_cpus=1, resources={"late": 1.0})
+            marker = f"late-{uuid.uuid4().hex[:8]}"
+            ran_on = freight.get(print_near.options(resources={"late": 1.0}).remote(marker))
+            assert ran_on == late.node_id
+            seen = wait_until(
+                lambda: (got := follower.seen()) and marker in got and got,
+                60,
+                "the joined node's line in the `freight logs -f` output",
+            )
+            assert seen[marker]["node_id"] == late.node_id
+            # A node that leaves is named; the others are still followed.
+            cluster.remove_node(late)
+            late = None
+            cluster.wait_for_nodes()
+            after = f"after-{uuid.uuid4().hex[:8]}"
+            freight.get(print_near.remote(after))
+            wait_until(
+                lambda: after in follower.seen(),
+                60,
+                "a line of the head's node after the late node left",
+            )
     finally:
-        follower.send_signal(signal.SIGINT)
-        code = follower.wait(timeout=30)
-        assert follower.stderr is not None
-        err = follower.stderr.read().decode()
-        follower.stderr.close()
         if late is not None:
             cluster.remove_node(late)
             cluster.wait_for_nodes()
-    assert code == 5, err  # partial: one node's lines stopped coming
-    assert f"node {seen[marker]['node_id'][:12]}" in err and "stopped answering" in err, err
+    assert follower.code == 5, follower.err  # partial: one node's lines stopped coming
+    assert f"node {seen[marker]['node_id'][:12]}" in follower.err, follower.err
+    assert "stopped answering" in follower.err, follower.err
 
 
 def test_follow_ends_when_no_node_is_left(cluster: Cluster, tmp_path: Path) -> None:
@@ -311,7 +299,7 @@ def test_an_agent_follows_a_bounded_number_of_streams(cluster: Cluster) -> None:
     from freight.util.grpc_auth import sync_channel
 
     (far,) = [n for n in _nodes(cluster) if n.node_id == cluster.nodes[1].node_id]
-    channel = sync_channel(far.agent_address, _session_token(cluster))
+    channel = sync_channel(far.agent_address, cluster._token())
     stub = pb_grpc.NodeAgentServiceStub(channel)
     request = pb.ReadLogsRequest(ids={"task_id": "ffff"}, follow=True)
     calls = []
@@ -345,7 +333,7 @@ def _nodes(cluster: Cluster) -> Any:
     from freight.client.head_client import HeadClient
     from freight.client.head_client import pb_module as pb
 
-    head = HeadClient(cluster.address, _session_token(cluster))
+    head = HeadClient(cluster.address, cluster._token())
     try:
         return head.call("ListNodes", pb.ListNodesRequest()).nodes
     finally:
@@ -407,14 +395,10 @@ def test_memory_lists_objects_held_on_every_node(
     assert f"node {cluster.nodes[1].node_id}" in table.stdout, table.stdout
 
 
-def _session_token(cluster: Cluster) -> str:
-    return (Path(cluster.session_dir) / "token").read_text().strip()
-
-
 def test_the_read_only_token_reads_logs_and_memory(
     cluster: Cluster, far_failure: dict[str, str], far_object: dict[str, Any]
 ) -> None:
-    readonly = readonly_token(_session_token(cluster))
+    readonly = readonly_token(cluster._token())
     lines = task_lines(cluster, far_failure["task_id"], FREIGHT_TOKEN=readonly)
     assert far_failure["marker"] in [r["message"] for r in lines]
     assert far_object["object_id"] in memory_rows(cluster, FREIGHT_TOKEN=readonly)

@@ -11,6 +11,7 @@ from typing import Any
 from textual.pilot import Pilot
 
 from freight.testing import Cluster
+from freight.tui.actions import ConfirmScreen
 from freight.tui.app import TopApp, View, id_keys
 
 REFRESH = 0.1  # the tests' --refresh: rows come within a tenth of a second
@@ -38,6 +39,27 @@ async def until(pilot: Pilot[None], predicate: Callable[[], Any], what: str) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await pilot.pause(0.02)  # the poll interval; the deadline above bounds the wait
+
+
+async def confirm(
+    pilot: Pilot[None],
+    key: str,
+    answer: str = "y",
+    *,
+    asks: str = "",
+    done: Callable[[], Any],
+    what: str,
+) -> str:
+    """Press the action ``key``, wait for its confirmation dialog and check that it asks
+    ``asks``, answer with ``answer``, then wait until ``done()`` holds; the dialog's text."""
+    app = pilot.app
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), f"the dialog of {key}")
+    text = str(app.screen.query_one("#confirm").render())
+    assert asks in text, text
+    await pilot.press(answer)
+    await until(pilot, done, what)
+    return text
 
 
 def app_for(cluster: Cluster, view: View | None = None, **kw: Any) -> TopApp:

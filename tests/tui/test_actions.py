@@ -9,12 +9,12 @@ import getpass
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pilot import REFRESH, run, until
+from pilot import REFRESH, confirm, run, until
 from rich.text import Text
 from test_top import Tmux, command
 from textual.pilot import Pilot
@@ -75,6 +75,16 @@ def app_for(cluster: Cluster, view: View | None = None, **kw: Any) -> Recording:
     return Recording(cluster.address, id_keys(cluster.address), view=view, refresh=REFRESH, **kw)
 
 
+def closed(app: TopApp) -> Callable[[], bool]:
+    """A predicate: no confirmation dialog is open."""
+    return lambda: not isinstance(app.screen, ConfirmScreen)
+
+
+def said(app: Recording, text: str) -> Callable[[], bool]:
+    """A predicate: the app has told the user something containing ``text``."""
+    return lambda: any(text in s for s in app.said)
+
+
 def task_state(task_id: str) -> str:
     row = freight.state.get_state("tasks", task_id)
     return str(row["state"]) if row else ""
@@ -130,14 +140,14 @@ def test_two_marked_tasks_are_cancelled_after_confirming(cluster: Cluster) -> No
         assert app.marks == set(ids) and "2 marked" in app.status_text()
         await pilot.press("s")  # sorted, the marks stay with their rows
         assert app.marks == set(ids) and all(drawn_marked(app, t) for t in ids)
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
-        text = str(app.screen.query_one("#confirm", Static).render())
-        assert "cancel 2 tasks?" in text and all(i in text for i in ids), text
-        await pilot.press("y")
-        await until(
-            pilot, lambda: sum("cancel: done" in s for s in app.said) == 2, "two cancels done"
+        text = await confirm(
+            pilot,
+            "x",
+            asks="cancel 2 tasks?",
+            done=lambda: sum("cancel: done" in s for s in app.said) == 2,
+            what="two cancels done",
         )
+        assert all(i in text for i in ids), text
         assert not app.marks and "marked" not in app.status_text()
         await until(
             pilot,
@@ -164,10 +174,7 @@ def test_a_partial_result_names_the_ids_not_done(cluster: Cluster) -> None:
             await cursor_to(pilot, key)
             await pilot.press("space")
         assert app.marks == {stuck, ended}
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
-        await pilot.press("y")
-        await until(pilot, lambda: any("1 of 2 tasks done" in s for s in app.said), "summary")
+        await confirm(pilot, "x", done=said(app, "1 of 2 tasks done"), what="summary")
         (summary,) = [s for s in app.said if "1 of 2 tasks done" in s]
         assert f"not done: {ended} (refused: " in summary and stuck not in summary, summary
         assert any(s.startswith("cancel: done") and stuck in s for s in app.said), app.said
@@ -238,15 +245,11 @@ def test_a_declined_cancel_changes_nothing(cluster: Cluster) -> None:
         app = pilot.app
         assert isinstance(app, Recording)
         await cursor_to(pilot, tid)
-        await pilot.press("x")  # no mark: the row under the cursor
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
-        assert f"cancel 1 task?\n\n  {tid}" in str(app.screen.query_one("#confirm").render())
-        await pilot.press("n")
-        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "dialog closed")
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog again")
-        await pilot.press("escape")
-        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "dialog closed")
+        # No mark: the row under the cursor.
+        await confirm(
+            pilot, "x", "n", asks=f"cancel 1 task?\n\n  {tid}", done=closed(app), what="closed"
+        )
+        await confirm(pilot, "x", "escape", done=closed(app), what="dialog closed")
         assert not any("cancel:" in s for s in app.said)
 
     run(app_for(cluster, View("tasks", ("name=tui_stuck_declined",))), body)
@@ -265,11 +268,9 @@ def test_kill_an_actor(cluster: Cluster) -> None:
         app = pilot.app
         assert isinstance(app, Recording)
         await cursor_to(pilot, aid)
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
-        assert "kill 1 actor?" in str(app.screen.query_one("#confirm").render())
-        await pilot.press("enter")
-        await until(pilot, lambda: any("kill: done" in s for s in app.said), "killed")
+        await confirm(
+            pilot, "x", "enter", asks="kill 1 actor?", done=said(app, "kill: done"), what="killed"
+        )
         await until(pilot, lambda: app.rows[aid]["state"] == "DEAD", "the actor shown dead")
 
     run(app_for(cluster, View("actors", ("name=tui-victim",))), body)
@@ -289,11 +290,13 @@ def test_stop_a_submitted_job(cluster: Cluster) -> None:
         assert isinstance(app, Recording)
         await until(pilot, lambda: app.rows.get(job_id, {}).get("state") == "RUNNING", "running")
         await cursor_to(pilot, job_id)
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
-        assert f"stop 1 job?\n\n  {job_id}" in str(app.screen.query_one("#confirm").render())
-        await pilot.press("y")
-        await until(pilot, lambda: any("stop: done" in s for s in app.said), "stopped")
+        await confirm(
+            pilot,
+            "x",
+            asks=f"stop 1 job?\n\n  {job_id}",
+            done=said(app, "stop: done"),
+            what="stopped",
+        )
         await until(pilot, lambda: app.rows[job_id]["state"] == "STOPPED", "shown stopped")
 
     run(app_for(cluster, View("jobs", (f"job_id={job_id}",))), body)
@@ -309,16 +312,9 @@ def test_drain_then_undrain_a_node(cluster: Cluster) -> None:
         app = pilot.app
         assert isinstance(app, Recording)
         await cursor_to(pilot, node)
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the drain dialog")
-        assert "drain 1 node?" in str(app.screen.query_one("#confirm").render())
-        await pilot.press("y")
-        await until(pilot, lambda: any("draining" in s for s in app.said), "drained")
+        await confirm(pilot, "x", asks="drain 1 node?", done=said(app, "draining"), what="drained")
         assert draining()
-        await pilot.press("u")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the undrain dialog")
-        await pilot.press("y")
-        await until(pilot, lambda: any("open again" in s for s in app.said), "undrained")
+        await confirm(pilot, "u", done=said(app, "open again"), what="undrained")
         assert not draining()
 
     try:
@@ -379,10 +375,7 @@ def test_a_read_only_token_is_refused_clearly(
         app = pilot.app
         assert isinstance(app, Recording)
         await cursor_to(pilot, tid)  # the read-only token reads
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
-        await pilot.press("y")
-        await until(pilot, lambda: any(READ_ONLY_REFUSAL in s for s in app.said), "refused")
+        await confirm(pilot, "x", done=said(app, READ_ONLY_REFUSAL), what="refused")
         assert "cancel: refused: this token may only read (exit 4 in the CLI)" in app.said
         assert app.read_only and "x" not in _footer_keys(app)  # known now: the keys go
 
