@@ -36,6 +36,8 @@ from typing import Any
 
 import psutil
 
+IDLE_KEY = "f12"
+
 DRIVER = """
     import sys, time
     import freight
@@ -139,12 +141,16 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
                 raise TimeoutError(f"{e}; the status line: {app.status_text()}; {notes}") from None
             lat.setdefault(name, []).append(time.perf_counter() - t)
 
-        for _ in range(args.presses):  # a key nothing is bound to: Pilot's own cost per press
-            await timed("x (no binding: the harness)", ("x",), lambda: True)
+        # A key nothing is bound to: Pilot's own cost per press. (Not x: x cancels the task
+        # under the cursor, after a confirmation dialog that would take every key after it.)
+        assert IDLE_KEY not in app.active_bindings, f"{IDLE_KEY} is bound"
+        for _ in range(args.presses):
+            await timed(f"{IDLE_KEY} (no binding: the harness)", (IDLE_KEY,), lambda: True)
+        assert len(app.screen_stack) == 1, f"{IDLE_KEY} opened a screen: {app.screen_stack}"
         cycle = len(app.table.columns) + 1  # each column, then as listed
         for i in range(args.presses):
             want = None if (i + 1) % cycle == 0 else (i + 1) % cycle - 1
-            await timed("s (sort)", ("s",), lambda w=want: app.sort_column == w)
+            await timed("s (sort)", ("s",), lambda w=want: app.sort_column == w and loaded(app))
         app.sort_column = None  # as listed again, for the keys below
         for _ in range(args.presses):
             row = app.table.cursor_row

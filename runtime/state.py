@@ -149,11 +149,15 @@ def list_state(
     cursor: str | None = None,
     detail: bool = False,
     newest_first: bool = False,
+    sort_by: str = "",
+    descending: bool = False,
     address: str | access.Target | None = None,
     timeout: float = 30.0,
 ) -> StateList:
     """Rows of ``kind`` passing ``filters``: the first ``limit`` after ``cursor``, oldest first
-    or ``newest_first`` (a cursor pages on in the order of the listing it came from).
+    or ``newest_first``, or ordered by the field ``sort_by`` (``descending``: largest first; rows
+    without a value come last, equal values in the default order); a cursor pages on in the
+    order of the listing it came from.
 
     ``limit`` larger than one reply holds is fetched page by page. Raises ``ValueError`` for a
     bad kind, filter or cursor (with what is valid), ``ConnectionError`` when the head is away.
@@ -176,6 +180,8 @@ def list_state(
             cursor=next_cursor,
             detail=detail,
             newest_first=newest_first,
+            sort_by=sort_by,
+            descending=descending,
         )
         reply = _call(address, "List", request, timeout)
         rows += [json.loads(r) for r in reply.rows]
@@ -279,6 +285,8 @@ def _lister(kind: str) -> Any:
         cursor: str | None = None,
         detail: bool = False,
         newest_first: bool = False,
+        sort_by: str = "",
+        descending: bool = False,
         address: str | access.Target | None = None,
         timeout: float = 30.0,
     ) -> StateList:
@@ -289,6 +297,8 @@ def _lister(kind: str) -> Any:
             cursor=cursor,
             detail=detail,
             newest_first=newest_first,
+            sort_by=sort_by,
+            descending=descending,
             address=address,
             timeout=timeout,
         )

@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import ColumnKey
 
 from freight.cli.state_cmd import _cell
+from freight.core.order import Sorting, sort_items
 
 from . import actions, jumps, logs, traces
 from .commands import ALIASES, SCREENS, CommandError, parse_command, parse_filters, selection
@@ -51,6 +52,10 @@ LOOKUP_POLL_S = 0.05  # how often the detail screen looks whether its record cam
 MAX_ROWS = 1000  # rows a page holds; beyond them the view says "showing N of M" and pages
 FIRST_TICK_S = 0.05  # how often a view waiting for its first rows looks for them
 VIEWS = ("nodes", "jobs", "tasks", "actors", "objects", "workers", "placement_groups", "events")
+# Columns the head cannot order: the inspector joins them in (objects' holders), or the state API
+# has no field for them (a placement group's bundle nodes). They sort the page shown only.
+LOCAL_SORT = frozenset({"pinned", "reference_types", "holders", "bundle_nodes"})
+HEAD_SORT = {"bundles": "num_bundles"}  # columns the head orders by another field
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,12 @@ class Cell(Text):
 
 def cells(kind: str, row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(_cell(row, key, how) for _, key, how in COLUMNS[kind])
+
+
+def head_sort_field(kind: str, column: int) -> str | None:
+    """The field the state service orders a view's ``column`` by (None: it cannot)."""
+    key = COLUMNS[kind][column][1]
+    return None if key in LOCAL_SORT else HEAD_SORT.get(key, key)
 
 
 def _rows(n: int) -> str:
@@ -170,6 +181,8 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         self.sort_reverse = False
         self.marks: set[str] = set()  # the ids marked (space) in this view
         self.pages: list[str | None] = [None]  # where each page up to this one starts
+        self.order: tuple[str, bool] = ("", False)  # the feed's: head field ("": its own), desc
+        self.resync = False  # the table holds the last feed's rows until the new one lists
         self.first_ticker: Timer | None = None
 
     # -- layout -------------------------------------------------------------------------------
@@ -236,15 +249,22 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             return traces.TracesScreen(view.filters[0])
         return OverviewScreen()
 
-    def follow(self) -> None:
-        """Follow the view's current page (``self.pages[-1]``): a new feed, an empty table."""
+    def follow(self, keep: bool = False) -> None:
+        """Follow the view's current page (``self.pages[-1]``) in ``self.head_order()``: a new
+        feed, an empty table; ``keep``: the table keeps its rows until the new feed lists them
+        (the same rows in another order: the whole set was in the window)."""
         if self.feed is not None:
             self.feed.stop()
         view, cursor = self.view, self.pages[-1]
-        self.rows, self.shown, self.last = {}, {}, None
-        self.table.clear()
+        self.order = sort_by, descending = self.head_order()
+        self.resync = keep
+        if not keep:
+            self.rows, self.shown, self.last = {}, {}, None
+            self.table.clear()
+        name = view.title() + (f" after={cursor}" if cursor else "")
+        name += f" sort={sort_by}{' desc' if descending else ''}" if sort_by else ""
         self.feed = self.source(
-            view.title() + (f" after={cursor}" if cursor else ""),
+            name,
             lambda: (ObjectFeed if view.kind == "objects" else Feed)(
                 view.kind,
                 list(view.filters),
@@ -253,6 +273,8 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
                 refresh=self.refresh_s,
                 limit=self.max_rows,
                 cursor=cursor,
+                sort_by=sort_by,
+                descending=descending,
             ),
         )
         # The first rows are shown as soon as they come, not at the next tick.
@@ -300,6 +322,9 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             if self.history:  # a refused filter or view: back to the one that worked
                 self.open_view(self.history.pop(), remember=False)
                 return
+        if self.resync and batch.synced:  # the new feed's first listing: the rows now
+            self.resync = False
+            batch.changes.update({k: None for k in self.rows if k not in batch.changes})
         self.apply(batch.changes)
         if batch.changes and self.sort_column is not None:
             self.sort_rows()
@@ -384,8 +409,9 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         if self.sort_column is not None:
             title = COLUMNS[self.view.kind][self.sort_column][0]
             parts.append(f"sorted by {title}{' (reversed)' if self.sort_reverse else ''}")
-            if self.last is not None and len(self.shown) < (self.last.matched or 0):
-                # The state service lists in one order; the sort orders this page's rows.
+            partial = self.last is not None and len(self.shown) < (self.last.matched or 0)
+            if partial and not self.order[0]:
+                # A column the head cannot order by: the sort orders this page's rows.
                 parts[-1] += ", this page only"
         if self.marks:
             parts.append(f"{len(self.marks)} marked")
@@ -453,11 +479,52 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
             filters = (*filters, failure)
         self.open_view(View(self.view.kind, filters))
 
+    def head_order(self) -> tuple[str, bool]:
+        """The order to ask the head for: the sort column's field ("": the head's own order,
+        for a column it cannot order by) and whether descending."""
+        if self.sort_column is None:
+            return "", False
+        field = head_sort_field(self.view.kind, self.sort_column)
+        return (field, self.sort_reverse) if field else ("", False)
+
     def sort_rows(self) -> None:
-        """Order the table's rows by the sort column: numbers as numbers, the rest as text."""
+        """Order the table's rows by the sort column: as the head orders them (by the field's
+        value, missing values last) when it can, else by the cells (numbers as numbers)."""
         if self.sort_column is None:
             return
-        self.table.sort(str(self.sort_column), key=_sort_key, reverse=self.sort_reverse)
+        how = COLUMNS[self.view.kind][self.sort_column][2]
+        field = head_sort_field(self.view.kind, self.sort_column)
+        if field is None:
+            self.table.sort(str(self.sort_column), key=_sort_key, reverse=self.sort_reverse)
+            return
+        rows, table = self.rows, self.table
+
+        def get(row_key: str) -> Any:
+            return rows[row_key].get(field)
+
+        # Equal values keep the order the rows came in: the head's, for the first listing.
+        sorting = Sorting(field, get, how == "time", self.sort_reverse)
+        order = sort_items([k for k in rows if k in self.shown], sorting, get)
+        # DataTable sorts by cells: the first column's cell of each row stands for the row.
+        rank = {id(table.get_cell(k, "0")): i for i, k in enumerate(order)}
+        table.sort("0", key=lambda cell: rank[id(cell)])
+
+    def reorder(self) -> None:
+        """Apply a new sort column or direction: the head lists in that order from the first
+        page when it can order by the column (the rows stay on screen, sorted here, while it
+        lists when the window holds every matching row), and the table is sorted now."""
+        if self.head_order() != self.order:
+            b = self.last
+            whole = (
+                b is not None
+                and b.synced
+                and len(self.pages) == 1
+                and len(self.shown) >= (b.matched or 0)
+            )
+            self.pages = [None]  # a cursor pages through one order only
+            self.follow(keep=whole)
+        self.sort_rows()
+        self.render_status()
 
     def action_sort(self) -> None:
         """Sort by the next column (after the last: as listed)."""
@@ -465,14 +532,12 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         column = 0 if self.sort_column is None else self.sort_column + 1
         self.sort_column = column if column < n else None
         self.sort_reverse = False
-        self.sort_rows()
-        self.render_status()
+        self.reorder()
 
     def action_reverse(self) -> None:
         if self.sort_column is not None:
             self.sort_reverse = not self.sort_reverse
-            self.sort_rows()
-            self.render_status()
+            self.reorder()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -571,8 +636,8 @@ class HelpScreen(ModalScreen[None]):
                 "           a leading ! inverts: !train, !state=FAILED, !name~^tr\n"
                 "  f        failures only: failed tasks and jobs, dead nodes, dead or\n"
                 "           restarting actors, pending placement groups, warnings and errors\n"
-                "  s / S    sort by the next column (then as listed) / reverse the order\n"
-                "           (the rows of the page shown: the head lists in one order)\n"
+                "  s / S    sort by the next column (then as listed) / reverse the order:\n"
+                "           the head orders every matching row and pages in that order\n"
                 "  ] / [    next / previous page (also ctrl+f / ctrl+b)\n"
                 "  c        copy the row's id to the clipboard\n"
                 "  l        the row's logs (task, actor, job, worker, node), live from\n"

@@ -92,7 +92,8 @@ class _Shared:
 
 class Feed:
     """The live rows of ``kind`` passing ``filters`` (filter strings, evaluated by the head): at
-    most ``limit`` of them, from the row after ``cursor`` (None: from the first)."""
+    most ``limit`` of them, from the row after ``cursor`` (None: from the first), in the head's
+    order or by the field ``sort_by`` (``descending`` or not)."""
 
     def __init__(
         self,
@@ -104,6 +105,8 @@ class Feed:
         refresh: float,
         limit: int,
         cursor: str | None = None,
+        sort_by: str = "",
+        descending: bool = False,
     ) -> None:
         self.kind = kind
         self.filters = list(filters)
@@ -112,6 +115,7 @@ class Feed:
         self.refresh = refresh
         self.limit = limit  # the window: rows listed per round
         self.cursor = cursor
+        self.sort_by, self.descending = sort_by, descending  # the head's order ("": its own)
         self._lock = threading.Lock()
         self._shared = _Shared()
         self._rows: dict[str, dict[str, Any]] = {}  # the feed thread's own copy
@@ -212,6 +216,8 @@ class Feed:
                     self.filters,
                     limit=self.limit,
                     cursor=self.cursor,
+                    sort_by=self.sort_by,
+                    descending=self.descending,
                     address=self.address,
                     timeout=LIST_TIMEOUT_S,
                 )

@@ -140,6 +140,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     if getattr(args, "watch", False):
+        if args.sort_by:
+            raise access.UsageError(
+                "--sort-by orders one listing and --watch prints changes as they come: "
+                "drop one of them"
+            )
         from freight.cli.watch_cmd import cmd_list_watch
 
         return cmd_list_watch(args)
@@ -150,6 +155,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         cursor=args.cursor,
         detail=args.detail,
         newest_first=args.newest,
+        sort_by=args.sort_by or "",
+        descending=args.desc,
         address=common.target(args),
     )
     fmt = common.chosen(args)
@@ -426,6 +433,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--cursor", default=None, help="next_cursor of a previous page")
     p.add_argument("--newest", action="store_true",
                    help="newest first (with --limit N: the N most recent)")  # fmt: skip
+    p.add_argument("--sort-by", metavar="FIELD",
+                   help="order by this field (freight explain KIND lists them); rows without "
+                        "a value last")  # fmt: skip
+    p.add_argument("--desc", action="store_true", help="with --sort-by: largest first")
     p.add_argument("--detail", action="store_true", help="heavy fields (task transitions)")
     p.add_argument("--watch", "-w", action="store_true",
                    help="print the rows, then a line per change until Ctrl-C")  # fmt: skip

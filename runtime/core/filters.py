@@ -33,6 +33,8 @@ _FILTER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|!=|!~|==|=|~|>|<
 _RELATIVE_RE = re.compile(r"^-?\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")  # "-5m" or "5m": ago
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+_REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")  # RE2's; every other character stands for itself
+MEMO_MAX = 200_000  # texts whose match a compiled regex filter remembers (one request's)
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's error, not the head's log
 _RE2_OPTIONS.never_capture = True  # only whether it matches is asked
@@ -138,6 +140,27 @@ def compile_regex(key: str, pattern: str, op: str = "~") -> Callable[[str], Any]
         ) from None
 
 
+def finder(pattern: str, search: Callable[[str], Any]) -> Callable[[str], bool]:
+    """Whether ``pattern`` (``search``: its RE2 search) is found in a text, fast over many rows:
+    a pattern without special characters (``train``, the inspector's bare word) is a substring
+    test; any other remembers its answer for each text seen (up to :data:`MEMO_MAX`), since many
+    rows share one text (task names). Each call into RE2 costs microseconds of Python around
+    it: a second for 100,000 task names."""
+    if not _REGEX_SPECIAL.intersection(pattern):
+        return lambda text: pattern in text
+    seen: dict[str, bool] = {}
+
+    def found(text: str) -> bool:
+        hit = seen.get(text)
+        if hit is None:
+            hit = search(text) is not None
+            if len(seen) < MEMO_MAX:
+                seen[text] = hit
+        return hit
+
+    return found
+
+
 def _one(f: Filter, field: Field, get: Callable[[Row], Any], kind: str) -> Predicate:
     key, op, raw = f
     if op in _REGEX_OPS:
@@ -146,10 +169,10 @@ def _one(f: Filter, field: Field, get: Callable[[Row], Any], kind: str) -> Predi
                 f"filter {key}{op}...: {op} ({'negated ' if op == '!~' else ''}regex) applies "
                 f"to text keys; {key} is a {field.type}"
             )
-        search = compile_regex(key, raw, op)
+        found = finder(raw, compile_regex(key, raw, op))
         if op == "!~":
-            return lambda row: search(get(row) or "") is None
-        return lambda row: search(get(row) or "") is not None
+            return lambda row: not found(get(row) or "")
+        return lambda row: found(get(row) or "")
     if op in _ORDER_OPS and field.type not in (NUMBER, TIME):
         raise FilterError(
             f"filter {key}{op}{raw}: {op} compares numbers and times, and {key} is a {field.type}; "

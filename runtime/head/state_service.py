@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -25,6 +26,13 @@ from freight.core.events import KINDS as EVENT_KINDS
 from freight.core.events import SEVERITIES, SOURCES
 from freight.core.filters import BOOL, NUMBER, TEXT, TIME, Field, compile_filters
 from freight.core.nodes import NODE_STATES, node_state
+from freight.core.order import (
+    comes_after,
+    compile_sorting,
+    cursor_key,
+    order_name,
+    sort_items,
+)
 from freight.core.placement import PG_STRATEGIES
 from freight.head.rpc import rpc
 from freight.protocol.generated import freight_pb2 as pb
@@ -34,7 +42,13 @@ from .actors import ACTOR_STATES
 from .control_store import ControlStore
 from .nodes import NodeDirectory
 from .placement_groups import CREATED, PENDING, REMOVED, PlacementGroupDirectory
-from .task_store import COUNTED_FIELDS, TASK_FIELDS, TaskStore, compile_task_filters
+from .task_store import (
+    COUNTED_FIELDS,
+    TASK_FIELDS,
+    TaskStore,
+    compile_task_filters,
+    compile_task_sorting,
+)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000  # rows per reply; clients page for more
@@ -213,6 +227,35 @@ def one_by_prefix(
 
 def _row_getter(key: str) -> Callable[[dict[str, Any]], Any]:
     return lambda row: row.get(key)
+
+
+def _row_of(get: Callable[[Any], Any]) -> Callable[[tuple[Any, Any]], Any]:
+    """``get`` of the row of a (default key, row) pair."""
+    return lambda kr: get(kr[1])
+
+
+def _after_default(after: Any, newest_first: bool) -> Callable[[tuple[Any, Any]], bool]:
+    """Whether a (default key, row) pair comes after the cursor key ``after``."""
+    if newest_first:
+        return lambda kr: bool(kr[0] < after)
+    return lambda kr: bool(kr[0] > after)
+
+
+def _after_sorted(
+    after: Any, descending: bool, newest_first: bool
+) -> Callable[[tuple[Any, Any]], bool]:
+    """Whether a ((value, default key), row) pair comes after the cursor key ``after``."""
+    return lambda kr: comes_after(*kr[0], after, descending, newest_first)
+
+
+def _sorted_cursor(order: str, cursor: str, raw: Any) -> Any:
+    try:
+        return cursor_key(raw)
+    except ValueError:
+        raise ValueError(
+            f"bad cursor {cursor[:40]!r}: pass the next_cursor of the previous reply of the "
+            f"listing of {order} unchanged"
+        ) from None
 
 
 def node_row(n: pb.NodeInfo) -> dict[str, Any]:
@@ -428,14 +471,21 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
         if limit > MAX_LIMIT:
             warnings.append(f"limit {limit} lowered to {MAX_LIMIT} rows per reply; page on")
             limit = MAX_LIMIT
-        order = f"{name} newest first" if request.newest_first else name
+        newest_first = request.newest_first
+        if name == "tasks":
+            sorting = compile_task_sorting(request.sort_by, request.descending)
+        else:
+            sorting = compile_sorting(
+                request.sort_by, request.descending, kind.fields, name, _row_getter
+            )
+        order = order_name(name, sorting, newest_first)
         after = decode_cursor(order, request.cursor) if request.cursor else None
+        if after is not None and sorting is not None:
+            after = _sorted_cursor(order, request.cursor, after)
         if name == "tasks":
             pred = compile_task_filters(_filters(request))
             self._close_ended_jobs()
-            page = self.tasks.list(
-                pred, limit, int(after or 0), request.detail, request.newest_first
-            )
+            page = self.tasks.list(pred, limit, after, request.detail, newest_first, sorting)
             reply = pb.ListStateReply(
                 rows=page.rows,
                 total=page.total,
@@ -444,7 +494,7 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
                 dropped=self.tasks.dropped,
             )
             if page.remaining:
-                reply.next_cursor = encode_cursor(order, page.last_seq)
+                reply.next_cursor = encode_cursor(order, page.last_key)
             if self.tasks.dropped:
                 warnings.append(self._task_drop_note())
             if self.tasks.sampled_out:
@@ -454,22 +504,21 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             src = await self._rows(name)
             warnings += src.warnings
             matched = [(k, r) for k, r in src.rows if pred is None or pred(r)]
-            if request.newest_first:
+            if newest_first:
                 matched.reverse()
-            start = 0
-            if after is not None:
-                while start < len(matched) and (
-                    matched[start][0] >= after
-                    if request.newest_first
-                    else matched[start][0] <= after
-                ):
-                    start += 1
-            chosen = matched[start : start + limit]
-            remaining = len(matched) - start - len(chosen)
+            keyed, later = matched, _after_default(after, newest_first)
+            if sorting is not None:  # keyed by (value, default key), in the order asked for
+                value = sorting.value
+                ordered = sort_items(matched, sorting, _row_of(sorting.get))
+                keyed = [((value(r), k), r) for k, r in ordered]
+                later = _after_sorted(after, sorting.descending, newest_first)
+            start = 0 if after is None else bisect_left(keyed, True, key=later)
+            chosen = keyed[start : start + limit]
+            remaining = len(keyed) - start - len(chosen)
             reply = pb.ListStateReply(
                 rows=[json.dumps(r) for _, r in chosen],
                 total=len(src.rows),
-                matched=len(matched),
+                matched=len(keyed),
                 remaining=remaining,
                 dropped=src.dropped,
                 partial=src.partial,

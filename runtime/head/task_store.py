@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 from operator import attrgetter
@@ -37,6 +38,7 @@ from typing import Any, NamedTuple, Protocol
 
 from freight.config import settings
 from freight.core.filters import BOOL, NUMBER, TEXT, TIME, Field, Predicate, compile_filters
+from freight.core.order import Sorting, Value, compile_sorting, sort_items, start_after
 from freight.core.task_state import TaskState
 from freight.observe.recorder import RECORDER
 from freight.protocol import messages
@@ -254,11 +256,16 @@ class Page(NamedTuple):
     total: int  # records held
     matched: int  # records passing the filters
     remaining: int  # matched records after this page
-    last_seq: int  # position of the last row returned (the next cursor)
+    last_key: Any  # the last row's cursor key: its position, or (value, position) sorted
 
 
 def _getter(key: str) -> Callable[[Any], Any]:
     return attrgetter(key)
+
+
+def compile_task_sorting(sort_by: str, descending: bool) -> Sorting | None:
+    """The order of a task listing by ``sort_by`` (raises FilterError naming the fields)."""
+    return compile_sorting(sort_by, descending, TASK_FIELDS, "tasks", _getter)
 
 
 def compile_task_filters(filters: Iterable[Any]) -> Predicate | None:
@@ -613,28 +620,42 @@ class TaskStore:
         self,
         pred: Predicate | None,
         limit: int,
-        after_seq: int = 0,
+        after: Any = None,
         detail: bool = False,
         newest_first: bool = False,
+        sorting: Sorting | None = None,
     ) -> Page:
-        """Rows matching ``pred`` after position ``after_seq`` (0: from the start), at most
-        ``limit`` of them, oldest first or ``newest_first``."""
-        page: list[TaskEntry] = []
-        matched = before = 0
-        records = reversed(self.records.values()) if newest_first else self.records.values()
-        for rec in records:
-            if pred is not None and not pred(rec):
-                continue
-            matched += 1
-            if after_seq and (rec.seq >= after_seq if newest_first else rec.seq <= after_seq):
-                before += 1
-            elif len(page) < limit:
-                page.append(rec)
-        remaining = matched - before - len(page)
+        """Rows matching ``pred`` after the cursor key ``after`` (None: from the start), at
+        most ``limit`` of them: oldest first or ``newest_first``, or by ``sorting``'s field
+        with ties in that order (:mod:`freight.core.order`). A cursor key is a record's
+        position, or for a sorted listing its (value, position)."""
+        records = list(self.records.values())  # in position order: the order first heard of
+        if newest_first:
+            records.reverse()
+        matching = records if pred is None else [rec for rec in records if pred(rec)]
+        if sorting is None:
+            start = 0
+            if after:
+                seq = int(after)
+                start = bisect_left(
+                    matching, True, key=lambda r: r.seq < seq if newest_first else r.seq > seq
+                )
+            page = matching[start : start + limit]
+            last: Any = page[-1].seq if page else after
+        else:
+            page = sort_items(matching, sorting, sorting.get)
+            start = 0
+            if after is not None:
+
+                def key(rec: TaskEntry) -> tuple[Value | None, int]:
+                    return sorting.value(rec), rec.seq
+
+                start = start_after(page, key, after, sorting.descending, newest_first)
+            page = page[start : start + limit]
+            last = [sorting.value(page[-1]), page[-1].seq] if page else after
+        remaining = len(matching) - start - len(page)
         rows = [json.dumps(rec.row(detail)) for rec in page]
-        return Page(
-            rows, len(self.records), matched, remaining, page[-1].seq if page else after_seq
-        )
+        return Page(rows, len(self.records), len(matching), remaining, last)
 
     def get(self, id_or_prefix: str) -> TaskEntry | None:
         """The record with this id or unique id prefix; ValueError when the prefix is ambiguous."""

@@ -285,13 +285,13 @@ def test_pages_cover_every_match_once_while_tasks_arrive() -> None:
     seen: list[str] = []
     after, i = 0, 30
     while True:
-        page = store.list(pred, limit=4, after_seq=after)
+        page = store.list(pred, limit=4, after=after)
         seen += [r["task_id"] for r in rows(page)]
         store.apply(life(i, float(i)))  # more work arrives between pages
         i += 1
         if not page.remaining:
             break
-        after = page.last_seq
+        after = page.last_key
     expected = [tid(n) for n in range(i) if n % 3 == 0]
     assert len(seen) == len(set(seen))
     assert seen == expected[: len(seen)]

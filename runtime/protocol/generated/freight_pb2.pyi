@@ -843,20 +843,24 @@ class Filter(_message.Message):
     def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class ListStateRequest(_message.Message):
-    __slots__ = ("kind", "filters", "limit", "cursor", "detail", "newest_first")
+    __slots__ = ("kind", "filters", "limit", "cursor", "detail", "newest_first", "sort_by", "descending")
     KIND_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
+    SORT_BY_FIELD_NUMBER: _ClassVar[int]
+    DESCENDING_FIELD_NUMBER: _ClassVar[int]
     kind: str
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     limit: int
     cursor: str
     detail: bool
     newest_first: bool
-    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ..., newest_first: _Optional[bool] = ...) -> None: ...
+    sort_by: str
+    descending: bool
+    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ..., newest_first: _Optional[bool] = ..., sort_by: _Optional[str] = ..., descending: _Optional[bool] = ...) -> None: ...
 
 class ListStateReply(_message.Message):
     __slots__ = ("rows", "total", "matched", "next_cursor", "truncated", "warnings", "dropped", "partial", "remaining")
