@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any, NamedTuple
 
 import grpc
@@ -43,7 +43,9 @@ class StateList(list):  # type: ignore[type-arg]
     ``remaining``: matched rows after this page; ``truncated``: ``remaining > 0``;
     ``next_cursor``: pass it as ``cursor=`` for the next page (``""`` on the last one);
     ``warnings``: why the answer may be incomplete; ``dropped``: records of this kind that
-    retention dropped; ``partial``: some node did not answer.
+    retention dropped; ``partial``: some node did not answer; ``watch_cursor``: with
+    ``follow=True``, where :func:`watch` resumes to get every change after this listing
+    (``""`` for kinds that cannot be watched).
     """
 
     def __init__(self, rows: Iterable[dict[str, Any]] = (), **meta: Any) -> None:
@@ -56,6 +58,7 @@ class StateList(list):  # type: ignore[type-arg]
         self.warnings: list[str] = list(meta.get("warnings", ()))
         self.dropped: int = meta.get("dropped", 0)
         self.partial: bool = meta.get("partial", False)
+        self.watch_cursor: str = meta.get("watch_cursor", "")
 
     @property
     def truncated(self) -> bool:
@@ -151,6 +154,7 @@ def list_state(
     newest_first: bool = False,
     sort_by: str = "",
     descending: bool = False,
+    follow: bool = False,
     address: str | access.Target | None = None,
     timeout: float = 30.0,
 ) -> StateList:
@@ -159,8 +163,12 @@ def list_state(
     without a value come last, equal values in the default order); a cursor pages on in the
     order of the listing it came from.
 
-    ``limit`` larger than one reply holds is fetched page by page. Raises ``ValueError`` for a
-    bad kind, filter or cursor (with what is valid), ``ConnectionError`` when the head is away.
+    ``follow``: the result's ``watch_cursor`` resumes a :func:`watch` right after this listing
+    (list, then watch: Kubernetes' resourceVersion), for the kinds that can be watched; the head
+    keeps the changes for a while (a later watch gets RESYNC: list again). ``limit`` larger than
+    one reply holds is fetched page by page (the cursor is the first page's: later pages may
+    already show some of the changes after it). Raises ``ValueError`` for a bad kind, filter or
+    cursor (with what is valid), ``ConnectionError`` when the head is away.
     """
     kind = _kind(kind)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -171,6 +179,7 @@ def list_state(
     reply = None
     next_cursor = cursor or ""
     partial = False
+    watch_cursor = ""
     while True:
         want = min(PAGE_MAX, limit - len(rows))
         request = pb.ListStateRequest(
@@ -182,8 +191,10 @@ def list_state(
             newest_first=newest_first,
             sort_by=sort_by,
             descending=descending,
+            follow=follow and not watch_cursor,
         )
         reply = _call(address, "List", request, timeout)
+        watch_cursor = watch_cursor or reply.watch_cursor
         rows += [json.loads(r) for r in reply.rows]
         partial = partial or reply.partial
         warnings += [
@@ -202,6 +213,7 @@ def list_state(
         warnings=warnings,
         dropped=reply.dropped,
         partial=partial,
+        watch_cursor=watch_cursor,
     )
     if out.truncated:
         out.warnings.append(
@@ -335,6 +347,7 @@ def _summarizer(kind: str) -> Any:
 
 WATCH_KINDS = ("nodes", "jobs", "tasks", "actors", "placement_groups", "events")
 ADDED, MODIFIED, DELETED, SYNCED, RESYNC = "ADDED", "MODIFIED", "DELETED", "SYNCED", "RESYNC"
+BOOKMARK = "BOOKMARK"  # given only with watch(bookmarks=True)
 _RECONNECT_S = (0.1, 2.0)  # first and longest wait between two attempts to reach the head
 
 
@@ -344,7 +357,8 @@ class WatchEvent(NamedTuple):
     ``type`` is ``ADDED``, ``MODIFIED`` or ``DELETED`` (``row`` is the row, for DELETED its
     last state), ``SYNCED`` (every row that existed when the watch began has been sent) or
     ``RESYNC`` (forget the rows held: the head lists them again as ADDED, then SYNCED;
-    ``message`` says why). ``cursor`` resumes a later watch right after this event.
+    ``message`` says why), or with ``bookmarks=True`` ``BOOKMARK`` (nothing changed; the
+    head answers). ``cursor`` resumes a later watch right after this event.
     """
 
     type: str
@@ -360,7 +374,9 @@ def watch(
     address: str | access.Target | None = None,
     cursor: str | None = None,
     timeout: float | None = None,
-) -> Iterator[WatchEvent]:
+    bookmarks: bool = False,
+    reconnect: bool = True,
+) -> Generator[WatchEvent, None, None]:
     """The rows of ``kind`` passing ``filters`` as they are now, then every change to them.
 
     Without ``cursor`` the events begin with one ADDED per row and SYNCED; with the cursor of
@@ -368,9 +384,12 @@ def watch(
     was unreachable, from the last cursor; when the head can no longer serve it (it restarted,
     or this watcher fell too far behind) a RESYNC event comes, then the listing again. A row
     that stops matching the filters comes as DELETED. ``timeout``: stop after this many seconds
-    (None: never). Kinds: nodes, jobs, tasks, actors, placement_groups, events. Raises
-    ``ValueError`` (a bad kind, filter or cursor) or ``PermissionError`` (a refused token)
-    when iterated::
+    (None: never). ``bookmarks``: also give the BOOKMARK events the head sends when it had
+    nothing to send for a few seconds, so that a quiet stream can be told from a head that stopped
+    answering. ``reconnect=False``: raise ``ConnectionError`` when the head is unreachable,
+    instead of trying again (the caller resumes with the last cursor, or lists again). Kinds:
+    nodes, jobs, tasks, actors, placement_groups, events. Raises ``ValueError`` (a bad kind,
+    filter or cursor) or ``PermissionError`` (a refused token) when iterated::
 
         for event in freight.state.watch("tasks", ["state=FAILED"]):
             print(event.type, event.row["task_id"], event.row["error_type"])
@@ -389,7 +408,7 @@ def watch(
         )
     pb_filters = _filters(filters)
     deadline = None if timeout is None else time.monotonic() + timeout
-    return _watch(kind, pb_filters, address, cursor or "", deadline)
+    return _watch(kind, pb_filters, address, cursor or "", deadline, bookmarks, reconnect)
 
 
 def _watch(
@@ -398,7 +417,9 @@ def _watch(
     address: str | access.Target | None,
     cursor: str,
     deadline: float | None,
-) -> Iterator[WatchEvent]:
+    bookmarks: bool,
+    reconnect: bool,
+) -> Generator[WatchEvent, None, None]:
     synced = bool(cursor)  # a cursor stands after a listing; without one, the listing comes
     listed = 0  # rows of an unfinished listing already given out
     delay = _RECONNECT_S[0]
@@ -412,8 +433,10 @@ def _watch(
             for reply in call:
                 delay = _RECONNECT_S[0]
                 for ev in reply.events:
-                    if ev.type == "BOOKMARK":
+                    if ev.type == BOOKMARK:
                         cursor = ev.cursor if synced else cursor
+                        if bookmarks and synced:
+                            yield WatchEvent(BOOKMARK, None, ev.cursor)
                     elif ev.type == RESYNC:
                         cursor, synced, listed = "", False, 0
                         yield WatchEvent(RESYNC, None, "", ev.message)
@@ -437,6 +460,12 @@ def _watch(
                 ) from None
             if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                 raise access.rpc_error(exc, target) from None
+            if not reconnect:
+                raise access.ClusterUnreachable(
+                    f"the watch of {kind} from the freight head at {target.address} was cut "
+                    f"({code.name if code else 'no code'}); list {kind} again or resume from "
+                    "the last cursor"
+                ) from None
             time.sleep(delay)  # the head is away: try again, less and less often
             delay = min(delay * 2, _RECONNECT_S[1])
         finally:

@@ -1,19 +1,31 @@
 """The inspector's data layer: one window of a kind's rows, read through :mod:`freight.state` only.
 
-A :class:`Feed` runs in a thread of its own and lists its window every ``refresh`` seconds: at
-most ``limit`` rows passing the view's filters, from the row after ``cursor`` (the page's start;
-None: the first row), as ``freight list`` pages. Each listing is compared by the kind's id with
-the rows held, and the changes gather until the screen takes them as one :class:`Batch`
-(``take()``, which never blocks): a row changed ten times between two repaints is drawn once.
+A :class:`Feed` lists its window: at most ``limit`` rows passing the view's filters, from the
+row after ``cursor`` (the page's start; None: the first row), as ``freight list`` pages. The
+listing says how many rows match and the kind holds (``showing N of M``), where the window
+starts among them and where the next page starts.
 
-Only the window crosses the network and is held, whatever the kind holds (a watch would send
-every matching row: 100,000 tasks). The same listing says how many rows match and the kind holds
-(``showing N of M``), where the window starts among them, where the next page starts, and whether
-the head answers (the stale marker).
+For a kind the head can watch, the feed then follows the watch stream from the listing's
+position (its ``watch_cursor``: list, then watch, as Kubernetes does with resourceVersion), in a
+second thread: a change of a row in the window changes it by key at once, a new row is added to
+the last page while it has room and otherwise counted, a row that leaves is dropped and
+uncounted (docs/decisions/0076-the-inspector-follows-the-watch-stream.md). It lists again when
+the stream cannot tell it enough: RESYNC, a lost head, rows gone from a page with more after it,
+a new row on a full last page (for the next page's cursor), and every :data:`RECONCILE_S` for
+the counts no change reports (retention, rows before the window). These listings come at most
+once per ``refresh`` seconds. Kinds that cannot be watched (objects, workers) are listed every
+``refresh`` seconds and compared by id.
+
+Either way only the window crosses the network and is held, whatever the kind holds (a watch of
+the whole kind would send every matching row: 100,000 tasks), and the changes gather until the
+screen takes them as one :class:`Batch` (``take()``, which never blocks): a row changed ten
+times between two repaints is drawn once. The head's silence marks the rows stale: a failed
+listing or stream, or a stream without even the head's bookmark for :data:`SILENT_S`.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +44,12 @@ def id_keys(address: str) -> dict[str, str]:
 
 
 LIST_TIMEOUT_S = 5.0
+# A followed window is listed again this often at least (or every 10 refreshes, if longer): the
+# counts no change reports (records dropped by retention, rows before the window) catch up.
+RECONCILE_S = 15.0
+# The head sends a BOOKMARK on a stream it had nothing to send on for 5 s (the head's
+# watch.BOOKMARK_S): a stream silent this long has lost its head.
+SILENT_S = 8.0
 
 # The field of each kind a bare word in the filter (`/train`) searches as a regular expression.
 TEXT_FIELD = {
@@ -116,11 +134,20 @@ class Feed:
         self.limit = limit  # the window: rows listed per round
         self.cursor = cursor
         self.sort_by, self.descending = sort_by, descending  # the head's order ("": its own)
+        self.watchable = kind in state.WATCH_KINDS
         self._lock = threading.Lock()
         self._shared = _Shared()
-        self._rows: dict[str, dict[str, Any]] = {}  # the feed thread's own copy
+        self._rows: dict[str, dict[str, Any]] = {}  # the feed threads' copy (under the lock)
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._guard(self._poll), daemon=True)]
+        self._relist = threading.Event()  # list before the next reconciling listing is due
+        self._listed = threading.Event()  # a listing with a new watch cursor is there to follow
+        self._gen = 0  # listings made: the stream of an older one is dropped
+        self._watch_from = ""  # the last listing's watch cursor ("": follow nothing, poll)
+        self._heard = 0.0  # when the stream last said something (0: no stream open)
+        self.resyncs = 0  # times the head could not go on from a cursor (each: a listing)
+        self._threads = [threading.Thread(target=self._guard(self._list), daemon=True)]
+        if self.watchable:
+            self._threads.append(threading.Thread(target=self._guard(self._follow), daemon=True))
 
     # -- the screen's side --------------------------------------------------------------------
 
@@ -130,8 +157,10 @@ class Feed:
         return self
 
     def stop(self) -> None:
-        """Stop following (the thread ends at its next round)."""
+        """Stop following (the threads end at their next round, or the stream's next event)."""
         self._stop.set()
+        self._relist.set()
+        self._listed.set()
 
     @property
     def stopped(self) -> bool:
@@ -175,7 +204,14 @@ class Feed:
     def _fail(self, message: str) -> None:
         with self._lock:
             self._shared.error = message
-        self._stop.set()
+        self.stop()
+
+    def _stale(self, reason: str) -> None:
+        """The head does not answer: the rows held stay on screen, marked stale."""
+        with self._lock:
+            if self._shared.stale_since is None:
+                self._shared.stale_since = time.time()
+            self._shared.stale_reason = reason
 
     def _key(self, row: dict[str, Any]) -> str:
         return str(row.get(self.id_key, ""))
@@ -207,9 +243,34 @@ class Feed:
             s.matched, s.total, s.next_cursor = got.matched, got.total, got.next_cursor
             s.first = got.matched - got.remaining - len(got) + 1
             s.stale_since, s.stale_reason = None, ""
+            # The stream of an older listing is dropped: this one's follows from here.
+            self._gen += 1
+            self._watch_from = got.watch_cursor
+        self._listed.set()
 
-    def _poll(self) -> None:
+    def _list(self) -> None:
+        """List the window when it is due: every ``refresh`` seconds while nothing is followed,
+        every reconciling period while the stream is, and (at most once per ``refresh``) when
+        the stream asks for it."""
+        listed_at = -math.inf
+        reconcile = max(RECONCILE_S, 10 * self.refresh)
         while not self._stop.is_set():
+            now = time.monotonic()
+            heard = self._heard
+            if heard and now - heard > SILENT_S:  # not even a bookmark: the head is away
+                self._stale(f"the head sent nothing for {SILENT_S:.0f} s")
+                self._heard = now  # once per silence; listing again tells whether it answers
+                self._relist.set()
+            wanted = self._relist.is_set() or not self._watch_from
+            due = listed_at + (self.refresh if wanted else reconcile)
+            if now < due:
+                if wanted:
+                    self._stop.wait(due - now)
+                else:  # woken by a request, or each second for the silence above
+                    self._relist.wait(min(due - now, 1.0))
+                continue
+            self._relist.clear()
+            listed_at = now
             try:
                 got = state.list_state(
                     self.kind,
@@ -218,14 +279,87 @@ class Feed:
                     cursor=self.cursor,
                     sort_by=self.sort_by,
                     descending=self.descending,
+                    follow=self.watchable,
                     address=self.address,
                     timeout=LIST_TIMEOUT_S,
                 )
-            except ConnectionError as e:  # the rows held stay on screen, marked stale
-                with self._lock:
-                    if self._shared.stale_since is None:
-                        self._shared.stale_since = time.time()
-                    self._shared.stale_reason = str(e)
+            except ConnectionError as e:
+                self._stale(str(e))
+                self._relist.set()  # again after ``refresh`` seconds
             else:
                 self._replace(got)
-            self._stop.wait(self.refresh)
+
+    def _follow(self) -> None:
+        """Follow the stream from each listing's watch cursor, changing the rows held."""
+        gen = 0
+        while not self._stop.is_set():
+            self._listed.clear()
+            with self._lock:
+                new, gen, cursor = self._gen != gen, self._gen, self._watch_from
+            if not new or not cursor:
+                self._listed.wait()
+                continue
+            self._heard = time.monotonic()
+            events = state.watch(
+                self.kind,
+                self.filters,
+                address=self.address,
+                cursor=cursor,
+                bookmarks=True,
+                reconnect=False,  # the stale marker, then a listing, instead of a silent retry
+            )
+            try:
+                for ev in events:
+                    self._heard = time.monotonic()
+                    if self._stop.is_set():
+                        return
+                    with self._lock:
+                        if self._gen != gen:
+                            break  # a newer listing: follow from its cursor
+                        again = self._apply(ev)
+                    if again:
+                        self._relist.set()
+                    if ev.type == state.RESYNC:
+                        self.resyncs += 1
+                        break  # the head could not go on from the cursor
+            except ConnectionError as e:
+                self._stale(str(e))
+                self._relist.set()
+            finally:
+                self._heard = 0.0
+                events.close()
+
+    def _apply(self, ev: state.WatchEvent) -> bool:
+        """Make one event of the stream the feed's (the caller holds the lock); True when the
+        window must be listed again to be right."""
+        if ev.row is None:
+            return ev.type == state.RESYNC  # BOOKMARK: nothing changed
+        s = self._shared
+        key, row = self._key(ev.row), ev.row
+        placed = not self.sort_by  # in the head's own order rows keep their place
+        if ev.type == state.DELETED:
+            s.matched = max(0, (s.matched or 0) - 1)
+            if not self.filters:  # unfiltered, a row gone is gone from the kind
+                s.total = max(0, (s.total or 0) - 1)
+            if key in self._rows:
+                self._put(key, None)
+                return bool(s.next_cursor) or not placed  # the next page's first row moves in
+            return not placed
+        if key in self._rows:  # MODIFIED, or a row this listing had already
+            self._put(key, row)
+            return not placed  # a sorting field may have changed
+        if ev.type == state.MODIFIED:
+            return not placed  # a row of another page, still where it was
+        # ADDED: a new row comes last; a row that starts matching a filter may belong to an
+        # earlier page than this one.
+        s.matched = (s.matched or 0) + 1
+        if not self.filters:
+            s.total = (s.total or 0) + 1
+        if not placed or s.next_cursor:
+            return not placed
+        if self.filters and s.first > 1:
+            return True
+        if len(self._rows) < self.limit:
+            self._put(key, row)
+            return False
+        return True  # a full last page: a next page begins, its cursor comes from a listing

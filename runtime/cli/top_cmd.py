@@ -137,7 +137,7 @@ def add_parsers(sub: Any) -> None:
         type=_positive,
         default=1.0,
         metavar="S",
-        help="seconds between two repaints and two checks that the head answers (default 1)",
+        help="seconds between two repaints, and at least between two listings of a view (default 1)",
     )
     p.add_argument(
         "--alertmanager",

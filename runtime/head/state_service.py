@@ -525,6 +525,10 @@ class StateServiceServicer(pb_grpc.StateServiceServicer):
             )
             if remaining:
                 reply.next_cursor = encode_cursor(order, chosen[-1][0])
+        if request.follow and self.watches is not None and name in self.watches.logs:
+            # No await since the rows were read (_rows awaits only for objects and workers,
+            # which cannot be watched): the cursor is the log's position as of this listing.
+            reply.watch_cursor = self.watches.listed(name)
         reply.truncated = reply.remaining > 0
         if reply.truncated:
             warnings.append(

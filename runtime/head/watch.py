@@ -307,9 +307,25 @@ class WatchHub:
         return []
 
     def _enter(self, log: ChangeLog) -> None:
+        self._record(log)
+        log.watchers += 1
+
+    def listed(self, kind: str) -> str:
+        """The cursor of ``kind``'s log now, for a listing made in the same step of the event
+        loop (no await between them): a watch from it gets exactly the changes after the
+        listing. The kind's changes are recorded from now on, if nobody watched it, and kept
+        LINGER_S after this listing as after a watcher left; a later watch from the cursor, or
+        one after a restart of the head, gets RESYNC."""
+        log = self.logs[kind]
+        self._record(log)
+        if log.watchers == 0:
+            log.idle_since = time.monotonic()
+        return encode_cursor(kind, self.epoch, log.rev)
+
+    def _record(self, log: ChangeLog) -> None:
+        """Make sure ``log`` records: start it (a new base) if it does not, or no longer should."""
         if log.recording and log.lingered():
             log.stop()
-        log.watchers += 1
         if log.recording:
             return
         log.start()

@@ -843,7 +843,7 @@ class Filter(_message.Message):
     def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class ListStateRequest(_message.Message):
-    __slots__ = ("kind", "filters", "limit", "cursor", "detail", "newest_first", "sort_by", "descending")
+    __slots__ = ("kind", "filters", "limit", "cursor", "detail", "newest_first", "sort_by", "descending", "follow")
     KIND_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -852,6 +852,7 @@ class ListStateRequest(_message.Message):
     NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     SORT_BY_FIELD_NUMBER: _ClassVar[int]
     DESCENDING_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
     kind: str
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     limit: int
@@ -860,10 +861,11 @@ class ListStateRequest(_message.Message):
     newest_first: bool
     sort_by: str
     descending: bool
-    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ..., newest_first: _Optional[bool] = ..., sort_by: _Optional[str] = ..., descending: _Optional[bool] = ...) -> None: ...
+    follow: bool
+    def __init__(self, kind: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., detail: _Optional[bool] = ..., newest_first: _Optional[bool] = ..., sort_by: _Optional[str] = ..., descending: _Optional[bool] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class ListStateReply(_message.Message):
-    __slots__ = ("rows", "total", "matched", "next_cursor", "truncated", "warnings", "dropped", "partial", "remaining")
+    __slots__ = ("rows", "total", "matched", "next_cursor", "truncated", "warnings", "dropped", "partial", "remaining", "watch_cursor")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
@@ -873,6 +875,7 @@ class ListStateReply(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
+    WATCH_CURSOR_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedScalarFieldContainer[str]
     total: int
     matched: int
@@ -882,7 +885,8 @@ class ListStateReply(_message.Message):
     dropped: int
     partial: bool
     remaining: int
-    def __init__(self, rows: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., matched: _Optional[int] = ..., next_cursor: _Optional[str] = ..., truncated: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ..., partial: _Optional[bool] = ..., remaining: _Optional[int] = ...) -> None: ...
+    watch_cursor: str
+    def __init__(self, rows: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., matched: _Optional[int] = ..., next_cursor: _Optional[str] = ..., truncated: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ..., partial: _Optional[bool] = ..., remaining: _Optional[int] = ..., watch_cursor: _Optional[str] = ...) -> None: ...
 
 class SchemaRequest(_message.Message):
     __slots__ = ("kind",)
