@@ -17,6 +17,8 @@ from freight.client.refs import ObjectRef
 from freight.config import check_settings, settings
 from freight.util.tokens import read_token
 
+INIT_PING_TIMEOUT_S = 15.0  # how long init() waits for a head that is there to answer
+
 if TYPE_CHECKING:
     # Loaded by init() once the cluster's processes are starting, so both happen at once.
     from freight.client.core_worker import CoreWorker
@@ -168,7 +170,7 @@ def _load_driver_modules() -> None:
 
 
 def _resolve_address(address: str) -> tuple[str, str, str]:
-    from freight.client.head_client import HeadClient
+    from freight.client.head_client import HeadClient, HeadUnavailable
 
     if address == "auto":
         try:
@@ -190,11 +192,19 @@ def _resolve_address(address: str) -> tuple[str, str, str]:
     token = settings.token or (read_token(session_dir) if session_dir else "")
     client = HeadClient(head_address, token)
     try:
-        client.ping(timeout=5)
-    except ConnectionError:
+        # A refused connection fails at once; the deadline only waits on a head that is there
+        # but busy (a loaded machine, a head just started).
+        client.ping(timeout=INIT_PING_TIMEOUT_S)
+    except HeadUnavailable:
         raise ConnectionError(
             f"init(address={address!r}): no freight head is listening at {head_address}. "
             "Check the address, or start a cluster with `freight start --head`."
+        ) from None
+    except ConnectionError as e:
+        raise ConnectionError(
+            f"init(address={address!r}): the freight head at {head_address} did not answer "
+            f"within {INIT_PING_TIMEOUT_S:g} s ({e}). It may be overloaded; check it with "
+            "`freight status`."
         ) from None
     except PermissionError as e:
         raise PermissionError(f"init(address={address!r}): {e}") from None

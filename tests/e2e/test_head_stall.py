@@ -159,3 +159,26 @@ def test_a_catastrophic_regex_filter_neither_stalls_the_head_nor_hangs_the_calle
     with pytest.raises(ValueError, match=r"bad regular expression.*RE2 syntax"):
         state.list_tasks(filters=[r"name~(a)\1"])  # a backreference: not RE2, said so
     assert state.list_nodes(timeout=10)
+
+
+def test_init_names_a_stopped_head_as_not_answering_and_a_missing_one_as_not_listening(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head that is there but does not answer (stopped, overloaded) is not reported as absent:
+    the refused connection and the deadline get different words."""
+    from freight import _api
+
+    monkeypatch.setattr(_api, "INIT_PING_TIMEOUT_S", 1.0)  # the head is stopped: no need for 15 s
+    pid = head_pid(cluster)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ConnectionError, match="did not answer within 1 s") as e:
+            _api._resolve_address(cluster.address)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert "no freight head is listening" not in str(e.value)
+    assert "freight status" in str(e.value)
+
+    with pytest.raises(ConnectionError, match="no freight head is listening at 127.0.0.1:9"):
+        _api._resolve_address("127.0.0.1:9")  # the discard port: nothing listens there
+    assert {n["state"] for n in state.list_nodes()} == {"ALIVE"}  # the short stall cost nothing
