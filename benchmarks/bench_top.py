@@ -11,13 +11,15 @@ placed, which is what the actors view shows. This process runs only the inspecto
 headless through ``run_test``), so its CPU is the inspector's. Prints:
 
 - **first rows**: seconds from the app opening to the first rows shown (tasks view);
-- **key to repaint** (median and p95 of ``--presses`` presses each): ``x``, bound to nothing
+- **key to repaint** (median and p95 of ``--presses`` presses each): ``z``, bound to nothing
   (what Pilot's press and the repaint cost by themselves), ``s`` (sort by the next
   column), down-arrow, ``/`` + a filter + enter (until the filtered rows are shown), ``:actors``
   / ``:tasks`` (until the other view's rows are shown), ``]`` / ``[`` (the next and previous page,
   when the inspector pages);
 - **inspector CPU** (user + system seconds per wall second, psutil) on the tasks view while the
-  cluster is quiet, and while tasks finish at ``--rate`` per second.
+  cluster is quiet, and while tasks finish at ``--rate`` per second; the **head's CPU** alike;
+- **change to screen** (median and p95 of ``--marks`` tasks): seconds from a task's result
+  reaching the driver to its row shown FINISHED in a view filtered on its name.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -48,6 +51,10 @@ DRIVER = """
     @freight.remote
     def bench_top_noop(i):
         return i
+
+    @freight.remote
+    def bench_top_mark():
+        return 0
 
     @freight.remote(num_cpus=0)
     class BenchTopActor:
@@ -83,6 +90,9 @@ DRIVER = """
                 freight.get([bench_top_noop.remote(n) for _ in range(int(rate) // 10)])
                 time.sleep(max(0.0, 0.1 - (time.monotonic() % 0.1)))  # the pace: 10 waves/s
             print("done", flush=True)
+        elif line.startswith("mark"):  # one task, and when its result came back
+            freight.get(bench_top_mark.remote())
+            print("marked", time.time(), flush=True)
         else:
             break
     freight.shutdown()
@@ -112,6 +122,14 @@ async def _until(pilot: Any, predicate: Callable[[], Any], what: str, limit: flo
     await pilot.pause()  # the repaint the change asked for
 
 
+def head_process(driver: subprocess.Popen[str]) -> psutil.Process:
+    """The cluster's head: the driver's child running ``python -m freight.head``."""
+    for p in psutil.Process(driver.pid).children(recursive=True):
+        if "freight.head" in p.cmdline():
+            return p
+    raise RuntimeError("the driver's cluster has no head process")
+
+
 def loaded(app: Any) -> bool:
     """The view shows its page as listed (not the empty table of a page being listed)."""
     return app.last is not None and app.last.synced and app.table.row_count > 0
@@ -122,8 +140,10 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
 
     app = TopApp(address, id_keys(address), view=View("tasks"), refresh=args.refresh)
     me = psutil.Process()
+    head = head_process(driver)
     figures: dict[str, Any] = {}
     lat: dict[str, list[float]] = {}
+    marks: list[float] = []  # seconds from a task's end to its row shown FINISHED
     opened = time.perf_counter()
     async with app.run_test(size=(200, 50)) as pilot:
         await _until(pilot, lambda: app.table.row_count > 0, "the first tasks")
@@ -193,18 +213,45 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
 
         # CPU while the cluster is quiet, then while tasks finish at a steady rate.
         await asyncio.sleep(2 * args.refresh)
-        t, c = time.perf_counter(), _cpu(me)
+        t, c, h = time.perf_counter(), _cpu(me), _cpu(head)
         await asyncio.sleep(args.idle)
         figures["cpu idle"] = (_cpu(me) - c) / (time.perf_counter() - t)
+        figures["head cpu idle"] = (_cpu(head) - h) / (time.perf_counter() - t)
         assert driver.stdin is not None and driver.stdout is not None
         driver.stdin.write(f"steady {args.rate} {args.idle}\n")
         driver.stdin.flush()
-        t, c = time.perf_counter(), _cpu(me)
+        t, c, h = time.perf_counter(), _cpu(me), _cpu(head)
         line = await asyncio.to_thread(driver.stdout.readline)
         if line.strip() != "done":
             raise RuntimeError(f"the driver did not run the steady workload: {line!r}")
         figures["cpu steady"] = (_cpu(me) - c) / (time.perf_counter() - t)
+        figures["head cpu steady"] = (_cpu(head) - h) / (time.perf_counter() - t)
         figures["rss"] = me.memory_info().rss
+
+        # A change's way to the screen: a task finishes, its row shows FINISHED.
+        await pilot.press("colon")
+        await _until(pilot, lambda: app.prompt_mode == ":", "the : prompt")
+        app.query_one("#prompt").value = "tasks name=bench_top_mark"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await _until(pilot, lambda: app.view.filters == ("name=bench_top_mark",), "the view")
+        await _until(pilot, lambda: app.last is not None and app.last.synced, "its listing")
+
+        def finished() -> int:
+            return sum(1 for r in app.rows.values() if r.get("state") == "FINISHED")
+
+        for _ in range(args.marks):
+            # At a random moment: the head's telemetry, the feed and the repaint all keep
+            # their own period, and a mark sent right after the last one was seen would
+            # always meet them at the same phase.
+            await asyncio.sleep(random.uniform(0, 2 * args.refresh))
+            seen = finished()
+            driver.stdin.write("mark\n")
+            driver.stdin.flush()
+            line = await asyncio.to_thread(driver.stdout.readline)
+            if not line.startswith("marked"):
+                raise RuntimeError(f"the driver did not run the marked task: {line!r}")
+            await _until(pilot, lambda s=seen: finished() > s, "the marked task FINISHED")
+            marks.append(time.time() - float(line.split()[1]))
     print(
         f"freight top figures ({args.tasks:,} tasks, {args.actors:,} actors of which "
         f"{args.alive} alive, refresh {args.refresh} s, {psutil.cpu_count()} CPUs)"
@@ -216,6 +263,9 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
     print(f"| inspector CPU, idle on tasks | {figures['cpu idle']:.3f} s/s |")
     print(f"| inspector CPU, {args.rate} tasks/s finishing | {figures['cpu steady']:.3f} s/s |")
     print(f"| inspector RSS at the end | {figures['rss'] / 2**20:.0f} MiB |")
+    print(f"| a task's end to its row shown FINISHED | {_figure(marks)} ({len(marks)} tasks) |")
+    print(f"| head CPU, idle on tasks | {figures['head cpu idle']:.3f} s/s |")
+    print(f"| head CPU, {args.rate} tasks/s finishing | {figures['head cpu steady']:.3f} s/s |")
 
 
 def main() -> None:
@@ -227,6 +277,7 @@ def main() -> None:
     parser.add_argument("--refresh", type=float, default=1.0, help="as freight top --refresh")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds per CPU figure")
     parser.add_argument("--rate", type=int, default=200, help="tasks/s in the steady phase")
+    parser.add_argument("--marks", type=int, default=20, help="tasks timed to the screen")
     args = parser.parse_args()
     env = {
         **os.environ,

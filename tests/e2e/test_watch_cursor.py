@@ -115,3 +115,12 @@ def test_a_cursor_for_actors_and_none_for_objects(cluster: Cluster) -> None:
     # watched at all.
     assert state.list_state("actors").watch_cursor == ""
     assert state.list_state("objects", follow=True).watch_cursor == ""
+
+
+def test_a_quiet_stream_gives_the_heads_bookmark_when_asked(cluster: Cluster) -> None:
+    listed = state.list_state("placement_groups", follow=True)  # none made: a quiet kind
+    events = state.watch("placement_groups", cursor=listed.watch_cursor, bookmarks=True, timeout=30)
+    first = next(events)
+    events.close()
+    assert first.type == state.BOOKMARK and first.row is None
+    assert first.cursor.startswith("w1.placement_groups.")
