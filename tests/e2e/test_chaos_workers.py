@@ -18,8 +18,8 @@ import freight
 from freight.state import list_events
 from freight.testing import local_cluster, wait_for_condition
 
-TASKS = 2_000
-WAVE = 200
+TASKS = 1_000
+WAVE = 100  # ten waves (as with 2,000 in waves of 200), each after the first once a kill landed
 
 
 @pytest.fixture(scope="module")

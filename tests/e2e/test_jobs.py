@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
+from freight.core.jobs import job_summary
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.testing import short_temp_dir, wait_for_condition
@@ -125,10 +126,14 @@ def status(cluster: dict[str, Any], job_id: str) -> dict[str, Any]:
 
 
 def listed(cluster: dict[str, Any]) -> list[dict[str, Any]]:
-    proc = job(cluster, "list", "-o", "json")
-    assert proc.returncode == 0, proc.stderr
-    jobs: list[dict[str, Any]] = json.loads(proc.stdout)["items"]
-    return jobs
+    """Every job the head holds, as `freight job list -o json` lists them, asked from this
+    process (the same call and rows, without starting a command each time)."""
+    channel = sync_channel(cluster["address"], read_token(cluster["session_dir"]))
+    try:
+        reply = pb_grpc.HeadServiceStub(channel).ListJobs(pb.ListJobsRequest(), timeout=30)
+    finally:
+        channel.close()
+    return [job_summary(j) for j in reply.jobs]
 
 
 def log_text(job_status: dict[str, Any]) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 import psutil
 import pytest
 
+from freight import state
+from freight.client import access
 from freight.testing import head_counter, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 from freight.util.tokens import readonly_token
@@ -231,6 +233,7 @@ def cluster() -> Iterator[dict[str, Any]]:
                 "readonly": readonly_token((session / "token").read_text().strip()),
             }
         finally:
+            state.close()  # the connection task() opened
             if driver is not None:
                 driver.close()
             ADDRESS.clear()
@@ -251,10 +254,12 @@ def actions(cluster: dict[str, Any], action: str) -> list[dict[str, str]]:
 
 
 def task(cluster: dict[str, Any], task_id: str) -> dict[str, Any]:
-    """The task's record; {} until its owner has reported it."""
-    proc = cli(cluster["temp_dir"], "get", "task", task_id, "-o", "json")
-    assert proc.returncode in (0, 1), proc.stderr
-    return dict(json.loads(proc.stdout)) if proc.returncode == 0 else {"state": ""}
+    """The task's record as `freight get task` reads it (the same state API call, from this
+    process: a poll does not start a command each time); no state until its owner reported it."""
+    session = Path(cluster["session_dir"])
+    token = (session / "token").read_text().strip()
+    target = access.Target(cluster["address"], token, str(session), "--address")
+    return state.get_state("tasks", task_id, address=target) or {"state": ""}
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:

@@ -703,9 +703,13 @@ def test_cluster_works_after_the_random_bytes(cluster: Cluster) -> None:
 
 
 @pytest.fixture
-def disposable_cluster(cluster: Cluster) -> Iterator[Cluster]:
-    """The shared cluster, restarted after the test in case the test broke it."""
+def disposable_cluster(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The shared cluster, restarted after a test that failed, in case the test broke it (one
+    that passed checked last that the cluster still works)."""
+    failed_before = request.session.testsfailed
     yield cluster
+    if request.session.testsfailed == failed_before:
+        return
     freight.shutdown()
     fresh = start_cluster()
     cluster.session, cluster.token, cluster.add_one = fresh.session, fresh.token, fresh.add_one

@@ -9,7 +9,7 @@ import getpass
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from textual.widgets import Input, Static
 import freight
 import freight.actions
 import freight.state
-from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.testing import Cluster, wait_for_condition
 from freight.tui.actions import MARK_STYLE, READ_ONLY_REFUSAL, ConfirmScreen, token_is_read_only
 from freight.tui.app import HelpScreen, TopApp, View, id_keys
 from freight.util.tokens import readonly_token
@@ -60,15 +60,11 @@ class Recording(TopApp):
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    env = {
-        "FREIGHT_TASK_ROWS_SAMPLE": "0",  # every task gets its record
-        "FREIGHT_HEALTH_CHECK_PERIOD_S": "0.3",
-        "FREIGHT_HEALTH_CHECK_FAILURE_THRESHOLD": "2",
-    }
-    with connected_cluster({"num_cpus": 2}, env=env) as c:
-        assert freight.get([tui_double.remote(i) for i in range(3)]) == [0, 2, 4]
-        yield c
+def cluster(cluster: Cluster) -> Cluster:
+    """The inspector's shared cluster (conftest.py: one node, every task gets its record), with
+    three tasks of this file finished."""
+    assert freight.get([tui_double.remote(i) for i in range(3)]) == [0, 2, 4]
+    return cluster
 
 
 def app_for(cluster: Cluster, view: View | None = None, **kw: Any) -> Recording:

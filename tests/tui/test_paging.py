@@ -4,15 +4,13 @@ lists in another order from the first page: tests/tui/test_sort.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pilot import REFRESH, run, until
 from textual.pilot import Pilot
 
 import freight
 from freight import state
-from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.testing import Cluster, wait_for_condition
 from freight.tui.app import TopApp, View, id_keys
 
 TASKS = 700
@@ -25,17 +23,15 @@ def paging_noop(i: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    env = {"FREIGHT_TASK_ROWS_SAMPLE": "0"}  # every task gets its record
-    with connected_cluster({"num_cpus": 2}, env=env) as c:
-        assert freight.get([paging_noop.remote(i) for i in range(TASKS)]) == list(range(TASKS))
-        wait_for_condition(
-            lambda: (
-                state.list_state("tasks", ["name=paging_noop", "state=FINISHED"]).matched == TASKS
-            ),
-            what="every task's record finished at the head",
-        )
-        yield c
+def cluster(cluster: Cluster) -> Cluster:
+    """The inspector's shared cluster (conftest.py; every task gets its record), with this
+    file's tasks finished."""
+    assert freight.get([paging_noop.remote(i) for i in range(TASKS)]) == list(range(TASKS))
+    wait_for_condition(
+        lambda: state.list_state("tasks", ["name=paging_noop", "state=FINISHED"]).matched == TASKS,
+        what="every task's record finished at the head",
+    )
+    return cluster
 
 
 def test_paging_forward_and_back_shows_every_row_once(cluster: Cluster) -> None:
