@@ -215,3 +215,20 @@ def test_recover_names_a_damaged_journal_line_and_a_missing_journal(tmp_path: Pa
     assert out.returncode == 1 and f"{path}, line 2: " in out.stderr, out.stderr
     missing = run(FREIGHT, "chaos", "recover", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "no such fault journal" in missing.stderr
+
+
+def test_a_run_whose_steady_state_fails_exits_1_with_its_journal(tmp_path: Path) -> None:
+    probe = {
+        "type": "probe",
+        "name": "nodes-alive",
+        "tolerance": {"type": "range", "range": [1, 100]},
+        "provider": {"type": "python", "module": "freight.chaos.probes", "func": "nodes_alive"},
+    }
+    hypothesis = {"title": "nodes alive", "probes": [probe]}
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(experiment([probe], **{"steady-state-hypothesis": hypothesis})))
+    out = run(FREIGHT, "chaos", "run", str(path), "--address", "127.0.0.1:1", cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "freight chaos: the experiment failed: see ./journal.json" in out.stderr
+    ran = json.loads((tmp_path / "journal.json").read_text())
+    assert ran["status"] == "failed" and "did not answer" in json.dumps(ran)

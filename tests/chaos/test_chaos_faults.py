@@ -256,3 +256,40 @@ def test_recover_continues_an_agent_that_a_killed_harness_left_paused(
     assert again.returncode == 0 and "0 fault(s)" in again.stdout, again.stderr
     assert journal.open_injections(path) == []
     assert probes.nodes_alive(configuration=config) == 2
+
+
+def test_a_run_stopped_with_sigterm_mid_pause_continues_the_agent(
+    cluster: Cluster, config: dict[str, Any], tmp_path: Path
+) -> None:
+    node = cluster.nodes[1]
+    agent = node.process.pid
+    pause = {
+        "type": "action",
+        "name": "pause-the-agent",
+        "provider": {
+            "type": "python",
+            "module": "freight.chaos.actions",
+            "func": "pause_node_agent",
+            "arguments": {"duration": 300, "node_id": node.node_id},
+        },
+    }
+    path = tmp_path / "pause.json"
+    path.write_text(
+        json.dumps({"title": "t", "description": "d", "method": [pause], "configuration": config})
+    )
+    harness = subprocess.Popen(
+        [FREIGHT, "chaos", "run", str(path), "--journal-path", str(tmp_path / "j.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_condition(lambda: stopped(agent), 60, "the run to pause the agent")
+        harness.terminate()
+        harness.wait(60)
+    finally:
+        harness.kill()
+        harness.communicate()
+    assert not stopped(agent)
+    ends = [r["result"] for r in records(config) if r["op"] == "end"]
+    assert ends == ["continued"]
+    assert journal.open_injections(config["freight_fault_journal"]) == []
