@@ -293,3 +293,24 @@ def test_a_run_stopped_with_sigterm_mid_pause_continues_the_agent(
     ends = [r["result"] for r in records(config) if r["op"] == "end"]
     assert ends == ["continued"]
     assert journal.open_injections(config["freight_fault_journal"]) == []
+
+
+@freight.remote(resources={"no_such_thing": 1})
+def never_placed() -> None:
+    return None
+
+
+def test_probes_count_what_the_cluster_holds(cluster: Cluster, config: dict[str, Any]) -> None:
+    ref = never_placed.remote()
+    try:
+        wait_for_condition(
+            lambda: probes.tasks_pending(name="never_placed", configuration=config) == 1,
+            60,
+            "the unplaceable task to be listed pending",
+        )
+        assert probes.tasks_pending(name="my_pid", configuration=config) == 0
+    finally:
+        freight.cancel(ref)
+    assert probes.task_success_ratio(name="my_pid", configuration=config) == 1.0
+    assert probes.objects_lost(configuration=config) == 0
+    assert probes.canary_task_latency(timeout=60, configuration=config) > 0
