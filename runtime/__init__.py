@@ -100,6 +100,15 @@ def _make_remote(obj: Any, options: dict[str, Any]) -> Any:
     raise TypeError(f"remote() expects a function or a class, got {type(obj).__name__}.")
 
 
+def discover(discover_system: bool = True) -> dict[str, Any]:
+    """Chaos Toolkit's discovery of freight's chaos extension, :func:`freight.chaos.discover`:
+    `chaos discover freight` looks for a ``discover`` in the top-level package of the
+    distribution it is given. Not part of the Ray API (not in ``__all__``)."""
+    from freight.chaos import discover as discover_extension
+
+    return discover_extension(discover_system)
+
+
 __all__ = [
     "ActorClass",
     "ActorHandle",

@@ -6,7 +6,6 @@ import argparse
 import glob
 import json
 import os
-import select
 import signal
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from freight import _launcher
 from freight.client import access
 from freight.config import settings
 from freight.util.private_files import check_owned, write_private_file
-from freight.util.process import is_recorded_process
+from freight.util.process import is_recorded_process, signal_recorded, wait_exit
 from freight.util.tokens import (
     read_storage_token,
     read_token,
@@ -255,36 +254,6 @@ def _reattach_port(port: int, survivor: _Survivor, storage: str) -> int:
     return dialled
 
 
-def _wait_exit(pid: int, timeout: float) -> None:
-    """Wait up to ``timeout`` for ``pid`` to exit: woken by the exit where Linux has pidfds, else
-    a short wait (the caller checks again either way)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        time.sleep(min(timeout, 0.02))  # no pidfd: poll the other process's state
-        return
-    try:
-        select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)
-
-
-def _signal(info: dict[str, Any], sig: int) -> None:
-    """Send ``sig`` to the process ``info`` records, if that is the process its pid names now:
-    checked through a pidfd, which keeps naming that process even if it exits meanwhile."""
-    try:
-        fd = os.pidfd_open(info["pid"])
-    except OSError:
-        return  # gone
-    try:
-        if is_recorded_process(info):
-            signal.pidfd_send_signal(fd, sig)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _started_processes(root: str) -> tuple[list[str], list[dict[str, Any]]]:
     """This user's sessions under ``root`` and, of those `freight start` made, the live
     processes their files name, agents before the head (agents stop their workers)."""
@@ -348,14 +317,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def _terminate(procs: list[dict[str, Any]], grace: float) -> None:
     """SIGTERM the recorded processes; SIGKILL those still alive after ``grace`` seconds."""
     for info in procs:
-        _signal(info, signal.SIGTERM)
+        signal_recorded(info, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for info in procs:
         pid = info["pid"]
         while _alive(pid) and time.monotonic() < deadline:
-            _wait_exit(pid, max(0.0, deadline - time.monotonic()))
+            wait_exit(pid, max(0.0, deadline - time.monotonic()))
         if _alive(pid):
-            _signal(info, signal.SIGKILL)
+            signal_recorded(info, signal.SIGKILL)
 
 
 def _stop_named(address: str, reason: str) -> int:

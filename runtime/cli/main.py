@@ -27,6 +27,7 @@ MODULES = [
     "settings_cmd",
     "node_cmd",
     "top_cmd",
+    "chaos_cmd",
 ]
 COMMANDS = {
     "start": "cluster",
@@ -50,6 +51,7 @@ COMMANDS = {
     "drain": "node_cmd",
     "undrain": "node_cmd",
     "top": "top_cmd",
+    "chaos": "chaos_cmd",
 }
 
 

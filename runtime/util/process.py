@@ -100,6 +100,40 @@ def is_recorded_process(info: Mapping[str, Any]) -> bool:
     return abs(float(now["create_time"]) - float(started)) < 0.01
 
 
+def wait_exit(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``pid`` to exit: woken by the exit where Linux has pidfds, else
+    a short wait (the caller checks again either way)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        time.sleep(min(timeout, 0.02))  # no pidfd: poll the other process's state
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
+def signal_recorded(info: Mapping[str, Any], sig: int) -> bool:
+    """Send ``sig`` to the process ``info`` records (as :func:`identity` gives it), only if that
+    is the process its pid names now: checked through a pidfd, which keeps naming that process
+    even if it exits meanwhile, so the signal never reaches a process that got the pid later.
+    Returns whether it was sent."""
+    try:
+        fd = os.pidfd_open(info["pid"])
+    except OSError:
+        return False  # gone
+    try:
+        if is_recorded_process(info):
+            signal.pidfd_send_signal(fd, sig)
+            return True
+        return False
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def announce_ready(fds: Iterable[int], info: Mapping[str, Any]) -> None:
     """Write ``info`` as one JSON line to each ready pipe in ``fds``, then close them."""
     line = (json.dumps(dict(info), separators=(",", ":")) + "\n").encode()

@@ -72,6 +72,7 @@ READS = {
     ("runbook",),
     ("settings",),
     ("monitoring", "status"),
+    ("chaos", "discover"),
 }
 CHANGES = {
     ("start",),
@@ -86,6 +87,8 @@ CHANGES = {
     ("job", "stop"),
     ("monitoring", "up"),
     ("monitoring", "down"),
+    ("chaos", "run"),
+    ("chaos", "recover"),
 }
 FOLLOW = {"--follow", "-f"}  # a command that never ends on its own is checked with --help
 TIMEOUT_S = 120.0

@@ -1,0 +1,209 @@
+"""Process faults with their safety rules: journalled before they happen, time-boxed, reverted
+by the harness at expiry (or by `freight chaos recover` after a harness that died), and never
+the cluster's last healthy node.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from freight.client import access
+from freight.util.process import is_recorded_process, signal_recorded, wait_exit
+
+from . import journal, targets
+from .targets import FaultRefused, ProcessTarget
+
+MAX_PAUSE_S = 3600.0  # a pause is time-boxed: an hour is the longest a run may hold a process
+KILL_SIGNALS = ("SIGKILL", "SIGTERM")
+KILL_WAIT_S = 10.0  # how long a SIGKILLed process may take to exit
+
+
+@dataclass(frozen=True)
+class FaultResult:
+    """What a fault did, as the experiment's journal records it."""
+
+    fault: str
+    target: dict[str, str]
+    pid: int
+    signal: str
+    seconds: float  # how long the fault held (a pause), or how long the process took to go
+    result: str  # "killed", "exited", "continued", "gone" (ended while paused)
+    injection_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fault": self.fault,
+            **{f"target_{k}": v for k, v in self.target.items()},
+            "pid": self.pid,
+            "signal": self.signal,
+            "seconds": round(self.seconds, 3),
+            "result": self.result,
+            "injection_id": self.injection_id,
+        }
+
+
+def journal_path(configuration: dict[str, Any] | None) -> str:
+    """The write-ahead journal an experiment's faults go to: its ``freight_fault_journal``
+    configuration, else :func:`journal.default_path`."""
+    return str((configuration or {}).get("freight_fault_journal") or journal.default_path())
+
+
+def signal_number(name: str, allowed: tuple[str, ...]) -> signal.Signals:
+    if name not in allowed:
+        raise access.UsageError(f"signal must be one of {', '.join(allowed)}, got {name!r}")
+    return signal.Signals[name]
+
+
+def check_duration(duration: float) -> float:
+    if isinstance(duration, bool) or not isinstance(duration, int | float):
+        raise access.UsageError(f"duration must be a number of seconds, got {duration!r}")
+    if not 0 < duration <= MAX_PAUSE_S:
+        raise access.UsageError(
+            f"duration must be more than 0 and at most {MAX_PAUSE_S:g} s, got {duration!r}"
+        )
+    return float(duration)
+
+
+def paused_node_ids(path: str) -> set[str]:
+    """Nodes whose agent an open injection of the journal holds paused: not healthy, whatever
+    the head says yet."""
+    return {
+        i.target.get("node_id", "")
+        for i in journal.open_injections(path)
+        if i.target.get("kind") == "node" and is_recorded_process(i.process)
+    }
+
+
+def refuse_last_healthy_node(cluster: access.Target, node_id: str, path: str) -> None:
+    """Refuse a fault on ``node_id`` that would leave no healthy node: none ALIVE besides it, or
+    every other one held paused by a fault in flight."""
+    paused = paused_node_ids(path)
+    others = [
+        n["node_id"]
+        for n in targets.alive_nodes(cluster)
+        if n["node_id"] != node_id and n["node_id"] not in paused
+    ]
+    if not others:
+        raise FaultRefused(
+            f"node {node_id} is the cluster's last healthy node (every other node is dead, "
+            "draining or paused by a fault in flight): a fault on it would take the whole "
+            "cluster down, which a chaos experiment never does; add a node first"
+        )
+
+
+def kill(fault: str, target: ProcessTarget, sig_name: str, path: str, grace: float) -> FaultResult:
+    """Send ``sig_name`` (SIGKILL or SIGTERM) to ``target``'s process and wait until it is gone:
+    a SIGTERM not obeyed within ``grace`` seconds is followed by SIGKILL (the fault is
+    time-boxed). Nothing to revert: the runtime replaces what died, and the probes tell whether
+    it did."""
+    sig = signal_number(sig_name, KILL_SIGNALS)
+    injection = journal.Injection(fault, target.describe(), target.process, sig.name, None, 0.0)
+    journal.write_injection(path, injection)
+    started = time.monotonic()
+    if not signal_recorded(target.process, sig):
+        journal.write_end(path, injection.id, "gone before the signal")
+        raise FaultRefused(f"the {target.kind}'s process {target.pid} ended before the signal")
+    result = "killed" if sig == signal.SIGKILL else "exited"
+    deadline = started + max(grace, 0.0)
+    while not exited(target.process):
+        left = deadline - time.monotonic()
+        if left > 0:
+            wait_exit(target.pid, left)
+        elif result != "killed":  # an ignored SIGTERM: the fault is time-boxed
+            signal_recorded(target.process, signal.SIGKILL)
+            result, deadline = "killed", time.monotonic() + KILL_WAIT_S
+        else:
+            journal.write_end(path, injection.id, "still running after SIGKILL")
+            raise access.CommandFailed(
+                f"the {target.kind}'s process {target.pid} still runs {KILL_WAIT_S:g} s after "
+                "SIGKILL (stuck in the kernel?): look at it with `ps -o stat,wchan -p "
+                f"{target.pid}`"
+            )
+    journal.write_end(path, injection.id, result)
+    return FaultResult(
+        fault,
+        target.describe(),
+        target.pid,
+        sig.name,
+        time.monotonic() - started,
+        result,
+        injection.id,
+    )
+
+
+def exited(process: dict[str, Any]) -> bool:
+    """Whether the process ``process`` records has exited (a zombie counts: it runs no more),
+    or its pid now names another. Not :func:`is_recorded_process`: a process that is exiting
+    has already lost its command line while it still runs."""
+    try:
+        proc = psutil.Process(int(process["pid"]))
+        if abs(proc.create_time() - float(process["create_time"])) >= 0.01:
+            return True  # the pid was given to another process
+        return proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> FaultResult:
+    """SIGSTOP ``target``'s process for ``duration`` seconds, then SIGCONT it: journalled before
+    the stop, reverted here at expiry (also when the run is interrupted), or by `freight chaos
+    recover` when the harness died."""
+    duration = check_duration(duration)
+    expires = time.time() + duration
+    injection = journal.Injection(
+        fault, target.describe(), target.process, "SIGSTOP", "SIGCONT", expires
+    )
+    journal.write_injection(path, injection)
+    started = time.monotonic()
+    if not signal_recorded(target.process, signal.SIGSTOP):
+        journal.write_end(path, injection.id, "gone before the signal")
+        raise FaultRefused(f"the {target.kind}'s process {target.pid} ended before the signal")
+    result = "gone"
+    try:
+        time.sleep(duration)  # the fault itself: the process stays stopped this long
+    finally:
+        if signal_recorded(target.process, signal.SIGCONT):
+            result = "continued"
+        journal.write_end(path, injection.id, result)
+    return FaultResult(
+        fault,
+        target.describe(),
+        target.pid,
+        "SIGSTOP",
+        time.monotonic() - started,
+        result,
+        injection.id,
+    )
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """One open injection `freight chaos recover` dealt with."""
+
+    injection: journal.Injection
+    result: str  # "continued" (the revert signal was sent), "gone" (the process had ended)
+
+
+def recover(path: str) -> list[Recovered]:
+    """Revert every open injection of the journal at ``path``: send its revert signal to the
+    process it recorded (only if that process still runs: never to a later one with its pid),
+    and mark it over. Running it again finds nothing open."""
+    done = []
+    for injection in journal.open_injections(path):
+        sig = signal.Signals.__members__.get(injection.revert or "")
+        if sig is None:
+            raise journal.JournalError(
+                f"{path}: injection {injection.id} names the revert signal "
+                f"{injection.revert!r}, which is no signal; revert pid {injection.process.get('pid')} "
+                "by hand, then move the journal aside"
+            )
+        sent = signal_recorded(injection.process, sig)
+        result = "continued" if sent else "gone"
+        journal.write_end(path, injection.id, f"recovered: {result}")
+        done.append(Recovered(injection, result))
+    return done

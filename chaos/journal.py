@@ -1,0 +1,143 @@
+"""The write-ahead journal of fault injections: what was done to which process, and how to undo
+it, written to disk before the fault happens, so that a harness that dies mid-fault (SIGKILL, a
+lost terminal) leaves enough behind for `freight chaos recover` to undo it.
+
+One JSON object a line, appended under an exclusive lock and flushed to disk before the fault:
+
+- ``{"op": "inject", "id", "time", "fault", "target", "process", "signal", "revert",
+  "expires", "by"}``: ``process`` is the signalled process's identity (pid, start time, command
+  line, as :func:`freight.util.process.identity` gives it), so a revert never reaches a later
+  process that got the same pid; ``revert`` is the signal that undoes the fault (``SIGCONT``
+  after a ``SIGSTOP``) or null when there is nothing to undo (a killed process: the runtime
+  replaces what died).
+- ``{"op": "end", "id", "time", "result", "by"}``: the fault is over (reverted at expiry,
+  recovered, or nothing to undo).
+
+An injection with a revert and no ``end`` is open: :func:`open_injections` lists them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from freight.config import settings
+from freight.util.private_files import check_owned, make_private_dir
+
+FORMAT = 1
+
+
+class JournalError(ValueError):
+    """The journal cannot be used as it is (damaged, or not this user's): the message says
+    which line, and what to do."""
+
+
+@dataclass(frozen=True)
+class Injection:
+    """One fault as the journal records it before it happens."""
+
+    fault: str  # the action's name: "pause_node_agent", "kill_worker", ...
+    target: dict[str, str]  # what the state API named: kind, id, node_id
+    process: dict[str, Any]  # pid, create_time, cmdline of the signalled process
+    signal: str  # "SIGSTOP", "SIGKILL", "SIGTERM"
+    revert: str | None  # the signal that undoes it, None when nothing can be undone
+    expires: float  # unix time the harness reverts it by (0: nothing to revert)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: float = field(default_factory=time.time)
+    by: int = field(default_factory=os.getpid)  # the harness process that injected it
+
+
+def default_path() -> str:
+    """Where the journal is unless an experiment or the command line names another: below
+    FREIGHT_TEMP_DIR, next to the sessions of the clusters it touches."""
+    return os.path.join(settings.temp_dir, "chaos", "faults.jsonl")
+
+
+def _append(path: str, record: dict[str, Any]) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    make_private_dir(folder, "the chaos journal's folder")
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        check_owned(path, "the chaos journal")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # two harnesses never interleave their lines
+        os.write(fd, line)
+        os.fsync(fd)  # on disk before the fault happens: that is the journal's point
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def write_injection(path: str, injection: Injection) -> None:
+    """Record ``injection`` before it happens."""
+    _append(path, {"op": "inject", "format": FORMAT, **asdict(injection)})
+
+
+def write_end(path: str, injection_id: str, result: str) -> None:
+    """Record that the injection ``injection_id`` is over, and how (``result``)."""
+    _append(
+        path,
+        {"op": "end", "id": injection_id, "time": time.time(), "result": result, "by": os.getpid()},
+    )
+
+
+def read(path: str) -> Iterator[dict[str, Any]]:
+    """The journal's records, oldest first; nothing when it does not exist. A line cut short
+    by a harness killed mid-write is skipped only when it is the last one."""
+    try:
+        check_owned(path, "the chaos journal")
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return
+    except PermissionError as e:
+        raise JournalError(str(e)) from None
+    last = max((i for i, text in enumerate(lines) if text.strip()), default=-1)
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+            if not isinstance(record, dict) or record.get("op") not in ("inject", "end"):
+                raise ValueError("not a journal record")
+        except ValueError as e:
+            if number - 1 == last:
+                continue  # the harness died while writing its last line: nothing was done yet
+            raise JournalError(
+                f"{path}, line {number}: {e}. The journal is damaged; move it aside and revert "
+                "by hand what its earlier lines name (their pid and revert signal)."
+            ) from None
+        yield record
+
+
+def open_injections(path: str) -> list[Injection]:
+    """Injections of ``path`` that have a revert and were never marked over, oldest first."""
+    injected: dict[str, dict[str, Any]] = {}
+    for record in read(path):
+        if record["op"] == "inject":
+            injected[str(record.get("id"))] = record
+        else:
+            injected.pop(str(record.get("id")), None)
+    out = []
+    for record in injected.values():
+        if not record.get("revert"):
+            continue
+        out.append(
+            Injection(
+                fault=str(record.get("fault", "")),
+                target=dict(record.get("target") or {}),
+                process=dict(record.get("process") or {}),
+                signal=str(record.get("signal", "")),
+                revert=str(record["revert"]),
+                expires=float(record.get("expires") or 0.0),
+                id=str(record.get("id")),
+                time=float(record.get("time") or 0.0),
+                by=int(record.get("by") or 0),
+            )
+        )
+    return out

@@ -1,0 +1,110 @@
+"""Chaos Toolkit probes: what a steady-state hypothesis checks on a freight cluster.
+
+Each returns a plain number for a tolerance to compare (``{"type": "range", "range": [2, 64]}``,
+or an exact value). Counts come from the state API, counted by the head after its filters
+(``since``: only tasks that ended since then, ``-5m`` or a unix time, as `freight list` takes).
+The cluster is the configuration's ``freight_address``, else ``FREIGHT_ADDRESS``, else the newest
+cluster on this machine.
+
+Type hints are real types here (no postponed annotations): Chaos Toolkit's discovery reads
+them to describe each argument.
+"""
+
+import time
+from typing import Any
+
+from freight import state
+
+from . import targets
+
+__all__ = [
+    "actor_restarts",
+    "canary_task_latency",
+    "nodes_alive",
+    "objects_lost",
+    "task_success_ratio",
+    "tasks_pending",
+]
+
+Configuration = dict[str, Any]
+
+# The errors of a task whose argument or result was lost (freight.exceptions.ObjectLostError and
+# its kinds), as the task records name them.
+LOST_OBJECT_ERRORS = "ObjectLost|OwnerDied|ObjectReconstructionFailed|ObjectFetchTimedOut"
+
+
+def _count(kind: str, filters: list[Any], configuration: Configuration | None) -> int:
+    rows = state.list_state(kind, filters, limit=1, address=targets.cluster(configuration))
+    return int(rows.matched)
+
+
+def _ended_since(since: str) -> list[Any]:
+    return [("end_time", ">=", since)] if since else []
+
+
+def nodes_alive(configuration: Configuration | None = None) -> int:
+    """Nodes the head lists as ALIVE (not dead, not draining)."""
+    return len(targets.alive_nodes(targets.cluster(configuration)))
+
+
+def tasks_pending(name: str = "", configuration: Configuration | None = None) -> int:
+    """Tasks waiting for their arguments or for a node (of the function `name`, if given)."""
+    filters: list[Any] = [("state", "~", "^PENDING_")]
+    if name:
+        filters.append(("name", "=", name))
+    return _count("tasks", filters, configuration)
+
+
+def task_success_ratio(
+    name: str = "", since: str = "", configuration: Configuration | None = None
+) -> float:
+    """Of the tasks that ended (of `name`, ended since `since`), the share that finished:
+    1.0 when none failed, and when none ended."""
+    base: list[Any] = [*(_ended_since(since)), *([("name", "=", name)] if name else [])]
+    finished = _count("tasks", [*base, ("state", "=", "FINISHED")], configuration)
+    failed = _count("tasks", [*base, ("state", "=", "FAILED")], configuration)
+    return 1.0 if finished + failed == 0 else finished / (finished + failed)
+
+
+def actor_restarts(
+    name: str = "", class_name: str = "", configuration: Configuration | None = None
+) -> int:
+    """Restarts of the actors named `name` / of class `class_name` (every actor if neither),
+    summed."""
+    filters = [(k, "=", v) for k, v in (("name", name), ("class_name", class_name)) if v]
+    rows = state.list_state(
+        "actors", filters, limit=state.PAGE_MAX, address=targets.cluster(configuration)
+    )
+    return sum(int(r.get("num_restarts") or 0) for r in rows)
+
+
+def objects_lost(since: str = "", configuration: Configuration | None = None) -> int:
+    """Tasks that failed because an object they needed (an argument, a result) was lost."""
+    filters = [
+        *_ended_since(since),
+        ("state", "=", "FAILED"),
+        ("error_type", "~", LOST_OBJECT_ERRORS),
+    ]
+    return _count("tasks", filters, configuration)
+
+
+def _canary() -> int:
+    return 1
+
+
+def canary_task_latency(
+    timeout: float = 30.0, num_cpus: float = 0.0, configuration: Configuration | None = None
+) -> float:
+    """Seconds a tiny task takes from submission to its result (it needs `num_cpus`, none by
+    default, so a cluster busy with work still answers). This process connects to the cluster
+    as a driver to submit it, unless it already is one. A task that takes over `timeout` s
+    fails the probe."""
+    import freight
+
+    if not freight.is_initialized():
+        cluster = targets.cluster(configuration)
+        freight.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    canary = freight.remote(num_cpus=num_cpus, max_retries=0)(_canary)
+    started = time.monotonic()
+    freight.get(canary.remote(), timeout=timeout)
+    return time.monotonic() - started

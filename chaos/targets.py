@@ -1,0 +1,190 @@
+"""Choosing what a fault hits: a worker, an actor's process, a node agent or the head, named
+through the state API (:mod:`freight.state`) and proven to be that very process before anything
+is signalled.
+
+A pid alone proves nothing (the process may have ended and its pid been given to another), so
+each target carries the identity :func:`freight.util.process.identity` gives (pid, start time,
+command line), checked against what the cluster recorded: a worker's start time from its agent's
+listing, an agent's or the head's from the files they write in their session folders (the very
+check `freight stop` makes). Faults act on processes of this machine only.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from freight import _launcher, state
+from freight.client import access
+from freight.config import settings
+from freight.core.nodes import ALIVE
+from freight.util.process import identity, is_recorded_process
+
+
+class FaultRefused(access.CommandFailed):
+    """A fault that would break the harness's promises (the last healthy node, the head without
+    ``allow_head``) or that names nothing it can act on: nothing was done."""
+
+
+@dataclass(frozen=True)
+class ProcessTarget:
+    """A process a fault acts on, as the state API named it and as this machine sees it."""
+
+    kind: str  # "worker", "actor", "node", "head"
+    id: str  # its worker, actor or node id; the head's address for the head
+    node_id: str  # the node it runs on ("" for the head)
+    process: dict[str, Any]  # pid, create_time, cmdline: what proves it is still that process
+
+    @property
+    def pid(self) -> int:
+        return int(self.process["pid"])
+
+    def describe(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.id, "node_id": self.node_id}
+
+
+def cluster(configuration: dict[str, Any] | None) -> access.Target:
+    """The cluster an experiment acts on: its ``freight_address`` configuration, else what the
+    one resolver finds (FREIGHT_ADDRESS, else the newest cluster on this machine)."""
+    address = (configuration or {}).get("freight_address") or None
+    return access.resolve(address, flag="freight_address")
+
+
+def _filters(**wanted: str) -> list[tuple[str, str, str]]:
+    return [(key, "=", value) for key, value in wanted.items() if value]
+
+
+def _one(kind: str, rows: list[dict[str, Any]], asked: dict[str, str]) -> dict[str, Any]:
+    """The first of ``rows`` in the listing's order (deterministic), or a refusal naming what
+    was asked."""
+    if not rows:
+        what = ", ".join(f"{k}={v}" for k, v in asked.items() if v) or "any"
+        raise FaultRefused(
+            f"no {kind} matches {what} in the cluster now; `freight list {kind}s` shows them"
+        )
+    return rows[0]
+
+
+def _local(node: dict[str, Any], kind: str) -> None:
+    host = str(node.get("hostname") or "")
+    if host and host != socket.gethostname():
+        raise FaultRefused(
+            f"the {kind} runs on host {host}, not on this one ({socket.gethostname()}): run the "
+            "harness on that host"
+        )
+
+
+def _node_row(target: access.Target, node_id: str) -> dict[str, Any]:
+    row = state.get_state("nodes", node_id, address=target) if node_id else None
+    if row is None:
+        raise FaultRefused(f"no node {node_id!r} in the cluster; `freight list nodes` shows them")
+    return row
+
+
+def _worker_process(target: access.Target, row: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The identity of the worker process ``row`` (a worker row) names, checked against the
+    start time its agent reported."""
+    pid = int(row.get("pid") or 0)
+    if pid <= 0:
+        raise FaultRefused(f"worker {row.get('worker_id')} has no process yet (still starting)")
+    _local(_node_row(target, str(row.get("node_id") or "")), kind)
+    now = identity(pid)
+    claim = {"pid": pid, "create_time": row.get("start_time"), "cmdline": now.get("cmdline")}
+    if not is_recorded_process(claim):
+        raise FaultRefused(
+            f"pid {pid} is not the process of worker {row.get('worker_id')} any more (it ended, "
+            "or its pid was given to another process); nothing was signalled"
+        )
+    return claim
+
+
+def worker(
+    target: access.Target,
+    worker_id: str = "",
+    node_id: str = "",
+    actor_id: str = "",
+    worker_state: str = "",
+) -> ProcessTarget:
+    """A worker process: the first the state API lists that matches every given field."""
+    asked = {
+        "worker_id": worker_id,
+        "node_id": node_id,
+        "actor_id": actor_id,
+        "state": worker_state,
+    }
+    filters = [*_filters(**asked), ("pid", ">", "0")]
+    rows = state.list_state("workers", filters, limit=1, address=target)
+    row = _one("worker", rows, asked)
+    process = _worker_process(target, row, "worker")
+    return ProcessTarget("worker", str(row["worker_id"]), str(row["node_id"]), process)
+
+
+def actor(
+    target: access.Target,
+    name: str = "",
+    class_name: str = "",
+    actor_id: str = "",
+    namespace: str = "",
+) -> ProcessTarget:
+    """The process of a live actor: the first the state API lists that matches every given
+    field."""
+    asked = {"name": name, "class_name": class_name, "actor_id": actor_id, "namespace": namespace}
+    filters = [*_filters(**asked), ("state", "=", ALIVE)]
+    row = _one("actor", state.list_state("actors", filters, limit=1, address=target), asked)
+    workers = state.list_state(
+        "workers", [("worker_id", "=", str(row["worker_id"]))], limit=1, address=target
+    )
+    if not workers:
+        raise FaultRefused(
+            f"actor {row['actor_id']} has no worker process listed by its node (it is moving); "
+            "try again once it is ALIVE"
+        )
+    process = _worker_process(target, workers[0], "actor")
+    return ProcessTarget("actor", str(row["actor_id"]), str(row["node_id"]), process)
+
+
+def alive_nodes(target: access.Target) -> list[dict[str, Any]]:
+    """Nodes the head lists as ALIVE (not DEAD, not DRAINING: those take no work)."""
+    return list(state.list_state("nodes", [("state", "=", ALIVE)], limit=10_000, address=target))
+
+
+def node_agent(target: access.Target, node_id: str = "", hostname: str = "") -> ProcessTarget:
+    """A node's agent process: the first ALIVE node matching ``node_id`` (an id or a prefix)
+    and ``hostname``, proven by the node file the agent wrote in its session folder here."""
+    rows = [
+        n
+        for n in alive_nodes(target)
+        if str(n["node_id"]).startswith(node_id) and (not hostname or n["hostname"] == hostname)
+    ]
+    row = _one("node", rows, {"node_id": node_id, "hostname": hostname})
+    _local(row, "node agent")
+    nid = str(row["node_id"])
+    for path in glob.glob(os.path.join(settings.temp_dir, "session_2*", "nodes", f"{nid}.json")):
+        info = _launcher.read_trusted_json(path)
+        if info and info.get("pid") == row.get("pid") and is_recorded_process(info):
+            process = {k: info[k] for k in ("pid", "create_time", "cmdline")}
+            return ProcessTarget("node", nid, nid, process)
+    raise FaultRefused(
+        f"no node file of node {nid} (pid {row.get('pid')}) under {settings.temp_dir} "
+        "(FREIGHT_TEMP_DIR) proves which process is its agent: run the harness with the "
+        "FREIGHT_TEMP_DIR the node was started with"
+    )
+
+
+def head(target: access.Target) -> ProcessTarget:
+    """The head process of ``target``, proven by the ``head.json`` of its session folder."""
+    info = (
+        _launcher.read_trusted_json(os.path.join(target.session_dir, "head.json"))
+        if target.session_dir
+        else None
+    )
+    if not info or not is_recorded_process(info):
+        raise FaultRefused(
+            f"no live head of {target.address} has a session folder on this machine under "
+            f"{settings.temp_dir} (FREIGHT_TEMP_DIR): run the harness on the head's machine"
+        )
+    process = {k: info[k] for k in ("pid", "create_time", "cmdline")}
+    return ProcessTarget("head", target.address, "", process)
