@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -179,6 +180,8 @@ def test_init_names_a_stopped_head_as_not_answering_and_a_missing_one_as_not_lis
     assert "no freight head is listening" not in str(e.value)
     assert "freight status" in str(e.value)
 
-    with pytest.raises(ConnectionError, match="no freight head is listening at 127.0.0.1:9"):
+    with pytest.raises(
+        ConnectionError, match=re.escape("no freight head is listening at 127.0.0.1:9")
+    ):
         _api._resolve_address("127.0.0.1:9")  # the discard port: nothing listens there
     assert {n["state"] for n in state.list_nodes()} == {"ALIVE"}  # the short stall cost nothing
