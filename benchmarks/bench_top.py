@@ -135,6 +135,29 @@ def loaded(app: Any) -> bool:
     return app.last is not None and app.last.synced and app.table.row_count > 0
 
 
+def listing_latency(address: str, n: int) -> dict[str, list[float]]:
+    """What the inspector's feed waits for on a view or page change: one ``list_state`` of 1,000
+    rows (the head's work, gRPC and the JSON), called ``n`` times each, before the app opens."""
+    import inspect
+
+    from freight import state
+
+    sorts = "sort_by" in inspect.signature(state.list_state).parameters
+    cases: dict[str, dict[str, Any]] = {
+        "tasks": {"kind": "tasks"},
+        "tasks name~bench_top": {"kind": "tasks", "filters": ["name~bench_top"]},
+        "actors": {"kind": "actors"},
+        **({"tasks sorted by name": {"kind": "tasks", "sort_by": "name"}} if sorts else {}),
+    }
+    out: dict[str, list[float]] = {}
+    for name, kw in cases.items():
+        for _ in range(n):
+            t = time.perf_counter()
+            state.list_state(limit=1000, address=address, **kw)
+            out.setdefault(name, []).append(time.perf_counter() - t)
+    return out
+
+
 async def measure(args: argparse.Namespace, address: str, driver: subprocess.Popen[str]) -> None:
     from freight.tui.app import TopApp, View, id_keys
 
@@ -144,6 +167,7 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
     figures: dict[str, Any] = {}
     lat: dict[str, list[float]] = {}
     marks: list[float] = []  # seconds from a task's end to its row shown FINISHED
+    lists = listing_latency(address, args.presses)
     opened = time.perf_counter()
     async with app.run_test(size=(200, 50)) as pilot:
         await _until(pilot, lambda: app.table.row_count > 0, "the first tasks")
@@ -260,6 +284,8 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
     print(f"| app open to first rows (tasks) | {figures['first rows']:.2f} s |")
     for name, samples in lat.items():
         print(f"| key to repaint: {name} | {_figure(samples)} ({len(samples)} presses) |")
+    for name, samples in lists.items():
+        print(f"| a listing of 1,000 rows, {name} | {_figure(samples)} ({len(samples)} calls) |")
     print(f"| inspector CPU, idle on tasks | {figures['cpu idle']:.3f} s/s |")
     print(f"| inspector CPU, {args.rate} tasks/s finishing | {figures['cpu steady']:.3f} s/s |")
     print(f"| inspector RSS at the end | {figures['rss'] / 2**20:.0f} MiB |")

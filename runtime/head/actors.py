@@ -258,11 +258,7 @@ class ActorDirectory:
         return pb.CreateActorReply(actor=holder, existed=True)
 
     def _load(self) -> dict[str, int]:
-        load: dict[str, int] = {}
-        for actor in self._store.list_actors():
-            if actor.node_id:
-                load[actor.node_id] = load.get(actor.node_id, 0) + 1
-        return load
+        return self._store.actors_per_node()
 
     async def _place(self, actor_id: str, request: dict[str, float]) -> pb.ActorInfo:
         """Wait until a node can take the actor; return it with node_id set (or DEAD)."""

@@ -266,6 +266,16 @@ class ControlStore:
         """All actors in creation order; DEAD ones only with ``include_dead``."""
         return [_copy(a) for a in self._actors.values() if include_dead or a.state != DEAD]
 
+    def actors_per_node(self) -> dict[str, int]:
+        """How many actors that are not DEAD each node holds (placed ones only). No copies:
+        every pending actor's placement asks it at each heartbeat, and with a thousand actors
+        copying them all took most of the head's time."""
+        load: dict[str, int] = {}
+        for a in self._actors.values():
+            if a.node_id and a.state != DEAD:
+                load[a.node_id] = load.get(a.node_id, 0) + 1
+        return load
+
     # ---- key/value ---------------------------------------------------------------------------
 
     def kv_put(self, ns: str, key: str, value: bytes, overwrite: bool = True) -> bool:

@@ -98,6 +98,21 @@ def test_list_actors_hides_dead_ones_unless_asked(store):
     assert [a.actor_id for a in store.list_actors(include_dead=True)] == ["a1", "a2"]
 
 
+def test_actors_per_node_counts_the_placed_actors_that_are_not_dead(store):
+    store.upsert_actor(pb.ActorInfo(actor_id="a1", node_id="n1", state="ALIVE"))
+    store.upsert_actor(pb.ActorInfo(actor_id="a2", node_id="n1", state="RESTARTING"))
+    store.upsert_actor(pb.ActorInfo(actor_id="a3", node_id="n2", state="PENDING_CREATION"))
+    store.upsert_actor(pb.ActorInfo(actor_id="a4", node_id="n2", state="DEAD"))
+    store.upsert_actor(pb.ActorInfo(actor_id="a5", state="PENDING_CREATION"))  # not placed
+    assert store.actors_per_node() == {"n1": 2, "n2": 1}
+    # The same figures as counting the listed actors, which the placement did before.
+    listed: dict[str, int] = {}
+    for a in store.list_actors():
+        if a.node_id:
+            listed[a.node_id] = listed.get(a.node_id, 0) + 1
+    assert store.actors_per_node() == listed
+
+
 def test_returned_messages_are_copies(store):
     store.upsert_node(pb.NodeInfo(node_id="n1", state="ALIVE"))
     store.get_node("n1").state = "DEAD"
