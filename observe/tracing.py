@@ -35,6 +35,7 @@ ENABLED = False
 
 _tracer: Any = None
 _provider: Any = None
+_unsettled: Any = None  # the spans ended and not yet exported or counted (_span_export)
 _trace: Any = None  # the opentelemetry.trace module
 _context: Any = None  # the opentelemetry.context module
 _propagator: Any = None
@@ -116,6 +117,7 @@ def configure(
 
 def _setup_sdk(component: str, node_id: str, cluster: str, worker_id: str) -> None:
     global _tracer, _provider, _trace, _context, _propagator, _error, _status, _process_attrs
+    global _unsettled
     from opentelemetry import context, trace
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -123,7 +125,7 @@ def _setup_sdk(component: str, node_id: str, cluster: str, worker_id: str) -> No
     from opentelemetry.sdk.trace.sampling import ParentBased
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from ._span_export import CountingExporter, CountingProcessor, OnceHandler
+    from ._span_export import CountingExporter, CountingProcessor, OnceHandler, Unsettled
 
     _quiet_sdk_logging(OnceHandler(_warn_once))
     pid = os.getpid()
@@ -149,12 +151,13 @@ def _setup_sdk(component: str, node_id: str, cluster: str, worker_id: str) -> No
         # A root sampler from OTEL_TRACES_SAMPLER decides once per trace; every later span in
         # any process follows its parent, so a trace is never half sampled.
         provider.sampler = ParentBased(provider.sampler)
-    exporter = CountingExporter(OTLPSpanExporter(), dropped, _export_failing)
-    provider.add_span_processor(CountingProcessor(exporter, dropped))
+    unsettled = Unsettled(dropped)
+    exporter = CountingExporter(OTLPSpanExporter(), unsettled, _export_failing)
+    provider.add_span_processor(CountingProcessor(exporter, unsettled))
     if type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider":
         # Nobody set one: spans that user code makes inside a task then join freight's trace.
         trace.set_tracer_provider(provider)
-    _provider = provider
+    _provider, _unsettled = provider, unsettled
     _tracer = provider.get_tracer("freight")
     _trace, _context = trace, context
     _propagator = TraceContextTextMapPropagator()
@@ -233,6 +236,18 @@ def flush(timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
     # The exporter's own deadline can be long (OTEL_EXPORTER_OTLP_TIMEOUT): wait in a thread.
     threading.Thread(target=run, name="freight-trace-flush", daemon=True).start()
     return done.wait(timeout_s)
+
+
+def settle(timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+    """Export the spans ended so far, waiting at most ``timeout_s``; count those still unsent
+    then as dropped at once. A driver does this before its last telemetry report, so the report
+    accounts for every span it made: the exporter's retries, or a flush that outlasts the wait,
+    cannot move a drop past it (decision 0079)."""
+    if not ENABLED or flush(timeout_s):
+        return
+    unsettled = _unsettled
+    if unsettled is not None:
+        unsettled.write_off()
 
 
 def shutdown(timeout_s: float = FLUSH_TIMEOUT_S) -> None:

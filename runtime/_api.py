@@ -310,11 +310,13 @@ def shutdown() -> None:
             )
         except Exception:
             pass  # the head may already be gone; the processes are stopped below regardless
-        w.close()
         from freight.observe import tracing
 
         if tracing.ENABLED:
-            tracing.flush()  # bounded; a short program's spans are sent before it exits
+            # Bounded; a short program's spans are sent before it exits, and those that cannot
+            # be are counted as dropped in the last telemetry report, which close() sends.
+            tracing.settle()
+        w.close()
         _stop_private_cluster()
         atexit.unregister(shutdown)
 

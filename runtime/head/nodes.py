@@ -55,6 +55,9 @@ MAX_OBSERVED_STEP_S = 1.0
 TICK_S = 0.1  # how often the health loop advances that clock
 # A check during which the head stalled longer than this is not counted either way.
 STALLED_CHECK_S = 0.05
+# How long the calls on a dead node's agent channel may go on before it is closed under them
+# (each has a deadline of its own, shorter; see _retire_channel).
+RETIRED_CHANNEL_GRACE_S = 30.0
 
 
 def covers(amounts: Mapping[str, float], request: Mapping[str, float]) -> bool:
@@ -296,6 +299,7 @@ class NodeDirectory:
         self._dead_incarnations: set[tuple[str, str]] = set()
         self.changed = asyncio.Condition()
         self._agents: dict[str, tuple[str, aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
+        self._retiring: dict[aio.Channel, asyncio.Task[None]] = {}
         self._checkers: dict[str, asyncio.Task[None]] = {}
         self._checking = False  # checkers run while health_loop() runs
         # A restarted head gives the nodes it remembers one full timeout to check in again.
@@ -609,15 +613,30 @@ class NodeDirectory:
         stub = pb_grpc.NodeAgentServiceStub(channel)
         self._agents[node.node_id] = (node.agent_address, channel, stub)
         if cached is not None:  # the agent came back on a new address
-            await cached[1].close()
+            self._retire_channel(cached[1])
         return stub
 
     async def _close_agent(self, node_id: str) -> None:
         cached = self._agents.pop(node_id, None)
         if cached is not None:
-            await cached[1].close()
+            self._retire_channel(cached[1])
+
+    def _retire_channel(self, channel: aio.Channel) -> None:
+        """Close a channel nobody takes from the cache any more once its calls have ended.
+
+        Closing it at once would cancel them, and a cancelled call raises CancelledError in
+        its caller, not an RPC error: the head's Shutdown, asking an agent that unregistered
+        before its answer arrived, was ended without setting the head stopping.
+        """
+        task = asyncio.ensure_future(channel.close(grace=RETIRED_CHANNEL_GRACE_S))
+        self._retiring[channel] = task
+        task.add_done_callback(lambda _: self._retiring.pop(channel, None))
 
     async def close(self) -> None:
-        """Close every agent channel."""
+        """Close every agent channel (the head is stopping: calls still going on end now)."""
         for node_id in list(self._agents):
-            await self._close_agent(node_id)
+            await self._agents.pop(node_id)[1].close()
+        for channel, task in list(self._retiring.items()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await channel.close()

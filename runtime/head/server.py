@@ -455,11 +455,13 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             + (" with its nodes" if request.stop_nodes else ""),
         )
         stopped = 0
-        if request.stop_nodes:
-            stopped = await operator_actions.stop_nodes(
-                self.nodes, f"the cluster was stopped by {who.by or 'a client'}"
-            )
-        self.stopping.set()
+        try:
+            if request.stop_nodes:
+                stopped = await operator_actions.stop_nodes(
+                    self.nodes, f"the cluster was stopped by {who.by or 'a client'}"
+                )
+        finally:
+            self.stopping.set()  # asked to stop: whatever stopping the nodes met, even a cancel
         return pb.ShutdownReply(nodes_stopped=stopped)
 
 

@@ -83,7 +83,8 @@ class ObjectPuller:
         self.agent_of_store = agent_of_store  # a store folder -> its agent's gRPC address
         self.gone_stores: set[str] = set()  # the stores of nodes that left the cluster
         self.next_view = next_view  # returns when the list of nodes is next refreshed
-        self.inflight: dict[bytes, asyncio.Future[str]] = {}
+        # The pull under way of each object, and the store it copies from.
+        self.inflight: dict[bytes, tuple[str, asyncio.Future[str]]] = {}
         self._stubs: dict[str, tuple[aio.Channel, pb_grpc.NodeAgentServiceStub]] = {}
 
     def _stub(self, address: str) -> pb_grpc.NodeAgentServiceStub:
@@ -95,14 +96,21 @@ class ObjectPuller:
 
     async def fetch(self, object_id: bytes, size: int, owner: str, source_dir: str) -> str:
         """The local path of ``object_id``, copied from the store at ``source_dir`` if needed."""
-        entry = self.store.info(object_id)
-        if entry is not None and entry.sealed:
-            return self.store.path(object_id)
-        pending = self.inflight.get(object_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while True:
+            entry = self.store.info(object_id)
+            if entry is not None and entry.sealed:
+                return self.store.path(object_id)
+            pending = self.inflight.get(object_id)
+            if pending is None:
+                break
+            if pending[0] == source_dir:
+                return await asyncio.shield(pending[1])
+            # A pull of the copy in another store: one a reader was handed before the object
+            # was lost and rebuilt elsewhere. Its failure says nothing of this copy (taken for
+            # this one's, it had the owner rebuild the object again): wait for its end, look again.
+            await asyncio.wait([pending[1]])
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.inflight[object_id] = fut
+        self.inflight[object_id] = (source_dir, fut)
         try:
             path = await self._pull(object_id, size, owner, source_dir)
         except BaseException as e:

@@ -27,8 +27,11 @@ import pytest
 
 from freight import state
 from freight.client import access
+from freight.protocol.generated import freight_pb2 as pb
+from freight.protocol.generated import freight_pb2_grpc as pb_grpc
 from freight.testing import head_counter, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
+from freight.util.grpc_auth import sync_channel
 from freight.util.tokens import readonly_token
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
@@ -490,7 +493,7 @@ def test_stop_session_stops_that_folders_cluster(cluster: dict[str, Any]) -> Non
     session = Path(other["session_dir"])
     stop = cli(temp_dir, "stop", "--session", str(session), "--reason", REASON)
     assert stop.returncode == 0, stop.stderr + _log_tail(session)
-    assert "1 node(s)" in stop.stdout, stop.stdout
+    assert "1 node(s)" in stop.stdout, stop.stdout + _log_tail(session)
     wait_until(lambda: not _leftovers(session), 30, "the session's processes to exit")
     _ok(cli(temp_dir, "status", "--address", cluster["address"]))
     (ids,) = _stop_events(session)
@@ -498,6 +501,46 @@ def test_stop_session_stops_that_folders_cluster(cluster: dict[str, Any]) -> Non
     _recorded(ids, by="freight stop")
     not_one = cli(temp_dir, "stop", "--session", str(temp_dir / "work"))
     assert not_one.returncode == 2 and "not a freight session folder" in not_one.stderr
+
+
+def test_stop_goes_through_when_the_node_leaves_before_it_answers(
+    cluster: dict[str, Any],
+) -> None:
+    """The head asks its node's agent to stop; the node unregisters (the head drops its agent's
+    channel) before the agent's answer reaches the head, as a stopping agent does on a loaded
+    machine. The head still gets the answer, and stops."""
+    temp_dir = cluster["temp_dir"]
+    other = _start_head(temp_dir)
+    session = Path(other["session_dir"])
+    (node_file,) = session.glob("nodes/*.json")
+    node = json.loads(node_file.read_text())
+    agent = psutil.Process(int(node["pid"]))
+    agent.suspend()  # it answers once resumed, after the head has dropped its channel
+    try:
+        stop = subprocess.Popen(
+            [FREIGHT, "stop", "--session", str(session), "--reason", REASON],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env_for(temp_dir), stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        head_log = session / "logs" / "head.log"
+        wait_until(
+            lambda: "shutdown requested" in head_log.read_text(errors="replace"),
+            60,
+            "the head to take the stop request (and ask the agent)",
+        )
+        token = (session / "token").read_text().strip()
+        with contextlib.closing(sync_channel(other["address"], token)) as channel:
+            pb_grpc.HeadServiceStub(channel).UnregisterNode(
+                pb.UnregisterNodeRequest(node_id=node["node_id"], reason="agent stopped"),
+                timeout=30,
+            )
+    finally:
+        agent.resume()
+    out, err = stop.communicate(timeout=120)
+    assert stop.returncode == 0, err + _log_tail(session)
+    assert "did not stop on request" not in out, out + _log_tail(session)
+    assert "(1 node(s) and its head)" in out, out + _log_tail(session)
+    wait_until(lambda: not _leftovers(session), 30, "the session's processes to exit")
 
 
 def test_every_action_is_refused_to_the_read_only_token_and_counted(

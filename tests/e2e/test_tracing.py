@@ -14,15 +14,17 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from freight.observe import tracing
-from freight.testing import OtlpReceiver, ReceivedSpan, short_temp_dir
+from freight.testing import OtlpReceiver, ReceivedSpan, short_temp_dir, wait_for_condition
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
 
@@ -105,13 +107,14 @@ NESTED = """
     out["driver_sdk_loaded"] = "opentelemetry.sdk.trace" in sys.modules
     cw = freight._api._require_worker()
     out["trace_ids"] = sorted({r.trace_id for r in cw.tasks.history})
-    freight.shutdown()
     if "--count-drops" in sys.argv:
+        # While connected: shutdown sends the figures in a last report and starts afresh.
         from freight.testing import wait_for_condition
         key = ("freight_telemetry_dropped_total", ("spans",))
         out["dropped"] = wait_for_condition(
             lambda: RECORDER.snapshot()["c"].get(key, 0), 60, "spans counted as dropped"
         )
+    freight.shutdown()
     print("RESULT " + json.dumps(out))
 """
 
@@ -387,6 +390,88 @@ def test_unreachable_receiver_does_not_break_tasks(temp_dir: Path) -> None:
     # Logged once, never a traceback or a warning per retry on the user's stderr.
     assert stderr.count("tracing problem") == 1, stderr
     assert "Traceback" not in stderr
+
+
+# A driver whose spans are all still queued when it shuts down (the exporter waits a minute
+# between batches) to a receiver that is down: it joins a cluster that outlives it.
+UNSENT = """
+    import json, sys
+    import freight
+    from freight.observe import tracing
+    from freight.observe.recorder import RECORDER
+
+    @freight.remote
+    def leaf(x):
+        return x * 2
+
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Ended(SpanProcessor):  # counts the sampled spans this driver ends
+        n = 0
+
+        def on_end(self, span):
+            Ended.n += span.context.trace_flags.sampled
+
+    freight.init(address=sys.argv[1])
+    tracing._provider.add_span_processor(Ended())
+    values = freight.get([leaf.remote(i) for i in range(5)])
+    key = ("freight_telemetry_dropped_total", ("spans",))
+    out = {"values": values, "counted": RECORDER.snapshot()["c"].get(key, 0), "ended": Ended.n}
+    freight.shutdown()
+    print("RESULT " + json.dumps(out))
+"""
+
+
+def dropped_spans_on_nodes(tmp: Path, address: str) -> float:
+    """freight_telemetry_dropped_total{kind="spans"} summed over the node agents of the cluster
+    at ``address`` (each one's /metrics has what its drivers and workers reported)."""
+    heads = [json.loads(p.read_text()) for p in tmp.glob("session_*/head.json")]
+    (metrics,) = {h["metrics_address"] for h in heads if h["address"] == address}  # (_latest too)
+    with urllib.request.urlopen(f"http://{metrics}/sd", timeout=10) as r:
+        groups = json.loads(r.read())
+    total = 0.0
+    for group in groups:
+        if group["labels"].get("node_id"):
+            with urllib.request.urlopen(f"http://{group['targets'][0]}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            total += sum(
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "freight_telemetry_dropped_total" and s.labels.get("kind") == "spans"
+            )
+    return total
+
+
+def test_spans_unsent_at_shutdown_are_counted_in_the_drivers_last_report() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",
+    }
+    with started_cluster() as (tmp, addr):
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(UNSENT), addr],
+            capture_output=True, text=True, timeout=120, env=_env(tmp, **env),
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+        out = json.loads(line.removeprefix("RESULT "))
+        assert out["values"] == [0, 2, 4, 6, 8]
+        # Nothing was exported, nor counted, before shutdown: every span was still queued.
+        assert out["counted"] == 0 and out["ended"] >= 5, out
+        # The last report (sent before the driver disconnected) counted each one as dropped;
+        # the driver's figures stay on its node's /metrics once it has gone.
+        wait_for_condition(
+            lambda: dropped_spans_on_nodes(tmp, addr) >= out["ended"],
+            30,
+            f"the driver's {out['ended']} unsent spans counted on its node",
+        )
 
 
 # -- a cluster started by `freight start`: whose configuration applies ------------------------
