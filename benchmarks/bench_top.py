@@ -278,7 +278,7 @@ async def measure(args: argparse.Namespace, address: str, driver: subprocess.Pop
             marks.append(time.time() - float(line.split()[1]))
     print(
         f"freight top figures ({args.tasks:,} tasks, {args.actors:,} actors of which "
-        f"{args.alive} alive, refresh {args.refresh} s, {psutil.cpu_count()} CPUs)"
+        f"{min(args.alive, args.actors)} alive, refresh {args.refresh} s, {psutil.cpu_count()} CPUs)"
     )
     print("| figure | value |\n|---|---|")
     print(f"| app open to first rows (tasks) | {figures['first rows']:.2f} s |")
