@@ -413,6 +413,9 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
     def status_text(self) -> str:
         # What matters first comes first: a narrow terminal cuts the end of the line.
         parts = [self.view.title(), self.counts()]
+        if self.prompt_mode:  # which prompt has the keyboard
+            what = "command" if self.prompt_mode == ":" else "filter"
+            parts.insert(0, f"{what} prompt: enter runs, esc cancels")
         if self.last is not None and self.last.stale_since is not None:
             parts.append(
                 f"STALE since {_when(self.last.stale_since)}: {self.last.stale_reason} "
@@ -457,6 +460,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         # command's (Widget.focus() would leave them to the table).
         prompt.display = True
         self.screen.set_focus(prompt)
+        self.render_status()
 
     def _close_prompt(self) -> None:
         self.prompt_mode = ""
@@ -464,6 +468,7 @@ class TopApp(actions.Acting, jumps.Jumping, App[None]):
         prompt.remove_class("open")
         prompt.display = False
         self.screen.set_focus(self.table)
+        self.render_status()
 
     def action_command(self) -> None:
         self._open_prompt(":")

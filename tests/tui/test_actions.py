@@ -205,9 +205,11 @@ def test_marks_stay_on_rows_that_change_and_go_with_the_view(cluster: Cluster) -
         await pilot.press("space")
         await pilot.press("slash")  # in the prompt, space is a space
         await until(pilot, lambda: app.prompt_mode == "/", "the filter prompt")
+        assert app.status_text().startswith("filter prompt: enter runs, esc cancels")
         await pilot.press("a", "space", "b")
         assert app.query_one("#prompt", Input).value.endswith("a b") and app.marks == {tid}
         await pilot.press("escape")
+        assert "prompt" not in app.status_text()  # closed: the status line no longer names it
         await command(pilot, "actors")
         assert not app.marks and "marked" not in app.status_text()
         await pilot.press("escape")

@@ -317,10 +317,12 @@ class Tmux:
         self.run("send-keys", "-t", "top", *(["-l"] if literal else []), *keys)
 
     def prompt(self, key: str) -> None:
-        """Open the ':' or '/' prompt and wait until it has the keyboard (the footer then lists
-        the prompt's keys, not the list's): keys typed sooner may reach the list."""
+        """Open the ':' or '/' prompt and wait until it has the keyboard (the status line names
+        it, and the footer lists the prompt's keys, not the list's): keys typed sooner may reach
+        the list."""
         self.keys(key)
-        wait_for_condition(lambda: not self.shows(": command"), 30, f"the {key} prompt")
+        self.wait_shows(f"the {key} prompt", "prompt: enter runs, esc cancels")
+        wait_for_condition(lambda: not self.shows(": command"), 30, f"the {key} prompt's keys")
 
     def close(self) -> None:
         subprocess.run([*self.server, "kill-server"], capture_output=True)
