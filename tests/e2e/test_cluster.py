@@ -35,6 +35,9 @@ from freight.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
+# Moves the machine's memory use by a GiB or more, or measures it: one such file at a time.
+pytestmark = pytest.mark.xdist_group("memory")
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:

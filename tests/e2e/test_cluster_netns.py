@@ -23,6 +23,8 @@ from freight.util import netns
 from freight.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 REASON = netns.unavailable_reason()
+# Labs of one machine share /run/freight-netns and sweep_stale(): one lab-making file at a time.
+pytestmark = pytest.mark.xdist_group("netns")
 if REASON is not None and os.environ.get("CI") != "true":
     pytest.skip(f"network namespaces: {REASON}", allow_module_level=True)
 

@@ -40,6 +40,8 @@ QUICK = {
 }
 WAIT_S = 60.0
 NETNS = netns.unavailable_reason()
+# Labs of one machine share /run/freight-netns and sweep_stale(): one lab-making file at a time.
+pytestmark = pytest.mark.xdist_group("netns")
 
 
 @pytest.fixture

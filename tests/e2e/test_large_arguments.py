@@ -36,6 +36,8 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 INLINE_MAX = settings.inline_max_bytes
 GiB = 1 << 30
+# Moves the machine's memory use by a GiB or more, or measures it: one such file at a time.
+pytestmark = pytest.mark.xdist_group("memory")
 
 
 @pytest.fixture(scope="module")

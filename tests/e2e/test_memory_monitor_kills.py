@@ -38,6 +38,8 @@ CHUNK = 100 << 20
 # allocates until it is killed, up to HOG_MAX, which stays far below the machine's memory.
 MARGIN = 3 * GiB // 2
 HOG_MAX = 6 * GiB
+# Moves the machine's memory use by a GiB or more, or measures it: one such file at a time.
+pytestmark = pytest.mark.xdist_group("memory")
 
 
 def hog(limit: int) -> int:

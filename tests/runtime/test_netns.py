@@ -55,6 +55,10 @@ sys.stdin.read()
 """
 
 
+# Labs of one machine share /run/freight-netns and sweep_stale(): one lab-making file at a time.
+pytestmark = pytest.mark.xdist_group("netns")
+
+
 # ---- helpers ------------------------------------------------------------------------------------
 
 
