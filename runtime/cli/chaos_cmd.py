@@ -117,8 +117,8 @@ def add_parsers(sub: Any) -> None:
         "chaos",
         help="run chaos experiments (Chaos Toolkit files), undo what a crashed run left",
         description="Chaos experiments against a freight cluster, in the Chaos Toolkit's format "
-        "(docs/chaos.md): the same file runs with `freight chaos run` and with the stock "
-        "`chaos run`.",
+        "(docs/chaos.md): the same file runs with 'freight chaos run' and with the stock "
+        "'chaos run'.",
     )
     what = chaos.add_subparsers(dest="chaos_what", metavar="WHAT", required=True)
     p = what.add_parser(
@@ -149,8 +149,8 @@ def add_parsers(sub: Any) -> None:
     p = what.add_parser(
         "discover",
         help="the extension's actions and probes, and the cluster it finds",
-        description="Print the Chaos Toolkit discovery of freight's extension (as `chaos "
-        "discover --no-install freight` does): every action and probe with its arguments, and "
+        description="Print the Chaos Toolkit discovery of freight's extension (as 'chaos "
+        "discover --no-install freight' does): every action and probe with its arguments, and "
         "the cluster found the usual way.",
     )
     p.add_argument("--no-system", action="store_true", help="leave the cluster out (no connection)")

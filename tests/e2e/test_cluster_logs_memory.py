@@ -186,8 +186,9 @@ def following(cluster: Cluster, tmp_path: Path) -> Iterator[Follower]:
         proc.send_signal(signal.SIGINT)
         follower.code = proc.wait(timeout=30)
         assert proc.stderr is not None
-        follower.err = proc.stderr.read().decode()
-        proc.stderr.close()
+        if not proc.stderr.closed:  # (a failed check has read it)
+            follower.err = proc.stderr.read().decode()
+            proc.stderr.close()
 
 
 def test_follow_prints_lines_of_every_node_written_after_it_started(
@@ -354,7 +355,11 @@ def _first_reply(call: Any) -> Any:
 
 def _alive(proc: subprocess.Popen[bytes]) -> bool:
     if proc.poll() is not None:
-        pytest.fail(f"`freight logs -f` exited with {proc.returncode}")
+        err = ""
+        if proc.stderr is not None and not proc.stderr.closed:
+            err = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+        pytest.fail(f"`freight logs -f` exited with {proc.returncode}; its stderr:\n{err[-4000:]}")
     return True
 
 
