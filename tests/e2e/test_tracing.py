@@ -374,16 +374,21 @@ def test_bad_tracing_setting_stops_init_with_the_setting_named(
     assert receiver.spans == []
 
 
-def test_unreachable_receiver_does_not_break_tasks(temp_dir: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
+def unreachable_exporter(schedule_delay_ms: int) -> dict[str, str]:
+    """OTLP settings that export to a port nobody listens on, each attempt given up after 1 s."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {
+    return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BSP_SCHEDULE_DELAY": str(schedule_delay_ms),
     }
+
+
+def test_unreachable_receiver_does_not_break_tasks(temp_dir: Path) -> None:
+    env = unreachable_exporter(schedule_delay_ms=100)
     out, stderr = run_nested(temp_dir, "--count-drops", **env)
     assert out["total"] == 42 and out["failed"] is True and out["driver_enabled"]
     assert out["dropped"] >= 1  # the driver's spans that could not be sent are counted
@@ -444,15 +449,7 @@ def dropped_spans_on_nodes(tmp: Path, address: str) -> float:
 
 
 def test_spans_unsent_at_shutdown_are_counted_in_the_drivers_last_report() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
-        "OTEL_BSP_SCHEDULE_DELAY": "600000",
-    }
+    env = unreachable_exporter(schedule_delay_ms=600000)
     with started_cluster() as (tmp, addr):
         proc = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(UNSENT), addr],
