@@ -15,7 +15,7 @@ import psutil
 from freight.client import access
 from freight.util.process import is_recorded_process, signal_recorded, wait_exit
 
-from . import journal, targets
+from . import journal, reverts, targets
 from .targets import FaultRefused, ProcessTarget
 
 MAX_PAUSE_S = 3600.0  # a pause is time-boxed: an hour is the longest a run may hold a process
@@ -69,20 +69,39 @@ def check_duration(duration: float) -> float:
     return float(duration)
 
 
-def paused_node_ids(path: str) -> set[str]:
-    """Nodes whose agent an open injection of the journal holds paused: not healthy, whatever
-    the head says yet."""
+def held_node_ids(path: str) -> set[str]:
+    """Nodes an open injection of the journal holds (an agent paused, a node cut off or
+    starved): not healthy, whatever the head says yet. A fault on a process that has since
+    ended holds nothing."""
     return {
         i.target.get("node_id", "")
         for i in journal.open_injections(path)
-        if i.target.get("kind") == "node" and is_recorded_process(i.process)
+        if i.target.get("kind") == "node" and (not i.process or is_recorded_process(i.process))
+    }
+
+
+def dry_run(configuration: dict[str, Any] | None) -> bool:
+    """Whether the run only plans (``freight_dry_run`` in the configuration, set by
+    ``freight chaos run --dry-run``): actions then name their target and blast radius and do
+    nothing."""
+    return (configuration or {}).get("freight_dry_run") is True
+
+
+def planned(fault: str, target: dict[str, str], **details: Any) -> dict[str, Any]:
+    """What an action returns in a dry run: the fault, the target it would hit and what it
+    would do (``details``), nothing journalled, nothing done."""
+    return {
+        "dry_run": True,
+        "fault": fault,
+        **{f"target_{k}": v for k, v in target.items()},
+        **details,
     }
 
 
 def refuse_last_healthy_node(cluster: access.Target, node_id: str, path: str) -> None:
     """Refuse a fault on ``node_id`` that would leave no healthy node: none ALIVE besides it, or
     every other one held paused by a fault in flight."""
-    paused = paused_node_ids(path)
+    paused = held_node_ids(path)
     others = [
         n["node_id"]
         for n in targets.alive_nodes(cluster)
@@ -91,7 +110,7 @@ def refuse_last_healthy_node(cluster: access.Target, node_id: str, path: str) ->
     if not others:
         raise FaultRefused(
             f"node {node_id} is the cluster's last healthy node (every other node is dead, "
-            "draining or paused by a fault in flight): a fault on it would take the whole "
+            "draining or held by a fault in flight): a fault on it would take the whole "
             "cluster down, which a chaos experiment never does; add a node first"
         )
 
@@ -156,7 +175,12 @@ def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> Faul
     duration = check_duration(duration)
     expires = time.time() + duration
     injection = journal.Injection(
-        fault, target.describe(), target.process, "SIGSTOP", "SIGCONT", expires
+        fault,
+        target.describe(),
+        target.process,
+        "SIGSTOP",
+        {"kind": "signal", "signal": "SIGCONT"},
+        expires,
     )
     journal.write_injection(path, injection)
     started = time.monotonic()
@@ -186,24 +210,19 @@ class Recovered:
     """One open injection `freight chaos recover` dealt with."""
 
     injection: journal.Injection
-    result: str  # "continued" (the revert signal was sent), "gone" (the process had ended)
+    result: str  # what its revert did, in words ("sent SIGCONT", "its process had ended")
 
 
 def recover(path: str) -> list[Recovered]:
-    """Revert every open injection of the journal at ``path``: send its revert signal to the
-    process it recorded (only if that process still runs: never to a later one with its pid),
-    and mark it over. Running it again finds nothing open."""
+    """Revert every open injection of the journal at ``path`` with its recorded undo (a signal
+    only to the very process it recorded, never to a later one with its pid) and mark it over.
+    Running it again finds nothing open."""
     done = []
     for injection in journal.open_injections(path):
-        sig = signal.Signals.__members__.get(injection.revert or "")
-        if sig is None:
-            raise journal.JournalError(
-                f"{path}: injection {injection.id} names the revert signal "
-                f"{injection.revert!r}, which is no signal; revert pid {injection.process.get('pid')} "
-                "by hand, then move the journal aside"
-            )
-        sent = signal_recorded(injection.process, sig)
-        result = "continued" if sent else "gone"
+        try:
+            result = reverts.undo(injection)
+        except journal.JournalError as e:
+            raise journal.JournalError(f"{path}: {e}") from None
         journal.write_end(path, injection.id, f"recovered: {result}")
         done.append(Recovered(injection, result))
     return done

@@ -4,16 +4,18 @@ lost terminal) leaves enough behind for `freight chaos recover` to undo it.
 
 One JSON object a line, appended under an exclusive lock and flushed to disk before the fault:
 
-- ``{"op": "inject", "id", "time", "fault", "target", "process", "signal", "revert",
+- ``{"op": "inject", "id", "time", "fault", "target", "process", "signal", "undo",
   "expires", "by"}``: ``process`` is the signalled process's identity (pid, start time, command
-  line, as :func:`freight.util.process.identity` gives it), so a revert never reaches a later
-  process that got the same pid; ``revert`` is the signal that undoes the fault (``SIGCONT``
-  after a ``SIGSTOP``) or null when there is nothing to undo (a killed process: the runtime
-  replaces what died).
+  line, as :func:`freight.util.process.identity` gives it; empty for a fault that signals no
+  process), so a revert never reaches a later process that got the same pid; ``signal`` says
+  what was done (``SIGSTOP``, ``SIGKILL``, ``iptables``, ...); ``undo`` is the exact revert, a
+  mapping whose ``kind`` names one of the fixed handlers of :mod:`freight.chaos.reverts`
+  (``{"kind": "signal", "signal": "SIGCONT"}`` after a ``SIGSTOP``), or null when there is
+  nothing to undo (a killed process: the runtime replaces what died).
 - ``{"op": "end", "id", "time", "result", "by"}``: the fault is over (reverted at expiry,
   recovered, or nothing to undo).
 
-An injection with a revert and no ``end`` is open: :func:`open_injections` lists them.
+An injection with an ``undo`` and no ``end`` is open: :func:`open_injections` lists them.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class Injection:
     fault: str  # the action's name: "pause_node_agent", "kill_worker", ...
     target: dict[str, str]  # what the state API named: kind, id, node_id
     process: dict[str, Any]  # pid, create_time, cmdline of the signalled process
-    signal: str  # "SIGSTOP", "SIGKILL", "SIGTERM"
-    revert: str | None  # the signal that undoes it, None when nothing can be undone
+    signal: str  # what was done: "SIGSTOP", "SIGKILL", "SIGTERM", "iptables", ...
+    undo: dict[str, Any] | None  # the exact revert (freight.chaos.reverts), None: nothing to undo
     expires: float  # unix time the harness reverts it by (0: nothing to revert)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     time: float = field(default_factory=time.time)
@@ -116,7 +118,7 @@ def read(path: str) -> Iterator[dict[str, Any]]:
 
 
 def open_injections(path: str) -> list[Injection]:
-    """Injections of ``path`` that have a revert and were never marked over, oldest first."""
+    """Injections of ``path`` that have an undo and were never marked over, oldest first."""
     injected: dict[str, dict[str, Any]] = {}
     for record in read(path):
         if record["op"] == "inject":
@@ -125,7 +127,7 @@ def open_injections(path: str) -> list[Injection]:
             injected.pop(str(record.get("id")), None)
     out = []
     for record in injected.values():
-        if not record.get("revert"):
+        if not isinstance(record.get("undo"), dict):
             continue
         out.append(
             Injection(
@@ -133,7 +135,7 @@ def open_injections(path: str) -> list[Injection]:
                 target=dict(record.get("target") or {}),
                 process=dict(record.get("process") or {}),
                 signal=str(record.get("signal", "")),
-                revert=str(record["revert"]),
+                undo=dict(record["undo"]),
                 expires=float(record.get("expires") or 0.0),
                 id=str(record.get("id")),
                 time=float(record.get("time") or 0.0),

@@ -103,10 +103,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
         raise access.CommandFailed(str(e)) from None
     for r in recovered:
         i = r.injection
+        pid = f" (pid {i.process['pid']})" if i.process.get("pid") else ""
         print(
-            f"freight chaos recover: {i.fault} on {i.target.get('kind')} {i.target.get('id')} "
-            f"(pid {i.process.get('pid')}): "
-            + ("sent " + str(i.revert) if r.result == "continued" else "its process had ended")
+            f"freight chaos recover: {i.fault} on {i.target.get('kind')} {i.target.get('id')}"
+            f"{pid}: {r.result}"
         )
     print(f"freight chaos recover: {len(recovered)} fault(s) of {path} reverted.")
     return 0

@@ -174,7 +174,7 @@ def stopped_process() -> Iterator[psutil.Process]:
 def inject(path: Path, process: dict[str, Any]) -> journal.Injection:
     injection = journal.Injection(
         "pause_node_agent", {"kind": "node", "id": "n1", "node_id": "n1"}, process, "SIGSTOP",
-        "SIGCONT", 0.0, by=0,
+        {"kind": "signal", "signal": "SIGCONT"}, 0.0, by=0,
     )  # fmt: skip
     journal.write_injection(str(path), injection)
     return injection

@@ -79,7 +79,7 @@ def test_kill_worker_kills_the_worker_the_state_api_names_and_it_is_replaced(
     result = actions.kill_worker(worker_id=row["worker_id"], configuration=config)
     assert (result["pid"], result["result"], result["signal"]) == (pid, "killed", "SIGKILL")
     assert gone(pid)
-    ops = [(r["op"], r.get("fault"), r.get("revert")) for r in records(config)]
+    ops = [(r["op"], r.get("fault"), r.get("undo")) for r in records(config)]
     assert ops == [("inject", "kill_worker", None), ("end", None, None)]
     assert freight.get(my_pid.remote(), timeout=60) != pid  # the pool started another
 
@@ -115,9 +115,9 @@ def test_pause_node_agent_stops_it_for_the_duration_and_it_answers_again(
     pausing.start()
     wait_for_condition(lambda: stopped(agent), 30, "the agent to be stopped")
     (inject,) = records(config)
-    assert (inject["signal"], inject["revert"], inject["process"]["pid"]) == (
+    assert (inject["signal"], inject["undo"], inject["process"]["pid"]) == (
         "SIGSTOP",
-        "SIGCONT",
+        {"kind": "signal", "signal": "SIGCONT"},
         agent,
     )
     pausing.join(60)
@@ -236,7 +236,7 @@ def test_recover_continues_an_agent_that_a_killed_harness_left_paused(
         harness.wait()
     assert stopped(agent)  # the harness died mid-pause: nothing continued the agent
     (left,) = journal.open_injections(config["freight_fault_journal"])
-    assert (left.process["pid"], left.revert) == (agent, "SIGCONT")
+    assert (left.process["pid"], left.undo) == (agent, {"kind": "signal", "signal": "SIGCONT"})
 
     path = config["freight_fault_journal"]
     out = subprocess.run([FREIGHT, "chaos", "recover", path], capture_output=True, text=True)
