@@ -87,9 +87,13 @@ def dry_run(configuration: dict[str, Any] | None) -> bool:
     return (configuration or {}).get("freight_dry_run") is True
 
 
-def planned(fault: str, target: dict[str, str], **details: Any) -> dict[str, Any]:
-    """What an action returns in a dry run: the fault, the target it would hit and what it
-    would do (``details``), nothing journalled, nothing done."""
+def planned(
+    cluster: access.Target, fault: str, target: dict[str, str], **details: Any
+) -> dict[str, Any]:
+    """What an action returns in a dry run: the fault, the target it would hit (``target``, as
+    :meth:`ProcessTarget.describe` gives it) and what it would do (``details``), nothing
+    journalled, nothing done."""
+    del cluster  # the blast radius around the target comes from the cluster's state
     return {
         "dry_run": True,
         "fault": fault,
