@@ -128,6 +128,7 @@ def test_partition_from_the_head_marks_the_node_dead_and_it_comes_back(
     )
     try:
         chain = open_chain(config, far)
+        cut = time.monotonic()
         assert f"-A INPUT -j {chain}" in rules(far) and f"-A OUTPUT -j {chain}" in rules(far)
         assert rules(None) == root  # the harness's own namespace is untouched
         wait_for_condition(
@@ -135,10 +136,11 @@ def test_partition_from_the_head_marks_the_node_dead_and_it_comes_back(
             60,
             "the head to find the cut-off node dead",
         )
+        print(f"node dead {time.monotonic() - cut:.3f} s after its chain was loaded")
     finally:
         (reverted,) = actions.revert_faults(configuration=config)
+        healed = time.monotonic()
         thread.join(60)
-    healed = time.monotonic()
     assert reverted["result"].startswith(f"removed chain {chain} (it dropped ")
     assert done and done[0]["result"] == f"reverted by another: recovered: {reverted['result']}"
     assert (done[0]["peers"], done[0]["cut_from"]) == ("head", cluster.address.rpartition(":")[0])
@@ -237,7 +239,7 @@ def test_a_killed_harness_s_rules_stop_at_expiry_and_recover_removes_them(
 ) -> None:
     node, peer = cluster.nodes[2], cluster.nodes[1]
     path = config["freight_fault_journal"]
-    argv = [sys.executable, "-c", HARNESS, json.dumps(config), node.node_id, "10"]
+    argv = [sys.executable, "-c", HARNESS, json.dumps(config), node.node_id, "15"]
     harness = subprocess.Popen(argv)
     try:
         chain = open_chain(config, node)
@@ -249,12 +251,14 @@ def test_a_killed_harness_s_rules_stop_at_expiry_and_recover_removes_them(
     send(node, peer.ip, 100)
     assert counts(node, chain)["dropped"] >= before + 100  # the rules hold, nobody reverts them
     wait_for_condition(lambda: time.time() > left.expires + 1, 60, "the fault's expiry")
+    expired = time.monotonic()
     after = counts(node, chain)["dropped"]
     send(node, peer.ip, 100)
     assert counts(node, chain)["dropped"] == after  # the kernel stopped matching at expiry
     wait_for_condition(
         lambda: node.node_id in cluster.alive_node_ids(), 60, "the node to be ALIVE again"
     )
+    print(f"node ALIVE again {time.monotonic() - expired:.3f} s after expiry + 1 s, no revert")
     assert f"-N {chain}" in rules(node)  # nobody removed the chain: its rules just expired
 
     out = subprocess.run([FREIGHT, "chaos", "recover", path], capture_output=True, text=True)
