@@ -226,6 +226,44 @@ def test_a_dry_run_names_what_a_partition_would_cut(
     assert "FREIGHT-" not in rules(cluster.nodes[1])
 
 
+def drops_to(node: ClusterNode, chain: str) -> dict[str, int]:
+    """Packets each DROP rule of the chain dropped, by the address it names (its destination)."""
+    argv = node.host.wrap(["iptables", "-w", "-L", chain, "-v", "-x", "-n"])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return {
+        f[8]: int(f[0])
+        for f in (line.split() for line in out.splitlines())
+        if len(f) > 8 and f[0].isdigit() and f[2] == "DROP" and f[8] != "0.0.0.0/0"
+    }
+
+
+def test_a_partition_from_the_other_nodes_spares_the_head(
+    cluster: Cluster, config: dict[str, Any]
+) -> None:
+    node, other = cluster.nodes[1], cluster.nodes[2]
+    head = cluster.address.rpartition(":")[0]
+    thread, done = in_thread(
+        actions.partition_node,
+        duration=300,
+        node_id=node.node_id,
+        peers="nodes",
+        configuration=config,
+    )
+    try:
+        chain = open_chain(config, node)
+        before = drops_to(node, chain)
+        send(node, other.ip, 50)
+        send(node, head, 50)
+        after = drops_to(node, chain)
+        assert node.node_id in cluster.alive_node_ids()  # the head still hears it
+    finally:
+        actions.revert_faults(configuration=config)
+        thread.join(60)
+    assert set(after) == {f"{other.ip}"}  # one rule cuts the other node, none the head
+    assert after[other.ip] >= before[other.ip] + 50
+    assert done and done[0]["cut_from"] == other.ip and "FREIGHT-" not in rules(node)
+
+
 HARNESS = """
 import json, sys
 from freight.chaos import actions
