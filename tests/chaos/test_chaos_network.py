@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from freight.chaos import actions, journal
+from freight.chaos import actions, journal, reverts
 from freight.chaos.targets import FaultRefused
 from freight.testing import Cluster, ClusterNode, connected_cluster, wait_for_condition
 from freight.util import netns
@@ -210,6 +210,8 @@ def test_a_fault_removes_its_chain_at_expiry(cluster: Cluster, config: dict[str,
     assert inject["undo"]["kind"] == "iptables" and inject["undo"]["chain"] == chain
     assert inject["undo"]["netns"]["process"]["pid"] == node.process.pid
     assert (end["op"], end["result"]) == ("end", result["result"])
+    again = journal.Injection("drop_packets", {}, {}, "iptables", inject["undo"], 0.0)
+    assert reverts.undo(again) == f"nothing left of chain {chain}"  # a second revert is harmless
 
 
 def test_a_dry_run_names_what_a_partition_would_cut(
@@ -308,8 +310,6 @@ def test_a_killed_harness_s_rules_stop_at_expiry_and_recover_removes_them(
 
 
 def test_a_revert_of_a_namespace_that_is_gone_has_nothing_to_do() -> None:
-    from freight.chaos import reverts
-
     gone = {"process": {"pid": 1, "create_time": 0.0, "cmdline": ["x"]}, "inode": 1, "path": ""}
     undo = {"kind": "iptables", "netns": gone, "chain": "FREIGHT-0123abcd"}
     injection = journal.Injection("partition_node", {}, {}, "iptables", undo, 0.0)
