@@ -43,10 +43,9 @@ from freight import _launcher
 from freight.client import access
 from freight.config import settings
 from freight.objects.store import format_bytes
-from freight.util.process import identity, signal_recorded, wait_exit
+from freight.util.process import identity, wait_exit
 
 from . import faults, journal
-from .faults import exited
 from .targets import FaultRefused, ProcessTarget
 
 SETUP_S = 120.0  # how long a fault may take to be in force (a driver starting, objects placed)
@@ -204,10 +203,10 @@ def _stop(child: Child) -> str:
     except OSError:
         pass  # it ended: the pipe is broken
     deadline = time.monotonic() + STOP_GRACE_S
-    while proc.poll() is None and not exited(child.injection.process):
+    while proc.poll() is None:
         left = deadline - time.monotonic()
         if left <= 0:
-            signal_recorded(child.injection.process, signal.SIGKILL)
+            proc.kill()  # our own child, not yet reaped: its pid cannot name another process
             break
         wait_exit(proc.pid, left)
     proc.wait()
@@ -365,7 +364,13 @@ def _hold_objects(spec: dict[str, Any]) -> None:
         strategy = NodeAffinitySchedulingStrategy(spec["node_id"], soft=False)
         make = freight.remote(num_cpus=0, max_retries=0, scheduling_strategy=strategy)(_block)
         refs = [make.remote(size) for size in spec["sizes"]]
-        freight.wait(refs, num_returns=len(refs), timeout=SETUP_S, fetch_local=False)
+        placed, _ = freight.wait(refs, num_returns=len(refs), timeout=SETUP_S, fetch_local=False)
+        if len(placed) < len(refs):
+            raise SystemExit(
+                f"only {len(placed)} of {len(refs)} objects were placed on node "
+                f"{spec['node_id']} within {SETUP_S:g} s: look at the node's workers and "
+                "store (`freight list workers`, `freight memory`)"
+            )
         ids = [r.hex() for r in refs]
         held = {"objects": len(refs), "bytes": sum(spec["sizes"]), "object_ids": ids}
         _wait_stop(_report(held, spec))

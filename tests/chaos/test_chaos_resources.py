@@ -81,6 +81,17 @@ def store_used(node_id: str) -> int:
     return int(row["object_store_used"])
 
 
+def empty_store(node_id: str) -> int:
+    """Wait until the node's store holds nothing (what earlier tests freed is gone, and the
+    heartbeat says so): a baseline of 0."""
+    wait_for_condition(
+        lambda: store_used(node_id) == 0 and not state.list_objects([("node_id", "=", node_id)]),
+        60,
+        f"node {node_id}'s object store to be empty",
+    )
+    return 0
+
+
 class Running:
     """An action running in a thread (it holds its fault until it returns)."""
 
@@ -114,7 +125,7 @@ def test_fill_object_store_brings_the_store_to_the_level_and_frees_it(
     cluster: Cluster, config: dict[str, Any]
 ) -> None:
     node = cluster.nodes[1].node_id
-    before = store_used(node)
+    before = empty_store(node)
     run = Running(
         actions.fill_object_store, level=0.5, duration=300, node_id=node, configuration=config
     )
@@ -369,6 +380,24 @@ def test_recover_kills_the_hogs_of_a_harness_that_hangs(
     assert journal.open_injections(config["freight_fault_journal"]) == []
 
 
+def test_recover_frees_the_objects_a_harness_that_hangs_holds(
+    cluster: Cluster, config: dict[str, Any], harness: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    node = cluster.nodes[0].node_id
+    before = empty_store(node)
+    proc = harness("pin_objects", count=2, size=4 * MiB, duration=300, node_id=node)
+    (inject,) = injected(config)
+    holder = inject["process"]["pid"]
+    wait_for_condition(
+        lambda: store_used(node) >= before + 8 * MiB, 60, "the pinned objects in the store"
+    )
+    proc.send_signal(signal.SIGSTOP)
+    assert f"pin_objects on object_store {node} (pid {holder}): sent SIGKILL" in recover(config)
+    wait_for_condition(lambda: gone(holder), 30, "the holder to be killed")
+    # Its node's agent frees what a driver that disappeared owned.
+    wait_for_condition(lambda: store_used(node) == before, 60, "the objects to be freed")
+
+
 def test_hogs_die_with_a_killed_harness(
     cluster: Cluster, config: dict[str, Any], harness: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
@@ -466,5 +495,6 @@ def test_scheduling_latency_p95_matches_the_task_records(
     assert p95 == waits[math.ceil(0.95 * 20) - 1]  # the 19th of 20
     assert p95 > waits[0]  # they queued behind each other: the waits differ
     print(f"p95 {p95:.3f} s, median {waits[9]:.3f} s")
+    assert probes.scheduling_latency_p95(name="queued", configuration=config) == p95  # no since
     future = str(time.time() + 3600)
     assert probes.scheduling_latency_p95(since=future, configuration=config) == 0.0
