@@ -498,3 +498,55 @@ def test_scheduling_latency_p95_matches_the_task_records(
     assert probes.scheduling_latency_p95(name="queued", configuration=config) == p95  # no since
     future = str(time.time() + 3600)
     assert probes.scheduling_latency_p95(since=future, configuration=config) == 0.0
+
+
+CHAOS = str(Path(sys.executable).with_name("chaos"))
+
+
+def test_every_resource_fault_runs_through_the_stock_chaos_run(
+    cluster: Cluster, config: dict[str, Any], tmp_path: Path
+) -> None:
+    node = cluster.nodes[1].node_id
+
+    def action(func: str, **arguments: Any) -> dict[str, Any]:
+        provider = {"type": "python", "module": "freight.chaos.actions", "func": func}
+        return {"type": "action", "name": func, "provider": {**provider, "arguments": arguments}}
+
+    p95 = {"type": "python", "module": "freight.chaos.probes", "func": "scheduling_latency_p95"}
+    experiment = {
+        "title": "resource pressure",
+        "description": "each resource fault in turn; tasks still get scheduled",
+        "configuration": config,
+        "steady-state-hypothesis": {
+            "title": "tasks start",
+            "probes": [
+                {
+                    "type": "probe",
+                    "name": "scheduling-p95",
+                    "tolerance": {"type": "range", "range": [0, 3600]},
+                    "provider": {**p95, "arguments": {"since": "-1m"}},
+                }
+            ],
+        },
+        "method": [
+            action("fill_object_store", level=0.9, duration=0.5, node_id=node),
+            action("pin_objects", count=2, size=MiB, duration=0.5, node_id=node),
+            action("hog_cpu", cores=1, duration=0.5, node_id=node),
+            action("hog_memory", bytes=8 * MiB, duration=0.5, node_id=node),
+            action("fill_spill_disk", bytes=MiB, duration=0.5, node_id=node),
+        ],
+    }
+    path = tmp_path / "resources.json"
+    path.write_text(json.dumps(experiment))
+    out = subprocess.run(
+        [CHAOS, "--no-version-check", "--no-log-file", "run", str(path),
+         "--journal-path", str(tmp_path / "journal.json")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    run = json.loads((tmp_path / "journal.json").read_text())["run"]
+    names = ["fill_object_store", "pin_objects", "hog_cpu", "hog_memory", "fill_spill_disk"]
+    assert [(r["activity"]["name"], r["status"]) for r in run] == [(n, "succeeded") for n in names]
+    assert [r["output"]["result"] for r in run[:4]] == ["reverted"] * 4
+    assert run[4]["output"]["result"].startswith("removed ")
+    assert journal.open_injections(config["freight_fault_journal"]) == []
