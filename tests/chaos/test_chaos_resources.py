@@ -30,7 +30,7 @@ from freight.chaos import actions, faults, journal, probes, resources
 from freight.chaos.resources import spill_folder
 from freight.chaos.targets import FaultRefused, node_agent
 from freight.client import access
-from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.testing import Cluster, connected_cluster, patched_environ, wait_for_condition
 from freight.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -550,3 +550,63 @@ def test_every_resource_fault_runs_through_the_stock_chaos_run(
     assert [r["output"]["result"] for r in run[:4]] == ["reverted"] * 4
     assert run[4]["output"]["result"].startswith("removed ")
     assert journal.open_injections(config["freight_fault_journal"]) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs of its own, so that filling it to the brim harms nobody (needs root)."""
+    folder = tmp_path / "disk"
+    folder.mkdir(mode=0o700)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        why = f"mounting a tmpfs failed (needs root): {mounted.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_fill_spill_disk_to_a_level_fills_the_file_system_to_the_brim(
+    cluster: Cluster, tmp_path: Path, small_disk: Path
+) -> None:
+    """A node spilling to a small file system of its own: level 1.0 leaves nothing free, and
+    the revert gives it all back."""
+    journal_dir = tmp_path / "chaos"
+    journal_dir.mkdir(mode=0o700)
+    with (
+        patched_environ(FREIGHT_OBJECT_SPILLING_DIR=str(small_disk)),
+        Cluster() as own,
+    ):
+        own.add_node(num_cpus=0, object_store_memory=16 * MiB)
+        config = {
+            "freight_address": own.address,
+            "freight_fault_journal": str(journal_dir / "f.jsonl"),
+        }
+        node = own.nodes[0].node_id
+        total = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        plan = actions.fill_spill_disk(
+            level=1.0, node_id=node, configuration={**config, "freight_dry_run": True}
+        )
+        assert plan["folder"].startswith(f"{small_disk}/") and plan["bytes"] == total
+        run = Running(
+            actions.fill_spill_disk, level=1.0, duration=300, node_id=node, configuration=config
+        )
+        (inject,) = injected(config)
+        filler = Path(inject["undo"]["path"])
+        wait_for_condition(
+            lambda: os.statvfs(small_disk).f_bavail == 0, 60, "the file system to be full"
+        )
+        with pytest.raises(FaultRefused, match=r"already 100\.0% full"):
+            actions.fill_spill_disk(level=0.5, node_id=node, configuration=config)
+        (recovered,) = faults.recover(config["freight_fault_journal"])
+        assert recovered.result == f"removed {filler} (32.0 MiB)"
+        assert run.join()["bytes"] == total
+        free = os.statvfs(small_disk)
+        assert free.f_bavail * free.f_frsize == total
