@@ -162,8 +162,11 @@ def _spawn(
         _stop(child)
         raise
     assert proc.stdin is not None
-    proc.stdin.write(b"g")  # journalled: act
-    proc.stdin.flush()
+    try:
+        proc.stdin.write(b"g")  # journalled: act
+        proc.stdin.flush()
+    except BrokenPipeError:
+        pass  # it ended already: _await_ready says how, with its stderr
     return child
 
 
