@@ -19,7 +19,7 @@ from typing import Any
 
 from . import faults, targets
 
-__all__ = [
+__all__ = [  # noqa: RUF022
     "kill_actor",
     "kill_head",
     "kill_node_agent",
@@ -27,6 +27,11 @@ __all__ = [
     "pause_node_agent",
     "pause_worker",
     "revert_faults",
+    "fill_object_store",
+    "pin_objects",
+    "hog_cpu",
+    "hog_memory",
+    "fill_spill_disk",
 ]
 
 Configuration = dict[str, Any]
@@ -189,3 +194,123 @@ def limit_bandwidth(
     per second), "100kbps" (bytes per second); k = 1000. Refused on the last healthy node.
     Returns once reverted."""
     return network.limit(configuration, node_id, hostname, duration, rate)
+
+
+# -- resource faults (freight.chaos.resources): each holds a resource of one node, chosen as
+# pause_node_agent chooses it, for `duration` seconds, then frees it --
+
+from . import resources  # noqa: E402
+
+
+def fill_object_store(
+    level: float = 0.9,
+    duration: float = 30.0,
+    node_id: str = "",
+    hostname: str = "",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Fill a node's object store to `level` (a fraction of its capacity, 0.9 for 90 %) with
+    objects a driver of the harness holds, for `duration` seconds; freed at expiry. Above the
+    spilling threshold (FREIGHT_OBJECT_SPILLING_THRESHOLD) the node spills to disk."""
+    cluster = targets.cluster(configuration)
+    node = targets.node_agent(cluster, node_id, hostname)
+    return resources.fill_object_store(
+        cluster,
+        node,
+        level,
+        duration,
+        faults.journal_path(configuration),
+        faults.dry_run(configuration),
+    )
+
+
+def pin_objects(
+    count: int = 8,
+    size: int = 1048576,
+    duration: float = 30.0,
+    node_id: str = "",
+    hostname: str = "",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Place `count` objects of `size` bytes in a node's object store and hold them referenced
+    for `duration` seconds: pinned, they may be spilled but never evicted. Freed at expiry."""
+    cluster = targets.cluster(configuration)
+    node = targets.node_agent(cluster, node_id, hostname)
+    return resources.pin_objects(
+        cluster,
+        node,
+        count,
+        size,
+        duration,
+        faults.journal_path(configuration),
+        faults.dry_run(configuration),
+    )
+
+
+def hog_cpu(
+    cores: int = 1,
+    duration: float = 30.0,
+    node_id: str = "",
+    hostname: str = "",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Keep `cores` cores of a node's host busy, one spinning process each, for `duration`
+    seconds. The processes end at expiry, with the harness, or by `freight chaos recover`."""
+    cluster = targets.cluster(configuration)
+    node = targets.node_agent(cluster, node_id, hostname)
+    return resources.hog_cpu(
+        cluster,
+        node,
+        cores,
+        duration,
+        faults.journal_path(configuration),
+        faults.dry_run(configuration),
+    )
+
+
+def hog_memory(
+    bytes: int = 0,
+    fraction: float = 0.0,
+    duration: float = 30.0,
+    node_id: str = "",
+    hostname: str = "",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Hold `bytes` of memory (or `fraction` of the host's) resident in one process on a node's
+    host for `duration` seconds; refused above what the host has available. The process ends
+    at expiry, with the harness, or by `freight chaos recover`."""
+    cluster = targets.cluster(configuration)
+    node = targets.node_agent(cluster, node_id, hostname)
+    return resources.hog_memory(
+        cluster,
+        node,
+        fraction,
+        bytes,
+        duration,
+        faults.journal_path(configuration),
+        faults.dry_run(configuration),
+    )
+
+
+def fill_spill_disk(
+    level: float = 0.0,
+    bytes: int = 0,
+    duration: float = 30.0,
+    node_id: str = "",
+    hostname: str = "",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Take `bytes` of the disk a node spills objects to (or fill its file system up to
+    `level`, a fraction of its size) with one file in its spill folder, for `duration`
+    seconds; removed at expiry or by `freight chaos recover`."""
+    cluster = targets.cluster(configuration)
+    node = targets.node_agent(cluster, node_id, hostname)
+    return resources.fill_spill_disk(
+        cluster,
+        node,
+        level,
+        bytes,
+        duration,
+        faults.journal_path(configuration),
+        faults.dry_run(configuration),
+    )

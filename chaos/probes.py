@@ -10,6 +10,7 @@ Type hints are real types here (no postponed annotations): Chaos Toolkit's disco
 them to describe each argument.
 """
 
+import math
 import time
 from typing import Any
 
@@ -17,13 +18,14 @@ from freight import state
 
 from . import targets
 
-__all__ = [
+__all__ = [  # noqa: RUF022
     "actor_restarts",
     "canary_task_latency",
     "nodes_alive",
     "objects_lost",
     "task_success_ratio",
     "tasks_pending",
+    "scheduling_latency_p95",
 ]
 
 Configuration = dict[str, Any]
@@ -108,3 +110,30 @@ def canary_task_latency(
     started = time.monotonic()
     freight.get(canary.remote(), timeout=timeout)
     return time.monotonic() - started
+
+
+def scheduling_latency_p95(
+    since: str = "", name: str = "", configuration: Configuration | None = None
+) -> float:
+    """Seconds from submission to start that 95 % of the tasks that started (since `since`; of
+    `name`, if given) waited at most: the nearest-rank 95th percentile over the head's task
+    records, the newest 10,000 of the window. 0.0 when no task started in it."""
+    filters: list[Any] = [("start_time", ">=", since) if since else ("start_time", ">", "0")]
+    if name:
+        filters.append(("name", "=", name))
+    rows = state.list_state(
+        "tasks",
+        filters,
+        limit=state.PAGE_MAX,
+        sort_by="start_time",
+        descending=True,
+        address=targets.cluster(configuration),
+    )
+    waits = sorted(
+        max(0.0, float(r["start_time"]) - float(r["submit_time"]))
+        for r in rows
+        if r.get("submit_time")
+    )
+    if not waits:
+        return 0.0
+    return waits[max(0, math.ceil(0.95 * len(waits)) - 1)]

@@ -41,6 +41,7 @@ def undo_signal(injection: Injection) -> str:
 HANDLERS: dict[str, str] = {
     "signal": "freight.chaos.reverts:undo_signal",
     "iptables": "freight.chaos.network:undo_rules",
+    "file": "freight.chaos.resources:undo_file",
 }
 
 

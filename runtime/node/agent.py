@@ -1014,6 +1014,8 @@ class NodeAgent:
             "data_socket": self.data_socket,
             "data_address": self.data_address,
             "head_address": head_address,
+            # where it spills, for tools acting on this node's disk (freight.chaos.resources)
+            "spill_dir": self.store.spill.directory if self.store.spill else "",
             **identity(),  # pid, and what tells this process from a later one with its pid
             "hostname": socket.gethostname(),
             "start_time": time.time(),

@@ -145,6 +145,12 @@ def test_discover_lists_every_action_and_probe(tmp_path: Path) -> None:
         ("probe", "actor_restarts"),
         ("probe", "objects_lost"),
         ("probe", "canary_task_latency"),
+        ("action", "fill_object_store"),
+        ("action", "pin_objects"),
+        ("action", "hog_cpu"),
+        ("action", "hog_memory"),
+        ("action", "fill_spill_disk"),
+        ("probe", "scheduling_latency_p95"),
     }
     pause = next(a for a in found["activities"] if a["name"] == "pause_node_agent")
     assert pause["arguments"][0] == {"name": "duration", "default": 10.0, "type": "number"}
