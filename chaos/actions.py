@@ -142,3 +142,18 @@ def revert_faults(configuration: Configuration | None = None) -> list:
         {"injection_id": r.injection.id, "fault": r.injection.fault, "result": r.result}
         for r in faults.recover(faults.journal_path(configuration))
     ]
+
+
+__all__ += ["restart_head"]
+
+
+def restart_head(
+    storage: str = "", timeout: float = 60.0, configuration: Configuration | None = None
+) -> dict:
+    """Start a dead head again as runbooks/FreightHeadDown.md says (`freight start --head
+    --storage FILE`, on `storage` or the store it ran on, with the options it ran with) and wait
+    up to `timeout` s until every node is ALIVE. Journalled; nothing is done while the head
+    runs, so it is also a safe rollback."""
+    from . import oncall
+
+    return oncall.restart_head(storage, timeout, configuration)
