@@ -337,10 +337,20 @@ def restart_head(storage: str, timeout: float, configuration: Configuration) -> 
             f"{' on ' + store if store else ''}, so no head started again carries its cluster "
             "on: start it by hand as runbooks/FreightHeadDown.md says"
         )
+    argv = [
+        sys.executable, "-m", "freight.cli.main", "start", "--head", "--storage", store,
+        "--port", options.port or "0", "--bind", options.bind or "127.0.0.1",
+        "--cluster-name", options.cluster_name or "freight",
+        "--metrics-port", options.metrics_port or "0",
+    ]  # fmt: skip
+    target = {"kind": "head", "id": address, "node_id": ""}
+    if faults.dry_run(configuration):
+        command = "freight " + " ".join(argv[3:])
+        return faults.planned(targets.cluster(configuration), "restart_head", target, run=command)
     path = faults.journal_path(configuration)
     injection = journal.Injection(
         "restart_head",
-        {"kind": "head", "id": address, "node_id": ""},
+        target,
         {k: head[k] for k in ("pid", "create_time", "cmdline") if k in head},
         "start",
         None,
@@ -348,12 +358,6 @@ def restart_head(storage: str, timeout: float, configuration: Configuration) -> 
     )
     journal.write_injection(path, injection)
     began = time.monotonic()
-    argv = [
-        sys.executable, "-m", "freight.cli.main", "start", "--head", "--storage", store,
-        "--port", options.port or "0", "--bind", options.bind or "127.0.0.1",
-        "--cluster-name", options.cluster_name or "freight",
-        "--metrics-port", options.metrics_port or "0",
-    ]  # fmt: skip
     try:
         done = subprocess.run(
             argv,

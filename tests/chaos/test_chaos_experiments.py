@@ -19,7 +19,7 @@ import pytest
 
 import freight
 from freight import state
-from freight.chaos import journal
+from freight.chaos import actions, journal, probes
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.util.process import identity
 
@@ -142,6 +142,10 @@ def test_discover_lists_every_action_and_probe(tmp_path: Path) -> None:
         ("probe", "actor_restarts"),
         ("probe", "objects_lost"),
         ("probe", "canary_task_latency"),
+        ("action", "restart_head"),
+        ("probe", "promql"),
+        ("probe", "alert_firing"),
+        ("probe", "page_received"),
     }
     pause = next(a for a in found["activities"] if a["name"] == "pause_node_agent")
     assert pause["arguments"][0] == {"name": "duration", "default": 10.0, "type": "number"}
@@ -154,7 +158,8 @@ def test_stock_chaos_discover_finds_the_extension(tmp_path: Path) -> None:
         "--discovery-path", str(path), "freight", cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    assert len(json.loads(path.read_text())["activities"]) == 13
+    found = {a["name"] for a in json.loads(path.read_text())["activities"]}
+    assert found == {*actions.__all__, *probes.__all__}  # every action and probe, nothing else
 
 
 @pytest.fixture

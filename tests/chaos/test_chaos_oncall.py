@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from freight.chaos import journal, pager, probes
+from freight.chaos import actions, journal, pager, probes
+from freight.chaos.targets import FaultRefused
 from freight.cli import monitoring_cmd, oncall_pack
 from freight.client import access
 from freight.testing import Cluster, connected_cluster, wait_for_condition
@@ -341,3 +342,19 @@ def test_urls_that_do_not_answer_are_named_with_what_to_do(
     )
     with pytest.raises(access.CommandFailed, match="is not running; start it again"):
         probes.promql("up", configuration=config)
+
+
+def test_restart_head_leaves_a_running_head_alone_and_refuses_one_it_cannot_carry_on(
+    cluster: Cluster, config: dict[str, Any]
+) -> None:
+    """(The loop test restarts a head `freight start --head --storage` started.) This cluster's
+    head was started without a store of its own: no `freight start --head --storage` carries
+    it on, and restart_head says so and does nothing."""
+    assert actions.restart_head(configuration=config)["result"] == "running"
+    cluster.kill_head()
+    try:
+        with pytest.raises(FaultRefused, match="was not started by `freight start --head"):
+            actions.restart_head(configuration=config)
+        assert list(journal.read(config["freight_fault_journal"])) == []  # nothing journalled
+    finally:
+        cluster.restart_head()
