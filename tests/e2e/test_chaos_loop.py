@@ -3,12 +3,13 @@
 watched by the on-call pack's real Prometheus and Alertmanager (`freight monitoring up
 --time-scale 60 --pager`: the shipped rules and routing with their durations divided by 60, the
 paging receiver's PagerDuty events going to the pager sink), a workload of tasks submitted all
-along, and the shipped experiment chaos/experiments/head-crash-pages.json run with
-`freight chaos run`: it kills the head, waits for the FreightHeadDown page, starts the head
-again as the runbook says, and its steady state after holds only if every node is alive, no task
-failed or lost an object, and the page reached the pager with its runbook link within 60 s of the
-kill. The test passes only when the run does and every task submitted came back with its right
-result. It prints the figures: kill to page, restart to healthy.
+along, and the shipped experiment chaos/experiments/head-crash-pages.json run with `freight
+chaos run`, then with the stock `chaos run`. Each run kills the head, waits for the
+FreightHeadDown page, starts the head again as the runbook says, and its steady state after
+holds only if every node is alive, no task failed or lost an object, and the page reached the
+pager with its runbook link within 60 s of the kill. Each test passes only when its run does and
+every task submitted came back with its right result. It prints the figures: kill to page,
+restart to healthy.
 
 A minute-long drill with Prometheus and Alertmanager: it runs with CI=true only (as CI installs
 both: scripts/install-system-deps.sh).
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import psutil
@@ -176,23 +178,27 @@ class Workload:
             n += BATCH
 
 
+@pytest.mark.parametrize("runner", ["freight", "stock"])
 def test_head_kill_pages_with_its_runbook_within_60s_and_nothing_is_lost(
-    drill: Drill, tmp_path: Path
+    drill: Drill, tmp_path: Path, runner: str
 ) -> None:
+    """Through `freight chaos run`, then the stock `chaos run`: the same file, the same loop
+    (the second kills the head the first started again)."""
     work = Workload()
     worker = threading.Thread(target=work.run, daemon=True)
     worker.start()
     wait_for_condition(lambda: len(work.rounds) >= 3 or work.errors, 60, "the workload running")
     report = tmp_path / "journal.json"
-    faults = tmp_path / "faults.jsonl"
+    faults = drill.temp_dir / "chaos" / "faults.jsonl"  # the default fault journal
     env = dict(drill.env, FREIGHT_ADDRESS=drill.address)
+    run = ["run", str(EXPERIMENT), "--journal-path", str(report)]
+    if runner == "freight":
+        argv = [FREIGHT, "chaos", *run]
+    else:
+        argv = [str(Path(FREIGHT).with_name("chaos")), "--no-version-check", "--no-log-file", *run]
     try:
         ran = subprocess.run(
-            [
-                FREIGHT, "chaos", "run", str(EXPERIMENT), "--journal-path", str(report),
-                "--fault-journal", str(faults),
-            ],
-            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+            argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         done = len(work.rounds)
@@ -218,6 +224,14 @@ def test_head_kill_pages_with_its_runbook_within_60s_and_nothing_is_lost(
     assert 0 < paged <= 60
     assert journal["rollbacks"][0]["output"]["result"] == "running"  # nothing left to undo
 
+    # This run's kill and restart, as the fault journal has them (the newest of each).
+    injected = {
+        r["fault"]: r["time"]
+        for r in map(json.loads, faults.read_text().splitlines())
+        if r["op"] == "inject"
+    }
+    killed_at, restarted_at = injected["kill_head"], injected["restart_head"]
+
     # The page itself, as the pager sink logged it: the shipped PagerDuty receiver's event.
     log = drill.session_dir / "monitoring" / "pages.jsonl"
     events = [json.loads(line) for line in log.read_text().splitlines()]
@@ -225,6 +239,7 @@ def test_head_kill_pages_with_its_runbook_within_60s_and_nothing_is_lost(
         e
         for e in events
         if e["path"] == "/page"
+        and e["time"] >= killed_at
         and e["body"]["event_action"] == "trigger"
         and "alertname = FreightHeadDown" in e["body"]["payload"]["custom_details"]["firing"]
     ]
@@ -232,23 +247,34 @@ def test_head_kill_pages_with_its_runbook_within_60s_and_nothing_is_lost(
     assert details["runbook_url"] == f"{BASE}/FreightHeadDown.md"
     assert details["cluster"] == CLUSTER
     assert "drill = time-scale 60" in details["firing"]  # the drill says it is one
+    assert page["time"] - killed_at == pytest.approx(paged, abs=0.01)
+
+    # The head back, the page resolves. (Also what lets a next run page afresh: an alert that
+    # fires again before its resolve went out is the same open incident to Alertmanager, which
+    # tells the pager again only after repeat_interval.)
+    def resolve() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in map(json.loads, log.read_text().splitlines())
+            if e["path"] == "/page"
+            and e["time"] >= restarted_at
+            and e["body"].get("event_action") == "resolve"
+            and e["body"].get("dedup_key") == page["body"]["dedup_key"]
+        ]
+
+    (resolved, *_) = wait_for_condition(resolve, 60, "the head-down page resolved at the pager")
 
     # Every task submitted came back with its result, also those submitted while the head was
     # down.
     assert not work.errors, work.errors
     assert work.results == {x: x * x for x in work.results}
     assert len(work.results) == BATCH * len(work.rounds)
-    injected = {
-        r["fault"]: r["time"]
-        for r in map(json.loads, faults.read_text().splitlines())
-        if r["op"] == "inject"
-    }
-    killed_at, restarted_at = injected["kill_head"], injected["restart_head"]
     during = [r for r in work.rounds if killed_at <= r[0] < restarted_at]
     assert during, "no round of tasks was submitted while the head was down"
     print(
-        f"\nhead SIGKILL -> FreightHeadDown page at the pager: {paged:.1f} s; head restart -> "
-        f"every node ALIVE: {restart['seconds']:.1f} s; workload: {len(work.results)} tasks in "
+        f"\n{runner} runner: head SIGKILL -> FreightHeadDown page at the pager: {paged:.1f} s; "
+        f"head restart -> every node ALIVE: {restart['seconds']:.1f} s, the page resolved: "
+        f"{resolved['time'] - restarted_at:.1f} s; workload: {len(work.results)} tasks in "
         f"{len(work.rounds)} rounds, {len(during)} rounds submitted while the head was down, "
         "none lost (durations / 60; scrape and evaluation every 1 s)"
     )
