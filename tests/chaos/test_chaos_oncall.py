@@ -181,19 +181,25 @@ def test_time_scale_divides_every_duration_and_changes_nothing_else(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    "value, message",
+    "options, message",
     [
-        ("0", "--time-scale 0: give a positive number"),
-        ("-60", "--time-scale -60: give a positive number"),
-        ("inf", "--time-scale inf: give a positive number"),
-        ("fast", "argument --time-scale: invalid float value: 'fast'"),
+        (["--time-scale", "0"], "--time-scale 0: give a positive number"),
+        (["--time-scale", "-60"], "--time-scale -60: give a positive number"),
+        (["--time-scale", "inf"], "--time-scale inf: give a positive number"),
+        (["--time-scale", "fast"], "argument --time-scale: invalid float value: 'fast'"),
+        (["--pager", "--pagerduty-url", "https://x.test/v2/enqueue"], "give one of them"),
+        (
+            ["--pager", "--pager-port", "9093"],
+            "--prometheus-port, --alertmanager-port, --pager-port must differ",
+        ),
+        (["--pager", "--pager-port", "0"], "--pager-port 0 is not a TCP port"),
     ],
 )
-def test_a_bad_time_scale_is_refused_saying_what_to_give(
-    tmp_path: Path, value: str, message: str
+def test_bad_drill_options_are_refused_saying_what_to_give(
+    tmp_path: Path, options: list[str], message: str
 ) -> None:
     out = subprocess.run(
-        [FREIGHT, "monitoring", "up", "--address", "127.0.0.1:1", "--time-scale", value],
+        [FREIGHT, "monitoring", "up", "--address", "127.0.0.1:1", *options],
         capture_output=True,
         text=True,
         env={**os.environ, "FREIGHT_TEMP_DIR": str(tmp_path)},
