@@ -146,8 +146,9 @@ def _rules(folder: str, time_scale: float = 1.0) -> list[str]:
         doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
         for group in doc.get("groups") or []:
             for rule in group.get("rules") or []:
-                if "for" in rule:
-                    rule["for"] = scale_duration(rule["for"], time_scale)
+                for key in ("for", "keep_firing_for"):  # a rule's durations
+                    if key in rule:
+                        rule[key] = scale_duration(rule[key], time_scale)
                 notes = rule.get("annotations") or {}
                 if "runbook_url" in notes:
                     notes["runbook_url"] = oncall_pack.rebase_runbook_url(notes["runbook_url"])
