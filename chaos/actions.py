@@ -314,3 +314,18 @@ def fill_spill_disk(
         faults.journal_path(configuration),
         faults.dry_run(configuration),
     )
+
+
+__all__ += ["restart_head"]
+
+
+def restart_head(
+    storage: str = "", timeout: float = 60.0, configuration: Configuration | None = None
+) -> dict:
+    """Start a dead head again as runbooks/FreightHeadDown.md says (`freight start --head
+    --storage FILE`, on `storage` or the store it ran on, with the options it ran with) and wait
+    up to `timeout` s until every node is ALIVE. Journalled; nothing is done while the head
+    runs, so it is also a safe rollback."""
+    from . import oncall
+
+    return oncall.restart_head(storage, timeout, configuration)

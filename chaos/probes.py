@@ -137,3 +137,59 @@ def scheduling_latency_p95(
     if not waits:
         return 0.0
     return waits[max(0, math.ceil(0.95 * len(waits)) - 1)]
+
+
+# ---- the on-call side: Prometheus, Alertmanager, the pager (freight.chaos.oncall) -------------
+
+__all__ += ["alert_firing", "page_received", "promql"]
+
+
+def promql(
+    query: str, prometheus_url: str = "", configuration: Configuration | None = None
+) -> float:
+    """The value of the PromQL instant query `query` now: a scalar's, or the first sample of a
+    vector (aggregate it to one series for a definite answer); 0.0 when no series matched.
+    Prometheus is `prometheus_url`, else the configuration's freight_prometheus_url, else the
+    one `freight monitoring up` runs for the cluster."""
+    from . import oncall
+
+    return oncall.promql(query, prometheus_url, configuration)
+
+
+def alert_firing(
+    alertname: str,
+    alertmanager_url: str = "",
+    matchers: list[str] | None = None,
+    silenced: bool = False,
+    inhibited: bool = False,
+    configuration: Configuration | None = None,
+) -> int:
+    """How many alerts `alertname` Alertmanager holds active whose labels match every matcher
+    (like 'cluster="prod"'); silenced or inhibited ones count only when asked. Alertmanager is
+    `alertmanager_url`, else freight_alertmanager_url, else `freight monitoring up`'s."""
+    from . import oncall
+
+    return oncall.alert_firing(
+        alertname, alertmanager_url, matchers, silenced, inhibited, configuration
+    )
+
+
+def page_received(
+    alertname: str,
+    since: str = "",
+    timeout: float = 0.0,
+    receiver: str = "page",
+    runbook_url: str = "",
+    pager_log: str = "",
+    configuration: Configuration | None = None,
+) -> float:
+    """Seconds from `since` to the first page for `alertname` at the pager sink (waiting up to
+    `timeout` s for it), -1.0 when none came. `since`: "" the probe's start, "fault:kill_head"
+    the newest such fault of the fault journal (0.0 when there is none: nothing to page for),
+    or a time as `freight list` takes it. The page must carry the alert's runbook link. The
+    sink's log is `pager_log`, else freight_pager_log, else `freight monitoring up --pager`'s."""
+    from . import oncall
+
+    return oncall.page_received(
+        alertname, since, timeout, receiver, runbook_url, pager_log, configuration
+    )

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+from freight.chaos.pager import PagerSink, Post
 
 
 def wait_for_condition(
@@ -253,61 +255,21 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ReceivedPost:
-    """One request a :class:`WebhookReceiver` got."""
-
-    at: float  # time.monotonic() on arrival
-    path: str
-    authorization: str  # the Authorization header, "" when there is none
-    body: Any  # the JSON body
+# One request a WebhookReceiver got (``at``: time.monotonic() on arrival).
+ReceivedPost: TypeAlias = Post
 
 
-class WebhookReceiver:
+class WebhookReceiver(PagerSink):
     """A real HTTP server on 127.0.0.1 (a free port) that keeps every JSON POST it is sent, as
-    Alertmanager's webhook and PagerDuty receivers send them, and answers 200 ``{}``.
+    Alertmanager's webhook and PagerDuty receivers send them, and answers 200 ``{}``: the pager
+    sink of :mod:`freight.chaos.pager`, without its log file.
 
     Point a receiver at ``receiver.url + "/some-path"``; read :meth:`posts` (each with its
     arrival time) or wait for some with :meth:`wait_for`. Use it as a context manager.
     """
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self._posts: list[ReceivedPost] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                import json
-
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                post = ReceivedPost(
-                    time.monotonic(),
-                    self.path,
-                    self.headers.get("Authorization", ""),
-                    json.loads(raw or b"null"),
-                )
-                with receiver._lock:
-                    receiver._posts.append(post)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass  # the test reads the posts; no access log on stderr
-
-        self._server = ThreadingHTTPServer((host, 0), Handler)
-        self.url = f"http://{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def posts(self, path: str | None = None, since: float = 0.0) -> list[ReceivedPost]:
-        """The posts received so far (to ``path``, if given; arrived at or after ``since``)."""
-        with self._lock:
-            return [p for p in self._posts if (path is None or p.path == path) and p.at >= since]
+        super().__init__(None, host)
 
     def wait_for(
         self,
@@ -317,16 +279,6 @@ class WebhookReceiver:
     ) -> Any:
         """Wait until ``predicate(posts)`` is truthy and return its value (TimeoutError if not)."""
         return wait_for_condition(lambda: predicate(self.posts()), timeout, what)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> WebhookReceiver:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 @dataclass

@@ -7,6 +7,12 @@ then starts both servers bound to 127.0.0.1 with their data in that folder. ``mo
 records each server's pid with its start time and command line, so ``status`` and ``down`` never
 mistake a later process that got the same pid for one of them (as freight does for its own
 processes: :func:`freight.util.process.is_recorded_process`).
+
+For drills, ``--time-scale N`` divides every duration of the pack by N (each rule's ``for``,
+Alertmanager's ``resolve_timeout``, ``group_wait``, ``group_interval`` and ``repeat_interval``)
+and nothing else, and ``--pager`` runs the pager sink (:mod:`freight.chaos.pager`) as a third
+server, the receivers pointed at it: a page reaches the sink's log within seconds of its cause,
+where the ``page_received`` probe of an experiment reads it.
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from freight.client import access
@@ -40,6 +48,13 @@ BINARIES = {
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 STATE_FILE = "monitoring.json"
+PAGER_LOG = "pages.jsonl"  # the pager sink's log, in the monitoring folder
+PAGER_KEY = "pager-routing-key"  # the drill's PagerDuty routing key, for the pager sink
+DRILL_LABEL = "drill"  # the external label a drill's alerts carry: "time-scale N"
+# Alertmanager's defaults for what the root route and the global section leave out.
+AM_DEFAULTS = {"group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}
+AM_RESOLVE_TIMEOUT = "5m"
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -51,6 +66,7 @@ class Server:
     url: str
     process: dict[str, Any]  # identity(): pid, create_time, cmdline
     log: str
+    time_scale: float = 1.0  # the drill's --time-scale (1: the pack's own durations)
 
 
 def _fail(message: str) -> SystemExit:
@@ -94,8 +110,34 @@ def read_state(session_dir: str) -> list[Server]:
         return []
 
 
-def _rules(folder: str) -> list[str]:
-    """Copy the shipped rule files into ``folder`` with runbook URLs under the configured base."""
+def scale_duration(duration: str, scale: float) -> str:
+    """A Prometheus/Alertmanager duration (``1h30m``) divided by ``scale``, in whole ms (at
+    least 1 ms when it was not zero: Alertmanager refuses a zero group interval)."""
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", str(duration))
+    if not parts or "".join(n + u for n, u in parts) != str(duration):
+        raise _fail(
+            f"{duration!r} in the on-call pack is not a duration (like 30s, 5m or 1h30m); fix "
+            "the pack (FREIGHT_ONCALL_DIR)"
+        )
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if scale == 1 or seconds == 0:
+        return str(duration)
+    ms = max(1, round(seconds * 1000 / scale))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def check_time_scale(scale: float) -> float:
+    if not math.isfinite(scale) or scale <= 0:
+        raise _fail(
+            f"--time-scale {scale:g}: give a positive number, the factor every alert duration is "
+            "divided by in a drill (60: a rule's `for: 1m` waits 1 s)."
+        )
+    return scale
+
+
+def _rules(folder: str, time_scale: float = 1.0) -> list[str]:
+    """Copy the shipped rule files into ``folder`` with runbook URLs under the configured base
+    (and, in a drill, each ``for`` divided by ``time_scale``)."""
     import yaml
 
     os.makedirs(folder, exist_ok=True)
@@ -104,6 +146,9 @@ def _rules(folder: str) -> list[str]:
         doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
         for group in doc.get("groups") or []:
             for rule in group.get("rules") or []:
+                for key in ("for", "keep_firing_for"):  # a rule's durations
+                    if key in rule:
+                        rule[key] = scale_duration(rule[key], time_scale)
                 notes = rule.get("annotations") or {}
                 if "runbook_url" in notes:
                     notes["runbook_url"] = oncall_pack.rebase_runbook_url(notes["runbook_url"])
@@ -154,11 +199,26 @@ def _pagerduty(url: str | None, key_file: str | None) -> dict[str, str]:
     return out
 
 
+def _scale_route(route: dict[str, Any], scale: float) -> None:
+    for key in AM_DEFAULTS:
+        if key in route:
+            route[key] = scale_duration(route[key], scale)
+    for child in route.get("routes") or []:
+        _scale_route(child, scale)
+
+
 def alertmanager_config(
-    webhooks: list[str], pagerduty_url: str | None = None, pagerduty_key_file: str | None = None
+    webhooks: list[str],
+    pagerduty_url: str | None = None,
+    pagerduty_key_file: str | None = None,
+    time_scale: float = 1.0,
+    pager: str | None = None,
 ) -> dict[str, Any]:
     """The shipped routing; receivers named by ``--webhook`` send to that URL instead, and the
-    PagerDuty receivers send to ``pagerduty_url`` with the key of ``pagerduty_key_file``."""
+    PagerDuty receivers send to ``pagerduty_url`` with the key of ``pagerduty_key_file``. With
+    ``pager`` (the pager sink's URL), every other receiver that sends anywhere sends to
+    ``pager/<its name>`` (the PagerDuty ones as PagerDuty events). With ``time_scale``, every
+    duration is divided by it (those Alertmanager defaults too)."""
     import yaml
 
     shipped = oncall_pack.alertmanager_file()
@@ -180,6 +240,25 @@ def alertmanager_config(
             if "routing_key_file" in pagerduty:  # one key source: the file given
                 config.pop("routing_key", None)
             config.update(pagerduty)
+        if pager and receiver["name"] not in targets:
+            url = f"{pager}/{receiver['name']}"
+            for config in receiver.get("pagerduty_configs") or []:
+                config["url"] = url
+            if any(k.endswith("_configs") for k in receiver) and not receiver.get(
+                "pagerduty_configs"
+            ):
+                for key in [k for k in receiver if k.endswith("_configs")]:
+                    del receiver[key]
+                receiver["webhook_configs"] = [{"url": url, "send_resolved": True}]
+    if time_scale != 1:
+        route = doc.setdefault("route", {})
+        for key, default in AM_DEFAULTS.items():
+            route.setdefault(key, default)
+        glob = doc.setdefault("global", {}) or {}
+        doc["global"] = glob
+        glob["resolve_timeout"] = glob.get("resolve_timeout", AM_RESOLVE_TIMEOUT)
+        glob["resolve_timeout"] = scale_duration(glob["resolve_timeout"], time_scale)
+        _scale_route(route, time_scale)
     return doc
 
 
@@ -221,14 +300,23 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"--scrape-interval {args.scrape_interval!r} is not a Prometheus duration; "
             "write it like 15s, 500ms or 1m."
         )
-    for option, port in (
+    scale = check_time_scale(args.time_scale)
+    ports = [
         ("--prometheus-port", args.prometheus_port),
         ("--alertmanager-port", args.alertmanager_port),
-    ):
+    ]
+    if args.pager:
+        ports.append(("--pager-port", args.pager_port))
+        if args.pagerduty_url is not None:
+            raise _fail(
+                "--pager sends the pages to the pager sink; --pagerduty-url sends them to "
+                "PagerDuty: give one of them."
+            )
+    for option, port in ports:
         if not 1 <= port <= 65535:
             raise _fail(f"{option} {port} is not a TCP port (1-65535).")
-    if args.prometheus_port == args.alertmanager_port:
-        raise _fail("--prometheus-port and --alertmanager-port must differ.")
+    if len({port for _, port in ports}) < len(ports):
+        raise _fail(f"{', '.join(option for option, _ in ports)} must differ.")
     prometheus, alertmanager = _binary("prometheus"), _binary("alertmanager")
     info = metrics_cmd.metrics_info(args.address)
     session_dir = info["session_dir"]
@@ -241,16 +329,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     if running:
         urls = ", ".join(f"{s.name} {s.url}" for s in running)
         raise _fail(f"already running for this cluster ({urls}); `freight monitoring down` first.")
-    am_config = alertmanager_config(args.webhook, args.pagerduty_url, args.pagerduty_key_file)
-    _check_port(args.prometheus_port, "--prometheus-port")
-    _check_port(args.alertmanager_port, "--alertmanager-port")
-
     folder = _monitoring_dir(session_dir)
+    pager_url = f"http://127.0.0.1:{args.pager_port}" if args.pager else None
+    am_config = alertmanager_config(
+        args.webhook, args.pagerduty_url, args.pagerduty_key_file, scale, pager_url
+    )
+    for option, port in ports:
+        _check_port(port, option)
+
     os.makedirs(folder, mode=0o700, exist_ok=True)
+    if args.pager and args.pagerduty_key_file is None:
+        # PagerDuty receivers need a routing key; the sink takes any: a drill key of its own.
+        key_file = os.path.join(folder, PAGER_KEY)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("freight-drill\n")
+        am_config = alertmanager_config(args.webhook, None, key_file, scale, pager_url)
     am_url = f"http://127.0.0.1:{args.alertmanager_port}"
     prom_url = f"http://127.0.0.1:{args.prometheus_port}"
-    rules = _rules(os.path.join(folder, "rules"))
+    rules = _rules(os.path.join(folder, "rules"), scale)
     prom_config = metrics_cmd.prometheus_config(info, False, args.scrape_interval)
+    if scale != 1:  # every alert of a drill says so, wherever it goes
+        prom_config["global"]["external_labels"] = {DRILL_LABEL: f"time-scale {scale:g}"}
     prom_config["rule_files"] = rules
     prom_config["alerting"] = {
         "alertmanagers": [
@@ -265,22 +365,40 @@ def cmd_up(args: argparse.Namespace) -> int:
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(doc, f, sort_keys=False)
 
-    started = [
-        _start(
-            "alertmanager",
-            [
-                alertmanager,
-                f"--config.file={am_file}",
-                f"--storage.path={os.path.join(folder, 'alertmanager-data')}",
-                f"--web.listen-address=127.0.0.1:{args.alertmanager_port}",
-                f"--web.external-url={am_url}",
-                "--cluster.listen-address=",
-            ],  # a single server: no gossip port
-            am_url,
-            folder,
+    started = []
+    if pager_url:  # first: Alertmanager may send as soon as it runs
+        started.append(
+            _start(
+                "pager",
+                [
+                    sys.executable,
+                    "-m",
+                    "freight.chaos.pager",
+                    "--port",
+                    str(args.pager_port),
+                    "--log",
+                    os.path.join(folder, PAGER_LOG),
+                ],
+                pager_url,
+                folder,
+            )
         )
-    ]
     try:
+        started.append(
+            _start(
+                "alertmanager",
+                [
+                    alertmanager,
+                    f"--config.file={am_file}",
+                    f"--storage.path={os.path.join(folder, 'alertmanager-data')}",
+                    f"--web.listen-address=127.0.0.1:{args.alertmanager_port}",
+                    f"--web.external-url={am_url}",
+                    "--cluster.listen-address=",
+                ],  # a single server: no gossip port
+                am_url,
+                folder,
+            )
+        )
         started.append(
             _start(
                 "prometheus",
@@ -302,10 +420,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     except SystemExit:
         _stop(started)
         raise
+    started = [replace(s, time_scale=scale) for s in started]
     with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as f:
         json.dump([asdict(s) for s in started], f, indent=2)
     print(f"prometheus:   {prom_url}  ({len(rules)} rule files, scraping {info['cluster_name']!r})")
     print(f"alertmanager: {am_url}")
+    if pager_url:
+        print(f"pager sink:   {pager_url}  (pages to {os.path.join(folder, PAGER_LOG)})")
+    if scale != 1:
+        print(f'{_drill(scale)}; alerts carry {DRILL_LABEL}="time-scale {scale:g}"')
     print(f"files and data: {folder}")
     if not rules:
         print("note: no alert rule files are installed; Prometheus runs without rules")
@@ -328,6 +451,21 @@ def _stop(servers: list[Server]) -> list[str]:
                 break
             time.sleep(0.05)  # waiting for another process's exit, bounded by the deadline
     return stopped
+
+
+def _drill(scale: float) -> str:
+    return (
+        f"drill: every alert duration divided by {scale:g} (rule `for`, Alertmanager's "
+        "group_wait, group_interval, repeat_interval, resolve_timeout)"
+    )
+
+
+def pager_log(session_dir: str) -> str | None:
+    """The log of the pager sink `freight monitoring up --pager` runs for ``session_dir``, if
+    it runs one."""
+    if any(s.name == "pager" for s in read_state(session_dir)):
+        return os.path.join(_monitoring_dir(session_dir), PAGER_LOG)
+    return None
 
 
 def _resend_delay(interval: str) -> str:
@@ -355,6 +493,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         up += alive
         state = f"running (pid {s.process['pid']})" if alive else "stopped"
         print(f"{s.name:<13} {s.url:<24} {state}")
+    if servers[0].time_scale != 1:
+        print(_drill(servers[0].time_scale))
     return 0 if up == len(servers) else 1
 
 
@@ -408,6 +548,23 @@ def add_parsers(sub: Any) -> None:
     up.add_argument(
         "--scrape-interval", default="15s", help="scrape and rule evaluation interval (default 15s)"
     )
+    up.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="a drill: divide every alert duration by N (rule `for`, Alertmanager's group_wait, "
+        "group_interval, repeat_interval, resolve_timeout); expressions, labels and routes stay. "
+        "60: FreightHeadDown pages within seconds of the head's death (default 1)",
+    )
+    up.add_argument(
+        "--pager",
+        action="store_true",
+        help="run the pager sink too (python -m freight.chaos.pager) and point the receivers at "
+        "it (the paging one as PagerDuty events; --webhook ones excepted): pages go to "
+        "<session>/monitoring/pages.jsonl, where the page_received probe reads them",
+    )
+    up.add_argument("--pager-port", type=int, default=9096, help="with --pager; default 9096")
     for q in (
         up,
         msub.add_parser("status", help="whether Prometheus and Alertmanager run"),

@@ -151,6 +151,10 @@ def test_discover_lists_every_action_and_probe(tmp_path: Path) -> None:
         ("action", "hog_memory"),
         ("action", "fill_spill_disk"),
         ("probe", "scheduling_latency_p95"),
+        ("action", "restart_head"),
+        ("probe", "promql"),
+        ("probe", "alert_firing"),
+        ("probe", "page_received"),
     }
     pause = next(a for a in found["activities"] if a["name"] == "pause_node_agent")
     assert pause["arguments"][0] == {"name": "duration", "default": 10.0, "type": "number"}

@@ -10,13 +10,13 @@ pages FreightHeadDown with its runbook link while the task, worker and telemetry
 the outage fires reach no one (the inhibition), and restarting the head as its runbook says
 (`freight start --head --storage FILE`) resolves the page.
 
-Shortened durations (and nothing else): the rule files and alertmanager.yml are loaded from
-copies (``FREIGHT_ONCALL_DIR``) in which every duration is divided by 60 (:data:`SCALE`): each
-rule's ``for`` (1m -> 1s, 2m -> 2s, 5m -> 5s, ... 3h -> 3m) and Alertmanager's ``resolve_timeout``
-(5m -> 5s), ``group_wait`` (30s -> 500ms), ``group_interval`` (5m -> 5s, 1m -> 1s) and
-``repeat_interval`` (4h -> 4m, 1h -> 1m, 1m -> 1s). Expressions (with their rate windows),
-labels, annotations, routes, receivers and inhibitions are the shipped ones. Prometheus scrapes
-and evaluates every second. The figures (head kill to page, restart to resolved) are printed.
+Shortened durations (and nothing else): `freight monitoring up --time-scale 60` (:data:`SCALE`),
+the drill option, divides every duration of the shipped pack by 60: each rule's ``for`` (1m ->
+1s, 2m -> 2s, 5m -> 5s, ... 3h -> 3m) and Alertmanager's ``resolve_timeout`` (5m -> 5s),
+``group_wait`` (30s -> 500ms), ``group_interval`` (5m -> 5s, 1m -> 1s) and ``repeat_interval``
+(4h -> 4m, 1h -> 1m, 1m -> 1s). Expressions (with their rate windows), labels, annotations,
+routes, receivers and inhibitions are the shipped ones. Prometheus scrapes and evaluates every
+second. The figures (head kill to page, restart to resolved) are printed.
 """
 
 from __future__ import annotations
@@ -85,42 +85,6 @@ START = [
     "--object-store-memory", str(STORE),
 ]  # fmt: skip
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def shorter(duration: str) -> str:
-    """A Prometheus/Alertmanager duration (``1h30m``) divided by :data:`SCALE`, in ms."""
-    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
-    if not parts or "".join(n + u for n, u in parts) != duration:
-        raise ValueError(f"not a duration: {duration!r}")
-    ms = round(sum(int(n) * _UNITS[u] for n, u in parts) * 1000 / SCALE)
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
-
-
-def _shorten_route(route: dict[str, Any]) -> None:
-    for key in ("group_wait", "group_interval", "repeat_interval"):
-        if key in route:
-            route[key] = shorter(route[key])
-    for child in route.get("routes") or []:
-        _shorten_route(child)
-
-
-def shortened_pack(dest: Path) -> Path:
-    """Copies of the shipped rule files and alertmanager.yml with only the durations shortened,
-    laid out as a ``FREIGHT_ONCALL_DIR`` pack."""
-    (dest / "alerts" / "rules").mkdir(parents=True)
-    for path in sorted((ROOT / "alerts" / "rules").glob("*.yml")):
-        doc = yaml.safe_load(path.read_text())
-        for group in doc["groups"]:
-            for rule in group["rules"]:
-                if "for" in rule:
-                    rule["for"] = shorter(rule["for"])
-        (dest / "alerts" / "rules" / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    routing = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
-    routing["global"]["resolve_timeout"] = shorter(routing["global"]["resolve_timeout"])
-    _shorten_route(routing["route"])
-    (dest / "alerts" / "alertmanager.yml").write_text(yaml.safe_dump(routing, sort_keys=False))
-    return dest
 
 
 def inhibited_by_head_down() -> re.Pattern[str]:
@@ -212,7 +176,6 @@ def stack() -> Iterator[Stack]:
         }
         env.update(
             FREIGHT_TEMP_DIR=str(temp_dir),
-            FREIGHT_ONCALL_DIR=str(shortened_pack(temp_dir / "pack")),
             FREIGHT_PRICE_CPU_HOUR="3.6",  # so that the spend panels have something to show
             NO_COLOR="1",
         )
@@ -228,7 +191,7 @@ def stack() -> Iterator[Stack]:
             up = s.cli(
                 "monitoring", "up", "--address", s.address,
                 "--prometheus-port", str(prom_port), "--alertmanager-port", str(am_port),
-                "--scrape-interval", "1s",
+                "--scrape-interval", "1s", "--time-scale", str(SCALE),
                 "--pagerduty-url", f"{hooks.url}/page", "--pagerduty-key-file", str(key_file),
                 "--webhook", f"ticket={hooks.url}/ticket",
                 "--webhook", f"heartbeat={hooks.url}/heartbeat",
