@@ -18,8 +18,11 @@ them to describe each argument.
 from typing import Any
 
 from . import faults, targets
+from .rpc import rpc_fault
 
 __all__ = [
+    "delay_rpc",
+    "fail_rpc",
     "kill_actor",
     "kill_head",
     "kill_node_agent",
@@ -142,3 +145,69 @@ def revert_faults(configuration: Configuration | None = None) -> list:
         {"injection_id": r.injection.id, "fault": r.injection.fault, "result": r.result}
         for r in faults.recover(faults.journal_path(configuration))
     ]
+
+
+# ---- RPC faults (freight.chaos.rpc): through the runtime's fault hooks, with the admin token
+
+
+def fail_rpc(
+    method: str,
+    fraction: float = 1.0,
+    duration: float = 10.0,
+    code: str = "UNAVAILABLE",
+    node_id: str = "",
+    hostname: str = "",
+    target: str = "",
+    seed: int = -1,
+    configuration: Configuration | None = None,
+) -> dict:
+    """Make `fraction` of the calls of one gRPC method (`freight.v1.HeadService/Heartbeat`,
+    or `HeadService/Heartbeat`) fail with the gRPC status `code` for `duration` seconds; or,
+    for a data-plane message kind a node agent receives (`data/RequestLease`), close the
+    connection each hit message came on. `target` is "head" or "node" (empty: where the method
+    is served); a node is chosen by `node_id` (a prefix will do) and `hostname`, never the last
+    healthy one. Which calls the fraction hits follows `seed` (-1: the run's `freight_seed`, else
+    0). Returns once the fault expired and was cleared, with the calls it saw and hit."""
+    return rpc_fault(
+        "fail_rpc",
+        method,
+        fraction=fraction,
+        duration=duration,
+        code=code,
+        delay=0.0,
+        node_id=node_id,
+        hostname=hostname,
+        target=target,
+        seed=seed,
+        configuration=configuration,
+    )
+
+
+def delay_rpc(
+    method: str,
+    delay: float,
+    fraction: float = 1.0,
+    duration: float = 10.0,
+    node_id: str = "",
+    hostname: str = "",
+    target: str = "",
+    seed: int = -1,
+    configuration: Configuration | None = None,
+) -> dict:
+    """Hold `fraction` of the calls of one gRPC method (or of the messages of one data-plane
+    kind a node agent receives: later messages of that connection wait behind it) for `delay`
+    seconds before they are handled, for `duration` seconds: freight's latency fault. Target,
+    node and seed as for fail_rpc. Returns once the fault expired and was cleared."""
+    return rpc_fault(
+        "delay_rpc",
+        method,
+        fraction=fraction,
+        duration=duration,
+        code="",
+        delay=delay,
+        node_id=node_id,
+        hostname=hostname,
+        target=target,
+        seed=seed,
+        configuration=configuration,
+    )

@@ -22,6 +22,7 @@ __all__ = [
     "canary_task_latency",
     "nodes_alive",
     "objects_lost",
+    "rpc_faults_in_force",
     "task_success_ratio",
     "tasks_pending",
 ]
@@ -108,3 +109,17 @@ def canary_task_latency(
     started = time.monotonic()
     freight.get(canary.remote(), timeout=timeout)
     return time.monotonic() - started
+
+
+def rpc_faults_in_force(configuration: Configuration | None = None) -> int:
+    """How many RPC faults (fail_rpc, delay_rpc) are in force on the head and every live node
+    now: 0 once every one has expired or been cleared. A node that does not answer fails the
+    probe (what it holds is unknown)."""
+    from freight import actions  # the operator API's reader (the read-only token may ask)
+
+    found, unreachable = actions.list_rpc_faults(
+        all_nodes=True, address=targets.cluster(configuration)
+    )
+    if unreachable:
+        raise RuntimeError(f"nodes {', '.join(unreachable)} did not say which RPC faults they hold")
+    return len(found)

@@ -40,6 +40,7 @@ def undo_signal(injection: Injection) -> str:
 # kind -> "module:function" (imported on first use, so a revert needs only its own module)
 HANDLERS: dict[str, str] = {
     "signal": "freight.chaos.reverts:undo_signal",
+    "rpc": "freight.chaos.rpc:undo_rpc_fault",
 }
 
 
