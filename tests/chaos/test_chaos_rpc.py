@@ -157,6 +157,25 @@ def test_unknown_methods_are_refused_naming_what_exists(
     assert records(config) == [] and in_force(cluster) == []
 
 
+def test_a_node_fault_on_the_last_healthy_node_is_refused(
+    cluster: Cluster, config: dict[str, Any]
+) -> None:
+    """With the other node held by a fault in flight (an open injection of the journal), a
+    fault on the head node's calls would leave no healthy node: refused, nothing switched."""
+    other, head_node = cluster.nodes[1], cluster.nodes[0]
+    held = {"kind": "node", "id": other.node_id, "node_id": other.node_id}
+    undo = {"kind": "signal", "signal": "SIGCONT"}
+    path = config["freight_fault_journal"]
+    journal.write_injection(
+        path, journal.Injection("pause_node_agent", held, {}, "SIGSTOP", undo, time.time() + 60)
+    )
+    with pytest.raises(FaultRefused, match="last healthy node"):
+        actions.fail_rpc(
+            method="data/RequestLease", node_id=head_node.node_id, configuration=config
+        )
+    assert len(records(config)) == 1 and in_force(cluster) == []
+
+
 def test_a_dry_run_plans_without_acting(cluster: Cluster, config: dict[str, Any]) -> None:
     config = {**config, "freight_dry_run": True}
     plan = actions.delay_rpc(
