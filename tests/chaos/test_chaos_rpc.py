@@ -28,6 +28,11 @@ from freight.testing import Cluster, connected_cluster, wait_for_condition
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
+BIN = Path(sys.executable).parent
+EXPERIMENT = (
+    Path(__file__).resolve().parents[2] / "chaos/experiments/heartbeats-fail-for-a-while.json"
+)
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
@@ -208,3 +213,27 @@ def test_recover_clears_a_fault_whose_harness_died(
     assert faults.recover(config["freight_fault_journal"]) == []  # nothing left open
     # And once more by hand, on the same injection: it says the fault was over.
     assert faults.reverts.undo(open_) == "already cleared"
+
+
+@pytest.mark.parametrize("runner", ["freight", "stock"])
+def test_the_shipped_heartbeat_experiment_holds_through_both_runners(
+    cluster: Cluster, tmp_path: Path, runner: str
+) -> None:
+    report = tmp_path / "journal.json"
+    tail = ["run", str(EXPERIMENT), "--journal-path", str(report)]
+    if runner == "freight":
+        argv = [str(BIN / "freight"), "chaos", *tail]
+    else:
+        argv = [str(BIN / "chaos"), "--no-version-check", "--no-log-file", *tail]
+    env = {**os.environ, "FREIGHT_ADDRESS": cluster.address}
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ran = json.loads(report.read_text())
+    assert (ran["status"], ran["deviated"]) == ("completed", False)
+    (fail,) = ran["run"]
+    assert fail["status"] == "succeeded", fail
+    output = fail["output"]
+    assert (output["method"], output["state"]) == ("freight.v1.HeadService/Heartbeat", "expired")
+    assert output["hits"] == output["calls"] >= 2
+    after = {p["activity"]["name"]: p["output"] for p in ran["steady_states"]["after"]["probes"]}
+    assert (after["nodes-alive"], after["no-rpc-fault-in-force"]) == (2, 0)
