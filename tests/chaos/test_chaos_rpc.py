@@ -72,7 +72,7 @@ def test_delay_rpc_holds_the_calls_for_its_duration_then_is_cleared(
         actions.delay_rpc,
         method="StateService/List",
         delay=0.5,
-        duration=3.0,
+        duration=5.0,
         configuration=config,
     )
     wait_for_condition(lambda: in_force(cluster), 30, "the delay to be in force")
@@ -86,7 +86,7 @@ def test_delay_rpc_holds_the_calls_for_its_duration_then_is_cleared(
         "head",
         "expired",
     )
-    assert result["hits"] >= 1 and result["seconds"] >= 3.0
+    assert result["hits"] >= 1 and result["seconds"] >= 5.0
     inject, end = records(config)
     assert inject["signal"] == "rpc" and inject["undo"] == {
         "kind": "rpc",
@@ -108,7 +108,7 @@ def test_delay_rpc_on_a_data_plane_kind_delays_a_nodes_lease_requests(
         actions.delay_rpc,
         method="data/RequestLease",
         delay=0.5,
-        duration=3.0,
+        duration=5.0,
         node_id=node.node_id,
         configuration=config,
     )
