@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import psutil
 import pytest
 
 import freight
@@ -25,6 +26,7 @@ from freight import state
 from freight.chaos import actions, faults, journal, probes
 from freight.chaos.targets import FaultRefused
 from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -237,3 +239,41 @@ def test_the_shipped_heartbeat_experiment_holds_through_both_runners(
     assert output["hits"] == output["calls"] >= 2
     after = {p["activity"]["name"]: p["output"] for p in ran["steady_states"]["after"]["probes"]}
     assert (after["nodes-alive"], after["no-rpc-fault-in-force"]) == (2, 0)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@freight.remote(max_retries=10)
+def held(folder: str) -> str:
+    from freight.testing import wait_for_condition
+
+    wait_for_condition(lambda: os.path.exists(os.path.join(folder, "go")), 300, "go")
+    return freight.get_runtime_context().get_node_id()
+
+
+def test_fail_rpc_on_a_data_plane_kind_closes_worker_connections_and_the_task_is_retried(
+    cluster: Cluster, config: dict[str, Any], tmp_path: Path
+) -> None:
+    """Every worker of the second node reports to its agent each second; with those reports
+    failing for 2.5 s, each loses its connection and exits (the worker running a task among
+    them), and the runtime retries the task there: nothing is lost."""
+    node = cluster.nodes[1]
+    pinned = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+    ref = held.options(scheduling_strategy=pinned).remote(str(tmp_path))
+    (running,) = wait_for_condition(
+        lambda: state.list_workers([("node_id", "=", node.node_id), ("state", "=", "LEASED")]),
+        60,
+        "the task running on the second node",
+    )
+    result = actions.fail_rpc(
+        method="data/Telemetry", node_id=node.node_id, duration=2.5, configuration=config
+    )
+    assert result["hits"] >= 1 and result["state"] == "expired" and in_force(cluster) == []
+    wait_for_condition(lambda: gone(running["pid"]), 30, "the worker to exit")
+    (tmp_path / "go").touch()
+    assert freight.get(ref, timeout=120) == node.node_id  # retried there, its result whole
