@@ -153,7 +153,12 @@ def inject(
     try:
         actions.set_rpc_fault(spec, nid, f"chaos {fault}", cluster)
     except Exception as e:
-        journal.write_end(path, injection.id, f"not switched on: {e}")
+        # It may be on all the same (a reply lost after the switch): clear it to be sure.
+        try:
+            reverted = undo_rpc_fault(injection)
+        except Exception as again:
+            reverted = f"could not clear it ({again}); it ends at its expiry"
+        journal.write_end(path, injection.id, f"not switched on ({e}); {reverted}")
         raise
     final: dict[str, Any] = {}
     try:

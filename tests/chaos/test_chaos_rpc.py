@@ -183,6 +183,25 @@ def test_a_node_fault_on_the_last_healthy_node_is_refused(
     assert len(records(config)) == 1 and in_force(cluster) == []
 
 
+def test_a_second_fault_on_a_method_is_refused_by_the_runtime_and_journalled_over(
+    cluster: Cluster, config: dict[str, Any]
+) -> None:
+    thread, done = in_background(
+        actions.fail_rpc, method="HeadService/KVDel", duration=3.0, configuration=config
+    )
+    try:
+        wait_for_condition(lambda: in_force(cluster), 30, "the first fault in force")
+        with pytest.raises(ValueError, match="already has a fault in force"):
+            actions.delay_rpc(method="HeadService/KVDel", delay=1, configuration=config)
+        (first,) = in_force(cluster)  # the refused one cleared nothing of the first
+    finally:
+        thread.join(60)
+    assert done[0]["fault_id"] == first["fault_id"]
+    ends = [r["result"] for r in records(config) if r["op"] == "end"]
+    assert ends[0].startswith("not switched on") and "not in force on the head" in ends[0]
+    assert journal.open_injections(config["freight_fault_journal"]) == []
+
+
 def test_a_dry_run_plans_without_acting(cluster: Cluster, config: dict[str, Any]) -> None:
     config = {**config, "freight_dry_run": True}
     plan = actions.delay_rpc(
