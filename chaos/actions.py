@@ -17,21 +17,28 @@ them to describe each argument.
 
 from typing import Any
 
-from . import faults, targets
+from . import faults, network, resources, targets
+from .rpc import rpc_fault
 
-__all__ = [  # noqa: RUF022
+__all__ = [
+    "delay_rpc",
+    "drop_packets",
+    "fail_rpc",
+    "fill_object_store",
+    "fill_spill_disk",
+    "hog_cpu",
+    "hog_memory",
     "kill_actor",
     "kill_head",
     "kill_node_agent",
     "kill_worker",
+    "limit_bandwidth",
+    "partition_node",
     "pause_node_agent",
     "pause_worker",
-    "revert_faults",
-    "fill_object_store",
     "pin_objects",
-    "hog_cpu",
-    "hog_memory",
-    "fill_spill_disk",
+    "restart_head",
+    "revert_faults",
 ]
 
 Configuration = dict[str, Any]
@@ -151,10 +158,6 @@ def revert_faults(configuration: Configuration | None = None) -> list:
 
 # Network faults: iptables rules in the node's own network namespace (freight.chaos.network).
 
-from . import network  # noqa: E402  (here, with the block it serves)
-
-__all__ += ["drop_packets", "limit_bandwidth", "partition_node"]
-
 
 def partition_node(
     duration: float = 10.0,
@@ -198,8 +201,6 @@ def limit_bandwidth(
 
 # -- resource faults (freight.chaos.resources): each holds a resource of one node, chosen as
 # pause_node_agent chooses it, for `duration` seconds, then frees it --
-
-from . import resources  # noqa: E402
 
 
 def fill_object_store(
@@ -316,9 +317,6 @@ def fill_spill_disk(
     )
 
 
-__all__ += ["restart_head"]
-
-
 def restart_head(
     storage: str = "", timeout: float = 60.0, configuration: Configuration | None = None
 ) -> dict:
@@ -329,3 +327,69 @@ def restart_head(
     from . import oncall
 
     return oncall.restart_head(storage, timeout, configuration)
+
+
+# ---- RPC faults (freight.chaos.rpc): through the runtime's fault hooks, with the admin token
+
+
+def fail_rpc(
+    method: str,
+    fraction: float = 1.0,
+    duration: float = 10.0,
+    code: str = "UNAVAILABLE",
+    node_id: str = "",
+    hostname: str = "",
+    target: str = "",
+    seed: int = -1,
+    configuration: Configuration | None = None,
+) -> dict:
+    """Make `fraction` of the calls of one gRPC method (`freight.v1.HeadService/Heartbeat`,
+    or `HeadService/Heartbeat`) fail with the gRPC status `code` for `duration` seconds; or,
+    for a data-plane message kind a node agent receives (`data/RequestLease`), close the
+    connection each hit message came on. `target` is "head" or "node" (empty: where the method
+    is served); a node is chosen by `node_id` (a prefix will do) and `hostname`, never the last
+    healthy one. Which calls the fraction hits follows `seed` (-1: the run's `freight_seed`, else
+    0). Returns once the fault expired and was cleared, with the calls it saw and hit."""
+    return rpc_fault(
+        "fail_rpc",
+        method,
+        fraction=fraction,
+        duration=duration,
+        code=code,
+        delay=0.0,
+        node_id=node_id,
+        hostname=hostname,
+        target=target,
+        seed=seed,
+        configuration=configuration,
+    )
+
+
+def delay_rpc(
+    method: str,
+    delay: float,
+    fraction: float = 1.0,
+    duration: float = 10.0,
+    node_id: str = "",
+    hostname: str = "",
+    target: str = "",
+    seed: int = -1,
+    configuration: Configuration | None = None,
+) -> dict:
+    """Hold `fraction` of the calls of one gRPC method (or of the messages of one data-plane
+    kind a node agent receives: later messages of that connection wait behind it) for `delay`
+    seconds before they are handled, for `duration` seconds: freight's latency fault. Target,
+    node and seed as for fail_rpc. Returns once the fault expired and was cleared."""
+    return rpc_fault(
+        "delay_rpc",
+        method,
+        fraction=fraction,
+        duration=duration,
+        code="",
+        delay=delay,
+        node_id=node_id,
+        hostname=hostname,
+        target=target,
+        seed=seed,
+        configuration=configuration,
+    )

@@ -18,14 +18,18 @@ from freight import state
 
 from . import targets
 
-__all__ = [  # noqa: RUF022
+__all__ = [
     "actor_restarts",
+    "alert_firing",
     "canary_task_latency",
     "nodes_alive",
     "objects_lost",
+    "page_received",
+    "promql",
+    "rpc_faults_in_force",
+    "scheduling_latency_p95",
     "task_success_ratio",
     "tasks_pending",
-    "scheduling_latency_p95",
 ]
 
 Configuration = dict[str, Any]
@@ -141,8 +145,6 @@ def scheduling_latency_p95(
 
 # ---- the on-call side: Prometheus, Alertmanager, the pager (freight.chaos.oncall) -------------
 
-__all__ += ["alert_firing", "page_received", "promql"]
-
 
 def promql(
     query: str, prometheus_url: str = "", configuration: Configuration | None = None
@@ -193,3 +195,17 @@ def page_received(
     return oncall.page_received(
         alertname, since, timeout, receiver, runbook_url, pager_log, configuration
     )
+
+
+def rpc_faults_in_force(configuration: Configuration | None = None) -> int:
+    """How many RPC faults (fail_rpc, delay_rpc) are in force on the head and every live node
+    now: 0 once every one has expired or been cleared. A node that does not answer fails the
+    probe (what it holds is unknown)."""
+    from freight import actions  # the operator API's reader (the read-only token may ask)
+
+    found, unreachable = actions.list_rpc_faults(
+        all_nodes=True, address=targets.cluster(configuration)
+    )
+    if unreachable:
+        raise RuntimeError(f"nodes {', '.join(unreachable)} did not say which RPC faults they hold")
+    return len(found)

@@ -42,6 +42,7 @@ HANDLERS: dict[str, str] = {
     "signal": "freight.chaos.reverts:undo_signal",
     "iptables": "freight.chaos.network:undo_rules",
     "file": "freight.chaos.resources:undo_file",
+    "rpc": "freight.chaos.rpc:undo_rpc_fault",
 }
 
 

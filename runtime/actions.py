@@ -22,6 +22,7 @@ import grpc
 from freight.client import access
 from freight.protocol.generated import freight_pb2 as pb
 from freight.protocol.generated import freight_pb2_grpc as pb_grpc
+from freight.util import rpc_faults
 from freight.util.grpc_auth import action_metadata, sync_channel
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -271,3 +272,65 @@ def drain_node(node_id: str, reason: str = "", address: str | None = None) -> Dr
 def undrain_node(node_id: str, reason: str = "", address: str | None = None) -> Drain:
     """Open a drained node again: it takes new work, and what waited for it starts there."""
     return _drain(node_id, True, reason, address)
+
+
+# ---- RPC fault hooks (freight.util.rpc_faults; the chaos harness's fail_rpc and delay_rpc)
+
+
+def set_rpc_fault(
+    spec: rpc_faults.FaultSpec,
+    node_id: str = "",
+    reason: str = "",
+    address: str | access.Target | None = None,
+) -> dict[str, Any]:
+    """Switch an RPC fault on: on the head (``node_id`` ""), or on the node ``node_id`` names
+    through the head. It ends by itself after ``spec.duration_s`` (kept by the process it is in
+    force in), or at :func:`clear_rpc_faults`. Returns the fault as in force (``expires`` is unix
+    time). A bad spec or a method that process does not serve raises
+    :class:`freight.client.access.UsageError` naming what exists."""
+    try:
+        spec = rpc_faults.check(spec, rpc_faults.NODE if node_id else rpc_faults.HEAD)
+    except ValueError as e:
+        raise access.UsageError(str(e)) from None
+    fault = pb.RpcFault(
+        fault_id=spec.fault_id,
+        method=spec.method,
+        action=spec.action,
+        fraction=spec.fraction,
+        code=spec.code,
+        delay_s=spec.delay_s,
+        seed=spec.seed,
+    )
+    request = pb.SetRpcFaultRequest(fault=fault, duration_s=spec.duration_s, node_id=node_id)
+    return access.record(_act(address, "SetRpcFault", request, reason).fault)
+
+
+def clear_rpc_faults(
+    fault_ids: list[str] | tuple[str, ...] = (),
+    node_id: str = "",
+    reason: str = "",
+    address: str | access.Target | None = None,
+) -> list[dict[str, Any]]:
+    """End RPC faults on the head (``node_id`` "") or on one node: those ``fault_ids`` name,
+    every one in force when none. Returns each named fault with its final counts and
+    ``state``: "cleared" by this call, or how it had ended before ("expired", "cleared",
+    "replaced") with ``ended_before`` true; an id the process never had (or forgot, after a
+    restart) is not in the list."""
+    request = pb.ClearRpcFaultsRequest(fault_ids=list(fault_ids), node_id=node_id)
+    reply = _act(address, "ClearRpcFaults", request, reason)
+    return [
+        {**access.record(f), "ended_before": before}
+        for before, faults in ((False, reply.cleared), (True, reply.ended))
+        for f in faults
+    ]
+
+
+def list_rpc_faults(
+    node_id: str = "", all_nodes: bool = False, address: str | access.Target | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The RPC faults in force on the head, on one node (``node_id``), or on the head and every
+    live node (``all_nodes``); and the ids of nodes that did not answer. The read-only token
+    may ask."""
+    request = pb.ListRpcFaultsRequest(node_id=node_id, all_nodes=all_nodes)
+    reply = _act(address, "ListRpcFaults", request, "")
+    return [access.record(f) for f in reply.faults], list(reply.unreachable)

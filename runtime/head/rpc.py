@@ -22,6 +22,11 @@ class FencedError(Exception):
     FAILED_PRECONDITION (it must fence itself and come back as a new incarnation)."""
 
 
+class AgentUnreachableError(Exception):
+    """A request the head passes to a node's agent got no answer from it; the caller gets
+    FAILED_PRECONDITION (the node must answer first), with the agent's error in words."""
+
+
 def rpc(
     method: Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]],
 ) -> Callable[[Any, Any, aio.ServicerContext], Awaitable[_Reply]]:
@@ -35,7 +40,7 @@ def rpc(
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
         except NotFoundError as e:
             code, message = grpc.StatusCode.NOT_FOUND, str(e)
-        except FencedError as e:
+        except (FencedError, AgentUnreachableError) as e:
             code, message = grpc.StatusCode.FAILED_PRECONDITION, str(e)
         except Exception as e:
             logger.exception("head RPC {} failed", method.__name__)

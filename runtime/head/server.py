@@ -22,7 +22,7 @@ from loguru import logger
 
 from freight.config import settings
 from freight.core.task_state import TERMINAL
-from freight.head import operator_actions
+from freight.head import fault_hooks, operator_actions
 from freight.head.actors import ALIVE, ActorDirectory
 from freight.head.audit import record_action
 from freight.head.control_store import ControlStore
@@ -48,6 +48,7 @@ from freight.util.grpc_tracing import published_config as published_tracing_conf
 from freight.util.grpc_tracing import server_interceptors as tracing_interceptors
 from freight.util.private_files import make_private_dir
 from freight.util.process import announce_ready, identity
+from freight.util.rpc_faults import FAULTS, HEAD, RpcFaultInterceptor
 from freight.util.tokens import storage_token_path, write_token
 
 HEAD_INFO_FILE = "head.json"
@@ -464,6 +465,44 @@ class HeadServicer(pb_grpc.HeadServiceServicer):
             self.stopping.set()  # asked to stop: whatever stopping the nodes met, even a cancel
         return pb.ShutdownReply(nodes_stopped=stopped)
 
+    # ---- RPC fault hooks (freight.util.rpc_faults) -------------------------------------------
+
+    @rpc
+    async def SetRpcFault(self, request, context):
+        fault = await fault_hooks.set_fault(self.nodes, request)
+        where = f"node {fault.node_id[:12]}" if fault.node_id else "the head"
+        what = f"fail with {fault.code}" if fault.action == "fail" else f"wait {fault.delay_s:g} s"
+        record_action(
+            self.events,
+            context,
+            self.token,
+            "set_rpc_fault",
+            f"RPC fault {fault.fault_id} on {where}: {fault.fraction:.0%} of {fault.method} "
+            f"calls {what} for {request.duration_s:g} s",
+            severity="WARNING",
+            node_id=fault.node_id,
+        )
+        return pb.SetRpcFaultReply(fault=fault)
+
+    @rpc
+    async def ClearRpcFaults(self, request, context):
+        reply = await fault_hooks.clear_faults(self.nodes, request)
+        if reply.cleared:
+            where = f"node {request.node_id}" if request.node_id else "the head"
+            record_action(
+                self.events,
+                context,
+                self.token,
+                "clear_rpc_faults",
+                f"RPC faults {', '.join(f.fault_id for f in reply.cleared)} cleared on {where}",
+                node_id=reply.cleared[0].node_id,
+            )
+        return reply
+
+    @rpc
+    async def ListRpcFaults(self, request, context):
+        return await fault_hooks.list_faults(self.nodes, request)
+
 
 STOP_TIMEOUT_S = 15.0  # how long a stopping head may take to wind down before it just ends
 
@@ -520,7 +559,13 @@ async def run_head(config: HeadConfig) -> None:
         write_token(storage_token_path(config.storage), token)
     if store.kv_get(*LEGACY_TOKEN_KV) is not None:
         store.forget_secret(*LEGACY_TOKEN_KV)  # older heads kept it in the store itself
-    interceptors = [TokenAuthInterceptor(token), GrpcMetricsInterceptor(), *tracing_interceptors()]
+    FAULTS.component = HEAD
+    interceptors = [
+        TokenAuthInterceptor(token),
+        GrpcMetricsInterceptor(),
+        RpcFaultInterceptor(FAULTS),  # after the metrics: a failed call is counted with its code
+        *tracing_interceptors(),
+    ]
     server = aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
     pb_grpc.add_HeadServiceServicer_to_server(servicer, server)
     state = StateServiceServicer(

@@ -37,6 +37,7 @@ from freight.util.process import (
     set_parent_death_signal,
     setup_process_logging,
 )
+from freight.util.rpc_faults import FAULTS, NODE, RpcFaultInterceptor, spec_of
 
 from .agent import NodeAgent, check_resources
 from .events import event_loop
@@ -188,6 +189,27 @@ class AgentServicer(pb_grpc.NodeAgentServiceServicer):
         logger.info("shutdown requested: {}", request.reason)
         self.agent.stopping.set()
         return pb.ShutdownReply()
+
+    # RPC fault hooks (freight.util.rpc_faults): the head passes an operator's switches here.
+
+    async def SetRpcFault(self, request: pb.SetRpcFaultRequest, context: Any) -> Any:
+        try:
+            fault = FAULTS.set(spec_of(request.fault, request.duration_s))
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return pb.SetRpcFaultReply(fault=fault.record(self.node_info.node_id))
+
+    async def ClearRpcFaults(self, request: pb.ClearRpcFaultsRequest, context: Any) -> Any:
+        cleared, ended = FAULTS.clear(request.fault_ids)
+        node_id = self.node_info.node_id
+        return pb.ClearRpcFaultsReply(
+            cleared=[f.record(node_id) for f in cleared], ended=[f.record(node_id) for f in ended]
+        )
+
+    async def ListRpcFaults(self, request: Any, context: Any) -> pb.ListRpcFaultsReply:
+        return pb.ListRpcFaultsReply(
+            faults=[f.record(self.node_info.node_id) for f in FAULTS.in_force()]
+        )
 
 
 def fill_dynamic(node: pb.NodeInfo, agent: NodeAgent) -> None:
@@ -385,8 +407,10 @@ async def amain(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stopping.set)
     interceptor = TokenAuthInterceptor(token)
+    FAULTS.component = NODE
     server = grpc.aio.server(
-        interceptors=[interceptor, GrpcMetricsInterceptor()], options=CHANNEL_OPTIONS
+        interceptors=[interceptor, GrpcMetricsInterceptor(), RpcFaultInterceptor(FAULTS)],
+        options=CHANNEL_OPTIONS,
     )
     node = pb.NodeInfo(
         node_id=args.node_id,

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from freight.util.rpc_faults import FAULTS
+
 from .frames import (
     HEADER,
     HEADER_SIZE,
@@ -98,6 +100,11 @@ async def serve_connection(
             frame = await conn.recv_frame()
             if frame is None:
                 break
+            if FAULTS.kinds:  # an RPC fault on a data-plane kind is in force (rarely)
+                closing = await FAULTS.admit_message(frame[0])
+                if closing:
+                    error = ConnectionAbortedError(closing)
+                    break
             msg = decode_message(*frame)
             res = handle(conn, msg)
             if res is not None:

@@ -99,6 +99,7 @@ READ_ONLY_METHODS = frozenset(
         "/freight.v1.HeadService/GetPlacementGroup",
         "/freight.v1.HeadService/ListPlacementGroups",
         "/freight.v1.HeadService/KVGet",
+        "/freight.v1.HeadService/ListRpcFaults",  # the RPC faults in force (chaos probes)
         "/freight.v1.NodeAgentService/GetNodeStats",
         "/freight.v1.NodeAgentService/ListObjects",
         "/freight.v1.NodeAgentService/ListWorkers",

@@ -155,6 +155,9 @@ def test_discover_lists_every_action_and_probe(tmp_path: Path) -> None:
         ("probe", "promql"),
         ("probe", "alert_firing"),
         ("probe", "page_received"),
+        ("action", "fail_rpc"),
+        ("action", "delay_rpc"),
+        ("probe", "rpc_faults_in_force"),
     }
     pause = next(a for a in found["activities"] if a["name"] == "pause_node_agent")
     assert pause["arguments"][0] == {"name": "duration", "default": 10.0, "type": "number"}

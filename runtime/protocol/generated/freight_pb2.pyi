@@ -1270,3 +1270,79 @@ class SetDrainingReply(_message.Message):
     running_actors: int
     waiting: int
     def __init__(self, running_tasks: _Optional[int] = ..., running_actors: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
+
+class RpcFault(_message.Message):
+    __slots__ = ("fault_id", "method", "action", "fraction", "code", "delay_s", "seed", "expires", "calls", "hits", "node_id", "state")
+    FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    fault_id: str
+    method: str
+    action: str
+    fraction: float
+    code: str
+    delay_s: float
+    seed: int
+    expires: float
+    calls: int
+    hits: int
+    node_id: str
+    state: str
+    def __init__(self, fault_id: _Optional[str] = ..., method: _Optional[str] = ..., action: _Optional[str] = ..., fraction: _Optional[float] = ..., code: _Optional[str] = ..., delay_s: _Optional[float] = ..., seed: _Optional[int] = ..., expires: _Optional[float] = ..., calls: _Optional[int] = ..., hits: _Optional[int] = ..., node_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class SetRpcFaultRequest(_message.Message):
+    __slots__ = ("fault", "duration_s", "node_id")
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    fault: RpcFault
+    duration_s: float
+    node_id: str
+    def __init__(self, fault: _Optional[_Union[RpcFault, _Mapping]] = ..., duration_s: _Optional[float] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class SetRpcFaultReply(_message.Message):
+    __slots__ = ("fault",)
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    fault: RpcFault
+    def __init__(self, fault: _Optional[_Union[RpcFault, _Mapping]] = ...) -> None: ...
+
+class ClearRpcFaultsRequest(_message.Message):
+    __slots__ = ("fault_ids", "node_id")
+    FAULT_IDS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    fault_ids: _containers.RepeatedScalarFieldContainer[str]
+    node_id: str
+    def __init__(self, fault_ids: _Optional[_Iterable[str]] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class ClearRpcFaultsReply(_message.Message):
+    __slots__ = ("cleared", "ended")
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    cleared: _containers.RepeatedCompositeFieldContainer[RpcFault]
+    ended: _containers.RepeatedCompositeFieldContainer[RpcFault]
+    def __init__(self, cleared: _Optional[_Iterable[_Union[RpcFault, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[RpcFault, _Mapping]]] = ...) -> None: ...
+
+class ListRpcFaultsRequest(_message.Message):
+    __slots__ = ("node_id", "all_nodes")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_NODES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    all_nodes: bool
+    def __init__(self, node_id: _Optional[str] = ..., all_nodes: _Optional[bool] = ...) -> None: ...
+
+class ListRpcFaultsReply(_message.Message):
+    __slots__ = ("faults", "unreachable")
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    faults: _containers.RepeatedCompositeFieldContainer[RpcFault]
+    unreachable: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, faults: _Optional[_Iterable[_Union[RpcFault, _Mapping]]] = ..., unreachable: _Optional[_Iterable[str]] = ...) -> None: ...

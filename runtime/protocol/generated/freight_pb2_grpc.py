@@ -184,6 +184,21 @@ class HeadServiceStub:
                 request_serializer=freight__pb2.DrainNodeRequest.SerializeToString,
                 response_deserializer=freight__pb2.DrainNodeReply.FromString,
                 _registered_method=True)
+        self.SetRpcFault = channel.unary_unary(
+                '/freight.v1.HeadService/SetRpcFault',
+                request_serializer=freight__pb2.SetRpcFaultRequest.SerializeToString,
+                response_deserializer=freight__pb2.SetRpcFaultReply.FromString,
+                _registered_method=True)
+        self.ClearRpcFaults = channel.unary_unary(
+                '/freight.v1.HeadService/ClearRpcFaults',
+                request_serializer=freight__pb2.ClearRpcFaultsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ClearRpcFaultsReply.FromString,
+                _registered_method=True)
+        self.ListRpcFaults = channel.unary_unary(
+                '/freight.v1.HeadService/ListRpcFaults',
+                request_serializer=freight__pb2.ListRpcFaultsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ListRpcFaultsReply.FromString,
+                _registered_method=True)
 
 
 class HeadServiceServicer:
@@ -369,6 +384,24 @@ class HeadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRpcFault(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearRpcFaults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRpcFaults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -521,6 +554,21 @@ def add_HeadServiceServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=freight__pb2.DrainNodeRequest.FromString,
                     response_serializer=freight__pb2.DrainNodeReply.SerializeToString,
+            ),
+            'SetRpcFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRpcFault,
+                    request_deserializer=freight__pb2.SetRpcFaultRequest.FromString,
+                    response_serializer=freight__pb2.SetRpcFaultReply.SerializeToString,
+            ),
+            'ClearRpcFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearRpcFaults,
+                    request_deserializer=freight__pb2.ClearRpcFaultsRequest.FromString,
+                    response_serializer=freight__pb2.ClearRpcFaultsReply.SerializeToString,
+            ),
+            'ListRpcFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRpcFaults,
+                    request_deserializer=freight__pb2.ListRpcFaultsRequest.FromString,
+                    response_serializer=freight__pb2.ListRpcFaultsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1343,6 +1391,87 @@ class HeadService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SetRpcFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/SetRpcFault',
+            freight__pb2.SetRpcFaultRequest.SerializeToString,
+            freight__pb2.SetRpcFaultReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearRpcFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/ClearRpcFaults',
+            freight__pb2.ClearRpcFaultsRequest.SerializeToString,
+            freight__pb2.ClearRpcFaultsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRpcFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.HeadService/ListRpcFaults',
+            freight__pb2.ListRpcFaultsRequest.SerializeToString,
+            freight__pb2.ListRpcFaultsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class StateServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -1672,6 +1801,21 @@ class NodeAgentServiceStub:
                 request_serializer=freight__pb2.NodeMemoryRequest.SerializeToString,
                 response_deserializer=freight__pb2.NodeMemoryReply.FromString,
                 _registered_method=True)
+        self.SetRpcFault = channel.unary_unary(
+                '/freight.v1.NodeAgentService/SetRpcFault',
+                request_serializer=freight__pb2.SetRpcFaultRequest.SerializeToString,
+                response_deserializer=freight__pb2.SetRpcFaultReply.FromString,
+                _registered_method=True)
+        self.ClearRpcFaults = channel.unary_unary(
+                '/freight.v1.NodeAgentService/ClearRpcFaults',
+                request_serializer=freight__pb2.ClearRpcFaultsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ClearRpcFaultsReply.FromString,
+                _registered_method=True)
+        self.ListRpcFaults = channel.unary_unary(
+                '/freight.v1.NodeAgentService/ListRpcFaults',
+                request_serializer=freight__pb2.ListRpcFaultsRequest.SerializeToString,
+                response_deserializer=freight__pb2.ListRpcFaultsReply.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServiceServicer:
@@ -1767,6 +1911,24 @@ class NodeAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRpcFault(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearRpcFaults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRpcFaults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1844,6 +2006,21 @@ def add_NodeAgentServiceServicer_to_server(servicer, server):
                     servicer.Memory,
                     request_deserializer=freight__pb2.NodeMemoryRequest.FromString,
                     response_serializer=freight__pb2.NodeMemoryReply.SerializeToString,
+            ),
+            'SetRpcFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRpcFault,
+                    request_deserializer=freight__pb2.SetRpcFaultRequest.FromString,
+                    response_serializer=freight__pb2.SetRpcFaultReply.SerializeToString,
+            ),
+            'ClearRpcFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearRpcFaults,
+                    request_deserializer=freight__pb2.ClearRpcFaultsRequest.FromString,
+                    response_serializer=freight__pb2.ClearRpcFaultsReply.SerializeToString,
+            ),
+            'ListRpcFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRpcFaults,
+                    request_deserializer=freight__pb2.ListRpcFaultsRequest.FromString,
+                    response_serializer=freight__pb2.ListRpcFaultsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2251,6 +2428,87 @@ class NodeAgentService:
             '/freight.v1.NodeAgentService/Memory',
             freight__pb2.NodeMemoryRequest.SerializeToString,
             freight__pb2.NodeMemoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRpcFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/SetRpcFault',
+            freight__pb2.SetRpcFaultRequest.SerializeToString,
+            freight__pb2.SetRpcFaultReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearRpcFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/ClearRpcFaults',
+            freight__pb2.ClearRpcFaultsRequest.SerializeToString,
+            freight__pb2.ClearRpcFaultsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRpcFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/freight.v1.NodeAgentService/ListRpcFaults',
+            freight__pb2.ListRpcFaultsRequest.SerializeToString,
+            freight__pb2.ListRpcFaultsReply.FromString,
             options,
             channel_credentials,
             insecure,
