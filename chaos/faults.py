@@ -15,7 +15,8 @@ import psutil
 from freight.client import access
 from freight.util.process import is_recorded_process, signal_recorded, wait_exit
 
-from . import journal, reverts, targets
+from . import journal, reverts, safety, targets
+from .safety import hold
 from .targets import FaultRefused, ProcessTarget
 
 MAX_PAUSE_S = 3600.0  # a pause is time-boxed: an hour is the longest a run may hold a process
@@ -34,6 +35,7 @@ class FaultResult:
     seconds: float  # how long the fault held (a pause), or how long the process took to go
     result: str  # "killed", "exited", "continued", "gone" (ended while paused)
     injection_id: str
+    ended: str = "expired"  # why a held fault ended: "expired", "halted: ...", "aborted: ..."
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class FaultResult:
             "seconds": round(self.seconds, 3),
             "result": self.result,
             "injection_id": self.injection_id,
+            "ended": self.ended,
         }
 
 
@@ -174,8 +177,8 @@ def exited(process: dict[str, Any]) -> bool:
 
 def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> FaultResult:
     """SIGSTOP ``target``'s process for ``duration`` seconds, then SIGCONT it: journalled before
-    the stop, reverted here at expiry (also when the run is interrupted), or by `freight chaos
-    recover` when the harness died."""
+    the stop, reverted here at expiry (also when the run is interrupted, halted or aborted), or
+    by `freight chaos recover` when the harness died."""
     duration = check_duration(duration)
     expires = time.time() + duration
     injection = journal.Injection(
@@ -191,13 +194,14 @@ def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> Faul
     if not signal_recorded(target.process, signal.SIGSTOP):
         journal.write_end(path, injection.id, "gone before the signal")
         raise FaultRefused(f"the {target.kind}'s process {target.pid} ended before the signal")
-    result = "gone"
+    result, ended = "gone", "interrupted"
     try:
-        time.sleep(duration)  # the fault itself: the process stays stopped this long
+        ended = hold(duration, path)  # the fault itself: the process stays stopped this long
     finally:
         if signal_recorded(target.process, signal.SIGCONT):
             result = "continued"
-        journal.write_end(path, injection.id, result)
+        early = ended not in ("expired", "interrupted")  # a halt or an abort ended it
+        journal.write_end(path, injection.id, f"{result} ({ended})" if early else result)
     return FaultResult(
         fault,
         target.describe(),
@@ -206,7 +210,25 @@ def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> Faul
         time.monotonic() - started,
         result,
         injection.id,
+        ended,
     )
+
+
+def halt(path: str, reason: str) -> tuple[safety.Halt, str, list[Recovered]]:
+    """`freight chaos halt`: write the halt marker next to the journal at ``path`` (under the
+    journal's lock, so an injection is either recorded before it or refused), then revert every
+    open injection of the journal. Faults held by other harness processes see the marker and
+    end early. Returns the halt, its marker's path and what was reverted."""
+    found = safety.halted(path)
+    if found is not None:
+        raise access.UsageError(
+            f"the chaos harness is already {found.describe()}; `freight chaos recover` reverts "
+            "what is still open, `freight chaos halt --clear` lets faults run again"
+        )
+    record = safety.Halt(reason)
+    with journal.locked(path):
+        marker = safety.write_marker(path, record)
+    return record, marker, recover(path)
 
 
 @dataclass(frozen=True)
