@@ -17,7 +17,7 @@ them to describe each argument.
 
 from typing import Any
 
-from . import faults, targets
+from . import faults, seed, targets
 
 __all__ = [
     "kill_actor",
@@ -45,7 +45,13 @@ def kill_worker(
     worker the state API lists with every given field (`state`: IDLE, LEASED (running a task),
     ACTOR, ...). Its tasks are retried and the pool starts another, as after a crash."""
     cluster = targets.cluster(configuration)
-    target = targets.worker(cluster, worker_id, node_id, actor_id, state)
+    target = targets.worker(
+        cluster, worker_id, node_id, actor_id, state, seed.rng(configuration, "targets")
+    )
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_worker", target.describe(), signal=faults.signal_name(signal)
+        )
     path = faults.journal_path(configuration)
     return faults.kill("kill_worker", target, signal, path, grace).as_dict()
 
@@ -62,7 +68,13 @@ def kill_actor(
     """Kill the process of a live actor named by `name`, `class_name`, `actor_id` (a prefix
     will do) and `namespace`: it restarts under its max_restarts, as after a crash."""
     cluster = targets.cluster(configuration)
-    target = targets.actor(cluster, name, class_name, actor_id, namespace)
+    target = targets.actor(
+        cluster, name, class_name, actor_id, namespace, seed.rng(configuration, "targets")
+    )
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_actor", target.describe(), signal=faults.signal_name(signal)
+        )
     path = faults.journal_path(configuration)
     return faults.kill("kill_actor", target, signal, path, grace).as_dict()
 
@@ -78,7 +90,12 @@ def pause_worker(
     """Stop a worker process (SIGSTOP) for `duration` seconds, then continue it (SIGCONT):
     a task or actor that hangs. Returns once it runs again."""
     cluster = targets.cluster(configuration)
-    target = targets.worker(cluster, worker_id, node_id, actor_id, state)
+    target = targets.worker(
+        cluster, worker_id, node_id, actor_id, state, seed.rng(configuration, "targets")
+    )
+    if faults.dry_run(configuration):
+        duration = faults.check_duration(duration)
+        return faults.planned(cluster, "pause_worker", target.describe(), duration=duration)
     path = faults.journal_path(configuration)
     return faults.pause("pause_worker", target, duration, path).as_dict()
 
@@ -94,8 +111,11 @@ def pause_node_agent(
     node. Returns once the agent runs again."""
     cluster = targets.cluster(configuration)
     path = faults.journal_path(configuration)
-    target = targets.node_agent(cluster, node_id, hostname)
+    target = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     faults.refuse_last_healthy_node(cluster, target.node_id, path)
+    if faults.dry_run(configuration):
+        duration = faults.check_duration(duration)
+        return faults.planned(cluster, "pause_node_agent", target.describe(), duration=duration)
     return faults.pause("pause_node_agent", target, duration, path).as_dict()
 
 
@@ -110,8 +130,12 @@ def kill_node_agent(
     health checks. Refused on the last healthy node."""
     cluster = targets.cluster(configuration)
     path = faults.journal_path(configuration)
-    target = targets.node_agent(cluster, node_id, hostname)
+    target = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     faults.refuse_last_healthy_node(cluster, target.node_id, path)
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_node_agent", target.describe(), signal=faults.signal_name(signal)
+        )
     return faults.kill("kill_node_agent", target, signal, path, grace).as_dict()
 
 
@@ -130,6 +154,10 @@ def kill_head(
         )
     cluster = targets.cluster(configuration)
     target = targets.head(cluster)
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_head", target.describe(), signal=faults.signal_name(signal)
+        )
     return faults.kill(
         "kill_head", target, signal, faults.journal_path(configuration), grace
     ).as_dict()

@@ -5,6 +5,7 @@ the cluster's last healthy node.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from .targets import FaultRefused, ProcessTarget
 MAX_PAUSE_S = 3600.0  # a pause is time-boxed: an hour is the longest a run may hold a process
 KILL_SIGNALS = ("SIGKILL", "SIGTERM")
 KILL_WAIT_S = 10.0  # how long a SIGKILLed process may take to exit
+
+logger = logging.getLogger("chaostoolkit")  # where chaoslib tells what a run does
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ def signal_number(name: str, allowed: tuple[str, ...]) -> signal.Signals:
     return signal.Signals[name]
 
 
+def signal_name(name: str) -> str:
+    """``name`` checked as a kill signal (a dry run plans only what would run)."""
+    return signal_number(name, KILL_SIGNALS).name
+
+
 def check_duration(duration: float) -> float:
     if isinstance(duration, bool) or not isinstance(duration, int | float):
         raise access.UsageError(f"duration must be a number of seconds, got {duration!r}")
@@ -94,15 +102,18 @@ def planned(
     cluster: access.Target, fault: str, target: dict[str, str], **details: Any
 ) -> dict[str, Any]:
     """What an action returns in a dry run: the fault, the target it would hit (``target``, as
-    :meth:`ProcessTarget.describe` gives it) and what it would do (``details``), nothing
+    :meth:`ProcessTarget.describe` gives it), what it would do (``details``) and its blast
+    radius from the cluster's state (:func:`safety.blast_radius`), logged as one line; nothing
     journalled, nothing done."""
-    del cluster  # the blast radius around the target comes from the cluster's state
-    return {
+    plan = {
         "dry_run": True,
         "fault": fault,
         **{f"target_{k}": v for k, v in target.items()},
         **details,
+        "blast_radius": safety.blast_radius(cluster, target),
     }
+    logger.info(f"dry run: {safety.plan_line(plan)}")
+    return plan
 
 
 def refuse_last_healthy_node(cluster: access.Target, node_id: str, path: str) -> None:
@@ -223,7 +234,7 @@ def halt(path: str, reason: str) -> tuple[safety.Halt, str, list[Recovered]]:
     if found is not None:
         raise access.UsageError(
             f"the chaos harness is already {found.describe()}; `freight chaos recover` reverts "
-            "what is still open, `freight chaos halt --clear` lets faults run again"
+            f"what is still open, {safety.clear_command(path)} lets faults run again"
         )
     record = safety.Halt(reason)
     with journal.locked(path):

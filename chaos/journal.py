@@ -92,7 +92,11 @@ def write_injection(path: str, injection: Injection) -> None:
     """Record ``injection`` before it happens; refused (:class:`safety.Halted`, nothing
     written) while the harness is halted. The check is made under the journal's lock, which
     `freight chaos halt` takes to write its marker: an injection is either recorded before the
-    halt, and reverted by it, or refused."""
+    halt, and reverted by it, or refused. A fault with a revert first has this process's
+    watchdog started, which reverts it should this process die before it does."""
+    if injection.undo is not None:
+        safety.start_watchdog(path)
+    safety.refuse_if_aborted()
     with locked(path) as fd:
         safety.refuse_if_halted(path)
         _write(fd, {"op": "inject", "format": FORMAT, **asdict(injection)})
