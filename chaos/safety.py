@@ -247,7 +247,7 @@ def blast_radius(cluster: access.Target, target: dict[str, str]) -> dict[str, An
     def count(found: list[dict[str, Any]], id_key: str) -> dict[str, Any]:
         return {"count": len(found), "ids": [str(r.get(id_key)) for r in found[:EXAMPLES]]}
 
-    running = ("state", "=", "RUNNING")
+    running = ("state", "=", "SUBMITTED_TO_WORKER")  # a task a worker runs
     if kind == "node":
         objects = rows("objects", ("node_id", "=", tid))
         return {
@@ -273,7 +273,7 @@ def blast_radius(cluster: access.Target, target: dict[str, str]) -> dict[str, An
             "actors": count(rows("actors", ALIVE_ROW), "actor_id"),
             "pending_tasks": count(rows("tasks", ("state", "~", "^PENDING")), "task_id"),
             "running_tasks": count(rows("tasks", running), "task_id"),
-            "running_jobs": count(rows("jobs", running), "job_id"),
+            "running_jobs": count(rows("jobs", ("state", "=", "RUNNING")), "job_id"),
         }
     return {}
 

@@ -5,6 +5,7 @@ pause in another process early, reverts, and refuses runs until cleared."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import time
@@ -12,14 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import psutil
 import pytest
 
+import freight
 from freight import state
 from freight.chaos import journal, probes
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +160,228 @@ def test_clearing_a_harness_that_is_not_halted_is_a_usage_error(tmp_path: Path) 
     assert out.returncode == 2 and "is not halted" in out.stderr
     out = chaos("halt", "--clear", "--reason", "x", str(tmp_path / "f.jsonl"))
     assert out.returncode == 2 and "--reason goes with a halt" in out.stderr
+
+
+def method_of(*actions: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "action",
+            "name": f"{func}-{i}",
+            "provider": {
+                "type": "python",
+                "module": "freight.chaos.actions",
+                "func": func,
+                "arguments": arguments,
+            },
+        }
+        for i, (func, arguments) in enumerate(actions)
+    ]
+
+
+def write_experiment(tmp_path: Path, name: str, config: dict[str, Any], **more: Any) -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(
+        json.dumps({"title": name, "description": "d", "configuration": config, **more})
+    )
+    return path
+
+
+def picks(report: Path) -> list[str]:
+    steps = json.loads(report.read_text())["run"]
+    failed = [line for s in steps for line in s.get("exception") or []]
+    assert all(s["status"] == "succeeded" for s in steps), "".join(failed)
+    return [step["output"]["target_id"] for step in steps]
+
+
+def indexes(seed: int, n: int, picks: int) -> list[int]:
+    """The choices `freight chaos run --seed` makes among ``n`` targets sorted by id."""
+    stream = random.Random(f"freight.chaos/{seed}/targets")
+    return [stream.randrange(n) for _ in range(picks)]
+
+
+def test_one_seed_picks_the_same_targets_in_the_same_order_and_replay_repeats_them(
+    cluster: Cluster, config: dict[str, Any], tmp_path: Path
+) -> None:
+    nodes = sorted(n.node_id for n in cluster.nodes)
+    # A seed whose picks are not all the same node: "the first match" could not give them.
+    seed = next(s for s in range(100) if len(set(indexes(s, len(nodes), 3))) > 1)
+    expected = [nodes[i] for i in indexes(seed, len(nodes), 3)]
+    experiment = write_experiment(
+        tmp_path,
+        "three-pauses",
+        config,
+        method=method_of(*[("pause_node_agent", {"duration": 0.2})] * 3),
+    )
+    first, replayed, planned = (tmp_path / n for n in ("1.json", "2.json", "3.json"))
+    ran = chaos("run", str(experiment), "--seed", str(seed), "--journal-path", str(first))
+    assert ran.returncode == 0, ran.stderr
+    assert f"seed {seed}" in ran.stderr
+    assert picks(first) == expected
+    assert json.loads(first.read_text())["freight"]["seed"] == seed
+
+    again = chaos("replay", str(first), "--journal-path", str(replayed))
+    assert again.returncode == 0, again.stderr
+    assert picks(replayed) == expected
+    injected = [r for r in journal.read(config["freight_fault_journal"]) if r["op"] == "inject"]
+    assert [r["target"]["id"] for r in injected] == expected * 2
+
+    # A dry run with that seed names the same targets and does nothing.
+    dry = chaos(
+        "run", str(experiment), "--seed", str(seed), "--dry-run", "--journal-path", str(planned)
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert picks(planned) == expected
+    assert dry.stdout.count("freight chaos run: plan: pause_node_agent on node ") == 3
+    assert len(list(journal.read(config["freight_fault_journal"]))) == 4 * 3  # nothing more
+
+
+@freight.remote
+class Holder:
+    def node(self) -> str:
+        import freight
+
+        return freight.get_runtime_context().get_node_id()
+
+
+def test_a_dry_run_plans_each_fault_with_its_blast_radius_and_does_nothing(
+    cluster: Cluster, config: dict[str, Any], tmp_path: Path
+) -> None:
+    holder = Holder.options(name="holder").remote()
+    node = freight.get(holder.node.remote())
+    (actor,) = state.list_actors([("name", "=", "holder"), ("state", "=", "ALIVE")])
+    agent = next(n.process.pid for n in cluster.nodes if n.node_id == node)
+    experiment = write_experiment(
+        tmp_path,
+        "plan",
+        config,
+        method=method_of(
+            ("kill_node_agent", {"node_id": node}),
+            ("kill_actor", {"name": "holder"}),
+            ("kill_head", {"allow_head": True}),
+            ("pause_node_agent", {"node_id": cluster.nodes[0].node_id, "duration": 5}),
+        ),
+    )
+    held = freight.put(b"x" * 1_000_000)  # its primary copy is on this driver's node, the first
+    (row,) = state.list_objects([("object_id", "=", held.hex())])
+    report = tmp_path / "j.json"
+    out = chaos("run", str(experiment), "--dry-run", "--journal-path", str(report))
+    assert out.returncode == 0, out.stderr
+    plans = [s["output"] for s in json.loads(report.read_text())["run"]]
+    node_plan, actor_plan, head_plan, driver_node_plan = plans
+    assert row["node_id"] == cluster.nodes[0].node_id
+    assert held.hex() in driver_node_plan["blast_radius"]["objects"]["ids"]
+    assert driver_node_plan["blast_radius"]["object_bytes"] >= 1_000_000
+    assert driver_node_plan["duration"] == 5.0
+    assert node_plan["dry_run"] is True and node_plan["signal"] == "SIGKILL"
+    assert actor["actor_id"] in node_plan["blast_radius"]["actors"]["ids"]
+    assert node_plan["blast_radius"]["workers"]["count"] >= 1
+    assert actor_plan["blast_radius"]["actors"]["ids"] == [actor["actor_id"]]
+    assert head_plan["target_kind"] == "head"
+    assert head_plan["blast_radius"]["nodes"]["count"] == 2
+    assert head_plan["blast_radius"]["actors"]["count"] >= 1
+    assert f"kill_actor on actor {actor['actor_id']} on node {node} [signal=SIGKILL]" in out.stdout
+    assert list(journal.read(config["freight_fault_journal"])) == []
+    assert psutil.pid_exists(agent) and freight.get(holder.node.remote()) == node
+    freight.kill(holder)
+
+
+def stop_experiment(tmp_path: Path, config: dict[str, Any], node_id: str) -> Path:
+    breach = tmp_path / "breach"
+    control = {
+        "name": "stop-conditions",
+        "provider": {
+            "type": "python",
+            "module": "freight.chaos.controls",
+            "arguments": {
+                "every": 0.2,
+                "stop_when": [
+                    {
+                        "type": "probe",
+                        "name": "no-breach-file",
+                        "tolerance": False,
+                        "provider": {
+                            "type": "python",
+                            "module": "os.path",
+                            "func": "exists",
+                            "arguments": {"path": str(breach)},
+                        },
+                    }
+                ],
+            },
+        },
+    }
+    method = method_of(
+        ("pause_node_agent", {"duration": 300, "node_id": node_id}),
+        ("pause_worker", {"duration": 300}),
+    )
+    return write_experiment(tmp_path, "stop", config, method=method, controls=[control])
+
+
+@pytest.mark.parametrize("runner", ["freight", "stock"])
+def test_a_breached_stop_condition_aborts_the_run_and_reverts_its_faults(
+    cluster: Cluster, config: dict[str, Any], tmp_path: Path, runner: str
+) -> None:
+    node = cluster.nodes[1]
+    agent = node.process.pid
+    experiment = stop_experiment(tmp_path, config, node.node_id)
+    report = tmp_path / "j.json"
+    tail = ["run", str(experiment), "--journal-path", str(report)]
+    if runner == "freight":
+        argv = [FREIGHT, "chaos", *tail]
+    else:
+        argv = [
+            str(Path(sys.executable).with_name("chaos")),
+            "--no-version-check",
+            "--no-log-file",
+            *tail,
+        ]
+    harness = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        wait_for_condition(lambda: stopped(agent), 60, "the run to pause the agent")
+        (tmp_path / "breach").touch()
+        breached = time.monotonic()
+        wait_for_condition(lambda: not stopped(agent), 60, "the breach to continue the agent")
+        print(f"{runner}: agent continued {time.monotonic() - breached:.3f} s after the breach")
+        out, err = harness.communicate(timeout=60)
+    finally:
+        harness.kill()
+        harness.communicate()
+    assert harness.returncode == 1, out + err
+    ran = json.loads(report.read_text())
+    assert ran["status"] == "interrupted"
+    assert ran["freight"]["stopped_by"].startswith("stop condition 'no-breach-file' breached")
+    assert ran["freight"]["stop_condition_checks"] >= 1
+    injected = [
+        r["fault"] for r in journal.read(config["freight_fault_journal"]) if r["op"] == "inject"
+    ]
+    assert injected == ["pause_node_agent"]  # the second fault never ran
+    assert journal.open_injections(config["freight_fault_journal"]) == []
+    answers(cluster, node.node_id)
+
+
+def test_bad_stop_conditions_and_bad_journals_are_usage_errors(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
+    experiment = stop_experiment(tmp_path, config, "n")
+    data = json.loads(experiment.read_text())
+    data["controls"][0]["provider"]["arguments"]["every"] = 0
+    experiment.write_text(json.dumps(data))
+    out = chaos("run", str(experiment))
+    assert out.returncode == 2 and "every must be a number of seconds above 0" in out.stderr
+    del data["controls"][0]["provider"]["arguments"]["stop_when"][0]["tolerance"]
+    data["controls"][0]["provider"]["arguments"]["every"] = 1
+    experiment.write_text(json.dumps(data))
+    out = chaos("run", str(experiment))
+    assert out.returncode == 2 and "no-breach-file: it has no tolerance" in out.stderr
+
+    out = chaos("replay", str(tmp_path / "nothing.json"))
+    assert out.returncode == 2 and "no such journal" in out.stderr
+    out = chaos("replay", str(experiment))
+    assert out.returncode == 2 and "is not a Chaos Toolkit journal" in out.stderr
+    (tmp_path / "cut.json").write_text('{"experiment": {')
+    out = chaos("replay", str(tmp_path / "cut.json"))
+    assert out.returncode == 2 and "not JSON" in out.stderr
+    out = chaos("run", str(experiment), "--seed", "x")
+    assert out.returncode == 2 and "invalid int value" in out.stderr
