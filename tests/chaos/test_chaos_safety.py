@@ -368,12 +368,12 @@ def test_bad_stop_conditions_and_bad_journals_are_usage_errors(
     data = json.loads(experiment.read_text())
     data["controls"][0]["provider"]["arguments"]["every"] = 0
     experiment.write_text(json.dumps(data))
-    out = chaos("run", str(experiment))
+    out = chaos("run", str(experiment), "--journal-path", str(tmp_path / "j.json"))
     assert out.returncode == 2 and "every must be a number of seconds above 0" in out.stderr
     del data["controls"][0]["provider"]["arguments"]["stop_when"][0]["tolerance"]
     data["controls"][0]["provider"]["arguments"]["every"] = 1
     experiment.write_text(json.dumps(data))
-    out = chaos("run", str(experiment))
+    out = chaos("run", str(experiment), "--journal-path", str(tmp_path / "j.json"))
     assert out.returncode == 2 and "no-breach-file: it has no tolerance" in out.stderr
 
     out = chaos("replay", str(tmp_path / "nothing.json"))

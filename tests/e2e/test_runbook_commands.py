@@ -91,6 +91,7 @@ CHANGES = {
     ("chaos", "run"),
     ("chaos", "recover"),
     ("chaos", "halt"),
+    ("chaos", "replay"),
 }
 FOLLOW = {"--follow", "-f"}  # a command that never ends on its own is checked with --help
 TIMEOUT_S = 120.0
