@@ -94,9 +94,10 @@ def write_injection(path: str, injection: Injection) -> None:
     `freight chaos halt` takes to write its marker: an injection is either recorded before the
     halt, and reverted by it, or refused. A fault with a revert first has this process's
     watchdog started, which reverts it should this process die before it does."""
+    safety.refuse_if_aborted()
+    safety.refuse_if_halted(path)  # first without the lock too: no watchdog for a refusal
     if injection.undo is not None:
         safety.start_watchdog(path)
-    safety.refuse_if_aborted()
     with locked(path) as fd:
         safety.refuse_if_halted(path)
         _write(fd, {"op": "inject", "format": FORMAT, **asdict(injection)})

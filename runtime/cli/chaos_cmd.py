@@ -81,9 +81,10 @@ def _run(experiment: dict[str, Any], args: argparse.Namespace, source: str, seed
         configuration["freight_fault_journal"] = os.path.abspath(args.fault_journal)
     if args.dry_run:
         configuration["freight_dry_run"] = True
-    configuration[seeds.KEY] = seeds.seed_of(
-        {seeds.KEY: seeds.new_seed() if seed is None else seed}
-    )
+    if seed is None:  # the command line names none: the experiment's own, else a new one
+        seed = configuration.get(seeds.KEY)
+    seed = seeds.new_seed() if seed is None else seeds.seed_of({seeds.KEY: seed})
+    configuration[seeds.KEY] = seed
     # A halted harness runs nothing: refused here, before the steady state is even probed
     # (under the stock runner each fault refuses instead).
     safety.refuse_if_halted(faults.journal_path(configuration))
@@ -309,7 +310,8 @@ def add_parsers(sub: Any) -> None:
         default=None,
         metavar="N",
         help="the seed of every random choice (which of several matching targets a fault "
-        "hits); default: a new one, printed and recorded in the journal",
+        "hits); default: the experiment's freight_seed, else a new one; printed and recorded "
+        "in the journal",
     )
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
