@@ -71,13 +71,19 @@ def watch(path: str, harness: dict[str, Any]) -> int:
     none of its faults is open; the exit status (1: some were left to `freight chaos
     recover`)."""
     _log(f"watching harness pid {harness['pid']} and {path}")
-    gone_since = 0.0
+    gone_since, damaged = 0.0, ""
     while True:
         try:
             mine, alive = sweep(path, harness, time.time())
         except journal.JournalError as e:  # a damaged journal: nothing here can read it
-            _log(f"{e}")
-            mine, alive = 1, is_recorded_process(harness)
+            if str(e) != damaged:
+                damaged = str(e)
+                _log(damaged)
+            if not is_recorded_process(harness):
+                _log(f"the harness is gone; `freight chaos recover {path}` says what is left")
+                return 1
+            wait_exit(int(harness["pid"]), WATCH_S)  # it may be mended while the harness runs
+            continue
         if alive:
             wait_exit(int(harness["pid"]), WATCH_S)
             continue

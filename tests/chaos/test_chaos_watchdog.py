@@ -118,3 +118,22 @@ def test_a_fault_with_nothing_to_revert_starts_no_watchdog(tmp_path: Path) -> No
     journal.write_injection(str(tmp_path / "f.jsonl"), injection)
     assert not (tmp_path / "watchdog.log").exists()
     assert json.loads((tmp_path / "f.jsonl").read_text())["undo"] is None
+
+
+def test_a_watchdog_over_a_damaged_journal_says_so_once_and_ends_with_its_harness(
+    tmp_path: Path, victim: subprocess.Popen[bytes]
+) -> None:
+    path = tmp_path / "f.jsonl"
+    harness = start_harness(path, victim.pid, 600)
+    (watchdog,) = wait_for_condition(lambda: watchdogs_of(path, harness.pid), 30, "its watchdog")
+    with open(path, "a") as f:
+        f.write("not json\n{}\n")  # damaged before its last line: nothing can read it
+    log = tmp_path / "watchdog.log"
+    wait_for_condition(lambda: "line 2: " in log.read_text(), 30, "the damage logged")
+    harness.kill()
+    harness.communicate()
+    watchdog.wait(60)
+    text = log.read_text()
+    assert text.count("The journal is damaged") == 1
+    assert text.endswith(f"the harness is gone; `freight chaos recover {path}` says what is left\n")
+    assert stopped(victim.pid)  # left to recover and to a person, as the log says
