@@ -21,8 +21,9 @@ in the fault journal is reverted, and the experiment is interrupted the way chao
 one (:func:`chaoslib.exit.exit_gracefully`: its status becomes "interrupted" and its rollbacks
 run). The journal's ``freight.stopped_by`` tells which condition, with the value it saw.
 
-The control also starts each run's random choices afresh from its seed and records the seed in
-the journal, so a run under the stock `chaos run` can be replayed too.
+The control also refuses to start a run while the harness is halted (the run is interrupted),
+starts each run's random choices afresh from its seed and records the seed in the journal, so a
+run under the stock `chaos run` can be replayed too.
 """
 
 from __future__ import annotations
@@ -116,10 +117,18 @@ def configure_control(
 
 
 def before_experiment_control(context: Any, **_: Any) -> None:
-    """Start evaluating the stop conditions, in a thread, until the experiment ends."""
+    """Refuse to start while the harness is halted (under the stock runner too: the run is
+    interrupted before its steady state is probed); else start evaluating the stop
+    conditions, in a thread, until the experiment ends."""
+    from chaoslib.exceptions import InterruptExecution
+
     if not _watch:
         return
     watch = _watch[0]
+    try:
+        safety.refuse_if_halted(faults.journal_path(watch.configuration))
+    except safety.Halted as e:
+        raise InterruptExecution(str(e)) from None
     watch.thread = threading.Thread(
         target=_evaluate, args=(watch,), name="freight-stop-conditions", daemon=True
     )

@@ -4,6 +4,7 @@ or clearing what is not halted is refused."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -78,3 +79,34 @@ def test_hold_returns_early_on_abort_and_at_expiry(tmp_path: Path) -> None:
     finally:
         safety.reset_abort()
     assert ended == ["aborted: nodes-alive breached"]
+
+
+CHAOS = str(Path(sys.executable).with_name("chaos"))
+
+
+def test_the_stop_condition_control_interrupts_a_stock_run_while_halted(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.jsonl")
+    exists = {"type": "python", "module": "os.path", "func": "exists", "arguments": {"path": "/"}}
+    probe = {"type": "probe", "name": "root-exists", "tolerance": True, "provider": exists}
+    control = {
+        "name": "stop-conditions",
+        "provider": {
+            "type": "python",
+            "module": "freight.chaos.controls",
+            "arguments": {"stop_when": [probe]},
+        },
+    }
+    experiment = {
+        "title": "t",
+        "description": "d",
+        "configuration": {"freight_fault_journal": path},
+        "controls": [control],
+        "method": [probe],
+    }
+    (tmp_path / "e.json").write_text(json.dumps(experiment))
+    faults.halt(path, "maintenance")
+    argv = [CHAOS, "--no-version-check", "--no-log-file", "run", str(tmp_path / "e.json")]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    ran = json.loads((tmp_path / "journal.json").read_text())
+    assert ran["status"] == "interrupted" and ran["run"] == [], out.stderr
+    assert "(maintenance)" in out.stderr and "freight chaos halt --clear" in out.stderr
