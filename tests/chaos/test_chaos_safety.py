@@ -118,6 +118,7 @@ def test_halt_ends_a_pause_held_by_another_run_and_refuses_runs_until_cleared(
     )
     try:
         wait_for_condition(lambda: stopped(agent), 60, "the run to pause the agent")
+        halting = time.monotonic()
         halted = chaos("halt", path, "--reason", "game day called off")
         assert halted.returncode == 0, halted.stderr
         assert "(game day called off); 1 fault(s)" in halted.stdout
@@ -125,6 +126,7 @@ def test_halt_ends_a_pause_held_by_another_run_and_refuses_runs_until_cleared(
             halted.stdout
         )
         out, err = harness.communicate(timeout=60)
+        print(f"halted run ended {time.monotonic() - halting:.3f} s after the halt began")
     finally:
         harness.kill()
         harness.communicate()
