@@ -17,7 +17,7 @@ them to describe each argument.
 
 from typing import Any
 
-from . import faults, network, resources, targets
+from . import faults, network, resources, seed, targets
 from .rpc import rpc_fault
 
 __all__ = [
@@ -57,7 +57,13 @@ def kill_worker(
     worker the state API lists with every given field (`state`: IDLE, LEASED (running a task),
     ACTOR, ...). Its tasks are retried and the pool starts another, as after a crash."""
     cluster = targets.cluster(configuration)
-    target = targets.worker(cluster, worker_id, node_id, actor_id, state)
+    target = targets.worker(
+        cluster, worker_id, node_id, actor_id, state, seed.rng(configuration, "targets")
+    )
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_worker", target.describe(), signal=faults.signal_name(signal)
+        )
     path = faults.journal_path(configuration)
     return faults.kill("kill_worker", target, signal, path, grace).as_dict()
 
@@ -74,7 +80,13 @@ def kill_actor(
     """Kill the process of a live actor named by `name`, `class_name`, `actor_id` (a prefix
     will do) and `namespace`: it restarts under its max_restarts, as after a crash."""
     cluster = targets.cluster(configuration)
-    target = targets.actor(cluster, name, class_name, actor_id, namespace)
+    target = targets.actor(
+        cluster, name, class_name, actor_id, namespace, seed.rng(configuration, "targets")
+    )
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_actor", target.describe(), signal=faults.signal_name(signal)
+        )
     path = faults.journal_path(configuration)
     return faults.kill("kill_actor", target, signal, path, grace).as_dict()
 
@@ -90,7 +102,12 @@ def pause_worker(
     """Stop a worker process (SIGSTOP) for `duration` seconds, then continue it (SIGCONT):
     a task or actor that hangs. Returns once it runs again."""
     cluster = targets.cluster(configuration)
-    target = targets.worker(cluster, worker_id, node_id, actor_id, state)
+    target = targets.worker(
+        cluster, worker_id, node_id, actor_id, state, seed.rng(configuration, "targets")
+    )
+    if faults.dry_run(configuration):
+        duration = faults.check_duration(duration)
+        return faults.planned(cluster, "pause_worker", target.describe(), duration=duration)
     path = faults.journal_path(configuration)
     return faults.pause("pause_worker", target, duration, path).as_dict()
 
@@ -106,8 +123,11 @@ def pause_node_agent(
     node. Returns once the agent runs again."""
     cluster = targets.cluster(configuration)
     path = faults.journal_path(configuration)
-    target = targets.node_agent(cluster, node_id, hostname)
+    target = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     faults.refuse_last_healthy_node(cluster, target.node_id, path)
+    if faults.dry_run(configuration):
+        duration = faults.check_duration(duration)
+        return faults.planned(cluster, "pause_node_agent", target.describe(), duration=duration)
     return faults.pause("pause_node_agent", target, duration, path).as_dict()
 
 
@@ -122,8 +142,12 @@ def kill_node_agent(
     health checks. Refused on the last healthy node."""
     cluster = targets.cluster(configuration)
     path = faults.journal_path(configuration)
-    target = targets.node_agent(cluster, node_id, hostname)
+    target = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     faults.refuse_last_healthy_node(cluster, target.node_id, path)
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_node_agent", target.describe(), signal=faults.signal_name(signal)
+        )
     return faults.kill("kill_node_agent", target, signal, path, grace).as_dict()
 
 
@@ -142,6 +166,10 @@ def kill_head(
         )
     cluster = targets.cluster(configuration)
     target = targets.head(cluster)
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_head", target.describe(), signal=faults.signal_name(signal)
+        )
     return faults.kill(
         "kill_head", target, signal, faults.journal_path(configuration), grace
     ).as_dict()
@@ -214,7 +242,7 @@ def fill_object_store(
     objects a driver of the harness holds, for `duration` seconds; freed at expiry. Above the
     spilling threshold (FREIGHT_OBJECT_SPILLING_THRESHOLD) the node spills to disk."""
     cluster = targets.cluster(configuration)
-    node = targets.node_agent(cluster, node_id, hostname)
+    node = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     return resources.fill_object_store(
         cluster,
         node,
@@ -236,7 +264,7 @@ def pin_objects(
     """Place `count` objects of `size` bytes in a node's object store and hold them referenced
     for `duration` seconds: pinned, they may be spilled but never evicted. Freed at expiry."""
     cluster = targets.cluster(configuration)
-    node = targets.node_agent(cluster, node_id, hostname)
+    node = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     return resources.pin_objects(
         cluster,
         node,
@@ -258,7 +286,7 @@ def hog_cpu(
     """Keep `cores` cores of a node's host busy, one spinning process each, for `duration`
     seconds. The processes end at expiry, with the harness, or by `freight chaos recover`."""
     cluster = targets.cluster(configuration)
-    node = targets.node_agent(cluster, node_id, hostname)
+    node = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     return resources.hog_cpu(
         cluster,
         node,
@@ -281,7 +309,7 @@ def hog_memory(
     host for `duration` seconds; refused above what the host has available. The process ends
     at expiry, with the harness, or by `freight chaos recover`."""
     cluster = targets.cluster(configuration)
-    node = targets.node_agent(cluster, node_id, hostname)
+    node = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     return resources.hog_memory(
         cluster,
         node,
@@ -305,7 +333,7 @@ def fill_spill_disk(
     `level`, a fraction of its size) with one file in its spill folder, for `duration`
     seconds; removed at expiry or by `freight chaos recover`."""
     cluster = targets.cluster(configuration)
-    node = targets.node_agent(cluster, node_id, hostname)
+    node = targets.node_agent(cluster, node_id, hostname, seed.rng(configuration, "targets"))
     return resources.fill_spill_disk(
         cluster,
         node,

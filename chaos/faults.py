@@ -5,6 +5,7 @@ the cluster's last healthy node.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass
@@ -15,12 +16,15 @@ import psutil
 from freight.client import access
 from freight.util.process import is_recorded_process, signal_recorded, wait_exit
 
-from . import journal, reverts, targets
+from . import journal, reverts, safety, targets
+from .safety import hold
 from .targets import FaultRefused, ProcessTarget
 
 MAX_PAUSE_S = 3600.0  # a pause is time-boxed: an hour is the longest a run may hold a process
 KILL_SIGNALS = ("SIGKILL", "SIGTERM")
 KILL_WAIT_S = 10.0  # how long a SIGKILLed process may take to exit
+
+logger = logging.getLogger("chaostoolkit")  # where chaoslib tells what a run does
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class FaultResult:
     seconds: float  # how long the fault held (a pause), or how long the process took to go
     result: str  # "killed", "exited", "continued", "gone" (ended while paused)
     injection_id: str
+    ended: str = "expired"  # why a held fault ended: "expired", "halted: ...", "aborted: ..."
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +49,7 @@ class FaultResult:
             "seconds": round(self.seconds, 3),
             "result": self.result,
             "injection_id": self.injection_id,
+            "ended": self.ended,
         }
 
 
@@ -57,6 +63,11 @@ def signal_number(name: str, allowed: tuple[str, ...]) -> signal.Signals:
     if name not in allowed:
         raise access.UsageError(f"signal must be one of {', '.join(allowed)}, got {name!r}")
     return signal.Signals[name]
+
+
+def signal_name(name: str) -> str:
+    """``name`` checked as a kill signal (a dry run plans only what would run)."""
+    return signal_number(name, KILL_SIGNALS).name
 
 
 def check_duration(duration: float) -> float:
@@ -91,15 +102,18 @@ def planned(
     cluster: access.Target, fault: str, target: dict[str, str], **details: Any
 ) -> dict[str, Any]:
     """What an action returns in a dry run: the fault, the target it would hit (``target``, as
-    :meth:`ProcessTarget.describe` gives it) and what it would do (``details``), nothing
+    :meth:`ProcessTarget.describe` gives it), what it would do (``details``) and its blast
+    radius from the cluster's state (:func:`safety.blast_radius`), logged as one line; nothing
     journalled, nothing done."""
-    del cluster  # the blast radius around the target comes from the cluster's state
-    return {
+    plan = {
         "dry_run": True,
         "fault": fault,
         **{f"target_{k}": v for k, v in target.items()},
         **details,
+        "blast_radius": safety.blast_radius(cluster, target),
     }
+    logger.info(f"dry run: {safety.plan_line(plan)}")
+    return plan
 
 
 def refuse_last_healthy_node(cluster: access.Target, node_id: str, path: str) -> None:
@@ -174,8 +188,8 @@ def exited(process: dict[str, Any]) -> bool:
 
 def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> FaultResult:
     """SIGSTOP ``target``'s process for ``duration`` seconds, then SIGCONT it: journalled before
-    the stop, reverted here at expiry (also when the run is interrupted), or by `freight chaos
-    recover` when the harness died."""
+    the stop, reverted here at expiry (also when the run is interrupted, halted or aborted), or
+    by `freight chaos recover` when the harness died."""
     duration = check_duration(duration)
     expires = time.time() + duration
     injection = journal.Injection(
@@ -191,13 +205,14 @@ def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> Faul
     if not signal_recorded(target.process, signal.SIGSTOP):
         journal.write_end(path, injection.id, "gone before the signal")
         raise FaultRefused(f"the {target.kind}'s process {target.pid} ended before the signal")
-    result = "gone"
+    result, ended = "gone", "interrupted"
     try:
-        time.sleep(duration)  # the fault itself: the process stays stopped this long
+        ended = hold(duration, path)  # the fault itself: the process stays stopped this long
     finally:
         if signal_recorded(target.process, signal.SIGCONT):
             result = "continued"
-        journal.write_end(path, injection.id, result)
+        early = ended not in ("expired", "interrupted")  # a halt or an abort ended it
+        journal.write_end(path, injection.id, f"{result} ({ended})" if early else result)
     return FaultResult(
         fault,
         target.describe(),
@@ -206,7 +221,25 @@ def pause(fault: str, target: ProcessTarget, duration: float, path: str) -> Faul
         time.monotonic() - started,
         result,
         injection.id,
+        ended,
     )
+
+
+def halt(path: str, reason: str) -> tuple[safety.Halt, str, list[Recovered]]:
+    """`freight chaos halt`: write the halt marker next to the journal at ``path`` (under the
+    journal's lock, so an injection is either recorded before it or refused), then revert every
+    open injection of the journal. Faults held by other harness processes see the marker and
+    end early. Returns the halt, its marker's path and what was reverted."""
+    found = safety.halted(path)
+    if found is not None:
+        raise access.UsageError(
+            f"the chaos harness is already {found.describe()}; `freight chaos recover` reverts "
+            f"what is still open, {safety.clear_command(path)} lets faults run again"
+        )
+    record = safety.Halt(reason)
+    with journal.locked(path):
+        marker = safety.write_marker(path, record)
+    return record, marker, recover(path)
 
 
 @dataclass(frozen=True)

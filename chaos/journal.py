@@ -26,11 +26,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from freight.config import settings
 from freight.util.private_files import check_owned, make_private_dir
+
+from . import safety
 
 FORMAT = 1
 
@@ -58,26 +60,47 @@ class Injection:
 def default_path() -> str:
     """Where the journal is unless an experiment or the command line names another: below
     FREIGHT_TEMP_DIR, next to the sessions of the clusters it touches."""
-    return os.path.join(settings.temp_dir, "chaos", "faults.jsonl")
+    return os.path.join(safety.chaos_dir(), "faults.jsonl")
 
 
-def _append(path: str, record: dict[str, Any]) -> None:
+@contextmanager
+def locked(path: str) -> Iterator[int]:
+    """The journal at ``path`` opened for appending under its exclusive lock (two harnesses
+    never interleave their lines; a halt and an injection never cross): its descriptor."""
     folder = os.path.dirname(os.path.abspath(path))
     make_private_dir(folder, "the chaos journal's folder")
-    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         check_owned(path, "the chaos journal")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # two harnesses never interleave their lines
-        os.write(fd, line)
-        os.fsync(fd)  # on disk before the fault happens: that is the journal's point
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
     finally:
         os.close(fd)  # closing drops the lock
 
 
+def _write(fd: int, record: dict[str, Any]) -> None:
+    os.write(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+    os.fsync(fd)  # on disk before the fault happens: that is the journal's point
+
+
+def _append(path: str, record: dict[str, Any]) -> None:
+    with locked(path) as fd:
+        _write(fd, record)
+
+
 def write_injection(path: str, injection: Injection) -> None:
-    """Record ``injection`` before it happens."""
-    _append(path, {"op": "inject", "format": FORMAT, **asdict(injection)})
+    """Record ``injection`` before it happens; refused (:class:`safety.Halted`, nothing
+    written) while the harness is halted. The check is made under the journal's lock, which
+    `freight chaos halt` takes to write its marker: an injection is either recorded before the
+    halt, and reverted by it, or refused. A fault with a revert first has this process's
+    watchdog started, which reverts it should this process die before it does."""
+    safety.refuse_if_aborted()
+    safety.refuse_if_halted(path)  # first without the lock too: no watchdog for a refusal
+    if injection.undo is not None:
+        safety.start_watchdog(path)
+    with locked(path) as fd:
+        safety.refuse_if_halted(path)
+        _write(fd, {"op": "inject", "format": FORMAT, **asdict(injection)})
 
 
 def write_end(path: str, injection_id: str, result: str) -> None:

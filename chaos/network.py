@@ -37,7 +37,7 @@ from freight import state
 from freight.client import access
 from freight.util.process import is_recorded_process
 
-from . import faults, journal, targets
+from . import faults, journal, seed, targets
 from .journal import Injection, JournalError
 from .targets import FaultRefused, ProcessTarget
 
@@ -469,7 +469,9 @@ def network_fault(
     duration = faults.check_duration(duration)
     cluster = targets.cluster(configuration)
     path = faults.journal_path(configuration)
-    target = targets.node_agent(cluster, node_id, hostname)
+    target = targets.node_agent(
+        cluster, node_id, hostname, seed.rng(configuration, "targets"), pick_head_node=False
+    )
     ns = node_netns(target)
     make_rules, details = plan(cluster, target)
     faults.refuse_last_healthy_node(cluster, target.node_id, path)

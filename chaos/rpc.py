@@ -20,7 +20,7 @@ from freight import actions
 from freight.client import access
 from freight.util import rpc_faults
 
-from . import faults, journal, targets
+from . import faults, journal, seed, targets
 from .targets import FaultRefused
 
 SIGNAL = "rpc"  # what the journal says was done (no process is signalled)
@@ -43,37 +43,31 @@ def _where(target: str, method: str) -> str:
         raise FaultRefused(str(e)) from None
 
 
-def _node(cluster: access.Target, node_id: str, hostname: str) -> str:
-    """The id of the first ALIVE node matching ``node_id`` (an id or a prefix) and
-    ``hostname``: a fault through the operator API needs no process on this machine."""
+def _node(
+    cluster: access.Target, node_id: str, hostname: str, configuration: dict[str, Any] | None
+) -> str:
+    """The id of an ALIVE node matching ``node_id`` (an id or a prefix) and ``hostname``, picked
+    by the run's seeded stream as every target is: a fault through the operator API needs no
+    process on this machine."""
     rows = [
         n
         for n in targets.alive_nodes(cluster)
         if str(n["node_id"]).startswith(node_id) and (not hostname or n["hostname"] == hostname)
     ]
-    if not rows:
-        asked = ", ".join(
-            f"{k}={v}" for k, v in (("node_id", node_id), ("hostname", hostname)) if v
-        )
-        raise FaultRefused(
-            f"no ALIVE node matches {asked or 'any'} in the cluster now; `freight list nodes` "
-            "shows them"
-        )
-    return str(rows[0]["node_id"])
+    asked = {"node_id": node_id, "hostname": hostname}
+    row = targets.one("node", rows, asked, seed.rng(configuration, "targets"), "node_id")
+    return str(row["node_id"])
 
 
-def seed_of(seed: int, configuration: dict[str, Any] | None) -> int:
-    """The seed of a fault's random fraction: ``seed`` as given, or for -1 the run's
-    ``freight_seed``, else 0 (recorded either way, so a rerun hits the same calls)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise access.UsageError(f"seed must be a whole number, got {seed!r}")
-    if seed == -1:
-        seed = (configuration or {}).get("freight_seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise access.UsageError(
-                f"the configuration's freight_seed must be a whole number, got {seed!r}"
-            )
-    return seed
+def seed_of(value: int, configuration: dict[str, Any] | None) -> int:
+    """The seed of a fault's random fraction: ``value`` as given, or for -1 one drawn from the
+    run's seeded stream (:mod:`freight.chaos.seed`), recorded either way, so a rerun with the
+    same seed hits the same calls."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise access.UsageError(f"seed must be a whole number, got {value!r}")
+    if value == -1:
+        return seed.rng(configuration, "rpc").getrandbits(31)
+    return value
 
 
 def rpc_fault(
@@ -129,7 +123,7 @@ def inject(
     cluster = targets.cluster(configuration)
     path = faults.journal_path(configuration)
     if where == rpc_faults.NODE:
-        nid = _node(cluster, node_id, hostname)
+        nid = _node(cluster, node_id, hostname, configuration)
         faults.refuse_last_healthy_node(cluster, nid, path)
         aim = {"kind": "node", "id": nid, "node_id": nid}
     else:

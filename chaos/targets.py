@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,10 @@ from freight.client import access
 from freight.config import settings
 from freight.core.nodes import ALIVE
 from freight.util.process import identity, is_recorded_process
+
+from . import seed
+
+LIMIT = 10_000  # the most rows a target is chosen among
 
 
 class FaultRefused(access.CommandFailed):
@@ -57,15 +62,24 @@ def _filters(**wanted: str) -> list[tuple[str, str, str]]:
     return [(key, "=", value) for key, value in wanted.items() if value]
 
 
-def _one(kind: str, rows: list[dict[str, Any]], asked: dict[str, str]) -> dict[str, Any]:
-    """The first of ``rows`` in the listing's order (deterministic), or a refusal naming what
+def one(
+    kind: str,
+    rows: list[dict[str, Any]],
+    asked: dict[str, str],
+    choose: random.Random | None,
+    id_key: str,
+) -> dict[str, Any]:
+    """One of ``rows`` picked by ``choose`` (the run's seeded stream, :func:`seed.rng`; None:
+    this process's), among them in the order of their ids, so that the same seed and the same
+    cluster give the same pick whatever order the listing came in; or a refusal naming what
     was asked."""
     if not rows:
         what = ", ".join(f"{k}={v}" for k, v in asked.items() if v) or "any"
         raise FaultRefused(
             f"no {kind} matches {what} in the cluster now; `freight list {kind}s` shows them"
         )
-    return rows[0]
+    ordered = sorted(rows, key=lambda r: str(r.get(id_key, "")))
+    return (choose or seed.rng(None, "targets")).choice(ordered)
 
 
 def _local(node: dict[str, Any], kind: str) -> None:
@@ -107,8 +121,10 @@ def worker(
     node_id: str = "",
     actor_id: str = "",
     worker_state: str = "",
+    choose: random.Random | None = None,
 ) -> ProcessTarget:
-    """A worker process: the first the state API lists that matches every given field."""
+    """A worker process: one of those the state API lists that match every given field, picked
+    by ``choose`` (see :func:`_one`)."""
     asked = {
         "worker_id": worker_id,
         "node_id": node_id,
@@ -116,8 +132,8 @@ def worker(
         "state": worker_state,
     }
     filters = [*_filters(**asked), ("pid", ">", "0")]
-    rows = state.list_state("workers", filters, limit=1, address=target)
-    row = _one("worker", rows, asked)
+    rows = state.list_state("workers", filters, limit=LIMIT, address=target)
+    row = one("worker", list(rows), asked, choose, "worker_id")
     process = _worker_process(target, row, "worker")
     return ProcessTarget("worker", str(row["worker_id"]), str(row["node_id"]), process)
 
@@ -128,12 +144,14 @@ def actor(
     class_name: str = "",
     actor_id: str = "",
     namespace: str = "",
+    choose: random.Random | None = None,
 ) -> ProcessTarget:
-    """The process of a live actor: the first the state API lists that matches every given
-    field."""
+    """The process of a live actor: one of those the state API lists that match every given
+    field, picked by ``choose`` (see :func:`_one`)."""
     asked = {"name": name, "class_name": class_name, "actor_id": actor_id, "namespace": namespace}
     filters = [*_filters(**asked), ("state", "=", ALIVE)]
-    row = _one("actor", state.list_state("actors", filters, limit=1, address=target), asked)
+    rows = state.list_state("actors", filters, limit=LIMIT, address=target)
+    row = one("actor", list(rows), asked, choose, "actor_id")
     workers = state.list_state(
         "workers", [("worker_id", "=", str(row["worker_id"]))], limit=1, address=target
     )
@@ -148,18 +166,30 @@ def actor(
 
 def alive_nodes(target: access.Target) -> list[dict[str, Any]]:
     """Nodes the head lists as ALIVE (not DEAD, not DRAINING: those take no work)."""
-    return list(state.list_state("nodes", [("state", "=", ALIVE)], limit=10_000, address=target))
+    return list(state.list_state("nodes", [("state", "=", ALIVE)], limit=LIMIT, address=target))
 
 
-def node_agent(target: access.Target, node_id: str = "", hostname: str = "") -> ProcessTarget:
-    """A node's agent process: the first ALIVE node matching ``node_id`` (an id or a prefix)
-    and ``hostname``, proven by the node file the agent wrote in its session folder here."""
+def node_agent(
+    target: access.Target,
+    node_id: str = "",
+    hostname: str = "",
+    choose: random.Random | None = None,
+    pick_head_node: bool = True,
+) -> ProcessTarget:
+    """A node's agent process: one of the ALIVE nodes matching ``node_id`` (an id or a prefix)
+    and ``hostname``, picked by ``choose`` (see :func:`one`), proven by the node file the
+    agent wrote in its session folder here. With ``pick_head_node`` false, a pick among nodes
+    not named (no ``node_id`` nor ``hostname``) leaves the head's node out: a fault that cannot
+    act on it (a network fault: it shares the head's network) picks among the others."""
+    named = bool(node_id or hostname)
     rows = [
         n
         for n in alive_nodes(target)
-        if str(n["node_id"]).startswith(node_id) and (not hostname or n["hostname"] == hostname)
+        if str(n["node_id"]).startswith(node_id)
+        and (not hostname or n["hostname"] == hostname)
+        and (named or pick_head_node or not n.get("is_head_node"))
     ]
-    row = _one("node", rows, {"node_id": node_id, "hostname": hostname})
+    row = one("node", rows, {"node_id": node_id, "hostname": hostname}, choose, "node_id")
     _local(row, "node agent")
     nid = str(row["node_id"])
     for path in glob.glob(os.path.join(settings.temp_dir, "session_2*", "nodes", f"{nid}.json")):

@@ -20,7 +20,7 @@ import pytest
 
 import freight
 from freight import state
-from freight.chaos import actions, journal, probes
+from freight.chaos import actions, journal, probes, watchdog
 from freight.chaos.targets import FaultRefused
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 
@@ -226,11 +226,16 @@ actions.pause_node_agent(duration=300, node_id=sys.argv[2], configuration=json.l
 def test_recover_continues_an_agent_that_a_killed_harness_left_paused(
     cluster: Cluster, config: dict[str, Any]
 ) -> None:
+    """The harness and its watchdog killed both (a crash that took the whole session)."""
     node = cluster.nodes[1]
     agent = node.process.pid
     harness = subprocess.Popen([sys.executable, "-c", HARNESS, json.dumps(config), node.node_id])
     try:
         wait_for_condition(lambda: stopped(agent), 60, "the harness to pause the agent")
+        path = config["freight_fault_journal"]
+        (dog,) = wait_for_condition(lambda: watchdog.running(path), 30, "its watchdog")
+        psutil.Process(dog).kill()
+        psutil.Process(dog).wait(30)
     finally:
         harness.kill()
         harness.wait()

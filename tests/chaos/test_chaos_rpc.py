@@ -23,7 +23,7 @@ import pytest
 import freight
 from freight import actions as admin
 from freight import state
-from freight.chaos import actions, faults, journal, probes
+from freight.chaos import actions, faults, journal, probes, seed
 from freight.chaos.targets import FaultRefused
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -144,11 +144,19 @@ def test_fail_rpc_on_heartbeats_the_nodes_ride_it_out(
 def test_a_seeded_fraction_is_recorded_and_follows_the_runs_seed(
     cluster: Cluster, config: dict[str, Any]
 ) -> None:
-    config = {**config, "freight_seed": 11}
-    result = actions.fail_rpc(
-        method="HeadService/KVDel", fraction=0.5, duration=0.2, configuration=config
-    )
-    assert (result["seed"], result["fraction"]) == (11, 0.5)
+    def fault_seed(run_seed: int) -> int:
+        seed.reset()  # a run starts: its streams begin again
+        result = actions.fail_rpc(
+            method="HeadService/KVDel",
+            fraction=0.5,
+            duration=0.2,
+            configuration={**config, "freight_seed": run_seed},
+        )
+        assert result["fraction"] == 0.5
+        return int(result["seed"])
+
+    first = fault_seed(11)
+    assert fault_seed(11) == first != fault_seed(12)  # the run's seed decides the fault's
     assert records(config)[0]["target"]["kind"] == "head"
 
 

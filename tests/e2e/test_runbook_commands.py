@@ -73,6 +73,7 @@ READS = {
     ("settings",),
     ("monitoring", "status"),
     ("chaos", "discover"),
+    ("chaos", "status"),
 }
 CHANGES = {
     ("start",),
@@ -89,6 +90,8 @@ CHANGES = {
     ("monitoring", "down"),
     ("chaos", "run"),
     ("chaos", "recover"),
+    ("chaos", "halt"),
+    ("chaos", "replay"),
 }
 FOLLOW = {"--follow", "-f"}  # a command that never ends on its own is checked with --help
 TIMEOUT_S = 120.0
