@@ -540,3 +540,20 @@ def interruptible(argv: list[str]) -> list[str]:
     Python fork without exec, which runs gRPC's fork handlers in the child, whose restarted poller
     can abort it (``epoll_wait ... Bad file descriptor``) before it runs the command."""
     return ["env", "--default-signal=INT", *argv]
+
+
+def kill_chaos_watchdogs(journal_path: str, timeout: float = 30.0) -> None:
+    """SIGKILL the chaos watchdog over ``journal_path`` once it runs (a crash that takes the
+    whole session, harness and watchdog both): what is left is for the kernel's own expiry and
+    `freight chaos recover`."""
+    import psutil
+
+    from freight.chaos import watchdog
+
+    for pid in wait_for_condition(
+        lambda: watchdog.running(journal_path), timeout, "the fault's watchdog"
+    ):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            proc.kill()
+            proc.wait(timeout)

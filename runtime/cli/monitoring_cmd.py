@@ -455,7 +455,7 @@ def _stop(servers: list[Server]) -> list[str]:
 
 def _drill(scale: float) -> str:
     return (
-        f"drill: every alert duration divided by {scale:g} (rule `for`, Alertmanager's "
+        f"drill: every alert duration divided by {scale:g} (each rule's for, Alertmanager's "
         "group_wait, group_interval, repeat_interval, resolve_timeout)"
     )
 
@@ -553,7 +553,7 @@ def add_parsers(sub: Any) -> None:
         type=float,
         default=1.0,
         metavar="N",
-        help="a drill: divide every alert duration by N (rule `for`, Alertmanager's group_wait, "
+        help="a drill: divide every alert duration by N (each rule's for, Alertmanager's group_wait, "
         "group_interval, repeat_interval, resolve_timeout); expressions, labels and routes stay. "
         "60: FreightHeadDown pages within seconds of the head's death (default 1)",
     )

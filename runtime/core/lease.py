@@ -354,7 +354,8 @@ class LeaseManager:
         actions: list[Action] = []
         idle = [w for w in self.workers.values() if w.state == "IDLE"]
         starting = self.starting
-        want_workers = 0
+        want_workers = 0  # requests that take a CPU, waiting for a worker
+        want_uncapped = 0  # requests that take none, waiting for a worker
         kept: deque[LeaseRequest] = deque()
         for req in self.pending:
             barred = self._barred(req)
@@ -394,11 +395,16 @@ class LeaseManager:
                 actions.append(Grant(req, w))
             else:
                 req.reason = WAITING_FOR_WORKER
-                want_workers += 1
+                if any(v > EPS and is_cpu(k) for k, v in req.resources.items()):
+                    want_workers += 1
+                else:
+                    want_uncapped += 1
                 kept.append(req)
         self.pending = kept
         want_actors = self._dispatch_actors(idle, actions)
         # Task workers are capped by the CPU count (a starting one counts: it is on its way).
+        # A task that takes no CPU is not (a canary, a coordinator): it gets a worker of its own
+        # even on a node whose CPUs are all busy, as in Ray, within the start-up bound.
         room = self.cpu_cap() - self.active_task_workers()
         short = want_workers - starting - max(room, 0)
         if short > 0 and idle:
@@ -408,7 +414,7 @@ class LeaseManager:
                 self.retire(wid)
             room += len(surplus)
             actions.append(Stop(surplus, "an idle worker of the other kind (GPU or CPU-only)"))
-        task_workers = min(want_workers, room + starting)
+        task_workers = min(want_workers, room + starting) + want_uncapped
         want_workers = task_workers + want_actors + self.prestart_left
         need = min(want_workers, self.startup_limit) - starting
         if need > 0:

@@ -20,9 +20,9 @@ import pytest
 
 import freight
 from freight import state
-from freight.chaos import actions, journal, probes, watchdog
+from freight.chaos import actions, journal, probes
 from freight.chaos.targets import FaultRefused
-from freight.testing import Cluster, connected_cluster, wait_for_condition
+from freight.testing import Cluster, connected_cluster, kill_chaos_watchdogs, wait_for_condition
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -232,10 +232,7 @@ def test_recover_continues_an_agent_that_a_killed_harness_left_paused(
     harness = subprocess.Popen([sys.executable, "-c", HARNESS, json.dumps(config), node.node_id])
     try:
         wait_for_condition(lambda: stopped(agent), 60, "the harness to pause the agent")
-        path = config["freight_fault_journal"]
-        (dog,) = wait_for_condition(lambda: watchdog.running(path), 30, "its watchdog")
-        psutil.Process(dog).kill()
-        psutil.Process(dog).wait(30)
+        kill_chaos_watchdogs(config["freight_fault_journal"])
     finally:
         harness.kill()
         harness.wait()

@@ -23,7 +23,13 @@ import pytest
 
 from freight.chaos import actions, journal, reverts
 from freight.chaos.targets import FaultRefused
-from freight.testing import Cluster, ClusterNode, connected_cluster, wait_for_condition
+from freight.testing import (
+    Cluster,
+    ClusterNode,
+    connected_cluster,
+    kill_chaos_watchdogs,
+    wait_for_condition,
+)
 from freight.util import netns
 
 REASON = netns.unavailable_reason()
@@ -283,6 +289,7 @@ def test_a_killed_harness_s_rules_stop_at_expiry_and_recover_removes_them(
     harness = subprocess.Popen(argv)
     try:
         chain = open_chain(config, node)
+        kill_chaos_watchdogs(path)  # the whole session dies: its watchdog too
     finally:
         harness.kill()
         harness.wait()

@@ -118,6 +118,20 @@ def test_start_workers_counts_workers_already_starting(two_cpus: LeaseManager) -
     assert starts(two_cpus.request(req(cpu=0.5))) == 0
 
 
+def test_a_task_taking_no_cpu_gets_a_worker_while_every_cpu_is_busy(
+    two_cpus: LeaseManager,
+) -> None:
+    for wid in ("w1", "w2"):
+        idle_worker(two_cpus, wid)
+    busy = [req(), req(), req()]  # two run, one waits for a CPU
+    assert len(grants([a for r in busy for a in two_cpus.request(r)])) == 2
+    canary = req(cpu=0)
+    assert starts(two_cpus.request(canary)) == 1  # beyond the CPU cap: it needs no CPU
+    two_cpus.worker_starting("w3")
+    assert grants(idle_worker(two_cpus, "w3")) == [(canary.req_id, "w3")]
+    assert two_cpus.pending_by_reason() == {WAITING_FOR_RESOURCES: 1}
+
+
 def test_fractional_cpu_node_still_gets_one_worker() -> None:
     mgr = LeaseManager({"CPU": 0.5}, validate=True)
     assert mgr.cpu_cap() == 1
@@ -611,8 +625,16 @@ def test_random_event_sequence_keeps_the_invariants() -> None:
             elif isinstance(a, StartWorkers):
                 assert a.n > 0
                 assert mgr.starting + a.n <= mgr.startup_limit
-                if not mgr.actor_queue:  # task workers alone stay within the CPU count
-                    assert mgr.active_task_workers() + a.n <= mgr.cpu_cap()
+                if not mgr.actor_queue:
+                    # Task workers stay within the CPU count, but for those of tasks that
+                    # take no CPU, which each may get one of their own.
+                    cpuless = sum(
+                        1
+                        for r in mgr.pending
+                        if r.reason == WAITING_FOR_WORKER
+                        and not any(v > 0 and k.startswith("CPU") for k, v in r.resources.items())
+                    )
+                    assert mgr.active_task_workers() + a.n <= mgr.cpu_cap() + cpuless
                 for _ in range(a.n):
                     mgr.worker_starting(f"w{next(wid)}")
             else:
