@@ -21,11 +21,13 @@ from . import faults, targets
 
 __all__ = [
     "kill_actor",
+    "kill_driver",
     "kill_head",
     "kill_node_agent",
     "kill_worker",
     "pause_node_agent",
     "pause_worker",
+    "restart_head",
     "revert_faults",
 ]
 
@@ -142,3 +144,43 @@ def revert_faults(configuration: Configuration | None = None) -> list:
         {"injection_id": r.injection.id, "fault": r.injection.fault, "result": r.result}
         for r in faults.recover(faults.journal_path(configuration))
     ]
+
+
+def kill_driver(
+    job_id: str = "",
+    signal: str = "SIGKILL",
+    grace: float = 10.0,
+    configuration: Configuration | None = None,
+) -> dict:
+    """Kill a driver (a program connected to the cluster) of job `job_id` (a prefix will do;
+    else the first running driver that is not this harness): the cluster must free what it
+    held (its leased workers, its actors) and take a new driver."""
+    from .gameday import processes
+
+    cluster = targets.cluster(configuration)
+    target = processes.driver(cluster, job_id)
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_driver", target.describe(), pid=target.pid, signal=signal
+        )
+    path = faults.journal_path(configuration)
+    return faults.kill("kill_driver", target, signal, path, grace).as_dict()
+
+
+def restart_head(configuration: Configuration | None = None) -> dict:
+    """Start the head again in its session folder on its control store, port and metrics port
+    after it died (`freight start --head --storage FILE`, as runbooks/FreightHeadDown.md says);
+    returns once it serves. Nothing to do when the head runs."""
+    from .gameday import processes
+
+    cluster = targets.cluster(configuration)
+    if faults.dry_run(configuration):
+        info = processes.head_down(cluster)
+        return faults.planned(
+            cluster,
+            "restart_head",
+            {"kind": "head", "id": cluster.address, "node_id": ""},
+            session_dir=info["session_dir"],
+            storage=info["storage"],
+        )
+    return processes.restart_head(cluster)

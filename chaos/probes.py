@@ -20,7 +20,9 @@ from . import targets
 __all__ = [
     "actor_restarts",
     "canary_task_latency",
+    "held_by_ended_drivers",
     "nodes_alive",
+    "nodes_gone_unnoticed",
     "objects_lost",
     "task_success_ratio",
     "tasks_pending",
@@ -108,3 +110,19 @@ def canary_task_latency(
     started = time.monotonic()
     freight.get(canary.remote(), timeout=timeout)
     return time.monotonic() - started
+
+
+def held_by_ended_drivers(configuration: Configuration | None = None) -> int:
+    """Actors still alive and workers still leased for drivers whose job is over: 0 when the
+    cluster freed what each dead driver held."""
+    from .gameday import processes
+
+    return processes.held_by_ended_drivers(targets.cluster(configuration))
+
+
+def nodes_gone_unnoticed(configuration: Configuration | None = None) -> int:
+    """Nodes of this machine the head lists ALIVE whose agent process has ended: 0 once the
+    head has declared every lost node dead."""
+    from .gameday import processes
+
+    return processes.nodes_gone_unnoticed(targets.cluster(configuration))

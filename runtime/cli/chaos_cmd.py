@@ -58,20 +58,31 @@ def _log_to_stderr() -> None:
     log.setLevel(logging.INFO)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def run_file(path: str, journal_path: str, **configuration: Any) -> dict[str, Any]:
+    """Load the experiment file ``path`` (a usage error when it is not a valid one), set
+    ``configuration`` over its own, run it with chaoslib and write its Chaos Toolkit journal
+    to ``journal_path``; the journal. `freight chaos run` and `freight gameday run` both run
+    experiments through here."""
     from chaoslib.experiment import run_experiment
     from chaoslib.log import encoder
 
+    experiment = _load(path)
+    experiment.setdefault("configuration", {}).update(configuration)
+    journal: dict[str, Any] = run_experiment(experiment, settings={})
+    with open(journal_path, "w", encoding="utf-8") as f:
+        json.dump(journal, f, indent=2, ensure_ascii=False, default=encoder)
+    return journal
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     experiment = _load(args.file)
-    configuration = experiment.setdefault("configuration", {})
+    configuration = {}
     if args.address:
         configuration["freight_address"] = args.address
     if args.fault_journal:
         configuration["freight_fault_journal"] = os.path.abspath(args.fault_journal)
     _log_to_stderr()
-    journal = run_experiment(experiment, settings={})
-    with open(args.journal_path, "w", encoding="utf-8") as f:
-        json.dump(journal, f, indent=2, ensure_ascii=False, default=encoder)
+    journal = run_file(args.file, args.journal_path, **configuration)
     status, deviated = journal.get("status"), bool(journal.get("deviated"))
     print(
         f"freight chaos run: {experiment.get('title', args.file)}: {status}"

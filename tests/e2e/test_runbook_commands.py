@@ -89,6 +89,8 @@ CHANGES = {
     ("monitoring", "down"),
     ("chaos", "run"),
     ("chaos", "recover"),
+    ("gameday", "run"),
+    ("gameday", "note"),
 }
 FOLLOW = {"--follow", "-f"}  # a command that never ends on its own is checked with --help
 TIMEOUT_S = 120.0
