@@ -190,6 +190,8 @@ def markdown(run: Run) -> str:
                 + ", ".join(f"{k} ({v})" for k, v in s.abandoned.items())
             )
         out.append(f"- Alert: {alert_cell(s)}; page: {page_cell(s)}")
+        if s.page_runbook:
+            out.append(f"- The page's runbook: {s.page_runbook}")
         if s.journal_path:
             out.append(f"- Chaos Toolkit journal: `{os.path.relpath(s.journal_path, run.out_dir)}`")
     out += ["", "## Timeline", "", "| time (UTC) | + s | event |", "| --- | --- | --- |"]

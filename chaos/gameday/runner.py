@@ -77,6 +77,7 @@ class StepResult:
     alert_fired: float | None = None
     page: bool = False
     page_received: float | None = None
+    page_runbook: str = ""  # the runbook link the page carried
     watched: bool = False  # the on-call pack watched it (alerts and pages known)
     journal_path: str = ""
     plan: list[str] = field(default_factory=list)  # what it does, in words
@@ -249,12 +250,18 @@ class GameDay:
             return
         from freight.testing import Cluster
 
-        cluster = Cluster(network_namespaces=spec.network_namespaces)
+        try:
+            cluster = Cluster(network_namespaces=spec.network_namespaces)
+        except RuntimeError as e:  # network namespaces need root
+            raise access.CommandFailed(f"the plan's cluster cannot start: {e}") from None
         try:
             for _ in range(spec.nodes):
-                cluster.add_node(
-                    num_cpus=spec.cpus, object_store_memory=spec.object_store_mb * 1024 * 1024
-                )
+                try:
+                    cluster.add_node(
+                        num_cpus=spec.cpus, object_store_memory=spec.object_store_mb * 1024 * 1024
+                    )
+                except (RuntimeError, TimeoutError) as e:  # a process that failed to start
+                    raise access.CommandFailed(f"the plan's cluster cannot start: {e}") from None
             yield cluster.address
         finally:
             _stop_cluster(cluster)
@@ -424,7 +431,9 @@ class GameDay:
             if result.alert_fired is None:
                 result.alert_fired = self.oncall.alert_started(step.alert)
             if step.page and result.page_received is None:
-                result.page_received = self.oncall.page_received(step.alert, since)
+                page = self.oncall.page_received(step.alert, since)
+                if page is not None:
+                    result.page_received, result.page_runbook = page
             if result.alert_fired is not None and (not step.page or result.page_received):
                 return
             if time.time() > deadline:
@@ -434,6 +443,8 @@ class GameDay:
             result.reasons.append(f"{step.alert} did not fire within {spec.page_within:g} s")
         if step.page and result.page_received is None:
             result.reasons.append(f"no page for {step.alert} within {spec.page_within:g} s")
+        elif step.page and not result.page_runbook:
+            result.reasons.append(f"the page for {step.alert} carries no runbook link")
 
     def _account(self, step: Step, drivers: list[_Driver], result: StepResult) -> None:
         """What was lost: submitted work whose right result never came back by the end of

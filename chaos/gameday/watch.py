@@ -101,12 +101,13 @@ class Oncall:
         ]
         return min(starts) if starts else None
 
-    def page_received(self, alert: str, since: float) -> float | None:
-        """When the first page naming ``alert`` reached the sink at or after ``since``."""
+    def page_received(self, alert: str, since: float) -> tuple[float, str] | None:
+        """When the first page naming ``alert`` reached the sink at or after ``since``, and
+        the runbook link it carries ("" for none)."""
         for post in self.sink.posts(self.PAGE_PATH):
             at = post.at + self._wall_offset
             if at >= since and alert in json.dumps(post.body):
-                return at
+                return at, runbook_url(post.body)
         return None
 
     def pages(self) -> list[tuple[float, Any]]:
@@ -114,3 +115,12 @@ class Oncall:
 
     def stop(self) -> None:
         self.sink.stop()
+
+
+def runbook_url(body: Any) -> str:
+    """The runbook link of a page (a PagerDuty event from Alertmanager carries it in its
+    details), or ""."""
+    payload = body.get("payload") if isinstance(body, dict) else None
+    details = payload.get("custom_details") if isinstance(payload, dict) else None
+    url = details.get("runbook_url") if isinstance(details, dict) else None
+    return str(url or "")

@@ -142,6 +142,10 @@ def test_discover_lists_every_action_and_probe(tmp_path: Path) -> None:
         ("probe", "actor_restarts"),
         ("probe", "objects_lost"),
         ("probe", "canary_task_latency"),
+        ("action", "kill_driver"),
+        ("action", "restart_head"),
+        ("probe", "held_by_ended_drivers"),
+        ("probe", "nodes_gone_unnoticed"),
     }
     pause = next(a for a in found["activities"] if a["name"] == "pause_node_agent")
     assert pause["arguments"][0] == {"name": "duration", "default": 10.0, "type": "number"}
@@ -154,7 +158,7 @@ def test_stock_chaos_discover_finds_the_extension(tmp_path: Path) -> None:
         "--discovery-path", str(path), "freight", cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    assert len(json.loads(path.read_text())["activities"]) == 13
+    assert len(json.loads(path.read_text())["activities"]) == 17
 
 
 @pytest.fixture
