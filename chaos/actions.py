@@ -21,13 +21,11 @@ from . import faults, targets
 
 __all__ = [
     "kill_actor",
-    "kill_driver",
     "kill_head",
     "kill_node_agent",
     "kill_worker",
     "pause_node_agent",
     "pause_worker",
-    "restart_head",
     "revert_faults",
 ]
 
@@ -144,6 +142,9 @@ def revert_faults(configuration: Configuration | None = None) -> list:
         {"injection_id": r.injection.id, "fault": r.injection.fault, "result": r.result}
         for r in faults.recover(faults.journal_path(configuration))
     ]
+
+
+__all__ += ["kill_driver", "restart_head"]  # game days (chaos/gameday)
 
 
 def kill_driver(
