@@ -144,6 +144,53 @@ def revert_faults(configuration: Configuration | None = None) -> list:
     ]
 
 
+# Network faults: iptables rules in the node's own network namespace (freight.chaos.network).
+
+from . import network  # noqa: E402  (here, with the block it serves)
+
+__all__ += ["drop_packets", "limit_bandwidth", "partition_node"]
+
+
+def partition_node(
+    duration: float = 10.0,
+    node_id: str = "",
+    hostname: str = "",
+    peers: str = "head",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Cut a node off for `duration` seconds: every packet between it and `peers` is dropped
+    (`head`: the head and the head node, which share an address; `nodes`: every other node
+    with an address of its own; `all`: everything). The node must run in a network namespace
+    of its own. Refused on the last healthy node. Returns once the rules are removed."""
+    return network.partition(configuration, node_id, hostname, duration, peers)
+
+
+def drop_packets(
+    duration: float = 10.0,
+    fraction: float = 0.1,
+    node_id: str = "",
+    hostname: str = "",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Drop each packet to or from a node with probability `fraction` (0 to 1) for `duration`
+    seconds: a lossy link. Refused on the last healthy node. Returns once reverted."""
+    return network.drop(configuration, node_id, hostname, duration, fraction)
+
+
+def limit_bandwidth(
+    duration: float = 10.0,
+    rate: str = "1mbit",
+    node_id: str = "",
+    hostname: str = "",
+    configuration: Configuration | None = None,
+) -> dict:
+    """Cap a node's traffic at `rate` each way for `duration` seconds; packets over it are
+    dropped. `rate` is bytes per second, or a string in tc's units: "800kbit", "1mbit" (bits
+    per second), "100kbps" (bytes per second); k = 1000. Refused on the last healthy node.
+    Returns once reverted."""
+    return network.limit(configuration, node_id, hostname, duration, rate)
+
+
 __all__ += ["kill_driver", "restart_head"]  # game days (chaos/gameday)
 
 

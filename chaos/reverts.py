@@ -40,6 +40,7 @@ def undo_signal(injection: Injection) -> str:
 # kind -> "module:function" (imported on first use, so a revert needs only its own module)
 HANDLERS: dict[str, str] = {
     "signal": "freight.chaos.reverts:undo_signal",
+    "iptables": "freight.chaos.network:undo_rules",
 }
 
 

@@ -579,3 +579,12 @@ def connected_cluster(
             yield cluster
         finally:
             freight.shutdown()
+
+
+def interruptible(argv: list[str]) -> list[str]:
+    """``argv`` run with Ctrl-C's default action, for a command a test stops with SIGINT: a
+    suite started by a shell without job control (or a test worker) has SIGINT ignored, and a
+    child inherits that. Through ``env --default-signal`` rather than a ``preexec_fn``: that makes
+    Python fork without exec, which runs gRPC's fork handlers in the child, whose restarted poller
+    can abort it (``epoll_wait ... Bad file descriptor``) before it runs the command."""
+    return ["env", "--default-signal=INT", *argv]

@@ -6,9 +6,11 @@
 # `freight monitoring up` and its tests run its binary.
 # iproute2: tests/runtime/test_netns.py puts test hosts in network namespaces with `ip netns`
 # (freight.util.netns); the tests need root too.
+# iptables: the chaos harness's network faults (freight.chaos.network) write their rules in a
+# node's network namespace with iptables-restore; tests/chaos/test_chaos_network.py needs it.
 # tmux: tests/tui run `freight top` in a real terminal and read its screen (capture-pane).
 set -euo pipefail
-packages=(prometheus prometheus-alertmanager iproute2 tmux)
+packages=(prometheus prometheus-alertmanager iproute2 iptables tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -59,10 +59,28 @@ def run_workload(console: Any) -> None:
     )
 
 
+SETTLE_S = 5.0  # the longest the summary waits for the workload's leases to come back
+
+
+def settled_status(head_address: str, token: str) -> Any:
+    """The cluster's status once the workload is over: the driver keeps an idle worker lease a
+    moment for the next task (``LEASE_IDLE_S``), so a summary taken at once shows CPUs in use
+    that nothing uses. Wait, up to :data:`SETTLE_S`, for every CPU to be back."""
+    from freight.cli.status import status_report
+
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        st = status_report(head_address, token)
+        total = st.total.amounts.get("CPU", 0.0)
+        if st.available.amounts.get("CPU", 0.0) >= total or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from freight.cli.status import render_status, status_report
+    from freight.cli.status import render_status
 
     console = Console()
     t0 = time.perf_counter()
@@ -74,7 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         run_workload(console)
         w = freight._api._require_worker()
-        render_status(status_report(w.head_address, w.token), console)
+        render_status(settled_status(w.head_address, w.token), console)
         if args.inspector and sys.stdin.isatty() and sys.stdout.isatty():
             from freight.tui.app import TopApp, id_keys
 

@@ -19,7 +19,7 @@ import pytest
 
 import freight
 from freight import state
-from freight.chaos import journal
+from freight.chaos import discover, journal
 from freight.testing import Cluster, connected_cluster, wait_for_condition
 from freight.util.process import identity
 
@@ -136,6 +136,9 @@ def test_discover_lists_every_action_and_probe(tmp_path: Path) -> None:
         ("action", "kill_node_agent"),
         ("action", "kill_head"),
         ("action", "revert_faults"),
+        ("action", "partition_node"),
+        ("action", "drop_packets"),
+        ("action", "limit_bandwidth"),
         ("probe", "nodes_alive"),
         ("probe", "tasks_pending"),
         ("probe", "task_success_ratio"),
@@ -158,7 +161,8 @@ def test_stock_chaos_discover_finds_the_extension(tmp_path: Path) -> None:
         "--discovery-path", str(path), "freight", cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    assert len(json.loads(path.read_text())["activities"]) == 17
+    stock = {a["name"] for a in json.loads(path.read_text())["activities"]}
+    assert stock == {a["name"] for a in discover(False)["activities"]}
 
 
 @pytest.fixture

@@ -462,4 +462,6 @@ def test_demo_runs_to_completion(empty_temp_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "cluster stopped" in proc.stdout, proc.stdout
     assert "1,000 tasks" in proc.stdout, proc.stdout
+    # the summary comes once the workload is over: no CPU held by a lease nothing uses
+    assert re.search(r"│ CPU\s+│\s+0 │\s+2 │", proc.stdout), proc.stdout
     assert not processes_under(empty_temp_dir)

@@ -28,7 +28,7 @@ import grpc
 import pytest
 
 import freight
-from freight.testing import Cluster, connected_cluster
+from freight.testing import Cluster, connected_cluster, interruptible
 from freight.testing import wait_for_condition as wait_until
 from freight.util.tokens import readonly_token
 
@@ -169,13 +169,12 @@ def following(cluster: Cluster, tmp_path: Path) -> Iterator[Follower]:
     out_path = tmp_path / "follow.out"
     with open(out_path, "w") as out:
         proc = subprocess.Popen(
-            [FREIGHT, "logs", "-f", "--tail", "1", "--job", job_id, "-o", "json",
-             "--address", cluster.address],
+            interruptible([FREIGHT, "logs", "-f", "--tail", "1", "--job", job_id, "-o", "json",
+                           "--address", cluster.address]),
             stdout=out,
             stderr=subprocess.PIPE,
             env=dict(os.environ),
             stdin=subprocess.DEVNULL,
-            preexec_fn=_default_sigint,
         )  # fmt: skip
     follower = Follower(proc, out_path)
     try:
@@ -442,7 +441,3 @@ def test_a_node_that_does_not_answer_is_named_and_the_rest_printed(
     assert any(far.node_id[:12] in w for w in data["warnings"]), data["warnings"]
     ids = {r["object_id"] for r in data["items"]}
     assert far_object["near"] in ids and far_object["object_id"] not in ids
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from freight.testing import short_temp_dir
+from freight.testing import interruptible, short_temp_dir
 from freight.testing import wait_for_condition as wait_until
 
 FREIGHT = str(Path(sys.executable).with_name("freight"))
@@ -255,14 +255,13 @@ def test_follow_prints_new_lines_from_workers_started_after_it(
     out_path = tmp_path / "follow.out"
     with open(out_path, "w") as out:
         follower = subprocess.Popen(
-            [FREIGHT, "logs", "--follow", "--tail", "0", "--job", job_id, "-o", "json"],
+            interruptible(
+                [FREIGHT, "logs", "--follow", "--tail", "0", "--job", job_id, "-o", "json"]
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=cli_env(cluster["temp_dir"]),
             stdin=subprocess.DEVNULL,
-            # A shell without job control starts background jobs with SIGINT ignored, and the
-            # follower would inherit that from a suite run that way: it gets Ctrl-C's default.
-            preexec_fn=_default_sigint,
         )
     try:
         # Each actor gets a worker process of its own: the pool runs out of idle ones, so later
@@ -416,7 +415,3 @@ def test_without_a_cluster_both_commands_say_so() -> None:
             assert proc.returncode == 3, proc.stderr  # no cluster
             assert "no running freight cluster found" in proc.stderr, proc.stderr
             assert "Traceback" not in proc.stderr
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
