@@ -16,7 +16,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from . import workload
-from .runner import Run, StepResult
+from .record import Run, StepResult
 from .watch import SERIES
 
 COLUMNS = ("step", "fault", "recovery", "lost", "alert expected / fired", "page latency", "verdict")

@@ -14,113 +14,27 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from freight.client import access
 from freight.util.private_files import make_private_dir
 
 from .. import faults, journal, targets
-from . import notes, workload
+from . import notes, site
+from .driver import Driver
 from .plan import Plan, Step
-from .watch import Oncall, Sample, Sampler
+from .record import Fault, Run, StepResult
+from .watch import Oncall, Sampler
 
 RECOVERY_POLL_S = 0.5  # how often the steady state is checked while a step recovers
-WORKLOAD_START_S = 120.0  # a workload that has no right result back by then did not start
-WORKLOAD_STOP_SLACK_S = 30.0  # past its drain, a workload that has not exited is killed
 
 
 class Interrupted(Exception):
     """The operator pressed Ctrl-C (or the run was sent SIGINT)."""
-
-
-@dataclass
-class Fault:
-    """One injection of the run's fault journal, with how it ended."""
-
-    id: str
-    fault: str
-    target: dict[str, str]
-    pid: int
-    signal: str
-    started: float
-    ended: float | None = None
-    result: str = ""
-
-
-@dataclass
-class StepResult:
-    """What one step did and showed."""
-
-    name: str
-    title: str  # the experiment's
-    experiment: str
-    hypothesis: str
-    status: str  # "held", "broken", "skipped", "interrupted"
-    reasons: list[str] = field(default_factory=list)  # why it is broken
-    started: float = 0.0
-    ended: float = 0.0
-    faults: list[Fault] = field(default_factory=list)
-    fault_ended: float | None = None
-    recovered: float | None = None
-    steady_before: bool | None = None
-    steady_after: bool | None = None
-    submitted: int = 0
-    answered: int = 0
-    lost: dict[str, str] = field(default_factory=dict)  # "task 17" -> why
-    abandoned: dict[str, str] = field(default_factory=dict)  # in flight in a killed driver
-    alert: str | None = None
-    alert_fired: float | None = None
-    page: bool = False
-    page_received: float | None = None
-    page_runbook: str = ""  # the runbook link the page carried
-    watched: bool = False  # the on-call pack watched it (alerts and pages known)
-    journal_path: str = ""
-    plan: list[str] = field(default_factory=list)  # what it does, in words
-
-    @property
-    def fault_names(self) -> str:
-        return ", ".join(f.fault for f in self.faults) or "-"
-
-    @property
-    def recovery_s(self) -> float | None:
-        if self.recovered is None or self.fault_ended is None:
-            return None
-        return max(0.0, self.recovered - self.fault_ended)
-
-    @property
-    def fault_started(self) -> float | None:
-        return min((f.started for f in self.faults), default=None)
-
-    @property
-    def page_latency_s(self) -> float | None:
-        if self.page_received is None or self.fault_started is None:
-            return None
-        return self.page_received - self.fault_started
-
-
-@dataclass
-class Run:
-    """The whole game day, as the report tells it."""
-
-    plan: Plan
-    out_dir: str
-    address: str
-    started: float
-    ended: float = 0.0
-    steps: list[StepResult] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-    notes: list[notes.Note] = field(default_factory=list)
-    interrupted: bool = False
-    recovered_at_end: list[str] = field(default_factory=list)  # reverts made when it stopped
-
-    @property
-    def held(self) -> bool:
-        return not self.interrupted and all(s.status in ("held", "skipped") for s in self.steps)
 
 
 @dataclass
@@ -174,7 +88,7 @@ class GameDay:
         run = Run(self.plan, self.out_dir, "", time.time())
         previous = signal.getsignal(signal.SIGINT)
         try:
-            with self._cluster() as address:
+            with site.cluster(self.plan.cluster, self.address_option) as address:
                 run.address = address
                 self.say(f"freight gameday: {self.plan.title}: cluster {address}")
                 self.say(f"freight gameday: report and journals in {self.out_dir}")
@@ -243,46 +157,13 @@ class GameDay:
             freight.shutdown()
 
     @contextlib.contextmanager
-    def _cluster(self) -> Iterator[str]:
-        spec = self.plan.cluster
-        if spec is None or self.address_option:
-            yield access.resolve(self.address_option).address
-            return
-        from freight.testing import Cluster
-
-        try:
-            cluster = Cluster(network_namespaces=spec.network_namespaces)
-        except RuntimeError as e:  # network namespaces need root
-            raise access.CommandFailed(f"the plan's cluster cannot start: {e}") from None
-        try:
-            for _ in range(spec.nodes):
-                try:
-                    cluster.add_node(
-                        num_cpus=spec.cpus, object_store_memory=spec.object_store_mb * 1024 * 1024
-                    )
-                except (RuntimeError, TimeoutError) as e:  # a process that failed to start
-                    raise access.CommandFailed(f"the plan's cluster cannot start: {e}") from None
-            yield cluster.address
-        finally:
-            _stop_cluster(cluster)
-
-    @contextlib.contextmanager
     def _monitoring(self, address: str) -> Iterator[None]:
         spec = self.plan.monitoring
         if spec is None:
             yield
             return
-        self.oncall = Oncall(spec.alertmanager_url)
-        started = False
-        try:
-            if spec.up and not spec.alertmanager_url:
-                self.oncall.alertmanager_url = _monitoring_up(address, self.oncall, self.out_dir)
-                started = True
+        with site.monitoring(spec, address, self.out_dir) as self.oncall:
             yield
-        finally:
-            if started:
-                _freight("monitoring", "down", "--address", address)
-            self.oncall.stop()
 
     # -- one step --------------------------------------------------------------------------
 
@@ -321,7 +202,7 @@ class GameDay:
             return
         result.started = time.time()
         notes.append(self.notes_path, f"step {step.name} starts", by="gameday")
-        drivers: list[_Driver] = []
+        drivers: list[Driver] = []
         try:
             if w is not None:
                 drivers.append(self._start_driver(step, address, 0))
@@ -370,9 +251,9 @@ class GameDay:
         )
         notes.append(self.notes_path, f"step {step.name} {result.status}", by="gameday")
 
-    def _start_driver(self, step: Step, address: str, k: int) -> _Driver:
+    def _start_driver(self, step: Step, address: str, k: int) -> Driver:
         assert step.workload is not None
-        d = _Driver(self.out_dir, step.name, k)
+        d = Driver(self.out_dir, step.name, k)
         d.start(address, step.workload)
         try:
             d.wait_started()
@@ -386,7 +267,7 @@ class GameDay:
         step: Step,
         experiment: dict[str, Any],
         configuration: dict[str, Any],
-        drivers: list[_Driver],
+        drivers: list[Driver],
         result: StepResult,
     ) -> None:
         """Poll until the steady state holds and the workload has a right result back for
@@ -446,7 +327,7 @@ class GameDay:
         elif step.page and not result.page_runbook:
             result.reasons.append(f"the page for {step.alert} carries no runbook link")
 
-    def _account(self, step: Step, drivers: list[_Driver], result: StepResult) -> None:
+    def _account(self, step: Step, drivers: list[Driver], result: StepResult) -> None:
         """What was lost: submitted work whose right result never came back by the end of
         the step. A driver the step killed took its work in flight with it (abandoned)."""
         for k, d in enumerate(drivers):
@@ -462,89 +343,6 @@ class GameDay:
                 result.lost.update(lost)
         if result.lost:
             result.reasons.append(f"{len(result.lost)} result(s) lost: " + ", ".join(result.lost))
-
-
-class _Driver:
-    """One workload driver process of a step, and its ledger."""
-
-    def __init__(self, out_dir: str, step: str, k: int) -> None:
-        base = f"{step}-{k + 1}"
-        self.ledger = os.path.join(out_dir, "ledgers", f"{base}.jsonl")
-        self.stop_file = os.path.join(out_dir, "ledgers", f"{base}.stop")
-        self.log = os.path.join(out_dir, "logs", f"{base}.workload.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.drain = 60.0
-
-    def start(self, address: str, spec: Any) -> None:
-        self.drain = spec.drain
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "freight.chaos.gameday.workload",
-                    "--address",
-                    address,
-                    "--ledger",
-                    self.ledger,
-                    "--stop-file",
-                    self.stop_file,
-                    "--kind",
-                    spec.kind,
-                    "--concurrency",
-                    str(spec.concurrency),
-                    "--task-seconds",
-                    str(spec.task_seconds),
-                    "--drain",
-                    str(spec.drain),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # the operator's Ctrl-C is the game day's to handle
-            )
-
-    @property
-    def job_id(self) -> str:
-        return self.outcome().job_id
-
-    def outcome(self) -> workload.Outcome:
-        return workload.read_ledger(self.ledger)
-
-    def wait_started(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + WORKLOAD_START_S
-        while not self.outcome().ok:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise access.CommandFailed(
-                    f"the workload driver did not start (no right result within "
-                    f"{WORKLOAD_START_S:g} s, or it exited): see {self.log}"
-                )
-            time.sleep(RECOVERY_POLL_S)  # polling its ledger; the deadline above bounds it
-
-    def wait_killed(self) -> bool:
-        """Whether the driver exits (the step's fault killed it) within a grace period."""
-        assert self.proc is not None
-        try:
-            self.proc.wait(WORKLOAD_STOP_SLACK_S)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        """Ask it to stop submitting and drain, wait for it, and kill it past its drain."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with open(self.stop_file, "w"):
-            pass
-        try:
-            self.proc.wait(self.drain + WORKLOAD_STOP_SLACK_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
 
 def verdict_of(ran: dict[str, Any]) -> list[str]:
@@ -643,59 +441,3 @@ def step_faults(path: str, since: float) -> list[Fault]:
             f = found[str(r["id"])]
             f.ended, f.result = float(r["time"]), str(r.get("result"))
     return list(found.values())
-
-
-def _freight(*argv: str) -> subprocess.CompletedProcess[str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "freight")
-    return subprocess.run([exe, *argv], capture_output=True, text=True, timeout=300)
-
-
-def _monitoring_up(address: str, oncall: Oncall, out_dir: str) -> str:
-    """`freight monitoring up` for the cluster, its paging receiver pointed at the sink; the
-    Alertmanager URL."""
-    import socket
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-    key = os.path.join(out_dir, "pager-routing-key")
-    with open(key, "w", encoding="utf-8") as f:
-        f.write("gameday\n")
-    am_port = free_port()
-    out = _freight(
-        "monitoring",
-        "up",
-        "--address",
-        address,
-        "--prometheus-port",
-        str(free_port()),
-        "--alertmanager-port",
-        str(am_port),
-        "--pagerduty-url",
-        oncall.page_url,
-        "--pagerduty-key-file",
-        key,
-        "--webhook",
-        oncall.sink.url + "/hook",
-        "--scrape-interval",
-        "1s",
-    )
-    if out.returncode != 0:
-        raise access.CommandFailed(
-            f"`freight monitoring up` failed, so nothing watches the alerts: {out.stderr.strip()}"
-        )
-    return f"http://127.0.0.1:{am_port}"
-
-
-def _stop_cluster(cluster: Any) -> None:
-    """Stop the game day's own cluster, and a head a step started again in its place."""
-    from freight import _launcher
-    from freight.util.process import signal_recorded, wait_exit
-
-    head = _launcher.read_trusted_json(os.path.join(cluster.session_dir, "head.json"))
-    cluster.shutdown()
-    if head and signal_recorded(head, signal.SIGTERM):
-        wait_exit(int(head["pid"]), 15.0)
-        signal_recorded(head, signal.SIGKILL)

@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 from freight.chaos.gameday import report
 from freight.chaos.gameday.notes import Note
 from freight.chaos.gameday.plan import Plan
-from freight.chaos.gameday.runner import Fault, Run, StepResult
+from freight.chaos.gameday.record import Fault, Run, StepResult
 from freight.chaos.gameday.watch import Sample, runbook_url
 
 SVG = "{http://www.w3.org/2000/svg}"
