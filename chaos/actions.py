@@ -29,6 +29,7 @@ __all__ = [
     "hog_cpu",
     "hog_memory",
     "kill_actor",
+    "kill_driver",
     "kill_head",
     "kill_node_agent",
     "kill_worker",
@@ -421,3 +422,24 @@ def delay_rpc(
         seed=seed,
         configuration=configuration,
     )
+
+
+def kill_driver(
+    job_id: str = "",
+    signal: str = "SIGKILL",
+    grace: float = 10.0,
+    configuration: Configuration | None = None,
+) -> dict:
+    """Kill a driver (a program connected to the cluster) of job `job_id` (a prefix will do;
+    else the first running driver that is not this harness): the cluster must free what it
+    held (its leased workers, its actors) and take a new driver."""
+    from .gameday import processes
+
+    cluster = targets.cluster(configuration)
+    target = processes.driver(cluster, job_id)
+    if faults.dry_run(configuration):
+        return faults.planned(
+            cluster, "kill_driver", target.describe(), pid=target.pid, signal=signal
+        )
+    path = faults.journal_path(configuration)
+    return faults.kill("kill_driver", target, signal, path, grace).as_dict()

@@ -22,7 +22,9 @@ __all__ = [
     "actor_restarts",
     "alert_firing",
     "canary_task_latency",
+    "held_by_ended_drivers",
     "nodes_alive",
+    "nodes_gone_unnoticed",
     "objects_lost",
     "page_received",
     "promql",
@@ -209,3 +211,19 @@ def rpc_faults_in_force(configuration: Configuration | None = None) -> int:
     if unreachable:
         raise RuntimeError(f"nodes {', '.join(unreachable)} did not say which RPC faults they hold")
     return len(found)
+
+
+def held_by_ended_drivers(configuration: Configuration | None = None) -> int:
+    """Actors still alive and workers still leased for drivers whose job is over: 0 when the
+    cluster freed what each dead driver held."""
+    from .gameday import processes
+
+    return processes.held_by_ended_drivers(targets.cluster(configuration))
+
+
+def nodes_gone_unnoticed(configuration: Configuration | None = None) -> int:
+    """Nodes of this machine the head lists ALIVE whose agent process has ended: 0 once the
+    head has declared every lost node dead."""
+    from .gameday import processes
+
+    return processes.nodes_gone_unnoticed(targets.cluster(configuration))

@@ -65,46 +65,71 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run(experiment, args, args.file, args.seed)
 
 
-def _run(experiment: dict[str, Any], args: argparse.Namespace, source: str, seed: Any) -> int:
-    """Run ``experiment`` through chaoslib with the command line's settings, write its journal
-    and tell how it went. ``seed`` drives every random choice (None: a new one)."""
+def run(
+    experiment: dict[str, Any],
+    journal_path: str,
+    configuration: dict[str, Any],
+    seed: Any = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Run ``experiment`` through chaoslib with ``configuration`` set over its own and write
+    its Chaos Toolkit journal to ``journal_path``; the journal. ``seed`` drives every random
+    choice (None: the experiment's own, else a new one); a dry run only plans. Refused while
+    the harness is halted. `freight chaos run|replay` and `freight gameday run` all run
+    experiments through here."""
     from chaoslib.experiment import run_experiment
     from chaoslib.log import encoder
 
     from freight.chaos import faults, safety
     from freight.chaos import seed as seeds
 
-    configuration = experiment.setdefault("configuration", {})
+    config = experiment.setdefault("configuration", {})
+    config.update(configuration)
+    if dry_run:
+        config["freight_dry_run"] = True
+    if seed is None:  # the caller names none: the experiment's own, else a new one
+        seed = config.get(seeds.KEY)
+    seed = seeds.new_seed() if seed is None else seeds.seed_of({seeds.KEY: seed})
+    config[seeds.KEY] = seed
+    # A halted harness runs nothing: refused here, before the steady state is even probed
+    # (under the stock runner each fault refuses instead).
+    safety.refuse_if_halted(faults.journal_path(config))
+    seeds.reset()
+    safety.reset_abort()
+    print(
+        f"freight chaos run: seed {seed}{' (dry run: nothing is done)' if dry_run else ''}",
+        file=sys.stderr,
+    )
+    journal: dict[str, Any] = run_experiment(experiment, settings={})
+    journal["freight"] = {
+        "seed": seed,
+        "dry_run": dry_run,
+        "fault_journal": faults.journal_path(config),
+        **journal.get("freight", {}),
+    }
+    with open(journal_path, "w", encoding="utf-8") as f:
+        json.dump(journal, f, indent=2, ensure_ascii=False, default=encoder)
+    return journal
+
+
+def run_file(
+    path: str, journal_path: str, seed: Any = None, dry_run: bool = False, **configuration: Any
+) -> dict[str, Any]:
+    """:func:`run` of the experiment file ``path`` (a usage error when it is not a valid one)."""
+    return run(_load(path), journal_path, configuration, seed, dry_run)
+
+
+def _run(experiment: dict[str, Any], args: argparse.Namespace, source: str, seed: Any) -> int:
+    """:func:`run` with the command line's settings, then tell how it went."""
+    from freight.chaos import safety
+
+    configuration: dict[str, Any] = {}
     if args.address:
         configuration["freight_address"] = args.address
     if args.fault_journal:
         configuration["freight_fault_journal"] = os.path.abspath(args.fault_journal)
-    if args.dry_run:
-        configuration["freight_dry_run"] = True
-    if seed is None:  # the command line names none: the experiment's own, else a new one
-        seed = configuration.get(seeds.KEY)
-    seed = seeds.new_seed() if seed is None else seeds.seed_of({seeds.KEY: seed})
-    configuration[seeds.KEY] = seed
-    # A halted harness runs nothing: refused here, before the steady state is even probed
-    # (under the stock runner each fault refuses instead).
-    safety.refuse_if_halted(faults.journal_path(configuration))
     _log_to_stderr()
-    seeds.reset()
-    safety.reset_abort()
-    print(
-        f"freight chaos run: seed {configuration[seeds.KEY]}"
-        f"{' (dry run: nothing is done)' if args.dry_run else ''}",
-        file=sys.stderr,
-    )
-    journal = run_experiment(experiment, settings={})
-    journal["freight"] = {
-        "seed": configuration[seeds.KEY],
-        "dry_run": bool(args.dry_run),
-        "fault_journal": faults.journal_path(configuration),
-        **journal.get("freight", {}),
-    }
-    with open(args.journal_path, "w", encoding="utf-8") as f:
-        json.dump(journal, f, indent=2, ensure_ascii=False, default=encoder)
+    journal = run(experiment, args.journal_path, configuration, seed, bool(args.dry_run))
     for step in journal.get("run") or []:
         output = step.get("output")
         if isinstance(output, dict) and output.get("dry_run") is True:

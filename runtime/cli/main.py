@@ -28,6 +28,7 @@ MODULES = [
     "node_cmd",
     "top_cmd",
     "chaos_cmd",
+    "gameday_cmd",
 ]
 COMMANDS = {
     "start": "cluster",
@@ -52,6 +53,7 @@ COMMANDS = {
     "undrain": "node_cmd",
     "top": "top_cmd",
     "chaos": "chaos_cmd",
+    "gameday": "gameday_cmd",
 }
 
 

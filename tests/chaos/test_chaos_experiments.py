@@ -158,6 +158,9 @@ def test_discover_lists_every_action_and_probe(tmp_path: Path) -> None:
         ("action", "fail_rpc"),
         ("action", "delay_rpc"),
         ("probe", "rpc_faults_in_force"),
+        ("action", "kill_driver"),
+        ("probe", "held_by_ended_drivers"),
+        ("probe", "nodes_gone_unnoticed"),
     }
     pause = next(a for a in found["activities"] if a["name"] == "pause_node_agent")
     assert pause["arguments"][0] == {"name": "duration", "default": 10.0, "type": "number"}

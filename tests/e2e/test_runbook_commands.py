@@ -92,6 +92,8 @@ CHANGES = {
     ("chaos", "recover"),
     ("chaos", "halt"),
     ("chaos", "replay"),
+    ("gameday", "run"),
+    ("gameday", "note"),
 }
 FOLLOW = {"--follow", "-f"}  # a command that never ends on its own is checked with --help
 TIMEOUT_S = 120.0
