@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -332,11 +333,15 @@ def restart_head(storage: str, timeout: float, configuration: Configuration) -> 
     store = os.path.abspath(storage) if storage else options.storage
     started = _launcher.read_trusted_json(os.path.join(session, _launcher.STARTED_FILE)) or {}
     if not store or started.get("storage") != store:
-        raise targets.FaultRefused(
-            f"the head of {session} was not started by `freight start --head --storage FILE`"
-            f"{' on ' + store if store else ''}, so no head started again carries its cluster "
-            "on: start it by hand as runbooks/FreightHeadDown.md says"
-        )
+        if storage:  # a store named that this head did not run on
+            raise targets.FaultRefused(
+                f"the head of {session} was not started by `freight start --head --storage "
+                f"{store}`, so a head started on it would not carry its cluster on: start it by "
+                "hand as runbooks/FreightHeadDown.md says"
+            )
+        # A head a program started (freight.testing.Cluster, a game day's own cluster): again
+        # in its session folder, on the store it ran on, its port and metrics port.
+        return _restart_in_session(session, head, timeout, configuration)
     argv = [
         sys.executable, "-m", "freight.cli.main", "start", "--head", "--storage", store,
         "--port", options.port or "0", "--bind", options.bind or "127.0.0.1",
@@ -388,6 +393,56 @@ def restart_head(storage: str, timeout: float, configuration: Configuration) -> 
         "result": "started",
         "pid": int(new.get("pid") or 0),
         "address": str(new.get("address") or address),
+        "nodes_alive": nodes,
+        "seconds": round(time.monotonic() - began, 3),
+    }
+
+
+def _restart_in_session(
+    session: str, head: dict[str, Any], timeout: float, configuration: Configuration
+) -> dict[str, Any]:
+    """Start a head that `freight start` did not start again in its session folder, on the
+    control store it ran on, with its address and metrics port, detached; journalled; once every
+    node is ALIVE, what it did."""
+    from . import faults
+
+    address = str(head.get("address") or "")
+    host, _, port = address.rpartition(":")
+    metrics_port = str(head.get("metrics_address") or ":0").rpartition(":")[2]
+    target = {"kind": "head", "id": address, "node_id": ""}
+    if faults.dry_run(configuration):
+        return faults.planned(
+            targets.cluster(configuration), "restart_head", target, run=f"head in {session}"
+        )
+    path = faults.journal_path(configuration)
+    injection = journal.Injection(
+        "restart_head",
+        target,
+        {k: head[k] for k in ("pid", "create_time", "cmdline") if k in head},
+        "start",
+        None,
+        0.0,
+    )
+    journal.write_injection(path, injection)
+    began = time.monotonic()
+    try:
+        proc, new_address = _launcher.start_head(
+            session,
+            int(port),
+            str(head.get("cluster_name") or "freight"),
+            attached=False,
+            bind=host,
+            metrics_port=int(metrics_port or 0),
+        )
+        # The head outlives this call; a thread reaps it whenever it ends (no zombie left).
+        threading.Thread(target=proc.wait, name="restarted-head", daemon=True).start()
+        nodes = _wait_nodes(configuration, began + timeout)
+    finally:
+        journal.write_end(path, injection.id, "started")
+    return {
+        "result": "started",
+        "pid": proc.pid,
+        "address": new_address,
         "nodes_alive": nodes,
         "seconds": round(time.monotonic() - began, 3),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -486,13 +487,19 @@ class Cluster:
         )
 
     def shutdown(self) -> None:
-        """Stop every node, then the head; remove the namespaces, if any."""
+        """Stop every node, then the head (also one a chaos action started again in its place,
+        as its ``head.json`` records it); remove the namespaces, if any."""
         from freight import _launcher
+        from freight.util.process import signal_recorded, wait_exit
 
+        head = _launcher.read_trusted_json(os.path.join(self.session_dir, "head.json"))
         procs = [n.process for n in reversed(self.nodes)]
         if self._head_proc is not None:
             procs.append(self._head_proc)
         _launcher.stop_processes(procs)
+        if head and signal_recorded(head, signal.SIGTERM):
+            wait_exit(int(head["pid"]), 15.0)
+            signal_recorded(head, signal.SIGKILL)
         self.nodes.clear()
         self._head_proc = None
         if self._lab is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -107,11 +106,4 @@ def _monitoring_up(address: str, oncall: Oncall, out_dir: str) -> str:
 
 def _stop_cluster(cluster: Any) -> None:
     """Stop the game day's own cluster, and a head a step started again in its place."""
-    from freight import _launcher
-    from freight.util.process import signal_recorded, wait_exit
-
-    head = _launcher.read_trusted_json(os.path.join(cluster.session_dir, "head.json"))
     cluster.shutdown()
-    if head and signal_recorded(head, signal.SIGTERM):
-        wait_exit(int(head["pid"]), 15.0)
-        signal_recorded(head, signal.SIGKILL)

@@ -350,17 +350,18 @@ def test_urls_that_do_not_answer_are_named_with_what_to_do(
         probes.promql("up", configuration=config)
 
 
-def test_restart_head_leaves_a_running_head_alone_and_refuses_one_it_cannot_carry_on(
+def test_restart_head_leaves_a_running_head_alone_and_starts_a_dead_one_in_its_session(
     cluster: Cluster, config: dict[str, Any]
 ) -> None:
     """(The loop test restarts a head `freight start --head --storage` started.) This cluster's
-    head was started without a store of its own: no `freight start --head --storage` carries
-    it on, and restart_head says so and does nothing."""
+    head was started by a program, without `freight start`: restart_head refuses a store it did
+    not run on, and starts it again in its session folder, on its own store and port."""
     assert actions.restart_head(configuration=config)["result"] == "running"
     cluster.kill_head()
-    try:
-        with pytest.raises(FaultRefused, match="was not started by `freight start --head"):
-            actions.restart_head(configuration=config)
-        assert list(journal.read(config["freight_fault_journal"])) == []  # nothing journalled
-    finally:
-        cluster.restart_head()
+    with pytest.raises(FaultRefused, match="was not started by `freight start --head"):
+        actions.restart_head(storage="/nonexistent/other.db", configuration=config)
+    assert list(journal.read(config["freight_fault_journal"])) == []  # nothing journalled
+    done = actions.restart_head(configuration=config)
+    assert done["result"] == "started" and done["address"] == cluster.address, done
+    assert done["nodes_alive"] == len(cluster.nodes)
+    assert probes.nodes_alive(configuration=config) == len(cluster.nodes)
