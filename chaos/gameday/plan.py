@@ -36,6 +36,9 @@ class MonitoringSpec(_Strict):
     up: bool = True
     alertmanager_url: str = ""  # an Alertmanager already watching the cluster, instead
     page_within: float = Field(60.0, gt=0)  # seconds from the fault to the page, at most
+    # A drill: every alert duration divided by this (`freight monitoring up --time-scale`), so
+    # alerts that wait minutes in production fire within a step of seconds.
+    time_scale: float = Field(60.0, ge=1)
 
 
 class WorkloadSpec(_Strict):

@@ -51,7 +51,7 @@ def monitoring(spec: MonitoringSpec, address: str, out_dir: str) -> Iterator[Onc
     started = False
     try:
         if spec.up and not spec.alertmanager_url:
-            oncall.alertmanager_url = _monitoring_up(address, oncall, out_dir)
+            oncall.alertmanager_url = _monitoring_up(address, oncall, out_dir, spec.time_scale)
             started = True
         yield oncall
     finally:
@@ -65,7 +65,7 @@ def _freight(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, *argv], capture_output=True, text=True, timeout=300)
 
 
-def _monitoring_up(address: str, oncall: Oncall, out_dir: str) -> str:
+def _monitoring_up(address: str, oncall: Oncall, out_dir: str, time_scale: float) -> str:
     """`freight monitoring up` for the cluster, its paging receiver pointed at the sink; the
     Alertmanager URL."""
     import socket
@@ -96,6 +96,8 @@ def _monitoring_up(address: str, oncall: Oncall, out_dir: str) -> str:
         oncall.sink.url + "/hook",
         "--scrape-interval",
         "1s",
+        "--time-scale",
+        f"{time_scale:g}",
     )
     if out.returncode != 0:
         raise access.CommandFailed(

@@ -56,6 +56,10 @@ def gameday(*argv: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Co
             ],
         ),
         (f"title: t\ncluster: {{nodes: 1}}\nsteps:{GOOD_STEP}", ["cluster.nodes"]),
+        (
+            f"title: t\nmonitoring: {{time_scale: 0.5}}\nsteps:{GOOD_STEP}",
+            ["monitoring.time_scale"],
+        ),
         ("- just\n- a list\n", ["a plan is a mapping with a title and steps"]),
         (f"title: t\nsteps:{GOOD_STEP}{GOOD_STEP}", ["kill appear more than once"]),
     ],
@@ -65,6 +69,7 @@ def gameday(*argv: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Co
         "bad-yaml",
         "unknown-alert",
         "one-node",
+        "slower-than-production",
         "list",
         "twice",
     ],
