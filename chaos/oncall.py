@@ -352,16 +352,7 @@ def restart_head(storage: str, timeout: float, configuration: Configuration) -> 
     if faults.dry_run(configuration):
         command = "freight " + " ".join(argv[3:])
         return faults.planned(targets.cluster(configuration), "restart_head", target, run=command)
-    path = faults.journal_path(configuration)
-    injection = journal.Injection(
-        "restart_head",
-        target,
-        {k: head[k] for k in ("pid", "create_time", "cmdline") if k in head},
-        "start",
-        None,
-        0.0,
-    )
-    journal.write_injection(path, injection)
+    path, injection = _journal_restart(head, target, configuration)
     began = time.monotonic()
     try:
         done = subprocess.run(
@@ -398,6 +389,26 @@ def restart_head(storage: str, timeout: float, configuration: Configuration) -> 
     }
 
 
+def _journal_restart(
+    head: dict[str, Any], target: dict[str, str], configuration: Configuration
+) -> tuple[str, journal.Injection]:
+    """Journal a head's restart before it happens (nothing to undo: the journal, like the
+    fault's, says what the harness did and to which head); the journal's path and the line."""
+    from . import faults
+
+    path = faults.journal_path(configuration)
+    injection = journal.Injection(
+        "restart_head",
+        target,
+        {k: head[k] for k in ("pid", "create_time", "cmdline") if k in head},
+        "start",
+        None,
+        0.0,
+    )
+    journal.write_injection(path, injection)
+    return path, injection
+
+
 def _restart_in_session(
     session: str, head: dict[str, Any], timeout: float, configuration: Configuration
 ) -> dict[str, Any]:
@@ -414,16 +425,7 @@ def _restart_in_session(
         return faults.planned(
             targets.cluster(configuration), "restart_head", target, run=f"head in {session}"
         )
-    path = faults.journal_path(configuration)
-    injection = journal.Injection(
-        "restart_head",
-        target,
-        {k: head[k] for k in ("pid", "create_time", "cmdline") if k in head},
-        "start",
-        None,
-        0.0,
-    )
-    journal.write_injection(path, injection)
+    path, injection = _journal_restart(head, target, configuration)
     began = time.monotonic()
     try:
         proc, new_address = _launcher.start_head(
