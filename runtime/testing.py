@@ -564,3 +564,35 @@ def kill_chaos_watchdogs(journal_path: str, timeout: float = 30.0) -> None:
             proc = psutil.Process(pid)
             proc.kill()
             proc.wait(timeout)
+
+
+def run_with_stacks(
+    argv: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv)`` for a Python command (a ``freight`` command line) that must end
+    within ``timeout`` s; if it does not, it is made to print every thread's stack (Python's
+    fault handler, on SIGABRT) and the test fails with that and what it wrote, so a hang says
+    where it hung."""
+    full = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(
+            f"{' '.join(argv)} did not end within {timeout:g} s; its stdout:\n{out[-2000:]}\n"
+            f"its stderr, with every thread's stack:\n{err[-8000:]}"
+        ) from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

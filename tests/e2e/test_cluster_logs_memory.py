@@ -28,7 +28,7 @@ import grpc
 import pytest
 
 import freight
-from freight.testing import Cluster, connected_cluster, interruptible
+from freight.testing import Cluster, connected_cluster, interruptible, run_with_stacks
 from freight.testing import wait_for_condition as wait_until
 from freight.util.tokens import readonly_token
 
@@ -98,14 +98,7 @@ def far_failure(cluster: Cluster) -> dict[str, str]:
 
 def cli(cluster: Cluster, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ, COLUMNS="250", NO_COLOR="1", **env)
-    return subprocess.run(
-        [FREIGHT, *args, "--address", cluster.address],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=full,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_with_stacks([FREIGHT, *args, "--address", cluster.address], 120, full)
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
