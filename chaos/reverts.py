@@ -25,6 +25,11 @@ def undo_signal(injection: Injection) -> str:
     """Send the recorded signal (``SIGCONT`` after a pause) to the recorded process, only if
     that very process still runs."""
     assert injection.undo is not None
+    if not injection.process.get("pid"):
+        raise JournalError(
+            f"injection {injection.id} ({injection.fault}) has a signal to send but records no "
+            "process to send it to; nothing can be reverted for it: move the journal aside"
+        )
     sig = signal.Signals.__members__.get(str(injection.undo.get("signal", "")))
     if sig is None:
         raise JournalError(

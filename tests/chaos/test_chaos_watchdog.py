@@ -17,14 +17,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from freight.chaos import journal, watchdog
+from freight.chaos import journal, reverts, watchdog
 from freight.testing import wait_for_condition
 
 # A harness that pauses the process it is given with a journalled revert, as faults do, and
 # then never reverts it: only the watchdog can.
 HARNESS = """
 import json, os, signal, sys, time
-from freight.chaos import journal, watchdog
+from freight.chaos import journal, reverts, watchdog
 from freight.util.process import identity
 victim = int(sys.argv[2])
 injection = journal.Injection(
@@ -137,3 +137,17 @@ def test_a_watchdog_over_a_damaged_journal_says_so_once_and_ends_with_its_harnes
     assert text.count("The journal is damaged") == 1
     assert text.endswith(f"the harness is gone; `freight chaos recover {path}` says what is left\n")
     assert stopped(victim.pid)  # left to recover and to a person, as the log says
+
+
+def test_a_signal_revert_that_records_no_process_is_refused_not_retried(tmp_path: Path) -> None:
+    """A journal line with a signal to send and no process to send it to can never be
+    reverted: a journal error (the watchdog logs it and moves on; recover says so), never a
+    failure the watchdog retries for minutes."""
+    undo = {"kind": "signal", "signal": "SIGCONT"}
+    injection = journal.Injection("pause_node_agent", {"kind": "node"}, {}, "SIGSTOP", undo, 0)
+    with pytest.raises(journal.JournalError, match="records no process"):
+        reverts.undo(injection)
+    path = str(tmp_path / "f.jsonl")
+    journal.write_injection(path, injection)
+    gone = {"pid": injection.by, "create_time": 0.0, "cmdline": ["gone"]}  # not this process
+    assert watchdog.sweep(path, gone, time.time()) == (0, False)  # nothing left to retry
