@@ -115,6 +115,16 @@ def _worker_process(target: access.Target, row: dict[str, Any], kind: str) -> di
     return claim
 
 
+def _own_socket() -> str:
+    """The owner socket of this process's driver ("" when it is none): what the workers it
+    leases name as their ``lease_holder``."""
+    import freight
+
+    if not freight.is_initialized():
+        return ""
+    return str(freight._api._require_worker().address).split("|")[0]
+
+
 def worker(
     target: access.Target,
     worker_id: str = "",
@@ -133,7 +143,11 @@ def worker(
     }
     filters = [*_filters(**asked), ("pid", ">", "0")]
     rows = state.list_state("workers", filters, limit=LIMIT, address=target)
-    row = one("worker", list(rows), asked, choose, "worker_id")
+    # A pick not named by id leaves out the harness's own leases (its canary's worker): the
+    # next canary would run on the worker the fault just killed.
+    own = "" if worker_id else _own_socket()
+    mine = [r for r in rows if own and str(r.get("lease_holder", "")).split("|")[0] == own]
+    row = one("worker", [r for r in rows if r not in mine], asked, choose, "worker_id")
     process = _worker_process(target, row, "worker")
     return ProcessTarget("worker", str(row["worker_id"]), str(row["node_id"]), process)
 

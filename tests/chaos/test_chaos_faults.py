@@ -6,6 +6,7 @@ allow_head, the last healthy node."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -132,6 +133,34 @@ def test_pause_node_agent_stops_it_for_the_duration_and_it_answers_again(
     )
     print(f"agent answered {time.monotonic() - continued:.3f} s after SIGCONT")
     assert probes.nodes_alive(configuration=config) == 2
+
+
+@freight.remote
+def hold_until(path: str) -> int:
+    while not os.path.exists(path):  # a task that runs until the test lets it end
+        time.sleep(0.05)
+    return os.getpid()
+
+
+def test_a_worker_the_harness_itself_leases_is_never_a_target(
+    cluster: Cluster, config: dict[str, Any], tmp_path: Path
+) -> None:
+    """The harness is a driver (its canary): a worker leased to it is no pick for a fault that
+    names no worker, or its next canary would run on the worker it just killed."""
+    done = tmp_path / "done"
+    ref = hold_until.remote(str(done))
+    rows = wait_for_condition(
+        lambda: [w for w in state.list_workers([("state", "=", "LEASED")]) if w["lease_holder"]],
+        30,
+        "a worker leased to this driver",
+    )
+    try:
+        with pytest.raises(FaultRefused, match="no worker matches state=LEASED"):
+            actions.kill_worker(state="LEASED", configuration=config)
+    finally:
+        done.touch()
+    assert freight.get(ref, timeout=60) in {r["pid"] for r in rows}  # it was never killed
+    assert records(config) == []
 
 
 def test_pause_worker_stops_it_and_continues_it(cluster: Cluster, config: dict[str, Any]) -> None:
